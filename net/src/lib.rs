@@ -1,4 +1,38 @@
-//! The wire: the gRPC contract, the provider and tracker APIs as traits, the libp2p node
-//! (Kademlia DHT) and the in-memory network for tests.
+//! The wire of wwt: the gRPC contract, the provider and tracker APIs as traits, and the ways to
+//! reach them: over gRPC, in memory, or through injected faults.
 //!
-//! Not built yet: see issue 3.
+//! `net` knows nothing of tables: a piece is opaque bytes named by its BLAKE3 hash.
+//!
+//! Modules:
+//! - [`proto`]: the code generated from `proto/wwt.proto`, the public contract.
+//! - [`types`]: domain types (ids, reservations, requests, answers), validated on receipt with
+//!   `TryFrom<proto::…>`.
+//! - [`auth`]: ed25519 identities, signed requests and the verifier (staleness, replay).
+//! - [`api`]: the seams: [`ProviderApi`], [`TrackerApi`], [`Connector`], [`Discovery`].
+//! - [`grpc`]: tonic server adapters (with reflection) and clients implementing the traits.
+//! - [`memory`]: the in-memory network and DHT twin for whole-network tests in one process.
+//! - [`faults`]: a connector wrapper that drops, delays, corrupts and partitions.
+//! - [`rendezvous`]: which tracker answers for a segment.
+//! - [`error`]: [`NetError`] and its single mapping to `tonic::Status`.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod faults;
+pub mod grpc;
+pub mod memory;
+pub mod rendezvous;
+pub mod types;
+
+/// Code generated from `proto/wwt.proto` (package `wwt.v1`).
+#[allow(missing_docs, clippy::all, clippy::unwrap_used)]
+pub mod proto {
+    tonic::include_proto!("wwt.v1");
+
+    /// The encoded file descriptor set, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("wwt_descriptor");
+}
+
+pub use api::{Connector, Discovery, FoundHolder, ProviderApi, TrackerApi};
+pub use auth::{Identity, Signed, Verifier, now_ms};
+pub use error::NetError;

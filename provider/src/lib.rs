@@ -1,4 +1,83 @@
-//! The provider daemon: holds coded pieces on disk, answers reads and audits, and hosts
-//! encrypted indexes when indexing is on.
+//! The provider daemon: holds coded pieces on disk under tracker reservations, serves them to
+//! their owners and to trusted trackers, and reports to its trackers.
 //!
-//! Not built yet: see issue 3.
+//! Modules:
+//! - [`config`]: [`ProviderConfig`], the daemon's settings.
+//! - [`store`]: [`store::PieceStore`], crash-safe piece files with sled metadata.
+//! - [`service`]: [`Provider`], the [`wwt_net::ProviderApi`] implementation.
+//! - [`error`]: the crate's error type, [`ProviderError`].
+//!
+//! [`run`] is the daemon: it opens the provider, serves it over gRPC and sends heartbeats.
+
+pub mod config;
+pub mod error;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use wwt_net::grpc::{self, GrpcConnector};
+use wwt_net::{Connector, ProviderApi};
+
+pub use config::{ProviderConfig, TrackerEndpoint};
+pub use error::ProviderError;
+pub use service::Provider;
+
+/// Runs a provider on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: ProviderConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ProviderError> {
+    let local = listener
+        .local_addr()
+        .map_err(|source| ProviderError::Disk {
+            path: "<listener>".into(),
+            source,
+        })?;
+    let address = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
+    let provider = Arc::new(Provider::open(&config)?);
+    info!(node = %provider.node_id(), %address, "provider listening");
+    let beats = spawn_heartbeats(
+        provider.clone(),
+        Arc::new(GrpcConnector::new()),
+        address,
+        config.heartbeat_interval(),
+    );
+    let api: Arc<dyn ProviderApi> = provider;
+    let served = grpc::serve(Some(api), None, listener, shutdown).await;
+    beats.abort();
+    Ok(served?)
+}
+
+/// Sends a heartbeat to every trusted tracker now and then every `interval`, until aborted.
+pub fn spawn_heartbeats(
+    provider: Arc<Provider>,
+    connector: Arc<dyn Connector>,
+    address: String,
+    interval: std::time::Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            for (id, tracker_address) in provider.trackers() {
+                let sent = match connector.tracker(tracker_address) {
+                    Ok(tracker) => provider.heartbeat_once(tracker.as_ref(), &address).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = sent {
+                    warn!(tracker = %id, error = %e, "heartbeat failed");
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,69 @@
+//! The seams: what a provider, a tracker and piece discovery offer, as traits.
+//!
+//! The services implement these traits themselves; the gRPC client, the in-memory network and
+//! the fault-injecting wrapper implement them too, so the same caller code runs against any.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::NetError;
+use crate::auth::Signed;
+use crate::types::{
+    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, Placement,
+    ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId, SegmentLocation,
+    StorePiece, StoreReceipt,
+};
+
+/// A storage provider: holds pieces under tracker reservations and serves them to their owner.
+#[async_trait]
+pub trait ProviderApi: Send + Sync {
+    /// Stores a piece (signed by the reservation's owner). Storing a piece already held for the
+    /// same owner returns a fresh receipt without writing again, so uploads resume cheaply.
+    async fn store(&self, request: Signed<StorePiece>) -> Result<StoreReceipt, NetError>;
+    /// Reads a whole piece or a byte range (signed by its owner or a trusted tracker).
+    async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError>;
+    /// Capacity and usage.
+    async fn status(&self) -> Result<ProviderStatus, NetError>;
+}
+
+/// A tracker: knows the providers, places pieces, and maps pieces to their holders.
+#[async_trait]
+pub trait TrackerApi: Send + Sync {
+    /// A provider reports itself (signed by the provider).
+    async fn heartbeat(&self, request: Signed<Heartbeat>) -> Result<HeartbeatAck, NetError>;
+    /// Reserves distinct live providers for a segment's pieces (signed by the owner).
+    async fn reserve(&self, request: Signed<ReserveSegment>) -> Result<Placement, NetError>;
+    /// Records providers' receipts in the piece map (signed by the owner).
+    async fn confirm(&self, request: Signed<ConfirmStored>) -> Result<Confirmed, NetError>;
+    /// Where a segment's pieces are (signed by the owner).
+    async fn locate(&self, request: Signed<Locate>) -> Result<SegmentLocation, NetError>;
+    /// The provider registry.
+    async fn providers(&self) -> Result<Vec<ProviderRecord>, NetError>;
+}
+
+/// Turns an address into a handle on the service there: over gRPC, in memory, or through faults.
+pub trait Connector: Send + Sync {
+    /// The provider at `address`.
+    fn provider(&self, address: &str) -> Result<Arc<dyn ProviderApi>, NetError>;
+    /// The tracker at `address`.
+    fn tracker(&self, address: &str) -> Result<Arc<dyn TrackerApi>, NetError>;
+}
+
+/// A provider found through discovery: who it is and where its service listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FoundHolder {
+    /// Its node id.
+    pub node: NodeId,
+    /// Its service address, if it announced one.
+    pub address: Option<String>,
+}
+
+/// Finding the holders of a segment's pieces without a tracker (the Kademlia DHT).
+#[async_trait]
+pub trait Discovery: Send + Sync {
+    /// Announces that this node holds pieces of `segment`.
+    async fn announce(&self, segment: SegmentId) -> Result<(), NetError>;
+    /// The nodes that announced pieces of `segment`.
+    async fn holders(&self, segment: SegmentId) -> Result<Vec<FoundHolder>, NetError>;
+}

@@ -1,0 +1,464 @@
+//! Identities and signed requests.
+//!
+//! A [`Signed`] request carries the encoded body and an [`Auth`]: the signer's public key, a
+//! timestamp, a random nonce and an ed25519 signature over
+//! `"wwt request v1\0" ‖ method ‖ "\0" ‖ public key ‖ timestamp (u64 LE) ‖ nonce ‖ BLAKE3(body)`.
+//! The method name is signed so a body cannot be replayed against another endpoint. A
+//! [`Verifier`] refuses unsigned, mis-signed, stale (outside its window) and replayed (nonce
+//! seen before within the window) requests, then decodes and validates the body.
+
+use std::collections::{HashSet, VecDeque};
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use prost::Message;
+
+use crate::types::NodeId;
+use crate::{NetError, proto};
+
+/// Milliseconds since the Unix epoch, by the local clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A node's ed25519 key pair. Its public key is the [`NodeId`].
+#[derive(Clone)]
+pub struct Identity {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Identity({:?})", self.node_id())
+    }
+}
+
+impl Identity {
+    /// A fresh random identity.
+    pub fn generate() -> Result<Identity, NetError> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| NetError::Internal(format!("no randomness for a new identity: {e}")))?;
+        Ok(Identity::from_secret(secret))
+    }
+
+    /// The identity with this 32-byte secret key (the same secret builds the libp2p keypair).
+    pub fn from_secret(secret: [u8; 32]) -> Identity {
+        Identity {
+            key: SigningKey::from_bytes(&secret),
+        }
+    }
+
+    /// The 32-byte secret key. Keep it out of logs.
+    pub fn secret(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    /// Loads the identity from `path` (64 hex characters), or creates one there (mode 0600).
+    pub fn load_or_create(path: &Path) -> Result<Identity, NetError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let bytes = hex::decode(text.trim()).map_err(|_| {
+                    NetError::BadRequest(format!("{} does not hold a hex key", path.display()))
+                })?;
+                let secret = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                    NetError::BadRequest(format!("{} does not hold 32 bytes", path.display()))
+                })?;
+                Ok(Identity::from_secret(secret))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let identity = Identity::generate()?;
+                write_private(path, hex::encode(identity.secret()).as_bytes()).map_err(|e| {
+                    NetError::Internal(format!("cannot write {}: {e}", path.display()))
+                })?;
+                Ok(identity)
+            }
+            Err(e) => Err(NetError::Internal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// The node id (public key).
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.key.verifying_key().to_bytes())
+    }
+
+    /// Signs arbitrary bytes (reservations, receipts).
+    pub fn sign_detached(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+
+    /// Signs a request body for its method, with the current time and a fresh nonce.
+    pub fn sign<T: Body>(&self, body: T) -> Result<Signed<T>, NetError> {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| NetError::Internal(format!("no randomness for a nonce: {e}")))?;
+        Ok(self.sign_with(body, now_ms(), nonce))
+    }
+
+    /// Signs with a given timestamp and nonce (tests of staleness and replay use this).
+    pub fn sign_with<T: Body>(&self, body: T, timestamp_ms: u64, nonce: [u8; 16]) -> Signed<T> {
+        let wire: T::Wire = body.into();
+        let body = Bytes::from(wire.encode_to_vec());
+        let signer = self.node_id();
+        let message = request_signing_bytes(T::METHOD, &signer, timestamp_ms, &nonce, &body);
+        Signed {
+            body,
+            auth: Auth {
+                signer,
+                timestamp_ms,
+                nonce,
+                signature: self.sign_detached(&message),
+            },
+            _body: PhantomData,
+        }
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, contents)
+}
+
+/// Whether `signature` is a valid ed25519 signature by `signer` over `message`.
+pub fn verify_detached(signer: &NodeId, message: &[u8], signature: &[u8; 64]) -> bool {
+    VerifyingKey::from_bytes(&signer.0).is_ok_and(|key| {
+        key.verify_strict(message, &Signature::from_bytes(signature))
+            .is_ok()
+    })
+}
+
+fn request_signing_bytes(
+    method: &str,
+    signer: &NodeId,
+    timestamp_ms: u64,
+    nonce: &[u8; 16],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + method.len() + 1 + 32 + 8 + 16 + 32);
+    out.extend_from_slice(b"wwt request v1\0");
+    out.extend_from_slice(method.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&signer.0);
+    out.extend_from_slice(&timestamp_ms.to_le_bytes());
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(blake3::hash(body).as_bytes());
+    out
+}
+
+/// A request body that travels signed: its wire message and the gRPC method it is sent to.
+pub trait Body: Sized + Into<Self::Wire> + TryFrom<Self::Wire, Error = NetError> {
+    /// The protobuf message on the wire.
+    type Wire: Message + Default;
+    /// The full gRPC method path, e.g. `/wwt.v1.Provider/Store`; part of what is signed.
+    const METHOD: &'static str;
+}
+
+macro_rules! body {
+    ($t:ty, $wire:ty, $method:literal) => {
+        impl Body for $t {
+            type Wire = $wire;
+            const METHOD: &'static str = $method;
+        }
+    };
+}
+
+body!(
+    crate::types::StorePiece,
+    proto::StoreRequest,
+    "/wwt.v1.Provider/Store"
+);
+body!(
+    crate::types::ReadPiece,
+    proto::ReadRequest,
+    "/wwt.v1.Provider/Read"
+);
+body!(
+    crate::types::Heartbeat,
+    proto::Heartbeat,
+    "/wwt.v1.Tracker/Heartbeat"
+);
+body!(
+    crate::types::ReserveSegment,
+    proto::ReserveRequest,
+    "/wwt.v1.Tracker/Reserve"
+);
+body!(
+    crate::types::ConfirmStored,
+    proto::ConfirmRequest,
+    "/wwt.v1.Tracker/Confirm"
+);
+body!(
+    crate::types::Locate,
+    proto::LocateRequest,
+    "/wwt.v1.Tracker/Locate"
+);
+
+/// Who signed a request, when, and the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The signer's node id (public key).
+    pub signer: NodeId,
+    /// When it was signed, in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// A random nonce, unique per request.
+    pub nonce: [u8; 16],
+    /// The signature.
+    pub signature: [u8; 64],
+}
+
+/// A signed request whose body decodes to `T` (once verified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed<T> {
+    body: Bytes,
+    auth: Auth,
+    _body: PhantomData<fn() -> T>,
+}
+
+impl<T> Signed<T> {
+    /// Who claims to have signed it (not yet verified).
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The encoded body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
+
+impl<T> TryFrom<proto::SignedRequest> for Signed<T> {
+    type Error = NetError;
+    fn try_from(w: proto::SignedRequest) -> Result<Self, NetError> {
+        let auth = w
+            .auth
+            .ok_or_else(|| NetError::Unauthenticated("request is not signed".into()))?;
+        let malformed = |what: &str| NetError::Unauthenticated(format!("malformed auth: {what}"));
+        Ok(Signed {
+            body: w.body,
+            auth: Auth {
+                signer: NodeId::from_slice(&auth.public_key)
+                    .map_err(|_| malformed("public key is not 32 bytes"))?,
+                timestamp_ms: auth.timestamp_ms,
+                nonce: <[u8; 16]>::try_from(auth.nonce.as_ref())
+                    .map_err(|_| malformed("nonce is not 16 bytes"))?,
+                signature: <[u8; 64]>::try_from(auth.signature.as_ref())
+                    .map_err(|_| malformed("signature is not 64 bytes"))?,
+            },
+            _body: PhantomData,
+        })
+    }
+}
+
+impl<T> From<Signed<T>> for proto::SignedRequest {
+    fn from(s: Signed<T>) -> Self {
+        proto::SignedRequest {
+            body: s.body,
+            auth: Some(proto::Auth {
+                public_key: s.auth.signer.to_wire(),
+                timestamp_ms: s.auth.timestamp_ms,
+                nonce: Bytes::copy_from_slice(&s.auth.nonce),
+                signature: Bytes::copy_from_slice(&s.auth.signature),
+            }),
+        }
+    }
+}
+
+/// The most nonces a verifier remembers; past this it refuses requests until some expire.
+const MAX_REMEMBERED_NONCES: usize = 1 << 20;
+
+/// Checks signed requests: signature, freshness, replay; then decodes the body.
+#[derive(Debug)]
+pub struct Verifier {
+    window_ms: u64,
+    seen: Mutex<NonceCache>,
+}
+
+/// A signer's public key and a nonce it used.
+type NonceKey = ([u8; 32], [u8; 16]);
+
+#[derive(Debug, Default)]
+struct NonceCache {
+    keys: HashSet<NonceKey>,
+    /// Keys with the time (ms) after which they may be forgotten, oldest first.
+    by_expiry: VecDeque<(u64, NonceKey)>,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier::new(Duration::from_secs(120))
+    }
+}
+
+impl Verifier {
+    /// A verifier accepting timestamps within `window` of its clock, either way.
+    pub fn new(window: Duration) -> Verifier {
+        Verifier {
+            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            seen: Mutex::new(NonceCache::default()),
+        }
+    }
+
+    /// Verifies `request` and returns its signer and decoded, validated body.
+    pub fn verify<T: Body>(&self, request: Signed<T>) -> Result<(NodeId, T), NetError> {
+        let auth = &request.auth;
+        let message = request_signing_bytes(
+            T::METHOD,
+            &auth.signer,
+            auth.timestamp_ms,
+            &auth.nonce,
+            &request.body,
+        );
+        if !verify_detached(&auth.signer, &message, &auth.signature) {
+            return Err(NetError::Unauthenticated(format!(
+                "signature by {} does not verify for {}",
+                auth.signer,
+                T::METHOD
+            )));
+        }
+        let now = now_ms();
+        if auth.timestamp_ms.abs_diff(now) > self.window_ms {
+            return Err(NetError::Unauthenticated(format!(
+                "request is stale: signed at {} ms, now {now} ms, window ±{} ms; check the clock",
+                auth.timestamp_ms, self.window_ms
+            )));
+        }
+        self.remember(auth.signer, auth.nonce, auth.timestamp_ms, now)?;
+        let wire = T::Wire::decode(request.body)?;
+        Ok((request.auth.signer, T::try_from(wire)?))
+    }
+
+    fn remember(
+        &self,
+        signer: NodeId,
+        nonce: [u8; 16],
+        timestamp_ms: u64,
+        now: u64,
+    ) -> Result<(), NetError> {
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| NetError::Internal("nonce cache poisoned".into()))?;
+        while let Some(&(expiry, key)) = seen.by_expiry.front() {
+            if expiry >= now {
+                break;
+            }
+            seen.keys.remove(&key);
+            seen.by_expiry.pop_front();
+        }
+        if seen.keys.len() >= MAX_REMEMBERED_NONCES {
+            return Err(NetError::Unavailable(
+                "too many recent requests; retry shortly".into(),
+            ));
+        }
+        let key = (signer.0, nonce);
+        if !seen.keys.insert(key) {
+            return Err(NetError::Unauthenticated(
+                "request replayed: its nonce was already used".into(),
+            ));
+        }
+        // Entries expire once their timestamp has left the window; a signer's clock skew only
+        // moves its own entries. Expiries are not sorted strictly, so pruning is approximate
+        // but never forgets a nonce early by more than the skew within the window.
+        seen.by_expiry
+            .push_back((timestamp_ms.max(now).saturating_add(self.window_ms), key));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::types::{Locate, SegmentId};
+
+    fn locate() -> Locate {
+        Locate {
+            segment: SegmentId([3; 32]),
+        }
+    }
+
+    #[test]
+    fn a_signed_request_verifies_once() {
+        let id = Identity::generate().unwrap();
+        let verifier = Verifier::default();
+        let req = id.sign(locate()).unwrap();
+        let (signer, body) = verifier.verify(req.clone()).unwrap();
+        assert_eq!((signer, body), (id.node_id(), locate()));
+        let replay = verifier.verify(req).unwrap_err();
+        assert!(replay.to_string().contains("replayed"), "{replay}");
+    }
+
+    #[test]
+    fn stale_tampered_and_unsigned_requests_are_refused() {
+        let id = Identity::generate().unwrap();
+        let verifier = Verifier::new(Duration::from_secs(10));
+        let stale = id.sign_with(locate(), now_ms() - 60_000, [1; 16]);
+        let err = verifier.verify(stale).unwrap_err();
+        assert!(err.to_string().contains("stale"), "{err}");
+
+        let mut wire = proto::SignedRequest::from(id.sign(locate()).unwrap());
+        wire.body = Bytes::from_static(b"\x0a\x20tampered-tampered-tampered-tamp");
+        let err = verifier
+            .verify(Signed::<Locate>::try_from(wire).unwrap())
+            .unwrap_err();
+        assert!(matches!(err, NetError::Unauthenticated(_)), "{err}");
+
+        let unsigned = proto::SignedRequest {
+            body: Bytes::new(),
+            auth: None,
+        };
+        assert!(matches!(
+            Signed::<Locate>::try_from(unsigned),
+            Err(NetError::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn a_body_signed_for_one_method_is_refused_by_another() {
+        let id = Identity::generate().unwrap();
+        let signed = id.sign(locate()).unwrap();
+        let wire = proto::SignedRequest::from(signed);
+        let as_read = Signed::<crate::types::ReadPiece>::try_from(wire).unwrap();
+        assert!(matches!(
+            Verifier::default().verify(as_read),
+            Err(NetError::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn identities_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys").join("node.key");
+        let a = Identity::load_or_create(&path).unwrap();
+        let b = Identity::load_or_create(&path).unwrap();
+        assert_eq!(a.node_id(), b.node_id());
+    }
+}

@@ -1,0 +1,213 @@
+//! A fault-injecting wrapper around any [`Connector`]: per address, drop calls, delay them,
+//! corrupt the bytes read, or partition the node away entirely.
+//!
+//! Decisions come from one seeded RNG, so a failing test replays with the same seed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::NetError;
+use crate::api::{Connector, ProviderApi, TrackerApi};
+use crate::auth::Signed;
+use crate::types::{
+    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, PieceData, Placement,
+    ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentLocation, StorePiece,
+    StoreReceipt,
+};
+
+/// What goes wrong with calls to one address.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fault {
+    /// Probability (0..=1) that a call is dropped (fails as `Unavailable` without reaching it).
+    pub drop_rate: f64,
+    /// Added before every call.
+    pub delay: Duration,
+    /// Flip one byte of every piece read from it (a lying provider).
+    pub corrupt_reads: bool,
+    /// Every call fails as `Unavailable` (the node is cut off).
+    pub partitioned: bool,
+}
+
+#[derive(Debug)]
+struct FaultState {
+    by_address: HashMap<String, Fault>,
+    rng: StdRng,
+}
+
+/// The faults in force, shared by every handle a [`FaultyConnector`] gives out.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    state: Arc<Mutex<FaultState>>,
+}
+
+impl Faults {
+    /// No faults yet; random decisions drawn from `seed`.
+    pub fn new(seed: u64) -> Faults {
+        Faults {
+            state: Arc::new(Mutex::new(FaultState {
+                by_address: HashMap::new(),
+                rng: StdRng::seed_from_u64(seed),
+            })),
+        }
+    }
+
+    /// Sets the fault for `address` (the default [`Fault`] heals it).
+    pub fn set(&self, address: &str, fault: Fault) {
+        if let Ok(mut state) = self.state.lock() {
+            state.by_address.insert(address.to_string(), fault);
+        }
+    }
+
+    /// Removes every fault.
+    pub fn heal_all(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.by_address.clear();
+        }
+    }
+
+    /// Decides the fate of one call to `address`: its delay and whether to corrupt its read.
+    async fn before_call(&self, address: &str) -> Result<bool, NetError> {
+        let (delay, corrupt) = {
+            let mut state = self
+                .state
+                .lock()
+                .map_err(|_| NetError::Internal("fault state poisoned".into()))?;
+            let Some(fault) = state.by_address.get(address).cloned() else {
+                return Ok(false);
+            };
+            if fault.partitioned {
+                return Err(NetError::Unavailable(format!("{address} is partitioned")));
+            }
+            if fault.drop_rate > 0.0 && state.rng.random_bool(fault.drop_rate.min(1.0)) {
+                return Err(NetError::Unavailable(format!("call to {address} dropped")));
+            }
+            (fault.delay, fault.corrupt_reads)
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Ok(corrupt)
+    }
+
+    fn flip_byte(&self, data: &Bytes) -> Bytes {
+        if data.is_empty() {
+            return data.clone();
+        }
+        let at = self
+            .state
+            .lock()
+            .map(|mut s| s.rng.random_range(0..data.len()))
+            .unwrap_or(0);
+        let mut bytes = data.to_vec();
+        bytes[at] ^= 0x01;
+        Bytes::from(bytes)
+    }
+}
+
+/// A [`Connector`] whose handles pass through [`Faults`].
+#[derive(Clone)]
+pub struct FaultyConnector {
+    inner: Arc<dyn Connector>,
+    faults: Faults,
+}
+
+impl std::fmt::Debug for FaultyConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyConnector")
+            .field("faults", &self.faults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FaultyConnector {
+    /// Wraps `inner`; change faults later through `faults`.
+    pub fn new(inner: Arc<dyn Connector>, faults: Faults) -> FaultyConnector {
+        FaultyConnector { inner, faults }
+    }
+}
+
+impl Connector for FaultyConnector {
+    fn provider(&self, address: &str) -> Result<Arc<dyn ProviderApi>, NetError> {
+        Ok(Arc::new(FaultyProvider {
+            inner: self.inner.provider(address)?,
+            faults: self.faults.clone(),
+            address: address.to_string(),
+        }))
+    }
+
+    fn tracker(&self, address: &str) -> Result<Arc<dyn TrackerApi>, NetError> {
+        Ok(Arc::new(FaultyTracker {
+            inner: self.inner.tracker(address)?,
+            faults: self.faults.clone(),
+            address: address.to_string(),
+        }))
+    }
+}
+
+struct FaultyProvider {
+    inner: Arc<dyn ProviderApi>,
+    faults: Faults,
+    address: String,
+}
+
+#[async_trait]
+impl ProviderApi for FaultyProvider {
+    async fn store(&self, request: Signed<StorePiece>) -> Result<StoreReceipt, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.store(request).await
+    }
+
+    async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError> {
+        let corrupt = self.faults.before_call(&self.address).await?;
+        let mut data = self.inner.read(request).await?;
+        if corrupt {
+            data.data = self.faults.flip_byte(&data.data);
+        }
+        Ok(data)
+    }
+
+    async fn status(&self) -> Result<ProviderStatus, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.status().await
+    }
+}
+
+struct FaultyTracker {
+    inner: Arc<dyn TrackerApi>,
+    faults: Faults,
+    address: String,
+}
+
+#[async_trait]
+impl TrackerApi for FaultyTracker {
+    async fn heartbeat(&self, request: Signed<Heartbeat>) -> Result<HeartbeatAck, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.heartbeat(request).await
+    }
+
+    async fn reserve(&self, request: Signed<ReserveSegment>) -> Result<Placement, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.reserve(request).await
+    }
+
+    async fn confirm(&self, request: Signed<ConfirmStored>) -> Result<Confirmed, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.confirm(request).await
+    }
+
+    async fn locate(&self, request: Signed<Locate>) -> Result<SegmentLocation, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.locate(request).await
+    }
+
+    async fn providers(&self) -> Result<Vec<ProviderRecord>, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.providers().await
+    }
+}

@@ -1,0 +1,308 @@
+//! gRPC adapters: servers that expose a [`ProviderApi`] / [`TrackerApi`] over tonic (with
+//! reflection), and clients that implement the same traits over a channel.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Response, Status};
+
+use crate::api::{Connector, ProviderApi, TrackerApi};
+use crate::auth::Signed;
+use crate::proto::provider_client::ProviderClient;
+use crate::proto::provider_server::{Provider, ProviderServer};
+use crate::proto::tracker_client::TrackerClient;
+use crate::proto::tracker_server::{Tracker, TrackerServer};
+use crate::types::{
+    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, MAX_PIECE_SIZE, PieceData,
+    Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentLocation,
+    StorePiece, StoreReceipt,
+};
+use crate::{NetError, proto};
+
+/// The largest gRPC message either side accepts: a maximal piece plus its envelope.
+const MAX_MESSAGE: usize = MAX_PIECE_SIZE as usize + (1 << 20);
+/// HTTP/2 flow-control windows: large enough that a piece streams without stalls on loopback.
+const STREAM_WINDOW: u32 = 8 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// Serves `provider` and/or `tracker` (and gRPC reflection) on `listener` until `shutdown`.
+pub async fn serve(
+    provider: Option<Arc<dyn ProviderApi>>,
+    tracker: Option<Arc<dyn TrackerApi>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NetError> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NetError::Internal(format!("reflection service: {e}")))?;
+    let provider = provider.map(|api| {
+        ProviderServer::new(ProviderAdapter(api))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    });
+    let tracker = tracker.map(|api| {
+        TrackerServer::new(TrackerAdapter(api))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    });
+    Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .tcp_nodelay(true)
+        .add_service(reflection)
+        .add_optional_service(provider)
+        .add_optional_service(tracker)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| NetError::Internal(format!("gRPC server failed: {e}")))
+}
+
+/// Exposes a [`ProviderApi`] as the `wwt.v1.Provider` gRPC service.
+struct ProviderAdapter(Arc<dyn ProviderApi>);
+
+#[async_trait]
+impl Provider for ProviderAdapter {
+    async fn store(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::StoreReceipt>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.store(signed).await?.into()))
+    }
+
+    async fn read(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::ReadResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.read(signed).await?.into()))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::ProviderStatus>, Status> {
+        Ok(Response::new(self.0.status().await?.into()))
+    }
+}
+
+/// Exposes a [`TrackerApi`] as the `wwt.v1.Tracker` gRPC service.
+struct TrackerAdapter(Arc<dyn TrackerApi>);
+
+#[async_trait]
+impl Tracker for TrackerAdapter {
+    async fn heartbeat(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::HeartbeatAck>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.heartbeat(signed).await?.into()))
+    }
+
+    async fn reserve(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::Placement>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.reserve(signed).await?.into()))
+    }
+
+    async fn confirm(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::ConfirmResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.confirm(signed).await?.into()))
+    }
+
+    async fn locate(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::SegmentLocation>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.locate(signed).await?.into()))
+    }
+
+    async fn providers(
+        &self,
+        _request: Request<proto::ListProvidersRequest>,
+    ) -> Result<Response<proto::ProviderList>, Status> {
+        let providers = self.0.providers().await?;
+        Ok(Response::new(proto::ProviderList {
+            providers: providers.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+fn channel(address: &str) -> Result<Channel, NetError> {
+    let endpoint = Endpoint::from_shared(address.to_string())
+        .map_err(|e| NetError::BadRequest(format!("bad address {address:?}: {e}")))?;
+    Ok(endpoint
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// A provider reached over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcProvider {
+    client: ProviderClient<Channel>,
+}
+
+impl GrpcProvider {
+    /// A client for the provider at `address` (e.g. `http://127.0.0.1:7001`); connects on first use.
+    pub fn connect_lazy(address: &str) -> Result<GrpcProvider, NetError> {
+        Ok(GrpcProvider {
+            client: ProviderClient::new(channel(address)?)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        })
+    }
+}
+
+#[async_trait]
+impl ProviderApi for GrpcProvider {
+    async fn store(&self, request: Signed<StorePiece>) -> Result<StoreReceipt, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .store(proto::SignedRequest::from(request))
+            .await?;
+        reply.into_inner().try_into()
+    }
+
+    async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .read(proto::SignedRequest::from(request))
+            .await?;
+        reply.into_inner().try_into()
+    }
+
+    async fn status(&self) -> Result<ProviderStatus, NetError> {
+        let reply = self.client.clone().status(proto::StatusRequest {}).await?;
+        reply.into_inner().try_into()
+    }
+}
+
+/// A tracker reached over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcTracker {
+    client: TrackerClient<Channel>,
+}
+
+impl GrpcTracker {
+    /// A client for the tracker at `address`; connects on first use.
+    pub fn connect_lazy(address: &str) -> Result<GrpcTracker, NetError> {
+        Ok(GrpcTracker {
+            client: TrackerClient::new(channel(address)?)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        })
+    }
+}
+
+#[async_trait]
+impl TrackerApi for GrpcTracker {
+    async fn heartbeat(&self, request: Signed<Heartbeat>) -> Result<HeartbeatAck, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .heartbeat(proto::SignedRequest::from(request))
+            .await?;
+        reply.into_inner().try_into()
+    }
+
+    async fn reserve(&self, request: Signed<ReserveSegment>) -> Result<Placement, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .reserve(proto::SignedRequest::from(request))
+            .await?;
+        reply.into_inner().try_into()
+    }
+
+    async fn confirm(&self, request: Signed<ConfirmStored>) -> Result<Confirmed, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .confirm(proto::SignedRequest::from(request))
+            .await?;
+        Ok(reply.into_inner().into())
+    }
+
+    async fn locate(&self, request: Signed<Locate>) -> Result<SegmentLocation, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .locate(proto::SignedRequest::from(request))
+            .await?;
+        reply.into_inner().try_into()
+    }
+
+    async fn providers(&self) -> Result<Vec<ProviderRecord>, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .providers(proto::ListProvidersRequest {})
+            .await?;
+        reply
+            .into_inner()
+            .providers
+            .into_iter()
+            .map(ProviderRecord::try_from)
+            .collect()
+    }
+}
+
+/// Connects to services over gRPC, keeping one channel per address.
+#[derive(Debug, Default)]
+pub struct GrpcConnector {
+    providers: Mutex<HashMap<String, Arc<GrpcProvider>>>,
+    trackers: Mutex<HashMap<String, Arc<GrpcTracker>>>,
+}
+
+impl GrpcConnector {
+    /// A connector with no channels open yet.
+    pub fn new() -> GrpcConnector {
+        GrpcConnector::default()
+    }
+}
+
+fn cached<T>(
+    map: &Mutex<HashMap<String, Arc<T>>>,
+    address: &str,
+    make: impl FnOnce(&str) -> Result<T, NetError>,
+) -> Result<Arc<T>, NetError> {
+    let mut map = map
+        .lock()
+        .map_err(|_| NetError::Internal("connector cache poisoned".into()))?;
+    if let Some(found) = map.get(address) {
+        return Ok(found.clone());
+    }
+    let made = Arc::new(make(address)?);
+    map.insert(address.to_string(), made.clone());
+    Ok(made)
+}
+
+impl Connector for GrpcConnector {
+    fn provider(&self, address: &str) -> Result<Arc<dyn ProviderApi>, NetError> {
+        Ok(cached(
+            &self.providers,
+            address,
+            GrpcProvider::connect_lazy,
+        )?)
+    }
+
+    fn tracker(&self, address: &str) -> Result<Arc<dyn TrackerApi>, NetError> {
+        Ok(cached(&self.trackers, address, GrpcTracker::connect_lazy)?)
+    }
+}

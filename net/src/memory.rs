@@ -1,0 +1,279 @@
+//! The in-memory network: services registered under addresses inside one process.
+//!
+//! Every call is encoded to protobuf bytes and decoded again on both legs, and errors travel as
+//! `tonic::Status`, so the validation that runs over gRPC runs here too. Removing a node
+//! simulates a crash: calls to its address fail as `Unavailable`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use prost::Message;
+use tonic::Status;
+
+use crate::api::{Connector, Discovery, FoundHolder, ProviderApi, TrackerApi};
+use crate::auth::Signed;
+use crate::types::{
+    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, Placement,
+    ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId, SegmentLocation,
+    StorePiece, StoreReceipt,
+};
+use crate::{NetError, proto};
+
+#[derive(Clone)]
+enum Node {
+    Provider(Arc<dyn ProviderApi>),
+    Tracker(Arc<dyn TrackerApi>),
+}
+
+/// Services reachable by address inside this process; clone it to share.
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    nodes: Arc<Mutex<HashMap<String, Node>>>,
+}
+
+impl std::fmt::Debug for MemoryNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryNetwork")
+    }
+}
+
+impl MemoryNetwork {
+    /// An empty network.
+    pub fn new() -> MemoryNetwork {
+        MemoryNetwork::default()
+    }
+
+    /// Makes `provider` reachable at `address` (replacing whatever was there).
+    pub fn add_provider(&self, address: &str, provider: Arc<dyn ProviderApi>) {
+        self.insert(address, Node::Provider(provider));
+    }
+
+    /// Makes `tracker` reachable at `address` (replacing whatever was there).
+    pub fn add_tracker(&self, address: &str, tracker: Arc<dyn TrackerApi>) {
+        self.insert(address, Node::Tracker(tracker));
+    }
+
+    /// Takes the node at `address` off the network, as if it had crashed.
+    pub fn remove(&self, address: &str) {
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.remove(address);
+        }
+    }
+
+    fn insert(&self, address: &str, node: Node) {
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.insert(address.to_string(), node);
+        }
+    }
+
+    fn lookup(&self, address: &str) -> Result<Node, NetError> {
+        self.nodes
+            .lock()
+            .map_err(|_| NetError::Internal("memory network poisoned".into()))?
+            .get(address)
+            .cloned()
+            .ok_or_else(|| NetError::Unavailable(format!("no node listens at {address}")))
+    }
+}
+
+/// Sends a message through its wire encoding: encode, decode, validate.
+fn through_wire<D, W>(value: D) -> Result<D, NetError>
+where
+    D: Into<W> + TryFrom<W, Error = NetError>,
+    W: Message + Default,
+{
+    let bytes = value.into().encode_to_vec();
+    D::try_from(W::decode(bytes.as_slice())?)
+}
+
+fn request<T>(signed: Signed<T>) -> Result<Signed<T>, NetError> {
+    let bytes = proto::SignedRequest::from(signed).encode_to_vec();
+    Signed::try_from(proto::SignedRequest::decode(bytes.as_slice())?)
+}
+
+/// An error as it arrives over gRPC.
+fn as_status(err: NetError) -> NetError {
+    NetError::from(Status::from(err))
+}
+
+/// A provider at an address of a [`MemoryNetwork`].
+struct MemoryProvider {
+    network: MemoryNetwork,
+    address: String,
+}
+
+impl MemoryProvider {
+    fn target(&self) -> Result<Arc<dyn ProviderApi>, NetError> {
+        match self.network.lookup(&self.address)? {
+            Node::Provider(p) => Ok(p),
+            Node::Tracker(_) => Err(NetError::Unavailable(format!(
+                "{} is a tracker, not a provider",
+                self.address
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl ProviderApi for MemoryProvider {
+    async fn store(&self, req: Signed<StorePiece>) -> Result<StoreReceipt, NetError> {
+        let reply = self
+            .target()?
+            .store(request(req)?)
+            .await
+            .map_err(as_status)?;
+        through_wire::<_, proto::StoreReceipt>(reply)
+    }
+
+    async fn read(&self, req: Signed<ReadPiece>) -> Result<PieceData, NetError> {
+        let reply = self
+            .target()?
+            .read(request(req)?)
+            .await
+            .map_err(as_status)?;
+        through_wire::<_, proto::ReadResponse>(reply)
+    }
+
+    async fn status(&self) -> Result<ProviderStatus, NetError> {
+        let reply = self.target()?.status().await.map_err(as_status)?;
+        through_wire::<_, proto::ProviderStatus>(reply)
+    }
+}
+
+/// A tracker at an address of a [`MemoryNetwork`].
+struct MemoryTracker {
+    network: MemoryNetwork,
+    address: String,
+}
+
+impl MemoryTracker {
+    fn target(&self) -> Result<Arc<dyn TrackerApi>, NetError> {
+        match self.network.lookup(&self.address)? {
+            Node::Tracker(t) => Ok(t),
+            Node::Provider(_) => Err(NetError::Unavailable(format!(
+                "{} is a provider, not a tracker",
+                self.address
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl TrackerApi for MemoryTracker {
+    async fn heartbeat(&self, req: Signed<Heartbeat>) -> Result<HeartbeatAck, NetError> {
+        let reply = self
+            .target()?
+            .heartbeat(request(req)?)
+            .await
+            .map_err(as_status)?;
+        through_wire::<_, proto::HeartbeatAck>(reply)
+    }
+
+    async fn reserve(&self, req: Signed<ReserveSegment>) -> Result<Placement, NetError> {
+        let reply = self
+            .target()?
+            .reserve(request(req)?)
+            .await
+            .map_err(as_status)?;
+        through_wire::<_, proto::Placement>(reply)
+    }
+
+    async fn confirm(&self, req: Signed<ConfirmStored>) -> Result<Confirmed, NetError> {
+        let reply = self
+            .target()?
+            .confirm(request(req)?)
+            .await
+            .map_err(as_status)?;
+        let bytes = proto::ConfirmResponse::from(reply).encode_to_vec();
+        Ok(proto::ConfirmResponse::decode(bytes.as_slice())?.into())
+    }
+
+    async fn locate(&self, req: Signed<Locate>) -> Result<SegmentLocation, NetError> {
+        let reply = self
+            .target()?
+            .locate(request(req)?)
+            .await
+            .map_err(as_status)?;
+        through_wire::<_, proto::SegmentLocation>(reply)
+    }
+
+    async fn providers(&self) -> Result<Vec<ProviderRecord>, NetError> {
+        let reply = self.target()?.providers().await.map_err(as_status)?;
+        reply
+            .into_iter()
+            .map(through_wire::<_, proto::ProviderRecord>)
+            .collect()
+    }
+}
+
+impl Connector for MemoryNetwork {
+    fn provider(&self, address: &str) -> Result<Arc<dyn ProviderApi>, NetError> {
+        Ok(Arc::new(MemoryProvider {
+            network: self.clone(),
+            address: address.to_string(),
+        }))
+    }
+
+    fn tracker(&self, address: &str) -> Result<Arc<dyn TrackerApi>, NetError> {
+        Ok(Arc::new(MemoryTracker {
+            network: self.clone(),
+            address: address.to_string(),
+        }))
+    }
+}
+
+/// The in-memory twin of the DHT: one shared table of segment → announcing nodes.
+#[derive(Clone, Default, Debug)]
+pub struct MemoryDht {
+    table: Arc<Mutex<HashMap<SegmentId, HashSet<FoundHolder>>>>,
+}
+
+impl MemoryDht {
+    /// An empty table.
+    pub fn new() -> MemoryDht {
+        MemoryDht::default()
+    }
+
+    /// The [`Discovery`] handle of one node in this table.
+    pub fn node(&self, node: NodeId, address: Option<String>) -> MemoryDiscovery {
+        MemoryDiscovery {
+            dht: self.clone(),
+            me: FoundHolder { node, address },
+        }
+    }
+}
+
+/// One node's view of a [`MemoryDht`].
+#[derive(Clone, Debug)]
+pub struct MemoryDiscovery {
+    dht: MemoryDht,
+    me: FoundHolder,
+}
+
+#[async_trait]
+impl Discovery for MemoryDiscovery {
+    async fn announce(&self, segment: SegmentId) -> Result<(), NetError> {
+        let mut table = self
+            .dht
+            .table
+            .lock()
+            .map_err(|_| NetError::Internal("memory DHT poisoned".into()))?;
+        table.entry(segment).or_default().insert(self.me.clone());
+        Ok(())
+    }
+
+    async fn holders(&self, segment: SegmentId) -> Result<Vec<FoundHolder>, NetError> {
+        let table = self
+            .dht
+            .table
+            .lock()
+            .map_err(|_| NetError::Internal("memory DHT poisoned".into()))?;
+        let mut found: Vec<FoundHolder> = table
+            .get(&segment)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        found.sort_by_key(|h| h.node);
+        Ok(found)
+    }
+}

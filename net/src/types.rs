@@ -1,0 +1,952 @@
+//! Domain types, and their validated conversions from the wire (`TryFrom<proto::…>`).
+//!
+//! A value of a type here has been checked: ids have the right length, ranges fit, counts are
+//! bounded. Nothing past this module looks at a protobuf message.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+
+use crate::NetError;
+use crate::proto;
+
+/// The largest piece any service accepts (the gRPC message limit is a little above it).
+pub const MAX_PIECE_SIZE: u64 = 64 << 20;
+
+/// The most pieces one segment may have (Reed–Solomon's limit).
+pub const MAX_PIECES_PER_SEGMENT: usize = 256;
+
+/// The longest address string a node may announce.
+const MAX_ADDRESS_LEN: usize = 256;
+
+/// The longest zone name a provider may announce.
+const MAX_ZONE_LEN: usize = 64;
+
+macro_rules! id32 {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub [u8; 32]);
+
+        impl $name {
+            /// Parses the id from exactly 32 bytes.
+            pub fn from_slice(bytes: &[u8]) -> Result<Self, NetError> {
+                <[u8; 32]>::try_from(bytes).map($name).map_err(|_| {
+                    NetError::BadRequest(format!(
+                        concat!($what, " must be 32 bytes, got {}"),
+                        bytes.len()
+                    ))
+                })
+            }
+
+            /// The raw bytes.
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+
+            /// The bytes as a wire field.
+            pub fn to_wire(&self) -> Bytes {
+                Bytes::copy_from_slice(&self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), &hex::encode(&self.0[..6]))
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&hex::encode(self.0))
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <String as serde::Deserialize>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = NetError;
+            fn from_str(s: &str) -> Result<Self, NetError> {
+                let bytes = hex::decode(s).map_err(|e| {
+                    NetError::BadRequest(format!(concat!($what, " is not hex: {}"), e))
+                })?;
+                Self::from_slice(&bytes)
+            }
+        }
+    };
+}
+
+id32!(
+    /// A node's id: its 32-byte ed25519 public key (the libp2p `PeerId` wraps the same key).
+    NodeId,
+    "node id"
+);
+id32!(
+    /// A piece's id: the BLAKE3 hash of its bytes (= its Bao root).
+    PieceId,
+    "piece id"
+);
+id32!(
+    /// A segment's id, chosen by the client.
+    SegmentId,
+    "segment id"
+);
+
+impl PieceId {
+    /// The id of these piece bytes.
+    pub fn of(data: &[u8]) -> PieceId {
+        PieceId(*blake3::hash(data).as_bytes())
+    }
+}
+
+fn signature_from(bytes: &[u8], what: &str) -> Result<[u8; 64], NetError> {
+    <[u8; 64]>::try_from(bytes)
+        .map_err(|_| NetError::BadRequest(format!("{what} must be 64 bytes, got {}", bytes.len())))
+}
+
+fn bounded_string(s: String, max: usize, what: &str) -> Result<String, NetError> {
+    if s.len() > max {
+        return Err(NetError::BadRequest(format!(
+            "{what} is {} bytes long, at most {max} allowed",
+            s.len()
+        )));
+    }
+    Ok(s)
+}
+
+fn address_from(s: String) -> Result<String, NetError> {
+    if s.is_empty() {
+        return Err(NetError::BadRequest("address is empty".into()));
+    }
+    bounded_string(s, MAX_ADDRESS_LEN, "address")
+}
+
+fn piece_size_from(size: u64) -> Result<u64, NetError> {
+    if size == 0 || size > MAX_PIECE_SIZE {
+        return Err(NetError::BadRequest(format!(
+            "piece size {size} is outside 1..={MAX_PIECE_SIZE}"
+        )));
+    }
+    Ok(size)
+}
+
+fn required<T>(field: Option<T>, what: &str) -> Result<T, NetError> {
+    field.ok_or_else(|| NetError::BadRequest(format!("{what} is missing")))
+}
+
+/// A tracker's signed permission for `owner` to store one piece on `provider`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// The piece's id (hash).
+    pub piece: PieceId,
+    /// The piece's exact size in bytes.
+    pub size: u64,
+    /// The segment the piece belongs to.
+    pub segment: SegmentId,
+    /// The piece's index in its segment.
+    pub index: u32,
+    /// The provider that may store it.
+    pub provider: NodeId,
+    /// The client that may store and read it.
+    pub owner: NodeId,
+    /// Milliseconds since the Unix epoch after which the provider refuses it.
+    pub expires_ms: u64,
+    /// The tracker that issued it.
+    pub tracker: NodeId,
+    /// The tracker's signature over [`Reservation::signing_bytes`].
+    pub signature: [u8; 64],
+}
+
+impl Reservation {
+    /// The bytes the tracker signs: a domain tag and every field but the signature.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20 + 32 * 5 + 8 * 2 + 4);
+        out.extend_from_slice(b"wwt reservation v1\0");
+        out.extend_from_slice(&self.piece.0);
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.segment.0);
+        out.extend_from_slice(&self.index.to_le_bytes());
+        out.extend_from_slice(&self.provider.0);
+        out.extend_from_slice(&self.owner.0);
+        out.extend_from_slice(&self.expires_ms.to_le_bytes());
+        out.extend_from_slice(&self.tracker.0);
+        out
+    }
+
+    /// Checks the tracker's signature (not who the tracker is: the caller decides whom to trust).
+    pub fn verify_signature(&self) -> Result<(), NetError> {
+        if crate::auth::verify_detached(&self.tracker, &self.signing_bytes(), &self.signature) {
+            Ok(())
+        } else {
+            Err(NetError::Forbidden(
+                "reservation signature does not verify".into(),
+            ))
+        }
+    }
+}
+
+impl TryFrom<proto::Reservation> for Reservation {
+    type Error = NetError;
+    fn try_from(w: proto::Reservation) -> Result<Self, NetError> {
+        Ok(Reservation {
+            piece: PieceId::from_slice(&w.piece_id)?,
+            size: piece_size_from(w.size)?,
+            segment: SegmentId::from_slice(&w.segment_id)?,
+            index: index_from(w.index)?,
+            provider: NodeId::from_slice(&w.provider)?,
+            owner: NodeId::from_slice(&w.owner)?,
+            expires_ms: w.expires_ms,
+            tracker: NodeId::from_slice(&w.tracker)?,
+            signature: signature_from(&w.signature, "reservation signature")?,
+        })
+    }
+}
+
+impl From<Reservation> for proto::Reservation {
+    fn from(r: Reservation) -> Self {
+        proto::Reservation {
+            piece_id: r.piece.to_wire(),
+            size: r.size,
+            segment_id: r.segment.to_wire(),
+            index: r.index,
+            provider: r.provider.to_wire(),
+            owner: r.owner.to_wire(),
+            expires_ms: r.expires_ms,
+            tracker: r.tracker.to_wire(),
+            signature: Bytes::copy_from_slice(&r.signature),
+        }
+    }
+}
+
+fn index_from(index: u32) -> Result<u32, NetError> {
+    if index as usize >= MAX_PIECES_PER_SEGMENT {
+        return Err(NetError::BadRequest(format!(
+            "piece index {index} is not below {MAX_PIECES_PER_SEGMENT}"
+        )));
+    }
+    Ok(index)
+}
+
+/// Store one piece under a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorePiece {
+    /// The tracker's reservation for this piece.
+    pub reservation: Reservation,
+    /// The piece's bytes.
+    pub data: Bytes,
+}
+
+impl TryFrom<proto::StoreRequest> for StorePiece {
+    type Error = NetError;
+    fn try_from(w: proto::StoreRequest) -> Result<Self, NetError> {
+        let reservation = required(w.reservation, "reservation")?.try_into()?;
+        if w.data.len() as u64 > MAX_PIECE_SIZE {
+            return Err(NetError::BadRequest(format!(
+                "piece is {} bytes, at most {MAX_PIECE_SIZE} allowed",
+                w.data.len()
+            )));
+        }
+        Ok(StorePiece {
+            reservation,
+            data: w.data,
+        })
+    }
+}
+
+impl From<StorePiece> for proto::StoreRequest {
+    fn from(s: StorePiece) -> Self {
+        proto::StoreRequest {
+            reservation: Some(s.reservation.into()),
+            data: s.data,
+        }
+    }
+}
+
+/// A provider's signed statement that it holds a reserved piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreReceipt {
+    /// The reservation the piece was stored under.
+    pub reservation: Reservation,
+    /// The provider's signature over [`StoreReceipt::signing_bytes`].
+    pub signature: [u8; 64],
+}
+
+impl StoreReceipt {
+    /// The bytes the provider signs for `reservation`.
+    pub fn signing_bytes(reservation: &Reservation) -> Vec<u8> {
+        let mut out = b"wwt receipt v1\0".to_vec();
+        out.extend_from_slice(&reservation.signature);
+        out
+    }
+
+    /// Checks the provider's signature (the provider named in the reservation).
+    pub fn verify_signature(&self) -> Result<(), NetError> {
+        if crate::auth::verify_detached(
+            &self.reservation.provider,
+            &Self::signing_bytes(&self.reservation),
+            &self.signature,
+        ) {
+            Ok(())
+        } else {
+            Err(NetError::Forbidden(
+                "receipt signature does not verify".into(),
+            ))
+        }
+    }
+}
+
+impl TryFrom<proto::StoreReceipt> for StoreReceipt {
+    type Error = NetError;
+    fn try_from(w: proto::StoreReceipt) -> Result<Self, NetError> {
+        Ok(StoreReceipt {
+            reservation: required(w.reservation, "reservation")?.try_into()?,
+            signature: signature_from(&w.signature, "receipt signature")?,
+        })
+    }
+}
+
+impl From<StoreReceipt> for proto::StoreReceipt {
+    fn from(r: StoreReceipt) -> Self {
+        proto::StoreReceipt {
+            reservation: Some(r.reservation.into()),
+            signature: Bytes::copy_from_slice(&r.signature),
+        }
+    }
+}
+
+/// A byte range of a piece (`len` ≥ 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// First byte.
+    pub offset: u64,
+    /// Number of bytes.
+    pub len: u64,
+}
+
+impl ByteRange {
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.len)
+    }
+}
+
+/// Read a whole piece or a byte range of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPiece {
+    /// The piece.
+    pub piece: PieceId,
+    /// The range to read; `None` reads the whole piece.
+    pub range: Option<ByteRange>,
+}
+
+impl TryFrom<proto::ReadRequest> for ReadPiece {
+    type Error = NetError;
+    fn try_from(w: proto::ReadRequest) -> Result<Self, NetError> {
+        let piece = PieceId::from_slice(&w.piece_id)?;
+        let range = match (w.offset, w.len) {
+            (0, 0) => None,
+            (_, 0) => {
+                return Err(NetError::BadRequest(
+                    "a range read needs len ≥ 1 (offset = len = 0 reads the whole piece)".into(),
+                ));
+            }
+            (offset, len) if offset.checked_add(len).is_none_or(|e| e > MAX_PIECE_SIZE) => {
+                return Err(NetError::BadRequest(format!(
+                    "range {offset}+{len} ends past the largest piece size {MAX_PIECE_SIZE}"
+                )));
+            }
+            (offset, len) => Some(ByteRange { offset, len }),
+        };
+        Ok(ReadPiece { piece, range })
+    }
+}
+
+impl From<ReadPiece> for proto::ReadRequest {
+    fn from(r: ReadPiece) -> Self {
+        let (offset, len) = r.range.map_or((0, 0), |r| (r.offset, r.len));
+        proto::ReadRequest {
+            piece_id: r.piece.to_wire(),
+            offset,
+            len,
+        }
+    }
+}
+
+/// Bytes read from a piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PieceData {
+    /// The piece.
+    pub piece: PieceId,
+    /// The size of the whole piece.
+    pub piece_size: u64,
+    /// Where `data` starts in the piece.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Bytes,
+    /// A BLAKE3/Bao slice proving a range read; empty for whole pieces and (for now) ranges.
+    pub proof: Bytes,
+}
+
+impl PieceData {
+    /// Checks that a whole-piece read hashes to its id.
+    pub fn verify_whole(&self) -> Result<(), NetError> {
+        if self.offset != 0 || self.data.len() as u64 != self.piece_size {
+            return Err(NetError::BadRequest("not a whole-piece read".into()));
+        }
+        if PieceId::of(&self.data) != self.piece {
+            return Err(NetError::Conflict(format!(
+                "piece {} returned bytes that hash to something else",
+                self.piece
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<proto::ReadResponse> for PieceData {
+    type Error = NetError;
+    fn try_from(w: proto::ReadResponse) -> Result<Self, NetError> {
+        let piece_size = piece_size_from(w.piece_size)?;
+        if w.offset.saturating_add(w.data.len() as u64) > piece_size {
+            return Err(NetError::BadRequest(
+                "read response extends past the end of the piece".into(),
+            ));
+        }
+        Ok(PieceData {
+            piece: PieceId::from_slice(&w.piece_id)?,
+            piece_size,
+            offset: w.offset,
+            data: w.data,
+            proof: w.proof,
+        })
+    }
+}
+
+impl From<PieceData> for proto::ReadResponse {
+    fn from(p: PieceData) -> Self {
+        proto::ReadResponse {
+            piece_id: p.piece.to_wire(),
+            piece_size: p.piece_size,
+            offset: p.offset,
+            data: p.data,
+            proof: p.proof,
+        }
+    }
+}
+
+/// A provider's capacity and usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderStatus {
+    /// The provider's node id.
+    pub node: NodeId,
+    /// Its failure zone ("" if unknown).
+    pub zone: String,
+    /// Bytes it offers.
+    pub capacity: u64,
+    /// Bytes it holds.
+    pub used: u64,
+    /// Pieces it holds.
+    pub pieces: u64,
+}
+
+impl TryFrom<proto::ProviderStatus> for ProviderStatus {
+    type Error = NetError;
+    fn try_from(w: proto::ProviderStatus) -> Result<Self, NetError> {
+        Ok(ProviderStatus {
+            node: NodeId::from_slice(&w.node_id)?,
+            zone: bounded_string(w.zone, MAX_ZONE_LEN, "zone")?,
+            capacity: w.capacity,
+            used: w.used,
+            pieces: w.pieces,
+        })
+    }
+}
+
+impl From<ProviderStatus> for proto::ProviderStatus {
+    fn from(s: ProviderStatus) -> Self {
+        proto::ProviderStatus {
+            node_id: s.node.to_wire(),
+            zone: s.zone,
+            capacity: s.capacity,
+            used: s.used,
+            pieces: s.pieces,
+        }
+    }
+}
+
+/// A provider's periodic report to a tracker (the signer is the provider).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Where the provider's service listens.
+    pub address: String,
+    /// Its failure zone ("" if unknown).
+    pub zone: String,
+    /// Bytes it offers.
+    pub capacity: u64,
+    /// Bytes it holds.
+    pub used: u64,
+    /// Pieces it holds.
+    pub pieces: u64,
+}
+
+impl TryFrom<proto::Heartbeat> for Heartbeat {
+    type Error = NetError;
+    fn try_from(w: proto::Heartbeat) -> Result<Self, NetError> {
+        Ok(Heartbeat {
+            address: address_from(w.address)?,
+            zone: bounded_string(w.zone, MAX_ZONE_LEN, "zone")?,
+            capacity: w.capacity,
+            used: w.used,
+            pieces: w.pieces,
+        })
+    }
+}
+
+impl From<Heartbeat> for proto::Heartbeat {
+    fn from(h: Heartbeat) -> Self {
+        proto::Heartbeat {
+            address: h.address,
+            zone: h.zone,
+            capacity: h.capacity,
+            used: h.used,
+            pieces: h.pieces,
+        }
+    }
+}
+
+/// A tracker's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatAck {
+    /// The tracker's node id.
+    pub tracker: NodeId,
+    /// When it wants the next heartbeat, in milliseconds.
+    pub interval_ms: u64,
+}
+
+impl TryFrom<proto::HeartbeatAck> for HeartbeatAck {
+    type Error = NetError;
+    fn try_from(w: proto::HeartbeatAck) -> Result<Self, NetError> {
+        Ok(HeartbeatAck {
+            tracker: NodeId::from_slice(&w.tracker)?,
+            interval_ms: w.interval_ms,
+        })
+    }
+}
+
+impl From<HeartbeatAck> for proto::HeartbeatAck {
+    fn from(a: HeartbeatAck) -> Self {
+        proto::HeartbeatAck {
+            tracker: a.tracker.to_wire(),
+            interval_ms: a.interval_ms,
+        }
+    }
+}
+
+/// One piece a client wants to place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceSpec {
+    /// Its index in the segment.
+    pub index: u32,
+    /// Its id.
+    pub piece: PieceId,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Ask a tracker to place the pieces of a segment on distinct providers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveSegment {
+    /// The segment.
+    pub segment: SegmentId,
+    /// Its pieces, with distinct indexes.
+    pub pieces: Vec<PieceSpec>,
+}
+
+impl TryFrom<proto::ReserveRequest> for ReserveSegment {
+    type Error = NetError;
+    fn try_from(w: proto::ReserveRequest) -> Result<Self, NetError> {
+        if w.pieces.is_empty() || w.pieces.len() > MAX_PIECES_PER_SEGMENT {
+            return Err(NetError::BadRequest(format!(
+                "a segment has 1..={MAX_PIECES_PER_SEGMENT} pieces, got {}",
+                w.pieces.len()
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let pieces = w
+            .pieces
+            .into_iter()
+            .map(|p| {
+                let spec = PieceSpec {
+                    index: index_from(p.index)?,
+                    piece: PieceId::from_slice(&p.piece_id)?,
+                    size: piece_size_from(p.size)?,
+                };
+                if !seen.insert(spec.index) {
+                    return Err(NetError::BadRequest(format!(
+                        "piece index {} appears twice",
+                        spec.index
+                    )));
+                }
+                Ok(spec)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ReserveSegment {
+            segment: SegmentId::from_slice(&w.segment_id)?,
+            pieces,
+        })
+    }
+}
+
+impl From<ReserveSegment> for proto::ReserveRequest {
+    fn from(r: ReserveSegment) -> Self {
+        proto::ReserveRequest {
+            segment_id: r.segment.to_wire(),
+            pieces: r
+                .pieces
+                .into_iter()
+                .map(|p| proto::PieceSpec {
+                    index: p.index,
+                    piece_id: p.piece.to_wire(),
+                    size: p.size,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One reserved piece and where to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedPiece {
+    /// The reservation to present to the provider.
+    pub reservation: Reservation,
+    /// The provider's address.
+    pub address: String,
+}
+
+/// Where a tracker placed a segment's pieces (one distinct provider per piece).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The segment.
+    pub segment: SegmentId,
+    /// One entry per requested piece, in request order.
+    pub pieces: Vec<PlacedPiece>,
+}
+
+impl TryFrom<proto::Placement> for Placement {
+    type Error = NetError;
+    fn try_from(w: proto::Placement) -> Result<Self, NetError> {
+        Ok(Placement {
+            segment: SegmentId::from_slice(&w.segment_id)?,
+            pieces: w
+                .pieces
+                .into_iter()
+                .map(|p| {
+                    Ok(PlacedPiece {
+                        reservation: required(p.reservation, "reservation")?.try_into()?,
+                        address: address_from(p.address)?,
+                    })
+                })
+                .collect::<Result<_, NetError>>()?,
+        })
+    }
+}
+
+impl From<Placement> for proto::Placement {
+    fn from(p: Placement) -> Self {
+        proto::Placement {
+            segment_id: p.segment.to_wire(),
+            pieces: p
+                .pieces
+                .into_iter()
+                .map(|p| proto::PlacedPiece {
+                    reservation: Some(p.reservation.into()),
+                    address: p.address,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Report stored pieces to the tracker that reserved them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmStored {
+    /// The providers' receipts.
+    pub receipts: Vec<StoreReceipt>,
+}
+
+impl TryFrom<proto::ConfirmRequest> for ConfirmStored {
+    type Error = NetError;
+    fn try_from(w: proto::ConfirmRequest) -> Result<Self, NetError> {
+        if w.receipts.len() > MAX_PIECES_PER_SEGMENT * 64 {
+            return Err(NetError::BadRequest("too many receipts in one call".into()));
+        }
+        Ok(ConfirmStored {
+            receipts: w
+                .receipts
+                .into_iter()
+                .map(StoreReceipt::try_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl From<ConfirmStored> for proto::ConfirmRequest {
+    fn from(c: ConfirmStored) -> Self {
+        proto::ConfirmRequest {
+            receipts: c.receipts.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// How many receipts a tracker recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmed {
+    /// Receipts recorded (already-known ones count too).
+    pub recorded: u32,
+}
+
+impl From<proto::ConfirmResponse> for Confirmed {
+    fn from(w: proto::ConfirmResponse) -> Self {
+        Confirmed {
+            recorded: w.recorded,
+        }
+    }
+}
+
+impl From<Confirmed> for proto::ConfirmResponse {
+    fn from(c: Confirmed) -> Self {
+        proto::ConfirmResponse {
+            recorded: c.recorded,
+        }
+    }
+}
+
+/// Ask where a segment's pieces are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locate {
+    /// The segment.
+    pub segment: SegmentId,
+}
+
+impl TryFrom<proto::LocateRequest> for Locate {
+    type Error = NetError;
+    fn try_from(w: proto::LocateRequest) -> Result<Self, NetError> {
+        Ok(Locate {
+            segment: SegmentId::from_slice(&w.segment_id)?,
+        })
+    }
+}
+
+impl From<Locate> for proto::LocateRequest {
+    fn from(l: Locate) -> Self {
+        proto::LocateRequest {
+            segment_id: l.segment.to_wire(),
+        }
+    }
+}
+
+/// A provider holding a piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Its node id.
+    pub node: NodeId,
+    /// Its address.
+    pub address: String,
+    /// Whether its heartbeats are recent.
+    pub alive: bool,
+}
+
+/// Where one piece of a segment is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PieceLocation {
+    /// Its index in the segment.
+    pub index: u32,
+    /// Its id.
+    pub piece: PieceId,
+    /// Its size.
+    pub size: u64,
+    /// The providers that confirmed holding it.
+    pub holders: Vec<Holder>,
+}
+
+/// Where a segment's pieces are held, by index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentLocation {
+    /// The segment.
+    pub segment: SegmentId,
+    /// Its confirmed pieces, by index.
+    pub pieces: Vec<PieceLocation>,
+}
+
+impl TryFrom<proto::SegmentLocation> for SegmentLocation {
+    type Error = NetError;
+    fn try_from(w: proto::SegmentLocation) -> Result<Self, NetError> {
+        Ok(SegmentLocation {
+            segment: SegmentId::from_slice(&w.segment_id)?,
+            pieces: w
+                .pieces
+                .into_iter()
+                .map(|p| {
+                    Ok(PieceLocation {
+                        index: index_from(p.index)?,
+                        piece: PieceId::from_slice(&p.piece_id)?,
+                        size: piece_size_from(p.size)?,
+                        holders: p
+                            .holders
+                            .into_iter()
+                            .map(|h| {
+                                Ok(Holder {
+                                    node: NodeId::from_slice(&h.node_id)?,
+                                    address: address_from(h.address)?,
+                                    alive: h.alive,
+                                })
+                            })
+                            .collect::<Result<_, NetError>>()?,
+                    })
+                })
+                .collect::<Result<_, NetError>>()?,
+        })
+    }
+}
+
+impl From<SegmentLocation> for proto::SegmentLocation {
+    fn from(s: SegmentLocation) -> Self {
+        proto::SegmentLocation {
+            segment_id: s.segment.to_wire(),
+            pieces: s
+                .pieces
+                .into_iter()
+                .map(|p| proto::PieceLocation {
+                    index: p.index,
+                    piece_id: p.piece.to_wire(),
+                    size: p.size,
+                    holders: p
+                        .holders
+                        .into_iter()
+                        .map(|h| proto::Holder {
+                            node_id: h.node.to_wire(),
+                            address: h.address,
+                            alive: h.alive,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A tracker's view of one provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRecord {
+    /// The provider's node id.
+    pub node: NodeId,
+    /// Its address.
+    pub address: String,
+    /// Its failure zone.
+    pub zone: String,
+    /// Bytes it offers.
+    pub capacity: u64,
+    /// Bytes it reported holding.
+    pub used: u64,
+    /// Pieces it reported holding.
+    pub pieces: u64,
+    /// Its credit, 0..=1000 per mille.
+    pub credit: u32,
+    /// When its last heartbeat arrived, in milliseconds since the Unix epoch.
+    pub last_heartbeat_ms: u64,
+    /// Whether that heartbeat is recent enough.
+    pub alive: bool,
+}
+
+impl TryFrom<proto::ProviderRecord> for ProviderRecord {
+    type Error = NetError;
+    fn try_from(w: proto::ProviderRecord) -> Result<Self, NetError> {
+        Ok(ProviderRecord {
+            node: NodeId::from_slice(&w.node_id)?,
+            address: address_from(w.address)?,
+            zone: bounded_string(w.zone, MAX_ZONE_LEN, "zone")?,
+            capacity: w.capacity,
+            used: w.used,
+            pieces: w.pieces,
+            credit: w.credit.min(1000),
+            last_heartbeat_ms: w.last_heartbeat_ms,
+            alive: w.alive,
+        })
+    }
+}
+
+impl From<ProviderRecord> for proto::ProviderRecord {
+    fn from(r: ProviderRecord) -> Self {
+        proto::ProviderRecord {
+            node_id: r.node.to_wire(),
+            address: r.address,
+            zone: r.zone,
+            capacity: r.capacity,
+            used: r.used,
+            pieces: r.pieces,
+            credit: r.credit,
+            last_heartbeat_ms: r.last_heartbeat_ms,
+            alive: r.alive,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ids_refuse_wrong_lengths_and_round_trip_hex() {
+        assert!(matches!(
+            PieceId::from_slice(&[1; 31]),
+            Err(NetError::BadRequest(_))
+        ));
+        let id = SegmentId([7; 32]);
+        assert_eq!(id.to_string().parse::<SegmentId>().unwrap(), id);
+        assert!("zz".parse::<NodeId>().is_err());
+    }
+
+    #[test]
+    fn read_ranges_are_checked() {
+        let req = |offset, len| proto::ReadRequest {
+            piece_id: Bytes::from(vec![0; 32]),
+            offset,
+            len,
+        };
+        assert_eq!(ReadPiece::try_from(req(0, 0)).unwrap().range, None);
+        assert!(ReadPiece::try_from(req(5, 0)).is_err());
+        assert!(ReadPiece::try_from(req(u64::MAX, 2)).is_err());
+        let r = ReadPiece::try_from(req(5, 10)).unwrap().range.unwrap();
+        assert_eq!((r.offset, r.end()), (5, 15));
+    }
+
+    #[test]
+    fn reserve_refuses_duplicate_indexes_and_oversize_pieces() {
+        let spec = |index, size| proto::PieceSpec {
+            index,
+            piece_id: Bytes::from(vec![1; 32]),
+            size,
+        };
+        let req = |pieces| proto::ReserveRequest {
+            segment_id: Bytes::from(vec![2; 32]),
+            pieces,
+        };
+        assert!(ReserveSegment::try_from(req(vec![spec(0, 10), spec(1, 10)])).is_ok());
+        assert!(ReserveSegment::try_from(req(vec![spec(0, 10), spec(0, 10)])).is_err());
+        assert!(ReserveSegment::try_from(req(vec![spec(0, MAX_PIECE_SIZE + 1)])).is_err());
+        assert!(ReserveSegment::try_from(req(vec![])).is_err());
+    }
+}

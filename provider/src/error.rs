@@ -1,0 +1,34 @@
+//! The provider's error type.
+
+use wwt_net::NetError;
+
+/// What can stop the provider, named for what the operator or caller can do.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The configuration is unusable: fix it and start again.
+    #[error("bad provider configuration: {0}")]
+    BadConfig(String),
+    /// The disk failed (full, read-only, missing directory): fix the data directory.
+    #[error("disk error at {path}: {source}")]
+    Disk {
+        /// The file or directory involved.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The metadata database failed: check the data directory; it may need restoring.
+    #[error("metadata database error: {0}")]
+    Database(#[from] sled::Error),
+    /// A network-level failure (serving, identity).
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+impl From<ProviderError> for NetError {
+    fn from(err: ProviderError) -> NetError {
+        match err {
+            ProviderError::Net(e) => e,
+            other => NetError::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The provider service: checks requests and reservations, then stores and serves pieces.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tracing::{Instrument, debug, info_span, warn};
+use wwt_net::types::{
+    Heartbeat, HeartbeatAck, NodeId, PieceData, PieceId, ProviderStatus, ReadPiece, StorePiece,
+    StoreReceipt,
+};
+use wwt_net::{Discovery, Identity, NetError, ProviderApi, Signed, TrackerApi, Verifier, now_ms};
+
+use crate::ProviderError;
+use crate::config::ProviderConfig;
+use crate::store::{PieceMeta, PieceStore};
+
+/// One provider: its identity, its piece store, and the trackers it trusts.
+pub struct Provider {
+    identity: Identity,
+    verifier: Verifier,
+    store: PieceStore,
+    /// Trusted tracker ids → their addresses.
+    trackers: HashMap<NodeId, String>,
+    zone: String,
+    max_piece_bytes: u64,
+    discovery: Option<Arc<dyn Discovery>>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("node", &self.identity.node_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    /// Opens the provider described by `config` (identity, store, trusted trackers).
+    pub fn open(config: &ProviderConfig) -> Result<Provider, ProviderError> {
+        config.validate()?;
+        let identity = Identity::load_or_create(&config.identity_path())?;
+        Ok(Provider {
+            store: PieceStore::open(&config.data_dir, config.capacity_bytes)?,
+            identity,
+            verifier: Verifier::new(Duration::from_millis(config.signature_window_ms)),
+            trackers: config
+                .trackers
+                .iter()
+                .map(|t| (t.id, t.address.clone()))
+                .collect(),
+            zone: config.zone.clone(),
+            max_piece_bytes: config.max_piece_bytes,
+            discovery: None,
+        })
+    }
+
+    /// Announces the segment of every stored piece through `discovery` (the DHT).
+    pub fn with_discovery(mut self, discovery: Arc<dyn Discovery>) -> Provider {
+        self.discovery = Some(discovery);
+        self
+    }
+
+    /// This provider's node id.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// The trusted trackers and their addresses.
+    pub fn trackers(&self) -> &HashMap<NodeId, String> {
+        &self.trackers
+    }
+
+    /// Sends one heartbeat, announcing `address`, to `tracker`.
+    pub async fn heartbeat_once(
+        &self,
+        tracker: &dyn TrackerApi,
+        address: &str,
+    ) -> Result<HeartbeatAck, NetError> {
+        let (used, pieces) = self.store.used()?;
+        let beat = Heartbeat {
+            address: address.to_string(),
+            zone: self.zone.clone(),
+            capacity: self.store.capacity(),
+            used,
+            pieces,
+        };
+        tracker.heartbeat(self.identity.sign(beat)?).await
+    }
+
+    fn check_store(&self, signer: NodeId, req: &StorePiece) -> Result<(), NetError> {
+        let r = &req.reservation;
+        if !self.trackers.contains_key(&r.tracker) {
+            return Err(NetError::Forbidden(format!(
+                "reservation issued by {}, which is not a tracker this provider trusts",
+                r.tracker
+            )));
+        }
+        r.verify_signature()?;
+        if r.provider != self.node_id() {
+            return Err(NetError::Forbidden(format!(
+                "reservation is for provider {}, not this one",
+                r.provider
+            )));
+        }
+        if r.owner != signer {
+            return Err(NetError::Forbidden(
+                "the request must be signed by the reservation's owner".into(),
+            ));
+        }
+        if r.expires_ms < now_ms() {
+            return Err(NetError::Precondition(
+                "reservation expired; ask the tracker for a new one".into(),
+            ));
+        }
+        if r.size > self.max_piece_bytes {
+            return Err(NetError::BadRequest(format!(
+                "piece of {} bytes exceeds this provider's limit of {}",
+                r.size, self.max_piece_bytes
+            )));
+        }
+        if req.data.len() as u64 != r.size {
+            return Err(NetError::BadRequest(format!(
+                "piece is {} bytes but the reservation says {}",
+                req.data.len(),
+                r.size
+            )));
+        }
+        if PieceId::of(&req.data) != r.piece {
+            return Err(NetError::BadRequest(
+                "piece bytes do not hash to the reserved piece id".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn receipt(&self, req: StorePiece) -> StoreReceipt {
+        let signature = self
+            .identity
+            .sign_detached(&StoreReceipt::signing_bytes(&req.reservation));
+        StoreReceipt {
+            reservation: req.reservation,
+            signature,
+        }
+    }
+}
+
+#[async_trait]
+impl ProviderApi for Provider {
+    async fn store(&self, request: Signed<StorePiece>) -> Result<StoreReceipt, NetError> {
+        let signer = request.auth().signer;
+        let span = info_span!("store", signer = %signer);
+        async move {
+            let (signer, req) = self.verifier.verify(request)?;
+            self.check_store(signer, &req)?;
+            let r = &req.reservation;
+            let meta = PieceMeta {
+                owner: r.owner,
+                segment: r.segment,
+                index: r.index,
+                size: r.size,
+            };
+            match self.store.get(&r.piece)? {
+                Some(existing) if existing.owner == r.owner => {
+                    debug!(piece = %r.piece, "piece already stored; receipt only");
+                }
+                Some(_) => {
+                    return Err(NetError::Conflict(format!(
+                        "piece {} is stored for another owner",
+                        r.piece
+                    )));
+                }
+                None => {
+                    self.store.put(r.piece, meta, req.data.clone()).await?;
+                    if let Some(discovery) = &self.discovery
+                        && let Err(e) = discovery.announce(r.segment).await
+                    {
+                        warn!(segment = %r.segment, error = %e, "DHT announce failed");
+                    }
+                }
+            }
+            Ok(self.receipt(req))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError> {
+        let (signer, req) = self.verifier.verify(request)?;
+        let meta = self
+            .store
+            .get(&req.piece)?
+            .ok_or_else(|| NetError::NotFound(format!("piece {} is not stored here", req.piece)))?;
+        if signer != meta.owner && !self.trackers.contains_key(&signer) {
+            return Err(NetError::Forbidden(
+                "only the piece's owner or a trusted tracker may read it".into(),
+            ));
+        }
+        let (offset, len) = match req.range {
+            None => (0, meta.size),
+            Some(range) if range.end() <= meta.size => (range.offset, range.len),
+            Some(range) => {
+                return Err(NetError::BadRequest(format!(
+                    "range {}..{} is past the end of the {}-byte piece",
+                    range.offset,
+                    range.end(),
+                    meta.size
+                )));
+            }
+        };
+        let data = self
+            .store
+            .read_range_unproven(req.piece, offset, len)
+            .await?;
+        debug!(piece = %req.piece, offset, len, "piece read");
+        Ok(PieceData {
+            piece: req.piece,
+            piece_size: meta.size,
+            offset,
+            data,
+            proof: bytes::Bytes::new(),
+        })
+    }
+
+    async fn status(&self) -> Result<ProviderStatus, NetError> {
+        let (used, pieces) = self.store.used()?;
+        Ok(ProviderStatus {
+            node: self.node_id(),
+            zone: self.zone.clone(),
+            capacity: self.store.capacity(),
+            used,
+            pieces,
+        })
+    }
+}

@@ -1,0 +1,355 @@
+//! Pieces on disk: one file per piece, metadata in sled.
+//!
+//! Layout under the data directory:
+//! - `tmp/`: pieces being written; emptied at start-up (anything there is partial).
+//! - `pieces/<2 hex>/<64 hex>`: complete pieces, named by their BLAKE3 hash.
+//! - `meta/`: sled; tree `pieces` maps piece id → [`PieceMeta`].
+//!
+//! A piece becomes visible in three steps, each durable before the next: its bytes (already
+//! hash-checked in memory) are written to a unique temporary file and fsynced; the file is
+//! renamed into `pieces/` and the directory fsynced; its metadata is inserted and sled flushed.
+//! Reads go through the metadata, so a crash at any point leaves either no trace of the piece
+//! (the temporary file or an orphan file is swept at start-up) or the complete piece.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+use wwt_net::NetError;
+use wwt_net::types::{NodeId, PieceId, SegmentId};
+
+use crate::ProviderError;
+
+/// What the provider records about a stored piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceMeta {
+    /// The client that stored it (the only client that may read it).
+    pub owner: NodeId,
+    /// Its segment.
+    pub segment: SegmentId,
+    /// Its index in the segment.
+    pub index: u32,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+const META_LEN: usize = 32 + 32 + 4 + 8;
+
+impl PieceMeta {
+    fn encode(&self) -> [u8; META_LEN] {
+        let mut out = [0u8; META_LEN];
+        out[..32].copy_from_slice(&self.owner.0);
+        out[32..64].copy_from_slice(&self.segment.0);
+        out[64..68].copy_from_slice(&self.index.to_le_bytes());
+        out[68..].copy_from_slice(&self.size.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<PieceMeta> {
+        if bytes.len() != META_LEN {
+            return None;
+        }
+        Some(PieceMeta {
+            owner: NodeId(bytes[..32].try_into().ok()?),
+            segment: SegmentId(bytes[32..64].try_into().ok()?),
+            index: u32::from_le_bytes(bytes[64..68].try_into().ok()?),
+            size: u64::from_le_bytes(bytes[68..].try_into().ok()?),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Usage {
+    used: u64,
+    pieces: u64,
+    inflight: u64,
+    writing: HashSet<PieceId>,
+}
+
+/// The piece store of one provider.
+#[derive(Debug)]
+pub struct PieceStore {
+    root: PathBuf,
+    pieces: sled::Tree,
+    capacity: u64,
+    usage: Arc<Mutex<Usage>>,
+    // Kept so the database outlives the tree handle and is flushed on drop.
+    _db: sled::Db,
+}
+
+fn disk(path: &Path) -> impl FnOnce(std::io::Error) -> ProviderError + '_ {
+    move |source| ProviderError::Disk {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn internal(what: &str) -> impl FnOnce(std::io::Error) -> NetError + '_ {
+    move |e| NetError::Internal(format!("{what}: {e}"))
+}
+
+impl PieceStore {
+    /// Opens (or creates) the store under `root`, sweeping partial and orphaned files.
+    pub fn open(root: &Path, capacity: u64) -> Result<PieceStore, ProviderError> {
+        let tmp = root.join("tmp");
+        let pieces_dir = root.join("pieces");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(disk(&tmp))?;
+        }
+        fs::create_dir_all(&tmp).map_err(disk(&tmp))?;
+        fs::create_dir_all(&pieces_dir).map_err(disk(&pieces_dir))?;
+        let db = sled::open(root.join("meta"))?;
+        let pieces = db.open_tree("pieces")?;
+
+        let mut usage = Usage::default();
+        let mut known = HashSet::new();
+        for entry in pieces.iter() {
+            let (key, value) = entry?;
+            let (Ok(id), Some(meta)) = (PieceId::from_slice(&key), PieceMeta::decode(&value))
+            else {
+                warn!("dropping an unreadable metadata entry");
+                pieces.remove(key)?;
+                continue;
+            };
+            let path = piece_path(root, &id);
+            match fs::metadata(&path) {
+                Ok(m) if m.len() == meta.size => {
+                    usage.used += meta.size;
+                    usage.pieces += 1;
+                    known.insert(id);
+                }
+                _ => {
+                    warn!(piece = %id, "metadata without its complete file; forgetting the piece");
+                    pieces.remove(key)?;
+                }
+            }
+        }
+        let mut orphans = 0usize;
+        for shard in fs::read_dir(&pieces_dir).map_err(disk(&pieces_dir))? {
+            let shard = shard.map_err(disk(&pieces_dir))?.path();
+            for file in fs::read_dir(&shard).map_err(disk(&shard))? {
+                let file = file.map_err(disk(&shard))?.path();
+                let named = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse::<PieceId>().ok());
+                if !named.is_some_and(|id| known.contains(&id)) {
+                    fs::remove_file(&file).map_err(disk(&file))?;
+                    orphans += 1;
+                }
+            }
+        }
+        pieces.flush()?;
+        info!(
+            pieces = usage.pieces,
+            used = usage.used,
+            orphans,
+            "piece store opened"
+        );
+        Ok(PieceStore {
+            root: root.to_path_buf(),
+            pieces,
+            capacity,
+            usage: Arc::new(Mutex::new(usage)),
+            _db: db,
+        })
+    }
+
+    fn usage(&self) -> Result<MutexGuard<'_, Usage>, NetError> {
+        self.usage
+            .lock()
+            .map_err(|_| NetError::Internal("usage counters poisoned".into()))
+    }
+
+    /// Bytes offered.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes and pieces held.
+    pub fn used(&self) -> Result<(u64, u64), NetError> {
+        let usage = self.usage()?;
+        Ok((usage.used, usage.pieces))
+    }
+
+    /// The metadata of a stored piece, if it is stored.
+    pub fn get(&self, piece: &PieceId) -> Result<Option<PieceMeta>, NetError> {
+        let value = self
+            .pieces
+            .get(piece.0)
+            .map_err(|e| NetError::Internal(format!("metadata read: {e}")))?;
+        Ok(value.and_then(|v| PieceMeta::decode(&v)))
+    }
+
+    /// Stores `data` (whose hash the caller has checked is `piece`) durably, then makes it
+    /// visible. Refuses when the capacity would be exceeded.
+    pub async fn put(&self, piece: PieceId, meta: PieceMeta, data: Bytes) -> Result<(), NetError> {
+        {
+            let mut usage = self.usage()?;
+            if usage.writing.contains(&piece) {
+                return Err(NetError::Unavailable(format!(
+                    "piece {piece} is being written by another request; retry"
+                )));
+            }
+            let needed = usage.used + usage.inflight + meta.size;
+            if needed > self.capacity {
+                return Err(NetError::NoCapacity(format!(
+                    "provider is full: {} of {} bytes used or in flight, piece needs {}",
+                    usage.used + usage.inflight,
+                    self.capacity,
+                    meta.size
+                )));
+            }
+            usage.inflight += meta.size;
+            usage.writing.insert(piece);
+        }
+        let result = self.write_durably(piece, meta, data).await;
+        let mut usage = self.usage()?;
+        usage.inflight -= meta.size;
+        usage.writing.remove(&piece);
+        if result.is_ok() {
+            usage.used += meta.size;
+            usage.pieces += 1;
+        }
+        result
+    }
+
+    async fn write_durably(
+        &self,
+        piece: PieceId,
+        meta: PieceMeta,
+        data: Bytes,
+    ) -> Result<(), NetError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || write_file(&root, &piece, &data))
+            .await
+            .map_err(|e| NetError::Internal(format!("writer task failed: {e}")))??;
+        self.pieces
+            .insert(piece.0, &meta.encode()[..])
+            .map_err(|e| NetError::Internal(format!("metadata write: {e}")))?;
+        self.pieces
+            .flush_async()
+            .await
+            .map_err(|e| NetError::Internal(format!("metadata flush: {e}")))?;
+        debug!(piece = %piece, size = meta.size, "piece stored");
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` of a stored piece, without a proof.
+    ///
+    /// The caller checks bounds against the metadata. Until `wwt_engine::proof` lands, ranged
+    /// reads return raw bytes and the reader cannot verify them against the piece hash.
+    pub async fn read_range_unproven(
+        &self,
+        piece: PieceId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, NetError> {
+        let path = piece_path(&self.root, &piece);
+        let len = usize::try_from(len)
+            .map_err(|_| NetError::BadRequest("range too long for this machine".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let mut file = fs::File::open(&path).map_err(internal("open piece"))?;
+            file.seek(SeekFrom::Start(offset))
+                .map_err(internal("seek piece"))?;
+            let mut buf = vec![0u8; len];
+            file.read_exact(&mut buf).map_err(internal("read piece"))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(|e| NetError::Internal(format!("reader task failed: {e}")))?
+    }
+}
+
+fn piece_path(root: &Path, piece: &PieceId) -> PathBuf {
+    let name = piece.to_string();
+    root.join("pieces").join(&name[..2]).join(name)
+}
+
+/// Writes to a unique temporary file, fsyncs it, renames it into place and fsyncs the directory.
+fn write_file(root: &Path, piece: &PieceId, data: &[u8]) -> Result<(), NetError> {
+    let tmp = root.join("tmp").join(format!("{piece}.{}", temp_suffix()));
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        let dest = piece_path(root, piece);
+        let dir = dest.parent().unwrap_or(root);
+        fs::create_dir_all(dir)?;
+        fs::rename(&tmp, &dest)?;
+        fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        NetError::Internal(format!("writing piece {piece}: {e}"))
+    })
+}
+
+/// A suffix unique among this process's writes. sled's lock keeps other processes out of the
+/// data directory, and `tmp/` is emptied at start-up, so a counter suffices.
+fn temp_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn meta(size: u64) -> PieceMeta {
+        PieceMeta {
+            owner: NodeId([1; 32]),
+            segment: SegmentId([2; 32]),
+            index: 3,
+            size,
+        }
+    }
+
+    #[tokio::test]
+    async fn pieces_survive_reopen_and_partial_files_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Bytes::from(vec![9u8; 1000]);
+        let id = PieceId::of(&data);
+        {
+            let store = PieceStore::open(dir.path(), 10_000).unwrap();
+            store.put(id, meta(1000), data.clone()).await.unwrap();
+            assert_eq!(store.used().unwrap(), (1000, 1));
+        }
+        // A crash mid-write leaves a temporary file; one between rename and metadata leaves
+        // an orphan file.
+        fs::write(dir.path().join("tmp").join("partial"), b"half").unwrap();
+        let orphan = PieceId::of(b"orphan");
+        let orphan_path = piece_path(dir.path(), &orphan);
+        fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
+        fs::write(&orphan_path, b"orphan").unwrap();
+
+        let store = PieceStore::open(dir.path(), 10_000).unwrap();
+        assert_eq!(store.used().unwrap(), (1000, 1));
+        assert_eq!(store.get(&id).unwrap(), Some(meta(1000)));
+        assert!(!orphan_path.exists());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        let range = store.read_range_unproven(id, 10, 20).await.unwrap();
+        assert_eq!(range, data.slice(10..30));
+    }
+
+    #[tokio::test]
+    async fn capacity_is_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path(), 1500).unwrap();
+        let a = Bytes::from(vec![1u8; 1000]);
+        let b = Bytes::from(vec![2u8; 1000]);
+        store.put(PieceId::of(&a), meta(1000), a).await.unwrap();
+        let err = store.put(PieceId::of(&b), meta(1000), b).await.unwrap_err();
+        assert!(matches!(err, NetError::NoCapacity(_)), "{err}");
+        assert_eq!(store.used().unwrap(), (1000, 1));
+    }
+}

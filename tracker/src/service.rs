@@ -1,0 +1,233 @@
+//! The tracker service: registry, placement, reservations and the piece map.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tracing::{debug, info};
+use wwt_net::types::{
+    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Holder, Locate, NodeId, PieceLocation,
+    PlacedPiece, Placement, ProviderRecord, Reservation, ReserveSegment, SegmentId,
+    SegmentLocation,
+};
+use wwt_net::{Identity, NetError, Signed, TrackerApi, Verifier, now_ms, rendezvous};
+
+use crate::TrackerError;
+use crate::config::TrackerConfig;
+use crate::map::PieceMap;
+use crate::registry::Registry;
+
+/// One tracker of the network.
+pub struct Tracker {
+    identity: Identity,
+    verifier: Verifier,
+    registry: Mutex<Registry>,
+    map: PieceMap,
+    /// Every tracker of the network (this one included) → its address ("" for this one).
+    trackers: HashMap<NodeId, String>,
+    heartbeat_interval_ms: u64,
+    reservation_ttl_ms: u64,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("node", &self.identity.node_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tracker {
+    /// Opens the tracker described by `config`.
+    pub fn open(config: &TrackerConfig) -> Result<Tracker, TrackerError> {
+        if config.liveness_timeout_ms < config.heartbeat_interval_ms {
+            return Err(TrackerError::BadConfig(
+                "liveness_timeout_ms must be at least heartbeat_interval_ms".into(),
+            ));
+        }
+        let identity = Identity::load_or_create(&config.identity_path())?;
+        let mut trackers: HashMap<NodeId, String> = config
+            .peers
+            .iter()
+            .map(|p| (p.id, p.address.clone()))
+            .collect();
+        trackers.insert(identity.node_id(), String::new());
+        Ok(Tracker {
+            map: PieceMap::open(&config.data_dir.join("map"))?,
+            identity,
+            verifier: Verifier::new(Duration::from_millis(config.signature_window_ms)),
+            registry: Mutex::new(Registry::new(config.liveness_timeout_ms)),
+            trackers,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            reservation_ttl_ms: config.reservation_ttl_ms,
+        })
+    }
+
+    /// This tracker's node id.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    fn registry(&self) -> Result<MutexGuard<'_, Registry>, NetError> {
+        self.registry
+            .lock()
+            .map_err(|_| NetError::Internal("registry poisoned".into()))
+    }
+
+    /// Refuses segments another tracker is responsible for, naming that tracker.
+    fn check_responsible(&self, segment: &SegmentId) -> Result<(), NetError> {
+        match rendezvous::responsible(&segment.0, self.trackers.keys()) {
+            Some(owner) if owner != self.node_id() => Err(NetError::Precondition(format!(
+                "segment {segment} is kept by tracker {owner} at {}; ask it",
+                self.trackers.get(&owner).map_or("?", String::as_str)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn reservation(
+        &self,
+        owner: NodeId,
+        segment: SegmentId,
+        spec: &wwt_net::types::PieceSpec,
+        provider: NodeId,
+        expires_ms: u64,
+    ) -> Reservation {
+        let mut r = Reservation {
+            piece: spec.piece,
+            size: spec.size,
+            segment,
+            index: spec.index,
+            provider,
+            owner,
+            expires_ms,
+            tracker: self.node_id(),
+            signature: [0; 64],
+        };
+        r.signature = self.identity.sign_detached(&r.signing_bytes());
+        r
+    }
+}
+
+#[async_trait]
+impl TrackerApi for Tracker {
+    async fn heartbeat(&self, request: Signed<Heartbeat>) -> Result<HeartbeatAck, NetError> {
+        let (provider, beat) = self.verifier.verify(request)?;
+        debug!(provider = %provider, address = %beat.address, used = beat.used, "heartbeat");
+        self.registry()?.heartbeat(provider, beat, now_ms());
+        Ok(HeartbeatAck {
+            tracker: self.node_id(),
+            interval_ms: self.heartbeat_interval_ms,
+        })
+    }
+
+    async fn reserve(&self, request: Signed<ReserveSegment>) -> Result<Placement, NetError> {
+        let (owner, req) = self.verifier.verify(request)?;
+        self.check_responsible(&req.segment)?;
+        self.map.claim(&req.segment, &owner)?;
+        let now = now_ms();
+        let mut seed = blake3::Hasher::new();
+        seed.update(&req.segment.0);
+        seed.update(&now.to_le_bytes());
+        let placed = self
+            .registry()?
+            .place(&req.pieces, *seed.finalize().as_bytes(), now)?;
+        let expires_ms = now.saturating_add(self.reservation_ttl_ms);
+        let pieces = req
+            .pieces
+            .iter()
+            .zip(placed)
+            .map(|(spec, (provider, address))| PlacedPiece {
+                reservation: self.reservation(owner, req.segment, spec, provider, expires_ms),
+                address,
+            })
+            .collect();
+        info!(segment = %req.segment, pieces = req.pieces.len(), "segment placed");
+        Ok(Placement {
+            segment: req.segment,
+            pieces,
+        })
+    }
+
+    async fn confirm(&self, request: Signed<ConfirmStored>) -> Result<Confirmed, NetError> {
+        let (owner, req) = self.verifier.verify(request)?;
+        for receipt in &req.receipts {
+            let r = &receipt.reservation;
+            if r.tracker != self.node_id() {
+                return Err(NetError::Forbidden(format!(
+                    "receipt for piece {} is for a reservation of tracker {}",
+                    r.piece, r.tracker
+                )));
+            }
+            r.verify_signature()?;
+            receipt.verify_signature()?;
+            if r.owner != owner {
+                return Err(NetError::Forbidden(
+                    "receipts must be confirmed by the reservation's owner".into(),
+                ));
+            }
+            self.map.claim(&r.segment, &owner)?;
+        }
+        for receipt in &req.receipts {
+            let r = &receipt.reservation;
+            self.map
+                .add_holder(&r.segment, r.index, r.piece, r.size, r.provider)?;
+        }
+        self.map.flush().await?;
+        let recorded = u32::try_from(req.receipts.len()).unwrap_or(u32::MAX);
+        debug!(recorded, "receipts confirmed");
+        Ok(Confirmed { recorded })
+    }
+
+    async fn locate(&self, request: Signed<Locate>) -> Result<SegmentLocation, NetError> {
+        let (signer, req) = self.verifier.verify(request)?;
+        self.check_responsible(&req.segment)?;
+        match self.map.owner(&req.segment)? {
+            None => {
+                return Err(NetError::NotFound(format!(
+                    "segment {} is not known here",
+                    req.segment
+                )));
+            }
+            Some(owner) if owner != signer && !self.trackers.contains_key(&signer) => {
+                return Err(NetError::Forbidden(
+                    "only the segment's owner or a tracker may locate it".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        let now = now_ms();
+        let registry = self.registry()?;
+        let pieces = self
+            .map
+            .segment(&req.segment)?
+            .into_iter()
+            .map(|p| PieceLocation {
+                index: p.index,
+                piece: p.piece,
+                size: p.size,
+                holders: p
+                    .holders
+                    .iter()
+                    .filter_map(|node| {
+                        let (address, alive) = registry.lookup(node, now)?;
+                        Some(Holder {
+                            node: *node,
+                            address,
+                            alive,
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(SegmentLocation {
+            segment: req.segment,
+            pieces,
+        })
+    }
+
+    async fn providers(&self) -> Result<Vec<ProviderRecord>, NetError> {
+        Ok(self.registry()?.records(now_ms()))
+    }
+}
