@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use wwt_engine::codec::SegmentManifest;
 use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, Error, Locator, MasterKey, SegmentId, Table, hex, proof};
@@ -129,12 +129,11 @@ pub fn run(o: &Options) -> Result<()> {
             names.join(", "),
             rows.len()
         );
-        if !failed.is_empty() {
+        if let Some((_, why)) = failed.first() {
+            let some: Vec<usize> = failed.iter().take(5).map(|(row, _)| *row).collect();
             println!(
-                "  {} rows unreadable (fewer than 4 intact pieces), e.g. rows {:?}: {}",
-                failed.len(),
-                &failed[..failed.len().min(5)],
-                failed_reason(&mut table, &root, &manifests, &batch.locators[failed[0]])
+                "  {} rows unreadable, e.g. rows {some:?}: {why}",
+                failed.len()
             );
         }
     }
@@ -218,44 +217,36 @@ fn decode_segment(
     table.decode_segment(m, &refs)
 }
 
-/// Reads every row back, returning how many matched and which could not be read.
+/// Reads every row back, returning how many matched, and for each row that could not be
+/// read, why.
 fn read_all(
     table: &mut Table,
     root: &Path,
     manifests: &HashMap<SegmentId, (usize, SegmentManifest)>,
     locators: &[Locator],
     rows: &[String],
-) -> Result<(usize, Vec<usize>)> {
-    let mut decoded: HashMap<SegmentId, Vec<u8>> = HashMap::new();
-    for (id, (n, m)) in manifests {
-        if let Ok(bytes) = decode_segment(table, root, *n, m) {
-            decoded.insert(*id, bytes);
-        }
-    }
+) -> Result<(usize, Vec<(usize, String)>)> {
+    let decoded: HashMap<SegmentId, Result<Vec<u8>, Error>> = manifests
+        .iter()
+        .map(|(id, (n, m))| (*id, decode_segment(table, root, *n, m)))
+        .collect();
     let mut ok = 0;
     let mut failed = Vec::new();
     for (i, loc) in locators.iter().enumerate() {
-        match table.read_row(loc, |id| decoded.get(id).map(Vec::as_slice)) {
-            Ok(row) if row == rows[i].as_bytes() => ok += 1,
-            Ok(_) => bail!("row {i} read back different bytes"),
-            Err(_) => failed.push(i),
+        let lost = loc
+            .extents
+            .iter()
+            .find_map(|e| decoded[&e.segment].as_ref().err());
+        if let Some(err) = lost {
+            failed.push((i, err.to_string()));
+            continue;
         }
+        let row = table.read_row(loc, |id| decoded[id].as_deref().ok())?;
+        ensure!(
+            row == rows[i].as_bytes(),
+            "row {i} read back different bytes"
+        );
+        ok += 1;
     }
     Ok((ok, failed))
-}
-
-fn failed_reason(
-    table: &mut Table,
-    root: &Path,
-    manifests: &HashMap<SegmentId, (usize, SegmentManifest)>,
-    loc: &Locator,
-) -> String {
-    let Some(e) = loc.extents.first() else {
-        return "no extents".into();
-    };
-    let (n, m) = &manifests[&e.segment];
-    match decode_segment(table, root, *n, m) {
-        Err(err) => err.to_string(),
-        Ok(_) => "decoded".into(),
-    }
 }
