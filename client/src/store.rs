@@ -1,0 +1,430 @@
+//! The client's storage path over the network: a segment's pieces go to the providers the
+//! responsible tracker reserves, in parallel; reads take any k intact pieces, data pieces
+//! first, falling through holders that are down, slow or lying.
+//!
+//! Resume: before uploading, the client asks the tracker which pieces of the segment it
+//! already maps, and sends only the others, so an interrupted upload retried with the same
+//! coded segment sends no piece twice (a piece stored but not yet confirmed when the
+//! interruption came is sent again; the provider stores it once).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use tracing::debug;
+use wwt_engine::{AuditKey, Codec, EncodedSegment, Locator, PieceHash, SegmentManifest, Table};
+use wwt_net::types::{
+    ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment, SegmentId,
+    SegmentLocation, StorePiece,
+};
+use wwt_net::{Connector, Identity, NetError, TrackerApi, rendezvous};
+
+/// What went wrong storing or reading, named for what the caller can do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No tracker to talk to.
+    #[error("no tracker is configured: start a network with `wwt devnet up`, or list trackers in the config")]
+    NoTracker,
+    /// The tracker refused or could not be reached.
+    #[error("tracker {tracker} for segment {segment}: {source}")]
+    Tracker {
+        /// The tracker's node id.
+        tracker: String,
+        /// The segment.
+        segment: String,
+        /// What it said.
+        source: NetError,
+    },
+    /// Some pieces could not be stored after every retry.
+    #[error("segment {segment}: {failed} of its pieces could not be stored ({last}); retry the upload: stored pieces are not sent again")]
+    Upload {
+        /// The segment.
+        segment: String,
+        /// Pieces still missing.
+        failed: usize,
+        /// The last error seen.
+        last: String,
+    },
+    /// Fewer than k intact pieces of a segment could be fetched.
+    #[error("segment {segment}: {intact} intact pieces of the {needed} needed ({why})")]
+    Unrecoverable {
+        /// The segment.
+        segment: String,
+        /// Intact pieces fetched.
+        intact: usize,
+        /// Pieces needed.
+        needed: usize,
+        /// What the holders did.
+        why: String,
+    },
+    /// Rows whose segments cannot be recovered.
+    #[error("{} rows cannot be read (rows {}): {cause}", rows.len(), rows.iter().take(8).cloned().collect::<Vec<_>>().join(", "))]
+    RowsLost {
+        /// The row ids, in hex.
+        rows: Vec<String>,
+        /// Why, for the first lost segment.
+        cause: Box<StoreError>,
+    },
+    /// The storage engine refused the data.
+    #[error(transparent)]
+    Engine(#[from] wwt_engine::Error),
+    /// A request could not be signed.
+    #[error("signing a request: {0}")]
+    Sign(NetError),
+}
+
+/// Timeouts and retries of the storage path.
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    /// How long one piece store may take.
+    pub store_timeout: Duration,
+    /// How long one piece read may take before the next holder is tried.
+    pub read_timeout: Duration,
+    /// Rounds of fresh reservations for pieces whose store failed.
+    pub upload_rounds: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            store_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(5),
+            upload_rounds: 3,
+        }
+    }
+}
+
+/// How an upload went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutReport {
+    /// Pieces sent and stored.
+    pub sent: usize,
+    /// Pieces the tracker already mapped, not sent again.
+    pub skipped: usize,
+    /// Piece bytes sent.
+    pub bytes_sent: u64,
+}
+
+/// The storage path of one client identity.
+#[derive(Clone)]
+pub struct Storage {
+    identity: Identity,
+    trackers: HashMap<NodeId, Arc<dyn TrackerApi>>,
+    connector: Arc<dyn Connector>,
+    config: StorageConfig,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("identity", &self.identity)
+            .field("trackers", &self.trackers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn wire_segment(m: &SegmentManifest) -> SegmentId {
+    SegmentId(m.segment.0)
+}
+
+impl Storage {
+    /// The storage path for `identity`, with trackers `(node id, address)` reached through
+    /// `connector`.
+    pub fn new(
+        identity: Identity,
+        trackers: &[(NodeId, String)],
+        connector: Arc<dyn Connector>,
+        config: StorageConfig,
+    ) -> Result<Self, StoreError> {
+        if trackers.is_empty() {
+            return Err(StoreError::NoTracker);
+        }
+        let trackers = trackers
+            .iter()
+            .map(|(id, addr)| {
+                connector
+                    .tracker(addr)
+                    .map(|t| (*id, t))
+                    .map_err(|source| StoreError::Tracker {
+                        tracker: id.to_string(),
+                        segment: "-".into(),
+                        source,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            identity,
+            trackers,
+            connector,
+            config,
+        })
+    }
+
+    /// The tracker responsible for `segment` (rendezvous hashing over the trackers).
+    fn tracker(&self, segment: &SegmentId) -> (NodeId, &Arc<dyn TrackerApi>) {
+        let id = rendezvous::responsible(&segment.0, self.trackers.keys())
+            .expect("Storage::new refuses an empty tracker list");
+        (id, &self.trackers[&id])
+    }
+
+    fn tracker_error(&self, segment: &SegmentId, source: NetError) -> StoreError {
+        StoreError::Tracker {
+            tracker: self.tracker(segment).0.to_string(),
+            segment: segment.to_string(),
+            source,
+        }
+    }
+
+    async fn locate(&self, segment: &SegmentId) -> Result<Option<SegmentLocation>, StoreError> {
+        let request = self
+            .identity
+            .sign(Locate { segment: *segment })
+            .map_err(StoreError::Sign)?;
+        match self.tracker(segment).1.locate(request).await {
+            Ok(location) => Ok(Some(location)),
+            Err(NetError::NotFound(_)) => Ok(None),
+            Err(e) => Err(self.tracker_error(segment, e)),
+        }
+    }
+
+    /// Stores the pieces of a coded segment on reserved providers, in parallel, skipping the
+    /// pieces the tracker already maps.
+    pub async fn put(&self, encoded: &EncodedSegment) -> Result<PutReport, StoreError> {
+        let m = &encoded.manifest;
+        let segment = wire_segment(m);
+        let held: HashSet<u32> = self
+            .locate(&segment)
+            .await?
+            .map(|loc| {
+                loc.pieces
+                    .into_iter()
+                    .filter(|p| {
+                        !p.holders.is_empty()
+                            && m.pieces.get(p.index as usize).map(|i| i.hash.0) == Some(p.piece.0)
+                    })
+                    .map(|p| p.index)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut report = PutReport {
+            skipped: held.len(),
+            ..PutReport::default()
+        };
+        let mut missing: Vec<u32> = (0..m.pieces.len() as u32)
+            .filter(|i| !held.contains(i))
+            .collect();
+        let mut last = String::new();
+        for _ in 0..self.config.upload_rounds {
+            if missing.is_empty() {
+                break;
+            }
+            let specs = missing
+                .iter()
+                .map(|&i| PieceSpec {
+                    index: i,
+                    piece: PieceId(m.pieces[i as usize].hash.0),
+                    size: m.piece_len(),
+                })
+                .collect();
+            let request = self
+                .identity
+                .sign(ReserveSegment {
+                    segment,
+                    pieces: specs,
+                })
+                .map_err(StoreError::Sign)?;
+            let placement = self
+                .tracker(&segment)
+                .1
+                .reserve(request)
+                .await
+                .map_err(|e| self.tracker_error(&segment, e))?;
+            let stores = placement.pieces.into_iter().map(|placed| async move {
+                let index = placed.reservation.index;
+                let data = Bytes::copy_from_slice(&encoded.pieces[index as usize]);
+                let provider = self.connector.provider(&placed.address)?;
+                let request = self.identity.sign(StorePiece {
+                    reservation: placed.reservation,
+                    data,
+                })?;
+                tokio::time::timeout(self.config.store_timeout, provider.store(request))
+                    .await
+                    .map_err(|_| NetError::Unavailable("store timed out".into()))?
+            });
+            let mut receipts = Vec::new();
+            for result in join_all(stores).await {
+                match result {
+                    Ok(receipt) => receipts.push(receipt),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            if !receipts.is_empty() {
+                for r in &receipts {
+                    report.sent += 1;
+                    report.bytes_sent += r.reservation.size;
+                }
+                let stored: HashSet<u32> = receipts.iter().map(|r| r.reservation.index).collect();
+                let request = self
+                    .identity
+                    .sign(ConfirmStored { receipts })
+                    .map_err(StoreError::Sign)?;
+                self.tracker(&segment)
+                    .1
+                    .confirm(request)
+                    .await
+                    .map_err(|e| self.tracker_error(&segment, e))?;
+                missing.retain(|i| !stored.contains(i));
+            }
+        }
+        if !missing.is_empty() {
+            return Err(StoreError::Upload {
+                segment: segment.to_string(),
+                failed: missing.len(),
+                last,
+            });
+        }
+        debug!(segment = %segment, sent = report.sent, skipped = report.skipped, "segment stored");
+        Ok(report)
+    }
+
+    /// Fetches one whole piece from its holders in turn (live ones first) and checks it
+    /// against the manifest's hash; `Err` says why every holder failed.
+    async fn fetch_piece(
+        &self,
+        location: &SegmentLocation,
+        m: &SegmentManifest,
+        index: usize,
+    ) -> Result<Vec<u8>, String> {
+        let want = m.pieces[index].hash;
+        let Some(piece) = location.pieces.iter().find(|p| p.index as usize == index) else {
+            return Err(format!("piece {index}: no holder known"));
+        };
+        let mut holders = piece.holders.clone();
+        holders.sort_by_key(|h| !h.alive);
+        let mut why = Vec::new();
+        for holder in holders {
+            let attempt = async {
+                let provider = self.connector.provider(&holder.address)?;
+                let request = self.identity.sign(ReadPiece {
+                    piece: PieceId(want.0),
+                    range: None,
+                })?;
+                tokio::time::timeout(self.config.read_timeout, provider.read(request))
+                    .await
+                    .map_err(|_| NetError::Unavailable("read timed out".into()))?
+            };
+            match attempt.await {
+                Ok(data) if PieceHash::of(&data.data) == want => return Ok(data.data.to_vec()),
+                Ok(_) => why.push(format!("piece {index} at {}: wrong bytes", holder.address)),
+                Err(e) => why.push(format!("piece {index} at {}: {e}", holder.address)),
+            }
+        }
+        if why.is_empty() {
+            why.push(format!("piece {index}: no holder known"));
+        }
+        Err(why.join("; "))
+    }
+
+    /// Fetches k intact pieces of a segment, data pieces first, in parallel; a piece that
+    /// cannot be had is replaced by the next one. Slots not fetched are `None`.
+    pub async fn fetch(&self, m: &SegmentManifest) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let segment = wire_segment(m);
+        let k = m.params.data;
+        let unrecoverable = |intact, why: String| StoreError::Unrecoverable {
+            segment: segment.to_string(),
+            intact,
+            needed: k,
+            why,
+        };
+        let Some(location) = self.locate(&segment).await? else {
+            return Err(unrecoverable(0, "the tracker does not know the segment".into()));
+        };
+        let mut pieces: Vec<Option<Vec<u8>>> = vec![None; m.pieces.len()];
+        let mut next = 0;
+        let mut intact = 0;
+        let mut why = Vec::new();
+        while intact < k && next < m.pieces.len() {
+            let batch: Vec<usize> = (next..m.pieces.len()).take(k - intact).collect();
+            next += batch.len();
+            let fetched = join_all(batch.iter().map(|&i| self.fetch_piece(&location, m, i))).await;
+            for (i, result) in batch.into_iter().zip(fetched) {
+                match result {
+                    Ok(bytes) => {
+                        pieces[i] = Some(bytes);
+                        intact += 1;
+                    }
+                    Err(e) => why.push(e),
+                }
+            }
+        }
+        if intact < k {
+            return Err(unrecoverable(intact, why.join("; ")));
+        }
+        Ok(pieces)
+    }
+
+    /// Fetches and decodes a whole segment.
+    pub async fn get(
+        &self,
+        codec: &Codec,
+        audit: &AuditKey,
+        m: &SegmentManifest,
+    ) -> Result<Vec<u8>, StoreError> {
+        let pieces = self.fetch(m).await?;
+        let refs: Vec<Option<&[u8]>> = pieces.iter().map(Option::as_deref).collect();
+        Ok(codec.decode(audit, m, &refs)?)
+    }
+
+    /// Reads rows: fetches and decodes each segment they live in once, then opens each row.
+    /// Fails naming every row whose segment cannot be recovered.
+    pub async fn read_rows(
+        &self,
+        table: &mut Table,
+        manifests: &HashMap<wwt_engine::SegmentId, SegmentManifest>,
+        locators: &[Locator],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut wanted: Vec<wwt_engine::SegmentId> = locators
+            .iter()
+            .flat_map(|l| l.extents.iter().map(|e| e.segment))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut segments = HashMap::new();
+        let mut failed = HashMap::new();
+        for id in wanted {
+            let m = manifests.get(&id).ok_or_else(|| wwt_engine::Error::ManifestMismatch {
+                segment: id.to_string(),
+                what: "no manifest for this segment".into(),
+            })?;
+            match self.get(table.codec(), &table.keys().audit, m).await {
+                Ok(bytes) => {
+                    segments.insert(id, bytes);
+                }
+                Err(e) => {
+                    failed.insert(id, e);
+                }
+            }
+        }
+        let lost: Vec<&Locator> = locators
+            .iter()
+            .filter(|l| l.extents.iter().any(|e| failed.contains_key(&e.segment)))
+            .collect();
+        if let Some(first) = lost.first() {
+            let cause = first
+                .extents
+                .iter()
+                .find_map(|e| failed.remove(&e.segment))
+                .expect("a lost row has a failed segment");
+            return Err(StoreError::RowsLost {
+                rows: lost.iter().map(|l| l.row.to_string()).collect(),
+                cause: Box::new(cause),
+            });
+        }
+        locators
+            .iter()
+            .map(|l| Ok(table.read_row(l, |id| segments.get(id).map(Vec::as_slice))?))
+            .collect()
+    }
+}

@@ -1,0 +1,196 @@
+//! The client's storage path on a whole network, in memory and over loopback gRPC: the same
+//! test bodies, through the real client, providers and trackers.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wwt_client::store::{Storage, StorageConfig, StoreError};
+use wwt_engine::table::RowWrite;
+use wwt_engine::{CodingParams, EncodedSegment, Locator, MasterKey, SegmentManifest, Table};
+use wwt_net::Identity;
+use wwt_net::faults::{Fault, Faults, FaultyConnector};
+use wwt_tests::{Kind, Settings, TestNet};
+
+const SEED: u64 = 0x77_2026;
+
+/// Rows of ~200 bytes in 8 KiB segments: about 35 rows a segment.
+fn rows(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{{\"id\":{i},\"note\":\"{}\"}}", "x".repeat(160 + i % 40)).into_bytes())
+        .collect()
+}
+
+struct Written {
+    table: Table,
+    rows: Vec<Vec<u8>>,
+    locators: Vec<Locator>,
+    manifests: HashMap<wwt_engine::SegmentId, SegmentManifest>,
+    segments: Vec<EncodedSegment>,
+}
+
+fn write(segments: usize) -> Written {
+    let master = MasterKey::from_bytes([5; 32]);
+    let mut table = Table::new(&master, "t", CodingParams::default(), 8 << 10).unwrap();
+    // Enough rows for the segment count asked for.
+    let rows = rows(segments * 37);
+    let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
+        row: table.keys().row_id.row_id(&(i as u64).to_le_bytes()),
+        version: 1,
+        plaintext: r,
+    }));
+    let manifests = batch
+        .segments
+        .iter()
+        .map(|s| (s.manifest.segment, s.manifest.clone()))
+        .collect();
+    Written {
+        table,
+        rows,
+        locators: batch.locators,
+        manifests,
+        segments: batch.segments,
+    }
+}
+
+fn storage(net: &TestNet, connector: Arc<dyn wwt_net::Connector>, config: StorageConfig) -> Storage {
+    let trackers: Vec<_> = net
+        .trackers
+        .iter()
+        .map(|t| (t.node, t.address.clone()))
+        .collect();
+    Storage::new(Identity::from_secret([9; 32]), &trackers, connector, config).unwrap()
+}
+
+async fn put_all(storage: &Storage, segments: &[EncodedSegment]) {
+    for chunk in segments.chunks(16) {
+        let puts = chunk.iter().map(|s| storage.put(s));
+        for r in futures::future::join_all(puts).await {
+            r.unwrap();
+        }
+    }
+}
+
+async fn any_two_lost_then_three(kind: Kind) {
+    let mut net = TestNet::start(kind, Settings::default()).await;
+    let mut w = write(1000);
+    assert!(w.segments.len() >= 1000, "{} segments", w.segments.len());
+    let client = storage(&net, net.connector.clone(), StorageConfig::default());
+    put_all(&client, &w.segments).await;
+
+    // Any two: drawn from the seed, which the output names for a replay.
+    let a = (SEED % 6) as usize;
+    let b = (a + 1 + (SEED / 6 % 5) as usize) % 6;
+    println!("seed {SEED:#x}: killing providers {a} and {b}");
+    net.kill_provider(a).await;
+    net.kill_provider(b).await;
+    let back = client.read_rows(&mut w.table, &w.manifests, &w.locators).await.unwrap();
+    assert_eq!(back, w.rows, "every row reads with two providers gone");
+
+    let c = (0..6).find(|p| *p != a && *p != b).unwrap();
+    net.kill_provider(c).await;
+    let some = &w.locators[..50];
+    let err = client.read_rows(&mut w.table, &w.manifests, some).await.unwrap_err();
+    let StoreError::RowsLost { rows, cause } = &err else {
+        panic!("expected lost rows, got {err}");
+    };
+    assert_eq!(rows.len(), 50);
+    assert_eq!(rows[0], some[0].row.to_string());
+    assert!(err.to_string().contains(&rows[0]), "{err}");
+    assert!(
+        matches!(**cause, StoreError::Unrecoverable { intact: 3, needed: 4, .. }),
+        "{cause}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_1000_segments_survive_two_lost_providers_and_name_rows_lost_to_three() {
+    any_two_lost_then_three(Kind::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_1000_segments_survive_two_lost_providers_and_name_rows_lost_to_three() {
+    any_two_lost_then_three(Kind::Grpc).await;
+}
+
+async fn lying_and_slow_providers_are_skipped(kind: Kind) {
+    let net = TestNet::start(kind, Settings::default()).await;
+    let mut w = write(20);
+    put_all(&storage(&net, net.connector.clone(), StorageConfig::default()), &w.segments).await;
+
+    let faults = Faults::new(SEED);
+    faults.set(
+        &net.providers[0].address,
+        Fault {
+            corrupt_reads: true,
+            ..Fault::default()
+        },
+    );
+    faults.set(
+        &net.providers[3].address,
+        Fault {
+            delay: Duration::from_secs(5),
+            ..Fault::default()
+        },
+    );
+    let connector = Arc::new(FaultyConnector::new(net.connector.clone(), faults));
+    let config = StorageConfig {
+        read_timeout: Duration::from_millis(300),
+        ..StorageConfig::default()
+    };
+    let client = storage(&net, connector, config);
+    let back = client.read_rows(&mut w.table, &w.manifests, &w.locators).await.unwrap();
+    assert_eq!(back, w.rows);
+    // The liar's pieces were refused, not used: each segment still had k intact pieces.
+    for m in w.manifests.values() {
+        let pieces = client.fetch(m).await.unwrap();
+        assert_eq!(pieces.iter().flatten().count(), 4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_lying_and_slow_providers_are_skipped() {
+    lying_and_slow_providers_are_skipped(Kind::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_lying_and_slow_providers_are_skipped() {
+    lying_and_slow_providers_are_skipped(Kind::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_upload_resumes_without_resending_stored_pieces() {
+    let net = TestNet::start(Kind::Memory, Settings::default()).await;
+    let w = write(1);
+    let segment = &w.segments[0];
+    // Two providers cut off from the client: their stores fail, the others succeed.
+    let faults = Faults::new(SEED);
+    for p in [1, 2] {
+        faults.set(
+            &net.providers[p].address,
+            Fault {
+                partitioned: true,
+                ..Fault::default()
+            },
+        );
+    }
+    let connector = Arc::new(FaultyConnector::new(net.connector.clone(), faults.clone()));
+    let config = StorageConfig {
+        upload_rounds: 1,
+        ..StorageConfig::default()
+    };
+    let client = storage(&net, connector, config);
+    let err = client.put(segment).await.unwrap_err();
+    assert!(matches!(err, StoreError::Upload { failed: 2, .. }), "{err}");
+    assert!(err.to_string().contains("retry the upload"), "{err}");
+
+    for p in [1, 2] {
+        faults.set(&net.providers[p].address, Fault::default());
+    }
+    let report = client.put(segment).await.unwrap();
+    assert_eq!((report.sent, report.skipped), (2, 4), "{report:?}");
+    assert_eq!(report.bytes_sent, 2 * segment.manifest.piece_len());
+    let again = client.put(segment).await.unwrap();
+    assert_eq!((again.sent, again.skipped), (0, 6));
+}
