@@ -107,7 +107,17 @@ impl Identity {
     /// Signs with a given timestamp and nonce (tests of staleness and replay use this).
     pub fn sign_with<T: Body>(&self, body: T, timestamp_ms: u64, nonce: [u8; 16]) -> Signed<T> {
         let wire: T::Wire = body.into();
-        let body = Bytes::from(wire.encode_to_vec());
+        self.sign_encoded(Bytes::from(wire.encode_to_vec()), timestamp_ms, nonce)
+    }
+
+    /// Signs an already-encoded body for `T`'s method, as is (the receiver decodes and
+    /// validates it; tests use this to send garbage).
+    pub fn sign_encoded<T: Body>(
+        &self,
+        body: Bytes,
+        timestamp_ms: u64,
+        nonce: [u8; 16],
+    ) -> Signed<T> {
         let signer = self.node_id();
         let message = request_signing_bytes(T::METHOD, &signer, timestamp_ms, &nonce, &body);
         Signed {
