@@ -394,9 +394,10 @@ impl Verifier {
                 "request replayed: its nonce was already used".into(),
             ));
         }
-        // Entries expire once their timestamp has left the window; a signer's clock skew only
-        // moves its own entries. Expiries are not sorted strictly, so pruning is approximate
-        // but never forgets a nonce early by more than the skew within the window.
+        // An entry may be forgotten once a request with its timestamp would be refused as
+        // stale anyway: expiry ≥ timestamp + window. The queue is only roughly sorted (expiry
+        // depends on the timestamp), so pruning from the front may keep some entries a little
+        // longer, but never forgets one early.
         seen.by_expiry
             .push_back((timestamp_ms.max(now).saturating_add(self.window_ms), key));
         Ok(())

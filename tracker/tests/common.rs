@@ -12,12 +12,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wwt_net::grpc::GrpcConnector;
-use wwt_net::memory::MemoryNetwork;
+use wwt_net::memory::{MemoryDht, MemoryNetwork};
+use wwt_net::node::{Node, NodeConfig};
 use wwt_net::types::{
     ConfirmStored, Locate, NodeId, PieceId, PieceSpec, Placement, ReadPiece, ReserveSegment,
     SegmentId, StorePiece, StoreReceipt,
 };
-use wwt_net::{Connector, Identity, NetError, TrackerApi, rendezvous};
+use wwt_net::{Connector, Discovery, Identity, NetError, TrackerApi, rendezvous};
 use wwt_provider::{Provider, ProviderConfig, TrackerEndpoint};
 use wwt_tracker::{PeerTracker, Tracker, TrackerConfig};
 
@@ -52,6 +53,9 @@ pub struct Settings {
     pub capacity: u64,
     pub max_piece: u64,
     pub liveness_timeout_ms: u64,
+    /// Whether providers announce their segments (real libp2p nodes over gRPC, the memory DHT
+    /// in memory); the test's discovery handle then sees them.
+    pub dht: bool,
 }
 
 impl Default for Settings {
@@ -62,6 +66,7 @@ impl Default for Settings {
             capacity: 64 << 20,
             max_piece: 1 << 20,
             liveness_timeout_ms: 60_000,
+            dht: false,
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct TestNet {
     pub memory: Option<MemoryNetwork>,
     pub trackers: Vec<NodeHandle>,
     pub providers: Vec<NodeHandle>,
+    /// The client's view of the DHT (when `Settings::dht`).
+    pub discovery: Option<Arc<dyn Discovery>>,
     _dir: tempfile::TempDir,
 }
 
@@ -161,6 +168,25 @@ impl TestNet {
                 address: t.address.clone(),
             })
             .collect();
+        // The client's DHT node doubles as the providers' bootstrap peer.
+        let memory_dht = MemoryDht::new();
+        let mut bootstrap = Vec::new();
+        let discovery: Option<Arc<dyn Discovery>> = match (settings.dht, kind) {
+            (false, _) => None,
+            (true, Kind::Memory) => Some(Arc::new(memory_dht.node(NodeId([0; 32]), None))),
+            (true, Kind::Grpc) => {
+                let client = Identity::generate().unwrap();
+                let (node, _task) = Node::start(&client, dht_config(Vec::new())).await.unwrap();
+                bootstrap = node
+                    .listen_addrs()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                Some(Arc::new(node))
+            }
+        };
         let mut providers = Vec::new();
         for p in 0..settings.providers {
             let (address, listener) = address_for(kind, &format!("provider-{p}")).await;
@@ -171,6 +197,7 @@ impl TestNet {
                 max_piece_bytes: settings.max_piece,
                 trackers: endpoints.clone(),
                 heartbeat_interval_ms: HEARTBEAT_MS,
+                dht: (settings.dht && kind == Kind::Grpc).then(|| dht_config(bootstrap.clone())),
                 ..ProviderConfig::default()
             };
             let mut handle = NodeHandle {
@@ -181,7 +208,12 @@ impl TestNet {
             };
             handle.stop = Some(match (&memory, listener) {
                 (Some(m), _) => {
-                    let provider = Arc::new(Provider::open(&config).unwrap());
+                    let mut provider = Provider::open(&config).unwrap();
+                    if settings.dht {
+                        let me = memory_dht.node(provider.node_id(), Some(address.clone()));
+                        provider = provider.with_discovery(Arc::new(me)).unwrap();
+                    }
+                    let provider = Arc::new(provider);
                     handle.node = provider.node_id();
                     m.add_provider(&address, provider.clone());
                     let beats = wwt_provider::spawn_heartbeats(
@@ -217,6 +249,7 @@ impl TestNet {
             memory,
             trackers,
             providers,
+            discovery,
             _dir: dir,
         };
         net.wait_for_live(settings.providers).await;
@@ -273,6 +306,15 @@ impl TestNet {
             }
             None => {}
         }
+    }
+}
+
+fn dht_config(bootstrap: Vec<String>) -> NodeConfig {
+    NodeConfig {
+        listen: "/ip4/127.0.0.1/tcp/0".into(),
+        bootstrap,
+        query_timeout_ms: 5_000,
+        ..NodeConfig::default()
     }
 }
 

@@ -37,6 +37,7 @@ on_both_transports!(
     bad_input_is_refused_and_changes_nothing,
     faulty_providers_are_detected,
     trackers_split_segments_by_rendezvous,
+    the_dht_alone_finds_a_segments_holders,
 );
 
 const SEGMENTS: u64 = 40;
@@ -387,6 +388,54 @@ async fn trackers_split_segments_by_rendezvous(kind: Kind) {
         net.tracker(t).reserve(req()).await.unwrap();
     }
     assert!(per_tracker.iter().all(|n| *n > 0), "{per_tracker:?}");
+}
+
+async fn the_dht_alone_finds_a_segments_holders(kind: Kind) {
+    let net = TestNet::start(
+        kind,
+        Settings {
+            dht: true,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let discovery = net.discovery.clone().unwrap();
+    let client = Identity::generate().unwrap();
+    for s in 0..5 {
+        let (id, pieces) = segment(400 + s, K + M, 1024);
+        put_segment(&net, &client, id, &pieces).await.unwrap();
+    }
+    for s in 0..5 {
+        let (id, pieces) = segment(400 + s, K + M, 1024);
+        // Provider records are published in the background: poll until all six are there.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let holders = loop {
+            let holders = discovery.holders(id).await.unwrap();
+            if holders.len() == K + M && holders.iter().all(|h| h.address.is_some()) {
+                break holders;
+            }
+            assert!(std::time::Instant::now() < deadline, "{holders:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Without the tracker: ask each holder for each piece; every piece is found intact.
+        let mut found = 0;
+        for data in &pieces {
+            let piece = PieceId::of(data);
+            for holder in &holders {
+                let provider = net
+                    .connector
+                    .provider(holder.address.as_deref().unwrap())
+                    .unwrap();
+                let req = client.sign(ReadPiece { piece, range: None }).unwrap();
+                if let Ok(read) = provider.read(req).await {
+                    read.verify_whole().unwrap();
+                    found += 1;
+                    break;
+                }
+            }
+        }
+        assert_eq!(found, K + M, "segment {s}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
