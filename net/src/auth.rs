@@ -107,7 +107,17 @@ impl Identity {
     /// Signs with a given timestamp and nonce (tests of staleness and replay use this).
     pub fn sign_with<T: Body>(&self, body: T, timestamp_ms: u64, nonce: [u8; 16]) -> Signed<T> {
         let wire: T::Wire = body.into();
-        let body = Bytes::from(wire.encode_to_vec());
+        self.sign_encoded(Bytes::from(wire.encode_to_vec()), timestamp_ms, nonce)
+    }
+
+    /// Signs an already-encoded body for `T`'s method, as is (the receiver decodes and
+    /// validates it; tests use this to send garbage).
+    pub fn sign_encoded<T: Body>(
+        &self,
+        body: Bytes,
+        timestamp_ms: u64,
+        nonce: [u8; 16],
+    ) -> Signed<T> {
         let signer = self.node_id();
         let message = request_signing_bytes(T::METHOD, &signer, timestamp_ms, &nonce, &body);
         Signed {
@@ -384,9 +394,10 @@ impl Verifier {
                 "request replayed: its nonce was already used".into(),
             ));
         }
-        // Entries expire once their timestamp has left the window; a signer's clock skew only
-        // moves its own entries. Expiries are not sorted strictly, so pruning is approximate
-        // but never forgets a nonce early by more than the skew within the window.
+        // An entry may be forgotten once a request with its timestamp would be refused as
+        // stale anyway: expiry ≥ timestamp + window. The queue is only roughly sorted (expiry
+        // depends on the timestamp), so pruning from the front may keep some entries a little
+        // longer, but never forgets one early.
         seen.by_expiry
             .push_back((timestamp_ms.max(now).saturating_add(self.window_ms), key));
         Ok(())

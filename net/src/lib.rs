@@ -12,6 +12,8 @@
 //! - [`grpc`]: tonic server adapters (with reflection) and clients implementing the traits.
 //! - [`memory`]: the in-memory network and DHT twin for whole-network tests in one process.
 //! - [`faults`]: a connector wrapper that drops, delays, corrupts and partitions.
+//! - [`node`]: the libp2p node (Kademlia + identify over TCP/noise/yamux) as one actor task;
+//!   it implements [`Discovery`] with provider records per segment.
 //! - [`rendezvous`]: which tracker answers for a segment.
 //! - [`error`]: [`NetError`] and its single mapping to `tonic::Status`.
 
@@ -21,6 +23,7 @@ pub mod error;
 pub mod faults;
 pub mod grpc;
 pub mod memory;
+pub mod node;
 pub mod rendezvous;
 pub mod types;
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use wwt_net::node::NodeConfig;
 use wwt_net::types::{MAX_PIECE_SIZE, NodeId};
 
 /// A tracker this provider trusts: it accepts its reservations, serves it pieces, and sends it
@@ -39,6 +40,8 @@ pub struct ProviderConfig {
     pub heartbeat_interval_ms: u64,
     /// How far a request's timestamp may be from the local clock, in milliseconds.
     pub signature_window_ms: u64,
+    /// The libp2p node announcing held segments in the DHT; none if unset.
+    pub dht: Option<NodeConfig>,
 }
 
 impl Default for ProviderConfig {
@@ -53,6 +56,7 @@ impl Default for ProviderConfig {
             trackers: Vec::new(),
             heartbeat_interval_ms: 5_000,
             signature_window_ms: 120_000,
+            dht: None,
         }
     }
 }

@@ -21,13 +21,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use wwt_net::grpc::{self, GrpcConnector};
+use wwt_net::node::Node;
 use wwt_net::{Connector, ProviderApi};
 
 pub use config::{ProviderConfig, TrackerEndpoint};
 pub use error::ProviderError;
 pub use service::Provider;
 
-/// Runs a provider on `listener` until `shutdown` resolves.
+/// Runs a provider on `listener` until `shutdown` resolves: serves gRPC, heartbeats to the
+/// configured trackers, and (with `dht` set) announces held segments in the DHT.
 pub async fn run(
     config: ProviderConfig,
     listener: TcpListener,
@@ -43,7 +45,17 @@ pub async fn run(
         .advertise
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
-    let provider = Arc::new(Provider::open(&config)?);
+    let mut provider = Provider::open(&config)?;
+    let node = match config.dht.clone() {
+        Some(mut dht) => {
+            dht.service_address.get_or_insert_with(|| address.clone());
+            let (node, _task) = Node::start(provider.identity(), dht).await?;
+            provider = provider.with_discovery(Arc::new(node.clone()))?;
+            Some(node)
+        }
+        None => None,
+    };
+    let provider = Arc::new(provider);
     info!(node = %provider.node_id(), %address, "provider listening");
     let beats = spawn_heartbeats(
         provider.clone(),
@@ -54,6 +66,9 @@ pub async fn run(
     let api: Arc<dyn ProviderApi> = provider;
     let served = grpc::serve(Some(api), None, listener, shutdown).await;
     beats.abort();
+    if let Some(node) = node {
+        node.shutdown().await;
+    }
     Ok(served?)
 }
 

@@ -1,14 +1,14 @@
 //! The provider service: checks requests and reservations, then stores and serves pieces.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::{Instrument, debug, info_span, warn};
 use wwt_net::types::{
-    Heartbeat, HeartbeatAck, NodeId, PieceData, PieceId, ProviderStatus, ReadPiece, StorePiece,
-    StoreReceipt,
+    Heartbeat, HeartbeatAck, NodeId, PieceData, PieceId, ProviderStatus, ReadPiece, SegmentId,
+    StorePiece, StoreReceipt,
 };
 use wwt_net::{Discovery, Identity, NetError, ProviderApi, Signed, TrackerApi, Verifier, now_ms};
 
@@ -26,6 +26,8 @@ pub struct Provider {
     zone: String,
     max_piece_bytes: u64,
     discovery: Option<Arc<dyn Discovery>>,
+    /// Segments already announced through `discovery` since start-up.
+    announced: Mutex<HashSet<SegmentId>>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -53,13 +55,43 @@ impl Provider {
             zone: config.zone.clone(),
             max_piece_bytes: config.max_piece_bytes,
             discovery: None,
+            announced: Mutex::new(HashSet::new()),
         })
     }
 
-    /// Announces the segment of every stored piece through `discovery` (the DHT).
-    pub fn with_discovery(mut self, discovery: Arc<dyn Discovery>) -> Provider {
+    /// Announces the segment of every stored piece through `discovery` (the DHT): those already
+    /// on disk now (DHT provider records do not survive a restart), new ones as they arrive.
+    pub fn with_discovery(mut self, discovery: Arc<dyn Discovery>) -> Result<Provider, NetError> {
         self.discovery = Some(discovery);
-        self
+        for segment in self.store.segments()? {
+            self.announce(segment);
+        }
+        Ok(self)
+    }
+
+    /// Announces `segment` in the background, once per segment since start-up, so a store never
+    /// waits for the DHT.
+    fn announce(&self, segment: SegmentId) {
+        let Some(discovery) = self.discovery.clone() else {
+            return;
+        };
+        let fresh = self
+            .announced
+            .lock()
+            .map(|mut seen| seen.insert(segment))
+            .unwrap_or(false);
+        if fresh {
+            tokio::spawn(async move {
+                if let Err(e) = discovery.announce(segment).await {
+                    warn!(segment = %segment, error = %e, "DHT announce failed");
+                }
+            });
+        }
+    }
+
+    /// This provider's identity (for the libp2p node started beside it).
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// This provider's node id.
@@ -173,11 +205,7 @@ impl ProviderApi for Provider {
                 }
                 None => {
                     self.store.put(r.piece, meta, req.data.clone()).await?;
-                    if let Some(discovery) = &self.discovery
-                        && let Err(e) = discovery.announce(r.segment).await
-                    {
-                        warn!(segment = %r.segment, error = %e, "DHT announce failed");
-                    }
+                    self.announce(r.segment);
                 }
             }
             Ok(self.receipt(req))

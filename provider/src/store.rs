@@ -185,6 +185,19 @@ impl PieceStore {
         Ok(value.and_then(|v| PieceMeta::decode(&v)))
     }
 
+    /// The distinct segments of the stored pieces.
+    pub fn segments(&self) -> Result<Vec<SegmentId>, NetError> {
+        let mut segments = HashSet::new();
+        for entry in self.pieces.iter() {
+            let (_, value) =
+                entry.map_err(|e| NetError::Internal(format!("metadata read: {e}")))?;
+            if let Some(meta) = PieceMeta::decode(&value) {
+                segments.insert(meta.segment);
+            }
+        }
+        Ok(segments.into_iter().collect())
+    }
+
     /// Stores `data` (whose hash the caller has checked is `piece`) durably, then makes it
     /// visible. Refuses when the capacity would be exceeded.
     pub async fn put(&self, piece: PieceId, meta: PieceMeta, data: Bytes) -> Result<(), NetError> {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use wwt_net::node::NodeConfig;
 use wwt_net::types::NodeId;
 
 /// Another tracker of the same network (segments are split among trackers by rendezvous hashing).
@@ -32,6 +33,8 @@ pub struct TrackerConfig {
     pub reservation_ttl_ms: u64,
     /// How far a request's timestamp may be from the local clock, in milliseconds.
     pub signature_window_ms: u64,
+    /// A libp2p node serving the DHT (trackers make good bootstrap peers); none if unset.
+    pub dht: Option<NodeConfig>,
 }
 
 impl Default for TrackerConfig {
@@ -44,6 +47,7 @@ impl Default for TrackerConfig {
             liveness_timeout_ms: 20_000,
             reservation_ttl_ms: 10 * 60_000,
             signature_window_ms: 120_000,
+            dht: None,
         }
     }
 }

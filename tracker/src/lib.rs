@@ -22,13 +22,14 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tracing::info;
-use wwt_net::{TrackerApi, grpc};
+use wwt_net::node::Node;
+use wwt_net::{Identity, TrackerApi, grpc};
 
 pub use config::{PeerTracker, TrackerConfig};
 pub use error::TrackerError;
 pub use service::Tracker;
 
-/// Runs a tracker on `listener` until `shutdown` resolves.
+/// Runs a tracker on `listener` until `shutdown` resolves (with `dht` set, also a DHT node).
 pub async fn run(
     config: TrackerConfig,
     listener: TcpListener,
@@ -36,7 +37,17 @@ pub async fn run(
 ) -> Result<(), TrackerError> {
     let tracker = Arc::new(Tracker::open(&config)?);
     info!(node = %tracker.node_id(), address = ?listener.local_addr().ok(), "tracker listening");
+    let node = match config.dht.clone() {
+        Some(dht) => {
+            let identity = Identity::load_or_create(&config.identity_path())?;
+            Some(Node::start(&identity, dht).await?.0)
+        }
+        None => None,
+    };
     let api: Arc<dyn TrackerApi> = tracker;
-    grpc::serve(None, Some(api), listener, shutdown).await?;
-    Ok(())
+    let served = grpc::serve(None, Some(api), listener, shutdown).await;
+    if let Some(node) = node {
+        node.shutdown().await;
+    }
+    Ok(served?)
 }

@@ -1,0 +1,453 @@
+//! The libp2p node: one actor task owning the swarm (TCP + noise + yamux, Kademlia, identify),
+//! driven through a command channel by cloneable [`Node`] handles.
+//!
+//! The node's identity is the keystore's ed25519 key, so its `PeerId` and its [`NodeId`] name
+//! the same key. Providers announce per segment (key = segment id) with Kademlia provider
+//! records, and publish one small value record, `"wwt/addr/" ‖ node id` → gRPC address, so a
+//! reader that found the holders of a segment through the DHT also learns where to call them.
+//! Pieces never travel through the DHT.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::kad::{
+    self, GetProvidersOk, GetRecordOk, Mode, QueryId, QueryResult, Quorum, Record, RecordKey,
+};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, tcp, yamux};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::NetError;
+use crate::api::{Discovery, FoundHolder};
+use crate::auth::Identity;
+use crate::types::{NodeId, SegmentId};
+
+/// The Kademlia protocol of wwt's DHT (kept apart from the public IPFS DHT).
+const KAD_PROTOCOL: &str = "/wwt/kad/1.0.0";
+/// The identify protocol version string.
+const IDENTIFY_PROTOCOL: &str = "/wwt/id/1.0.0";
+/// Prefix of the value records that map a node id to its gRPC address.
+const ADDRESS_RECORD: &[u8] = b"wwt/addr/";
+
+/// Settings of the libp2p node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Multiaddress to listen on, e.g. `/ip4/0.0.0.0/tcp/4001`.
+    pub listen: String,
+    /// Peers to join through: multiaddresses ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<String>,
+    /// How many keys this node may provide (one per segment it holds a piece of).
+    /// kad's default of 1,024 is far too small for a provider.
+    pub max_provided_keys: usize,
+    /// How many value and provider records this node keeps for others.
+    pub max_records: usize,
+    /// This node's gRPC address, published in the DHT so readers can call it.
+    pub service_address: Option<String>,
+    /// How long one DHT query may run, in milliseconds.
+    pub query_timeout_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: "/ip4/0.0.0.0/tcp/0".into(),
+            bootstrap: Vec::new(),
+            max_provided_keys: 1 << 20,
+            max_records: 1 << 16,
+            service_address: None,
+            query_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Behaviour {
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+}
+
+enum Command {
+    Dial(Multiaddr, oneshot::Sender<Result<(), NetError>>),
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    StartProviding(SegmentId, oneshot::Sender<Result<(), NetError>>),
+    GetProviders(
+        SegmentId,
+        oneshot::Sender<Result<HashSet<PeerId>, NetError>>,
+    ),
+    PutRecord(Record, oneshot::Sender<Result<(), NetError>>),
+    GetRecord(RecordKey, oneshot::Sender<Option<Vec<u8>>>),
+    Shutdown,
+}
+
+enum Pending {
+    Done(oneshot::Sender<Result<(), NetError>>),
+    Providers(
+        HashSet<PeerId>,
+        oneshot::Sender<Result<HashSet<PeerId>, NetError>>,
+    ),
+    Record(oneshot::Sender<Option<Vec<u8>>>),
+}
+
+/// A handle on the node's actor task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Node {
+    commands: mpsc::Sender<Command>,
+    node: NodeId,
+}
+
+/// The libp2p `PeerId` of a node.
+pub fn peer_id(node: &NodeId) -> Result<PeerId, NetError> {
+    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&node.0)
+        .map_err(|e| NetError::BadRequest(format!("node id is not an ed25519 key: {e}")))?;
+    Ok(PeerId::from_public_key(&key.into()))
+}
+
+/// The node id inside a `PeerId` (ed25519 peer ids embed their public key).
+pub fn node_id(peer: &PeerId) -> Option<NodeId> {
+    let multihash = peer.as_ref();
+    if multihash.code() != 0 {
+        return None;
+    }
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    Some(NodeId(key.try_into_ed25519().ok()?.to_bytes()))
+}
+
+fn address_key(node: &NodeId) -> RecordKey {
+    RecordKey::new(&[ADDRESS_RECORD, &node.0[..]].concat())
+}
+
+fn unavailable(what: &str) -> impl FnOnce(String) -> NetError + '_ {
+    move |e| NetError::Unavailable(format!("{what}: {e}"))
+}
+
+impl Node {
+    /// Starts the node's actor: listens, dials the bootstrap peers and (if configured)
+    /// publishes its service address. Returns the handle and the actor's task.
+    pub async fn start(
+        identity: &Identity,
+        config: NodeConfig,
+    ) -> Result<(Node, JoinHandle<()>), NetError> {
+        let keypair = Keypair::ed25519_from_bytes(identity.secret())
+            .map_err(|e| NetError::Internal(format!("identity as libp2p key: {e}")))?;
+        let local = keypair.public().to_peer_id();
+        let store_config = MemoryStoreConfig {
+            max_records: config.max_records,
+            max_provided_keys: config.max_provided_keys,
+            ..MemoryStoreConfig::default()
+        };
+        let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        kad_config.set_query_timeout(Duration::from_millis(config.query_timeout_ms));
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| NetError::Internal(format!("libp2p transport: {e}")))?
+            .with_behaviour(|key| Behaviour {
+                kad: kad::Behaviour::with_config(
+                    local,
+                    MemoryStore::with_config(local, store_config),
+                    kad_config,
+                ),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    IDENTIFY_PROTOCOL.into(),
+                    key.public(),
+                )),
+            })
+            .map_err(|e| NetError::Internal(format!("libp2p behaviour: {e}")))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .build();
+        // Every wwt node answers DHT queries; kad's automatic mode would wait for a confirmed
+        // external address, which loopback and private networks never get.
+        swarm.behaviour_mut().kad.set_mode(Some(Mode::Server));
+        let listen: Multiaddr = config.listen.parse().map_err(|e| {
+            NetError::BadRequest(format!("listen address {:?}: {e}", config.listen))
+        })?;
+        swarm
+            .listen_on(listen)
+            .map_err(|e| NetError::Unavailable(format!("cannot listen: {e}")))?;
+
+        let (tx, rx) = mpsc::channel(256);
+        let task = tokio::spawn(Actor::new(swarm).run(rx));
+        let node = Node {
+            commands: tx,
+            node: identity.node_id(),
+        };
+        for peer in &config.bootstrap {
+            let addr: Multiaddr = peer
+                .parse()
+                .map_err(|e| NetError::BadRequest(format!("bootstrap address {peer:?}: {e}")))?;
+            if let Err(e) = node.dial(addr).await {
+                warn!(peer = %peer, error = %e, "bootstrap peer unreachable");
+            }
+        }
+        if let Some(address) = config.service_address {
+            node.publish_address(&address).await?;
+        }
+        info!(node = %node.node, peer = %local, "libp2p node started");
+        Ok((node, task))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NetError::Unavailable("libp2p node has stopped".into()))?;
+        rx.await
+            .map_err(|_| NetError::Unavailable("libp2p node has stopped".into()))
+    }
+
+    /// Connects to a peer (a multiaddress ending in `/p2p/<peer id>`) and adds it to the DHT.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.call(|tx| Command::Dial(addr, tx)).await?
+    }
+
+    /// The addresses the node listens on, each ending in `/p2p/<its peer id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        self.call(Command::ListenAddrs).await
+    }
+
+    /// Publishes this node's gRPC address as a DHT value record.
+    pub async fn publish_address(&self, address: &str) -> Result<(), NetError> {
+        let record = Record::new(address_key(&self.node), address.as_bytes().to_vec());
+        self.call(|tx| Command::PutRecord(record, tx)).await?
+    }
+
+    /// The gRPC address `node` published, if it can be found.
+    pub async fn address_of(&self, node: &NodeId) -> Result<Option<String>, NetError> {
+        let key = address_key(node);
+        let value = self.call(|tx| Command::GetRecord(key, tx)).await?;
+        Ok(value.and_then(|v| String::from_utf8(v).ok()))
+    }
+
+    /// Stops the actor.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+    }
+}
+
+#[async_trait]
+impl Discovery for Node {
+    async fn announce(&self, segment: SegmentId) -> Result<(), NetError> {
+        self.call(|tx| Command::StartProviding(segment, tx)).await?
+    }
+
+    async fn holders(&self, segment: SegmentId) -> Result<Vec<FoundHolder>, NetError> {
+        let peers = self.call(|tx| Command::GetProviders(segment, tx)).await??;
+        let mut found = Vec::with_capacity(peers.len());
+        for peer in peers {
+            let Some(node) = node_id(&peer) else {
+                debug!(peer = %peer, "provider record from a non-ed25519 peer; skipped");
+                continue;
+            };
+            let address = self.address_of(&node).await.unwrap_or(None);
+            found.push(FoundHolder { node, address });
+        }
+        found.sort_by_key(|h| h.node);
+        Ok(found)
+    }
+}
+
+struct Actor {
+    swarm: Swarm<Behaviour>,
+    pending: HashMap<QueryId, Pending>,
+    dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
+}
+
+impl Actor {
+    fn new(swarm: Swarm<Behaviour>) -> Actor {
+        Actor {
+            swarm,
+            pending: HashMap::new(),
+            dials: HashMap::new(),
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None | Some(Command::Shutdown) => break,
+                    Some(command) => self.command(command),
+                },
+                event = self.swarm.select_next_some() => self.event(event),
+            }
+        }
+        debug!("libp2p node stopped");
+    }
+
+    fn command(&mut self, command: Command) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        match command {
+            Command::Dial(addr, reply) => {
+                let Some(peer) = addr.iter().find_map(|p| match p {
+                    libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+                    _ => None,
+                }) else {
+                    let _ = reply.send(Err(NetError::BadRequest(format!(
+                        "{addr} does not end in /p2p/<peer id>"
+                    ))));
+                    return;
+                };
+                kad.add_address(&peer, addr.clone());
+                match self.swarm.dial(addr) {
+                    Ok(()) => self.dials.entry(peer).or_default().push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(unavailable("dial")(e.to_string())));
+                    }
+                }
+            }
+            Command::ListenAddrs(reply) => {
+                let me = *self.swarm.local_peer_id();
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| a.clone().with_p2p(me).unwrap_or_else(|a| a))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+            Command::StartProviding(segment, reply) => {
+                match kad.start_providing(RecordKey::new(&segment.0)) {
+                    Ok(id) => {
+                        self.pending.insert(id, Pending::Done(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::NoCapacity(format!(
+                            "cannot provide more segments: {e}"
+                        ))));
+                    }
+                }
+            }
+            Command::GetProviders(segment, reply) => {
+                let id = kad.get_providers(RecordKey::new(&segment.0));
+                self.pending
+                    .insert(id, Pending::Providers(HashSet::new(), reply));
+            }
+            Command::PutRecord(record, reply) => match kad.put_record(record, Quorum::One) {
+                Ok(id) => {
+                    self.pending.insert(id, Pending::Done(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(NetError::NoCapacity(format!(
+                        "cannot store record: {e}"
+                    ))));
+                }
+            },
+            Command::GetRecord(key, reply) => {
+                let id = kad.get_record(key);
+                self.pending.insert(id, Pending::Record(reply));
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                for reply in self.dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                for reply in self.dials.remove(&peer).unwrap_or_default() {
+                    let _ = reply.send(Err(unavailable("dial")(error.to_string())));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                ..
+            })) => self.query_progressed(id, result, step.last),
+            _ => {}
+        }
+    }
+
+    fn query_progressed(&mut self, id: QueryId, result: QueryResult, last: bool) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        match (pending, result) {
+            (Pending::Done(reply), QueryResult::StartProviding(result)) => {
+                // The record is in the local store either way; failing to reach peers only
+                // means readers find it later, after republication.
+                if let Err(e) = result {
+                    debug!(error = %e, "provider record not replicated yet");
+                }
+                let _ = reply.send(Ok(()));
+            }
+            (Pending::Done(reply), QueryResult::PutRecord(result)) => {
+                if let Err(e) = result {
+                    debug!(error = %e, "address record not replicated yet");
+                }
+                let _ = reply.send(Ok(()));
+            }
+            (Pending::Providers(mut found, reply), QueryResult::GetProviders(result)) => {
+                let done = match result {
+                    Ok(GetProvidersOk::FoundProviders { providers, .. }) => {
+                        found.extend(providers);
+                        last
+                    }
+                    Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => true,
+                    Err(e) => {
+                        debug!(error = %e, "provider lookup ended");
+                        true
+                    }
+                };
+                if done {
+                    let _ = reply.send(Ok(found));
+                } else {
+                    self.pending.insert(id, Pending::Providers(found, reply));
+                }
+            }
+            (Pending::Record(reply), QueryResult::GetRecord(result)) => match result {
+                Ok(GetRecordOk::FoundRecord(peer_record)) => {
+                    if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        query.finish();
+                    }
+                    let _ = reply.send(Some(peer_record.record.value));
+                }
+                Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }) | Err(_) => {
+                    let _ = reply.send(None);
+                }
+            },
+            (pending, _) if !last => {
+                self.pending.insert(id, pending);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Real libp2p swarms on 127.0.0.1 finding each other's provider records.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use wwt_net::node::{Node, NodeConfig, node_id, peer_id};
+use wwt_net::types::SegmentId;
+use wwt_net::{Discovery, FoundHolder, Identity};
+
+fn config(bootstrap: Vec<String>, service: &str) -> NodeConfig {
+    NodeConfig {
+        listen: "/ip4/127.0.0.1/tcp/0".into(),
+        bootstrap,
+        service_address: Some(service.into()),
+        query_timeout_ms: 5_000,
+        ..NodeConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_swarms_find_each_others_segment_holders() {
+    let ids: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+    let (a, _ta) = Node::start(&ids[0], config(vec![], "http://a"))
+        .await
+        .unwrap();
+    let bootstrap: Vec<String> = a
+        .listen_addrs()
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(!bootstrap.is_empty());
+    let (b, _tb) = Node::start(&ids[1], config(bootstrap.clone(), "http://b"))
+        .await
+        .unwrap();
+    let (c, _tc) = Node::start(&ids[2], config(bootstrap, "http://c"))
+        .await
+        .unwrap();
+
+    let shared = SegmentId([1; 32]);
+    let only_c = SegmentId([2; 32]);
+    b.announce(shared).await.unwrap();
+    c.announce(shared).await.unwrap();
+    c.announce(only_c).await.unwrap();
+
+    let expect_shared = vec![
+        FoundHolder {
+            node: ids[1].node_id(),
+            address: Some("http://b".into()),
+        },
+        FoundHolder {
+            node: ids[2].node_id(),
+            address: Some("http://c".into()),
+        },
+    ];
+    let mut expect_shared_sorted = expect_shared.clone();
+    expect_shared_sorted.sort_by_key(|h| h.node);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let from_a = a.holders(shared).await.unwrap();
+        let from_b = b.holders(only_c).await.unwrap();
+        if from_a == expect_shared_sorted && from_b.len() == 1 && from_b[0].node == ids[2].node_id()
+        {
+            assert_eq!(from_b[0].address.as_deref(), Some("http://c"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "holders not found: {from_a:?} / {from_b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.holders(SegmentId([3; 32])).await.unwrap().is_empty());
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+}
+
+#[test]
+fn peer_ids_and_node_ids_name_the_same_key() {
+    let id = Identity::generate().unwrap();
+    let peer = peer_id(&id.node_id()).unwrap();
+    assert_eq!(node_id(&peer), Some(id.node_id()));
+}

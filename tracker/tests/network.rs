@@ -1,0 +1,525 @@
+//! Whole-network tests: trackers and providers over the in-memory network and over real
+//! loopback gRPC, with the same test bodies.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Kind, Settings, TestNet, put_segment, readable_pieces, reserve, segment};
+use wwt_net::faults::{Fault, Faults, FaultyConnector};
+use wwt_net::types::{
+    ByteRange, NodeId, PieceId, ReadPiece, Reservation, ReserveSegment, StorePiece,
+};
+use wwt_net::{Connector, Identity, NetError, ProviderApi, now_ms, rendezvous};
+
+/// Runs one test body over both transports.
+macro_rules! on_both_transports {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$name(super::Kind::Memory).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn grpc() {
+                super::$name(super::Kind::Grpc).await;
+            }
+        }
+    )*};
+}
+
+on_both_transports!(
+    segments_survive_two_dead_providers_not_three,
+    bad_input_is_refused_and_changes_nothing,
+    faulty_providers_are_detected,
+    trackers_split_segments_by_rendezvous,
+    the_dht_alone_finds_a_segments_holders,
+);
+
+const SEGMENTS: u64 = 40;
+const K: usize = 4;
+const M: usize = 2;
+
+async fn segments_survive_two_dead_providers_not_three(kind: Kind) {
+    let mut net = TestNet::start(kind, Settings::default()).await;
+    let client = Identity::generate().unwrap();
+    for s in 0..SEGMENTS {
+        let (id, pieces) = segment(s, K + M, 2048);
+        let receipts = put_segment(&net, &client, id, &pieces).await.unwrap();
+        let holders: HashSet<NodeId> = receipts.iter().map(|r| r.reservation.provider).collect();
+        assert_eq!(holders.len(), K + M, "segment {s}: pieces share a provider");
+    }
+
+    // A ranged read returns exactly the requested bytes.
+    let (id, pieces) = segment(0, K + M, 2048);
+    let location = net
+        .tracker_for(&id)
+        .locate(client.sign(wwt_net::types::Locate { segment: id }).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(location.pieces.len(), K + M);
+    let piece = &location.pieces[1];
+    let provider = net.connector.provider(&piece.holders[0].address).unwrap();
+    let range = ByteRange {
+        offset: 100,
+        len: 500,
+    };
+    let read = provider
+        .read(
+            client
+                .sign(ReadPiece {
+                    piece: piece.piece,
+                    range: Some(range),
+                })
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.data, pieces[1].slice(100..600));
+
+    net.kill_provider(0).await;
+    net.kill_provider(1).await;
+    for s in 0..SEGMENTS {
+        let (id, _) = segment(s, K + M, 2048);
+        let good = readable_pieces(&net, net.connector.as_ref(), &client, id).await;
+        assert_eq!(
+            good, K,
+            "segment {s}: {good} readable pieces after 2 deaths"
+        );
+    }
+    net.kill_provider(2).await;
+    for s in 0..SEGMENTS {
+        let (id, _) = segment(s, K + M, 2048);
+        let good = readable_pieces(&net, net.connector.as_ref(), &client, id).await;
+        assert!(
+            good < K,
+            "segment {s}: still {good} readable pieces after 3 deaths"
+        );
+    }
+}
+
+/// Asserts that `result` is an error that `want` accepts.
+fn expect<T>(result: Result<T, NetError>, what: &str, want: impl Fn(&NetError) -> bool) {
+    let err = result.err().unwrap_or_else(|| panic!("{what}: accepted"));
+    assert!(want(&err), "{what}: wrong error {err}");
+}
+
+/// Files under a provider's `pieces/` and `tmp/` directories.
+fn files_on_disk(dir: &std::path::Path) -> usize {
+    let count = |d: std::path::PathBuf| -> usize {
+        std::fs::read_dir(d)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            std::fs::read_dir(e.path()).map_or(0, |f| f.count())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    count(dir.join("pieces")) + count(dir.join("tmp"))
+}
+
+async fn bad_input_is_refused_and_changes_nothing(kind: Kind) {
+    let net = TestNet::start(
+        kind,
+        Settings {
+            providers: 1,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let client = Identity::generate().unwrap();
+    let stranger = Identity::generate().unwrap();
+    let provider = net.connector.provider(&net.providers[0].address).unwrap();
+    let (id, pieces) = segment(7, 1, 1000);
+    let placed = reserve(&net, &client, id, &pieces).await.unwrap().pieces[0].clone();
+    let good = placed.reservation.clone();
+    let store = |who: &Identity, reservation: Reservation, data: Bytes| {
+        who.sign(StorePiece { reservation, data }).unwrap()
+    };
+
+    let mut wrong = pieces[0].to_vec();
+    wrong[0] ^= 1;
+    expect(
+        provider
+            .store(store(&client, good.clone(), Bytes::from(wrong)))
+            .await,
+        "wrong hash",
+        |e| matches!(e, NetError::BadRequest(m) if m.contains("hash")),
+    );
+    expect(
+        provider
+            .store(store(&client, good.clone(), pieces[0].slice(..999)))
+            .await,
+        "short piece",
+        |e| matches!(e, NetError::BadRequest(_)),
+    );
+    let rogue = Identity::generate().unwrap();
+    let mut forged = good.clone();
+    forged.tracker = rogue.node_id();
+    forged.signature = rogue.sign_detached(&forged.signing_bytes());
+    expect(
+        provider
+            .store(store(&client, forged, pieces[0].clone()))
+            .await,
+        "reservation from an unknown tracker",
+        |e| matches!(e, NetError::Forbidden(m) if m.contains("not a tracker")),
+    );
+    let mut tampered = good.clone();
+    tampered.expires_ms += 1;
+    expect(
+        provider
+            .store(store(&client, tampered, pieces[0].clone()))
+            .await,
+        "tampered reservation",
+        |e| matches!(e, NetError::Forbidden(_)),
+    );
+    expect(
+        provider
+            .store(store(&stranger, good.clone(), pieces[0].clone()))
+            .await,
+        "someone else's reservation",
+        |e| matches!(e, NetError::Forbidden(_)),
+    );
+    let garbage = client.sign_encoded::<StorePiece>(
+        Bytes::from_static(b"\xff\xff\xff\xff not protobuf"),
+        now_ms(),
+        [9; 16],
+    );
+    expect(provider.store(garbage).await, "garbage protobuf", |e| {
+        matches!(e, NetError::BadRequest(_))
+    });
+    let stale = client.sign_with(
+        StorePiece {
+            reservation: good.clone(),
+            data: pieces[0].clone(),
+        },
+        now_ms() - 3_600_000,
+        [8; 16],
+    );
+    expect(
+        provider.store(stale).await,
+        "stale request",
+        |e| matches!(e, NetError::Unauthenticated(m) if m.contains("stale")),
+    );
+    // A piece larger than the provider's limit (the tracker does not know the limit).
+    let (big_id, big) = segment(8, 1, (1 << 20) + 1);
+    let big_placed = reserve(&net, &client, big_id, &big).await.unwrap().pieces[0].clone();
+    expect(
+        provider
+            .store(store(&client, big_placed.reservation, big[0].clone()))
+            .await,
+        "oversize piece",
+        |e| matches!(e, NetError::BadRequest(m) if m.contains("limit")),
+    );
+
+    let status = provider.status().await.unwrap();
+    assert_eq!((status.used, status.pieces), (0, 0));
+    assert_eq!(files_on_disk(&net.providers[0].dir), 0);
+
+    // The good request is stored once; a replay is refused; a fresh request for the same
+    // piece (a resumed upload) gets a receipt without a second copy.
+    let request = store(&client, good.clone(), pieces[0].clone());
+    provider.store(request.clone()).await.unwrap();
+    expect(
+        provider.store(request).await,
+        "replayed request",
+        |e| matches!(e, NetError::Unauthenticated(m) if m.contains("replayed")),
+    );
+    let receipt = provider
+        .store(store(&client, good.clone(), pieces[0].clone()))
+        .await
+        .unwrap();
+    receipt.verify_signature().unwrap();
+    let status = provider.status().await.unwrap();
+    assert_eq!((status.used, status.pieces), (1000, 1));
+    assert_eq!(files_on_disk(&net.providers[0].dir), 1);
+
+    let read = |who: &Identity, range| {
+        who.sign(ReadPiece {
+            piece: PieceId::of(&pieces[0]),
+            range,
+        })
+        .unwrap()
+    };
+    expect(
+        provider.read(read(&stranger, None)).await,
+        "stranger read",
+        |e| matches!(e, NetError::Forbidden(_)),
+    );
+    expect(
+        provider
+            .read(read(
+                &client,
+                Some(ByteRange {
+                    offset: 900,
+                    len: 101,
+                }),
+            ))
+            .await,
+        "range past the end",
+        |e| matches!(e, NetError::BadRequest(_)),
+    );
+    let whole = provider.read(read(&client, None)).await.unwrap();
+    whole.verify_whole().unwrap();
+    let unknown = client
+        .sign(ReadPiece {
+            piece: PieceId([0; 32]),
+            range: None,
+        })
+        .unwrap();
+    expect(provider.read(unknown).await, "unknown piece", |e| {
+        matches!(e, NetError::NotFound(_))
+    });
+}
+
+async fn faulty_providers_are_detected(kind: Kind) {
+    let net = TestNet::start(kind, Settings::default()).await;
+    let client = Identity::generate().unwrap();
+    for s in 0..5 {
+        let (id, pieces) = segment(100 + s, K + M, 4096);
+        put_segment(&net, &client, id, &pieces).await.unwrap();
+    }
+    let faults = Faults::new(42);
+    let faulty = FaultyConnector::new(net.connector.clone(), faults.clone());
+    faults.set(
+        &net.providers[0].address,
+        Fault {
+            corrupt_reads: true,
+            ..Fault::default()
+        },
+    );
+    faults.set(
+        &net.providers[1].address,
+        Fault {
+            partitioned: true,
+            ..Fault::default()
+        },
+    );
+    faults.set(
+        &net.providers[2].address,
+        Fault {
+            drop_rate: 1.0,
+            ..Fault::default()
+        },
+    );
+    faults.set(
+        &net.providers[3].address,
+        Fault {
+            delay: Duration::from_millis(5),
+            ..Fault::default()
+        },
+    );
+    for s in 0..5 {
+        let (id, _) = segment(100 + s, K + M, 4096);
+        assert_eq!(readable_pieces(&net, &faulty, &client, id).await, 3);
+    }
+    // A corrupted read is caught by the hash, not trusted.
+    let (id, pieces) = segment(100, K + M, 4096);
+    let p0 = faulty.provider(&net.providers[0].address).unwrap();
+    let held = pieces
+        .iter()
+        .map(|data| PieceId::of(data))
+        .find(|piece| {
+            let dir = &net.providers[0].dir;
+            dir.join("pieces")
+                .join(&piece.to_string()[..2])
+                .join(piece.to_string())
+                .exists()
+        })
+        .unwrap();
+    let data = p0
+        .read(
+            client
+                .sign(ReadPiece {
+                    piece: held,
+                    range: None,
+                })
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(data.verify_whole(), Err(NetError::Conflict(_))));
+    faults.heal_all();
+    assert_eq!(readable_pieces(&net, &faulty, &client, id).await, K + M);
+}
+
+async fn trackers_split_segments_by_rendezvous(kind: Kind) {
+    let net = TestNet::start(
+        kind,
+        Settings {
+            trackers: 2,
+            providers: 3,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let client = Identity::generate().unwrap();
+    let ids: Vec<NodeId> = net.trackers.iter().map(|t| t.node).collect();
+    let mut per_tracker = [0usize; 2];
+    for s in 0..20 {
+        let (id, pieces) = segment(200 + s, 3, 512);
+        let owner = rendezvous::responsible(&id.0, &ids).unwrap();
+        let t = ids.iter().position(|i| *i == owner).unwrap();
+        per_tracker[t] += 1;
+        let req = || {
+            client
+                .sign(ReserveSegment {
+                    segment: id,
+                    pieces: common::specs(&pieces),
+                })
+                .unwrap()
+        };
+        let err = net.tracker(1 - t).reserve(req()).await.unwrap_err();
+        assert!(
+            matches!(&err, NetError::Precondition(m) if m.contains(&owner.to_string())),
+            "{err}"
+        );
+        net.tracker(t).reserve(req()).await.unwrap();
+    }
+    assert!(per_tracker.iter().all(|n| *n > 0), "{per_tracker:?}");
+}
+
+async fn the_dht_alone_finds_a_segments_holders(kind: Kind) {
+    let net = TestNet::start(
+        kind,
+        Settings {
+            dht: true,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let discovery = net.discovery.clone().unwrap();
+    let client = Identity::generate().unwrap();
+    for s in 0..5 {
+        let (id, pieces) = segment(400 + s, K + M, 1024);
+        put_segment(&net, &client, id, &pieces).await.unwrap();
+    }
+    for s in 0..5 {
+        let (id, pieces) = segment(400 + s, K + M, 1024);
+        // Provider records are published in the background: poll until all six are there.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let holders = loop {
+            let holders = discovery.holders(id).await.unwrap();
+            if holders.len() == K + M && holders.iter().all(|h| h.address.is_some()) {
+                break holders;
+            }
+            assert!(std::time::Instant::now() < deadline, "{holders:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Without the tracker: ask each holder for each piece; every piece is found intact.
+        let mut found = 0;
+        for data in &pieces {
+            let piece = PieceId::of(data);
+            for holder in &holders {
+                let provider = net
+                    .connector
+                    .provider(holder.address.as_deref().unwrap())
+                    .unwrap();
+                let req = client.sign(ReadPiece { piece, range: None }).unwrap();
+                if let Ok(read) = provider.read(req).await {
+                    read.verify_whole().unwrap();
+                    found += 1;
+                    break;
+                }
+            }
+        }
+        assert_eq!(found, K + M, "segment {s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_providers_die_and_are_not_placed_on() {
+    let mut net = TestNet::start(
+        Kind::Memory,
+        Settings {
+            providers: 3,
+            liveness_timeout_ms: 400,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let client = Identity::generate().unwrap();
+    net.kill_provider(0).await;
+    net.wait_for_live(2).await;
+    let dead = net.providers[0].node;
+    let (id, pieces) = segment(300, 3, 100);
+    let err = reserve(&net, &client, id, &pieces).await.unwrap_err();
+    assert!(matches!(err, NetError::NoCapacity(_)), "{err}");
+    let (id, pieces) = segment(301, 2, 100);
+    let placement = reserve(&net, &client, id, &pieces).await.unwrap();
+    assert!(
+        placement
+            .pieces
+            .iter()
+            .all(|p| p.reservation.provider != dead)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_serves_reflection_and_refuses_unsigned_requests() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let net = TestNet::start(
+        Kind::Grpc,
+        Settings {
+            providers: 1,
+            ..Settings::default()
+        },
+    )
+    .await;
+    for (address, service) in [
+        (&net.providers[0].address, "wwt.v1.Provider"),
+        (&net.trackers[0].address, "wwt.v1.Tracker"),
+    ] {
+        let mut client = ServerReflectionClient::new(
+            tonic::transport::Channel::from_shared(address.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let reply = replies.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("unexpected reflection reply");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.iter().any(|n| n == service), "{names:?}");
+    }
+
+    let mut raw =
+        wwt_net::proto::provider_client::ProviderClient::connect(net.providers[0].address.clone())
+            .await
+            .unwrap();
+    let status = raw
+        .store(wwt_net::proto::SignedRequest {
+            body: Bytes::from_static(b"anything"),
+            auth: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    let _: Arc<dyn ProviderApi> = net.connector.provider(&net.providers[0].address).unwrap();
+}
