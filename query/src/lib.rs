@@ -1,4 +1,21 @@
-//! SQL over the encrypted table: parsing with sqlparser and planning into plain data
-//! (what is pushed to the index provider, what runs on the client).
+//! SQL over the encrypted world table: parsing with `sqlparser`, planning into plain data
+//! (what is pushed to the index provider, what runs on the client) and a pure evaluator.
 //!
-//! Not built yet: see issue 5.
+//! The crate does no I/O: the client executes plans against the index providers and the
+//! storage network by implementing a row-source trait.
+//!
+//! Modules:
+//! - [`error`]: the one error type.
+//! - [`value`]: column types, values, SQL comparison, timestamps.
+//! - [`schema`]: tables, columns, indexes, the catalog.
+//! - [`codec`]: the canonical byte encodings of rows and primary keys.
+
+pub mod codec;
+pub mod error;
+pub mod schema;
+pub mod value;
+
+pub use codec::{decode_row, encode_key, encode_row};
+pub use error::{Error, Result};
+pub use schema::{Catalog, Column, IndexDef, IndexKind, TableSchema};
+pub use value::{ColumnType, Row, Value};
