@@ -54,3 +54,13 @@ pub enum Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::Unsupported`] from its two parts.
+    pub(crate) fn unsupported(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::Unsupported {
+            what: what.into(),
+            hint: hint.into(),
+        }
+    }
+}

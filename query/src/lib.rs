@@ -9,13 +9,24 @@
 //! - [`value`]: column types, values, SQL comparison, timestamps.
 //! - [`schema`]: tables, columns, indexes, the catalog.
 //! - [`codec`]: the canonical byte encodings of rows and primary keys.
+//! - [`fulltext`]: the words of a text and the `MATCH` query language.
+//! - [`expr`]: bound expressions and their evaluation with SQL NULL semantics.
+//! - [`plan`]: plans as plain data (index lookups, filters, joins, aggregation) and EXPLAIN.
+//! - [`planner`]: parsing and planning, with the split of WHERE into pushed and residual.
 
 pub mod codec;
 pub mod error;
+pub mod expr;
+pub mod fulltext;
+pub mod plan;
+pub mod planner;
 pub mod schema;
 pub mod value;
 
 pub use codec::{decode_row, encode_key, encode_row};
 pub use error::{Error, Result};
+pub use fulltext::{FtQuery, tokenize};
+pub use plan::{AccessPath, Direction, IndexLookup, Plan, Pushdown, SelectPlan};
+pub use planner::{Statement, parse, plan};
 pub use schema::{Catalog, Column, IndexDef, IndexKind, TableSchema};
 pub use value::{ColumnType, Row, Value};
