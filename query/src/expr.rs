@@ -385,7 +385,7 @@ fn overflow() -> Error {
 }
 
 /// A binary operator other than AND and OR applied to two values.
-fn binary(op: BinOp, l: &Value, r: &Value) -> Result<Value> {
+pub(crate) fn binary(op: BinOp, l: &Value, r: &Value) -> Result<Value> {
     if l.is_null() || r.is_null() {
         return Ok(Value::Null);
     }

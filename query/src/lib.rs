@@ -13,11 +13,15 @@
 //! - [`expr`]: bound expressions and their evaluation with SQL NULL semantics.
 //! - [`plan`]: plans as plain data (index lookups, filters, joins, aggregation) and EXPLAIN.
 //! - [`planner`]: parsing and planning, with the split of WHERE into pushed and residual.
+//! - [`exec`]: the pure evaluator over a caller's [`RowSource`] (joins, aggregation, sort).
+//! - [`memory`]: [`MemoryDb`], an in-memory reference database over plaintext rows.
 
 pub mod codec;
 pub mod error;
+pub mod exec;
 pub mod expr;
 pub mod fulltext;
+pub mod memory;
 pub mod plan;
 pub mod planner;
 pub mod schema;
@@ -25,7 +29,9 @@ pub mod value;
 
 pub use codec::{decode_row, encode_key, encode_row};
 pub use error::{Error, Result};
+pub use exec::{ResultSet, RowSource, execute_delete, execute_select, execute_update, read_rows};
 pub use fulltext::{FtQuery, tokenize};
+pub use memory::{MemoryDb, Outcome};
 pub use plan::{AccessPath, Direction, IndexLookup, Plan, Pushdown, SelectPlan};
 pub use planner::{Statement, parse, plan};
 pub use schema::{Catalog, Column, IndexDef, IndexKind, TableSchema};

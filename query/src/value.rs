@@ -146,6 +146,34 @@ impl Value {
         Ok(v.canonical())
     }
 
+    /// Appends bytes that identify the value among values of its type (NULL included), for
+    /// grouping, DISTINCT and hash joins. Equal values (as `=` sees them) give equal bytes.
+    pub fn group_key(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.push(0),
+            Value::Int(i) | Value::Timestamp(i) => {
+                out.push(1);
+                out.extend_from_slice(&i.to_be_bytes());
+            }
+            Value::Double(d) => {
+                out.push(2);
+                let d = if *d == 0.0 { 0.0 } else { *d };
+                out.extend_from_slice(&d.to_bits().to_be_bytes());
+            }
+            Value::Bool(b) => out.extend_from_slice(&[3, u8::from(*b)]),
+            Value::Text(s) => {
+                out.push(4);
+                out.extend_from_slice(&(s.len() as u64).to_be_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            Value::Blob(b) => {
+                out.push(5);
+                out.extend_from_slice(&(b.len() as u64).to_be_bytes());
+                out.extend_from_slice(b);
+            }
+        }
+    }
+
     /// The value as an SQL literal that parses back to the same value.
     pub fn to_sql(&self) -> String {
         match self {
