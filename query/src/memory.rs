@@ -282,3 +282,159 @@ impl RowSource for MemoryDb {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn db() -> MemoryDb {
+        let mut db = MemoryDb::new();
+        db.execute(
+            "CREATE TABLE events (id TEXT PRIMARY KEY, at TIMESTAMP NOT NULL, kind TEXT, payload BLOB, body TEXT);
+             CREATE INDEX ON events USING btree (at);
+             CREATE INDEX ON events USING hash (kind);
+             CREATE INDEX ON events USING fulltext (body);
+             INSERT INTO events VALUES
+               ('e1', '2024-01-01 10:00:00', 'login', X'00ff', 'User Ann logged in'),
+               ('e2', '2024-01-02', 'logout', NULL, 'Ann logged out'),
+               ('e3', TIMESTAMP '2024-01-03 08:30:00.5', 'login', X'', 'Bob logged in');",
+        )
+        .unwrap();
+        db
+    }
+
+    fn rows(db: &mut MemoryDb, sql: &str) -> Vec<Row> {
+        match db.execute(sql).unwrap().pop() {
+            Some(Outcome::Rows(rs)) => rs.rows,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn text(v: &str) -> Value {
+        Value::Text(v.into())
+    }
+
+    #[test]
+    fn timestamps_blobs_and_full_text() {
+        let mut db = db();
+        assert_eq!(
+            rows(
+                &mut db,
+                "SELECT id FROM events WHERE at >= '2024-01-02' ORDER BY at"
+            ),
+            [[text("e2")], [text("e3")]]
+        );
+        assert_eq!(
+            rows(
+                &mut db,
+                "SELECT id, length(payload) FROM events WHERE payload IS NOT NULL ORDER BY id"
+            ),
+            [[text("e1"), Value::Int(2)], [text("e3"), Value::Int(0)]]
+        );
+        assert_eq!(
+            rows(
+                &mut db,
+                "SELECT id FROM events WHERE MATCH(body, 'ann -out') OR kind = 'logout' ORDER BY id"
+            ),
+            [[text("e1")], [text("e2")]]
+        );
+        assert_eq!(
+            rows(
+                &mut db,
+                "SELECT max(at), min(id) FROM events WHERE kind = 'login'"
+            ),
+            [[
+                Value::Timestamp(crate::value::parse_timestamp("2024-01-03 08:30:00.5").unwrap()),
+                text("e1")
+            ]]
+        );
+        assert_eq!(
+            rows(&mut db, "SELECT 1 + 2, 'a' || 'b'"),
+            [[Value::Int(3), text("ab")]]
+        );
+    }
+
+    #[test]
+    fn writes_and_their_errors() {
+        let mut db = db();
+        let err = db
+            .execute("INSERT INTO events (id, at) VALUES ('e1', '2024-02-01')")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("already has a row with primary key 'e1'"),
+            "{err}"
+        );
+        // A failed statement changes nothing; the statements before it stay.
+        let err = db
+            .execute("INSERT INTO events (id, at) VALUES ('e4', '2024-02-01'), ('e5', 'soon')")
+            .unwrap_err();
+        assert!(err.to_string().contains("not a timestamp"), "{err}");
+        assert_eq!(
+            rows(&mut db, "SELECT count(*) FROM events"),
+            [[Value::Int(3)]]
+        );
+        assert_eq!(
+            db.execute("UPDATE events SET kind = 'audit', body = body || '!' WHERE kind = 'login'")
+                .unwrap(),
+            [Outcome::Updated(2)]
+        );
+        assert_eq!(
+            rows(
+                &mut db,
+                "SELECT body FROM events WHERE kind = 'audit' ORDER BY id"
+            ),
+            [[text("User Ann logged in!")], [text("Bob logged in!")]]
+        );
+        let err = db
+            .execute("UPDATE events SET at = NULL WHERE id = 'e1'")
+            .unwrap_err();
+        assert!(err.to_string().contains("NOT NULL"), "{err}");
+        assert_eq!(
+            db.execute("DELETE FROM events WHERE at < '2024-01-02'")
+                .unwrap(),
+            [Outcome::Deleted(1)]
+        );
+        assert_eq!(
+            rows(&mut db, "SELECT id FROM events ORDER BY id"),
+            [[text("e2")], [text("e3")]]
+        );
+    }
+
+    #[test]
+    fn lookups_need_their_index() {
+        let db = db();
+        let schema = db.catalog().table("events").unwrap().clone();
+        let err = db
+            .lookup(
+                &schema,
+                &IndexLookup::Equality {
+                    column: "body".into(),
+                    values: vec![text("x")],
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("USING hash (body)"), "{err}");
+    }
+
+    #[test]
+    fn explain_runs_nothing() {
+        let mut db = db();
+        let out = db
+            .execute("EXPLAIN DELETE FROM events WHERE kind = 'login'")
+            .unwrap();
+        let [Outcome::Explain(text)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert!(text.contains("hash index: kind IN ('login')"), "{text}");
+        assert!(
+            text.contains("equality pattern of column `events.kind`"),
+            "{text}"
+        );
+        assert_eq!(
+            rows(&mut db, "SELECT count(*) FROM events"),
+            [[Value::Int(3)]]
+        );
+    }
+}

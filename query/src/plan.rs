@@ -450,7 +450,7 @@ impl Explainer {
             }
             Plan::Insert(p) => {
                 let t = &p.table;
-                self.line(format!("INSERT {} rows INTO {}", p.rows.len(), t.name));
+                self.line(format!("INSERT INTO {} ({} rows)", t.name, p.rows.len()));
                 self.client.push(
                     "encode and encrypt each row (AES-SIV), pack into segments, erasure-code to storage providers"
                         .into(),
@@ -582,8 +582,10 @@ impl Explainer {
                 );
             }
         }
-        self.client
-            .push(format!("fetch and decrypt the rows of `{}`", a.table.name));
+        self.client.push(format!(
+            "fetch the rows of `{}` and decrypt them (everything below runs on plaintext)",
+            a.table.name
+        ));
     }
 
     fn filter(&mut self, f: &Filter) {
@@ -598,7 +600,7 @@ impl Explainer {
     fn finish(mut self) -> String {
         let sections = [
             ("pushed to the index provider:", &self.pushed),
-            ("on the client, after decryption:", &self.client),
+            ("on the client:", &self.client),
             ("the index provider learns:", &self.learns),
         ];
         let mut out = std::mem::take(&mut self.out);

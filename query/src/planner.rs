@@ -1490,6 +1490,7 @@ fn select(catalog: &Catalog, q: &sql::Query) -> Result<SelectPlan> {
         limit,
     };
     push_limit(&mut plan);
+    push_min_max(&mut plan);
     Ok(plan)
 }
 
@@ -1819,6 +1820,54 @@ fn push_limit(plan: &mut SelectPlan) {
             if plan.order_by.is_empty() =>
         {
             *limit = Some(n);
+        }
+        _ => {}
+    }
+}
+
+/// Answers a lone `MIN(col)` or `MAX(col)` over a btree-indexed column with the first key of
+/// an ordered range lookup (the index holds no NULLs, which MIN and MAX skip anyway).
+fn push_min_max(plan: &mut SelectPlan) {
+    let Some(a) = &plan.aggregation else { return };
+    if !a.group_by.is_empty() || plan.filter.residual.is_some() {
+        return;
+    }
+    let [call] = a.calls.as_slice() else { return };
+    let descending = match call.func {
+        AggFunc::Min => false,
+        AggFunc::Max => true,
+        _ => return,
+    };
+    let Some(Expr::Column { index, .. }) = &call.arg else {
+        return;
+    };
+    let [access] = plan.tables.as_mut_slice() else {
+        return;
+    };
+    let Some(col) = access.table.columns.get(*index) else {
+        return;
+    };
+    if !access.table.has_index(&col.name, IndexKind::BTree) {
+        return;
+    }
+    match &mut access.path {
+        AccessPath::FullScan if plan.filter.recheck.is_none() => {
+            access.path = AccessPath::Index(Pushdown::Lookup(IndexLookup::Range {
+                column: col.name.clone(),
+                low: Bound::Unbounded,
+                high: Bound::Unbounded,
+                order: Some(direction(descending)),
+                limit: Some(1),
+            }));
+        }
+        AccessPath::Index(Pushdown::Lookup(IndexLookup::Range {
+            column,
+            order,
+            limit,
+            ..
+        })) if *column == col.name => {
+            *order = Some(direction(descending));
+            *limit = Some(1);
         }
         _ => {}
     }
@@ -2164,6 +2213,36 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn min_and_max_read_one_end_of_a_btree() {
+        assert_eq!(
+            lookup("SELECT max(year) FROM docs WHERE year < 2000"),
+            IndexLookup::Range {
+                column: "year".into(),
+                low: Bound::Unbounded,
+                high: Bound::Excluded(Value::Int(2000)),
+                order: Some(Direction::Descending),
+                limit: Some(1),
+            }
+        );
+        assert!(matches!(
+            lookup("SELECT min(year) FROM docs"),
+            IndexLookup::Range {
+                order: Some(Direction::Ascending),
+                limit: Some(1),
+                ..
+            }
+        ));
+        assert_eq!(
+            path("SELECT min(year), max(year) FROM docs"),
+            AccessPath::FullScan
+        );
+        assert_eq!(
+            path("SELECT max(year) FROM docs GROUP BY author"),
+            AccessPath::FullScan
+        );
     }
 
     #[test]

@@ -224,6 +224,9 @@ fn query() -> BoxedStrategy<String> {
         1 => ((-5i64..6), any::<bool>(), 0u32..6).prop_map(|(k, desc, n)| format!(
             "SELECT b FROM t WHERE b >= {k} ORDER BY b{} LIMIT {n}", if desc { " DESC" } else { "" }
         )),
+        1 => (prop::sample::select(vec!["min", "max"]), prop::sample::select(vec!["b", "x"]), opt(-4i64..5)).prop_map(
+            |(f, c, k)| format!("SELECT {f}({c}) FROM t{}", k.map_or(String::new(), |k| format!(" WHERE {c} < {k}")))
+        ),
         1 => ((0u32..6), any::<bool>()).prop_map(|(n, desc)| format!(
             "SELECT b FROM t ORDER BY b{} LIMIT {n}", if desc { " DESC" } else { "" }
         )),
@@ -306,7 +309,7 @@ fn check(
 #[test]
 fn evaluator_agrees_with_sqlite() {
     let mut runner = TestRunner::new(Config {
-        cases: 30,
+        cases: 50,
         failure_persistence: None,
         ..Config::default()
     });
@@ -338,7 +341,7 @@ fn evaluator_agrees_with_sqlite() {
 #[test]
 fn updates_and_deletes_agree_with_sqlite() {
     let mut runner = TestRunner::new(Config {
-        cases: 30,
+        cases: 50,
         failure_persistence: None,
         ..Config::default()
     });
