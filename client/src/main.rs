@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use wwt_client::{bench, demo, home};
+use wwt_client::{bench, demo, devnet, home};
 
 /// wwt, the World Wide Table: an encrypted, decentralized table store.
 #[derive(Parser, Debug)]
@@ -29,10 +29,99 @@ enum Command {
     /// Write sample rows through the storage engine onto local provider folders, lose two
     /// providers, and read every row back.
     Demo(demo::Options),
+    /// A local network of tracker and provider daemons on loopback.
+    #[command(subcommand)]
+    Devnet(DevnetCommand),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+#[derive(Subcommand, Debug)]
+enum DevnetCommand {
+    /// Start trackers and providers on 127.0.0.1 and run until Ctrl-C.
+    Up {
+        /// Providers to start.
+        #[arg(long, default_value_t = 6)]
+        providers: usize,
+        /// Trackers to start.
+        #[arg(long, default_value_t = 1)]
+        trackers: usize,
+        /// Space each provider offers, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        capacity_mib: u64,
+        /// Folder for the nodes' data and the endpoints file (default: <home>/devnet).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// One line per node: health, pieces, bytes. Exits non-zero while a node is down.
+    Status {
+        /// The devnet's folder (default: <home>/devnet).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn devnet(home: &std::path::Path, command: DevnetCommand) -> Result<()> {
+    match command {
+        DevnetCommand::Up {
+            providers,
+            trackers,
+            capacity_mib,
+            dir,
+        } => runtime()?.block_on(async {
+            let dir = dir.unwrap_or_else(|| devnet::default_dir(home));
+            let shape = devnet::Shape {
+                trackers,
+                providers,
+                capacity: capacity_mib << 20,
+                ..devnet::Shape::default()
+            };
+            let net = devnet::LocalNet::start(&dir, shape).await?;
+            for n in net
+                .endpoints
+                .trackers
+                .iter()
+                .chain(&net.endpoints.providers)
+            {
+                println!("{:<11} {}  {}", n.name, n.address, n.node);
+            }
+            println!(
+                "devnet up: endpoints in {}; Ctrl-C stops it",
+                dir.join(devnet::ENDPOINTS_FILE).display()
+            );
+            tokio::signal::ctrl_c().await?;
+            net.shutdown().await?;
+            println!("devnet stopped");
+            Ok(())
+        }),
+        DevnetCommand::Status { dir } => runtime()?.block_on(async {
+            let dir = dir.unwrap_or_else(|| devnet::default_dir(home));
+            let endpoints = devnet::Endpoints::load(&dir)?;
+            let (lines, all_up) = devnet::status(&endpoints).await;
+            for line in lines {
+                println!("{line}");
+            }
+            anyhow::ensure!(all_up, "the devnet is not fully up");
+            Ok(())
+        }),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     let home = cli.home.unwrap_or_else(home::default_home);
     match cli.command {
         Command::Init => {
@@ -53,6 +142,7 @@ fn main() -> Result<()> {
         }
         Command::Bench(options) => bench::run(&options)?,
         Command::Demo(options) => demo::run(&options)?,
+        Command::Devnet(command) => devnet(&home, command)?,
     }
     Ok(())
 }

@@ -25,7 +25,9 @@ use wwt_net::{Connector, Identity, NetError, TrackerApi, rendezvous};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No tracker to talk to.
-    #[error("no tracker is configured: start a network with `wwt devnet up`, or list trackers in the config")]
+    #[error(
+        "no tracker is configured: start a network with `wwt devnet up`, or list trackers in the config"
+    )]
     NoTracker,
     /// The tracker refused or could not be reached.
     #[error("tracker {tracker} for segment {segment}: {source}")]
@@ -38,7 +40,9 @@ pub enum StoreError {
         source: NetError,
     },
     /// Some pieces could not be stored after every retry.
-    #[error("segment {segment}: {failed} of its pieces could not be stored ({last}); retry the upload: stored pieces are not sent again")]
+    #[error(
+        "segment {segment}: {failed} of its pieces could not be stored ({last}); retry the upload: stored pieces are not sent again"
+    )]
     Upload {
         /// The segment.
         segment: String,
@@ -339,7 +343,10 @@ impl Storage {
             why,
         };
         let Some(location) = self.locate(&segment).await? else {
-            return Err(unrecoverable(0, "the tracker does not know the segment".into()));
+            return Err(unrecoverable(
+                0,
+                "the tracker does not know the segment".into(),
+            ));
         };
         let mut pieces: Vec<Option<Vec<u8>>> = vec![None; m.pieces.len()];
         let mut next = 0;
@@ -394,10 +401,12 @@ impl Storage {
         let mut segments = HashMap::new();
         let mut failed = HashMap::new();
         for id in wanted {
-            let m = manifests.get(&id).ok_or_else(|| wwt_engine::Error::ManifestMismatch {
-                segment: id.to_string(),
-                what: "no manifest for this segment".into(),
-            })?;
+            let m = manifests
+                .get(&id)
+                .ok_or_else(|| wwt_engine::Error::ManifestMismatch {
+                    segment: id.to_string(),
+                    what: "no manifest for this segment".into(),
+                })?;
             match self.get(table.codec(), &table.keys().audit, m).await {
                 Ok(bytes) => {
                     segments.insert(id, bytes);

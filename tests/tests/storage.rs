@@ -54,7 +54,11 @@ fn write(segments: usize) -> Written {
     }
 }
 
-fn storage(net: &TestNet, connector: Arc<dyn wwt_net::Connector>, config: StorageConfig) -> Storage {
+fn storage(
+    net: &TestNet,
+    connector: Arc<dyn wwt_net::Connector>,
+    config: StorageConfig,
+) -> Storage {
     let trackers: Vec<_> = net
         .trackers
         .iter()
@@ -85,13 +89,19 @@ async fn any_two_lost_then_three(kind: Kind) {
     println!("seed {SEED:#x}: killing providers {a} and {b}");
     net.kill_provider(a).await;
     net.kill_provider(b).await;
-    let back = client.read_rows(&mut w.table, &w.manifests, &w.locators).await.unwrap();
+    let back = client
+        .read_rows(&mut w.table, &w.manifests, &w.locators)
+        .await
+        .unwrap();
     assert_eq!(back, w.rows, "every row reads with two providers gone");
 
     let c = (0..6).find(|p| *p != a && *p != b).unwrap();
     net.kill_provider(c).await;
     let some = &w.locators[..50];
-    let err = client.read_rows(&mut w.table, &w.manifests, some).await.unwrap_err();
+    let err = client
+        .read_rows(&mut w.table, &w.manifests, some)
+        .await
+        .unwrap_err();
     let StoreError::RowsLost { rows, cause } = &err else {
         panic!("expected lost rows, got {err}");
     };
@@ -99,7 +109,14 @@ async fn any_two_lost_then_three(kind: Kind) {
     assert_eq!(rows[0], some[0].row.to_string());
     assert!(err.to_string().contains(&rows[0]), "{err}");
     assert!(
-        matches!(**cause, StoreError::Unrecoverable { intact: 3, needed: 4, .. }),
+        matches!(
+            **cause,
+            StoreError::Unrecoverable {
+                intact: 3,
+                needed: 4,
+                ..
+            }
+        ),
         "{cause}"
     );
 }
@@ -117,7 +134,11 @@ async fn grpc_1000_segments_survive_two_lost_providers_and_name_rows_lost_to_thr
 async fn lying_and_slow_providers_are_skipped(kind: Kind) {
     let net = TestNet::start(kind, Settings::default()).await;
     let mut w = write(20);
-    put_all(&storage(&net, net.connector.clone(), StorageConfig::default()), &w.segments).await;
+    put_all(
+        &storage(&net, net.connector.clone(), StorageConfig::default()),
+        &w.segments,
+    )
+    .await;
 
     let faults = Faults::new(SEED);
     faults.set(
@@ -140,7 +161,10 @@ async fn lying_and_slow_providers_are_skipped(kind: Kind) {
         ..StorageConfig::default()
     };
     let client = storage(&net, connector, config);
-    let back = client.read_rows(&mut w.table, &w.manifests, &w.locators).await.unwrap();
+    let back = client
+        .read_rows(&mut w.table, &w.manifests, &w.locators)
+        .await
+        .unwrap();
     assert_eq!(back, w.rows);
     // The liar's pieces were refused, not used: each segment still had k intact pieces.
     for m in w.manifests.values() {

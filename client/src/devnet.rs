@@ -1,0 +1,356 @@
+//! `wwt devnet`: a real local network on loopback — tracker and provider daemons (the same
+//! `run` functions a deployment uses) serving gRPC on 127.0.0.1, each with its own folder —
+//! and its endpoints file, which the other `wwt` commands read by default.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wwt_net::grpc::GrpcConnector;
+use wwt_net::types::NodeId;
+use wwt_net::{Connector, Identity};
+use wwt_provider::{ProviderConfig, TrackerEndpoint};
+use wwt_tracker::{PeerTracker, TrackerConfig};
+
+/// The endpoints file inside a devnet folder.
+pub const ENDPOINTS_FILE: &str = "endpoints.json";
+
+/// The default devnet folder of a wwt home.
+pub fn default_dir(home: &Path) -> PathBuf {
+    home.join("devnet")
+}
+
+/// One node of a devnet as the endpoints file records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `tracker-0`, `provider-3`, …
+    pub name: String,
+    /// Its node id (ed25519 public key), hex.
+    pub node: String,
+    /// Its gRPC address.
+    pub address: String,
+    /// Its data folder.
+    pub dir: PathBuf,
+}
+
+impl NodeInfo {
+    /// Its node id.
+    pub fn node_id(&self) -> Result<NodeId> {
+        let bytes = hex::decode(&self.node).with_context(|| format!("node id of {}", self.name))?;
+        Ok(NodeId::from_slice(&bytes)?)
+    }
+}
+
+/// Where every node of a devnet listens.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The trackers.
+    pub trackers: Vec<NodeInfo>,
+    /// The providers.
+    pub providers: Vec<NodeInfo>,
+}
+
+impl Endpoints {
+    /// Reads the endpoints file of the devnet folder `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(ENDPOINTS_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no devnet endpoints at {}: start one with `wwt devnet up`",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(ENDPOINTS_FILE);
+        let tmp = dir.join(format!("{ENDPOINTS_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    /// The trackers as `(node id, address)` pairs, for [`crate::store::Storage::new`].
+    pub fn tracker_list(&self) -> Result<Vec<(NodeId, String)>> {
+        self.trackers
+            .iter()
+            .map(|t| Ok((t.node_id()?, t.address.clone())))
+            .collect()
+    }
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) -> Result<()> {
+        self.stop.send(()).ok();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .context("a node did not stop within 20 s")??
+    }
+}
+
+/// Sizes of a devnet.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    /// Trackers.
+    pub trackers: usize,
+    /// Providers.
+    pub providers: usize,
+    /// Bytes each provider offers.
+    pub capacity: u64,
+    /// Milliseconds between provider heartbeats.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self {
+            trackers: 1,
+            providers: 6,
+            capacity: 1 << 30,
+            heartbeat_ms: 1_000,
+        }
+    }
+}
+
+/// A running local network.
+pub struct LocalNet {
+    /// Where its nodes listen.
+    pub endpoints: Endpoints,
+    dir: PathBuf,
+    trackers: Vec<Option<Running>>,
+    providers: Vec<Option<Running>>,
+}
+
+async fn loopback() -> Result<(TcpListener, String)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    Ok((listener, address))
+}
+
+impl LocalNet {
+    /// Starts `shape.trackers` trackers and `shape.providers` providers on loopback, with
+    /// their folders under `dir`, writes `dir/endpoints.json`, and waits until every tracker
+    /// sees every provider alive.
+    pub async fn start(dir: &Path, shape: Shape) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut endpoints = Endpoints::default();
+        let mut listeners = Vec::new();
+        for t in 0..shape.trackers {
+            let name = format!("tracker-{t}");
+            let tdir = dir.join(&name);
+            let identity = Identity::load_or_create(&tdir.join("node.key"))?;
+            let (listener, address) = loopback().await?;
+            listeners.push(listener);
+            endpoints.trackers.push(NodeInfo {
+                name,
+                node: hex::encode(identity.node_id().0),
+                address,
+                dir: tdir,
+            });
+        }
+        let mut trackers = Vec::new();
+        for (t, listener) in listeners.into_iter().enumerate() {
+            let peers = endpoints
+                .trackers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != t)
+                .map(|(_, p)| {
+                    Ok(PeerTracker {
+                        id: p.node_id()?,
+                        address: p.address.clone(),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let config = TrackerConfig {
+                data_dir: endpoints.trackers[t].dir.clone(),
+                peers,
+                heartbeat_interval_ms: shape.heartbeat_ms,
+                liveness_timeout_ms: shape.heartbeat_ms * 5,
+                ..TrackerConfig::default()
+            };
+            let (stop, rx) = oneshot::channel();
+            let task = tokio::spawn(async move {
+                wwt_tracker::run(config, listener, async move {
+                    rx.await.ok();
+                })
+                .await?;
+                Ok(())
+            });
+            trackers.push(Some(Running { stop, task }));
+        }
+        let tracker_endpoints: Vec<TrackerEndpoint> = endpoints
+            .trackers
+            .iter()
+            .map(|t| {
+                Ok(TrackerEndpoint {
+                    id: t.node_id()?,
+                    address: t.address.clone(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut providers = Vec::new();
+        for p in 0..shape.providers {
+            let name = format!("provider-{p}");
+            let pdir = dir.join(&name);
+            let config = ProviderConfig {
+                data_dir: pdir.clone(),
+                capacity_bytes: shape.capacity,
+                trackers: tracker_endpoints.clone(),
+                heartbeat_interval_ms: shape.heartbeat_ms,
+                ..ProviderConfig::default()
+            };
+            let identity = Identity::load_or_create(&config.identity_path())?;
+            let (listener, address) = loopback().await?;
+            endpoints.providers.push(NodeInfo {
+                name,
+                node: hex::encode(identity.node_id().0),
+                address,
+                dir: pdir,
+            });
+            let (stop, rx) = oneshot::channel();
+            let task = tokio::spawn(async move {
+                wwt_provider::run(config, listener, async move {
+                    rx.await.ok();
+                })
+                .await?;
+                Ok(())
+            });
+            providers.push(Some(Running { stop, task }));
+        }
+        endpoints.save(dir)?;
+        let net = Self {
+            endpoints,
+            dir: dir.to_path_buf(),
+            trackers,
+            providers,
+        };
+        net.wait_alive(shape.providers).await?;
+        Ok(net)
+    }
+
+    /// The network's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Waits until every tracker sees `n` live providers (20 s at most).
+    pub async fn wait_alive(&self, n: usize) -> Result<()> {
+        let connector = GrpcConnector::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for t in &self.endpoints.trackers {
+            let tracker = connector.tracker(&t.address)?;
+            loop {
+                let alive = tracker
+                    .providers()
+                    .await
+                    .map(|ps| ps.iter().filter(|p| p.alive).count())
+                    .unwrap_or(0);
+                if alive == n {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{} sees {alive} live providers of {n} after 20 s", t.name);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops provider `p`, as a crash would: its service goes away and it stops heartbeating.
+    pub async fn stop_provider(&mut self, p: usize) -> Result<()> {
+        match self.providers.get_mut(p).and_then(Option::take) {
+            Some(running) => running.stop().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) -> Result<()> {
+        for running in self.providers.iter_mut().chain(&mut self.trackers) {
+            if let Some(r) = running.take() {
+                r.stop().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line per node: its health, pieces and bytes; and whether every node answered.
+pub async fn status(endpoints: &Endpoints) -> (Vec<String>, bool) {
+    let connector: Arc<dyn Connector> = Arc::new(GrpcConnector::new());
+    let timeout = Duration::from_secs(3);
+    let mut lines = Vec::new();
+    let mut all_up = true;
+    for t in &endpoints.trackers {
+        let answer = async {
+            let tracker = connector.tracker(&t.address)?;
+            tokio::time::timeout(timeout, tracker.providers())
+                .await
+                .map_err(|_| wwt_net::NetError::Unavailable("no answer within 3 s".into()))?
+        };
+        match answer.await {
+            Ok(ps) => {
+                let alive = ps.iter().filter(|p| p.alive).count();
+                let pieces: u64 = ps.iter().map(|p| p.pieces).sum();
+                lines.push(format!(
+                    "{:<11} up    {}  {}  {alive}/{} providers alive, {pieces} pieces mapped",
+                    t.name,
+                    &t.node[..16],
+                    t.address,
+                    ps.len()
+                ));
+            }
+            Err(e) => {
+                all_up = false;
+                lines.push(format!(
+                    "{:<11} DOWN  {}  {}  {e}",
+                    t.name,
+                    &t.node[..16],
+                    t.address
+                ));
+            }
+        }
+    }
+    for p in &endpoints.providers {
+        let answer = async {
+            let provider = connector.provider(&p.address)?;
+            tokio::time::timeout(timeout, provider.status())
+                .await
+                .map_err(|_| wwt_net::NetError::Unavailable("no answer within 3 s".into()))?
+        };
+        match answer.await {
+            Ok(s) => lines.push(format!(
+                "{:<11} up    {}  {}  {} pieces, {} of {} bytes used",
+                p.name,
+                &p.node[..16],
+                p.address,
+                s.pieces,
+                s.used,
+                s.capacity
+            )),
+            Err(e) => {
+                all_up = false;
+                lines.push(format!(
+                    "{:<11} DOWN  {}  {}  {e}",
+                    p.name,
+                    &p.node[..16],
+                    p.address
+                ));
+            }
+        }
+    }
+    (lines, all_up)
+}
