@@ -26,8 +26,8 @@ enum Command {
     Whoami,
     /// Measure the storage engine against raw AES-SIV on this machine.
     Bench(bench::Options),
-    /// Write sample rows through the storage engine onto local provider folders, lose two
-    /// providers, and read every row back.
+    /// The main job: start a local network, write sample rows through it, stop two providers
+    /// and read every row back.
     Demo(demo::Options),
     /// A local network of tracker and provider daemons on loopback.
     #[command(subcommand)]
