@@ -160,10 +160,10 @@ impl Node {
                     MemoryStore::with_config(local, store_config),
                     kad_config,
                 ),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    IDENTIFY_PROTOCOL.into(),
-                    key.public(),
-                )),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                        .with_push_listen_addr_updates(true),
+                ),
             })
             .map_err(|e| NetError::Internal(format!("libp2p behaviour: {e}")))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
@@ -179,7 +179,13 @@ impl Node {
             .map_err(|e| NetError::Unavailable(format!("cannot listen: {e}")))?;
 
         let (tx, rx) = mpsc::channel(256);
-        let task = tokio::spawn(Actor::new(swarm).run(rx));
+        let (listening, is_listening) = oneshot::channel();
+        let task = tokio::spawn(Actor::new(swarm, listening).run(rx));
+        // Dial only once the listener is up: identify tells peers our listen addresses when the
+        // connection opens, and a peer that learns none cannot put us in its routing table.
+        is_listening
+            .await
+            .map_err(|_| NetError::Unavailable("libp2p node stopped before listening".into()))?;
         let node = Node {
             commands: tx,
             node: identity.node_id(),
@@ -270,14 +276,17 @@ impl Discovery for Node {
 
 struct Actor {
     swarm: Swarm<Behaviour>,
+    /// Fired at the first listen address.
+    listening: Option<oneshot::Sender<()>>,
     pending: HashMap<QueryId, Pending>,
     dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
 }
 
 impl Actor {
-    fn new(swarm: Swarm<Behaviour>) -> Actor {
+    fn new(swarm: Swarm<Behaviour>, listening: oneshot::Sender<()>) -> Actor {
         Actor {
             swarm,
+            listening: Some(listening),
             pending: HashMap::new(),
             dials: HashMap::new(),
         }
@@ -363,6 +372,12 @@ impl Actor {
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                debug!(%address, "listening");
+                if let Some(listening) = self.listening.take() {
+                    let _ = listening.send(());
+                }
+            }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 for reply in self.dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(()));

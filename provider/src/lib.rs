@@ -66,6 +66,9 @@ pub async fn run(
     let api: Arc<dyn ProviderApi> = provider;
     let served = grpc::serve(Some(api), None, listener, shutdown).await;
     beats.abort();
+    // Wait until the heartbeat task has dropped its handle on the provider, so the store is
+    // closed (and its lock released) when this function returns.
+    let _ = beats.await;
     if let Some(node) = node {
         node.shutdown().await;
     }

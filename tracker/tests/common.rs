@@ -45,6 +45,8 @@ pub struct NodeHandle {
     pub address: String,
     pub dir: PathBuf,
     stop: Option<Stop>,
+    /// A provider's configuration, to restart it.
+    config: Option<ProviderConfig>,
 }
 
 pub struct Settings {
@@ -72,6 +74,8 @@ impl Default for Settings {
 }
 
 pub struct TestNet {
+    memory_dht: MemoryDht,
+    dht: bool,
     pub connector: Arc<dyn Connector>,
     pub memory: Option<MemoryNetwork>,
     pub trackers: Vec<NodeHandle>,
@@ -120,6 +124,7 @@ impl TestNet {
                 address,
                 dir: tdir,
                 stop: None,
+                config: None,
             });
         }
         for (t, listener) in listeners.into_iter().enumerate() {
@@ -202,51 +207,26 @@ impl TestNet {
             };
             let mut handle = NodeHandle {
                 node: NodeId([0; 32]),
-                address: address.clone(),
+                address,
                 dir: config.data_dir.clone(),
                 stop: None,
+                config: Some(config),
             };
-            handle.stop = Some(match (&memory, listener) {
-                (Some(m), _) => {
-                    let mut provider = Provider::open(&config).unwrap();
-                    if settings.dht {
-                        let me = memory_dht.node(provider.node_id(), Some(address.clone()));
-                        provider = provider.with_discovery(Arc::new(me)).unwrap();
-                    }
-                    let provider = Arc::new(provider);
-                    handle.node = provider.node_id();
-                    m.add_provider(&address, provider.clone());
-                    let beats = wwt_provider::spawn_heartbeats(
-                        provider,
-                        connector.clone(),
-                        address.clone(),
-                        config.heartbeat_interval(),
-                    );
-                    Stop::Memory {
-                        heartbeats: Some(beats),
-                    }
-                }
-                (None, Some(listener)) => {
-                    handle.node = Identity::load_or_create(&config.identity_path())
-                        .unwrap()
-                        .node_id();
-                    let (tx, rx) = oneshot::channel();
-                    let task = tokio::spawn(async move {
-                        wwt_provider::run(config, listener, async move {
-                            rx.await.ok();
-                        })
-                        .await
-                        .unwrap();
-                    });
-                    Stop::Grpc { shutdown: tx, task }
-                }
-                (None, None) => unreachable!(),
-            });
+            start_provider(
+                &mut handle,
+                listener,
+                &memory,
+                &connector,
+                &memory_dht,
+                settings.dht,
+            );
             providers.push(handle);
         }
         let net = TestNet {
             connector,
             memory,
+            memory_dht,
+            dht: settings.dht,
             trackers,
             providers,
             discovery,
@@ -285,6 +265,26 @@ impl TestNet {
         self.tracker(t)
     }
 
+    /// Restarts a stopped provider on the same data directory (over gRPC, on a new port).
+    pub async fn restart_provider(&mut self, p: usize) {
+        let kind = if self.memory.is_some() {
+            Kind::Memory
+        } else {
+            Kind::Grpc
+        };
+        let (address, listener) = address_for(kind, &format!("provider-{p}")).await;
+        let handle = &mut self.providers[p];
+        handle.address = address;
+        start_provider(
+            handle,
+            listener,
+            &self.memory,
+            &self.connector,
+            &self.memory_dht,
+            self.dht,
+        );
+    }
+
     /// Stops provider `p` (its service goes away and it stops heartbeating).
     pub async fn kill_provider(&mut self, p: usize) {
         let handle = &mut self.providers[p];
@@ -316,6 +316,63 @@ fn dht_config(bootstrap: Vec<String>) -> NodeConfig {
         query_timeout_ms: 5_000,
         ..NodeConfig::default()
     }
+}
+
+/// Starts (or restarts) the provider of `handle` from its configuration.
+fn start_provider(
+    handle: &mut NodeHandle,
+    listener: Option<TcpListener>,
+    memory: &Option<MemoryNetwork>,
+    connector: &Arc<dyn Connector>,
+    memory_dht: &MemoryDht,
+    dht: bool,
+) {
+    let config = handle.config.clone().unwrap();
+    let address = handle.address.clone();
+    handle.stop = Some(match (memory, listener) {
+        (Some(m), _) => {
+            // The store of a provider that was just stopped may still be closing.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut provider = loop {
+                match Provider::open(&config) {
+                    Ok(p) => break p,
+                    Err(e) => assert!(Instant::now() < deadline, "{e}"),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if dht {
+                let me = memory_dht.node(provider.node_id(), Some(address.clone()));
+                provider = provider.with_discovery(Arc::new(me)).unwrap();
+            }
+            let provider = Arc::new(provider);
+            handle.node = provider.node_id();
+            m.add_provider(&address, provider.clone());
+            let beats = wwt_provider::spawn_heartbeats(
+                provider,
+                connector.clone(),
+                address,
+                config.heartbeat_interval(),
+            );
+            Stop::Memory {
+                heartbeats: Some(beats),
+            }
+        }
+        (None, Some(listener)) => {
+            handle.node = Identity::load_or_create(&config.identity_path())
+                .unwrap()
+                .node_id();
+            let (tx, rx) = oneshot::channel();
+            let task = tokio::spawn(async move {
+                wwt_provider::run(config, listener, async move {
+                    rx.await.ok();
+                })
+                .await
+                .unwrap();
+            });
+            Stop::Grpc { shutdown: tx, task }
+        }
+        (None, None) => unreachable!(),
+    });
 }
 
 async fn address_for(kind: Kind, name: &str) -> (String, Option<TcpListener>) {
