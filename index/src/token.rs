@@ -46,10 +46,13 @@ impl TokenKey {
         Token(self.prf(TEXT_DOMAIN, word.as_bytes()))
     }
 
-    /// Normalizes `text` with `options` and returns the token of each word, repeats kept.
+    /// Normalizes `text` with `options` and returns the token of each word, repeats kept
+    /// (BM25 needs term frequencies) but sorted by token: a bag of words, so that word order
+    /// never leaves the client.
     pub fn text_tokens(&self, text: &str, options: &TextOptions) -> Vec<Token> {
         let mut out = Vec::new();
         options.for_each_word(text, |w| out.push(self.word_token(w)));
+        out.sort_unstable();
         out
     }
 
@@ -234,6 +237,11 @@ mod tests {
         assert_ne!(a.word_token("x"), b.word_token("x"));
         assert_ne!(a.word_token("x").0, a.eq_token(b"x").0);
         assert_eq!(a.text_tokens("x X", &TextOptions::default()).len(), 2);
+        let opts = TextOptions::default();
+        assert_eq!(
+            a.text_tokens("one two three", &opts),
+            a.text_tokens("three one two", &opts)
+        );
         assert_eq!(a.query_token("  ,; ", &TextOptions::default()), None);
     }
 

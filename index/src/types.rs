@@ -174,7 +174,8 @@ pub struct RowEntries {
     pub equality: Vec<(ColumnId, EqToken)>,
     /// OPE ciphertexts: at most one per column.
     pub range: Vec<(ColumnId, OpeCiphertext)>,
-    /// Full-text tokens per column (in text order, repeats kept for BM25): at most one list per column.
+    /// Full-text tokens per column, a bag of words (repeats kept for BM25, order ignored;
+    /// [`crate::TokenKey::text_tokens`] sorts them): at most one list per column.
     pub text: Vec<(ColumnId, Vec<Token>)>,
 }
 

@@ -295,7 +295,12 @@ proptest! {
         for r in model.values() {
             *want.entry(eq_token(r.eq)).or_default() += 1;
         }
-        prop_assert_eq!(counts.into_iter().map(|c| (c.value, c.count)).collect::<BTreeMap<_, _>>(), want);
+        prop_assert_eq!(counts.into_iter().map(|c| (c.value, c.count)).collect::<BTreeMap<_, _>>(), want.clone());
+        let listed: Vec<EqToken> = eq_values.iter().map(|v| eq_token(*v)).collect();
+        let query = Query::CountByValue { column: EQ, values: Some(listed.clone()) };
+        let QueryOutput::Counts(counts) = store.query(&OWNER, &TABLE, &query).unwrap() else { panic!() };
+        let want_listed: BTreeMap<EqToken, u64> = listed.iter().map(|t| (*t, want.get(t).copied().unwrap_or(0))).collect();
+        prop_assert_eq!(counts.into_iter().map(|c| (c.value, c.count)).collect::<BTreeMap<_, _>>(), want_listed);
 
         // Ranges with bounds, direction and limit.
         for case in &ranges {
