@@ -45,7 +45,8 @@ pub enum IndexError {
         /// The length received.
         got: usize,
     },
-    /// A write carried a version that is not newer than the stored one.
+    /// A write carried a version that is not newer than the stored one (and is not an exact
+    /// retry of it).
     #[error(
         "row {row}: version {got} is not newer than the stored version {stored}; re-read the row and write a newer version"
     )]

@@ -208,6 +208,8 @@ pub struct ApplyReceipt {
     pub put: usize,
     /// Rows deleted (a delete of an absent row counts as zero).
     pub deleted: usize,
+    /// Operations already applied with the same version and entries (a retried batch).
+    pub unchanged: usize,
 }
 
 /// Direction of an ordered range scan.

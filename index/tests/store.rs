@@ -467,22 +467,21 @@ fn updates_move_entries_and_survive_reopen() {
         float: -1.0,
         words: vec![5],
     };
-    store
-        .apply(
-            &OWNER,
-            &TABLE,
-            &Batch {
-                ops: vec![
-                    RowOp::Put(entries(0, 2, &moved)),
-                    RowOp::Delete {
-                        row: row_id(1),
-                        version: 2,
-                    },
-                ],
+    let update = Batch {
+        ops: vec![
+            RowOp::Put(entries(0, 2, &moved)),
+            RowOp::Delete {
+                row: row_id(1),
+                version: 2,
             },
-        )
-        .unwrap();
-    drop(store);
+        ],
+    };
+    let receipt = store.apply(&OWNER, &TABLE, &update).unwrap();
+    assert_eq!((receipt.put, receipt.deleted, receipt.unchanged), (1, 1, 0));
+    // A retried batch is a no-op.
+    let receipt = store.apply(&OWNER, &TABLE, &update).unwrap();
+    assert_eq!((receipt.put, receipt.deleted, receipt.unchanged), (0, 0, 2));
+    store.close().unwrap();
     let store = LocalIndexStore::open(dir.path()).unwrap();
     let eq = |v| {
         rows(

@@ -70,6 +70,16 @@ impl TextIndex {
         })
     }
 
+    /// Waits for the writer's background merges to finish.
+    pub fn close(self) -> Result<(), IndexError> {
+        let writer = self
+            .writer
+            .into_inner()
+            .map_err(|_| IndexError::Corrupt("full-text writer poisoned by a panic"))?;
+        writer.wait_merging_threads()?;
+        Ok(())
+    }
+
     fn field(&self, c: ColumnId) -> Result<Field, IndexError> {
         self.fields.get(&c).copied().ok_or(IndexError::Corrupt(
             "text column missing from the full-text schema",

@@ -14,8 +14,9 @@
 //! A batch is validated in full before anything is written. It is then written in the order
 //! full-text, secondary trees, primary map, and flushed before `apply` returns. The primary
 //! record of a row lists its secondary entries, so a batch interrupted by a crash is repaired
-//! by sending it again: replay removes whatever the old record lists and writes the new
-//! entries, which is idempotent.
+//! by sending it again: operations that landed (same version, same entries) are skipped and
+//! counted as `unchanged`; the others remove whatever the old record lists, and the row's
+//! full-text document, and write their entries again.
 
 mod codec;
 mod fulltext;
@@ -27,10 +28,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::IndexError;
 use crate::ope::OpeCiphertext;
-use crate::token::EqToken;
+use crate::token::{EqToken, TOKEN_LEN};
 use crate::types::{
-    ApplyReceipt, Batch, ColumnId, IndexKind, OwnerId, Query, QueryOutput, ROW_LEN, RowEntries,
-    RowHit, RowId, RowOp, TableId, TableSchema, ValueCount,
+    ApplyReceipt, Batch, ColumnId, IndexKind, Order, OwnerId, Query, QueryOutput, ROW_LEN,
+    RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, ValueCount,
 };
 use codec::{PrimaryRecord, eq_key, range_key, row_of_key};
 use fulltext::TextIndex;
@@ -201,6 +202,23 @@ impl LocalIndexStore {
         })
     }
 
+    /// Closes the store: waits for the full-text indexes' background merges and flushes
+    /// sled. Call it on shutdown; merged segments make later queries faster.
+    pub fn close(self) -> Result<(), IndexError> {
+        let open = self
+            .open
+            .into_inner()
+            .map_err(|_| IndexError::Corrupt("namespace table poisoned by a panic"))?;
+        for (_, ns) in open {
+            // No call is in flight (they borrow the store), so each namespace is ours alone.
+            if let Some(text) = Arc::into_inner(ns).and_then(|ns| ns.text) {
+                text.close()?;
+            }
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Bytes the store occupies on disk (sled files and full-text indexes).
     pub fn disk_bytes(&self) -> Result<u64, IndexError> {
         fn walk(p: &Path) -> std::io::Result<u64> {
@@ -300,7 +318,7 @@ impl LocalIndexStore {
         column: ColumnId,
         token: &EqToken,
     ) -> Result<Vec<RowId>, IndexError> {
-        let mut prefix = [0u8; 4 + crate::token::TOKEN_LEN];
+        let mut prefix = [0u8; 4 + TOKEN_LEN];
         prefix[..4].copy_from_slice(&column.0.to_be_bytes());
         prefix[4..].copy_from_slice(&token.0);
         ns.equality
@@ -361,41 +379,67 @@ impl IndexStore for LocalIndexStore {
 
         // 1. Validate everything and read the records being replaced.
         let mut seen = HashSet::with_capacity(batch.ops.len());
-        let mut old: Vec<Option<PrimaryRecord>> = Vec::with_capacity(batch.ops.len());
+        let mut receipt = ApplyReceipt::default();
+        let mut plans: Vec<(&RowOp, Option<PrimaryRecord>, PrimaryRecord)> =
+            Vec::with_capacity(batch.ops.len());
         for op in &batch.ops {
-            let (row, version) = match op {
+            let (row, new) = match op {
                 RowOp::Put(e) => {
                     validate_entries(&ns.schema, e)?;
-                    (e.row, e.version)
+                    let rec = PrimaryRecord {
+                        version: e.version,
+                        deleted: false,
+                        locator: e.locator.clone(),
+                        equality: e.equality.clone(),
+                        range: e.range.clone(),
+                        has_text: !e.text.is_empty(),
+                    };
+                    (e.row, rec)
                 }
-                RowOp::Delete { row, version } => (*row, *version),
+                RowOp::Delete { row, version } => {
+                    let rec = PrimaryRecord {
+                        version: *version,
+                        deleted: true,
+                        locator: Vec::new(),
+                        equality: Vec::new(),
+                        range: Vec::new(),
+                        has_text: false,
+                    };
+                    (*row, rec)
+                }
             };
             if !seen.insert(row) {
                 return Err(invalid(format!("row {row} appears twice in one batch")));
             }
-            let rec = ns
+            let old = ns
                 .primary
                 .get(row.0)?
                 .map(|b| PrimaryRecord::decode(&b))
                 .transpose()?;
-            if let Some(r) = rec.as_ref().filter(|r| version <= r.version) {
-                return Err(IndexError::StaleVersion {
-                    row,
-                    stored: r.version,
-                    got: version,
-                });
+            match &old {
+                // A retry of a write that already landed: nothing to do.
+                Some(o) if *o == new => {
+                    receipt.unchanged += 1;
+                    continue;
+                }
+                Some(o) if new.version <= o.version => {
+                    return Err(IndexError::StaleVersion {
+                        row,
+                        stored: o.version,
+                        got: new.version,
+                    });
+                }
+                _ => plans.push((op, old, new)),
             }
-            old.push(rec);
         }
 
         // 2. Build the writes.
-        let mut receipt = ApplyReceipt::default();
         let mut text_removed = Vec::new();
         let mut text_added = Vec::new();
         let mut eq_batch = sled::Batch::default();
         let mut range_batch = sled::Batch::default();
         let mut primary_batch = sled::Batch::default();
-        for (op, old) in batch.ops.iter().zip(&old) {
+        for (op, old, new) in &plans {
             let row = match op {
                 RowOp::Put(e) => e.row,
                 RowOp::Delete { row, .. } => *row,
@@ -407,11 +451,8 @@ impl IndexStore for LocalIndexStore {
                 for (c, o) in &old.range {
                     range_batch.remove(&range_key(*c, o, &row)[..]);
                 }
-                if old.has_text {
-                    text_removed.push(row);
-                }
             }
-            let record = match op {
+            match op {
                 RowOp::Put(e) => {
                     receipt.put += 1;
                     for (c, t) in &e.equality {
@@ -420,33 +461,25 @@ impl IndexStore for LocalIndexStore {
                     for (c, o) in &e.range {
                         range_batch.insert(&range_key(*c, o, &row)[..], &[][..]);
                     }
+                    // Always delete first: a document left by an interrupted earlier attempt
+                    // (full-text committed, primary map not) must not be doubled.
+                    if ns.text.is_some() {
+                        text_removed.push(row);
+                    }
                     if !e.text.is_empty() {
                         text_added.push(e);
                     }
-                    PrimaryRecord {
-                        version: e.version,
-                        deleted: false,
-                        locator: e.locator.clone(),
-                        equality: e.equality.clone(),
-                        range: e.range.clone(),
-                        has_text: !e.text.is_empty(),
-                    }
                 }
-                RowOp::Delete { version, .. } => {
+                RowOp::Delete { .. } => {
+                    if old.as_ref().is_some_and(|r| r.has_text) {
+                        text_removed.push(row);
+                    }
                     if old.as_ref().is_some_and(|r| !r.deleted) {
                         receipt.deleted += 1;
                     }
-                    PrimaryRecord {
-                        version: *version,
-                        deleted: true,
-                        locator: Vec::new(),
-                        equality: Vec::new(),
-                        range: Vec::new(),
-                        has_text: false,
-                    }
                 }
-            };
-            primary_batch.insert(&row.0[..], record.encode());
+            }
+            primary_batch.insert(&row.0[..], new.encode());
         }
 
         // 3. Write: full-text, secondary trees, primary map; then flush.
@@ -495,7 +528,7 @@ impl IndexStore for LocalIndexStore {
                         for key in ns.equality.scan_prefix(column.0.to_be_bytes()).keys() {
                             let key = key?;
                             let token = key
-                                .get(4..4 + crate::token::TOKEN_LEN)
+                                .get(4..4 + TOKEN_LEN)
                                 .ok_or(IndexError::Corrupt("short equality key"))
                                 .and_then(EqToken::try_from)?;
                             *counts.entry(token).or_default() += 1;
@@ -533,14 +566,14 @@ impl IndexStore for LocalIndexStore {
                     Ok(true)
                 };
                 match order {
-                    crate::types::Order::Asc => {
+                    Order::Asc => {
                         for key in iter {
                             if !push(key)? {
                                 break;
                             }
                         }
                     }
-                    crate::types::Order::Desc => {
+                    Order::Desc => {
                         for key in iter.rev() {
                             if !push(key)? {
                                 break;
@@ -574,5 +607,52 @@ impl IndexStore for LocalIndexStore {
                 Ok(QueryOutput::Rows(out))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::token::{TextOptions, TokenKey};
+    use crate::types::TextExpr;
+
+    /// A crash after the full-text commit but before the primary map was written leaves a
+    /// document behind; the retried batch must not double it.
+    #[test]
+    fn retry_after_a_partial_write_does_not_double_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalIndexStore::open(dir.path()).unwrap();
+        let (owner, table, col) = (OwnerId([1; 32]), TableId([2; 16]), ColumnId(7));
+        let schema = TableSchema {
+            indexes: vec![(col, IndexKind::FullText)],
+        };
+        store.create_table(&owner, &table, &schema).unwrap();
+        let key = TokenKey::new([3; 32]);
+        let entries = RowEntries {
+            row: RowId([4; 16]),
+            version: 1,
+            locator: vec![1],
+            equality: vec![],
+            range: vec![],
+            text: vec![(col, key.text_tokens("hello world", &TextOptions::default()))],
+        };
+        let ns = store.namespace(&owner, &table).unwrap();
+        ns.text.as_ref().unwrap().apply(&[], &[&entries]).unwrap();
+        let batch = Batch {
+            ops: vec![RowOp::Put(entries)],
+        };
+        assert_eq!(store.apply(&owner, &table, &batch).unwrap().put, 1);
+        assert_eq!(store.apply(&owner, &table, &batch).unwrap().unchanged, 1);
+        let word = key.query_token("hello", &TextOptions::default()).unwrap();
+        let query = Query::Text {
+            column: col,
+            expr: TextExpr::Term(word),
+            limit: 10,
+        };
+        let QueryOutput::Rows(hits) = store.query(&owner, &table, &query).unwrap() else {
+            panic!("expected rows");
+        };
+        assert_eq!(hits.len(), 1);
     }
 }
