@@ -7,8 +7,9 @@
 //! Data: word-like text from a Zipf-distributed vocabulary (10–40 words per row), a
 //! timestamp in seconds (Poisson arrivals, mean gap 2 s), a retail-like price in cents and
 //! an age. Indexes: full-text on the text, equality on the age, range on the timestamp and
-//! the price. Both sides commit and flush after every batch, and both look up the primary
-//! map for each hit. Prints ingest rows/s, index bytes per row, keyword and range query
+//! the price. Both sides commit and flush after every batch, wait for background merges
+//! before sizes are measured, are reopened cold before queries (one untimed pass, then one
+//! timed pass), and look up the primary map for each hit. Prints ingest rows/s, index bytes per row, keyword and range query
 //! p50/p99, the encrypted/plain ratios, and OPE values/s on one core per kind of data.
 #![allow(clippy::unwrap_used)]
 
@@ -164,7 +165,7 @@ struct Plain {
     primary: sled::Tree,
     eq: sled::Tree,
     range: sled::Tree,
-    writer: IndexWriter<TantivyDocument>,
+    writer: Option<IndexWriter<TantivyDocument>>,
     reader: IndexReader,
     row: Field,
     text: Field,
@@ -196,7 +197,7 @@ impl Plain {
             eq: db.open_tree("e").unwrap(),
             range: db.open_tree("r").unwrap(),
             db,
-            writer,
+            writer: Some(writer),
             reader,
             row,
             text,
@@ -207,7 +208,37 @@ impl Plain {
         [&col.0.to_be_bytes()[..], v, &row.0].concat()
     }
 
+    /// Opens the plain engine again, read-only.
+    fn reopen(dir: &Path) -> Plain {
+        let db = sled::open(dir.join("sled")).unwrap();
+        let index = Index::open_in_dir(dir.join("text")).unwrap();
+        let schema = index.schema();
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .unwrap();
+        Plain {
+            primary: db.open_tree("p").unwrap(),
+            eq: db.open_tree("e").unwrap(),
+            range: db.open_tree("r").unwrap(),
+            db,
+            writer: None,
+            reader,
+            row: schema.get_field("row").unwrap(),
+            text: schema.get_field("text").unwrap(),
+        }
+    }
+
+    /// Waits for background merges, like the encrypted store's `close`.
+    fn close_writer(&mut self) {
+        self.writer.take().unwrap().wait_merging_threads().unwrap();
+        self.reader.reload().unwrap();
+        self.db.flush().unwrap();
+    }
+
     fn ingest(&mut self, data: &Data, range: std::ops::Range<usize>) {
+        let writer = self.writer.as_mut().unwrap();
         let (mut p, mut e, mut r) = (
             sled::Batch::default(),
             sled::Batch::default(),
@@ -219,13 +250,13 @@ impl Plain {
             let mut doc = TantivyDocument::default();
             doc.add_bytes(self.row, &id.0);
             doc.add_text(self.text, &data.text[i]);
-            self.writer.add_document(doc).unwrap();
+            writer.add_document(doc).unwrap();
             e.insert(Self::key(AGE, &[data.age[i]], &id), &[][..]);
             r.insert(Self::key(TS, &data.ts[i].to_be_bytes(), &id), &[][..]);
             r.insert(Self::key(PRICE, &data.price[i].to_be_bytes(), &id), &[][..]);
             p.insert(&id.0[..], [&1u64.to_be_bytes()[..], &locator(i)].concat());
         }
-        self.writer.commit().unwrap();
+        writer.commit().unwrap();
         self.reader.reload().unwrap();
         self.eq.apply_batch(e).unwrap();
         self.range.apply_batch(r).unwrap();
@@ -381,6 +412,7 @@ fn main() {
         plain.ingest(&data, start..(start + batch).min(rows));
     }
     let plain_ingest = t.elapsed().as_secs_f64();
+    plain.close_writer();
 
     // Encrypted ingest: client encoding, then the store.
     let owner = OwnerId([1; 32]);
@@ -407,6 +439,9 @@ fn main() {
         apply_s += t.elapsed().as_secs_f64();
     }
     let enc_ingest = encode_s + apply_s;
+    // Both sides wait for background merges before sizes and queries are measured.
+    store.close().unwrap();
+    let store = LocalIndexStore::open(&enc_dir).unwrap();
 
     let plain_bytes = dir_bytes(&plain_dir);
     let enc_bytes = dir_bytes(&enc_dir);
@@ -415,82 +450,93 @@ fn main() {
         dir_bytes(&enc_dir.join("text")),
     );
 
+    // Reopen both sides so neither has a warmer cache from ingest; then one untimed pass.
+    drop(plain);
+    let plain = Plain::reopen(&plain_dir);
+
     // Keyword queries: mid-frequency words, half single-term, half two-term AND, top 10.
     let mut rng = Rng(7);
-    let mut kw: Vec<Vec<&str>> = Vec::new();
-    for q in 0..queries {
-        let n = 1 + q % 2;
-        kw.push(
-            (0..n)
+    let kw: Vec<Vec<&str>> = (0..queries)
+        .map(|q| {
+            (0..1 + q % 2)
                 .map(|_| data.vocab[10 + rng.below(2000) as usize].as_str())
-                .collect(),
-        );
-    }
-    let (mut kp, mut ke) = (Vec::new(), Vec::new());
-    let (mut hits_p, mut hits_e) = (0, 0);
-    for words in &kw {
-        let t = Instant::now();
-        hits_p += plain.keyword(words);
-        kp.push(t.elapsed());
-        let t = Instant::now();
-        let key = &client.tokens[&TEXT];
-        let expr = TextExpr::And(
-            words
-                .iter()
-                .filter_map(|w| key.query_token(w, &client.opts))
-                .map(TextExpr::Term)
-                .collect(),
-        );
-        let out = store
-            .query(
-                &owner,
-                &table,
-                &Query::Text {
-                    column: TEXT,
-                    expr,
-                    limit: 10,
-                },
-            )
-            .unwrap();
-        ke.push(t.elapsed());
-        if let QueryOutput::Rows(h) = out {
-            hits_e += h.len();
-        }
-    }
-    assert_eq!(
-        hits_p, hits_e,
-        "plain and encrypted keyword queries disagree"
-    );
+                .collect()
+        })
+        .collect();
+    let key = &client.tokens[&TEXT];
+    let kw_enc: Vec<Query> = kw
+        .iter()
+        .map(|words| Query::Text {
+            column: TEXT,
+            expr: TextExpr::And(
+                words
+                    .iter()
+                    .filter_map(|w| key.query_token(w, &client.opts))
+                    .map(TextExpr::Term)
+                    .collect(),
+            ),
+            limit: 10,
+        })
+        .collect();
 
     // Range queries of ~100 rows on the timestamp; the query client has a cold OPE cache.
-    let mut qclient = OpeEncoder::new(OpeKey::new([11; 32])).unwrap();
-    let (mut rp, mut re, mut rc) = (Vec::new(), Vec::new(), Vec::new());
     let mut sorted_ts = data.ts.clone();
     sorted_ts.sort_unstable();
-    let (mut n_p, mut n_e) = (0, 0);
-    for _ in 0..queries {
-        let j = rng.below((rows.saturating_sub(100)).max(1) as u64) as usize;
-        let (lo, hi) = (sorted_ts[j], sorted_ts[(j + 99).min(rows - 1)]);
-        let t = Instant::now();
-        n_p += plain.range(lo, hi);
-        rp.push(t.elapsed());
-        let t = Instant::now();
-        let (clo, chi) = (qclient.encrypt(lo).unwrap(), qclient.encrypt(hi).unwrap());
-        rc.push(t.elapsed());
-        let t = Instant::now();
-        let q = Query::Range {
-            column: TS,
-            lower: Bound::Included(clo),
-            upper: Bound::Included(chi),
-            order: Order::Asc,
-            limit: None,
-        };
-        if let QueryOutput::Rows(h) = store.query(&owner, &table, &q).unwrap() {
-            n_e += h.len();
+    let bounds: Vec<(u64, u64)> = (0..queries)
+        .map(|_| {
+            let j = rng.below((rows.saturating_sub(100)).max(1) as u64) as usize;
+            (sorted_ts[j], sorted_ts[(j + 99).min(rows - 1)])
+        })
+        .collect();
+    let mut qclient = OpeEncoder::new(OpeKey::new([11; 32])).unwrap();
+    let mut rc = Vec::new();
+    let range_enc: Vec<Query> = bounds
+        .iter()
+        .map(|&(lo, hi)| {
+            let t = Instant::now();
+            let (clo, chi) = (qclient.encrypt(lo).unwrap(), qclient.encrypt(hi).unwrap());
+            rc.push(t.elapsed());
+            Query::Range {
+                column: TS,
+                lower: Bound::Included(clo),
+                upper: Bound::Included(chi),
+                order: Order::Asc,
+                limit: None,
+            }
+        })
+        .collect();
+
+    let count = |out: QueryOutput| match out {
+        QueryOutput::Rows(h) => h.len(),
+        QueryOutput::Counts(_) => 0,
+    };
+    let (mut kp, mut ke, mut rp, mut re) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut hits_e, mut n_e) = (0, 0);
+    for pass in 0..2 {
+        for v in [&mut kp, &mut ke, &mut rp, &mut re] {
+            v.clear();
         }
-        re.push(t.elapsed());
+        let (mut hits_p, mut n_p) = (0, 0);
+        (hits_e, n_e) = (0, 0);
+        for (words, q) in kw.iter().zip(&kw_enc) {
+            let t = Instant::now();
+            hits_p += plain.keyword(words);
+            kp.push(t.elapsed());
+            let t = Instant::now();
+            hits_e += count(store.query(&owner, &table, q).unwrap());
+            ke.push(t.elapsed());
+        }
+        for (&(lo, hi), q) in bounds.iter().zip(&range_enc) {
+            let t = Instant::now();
+            n_p += plain.range(lo, hi);
+            rp.push(t.elapsed());
+            let t = Instant::now();
+            n_e += count(store.query(&owner, &table, q).unwrap());
+            re.push(t.elapsed());
+        }
+        assert_eq!(hits_p, hits_e, "keyword queries disagree (pass {pass})");
+        assert_eq!(n_p, n_e, "range queries disagree (pass {pass})");
     }
-    assert_eq!(n_p, n_e, "plain and encrypted range queries disagree");
 
     let r = rows as f64;
     println!();
