@@ -7,7 +7,9 @@
 //! Data: word-like text from a Zipf-distributed vocabulary (10–40 words per row), a
 //! timestamp in seconds (Poisson arrivals, mean gap 2 s), a retail-like price in cents and
 //! an age. Indexes: full-text on the text, equality on the age, range on the timestamp and
-//! the price. Both sides commit and flush after every batch, wait for background merges
+//! the price. The plain side has the same layout with plaintext values in place of tokens
+//! and OPE ciphertexts (its primary record, too, keeps a copy of the row's entries, as an
+//! engine that supports updates needs). Both sides commit and flush after every batch, wait for background merges
 //! before sizes are measured, are reopened cold before queries (one untimed pass, then one
 //! timed pass), and look up the primary map for each hit. Prints ingest rows/s, index bytes per row, keyword and range query
 //! p50/p99, the encrypted/plain ratios, and OPE values/s on one core per kind of data.
@@ -153,6 +155,18 @@ fn dir_bytes(p: &Path) -> u64 {
     total
 }
 
+/// Sum of key and value lengths over every tree of a sled database.
+fn logical_bytes(db: &sled::Db) -> u64 {
+    let mut total = 0;
+    for name in db.tree_names() {
+        for kv in db.open_tree(name).unwrap().iter() {
+            let (k, v) = kv.unwrap();
+            total += (k.len() + v.len()) as u64;
+        }
+    }
+    total
+}
+
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -254,7 +268,20 @@ impl Plain {
             e.insert(Self::key(AGE, &[data.age[i]], &id), &[][..]);
             r.insert(Self::key(TS, &data.ts[i].to_be_bytes(), &id), &[][..]);
             r.insert(Self::key(PRICE, &data.price[i].to_be_bytes(), &id), &[][..]);
-            p.insert(&id.0[..], [&1u64.to_be_bytes()[..], &locator(i)].concat());
+            // Like the encrypted store's record: version, locator, and a copy of the row's
+            // secondary entries (here plaintext) so that an update could remove them.
+            let record = [
+                &1u64.to_be_bytes()[..],
+                &locator(i),
+                &AGE.0.to_be_bytes(),
+                &[data.age[i]],
+                &TS.0.to_be_bytes(),
+                &data.ts[i].to_be_bytes(),
+                &PRICE.0.to_be_bytes(),
+                &data.price[i].to_be_bytes(),
+            ]
+            .concat();
+            p.insert(&id.0[..], record);
         }
         writer.commit().unwrap();
         self.reader.reload().unwrap();
@@ -441,6 +468,8 @@ fn main() {
     let enc_ingest = encode_s + apply_s;
     // Both sides wait for background merges before sizes and queries are measured.
     store.close().unwrap();
+    let enc_logical = logical_bytes(&sled::open(enc_dir.join("sled")).unwrap());
+    let plain_logical = logical_bytes(&plain.db);
     let store = LocalIndexStore::open(&enc_dir).unwrap();
 
     let plain_bytes = dir_bytes(&plain_dir);
@@ -577,6 +606,11 @@ fn main() {
         "  sled bytes/row",
         (plain_bytes - plain_text) as f64 / r,
         (enc_bytes - enc_text) as f64 / r,
+    );
+    line(
+        "  sled keys+values bytes/row (logical)",
+        plain_logical as f64 / r,
+        enc_logical as f64 / r,
     );
     line(
         "keyword top-10 p50 µs",
