@@ -219,24 +219,6 @@ impl LocalIndexStore {
         Ok(())
     }
 
-    /// Bytes the store occupies on disk (sled files and full-text indexes).
-    pub fn disk_bytes(&self) -> Result<u64, IndexError> {
-        fn walk(p: &Path) -> std::io::Result<u64> {
-            let mut total = 0;
-            for entry in std::fs::read_dir(p)? {
-                let entry = entry?;
-                let meta = entry.metadata()?;
-                total += if meta.is_dir() {
-                    walk(&entry.path())?
-                } else {
-                    meta.len()
-                };
-            }
-            Ok(total)
-        }
-        walk(&self.root).map_err(IndexError::Io)
-    }
-
     fn text_dir(&self, owner: &OwnerId, table: &TableId) -> PathBuf {
         self.root
             .join("text")
