@@ -24,7 +24,7 @@ pub mod types;
 
 pub use error::{IndexError, Result};
 pub use ope::{OpeCiphertext, OpeEncoder, OpeKey};
-pub use store::{IndexStore, LocalIndexStore, MAX_LIMIT, MAX_LOCATOR};
+pub use store::{IndexStore, LocalIndexStore, MAX_LIMIT, MAX_LOCATOR, StoreOptions};
 pub use token::{EqToken, TextOptions, Token, TokenKey};
 pub use types::{
     ApplyReceipt, Batch, ColumnId, IndexKind, Order, OwnerId, Query, QueryOutput, RowEntries,

@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use wwt_index::ope::{u64_from_f64, u64_from_i64};
 use wwt_index::{
     Batch, ColumnId, EqToken, IndexError, IndexKind, IndexStore, LocalIndexStore, OpeCiphertext,
-    OpeEncoder, OpeKey, Order, OwnerId, Query, QueryOutput, RowEntries, RowId, RowOp, TableId,
-    TableSchema, TextExpr, TextOptions, Token, TokenKey,
+    OpeEncoder, OpeKey, Order, OwnerId, Query, QueryOutput, RowEntries, RowId, RowOp, StoreOptions,
+    TableId, TableSchema, TextExpr, TextOptions, Token, TokenKey,
 };
 
 const EQ: ColumnId = ColumnId(1);
@@ -706,4 +706,44 @@ fn bad_requests_are_refused_and_change_nothing() {
             .unwrap(),
     );
     assert_eq!(got, [row_id(0)]);
+}
+
+#[test]
+fn idle_namespaces_are_closed_and_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        max_open_namespaces: 1,
+        ..StoreOptions::default()
+    };
+    let store = LocalIndexStore::open_with(dir.path(), options).unwrap();
+    let owners = [OWNER, OwnerId([5; 32]), OwnerId([6; 32])];
+    for owner in &owners {
+        store.create_table(owner, &TABLE, &schema()).unwrap();
+    }
+    let r = |words| Row {
+        eq: 0,
+        int: 1,
+        float: 1.0,
+        words,
+    };
+    for round in 0..3u8 {
+        for (k, owner) in owners.iter().enumerate() {
+            let row = entries(round, 1, &r(vec![k]));
+            let batch = Batch {
+                ops: vec![RowOp::Put(row)],
+            };
+            store.apply(owner, &TABLE, &batch).unwrap();
+            assert_eq!(store.open_namespaces(), 1);
+        }
+    }
+    for (k, owner) in owners.iter().enumerate() {
+        let query = Query::Text {
+            column: TEXT,
+            expr: TextExpr::Term(word(VOCAB[k])),
+            limit: 10,
+        };
+        let got = sorted(rows(store.query(owner, &TABLE, &query).unwrap()));
+        assert_eq!(got, sorted((0..3).map(row_id).collect()));
+        assert_eq!(everything(&store, owner).len(), 3);
+    }
 }

@@ -20,12 +20,13 @@ use crate::token::Token;
 use crate::types::{ColumnId, RowEntries, RowId, TextExpr};
 
 const TOKENIZER: &str = "wwt_whitespace";
-/// Indexing memory budget of a namespace's writer (tantivy's minimum is 15 MB).
-const WRITER_BUDGET: usize = 32_000_000;
 
 pub(crate) struct TextIndex {
+    index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter<TantivyDocument>>,
+    /// Created on the first write, so namespaces that are only read hold no writer.
+    writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
+    writer_budget: usize,
     row: Field,
     cols: Field,
     fields: HashMap<ColumnId, Field>,
@@ -37,7 +38,11 @@ fn field_name(c: ColumnId) -> String {
 
 impl TextIndex {
     /// Opens (or creates) the index of a namespace whose text columns are `columns`.
-    pub fn open(dir: &Path, columns: &[ColumnId]) -> Result<Self, IndexError> {
+    pub fn open(
+        dir: &Path,
+        columns: &[ColumnId],
+        writer_budget: usize,
+    ) -> Result<Self, IndexError> {
         let mut sb = Schema::builder();
         let row = sb.add_bytes_field("row", INDEXED | STORED);
         let cols = sb.add_u64_field("cols", INDEXED);
@@ -60,10 +65,11 @@ impl TextIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        let writer = index.writer_with_num_threads(1, WRITER_BUDGET)?;
         Ok(Self {
+            index,
             reader,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(None),
+            writer_budget,
             row,
             cols,
             fields,
@@ -76,7 +82,9 @@ impl TextIndex {
             .writer
             .into_inner()
             .map_err(|_| IndexError::Corrupt("full-text writer poisoned by a panic"))?;
-        writer.wait_merging_threads()?;
+        if let Some(writer) = writer {
+            writer.wait_merging_threads()?;
+        }
         Ok(())
     }
 
@@ -89,10 +97,14 @@ impl TextIndex {
     /// Removes the documents of `removed` rows and adds the text of `added` entries, then
     /// commits: durable when this returns.
     pub fn apply(&self, removed: &[RowId], added: &[&RowEntries]) -> Result<(), IndexError> {
-        let mut writer = self
+        let mut guard = self
             .writer
             .lock()
             .map_err(|_| IndexError::Corrupt("full-text writer poisoned by a panic"))?;
+        let writer = match &mut *guard {
+            Some(w) => w,
+            empty => empty.insert(self.index.writer_with_num_threads(1, self.writer_budget)?),
+        };
         for r in removed {
             writer.delete_term(Term::from_field_bytes(self.row, &r.0));
         }

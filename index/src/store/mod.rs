@@ -24,6 +24,7 @@ mod fulltext;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::IndexError;
@@ -83,6 +84,28 @@ struct Namespace {
     text: Option<TextIndex>,
     /// Serializes writers of the namespace so version checks and writes are atomic.
     write: Mutex<()>,
+    /// Tick of the last request, for closing the least recently used namespace.
+    last_used: AtomicU64,
+}
+
+/// Tuning of a [`LocalIndexStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Namespaces kept open at once (each may hold a full-text writer); beyond this, the least
+    /// recently used idle namespace is closed. Default 64.
+    pub max_open_namespaces: usize,
+    /// Memory budget in bytes of a namespace's full-text writer (tantivy's minimum is 15 MB).
+    /// Default 32 MB.
+    pub writer_budget: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_open_namespaces: 64,
+            writer_budget: 32_000_000,
+        }
+    }
 }
 
 /// An [`IndexStore`] on local disk: `sled` for the primary map, equality and range indexes,
@@ -92,6 +115,8 @@ pub struct LocalIndexStore {
     catalog: sled::Tree,
     root: PathBuf,
     open: RwLock<HashMap<(OwnerId, TableId), Arc<Namespace>>>,
+    options: StoreOptions,
+    tick: AtomicU64,
 }
 
 impl std::fmt::Debug for LocalIndexStore {
@@ -188,8 +213,13 @@ fn range_is_empty(lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
 }
 
 impl LocalIndexStore {
-    /// Opens (or creates) a store in directory `root`.
+    /// Opens (or creates) a store in directory `root` with default options.
     pub fn open(root: impl AsRef<Path>) -> Result<Self, IndexError> {
+        Self::open_with(root, StoreOptions::default())
+    }
+
+    /// Opens (or creates) a store in directory `root`.
+    pub fn open_with(root: impl AsRef<Path>, options: StoreOptions) -> Result<Self, IndexError> {
         let root = root.as_ref().to_path_buf();
         std::fs::create_dir_all(&root).map_err(IndexError::Io)?;
         let db = sled::open(root.join("sled"))?;
@@ -199,7 +229,14 @@ impl LocalIndexStore {
             catalog,
             root,
             open: RwLock::new(HashMap::new()),
+            options,
+            tick: AtomicU64::new(0),
         })
+    }
+
+    /// How many namespaces are open now.
+    pub fn open_namespaces(&self) -> usize {
+        self.open.read().map(|o| o.len()).unwrap_or(0)
     }
 
     /// Closes the store: waits for the full-text indexes' background merges and flushes
@@ -234,6 +271,8 @@ impl LocalIndexStore {
             .map_err(|_| IndexError::Corrupt("namespace table poisoned by a panic"))?
             .get(&key)
         {
+            ns.last_used
+                .store(self.next_tick(), AtomicOrdering::Relaxed);
             return Ok(ns.clone());
         }
         let mut open = self
@@ -254,6 +293,7 @@ impl LocalIndexStore {
             Some(TextIndex::open(
                 &self.text_dir(owner, table),
                 &text_columns,
+                self.options.writer_budget,
             )?)
         };
         let ns = Arc::new(Namespace {
@@ -263,9 +303,36 @@ impl LocalIndexStore {
             schema,
             text,
             write: Mutex::new(()),
+            last_used: AtomicU64::new(self.next_tick()),
         });
+        Self::evict(
+            &mut open,
+            self.options.max_open_namespaces.saturating_sub(1),
+        );
         open.insert(key, ns.clone());
         Ok(ns)
+    }
+
+    fn next_tick(&self) -> u64 {
+        self.tick.fetch_add(1, AtomicOrdering::Relaxed)
+    }
+
+    /// Closes least recently used namespaces until at most `keep` are open. A namespace in
+    /// use by a request (its `Arc` is shared) is never closed: two open copies of one
+    /// namespace would break the write lock and tantivy's single-writer rule.
+    fn evict(open: &mut HashMap<(OwnerId, TableId), Arc<Namespace>>, keep: usize) {
+        while open.len() > keep {
+            let idle = open
+                .iter()
+                .filter(|(_, ns)| Arc::strong_count(ns) == 1)
+                .min_by_key(|(_, ns)| ns.last_used.load(AtomicOrdering::Relaxed))
+                .map(|(k, _)| *k);
+            match idle {
+                // Dropping the namespace drops its writer, cancelling merges in progress.
+                Some(k) => drop(open.remove(&k)),
+                None => break,
+            }
+        }
     }
 
     fn hit(ns: &Namespace, row: RowId, score: Option<f32>) -> Result<Option<RowHit>, IndexError> {
