@@ -16,6 +16,12 @@ pub enum IndexError {
         /// The table asked for.
         table: TableId,
     },
+    /// The table is in use by another request and cannot be dropped now.
+    #[error("table {table} is in use by another request: retry the drop")]
+    Busy {
+        /// The table asked for.
+        table: TableId,
+    },
     /// `create_table` named a table that already exists for this owner.
     #[error("table {table} already exists for this owner: pick another table id")]
     TableExists {

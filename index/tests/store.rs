@@ -747,3 +747,39 @@ fn idle_namespaces_are_closed_and_reopened() {
         assert_eq!(everything(&store, owner).len(), 3);
     }
 }
+
+#[test]
+fn dropped_tables_are_gone_and_can_be_recreated_empty() {
+    let (_dir, store) = store_with_rows();
+    let other = OwnerId([7; 32]);
+    store.create_table(&other, &TABLE, &schema()).unwrap();
+    assert!(matches!(
+        store.drop_table(&OwnerId([8; 32]), &TABLE),
+        Err(IndexError::UnknownTable { .. })
+    ));
+    store.drop_table(&OWNER, &TABLE).unwrap();
+    assert!(matches!(
+        store.query(
+            &OWNER,
+            &TABLE,
+            &Query::Get {
+                rows: vec![row_id(0)]
+            }
+        ),
+        Err(IndexError::UnknownTable { .. })
+    ));
+    assert!(matches!(
+        store.drop_table(&OWNER, &TABLE),
+        Err(IndexError::UnknownTable { .. })
+    ));
+    // The other owner's table of the same id is untouched.
+    assert_eq!(store.schema(&other, &TABLE).unwrap(), schema());
+    store.create_table(&OWNER, &TABLE, &schema()).unwrap();
+    assert!(everything(&store, &OWNER).is_empty());
+    let query = Query::Text {
+        column: TEXT,
+        expr: TextExpr::Term(word("apple")),
+        limit: 10,
+    };
+    assert!(rows(store.query(&OWNER, &TABLE, &query).unwrap()).is_empty());
+}

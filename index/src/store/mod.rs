@@ -56,6 +56,9 @@ pub trait IndexStore: Send + Sync {
         schema: &TableSchema,
     ) -> Result<(), IndexError>;
 
+    /// Deletes one of `owner`'s tables and every index entry in it.
+    fn drop_table(&self, owner: &OwnerId, table: &TableId) -> Result<(), IndexError>;
+
     /// The schema of one of `owner`'s tables.
     fn schema(&self, owner: &OwnerId, table: &TableId) -> Result<TableSchema, IndexError>;
 
@@ -313,6 +316,19 @@ impl LocalIndexStore {
         Ok(ns)
     }
 
+    /// Removes a namespace's trees and full-text directory (the catalog entry is the caller's).
+    fn remove_data(&self, owner: &OwnerId, table: &TableId) -> Result<(), IndexError> {
+        for kind in [b'p', b'e', b'r'] {
+            self.db.drop_tree(ns_name(kind, owner, table))?;
+        }
+        let dir = self.text_dir(owner, table);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(IndexError::Io)?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
     fn next_tick(&self) -> u64 {
         self.tick.fetch_add(1, AtomicOrdering::Relaxed)
     }
@@ -398,6 +414,11 @@ impl IndexStore for LocalIndexStore {
             .open
             .write()
             .map_err(|_| IndexError::Corrupt("namespace table poisoned by a panic"))?;
+        if self.catalog.contains_key(catalog_key(owner, table))? {
+            return Err(IndexError::TableExists { table: *table });
+        }
+        // Leftovers of a drop cut short by a crash must not reappear in the new table.
+        self.remove_data(owner, table)?;
         let created = self.catalog.compare_and_swap(
             catalog_key(owner, table),
             None as Option<&[u8]>,
@@ -408,6 +429,24 @@ impl IndexStore for LocalIndexStore {
         }
         self.db.flush()?;
         Ok(())
+    }
+
+    fn drop_table(&self, owner: &OwnerId, table: &TableId) -> Result<(), IndexError> {
+        let mut open = self
+            .open
+            .write()
+            .map_err(|_| IndexError::Corrupt("namespace table poisoned by a panic"))?;
+        let key = (*owner, *table);
+        if open.get(&key).is_some_and(|ns| Arc::strong_count(ns) > 1) {
+            return Err(IndexError::Busy { table: *table });
+        }
+        // Closing the namespace drops its full-text writer and releases its lock.
+        drop(open.remove(&key));
+        if self.catalog.remove(catalog_key(owner, table))?.is_none() {
+            return Err(IndexError::UnknownTable { table: *table });
+        }
+        self.db.flush()?;
+        self.remove_data(owner, table)
     }
 
     fn schema(&self, owner: &OwnerId, table: &TableId) -> Result<TableSchema, IndexError> {
