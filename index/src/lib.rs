@@ -27,6 +27,6 @@ pub use ope::{OpeCiphertext, OpeEncoder, OpeKey};
 pub use store::{IndexStore, LocalIndexStore, MAX_LIMIT, MAX_LOCATOR, StoreOptions};
 pub use token::{EqToken, TextOptions, Token, TokenKey};
 pub use types::{
-    ApplyReceipt, Batch, ColumnId, IndexKind, Order, OwnerId, Query, QueryOutput, RowEntries,
-    RowHit, RowId, RowOp, TableId, TableSchema, TextExpr, ValueCount,
+    ApplyReceipt, Batch, ColumnId, IndexKind, Leakage, Order, OwnerId, Query, QueryOutput,
+    RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, TextExpr, ValueCount,
 };

@@ -120,6 +120,38 @@ impl IndexKind {
     }
 }
 
+/// What an index provider learns from one index kind, for `EXPLAIN` (the full profile is in
+/// `docs/index-leakage.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leakage {
+    /// Learned from storing the index.
+    pub storing: &'static str,
+    /// Learned from each query on it.
+    pub querying: &'static str,
+}
+
+impl IndexKind {
+    /// The leakage profile of this kind of index.
+    pub fn leakage(self) -> Leakage {
+        match self {
+            IndexKind::Equality => Leakage {
+                storing: "which rows share a value (value frequencies)",
+                querying: "repeated values asked for, the number of IN values, the matching rows",
+            },
+            IndexKind::Range => Leakage {
+                storing: "the order of all values, equal values, shared top limbs (4/19/34/49 \
+                          bits), about half the bits of each limb",
+                querying: "the bounds' positions in the order, direction, limit, the rows returned",
+            },
+            IndexKind::FullText => Leakage {
+                storing: "per row the word count and each token's count; corpus-wide token \
+                          frequencies and co-occurrence",
+                querying: "repeated words asked for, the boolean structure, limit, rows and scores",
+            },
+        }
+    }
+}
+
 impl fmt::Display for IndexKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

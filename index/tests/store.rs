@@ -783,3 +783,40 @@ fn dropped_tables_are_gone_and_can_be_recreated_empty() {
     };
     assert!(rows(store.query(&OWNER, &TABLE, &query).unwrap()).is_empty());
 }
+
+#[test]
+fn concurrent_writers_and_readers_agree() {
+    let (_dir, store) = store_with_rows();
+    let other = OwnerId([7; 32]);
+    store.create_table(&other, &TABLE, &schema()).unwrap();
+    let row = Row {
+        eq: 2,
+        int: 7,
+        float: 7.0,
+        words: vec![1],
+    };
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let (store, row) = (&store, &row);
+            s.spawn(move || {
+                let owner = if t % 2 == 0 { OWNER } else { other };
+                for i in 0..5u8 {
+                    let id = 100 + t * 10 + i;
+                    let batch = Batch {
+                        ops: vec![RowOp::Put(entries(id, 1, row))],
+                    };
+                    store.apply(&owner, &TABLE, &batch).unwrap();
+                    let query = Query::Equal {
+                        column: EQ,
+                        values: vec![eq_token(2)],
+                    };
+                    assert!(
+                        rows(store.query(&owner, &TABLE, &query).unwrap()).contains(&row_id(id))
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(everything(&store, &OWNER).len(), 5 + 10);
+    assert_eq!(everything(&store, &other).len(), 10);
+}
