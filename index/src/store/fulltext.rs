@@ -105,6 +105,26 @@ impl TextIndex {
             Some(w) => w,
             empty => empty.insert(self.index.writer_with_num_threads(1, self.writer_budget)?),
         };
+        let staged = self
+            .stage(writer, removed, added)
+            .and_then(|()| writer.commit().map(drop).map_err(IndexError::from));
+        if let Err(e) = staged {
+            // Discard what was staged, so that a later batch does not commit half of this one.
+            // A failed rollback leaves the writer unusable; the next write reports that.
+            let _ = writer.rollback();
+            return Err(e);
+        }
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Queues the deletes and documents of one batch on `writer`.
+    fn stage(
+        &self,
+        writer: &mut IndexWriter<TantivyDocument>,
+        removed: &[RowId],
+        added: &[&RowEntries],
+    ) -> Result<(), IndexError> {
         for r in removed {
             writer.delete_term(Term::from_field_bytes(self.row, &r.0));
         }
@@ -125,8 +145,6 @@ impl TextIndex {
             }
             writer.add_document(doc)?;
         }
-        writer.commit()?;
-        self.reader.reload()?;
         Ok(())
     }
 
