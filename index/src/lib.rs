@@ -15,6 +15,56 @@
 //! - [`error`]: [`IndexError`], the crate's one error type.
 //!
 //! What the provider learns from each index is written down in `docs/index-leakage.md`.
+//!
+//! # Example
+//!
+//! ```
+//! use std::ops::Bound;
+//! use wwt_index::ope::u64_from_i64;
+//! use wwt_index::*;
+//!
+//! # fn main() -> Result<(), IndexError> {
+//! // Client side: per-column keys come from the engine's key derivation.
+//! let (text_col, age_col) = (ColumnId(1), ColumnId(2));
+//! let words = TokenKey::new([1; 32]);
+//! let mut ages = OpeEncoder::new(OpeKey::new([2; 32]))?;
+//! let opts = TextOptions::default();
+//! let row = RowEntries {
+//!     row: RowId([7; 16]),
+//!     version: 1,
+//!     locator: b"segment 9, offset 0, 120 bytes".to_vec(),
+//!     equality: vec![],
+//!     range: vec![(age_col, ages.encrypt(u64_from_i64(42))?)],
+//!     text: vec![(text_col, words.text_tokens("Encrypted tables, searchable", &opts))],
+//! };
+//!
+//! // Provider side: the network layer has checked `owner`'s signature.
+//! let dir = tempfile::tempdir().map_err(IndexError::Io)?;
+//! let store = LocalIndexStore::open(dir.path())?;
+//! let (owner, table) = (OwnerId([3; 32]), TableId([4; 16]));
+//! let schema = TableSchema {
+//!     indexes: vec![(text_col, IndexKind::FullText), (age_col, IndexKind::Range)],
+//! };
+//! store.create_table(&owner, &table, &schema)?;
+//! store.apply(&owner, &table, &Batch { ops: vec![RowOp::Put(row)] })?;
+//!
+//! // WHERE text MATCHES 'tables' AND age >= 40
+//! let token = words.query_token("TABLES", &opts).ok_or(IndexError::InvalidRequest("no word".into()))?;
+//! let text = Query::Text { column: text_col, expr: TextExpr::Term(token), limit: 10 };
+//! let range = Query::Range {
+//!     column: age_col,
+//!     lower: Bound::Included(ages.encrypt(u64_from_i64(40))?),
+//!     upper: Bound::Unbounded,
+//!     order: Order::Asc,
+//!     limit: None,
+//! };
+//! for query in [text, range] {
+//!     let QueryOutput::Rows(hits) = store.query(&owner, &table, &query)? else { unreachable!() };
+//!     assert_eq!(hits[0].locator, b"segment 9, offset 0, 120 bytes");
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod error;
 pub mod ope;

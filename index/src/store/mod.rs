@@ -285,10 +285,7 @@ impl LocalIndexStore {
         if let Some(ns) = open.get(&key) {
             return Ok(ns.clone());
         }
-        let schema = match self.catalog.get(catalog_key(owner, table))? {
-            Some(bytes) => codec::decode_schema(&bytes)?,
-            None => return Err(IndexError::UnknownTable { table: *table }),
-        };
+        let schema = self.schema(owner, table)?;
         let text_columns: Vec<ColumnId> = schema.text_columns().collect();
         let text = if text_columns.is_empty() {
             None
@@ -450,7 +447,11 @@ impl IndexStore for LocalIndexStore {
     }
 
     fn schema(&self, owner: &OwnerId, table: &TableId) -> Result<TableSchema, IndexError> {
-        Ok(self.namespace(owner, table)?.schema.clone())
+        // From the catalog: a metadata call does not open the namespace's indexes.
+        match self.catalog.get(catalog_key(owner, table))? {
+            Some(bytes) => codec::decode_schema(&bytes),
+            None => Err(IndexError::UnknownTable { table: *table }),
+        }
     }
 
     fn apply(
