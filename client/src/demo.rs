@@ -4,14 +4,12 @@
 //! row back, then stops a third and shows the rows that can no longer be read.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, MasterKey, Table};
 use wwt_net::Identity;
-use wwt_net::grpc::GrpcConnector;
 
 use crate::devnet::{self, LocalNet, Shape};
 use crate::store::{Storage, StorageConfig, StoreError};
@@ -102,7 +100,7 @@ async fn run_async(o: &Options) -> Result<()> {
     let storage = Storage::new(
         Identity::generate()?,
         &net.endpoints.tracker_list()?,
-        Arc::new(GrpcConnector::new()),
+        net.connector(),
         StorageConfig::default(),
     )?;
     let start = Instant::now();
@@ -119,7 +117,7 @@ async fn run_async(o: &Options) -> Result<()> {
         batch.segments.len() * 6,
         bytes as f64 / 1e6
     );
-    let (lines, _) = devnet::status(&net.endpoints).await;
+    let (lines, _) = devnet::status(&net.endpoints, net.connector().as_ref()).await;
     for line in lines {
         println!("  {line}");
     }

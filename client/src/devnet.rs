@@ -1,6 +1,9 @@
 //! `wwt devnet`: a real local network on loopback — tracker and provider daemons (the same
 //! `run` functions a deployment uses) serving gRPC on 127.0.0.1, each with its own folder —
 //! and its endpoints file, which the other `wwt` commands read by default.
+//!
+//! The same [`LocalNet`] also runs in memory ([`Transport::Memory`]): the same provider and
+//! tracker services, called through the in-memory network, for fast whole-network tests.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,10 +15,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wwt_net::grpc::GrpcConnector;
+use wwt_net::memory::MemoryNetwork;
 use wwt_net::types::NodeId;
 use wwt_net::{Connector, Identity};
-use wwt_provider::{ProviderConfig, TrackerEndpoint};
-use wwt_tracker::{PeerTracker, TrackerConfig};
+use wwt_provider::{Provider, ProviderConfig, TrackerEndpoint};
+use wwt_tracker::{PeerTracker, Tracker, TrackerConfig};
 
 /// The endpoints file inside a devnet folder.
 pub const ENDPOINTS_FILE: &str = "endpoints.json";
@@ -85,18 +89,51 @@ impl Endpoints {
     }
 }
 
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<()>>,
+enum Running {
+    /// A daemon serving gRPC on its own task.
+    Served {
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<Result<()>>,
+    },
+    /// A service on the in-memory network, with its heartbeat task if it is a provider.
+    InMemory {
+        address: String,
+        heartbeats: Option<JoinHandle<()>>,
+    },
 }
 
 impl Running {
-    async fn stop(self) -> Result<()> {
-        self.stop.send(()).ok();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .context("a node did not stop within 20 s")??
+    async fn stop(self, memory: Option<&MemoryNetwork>) -> Result<()> {
+        match self {
+            Running::Served { stop, task } => {
+                stop.send(()).ok();
+                tokio::time::timeout(Duration::from_secs(20), task)
+                    .await
+                    .context("a node did not stop within 20 s")??
+            }
+            Running::InMemory {
+                address,
+                heartbeats,
+            } => {
+                if let Some(memory) = memory {
+                    memory.remove(&address);
+                }
+                if let Some(h) = heartbeats {
+                    h.abort();
+                }
+                Ok(())
+            }
+        }
     }
+}
+
+/// How the nodes of a [`LocalNet`] are reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// gRPC on 127.0.0.1, each daemon on its own port.
+    Grpc,
+    /// The in-memory network: the same services, called in-process through their wire encoding.
+    Memory,
 }
 
 /// Sizes of a devnet.
@@ -110,6 +147,8 @@ pub struct Shape {
     pub capacity: u64,
     /// Milliseconds between provider heartbeats.
     pub heartbeat_ms: u64,
+    /// How the nodes are reached.
+    pub transport: Transport,
 }
 
 impl Default for Shape {
@@ -119,6 +158,7 @@ impl Default for Shape {
             providers: 6,
             capacity: 1 << 30,
             heartbeat_ms: 1_000,
+            transport: Transport::Grpc,
         }
     }
 }
@@ -127,15 +167,23 @@ impl Default for Shape {
 pub struct LocalNet {
     /// Where its nodes listen.
     pub endpoints: Endpoints,
+    connector: Arc<dyn Connector>,
+    memory: Option<MemoryNetwork>,
     dir: PathBuf,
     trackers: Vec<Option<Running>>,
     providers: Vec<Option<Running>>,
 }
 
-async fn loopback() -> Result<(TcpListener, String)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = format!("http://{}", listener.local_addr()?);
-    Ok((listener, address))
+/// An address for node `name`: a loopback listener for gRPC, a name in memory.
+async fn bind(transport: Transport, name: &str) -> Result<(Option<TcpListener>, String)> {
+    match transport {
+        Transport::Grpc => {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let address = format!("http://{}", listener.local_addr()?);
+            Ok((Some(listener), address))
+        }
+        Transport::Memory => Ok((None, format!("mem://{name}"))),
+    }
 }
 
 impl LocalNet {
@@ -144,13 +192,18 @@ impl LocalNet {
     /// sees every provider alive.
     pub async fn start(dir: &Path, shape: Shape) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let memory = (shape.transport == Transport::Memory).then(MemoryNetwork::new);
+        let connector: Arc<dyn Connector> = match &memory {
+            Some(m) => Arc::new(m.clone()),
+            None => Arc::new(GrpcConnector::new()),
+        };
         let mut endpoints = Endpoints::default();
         let mut listeners = Vec::new();
         for t in 0..shape.trackers {
             let name = format!("tracker-{t}");
             let tdir = dir.join(&name);
             let identity = Identity::load_or_create(&tdir.join("node.key"))?;
-            let (listener, address) = loopback().await?;
+            let (listener, address) = bind(shape.transport, &name).await?;
             listeners.push(listener);
             endpoints.trackers.push(NodeInfo {
                 name,
@@ -180,15 +233,28 @@ impl LocalNet {
                 liveness_timeout_ms: shape.heartbeat_ms * 5,
                 ..TrackerConfig::default()
             };
-            let (stop, rx) = oneshot::channel();
-            let task = tokio::spawn(async move {
-                wwt_tracker::run(config, listener, async move {
-                    rx.await.ok();
-                })
-                .await?;
-                Ok(())
-            });
-            trackers.push(Some(Running { stop, task }));
+            trackers.push(Some(match (&memory, listener) {
+                (Some(m), _) => {
+                    let address = endpoints.trackers[t].address.clone();
+                    m.add_tracker(&address, Arc::new(Tracker::open(&config)?));
+                    Running::InMemory {
+                        address,
+                        heartbeats: None,
+                    }
+                }
+                (None, Some(listener)) => {
+                    let (stop, rx) = oneshot::channel();
+                    let task = tokio::spawn(async move {
+                        wwt_tracker::run(config, listener, async move {
+                            rx.await.ok();
+                        })
+                        .await?;
+                        Ok(())
+                    });
+                    Running::Served { stop, task }
+                }
+                (None, None) => bail!("a gRPC tracker needs a listener"),
+            }));
         }
         let tracker_endpoints: Vec<TrackerEndpoint> = endpoints
             .trackers
@@ -212,32 +278,58 @@ impl LocalNet {
                 ..ProviderConfig::default()
             };
             let identity = Identity::load_or_create(&config.identity_path())?;
-            let (listener, address) = loopback().await?;
+            let (listener, address) = bind(shape.transport, &name).await?;
             endpoints.providers.push(NodeInfo {
                 name,
                 node: hex::encode(identity.node_id().0),
-                address,
+                address: address.clone(),
                 dir: pdir,
             });
-            let (stop, rx) = oneshot::channel();
-            let task = tokio::spawn(async move {
-                wwt_provider::run(config, listener, async move {
-                    rx.await.ok();
-                })
-                .await?;
-                Ok(())
-            });
-            providers.push(Some(Running { stop, task }));
+            providers.push(Some(match (&memory, listener) {
+                (Some(m), _) => {
+                    let provider = Arc::new(Provider::open(&config)?);
+                    m.add_provider(&address, provider.clone());
+                    let beats = wwt_provider::spawn_heartbeats(
+                        provider,
+                        connector.clone(),
+                        address.clone(),
+                        config.heartbeat_interval(),
+                    );
+                    Running::InMemory {
+                        address,
+                        heartbeats: Some(beats),
+                    }
+                }
+                (None, Some(listener)) => {
+                    let (stop, rx) = oneshot::channel();
+                    let task = tokio::spawn(async move {
+                        wwt_provider::run(config, listener, async move {
+                            rx.await.ok();
+                        })
+                        .await?;
+                        Ok(())
+                    });
+                    Running::Served { stop, task }
+                }
+                (None, None) => bail!("a gRPC provider needs a listener"),
+            }));
         }
         endpoints.save(dir)?;
         let net = Self {
             endpoints,
+            connector,
+            memory,
             dir: dir.to_path_buf(),
             trackers,
             providers,
         };
         net.wait_alive(shape.providers).await?;
         Ok(net)
+    }
+
+    /// How to reach the nodes.
+    pub fn connector(&self) -> Arc<dyn Connector> {
+        self.connector.clone()
     }
 
     /// The network's folder.
@@ -247,10 +339,9 @@ impl LocalNet {
 
     /// Waits until every tracker sees `n` live providers (20 s at most).
     pub async fn wait_alive(&self, n: usize) -> Result<()> {
-        let connector = GrpcConnector::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         for t in &self.endpoints.trackers {
-            let tracker = connector.tracker(&t.address)?;
+            let tracker = self.connector.tracker(&t.address)?;
             loop {
                 let alive = tracker
                     .providers()
@@ -272,7 +363,7 @@ impl LocalNet {
     /// Stops provider `p`, as a crash would: its service goes away and it stops heartbeating.
     pub async fn stop_provider(&mut self, p: usize) -> Result<()> {
         match self.providers.get_mut(p).and_then(Option::take) {
-            Some(running) => running.stop().await,
+            Some(running) => running.stop(self.memory.as_ref()).await,
             None => Ok(()),
         }
     }
@@ -281,7 +372,7 @@ impl LocalNet {
     pub async fn shutdown(mut self) -> Result<()> {
         for running in self.providers.iter_mut().chain(&mut self.trackers) {
             if let Some(r) = running.take() {
-                r.stop().await?;
+                r.stop(self.memory.as_ref()).await?;
             }
         }
         Ok(())
@@ -289,8 +380,7 @@ impl LocalNet {
 }
 
 /// One line per node: its health, pieces and bytes; and whether every node answered.
-pub async fn status(endpoints: &Endpoints) -> (Vec<String>, bool) {
-    let connector: Arc<dyn Connector> = Arc::new(GrpcConnector::new());
+pub async fn status(endpoints: &Endpoints, connector: &dyn Connector) -> (Vec<String>, bool) {
     let timeout = Duration::from_secs(3);
     let mut lines = Vec::new();
     let mut all_up = true;

@@ -101,7 +101,8 @@ fn devnet(home: &std::path::Path, command: DevnetCommand) -> Result<()> {
         DevnetCommand::Status { dir } => runtime()?.block_on(async {
             let dir = dir.unwrap_or_else(|| devnet::default_dir(home));
             let endpoints = devnet::Endpoints::load(&dir)?;
-            let (lines, all_up) = devnet::status(&endpoints).await;
+            let (lines, all_up) =
+                devnet::status(&endpoints, &wwt_net::grpc::GrpcConnector::new()).await;
             for line in lines {
                 println!("{line}");
             }

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use wwt_client::devnet::{LocalNet, Shape, Transport};
 use wwt_client::store::{Storage, StorageConfig, StoreError};
 use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, EncodedSegment, Locator, MasterKey, SegmentManifest, Table};
 use wwt_net::Identity;
 use wwt_net::faults::{Fault, Faults, FaultyConnector};
-use wwt_tests::{Kind, Settings, TestNet};
 
 const SEED: u64 = 0x77_2026;
 
@@ -35,8 +35,9 @@ fn write(segments: usize) -> Written {
     let mut table = Table::new(&master, "t", CodingParams::default(), 8 << 10).unwrap();
     // Enough rows for the segment count asked for.
     let rows = rows(segments * 37);
+    let row_ids = table.keys().row_id.clone();
     let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
-        row: table.keys().row_id.row_id(&(i as u64).to_le_bytes()),
+        row: row_ids.row_id(&(i as u64).to_le_bytes()),
         version: 1,
         plaintext: r,
     }));
@@ -55,16 +56,24 @@ fn write(segments: usize) -> Written {
 }
 
 fn storage(
-    net: &TestNet,
+    net: &LocalNet,
     connector: Arc<dyn wwt_net::Connector>,
     config: StorageConfig,
 ) -> Storage {
-    let trackers: Vec<_> = net
-        .trackers
-        .iter()
-        .map(|t| (t.node, t.address.clone()))
-        .collect();
+    let trackers = net.endpoints.tracker_list().unwrap();
     Storage::new(Identity::from_secret([9; 32]), &trackers, connector, config).unwrap()
+}
+
+/// Six providers and a tracker over `transport`, in a folder that lives as long as the net.
+async fn network(transport: Transport) -> (tempfile::TempDir, LocalNet) {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        transport,
+        heartbeat_ms: 100,
+        ..Shape::default()
+    };
+    let net = LocalNet::start(dir.path(), shape).await.unwrap();
+    (dir, net)
 }
 
 async fn put_all(storage: &Storage, segments: &[EncodedSegment]) {
@@ -76,19 +85,19 @@ async fn put_all(storage: &Storage, segments: &[EncodedSegment]) {
     }
 }
 
-async fn any_two_lost_then_three(kind: Kind) {
-    let mut net = TestNet::start(kind, Settings::default()).await;
+async fn any_two_lost_then_three(kind: Transport) {
+    let (_dir, mut net) = network(kind).await;
     let mut w = write(1000);
     assert!(w.segments.len() >= 1000, "{} segments", w.segments.len());
-    let client = storage(&net, net.connector.clone(), StorageConfig::default());
+    let client = storage(&net, net.connector(), StorageConfig::default());
     put_all(&client, &w.segments).await;
 
     // Any two: drawn from the seed, which the output names for a replay.
     let a = (SEED % 6) as usize;
     let b = (a + 1 + (SEED / 6 % 5) as usize) % 6;
     println!("seed {SEED:#x}: killing providers {a} and {b}");
-    net.kill_provider(a).await;
-    net.kill_provider(b).await;
+    net.stop_provider(a).await.unwrap();
+    net.stop_provider(b).await.unwrap();
     let back = client
         .read_rows(&mut w.table, &w.manifests, &w.locators)
         .await
@@ -96,7 +105,7 @@ async fn any_two_lost_then_three(kind: Kind) {
     assert_eq!(back, w.rows, "every row reads with two providers gone");
 
     let c = (0..6).find(|p| *p != a && *p != b).unwrap();
-    net.kill_provider(c).await;
+    net.stop_provider(c).await.unwrap();
     let some = &w.locators[..50];
     let err = client
         .read_rows(&mut w.table, &w.manifests, some)
@@ -123,39 +132,39 @@ async fn any_two_lost_then_three(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_1000_segments_survive_two_lost_providers_and_name_rows_lost_to_three() {
-    any_two_lost_then_three(Kind::Memory).await;
+    any_two_lost_then_three(Transport::Memory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_1000_segments_survive_two_lost_providers_and_name_rows_lost_to_three() {
-    any_two_lost_then_three(Kind::Grpc).await;
+    any_two_lost_then_three(Transport::Grpc).await;
 }
 
-async fn lying_and_slow_providers_are_skipped(kind: Kind) {
-    let net = TestNet::start(kind, Settings::default()).await;
+async fn lying_and_slow_providers_are_skipped(kind: Transport) {
+    let (_dir, net) = network(kind).await;
     let mut w = write(20);
     put_all(
-        &storage(&net, net.connector.clone(), StorageConfig::default()),
+        &storage(&net, net.connector(), StorageConfig::default()),
         &w.segments,
     )
     .await;
 
     let faults = Faults::new(SEED);
     faults.set(
-        &net.providers[0].address,
+        &net.endpoints.providers[0].address,
         Fault {
             corrupt_reads: true,
             ..Fault::default()
         },
     );
     faults.set(
-        &net.providers[3].address,
+        &net.endpoints.providers[3].address,
         Fault {
             delay: Duration::from_secs(5),
             ..Fault::default()
         },
     );
-    let connector = Arc::new(FaultyConnector::new(net.connector.clone(), faults));
+    let connector = Arc::new(FaultyConnector::new(net.connector(), faults));
     let config = StorageConfig {
         read_timeout: Duration::from_millis(300),
         ..StorageConfig::default()
@@ -175,31 +184,31 @@ async fn lying_and_slow_providers_are_skipped(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_lying_and_slow_providers_are_skipped() {
-    lying_and_slow_providers_are_skipped(Kind::Memory).await;
+    lying_and_slow_providers_are_skipped(Transport::Memory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_lying_and_slow_providers_are_skipped() {
-    lying_and_slow_providers_are_skipped(Kind::Grpc).await;
+    lying_and_slow_providers_are_skipped(Transport::Grpc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_upload_resumes_without_resending_stored_pieces() {
-    let net = TestNet::start(Kind::Memory, Settings::default()).await;
+    let (_dir, net) = network(Transport::Memory).await;
     let w = write(1);
     let segment = &w.segments[0];
     // Two providers cut off from the client: their stores fail, the others succeed.
     let faults = Faults::new(SEED);
     for p in [1, 2] {
         faults.set(
-            &net.providers[p].address,
+            &net.endpoints.providers[p].address,
             Fault {
                 partitioned: true,
                 ..Fault::default()
             },
         );
     }
-    let connector = Arc::new(FaultyConnector::new(net.connector.clone(), faults.clone()));
+    let connector = Arc::new(FaultyConnector::new(net.connector(), faults.clone()));
     let config = StorageConfig {
         upload_rounds: 1,
         ..StorageConfig::default()
@@ -210,7 +219,7 @@ async fn an_interrupted_upload_resumes_without_resending_stored_pieces() {
     assert!(err.to_string().contains("retry the upload"), "{err}");
 
     for p in [1, 2] {
-        faults.set(&net.providers[p].address, Fault::default());
+        faults.set(&net.endpoints.providers[p].address, Fault::default());
     }
     let report = client.put(segment).await.unwrap();
     assert_eq!((report.sent, report.skipped), (2, 4), "{report:?}");
