@@ -22,11 +22,11 @@ macro_rules! on_both_transports {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn memory() {
-                super::$name(super::Kind::Memory).await;
+                super::common::within_deadline(super::$name(super::Kind::Memory)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn grpc() {
-                super::$name(super::Kind::Grpc).await;
+                super::common::within_deadline(super::$name(super::Kind::Grpc)).await;
             }
         }
     )*};
@@ -500,6 +500,10 @@ async fn a_restarted_provider_serves_only_complete_pieces(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_providers_die_and_are_not_placed_on() {
+    common::within_deadline(silent_providers_body()).await;
+}
+
+async fn silent_providers_body() {
     let mut net = TestNet::start(
         Kind::Memory,
         Settings {
@@ -528,6 +532,10 @@ async fn silent_providers_die_and_are_not_placed_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_serves_reflection_and_refuses_unsigned_requests() {
+    common::within_deadline(reflection_body()).await;
+}
+
+async fn reflection_body() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
