@@ -231,6 +231,10 @@ impl PieceStore {
         result
     }
 
+    /// Writes the file, then the metadata, each durable before the next, on a blocking
+    /// thread. (sled's `flush_async` runs on sled's own small thread pool, which concurrent
+    /// flushes can exhaust while they wait for log writes that need the same pool: a deadlock
+    /// seen under load. A plain `flush` on tokio's blocking pool avoids it.)
     async fn write_durably(
         &self,
         piece: PieceId,
@@ -238,16 +242,19 @@ impl PieceStore {
         data: Bytes,
     ) -> Result<(), NetError> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || write_file(&root, &piece, &data))
-            .await
-            .map_err(|e| NetError::Internal(format!("writer task failed: {e}")))??;
-        self.pieces
-            .insert(piece.0, &meta.encode()[..])
-            .map_err(|e| NetError::Internal(format!("metadata write: {e}")))?;
-        self.pieces
-            .flush_async()
-            .await
-            .map_err(|e| NetError::Internal(format!("metadata flush: {e}")))?;
+        let pieces = self.pieces.clone();
+        tokio::task::spawn_blocking(move || {
+            write_file(&root, &piece, &data)?;
+            pieces
+                .insert(piece.0, &meta.encode()[..])
+                .map_err(|e| NetError::Internal(format!("metadata write: {e}")))?;
+            pieces
+                .flush()
+                .map_err(|e| NetError::Internal(format!("metadata flush: {e}")))?;
+            Ok::<(), NetError>(())
+        })
+        .await
+        .map_err(|e| NetError::Internal(format!("writer task failed: {e}")))??;
         debug!(piece = %piece, size = meta.size, "piece stored");
         Ok(())
     }

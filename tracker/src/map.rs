@@ -144,9 +144,14 @@ impl PieceMap {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Makes every recorded change durable.
+    /// Makes every recorded change durable, on a blocking thread (not sled's `flush_async`,
+    /// whose small thread pool deadlocks under concurrent flushes).
     pub async fn flush(&self) -> Result<(), NetError> {
-        self.db.flush_async().await.map_err(db_err)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| NetError::Internal(format!("flush task failed: {e}")))?
+            .map_err(db_err)?;
         Ok(())
     }
 
