@@ -395,7 +395,8 @@ pub struct PieceData {
     pub offset: u64,
     /// The bytes.
     pub data: Bytes,
-    /// A BLAKE3/Bao slice proving a range read; empty for whole pieces and (for now) ranges.
+    /// For a range read, the Bao slice proving `data` against the piece id (check it with
+    /// `wwt_engine::proof::verify`); empty for whole pieces, which the reader hashes.
     pub proof: Bytes,
 }
 

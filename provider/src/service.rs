@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tracing::{Instrument, debug, info_span, warn};
 use wwt_net::types::{
     Heartbeat, HeartbeatAck, NodeId, PieceData, PieceId, ProviderStatus, ReadPiece, SegmentId,
@@ -225,9 +226,15 @@ impl ProviderApi for Provider {
                 "only the piece's owner or a trusted tracker may read it".into(),
             ));
         }
-        let (offset, len) = match req.range {
-            None => (0, meta.size),
-            Some(range) if range.end() <= meta.size => (range.offset, range.len),
+        let (offset, data, proof) = match req.range {
+            None => (0, self.store.read_whole(req.piece).await?, Bytes::new()),
+            Some(range) if range.end() <= meta.size => {
+                let (data, proof) = self
+                    .store
+                    .read_range(req.piece, range.offset, range.len)
+                    .await?;
+                (range.offset, data, proof)
+            }
             Some(range) => {
                 return Err(NetError::BadRequest(format!(
                     "range {}..{} is past the end of the {}-byte piece",
@@ -237,17 +244,13 @@ impl ProviderApi for Provider {
                 )));
             }
         };
-        let data = self
-            .store
-            .read_range_unproven(req.piece, offset, len)
-            .await?;
-        debug!(piece = %req.piece, offset, len, "piece read");
+        debug!(piece = %req.piece, offset, len = data.len(), "piece read");
         Ok(PieceData {
             piece: req.piece,
             piece_size: meta.size,
             offset,
             data,
-            proof: bytes::Bytes::new(),
+            proof,
         })
     }
 

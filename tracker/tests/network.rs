@@ -81,6 +81,15 @@ async fn segments_survive_two_dead_providers_not_three(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(read.data, pieces[1].slice(100..600));
+    // The range comes with a Bao slice proving it against the piece id.
+    let proven = wwt_engine::proof::verify(
+        &wwt_engine::PieceHash(piece.piece.0),
+        range.offset,
+        range.len,
+        &read.proof,
+    )
+    .unwrap();
+    assert_eq!(proven, read.data);
 
     net.kill_provider(0).await;
     net.kill_provider(1).await;
@@ -244,7 +253,11 @@ async fn bad_input_is_refused_and_changes_nothing(kind: Kind) {
     receipt.verify_signature().unwrap();
     let status = provider.status().await.unwrap();
     assert_eq!((status.used, status.pieces), (1000, 1));
-    assert_eq!(files_on_disk(&net.providers[0].dir), 1);
+    assert_eq!(
+        files_on_disk(&net.providers[0].dir),
+        2,
+        "the piece and its outboard tree"
+    );
 
     let read = |who: &Identity, range| {
         who.sign(ReadPiece {
@@ -488,7 +501,11 @@ async fn a_restarted_provider_serves_only_complete_pieces(kind: Kind) {
         provider.read(read).await,
         Err(NetError::NotFound(_))
     ));
-    assert_eq!(files_on_disk(&dir), 5);
+    assert_eq!(
+        files_on_disk(&dir),
+        2 * 5,
+        "5 pieces and their outboard trees"
+    );
     for s in 0..5 {
         let (id, _) = segment(500 + s, K + M, 3000);
         assert_eq!(
