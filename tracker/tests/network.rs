@@ -548,8 +548,55 @@ async fn silent_providers_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_serves_reflection_and_refuses_unsigned_requests() {
+async fn grpc_serves_reflection_and_refuses_unsigned_or_garbage_requests() {
     common::within_deadline(reflection_body()).await;
+}
+
+/// A gRPC codec that sends and receives raw bytes, to send what no generated client would.
+struct RawCodec;
+
+struct RawCoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCoder;
+    type Decoder = RawCoder;
+
+    fn encoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+
+    fn decoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+}
+
+impl tonic::codec::Encoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
 }
 
 async fn reflection_body() {
@@ -606,5 +653,25 @@ async fn reflection_body() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+
+    // Bytes that are not a protobuf message at all are refused by the gRPC layer.
+    let channel = tonic::transport::Channel::from_shared(net.providers[0].address.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<_, Vec<u8>, _>(
+            tonic::Request::new(b"\xff\xff\xff\xff garbage".to_vec()),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/wwt.v1.Provider/Store"),
+            RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal, "{status}");
+    assert!(status.message().contains("decode"), "{status}");
+    assert_eq!(files_on_disk(&net.providers[0].dir), 0);
     let _: Arc<dyn ProviderApi> = net.connector.provider(&net.providers[0].address).unwrap();
 }
