@@ -367,6 +367,15 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn metadata_round_trips(owner: [u8; 32], segment: [u8; 32], index: u32, size: u64) {
+            let meta = PieceMeta { owner: NodeId(owner), segment: SegmentId(segment), index, size };
+            proptest::prop_assert_eq!(PieceMeta::decode(&meta.encode()), Some(meta));
+            proptest::prop_assert_eq!(PieceMeta::decode(&meta.encode()[1..]), None);
+        }
+    }
+
     #[tokio::test]
     async fn pieces_survive_reopen_and_partial_files_are_swept() {
         let dir = tempfile::tempdir().unwrap();

@@ -177,6 +177,21 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn entries_round_trip(index: u32, piece: [u8; 32], size: u64, holders: Vec<[u8; 32]>) {
+            let entry = MappedPiece {
+                index,
+                piece: PieceId(piece),
+                size,
+                holders: holders.into_iter().map(NodeId).collect(),
+            };
+            proptest::prop_assert_eq!(MappedPiece::decode(index, &entry.encode()).unwrap(), entry.clone());
+            let encoded = entry.encode();
+            proptest::prop_assert!(MappedPiece::decode(index, &encoded[..encoded.len() - 1]).is_err());
+        }
+    }
+
     #[tokio::test]
     async fn holders_accumulate_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
