@@ -74,7 +74,7 @@ fn mb_per_s(bytes: usize, elapsed: Duration) -> f64 {
 
 /// Uploads then downloads every piece, `IN_FLIGHT` at a time; returns (upload, download) MB/s.
 async fn run(
-    client: &GrpcProvider,
+    client: &dyn ProviderApi,
     owner: &Identity,
     tracker: &Identity,
     provider: wwt_net::types::NodeId,
@@ -179,11 +179,21 @@ async fn main() {
         }],
         ..ProviderConfig::default()
     };
-    let provider = Provider::open(&config).unwrap();
+    let provider = Arc::new(Provider::open(&config).unwrap());
     let provider_id = provider.node_id();
-    let real = serve(Arc::new(provider)).await;
+    let real = serve(provider.clone()).await;
     let real_client = GrpcProvider::connect_lazy(&real, timeout).unwrap();
     let (up, down) = run(&real_client, &owner, &tracker, provider_id, &pieces).await;
+
+    // The same work without gRPC, on a fresh store: the provider's own cost.
+    let dir2 = tempfile::tempdir().unwrap();
+    let local = Provider::open(&ProviderConfig {
+        data_dir: dir2.path().to_path_buf(),
+        ..config.clone()
+    })
+    .unwrap();
+    let local_id = local.node_id();
+    let (local_up, local_down) = run(&local, &owner, &tracker, local_id, &pieces).await;
 
     println!(
         "{PIECES} pieces of {} KiB, {IN_FLIGHT} in flight, loopback gRPC",
@@ -196,5 +206,8 @@ async fn main() {
     println!(
         "download: provider {down:8.1} MB/s   raw gRPC {raw_down:8.1} MB/s   ratio {:.2}",
         down / raw_down
+    );
+    println!(
+        "in-process provider, no gRPC: upload {local_up:8.1} MB/s   download {local_down:8.1} MB/s"
     );
 }
