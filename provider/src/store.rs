@@ -202,9 +202,15 @@ impl PieceStore {
         Ok(segments.into_iter().collect())
     }
 
-    /// Stores `data` (whose hash the caller has checked is `piece`) durably, then makes it
-    /// visible. Refuses when the capacity would be exceeded.
-    pub async fn put(&self, piece: PieceId, meta: PieceMeta, data: Bytes) -> Result<(), NetError> {
+    /// Stores `data` and its outboard `tree` (whose root the caller has checked is `piece`)
+    /// durably, then makes the piece visible. Refuses when the capacity would be exceeded.
+    pub async fn put(
+        &self,
+        piece: PieceId,
+        meta: PieceMeta,
+        data: Bytes,
+        tree: Vec<u8>,
+    ) -> Result<(), NetError> {
         {
             let mut usage = self.usage()?;
             if usage.writing.contains(&piece) {
@@ -224,7 +230,7 @@ impl PieceStore {
             usage.inflight += meta.size;
             usage.writing.insert(piece);
         }
-        let result = self.write_durably(piece, meta, data).await;
+        let result = self.write_durably(piece, meta, data, tree).await;
         let mut usage = self.usage()?;
         usage.inflight -= meta.size;
         usage.writing.remove(&piece);
@@ -235,7 +241,7 @@ impl PieceStore {
         result
     }
 
-    /// Writes the file, then the metadata, each durable before the next, on a blocking
+    /// Writes the files (piece and tree), then the metadata, each durable before the next, on a blocking
     /// thread. (sled's `flush_async` runs on sled's own small thread pool, which concurrent
     /// flushes can exhaust while they wait for log writes that need the same pool: a deadlock
     /// seen under load. A plain `flush` on tokio's blocking pool avoids it.)
@@ -244,16 +250,11 @@ impl PieceStore {
         piece: PieceId,
         meta: PieceMeta,
         data: Bytes,
+        tree: Vec<u8>,
     ) -> Result<(), NetError> {
         let root = self.root.clone();
         let pieces = self.pieces.clone();
         tokio::task::spawn_blocking(move || {
-            let (tree, hash) = proof::outboard(&data);
-            if hash.0 != piece.0 {
-                return Err(NetError::Internal(format!(
-                    "piece {piece} hashes to something else on the write path"
-                )));
-            }
             write_files(&root, &piece, &data, &tree)?;
             pieces
                 .insert(piece.0, &meta.encode()[..])
@@ -383,7 +384,8 @@ mod tests {
         let id = PieceId::of(&data);
         {
             let store = PieceStore::open(dir.path(), 10_000).unwrap();
-            store.put(id, meta(1000), data.clone()).await.unwrap();
+            let tree = proof::outboard(&data).0;
+            store.put(id, meta(1000), data.clone(), tree).await.unwrap();
             assert_eq!(store.used().unwrap(), (1000, 1));
         }
         // A crash mid-write leaves a temporary file; one between rename and metadata leaves
@@ -414,8 +416,12 @@ mod tests {
         let store = PieceStore::open(dir.path(), 1500).unwrap();
         let a = Bytes::from(vec![1u8; 1000]);
         let b = Bytes::from(vec![2u8; 1000]);
-        store.put(PieceId::of(&a), meta(1000), a).await.unwrap();
-        let err = store.put(PieceId::of(&b), meta(1000), b).await.unwrap_err();
+        let (ta, tb) = (proof::outboard(&a).0, proof::outboard(&b).0);
+        store.put(PieceId::of(&a), meta(1000), a, ta).await.unwrap();
+        let err = store
+            .put(PieceId::of(&b), meta(1000), b, tb)
+            .await
+            .unwrap_err();
         assert!(matches!(err, NetError::NoCapacity(_)), "{err}");
         assert_eq!(store.used().unwrap(), (1000, 1));
     }
