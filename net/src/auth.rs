@@ -416,6 +416,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_flipped_byte_breaks_the_signature(flip in 0usize..(32 + 64 + 16 + 8), bit in 0u8..8) {
+            let id = Identity::from_secret([5; 32]);
+            let signed = id.sign_with(locate(), now_ms(), [7; 16]);
+            let mut wire = proto::SignedRequest::from(signed);
+            let mut auth = wire.auth.take().unwrap();
+            let mut body = wire.body.to_vec();
+            let mut key = auth.public_key.to_vec();
+            let mut sig = auth.signature.to_vec();
+            let mut nonce = auth.nonce.to_vec();
+            match flip {
+                i if i < 32 => {
+                    let n = body.len();
+                    body[i % n] ^= 1 << bit;
+                }
+                i if i < 96 => sig[i - 32] ^= 1 << bit,
+                i if i < 112 => nonce[i - 96] ^= 1 << bit,
+                i => key[(i - 112) * 4] ^= 1 << bit,
+            }
+            auth.public_key = key.into();
+            auth.signature = sig.into();
+            auth.nonce = nonce.into();
+            wire.auth = Some(auth);
+            wire.body = body.into();
+            let err = Signed::<Locate>::try_from(wire)
+                .and_then(|s| Verifier::default().verify(s))
+                .unwrap_err();
+            proptest::prop_assert!(matches!(err, NetError::Unauthenticated(_)), "{}", err);
+        }
+    }
+
     #[test]
     fn a_signed_request_verifies_once() {
         let id = Identity::generate().unwrap();

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::TcpListener;
@@ -29,6 +30,8 @@ const MAX_MESSAGE: usize = MAX_PIECE_SIZE as usize + (1 << 20);
 /// HTTP/2 flow-control windows: large enough that a piece streams without stalls on loopback.
 const STREAM_WINDOW: u32 = 8 << 20;
 const CONNECTION_WINDOW: u32 = 16 << 20;
+/// HTTP/2 frames up to 1 MiB: pieces travel in few frames instead of many 16 KiB ones.
+const MAX_FRAME: u32 = 1 << 20;
 
 /// Serves `provider` and/or `tracker` (and gRPC reflection) on `listener` until `shutdown`.
 pub async fn serve(
@@ -54,6 +57,7 @@ pub async fn serve(
     Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
         .tcp_nodelay(true)
         .add_service(reflection)
         .add_optional_service(provider)
@@ -140,13 +144,21 @@ impl Tracker for TrackerAdapter {
     }
 }
 
-fn channel(address: &str) -> Result<Channel, NetError> {
+/// How long a client waits for a TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client waits for one call by default: a silent node counts as unavailable.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn channel(address: &str, timeout: Duration) -> Result<Channel, NetError> {
     let endpoint = Endpoint::from_shared(address.to_string())
         .map_err(|e| NetError::BadRequest(format!("bad address {address:?}: {e}")))?;
     Ok(endpoint
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
         .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout)
         .connect_lazy())
 }
 
@@ -157,10 +169,11 @@ pub struct GrpcProvider {
 }
 
 impl GrpcProvider {
-    /// A client for the provider at `address` (e.g. `http://127.0.0.1:7001`); connects on first use.
-    pub fn connect_lazy(address: &str) -> Result<GrpcProvider, NetError> {
+    /// A client for the provider at `address` (e.g. `http://127.0.0.1:7001`); connects on
+    /// first use; each call fails as unavailable after `timeout`.
+    pub fn connect_lazy(address: &str, timeout: Duration) -> Result<GrpcProvider, NetError> {
         Ok(GrpcProvider {
-            client: ProviderClient::new(channel(address)?)
+            client: ProviderClient::new(channel(address, timeout)?)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         })
@@ -200,10 +213,11 @@ pub struct GrpcTracker {
 }
 
 impl GrpcTracker {
-    /// A client for the tracker at `address`; connects on first use.
-    pub fn connect_lazy(address: &str) -> Result<GrpcTracker, NetError> {
+    /// A client for the tracker at `address`; connects on first use; each call fails as
+    /// unavailable after `timeout`.
+    pub fn connect_lazy(address: &str, timeout: Duration) -> Result<GrpcTracker, NetError> {
         Ok(GrpcTracker {
-            client: TrackerClient::new(channel(address)?)
+            client: TrackerClient::new(channel(address, timeout)?)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         })
@@ -264,16 +278,32 @@ impl TrackerApi for GrpcTracker {
 }
 
 /// Connects to services over gRPC, keeping one channel per address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GrpcConnector {
     providers: Mutex<HashMap<String, Arc<GrpcProvider>>>,
     trackers: Mutex<HashMap<String, Arc<GrpcTracker>>>,
+    timeout: Duration,
+}
+
+impl Default for GrpcConnector {
+    fn default() -> Self {
+        GrpcConnector::with_timeout(DEFAULT_CALL_TIMEOUT)
+    }
 }
 
 impl GrpcConnector {
-    /// A connector with no channels open yet.
+    /// A connector with no channels open yet and the default call timeout.
     pub fn new() -> GrpcConnector {
         GrpcConnector::default()
+    }
+
+    /// A connector whose calls fail as unavailable after `timeout`.
+    pub fn with_timeout(timeout: Duration) -> GrpcConnector {
+        GrpcConnector {
+            providers: Mutex::new(HashMap::new()),
+            trackers: Mutex::new(HashMap::new()),
+            timeout,
+        }
     }
 }
 
@@ -295,14 +325,14 @@ fn cached<T>(
 
 impl Connector for GrpcConnector {
     fn provider(&self, address: &str) -> Result<Arc<dyn ProviderApi>, NetError> {
-        Ok(cached(
-            &self.providers,
-            address,
-            GrpcProvider::connect_lazy,
-        )?)
+        Ok(cached(&self.providers, address, |a| {
+            GrpcProvider::connect_lazy(a, self.timeout)
+        })?)
     }
 
     fn tracker(&self, address: &str) -> Result<Arc<dyn TrackerApi>, NetError> {
-        Ok(cached(&self.trackers, address, GrpcTracker::connect_lazy)?)
+        Ok(cached(&self.trackers, address, |a| {
+            GrpcTracker::connect_lazy(a, self.timeout)
+        })?)
     }
 }

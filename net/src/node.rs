@@ -260,15 +260,19 @@ impl Discovery for Node {
 
     async fn holders(&self, segment: SegmentId) -> Result<Vec<FoundHolder>, NetError> {
         let peers = self.call(|tx| Command::GetProviders(segment, tx)).await??;
-        let mut found = Vec::with_capacity(peers.len());
-        for peer in peers {
-            let Some(node) = node_id(&peer) else {
+        let nodes = peers.iter().filter_map(|peer| {
+            let node = node_id(peer);
+            if node.is_none() {
                 debug!(peer = %peer, "provider record from a non-ed25519 peer; skipped");
-                continue;
-            };
+            }
+            node
+        });
+        // Address lookups run concurrently: one slow or missing record does not delay the rest.
+        let mut found = futures::future::join_all(nodes.map(|node| async move {
             let address = self.address_of(&node).await.unwrap_or(None);
-            found.push(FoundHolder { node, address });
-        }
+            FoundHolder { node, address }
+        }))
+        .await;
         found.sort_by_key(|h| h.node);
         Ok(found)
     }

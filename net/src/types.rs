@@ -395,7 +395,8 @@ pub struct PieceData {
     pub offset: u64,
     /// The bytes.
     pub data: Bytes,
-    /// A BLAKE3/Bao slice proving a range read; empty for whole pieces and (for now) ranges.
+    /// For a range read, the Bao slice proving `data` against the piece id (check it with
+    /// `wwt_engine::proof::verify`); empty for whole pieces, which the reader hashes.
     pub proof: Bytes,
 }
 
@@ -907,6 +908,72 @@ impl From<ProviderRecord> for proto::ProviderRecord {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    fn reservation() -> impl Strategy<Value = Reservation> {
+        (
+            any::<[u8; 32]>(),
+            1..=MAX_PIECE_SIZE,
+            any::<[u8; 32]>(),
+            0..MAX_PIECES_PER_SEGMENT as u32,
+            any::<[[u8; 32]; 3]>(),
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 64),
+        )
+            .prop_map(
+                |(piece, size, segment, index, [provider, owner, tracker], expires_ms, sig)| {
+                    Reservation {
+                        piece: PieceId(piece),
+                        size,
+                        segment: SegmentId(segment),
+                        index,
+                        provider: NodeId(provider),
+                        owner: NodeId(owner),
+                        expires_ms,
+                        tracker: NodeId(tracker),
+                        signature: sig.try_into().unwrap(),
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn store_requests_survive_the_wire(r in reservation(), data in prop::collection::vec(any::<u8>(), 0..512)) {
+            let request = StorePiece { reservation: r, data: Bytes::from(data) };
+            let bytes = proto::StoreRequest::from(request.clone()).encode_to_vec();
+            let back = StorePiece::try_from(proto::StoreRequest::decode(bytes.as_slice()).unwrap()).unwrap();
+            prop_assert_eq!(back, request);
+        }
+
+        #[test]
+        fn placements_survive_the_wire(r in reservation(), address in "[a-z:/0-9.]{1,40}") {
+            let placement = Placement {
+                segment: r.segment,
+                pieces: vec![PlacedPiece { reservation: r, address }],
+            };
+            let bytes = proto::Placement::from(placement.clone()).encode_to_vec();
+            let back = Placement::try_from(proto::Placement::decode(bytes.as_slice()).unwrap()).unwrap();
+            prop_assert_eq!(back, placement);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(w) = proto::StoreRequest::decode(bytes.as_slice()) {
+                let _ = StorePiece::try_from(w);
+            }
+            if let Ok(w) = proto::ReserveRequest::decode(bytes.as_slice()) {
+                let _ = ReserveSegment::try_from(w);
+            }
+            if let Ok(w) = proto::SegmentLocation::decode(bytes.as_slice()) {
+                let _ = SegmentLocation::try_from(w);
+            }
+            if let Ok(w) = proto::ReadRequest::decode(bytes.as_slice()) {
+                let _ = ReadPiece::try_from(w);
+            }
+        }
+    }
 
     #[test]
     fn ids_refuse_wrong_lengths_and_round_trip_hex() {

@@ -26,7 +26,8 @@ pub struct ProviderConfig {
     /// The identity key file (64 hex chars, mode 0600); created if missing.
     /// Default: `<data_dir>/node.key`.
     pub identity_file: Option<PathBuf>,
-    /// The address announced to trackers; default `http://<listener address>`.
+    /// The address announced to trackers and in the DHT; default `http://<listener address>`,
+    /// which is only right when the listener is bound to a reachable IP (not `0.0.0.0`).
     pub advertise: Option<String>,
     /// The failure zone (rack, site) announced to trackers; "" if unknown.
     pub zone: String,

@@ -5,10 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tracing::{Instrument, debug, info_span, warn};
+use wwt_engine::proof;
 use wwt_net::types::{
-    Heartbeat, HeartbeatAck, NodeId, PieceData, PieceId, ProviderStatus, ReadPiece, SegmentId,
-    StorePiece, StoreReceipt,
+    Heartbeat, HeartbeatAck, NodeId, PieceData, ProviderStatus, ReadPiece, SegmentId, StorePiece,
+    StoreReceipt,
 };
 use wwt_net::{Discovery, Identity, NetError, ProviderApi, Signed, TrackerApi, Verifier, now_ms};
 
@@ -159,12 +161,22 @@ impl Provider {
                 r.size
             )));
         }
-        if PieceId::of(&req.data) != r.piece {
+        Ok(())
+    }
+
+    /// The piece's Bao outboard tree, computed on a blocking thread; its root doubles as the
+    /// check that the bytes are the reserved piece (one pass over the bytes for both).
+    async fn outboard_checked(&self, req: &StorePiece) -> Result<Vec<u8>, NetError> {
+        let data = req.data.clone();
+        let (tree, hash) = tokio::task::spawn_blocking(move || proof::outboard(&data))
+            .await
+            .map_err(|e| NetError::Internal(format!("hashing task failed: {e}")))?;
+        if hash.0 != req.reservation.piece.0 {
             return Err(NetError::BadRequest(
                 "piece bytes do not hash to the reserved piece id".into(),
             ));
         }
-        Ok(())
+        Ok(tree)
     }
 
     fn receipt(&self, req: StorePiece) -> StoreReceipt {
@@ -186,6 +198,7 @@ impl ProviderApi for Provider {
         async move {
             let (signer, req) = self.verifier.verify(request)?;
             self.check_store(signer, &req)?;
+            let tree = self.outboard_checked(&req).await?;
             let r = &req.reservation;
             let meta = PieceMeta {
                 owner: r.owner,
@@ -204,7 +217,9 @@ impl ProviderApi for Provider {
                     )));
                 }
                 None => {
-                    self.store.put(r.piece, meta, req.data.clone()).await?;
+                    self.store
+                        .put(r.piece, meta, req.data.clone(), tree)
+                        .await?;
                     self.announce(r.segment);
                 }
             }
@@ -225,9 +240,15 @@ impl ProviderApi for Provider {
                 "only the piece's owner or a trusted tracker may read it".into(),
             ));
         }
-        let (offset, len) = match req.range {
-            None => (0, meta.size),
-            Some(range) if range.end() <= meta.size => (range.offset, range.len),
+        let (offset, data, proof) = match req.range {
+            None => (0, self.store.read_whole(req.piece).await?, Bytes::new()),
+            Some(range) if range.end() <= meta.size => {
+                let (data, proof) = self
+                    .store
+                    .read_range(req.piece, range.offset, range.len)
+                    .await?;
+                (range.offset, data, proof)
+            }
             Some(range) => {
                 return Err(NetError::BadRequest(format!(
                     "range {}..{} is past the end of the {}-byte piece",
@@ -237,17 +258,13 @@ impl ProviderApi for Provider {
                 )));
             }
         };
-        let data = self
-            .store
-            .read_range_unproven(req.piece, offset, len)
-            .await?;
-        debug!(piece = %req.piece, offset, len, "piece read");
+        debug!(piece = %req.piece, offset, len = data.len(), "piece read");
         Ok(PieceData {
             piece: req.piece,
             piece_size: meta.size,
             offset,
             data,
-            proof: bytes::Bytes::new(),
+            proof,
         })
     }
 

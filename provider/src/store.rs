@@ -2,23 +2,26 @@
 //!
 //! Layout under the data directory:
 //! - `tmp/`: pieces being written; emptied at start-up (anything there is partial).
-//! - `pieces/<2 hex>/<64 hex>`: complete pieces, named by their BLAKE3 hash.
+//! - `pieces/<2 hex>/<64 hex>`: complete pieces, named by their BLAKE3 hash, each with its Bao
+//!   outboard tree beside it (`<64 hex>.obao`, about 6 % of the piece) for ranged-read proofs.
 //! - `meta/`: sled; tree `pieces` maps piece id → [`PieceMeta`].
 //!
 //! A piece becomes visible in three steps, each durable before the next: its bytes (already
-//! hash-checked in memory) are written to a unique temporary file and fsynced; the file is
-//! renamed into `pieces/` and the directory fsynced; its metadata is inserted and sled flushed.
+//! hash-checked in memory) and its outboard tree are written to unique temporary files and
+//! fsynced; the files are renamed into `pieces/` and the directory fsynced; its metadata is
+//! inserted and sled flushed.
 //! Reads go through the metadata, so a crash at any point leaves either no trace of the piece
 //! (the temporary file or an orphan file is swept at start-up) or the complete piece.
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tracing::{debug, info, warn};
+use wwt_engine::proof;
 use wwt_net::NetError;
 use wwt_net::types::{NodeId, PieceId, SegmentId};
 
@@ -116,8 +119,9 @@ impl PieceStore {
                 continue;
             };
             let path = piece_path(root, &id);
+            let has_tree = outboard_path(root, &id).exists();
             match fs::metadata(&path) {
-                Ok(m) if m.len() == meta.size => {
+                Ok(m) if m.len() == meta.size && has_tree => {
                     usage.used += meta.size;
                     usage.pieces += 1;
                     known.insert(id);
@@ -136,7 +140,7 @@ impl PieceStore {
                 let named = file
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .and_then(|n| n.parse::<PieceId>().ok());
+                    .and_then(|n| n.strip_suffix(".obao").unwrap_or(n).parse::<PieceId>().ok());
                 if !named.is_some_and(|id| known.contains(&id)) {
                     fs::remove_file(&file).map_err(disk(&file))?;
                     orphans += 1;
@@ -198,9 +202,15 @@ impl PieceStore {
         Ok(segments.into_iter().collect())
     }
 
-    /// Stores `data` (whose hash the caller has checked is `piece`) durably, then makes it
-    /// visible. Refuses when the capacity would be exceeded.
-    pub async fn put(&self, piece: PieceId, meta: PieceMeta, data: Bytes) -> Result<(), NetError> {
+    /// Stores `data` and its outboard `tree` (whose root the caller has checked is `piece`)
+    /// durably, then makes the piece visible. Refuses when the capacity would be exceeded.
+    pub async fn put(
+        &self,
+        piece: PieceId,
+        meta: PieceMeta,
+        data: Bytes,
+        tree: Vec<u8>,
+    ) -> Result<(), NetError> {
         {
             let mut usage = self.usage()?;
             if usage.writing.contains(&piece) {
@@ -220,7 +230,7 @@ impl PieceStore {
             usage.inflight += meta.size;
             usage.writing.insert(piece);
         }
-        let result = self.write_durably(piece, meta, data).await;
+        let result = self.write_durably(piece, meta, data, tree).await;
         let mut usage = self.usage()?;
         usage.inflight -= meta.size;
         usage.writing.remove(&piece);
@@ -231,47 +241,67 @@ impl PieceStore {
         result
     }
 
+    /// Writes the files (piece and tree), then the metadata, each durable before the next, on a blocking
+    /// thread. (sled's `flush_async` runs on sled's own small thread pool, which concurrent
+    /// flushes can exhaust while they wait for log writes that need the same pool: a deadlock
+    /// seen under load. A plain `flush` on tokio's blocking pool avoids it.)
     async fn write_durably(
         &self,
         piece: PieceId,
         meta: PieceMeta,
         data: Bytes,
+        tree: Vec<u8>,
     ) -> Result<(), NetError> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || write_file(&root, &piece, &data))
-            .await
-            .map_err(|e| NetError::Internal(format!("writer task failed: {e}")))??;
-        self.pieces
-            .insert(piece.0, &meta.encode()[..])
-            .map_err(|e| NetError::Internal(format!("metadata write: {e}")))?;
-        self.pieces
-            .flush_async()
-            .await
-            .map_err(|e| NetError::Internal(format!("metadata flush: {e}")))?;
+        let pieces = self.pieces.clone();
+        tokio::task::spawn_blocking(move || {
+            write_files(&root, &piece, &data, &tree)?;
+            pieces
+                .insert(piece.0, &meta.encode()[..])
+                .map_err(|e| NetError::Internal(format!("metadata write: {e}")))?;
+            pieces
+                .flush()
+                .map_err(|e| NetError::Internal(format!("metadata flush: {e}")))?;
+            Ok::<(), NetError>(())
+        })
+        .await
+        .map_err(|e| NetError::Internal(format!("writer task failed: {e}")))??;
         debug!(piece = %piece, size = meta.size, "piece stored");
         Ok(())
     }
 
-    /// Reads `len` bytes at `offset` of a stored piece, without a proof.
+    /// Reads a whole stored piece (the reader checks it against its hash).
+    pub async fn read_whole(&self, piece: PieceId) -> Result<Bytes, NetError> {
+        let path = piece_path(&self.root, &piece);
+        tokio::task::spawn_blocking(move || fs::read(&path).map(Bytes::from))
+            .await
+            .map_err(|e| NetError::Internal(format!("reader task failed: {e}")))?
+            .map_err(internal("read piece"))
+    }
+
+    /// Reads `len` bytes at `offset` of a stored piece, with the Bao slice proving them against
+    /// the piece id (`wwt_engine::proof::verify` checks it). The caller checks bounds.
     ///
-    /// The caller checks bounds against the metadata. Until `wwt_engine::proof` lands, ranged
-    /// reads return raw bytes and the reader cannot verify them against the piece hash.
-    pub async fn read_range_unproven(
+    /// The whole piece is read to build the slice (the engine's `prove` takes byte slices).
+    pub async fn read_range(
         &self,
         piece: PieceId,
         offset: u64,
         len: u64,
-    ) -> Result<Bytes, NetError> {
+    ) -> Result<(Bytes, Bytes), NetError> {
         let path = piece_path(&self.root, &piece);
-        let len = usize::try_from(len)
-            .map_err(|_| NetError::BadRequest("range too long for this machine".into()))?;
+        let tree_path = outboard_path(&self.root, &piece);
         tokio::task::spawn_blocking(move || {
-            let mut file = fs::File::open(&path).map_err(internal("open piece"))?;
-            file.seek(SeekFrom::Start(offset))
-                .map_err(internal("seek piece"))?;
-            let mut buf = vec![0u8; len];
-            file.read_exact(&mut buf).map_err(internal("read piece"))?;
-            Ok(Bytes::from(buf))
+            let data = fs::read(&path).map_err(internal("read piece"))?;
+            let tree = fs::read(&tree_path).map_err(internal("read outboard tree"))?;
+            let slice = proof::prove(&data, &tree, offset, len)
+                .map_err(|e| NetError::BadRequest(format!("cannot prove range: {e}")))?;
+            let range = usize::try_from(offset)
+                .ok()
+                .zip(usize::try_from(offset.saturating_add(len)).ok())
+                .and_then(|(start, end)| data.get(start..end))
+                .ok_or_else(|| NetError::BadRequest("range past the end of the piece".into()))?;
+            Ok((Bytes::copy_from_slice(range), Bytes::from(slice)))
         })
         .await
         .map_err(|e| NetError::Internal(format!("reader task failed: {e}")))?
@@ -283,24 +313,35 @@ fn piece_path(root: &Path, piece: &PieceId) -> PathBuf {
     root.join("pieces").join(&name[..2]).join(name)
 }
 
-/// Writes to a unique temporary file, fsyncs it, renames it into place and fsyncs the directory.
-fn write_file(root: &Path, piece: &PieceId, data: &[u8]) -> Result<(), NetError> {
-    let tmp = root.join("tmp").join(format!("{piece}.{}", temp_suffix()));
+fn outboard_path(root: &Path, piece: &PieceId) -> PathBuf {
+    piece_path(root, piece).with_extension("obao")
+}
+
+/// Writes the piece and its outboard tree to unique temporary files, fsyncs them, renames them
+/// into place (tree first) and fsyncs the directory.
+fn write_files(root: &Path, piece: &PieceId, data: &[u8], tree: &[u8]) -> Result<(), NetError> {
+    let suffix = temp_suffix();
+    let tmp = root.join("tmp").join(format!("{piece}.{suffix}"));
+    let tmp_tree = root.join("tmp").join(format!("{piece}.{suffix}.obao"));
     let write = || -> std::io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
+        for (path, bytes) in [(&tmp_tree, tree), (&tmp, data)] {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+        }
         let dest = piece_path(root, piece);
         let dir = dest.parent().unwrap_or(root);
         fs::create_dir_all(dir)?;
+        fs::rename(&tmp_tree, outboard_path(root, piece))?;
         fs::rename(&tmp, &dest)?;
         fs::File::open(dir)?.sync_all()
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(&tmp_tree);
         NetError::Internal(format!("writing piece {piece}: {e}"))
     })
 }
@@ -327,6 +368,15 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn metadata_round_trips(owner: [u8; 32], segment: [u8; 32], index: u32, size: u64) {
+            let meta = PieceMeta { owner: NodeId(owner), segment: SegmentId(segment), index, size };
+            proptest::prop_assert_eq!(PieceMeta::decode(&meta.encode()), Some(meta));
+            proptest::prop_assert_eq!(PieceMeta::decode(&meta.encode()[1..]), None);
+        }
+    }
+
     #[tokio::test]
     async fn pieces_survive_reopen_and_partial_files_are_swept() {
         let dir = tempfile::tempdir().unwrap();
@@ -334,7 +384,8 @@ mod tests {
         let id = PieceId::of(&data);
         {
             let store = PieceStore::open(dir.path(), 10_000).unwrap();
-            store.put(id, meta(1000), data.clone()).await.unwrap();
+            let tree = proof::outboard(&data).0;
+            store.put(id, meta(1000), data.clone(), tree).await.unwrap();
             assert_eq!(store.used().unwrap(), (1000, 1));
         }
         // A crash mid-write leaves a temporary file; one between rename and metadata leaves
@@ -344,14 +395,19 @@ mod tests {
         let orphan_path = piece_path(dir.path(), &orphan);
         fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
         fs::write(&orphan_path, b"orphan").unwrap();
+        fs::write(outboard_path(dir.path(), &orphan), b"tree").unwrap();
 
         let store = PieceStore::open(dir.path(), 10_000).unwrap();
         assert_eq!(store.used().unwrap(), (1000, 1));
         assert_eq!(store.get(&id).unwrap(), Some(meta(1000)));
         assert!(!orphan_path.exists());
+        assert!(!outboard_path(dir.path(), &orphan).exists());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        let range = store.read_range_unproven(id, 10, 20).await.unwrap();
+        let (range, slice) = store.read_range(id, 10, 20).await.unwrap();
         assert_eq!(range, data.slice(10..30));
+        let proven = proof::verify(&wwt_engine::PieceHash(id.0), 10, 20, &slice).unwrap();
+        assert_eq!(proven, range);
+        assert_eq!(store.read_whole(id).await.unwrap(), data);
     }
 
     #[tokio::test]
@@ -360,8 +416,12 @@ mod tests {
         let store = PieceStore::open(dir.path(), 1500).unwrap();
         let a = Bytes::from(vec![1u8; 1000]);
         let b = Bytes::from(vec![2u8; 1000]);
-        store.put(PieceId::of(&a), meta(1000), a).await.unwrap();
-        let err = store.put(PieceId::of(&b), meta(1000), b).await.unwrap_err();
+        let (ta, tb) = (proof::outboard(&a).0, proof::outboard(&b).0);
+        store.put(PieceId::of(&a), meta(1000), a, ta).await.unwrap();
+        let err = store
+            .put(PieceId::of(&b), meta(1000), b, tb)
+            .await
+            .unwrap_err();
         assert!(matches!(err, NetError::NoCapacity(_)), "{err}");
         assert_eq!(store.used().unwrap(), (1000, 1));
     }

@@ -144,9 +144,14 @@ impl PieceMap {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Makes every recorded change durable.
+    /// Makes every recorded change durable, on a blocking thread (not sled's `flush_async`,
+    /// whose small thread pool deadlocks under concurrent flushes).
     pub async fn flush(&self) -> Result<(), NetError> {
-        self.db.flush_async().await.map_err(db_err)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| NetError::Internal(format!("flush task failed: {e}")))?
+            .map_err(db_err)?;
         Ok(())
     }
 
@@ -171,6 +176,21 @@ impl PieceMap {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn entries_round_trip(index: u32, piece: [u8; 32], size: u64, holders: Vec<[u8; 32]>) {
+            let entry = MappedPiece {
+                index,
+                piece: PieceId(piece),
+                size,
+                holders: holders.into_iter().map(NodeId).collect(),
+            };
+            proptest::prop_assert_eq!(MappedPiece::decode(index, &entry.encode()).unwrap(), entry.clone());
+            let encoded = entry.encode();
+            proptest::prop_assert!(MappedPiece::decode(index, &encoded[..encoded.len() - 1]).is_err());
+        }
+    }
 
     #[tokio::test]
     async fn holders_accumulate_and_survive_reopen() {

@@ -22,11 +22,11 @@ macro_rules! on_both_transports {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn memory() {
-                super::$name(super::Kind::Memory).await;
+                super::common::within_deadline(super::$name(super::Kind::Memory)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn grpc() {
-                super::$name(super::Kind::Grpc).await;
+                super::common::within_deadline(super::$name(super::Kind::Grpc)).await;
             }
         }
     )*};
@@ -81,6 +81,15 @@ async fn segments_survive_two_dead_providers_not_three(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(read.data, pieces[1].slice(100..600));
+    // The range comes with a Bao slice proving it against the piece id.
+    let proven = wwt_engine::proof::verify(
+        &wwt_engine::PieceHash(piece.piece.0),
+        range.offset,
+        range.len,
+        &read.proof,
+    )
+    .unwrap();
+    assert_eq!(proven, read.data);
 
     net.kill_provider(0).await;
     net.kill_provider(1).await;
@@ -244,7 +253,11 @@ async fn bad_input_is_refused_and_changes_nothing(kind: Kind) {
     receipt.verify_signature().unwrap();
     let status = provider.status().await.unwrap();
     assert_eq!((status.used, status.pieces), (1000, 1));
-    assert_eq!(files_on_disk(&net.providers[0].dir), 1);
+    assert_eq!(
+        files_on_disk(&net.providers[0].dir),
+        2,
+        "the piece and its outboard tree"
+    );
 
     let read = |who: &Identity, range| {
         who.sign(ReadPiece {
@@ -488,7 +501,11 @@ async fn a_restarted_provider_serves_only_complete_pieces(kind: Kind) {
         provider.read(read).await,
         Err(NetError::NotFound(_))
     ));
-    assert_eq!(files_on_disk(&dir), 5);
+    assert_eq!(
+        files_on_disk(&dir),
+        2 * 5,
+        "5 pieces and their outboard trees"
+    );
     for s in 0..5 {
         let (id, _) = segment(500 + s, K + M, 3000);
         assert_eq!(
@@ -500,6 +517,10 @@ async fn a_restarted_provider_serves_only_complete_pieces(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_providers_die_and_are_not_placed_on() {
+    common::within_deadline(silent_providers_body()).await;
+}
+
+async fn silent_providers_body() {
     let mut net = TestNet::start(
         Kind::Memory,
         Settings {
@@ -527,7 +548,58 @@ async fn silent_providers_die_and_are_not_placed_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_serves_reflection_and_refuses_unsigned_requests() {
+async fn grpc_serves_reflection_and_refuses_unsigned_or_garbage_requests() {
+    common::within_deadline(reflection_body()).await;
+}
+
+/// A gRPC codec that sends and receives raw bytes, to send what no generated client would.
+struct RawCodec;
+
+struct RawCoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCoder;
+    type Decoder = RawCoder;
+
+    fn encoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+
+    fn decoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+}
+
+impl tonic::codec::Encoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+async fn reflection_body() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -581,5 +653,25 @@ async fn grpc_serves_reflection_and_refuses_unsigned_requests() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+
+    // Bytes that are not a protobuf message at all are refused by the gRPC layer.
+    let channel = tonic::transport::Channel::from_shared(net.providers[0].address.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<_, Vec<u8>, _>(
+            tonic::Request::new(b"\xff\xff\xff\xff garbage".to_vec()),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/wwt.v1.Provider/Store"),
+            RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal, "{status}");
+    assert!(status.message().contains("decode"), "{status}");
+    assert_eq!(files_on_disk(&net.providers[0].dir), 0);
     let _: Arc<dyn ProviderApi> = net.connector.provider(&net.providers[0].address).unwrap();
 }

@@ -87,6 +87,13 @@ pub struct TestNet {
 
 const HEARTBEAT_MS: u64 = 100;
 
+/// Runs a test body, failing it (instead of hanging the run) after two minutes.
+pub async fn within_deadline(body: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(120), body)
+        .await
+        .expect("test timed out");
+}
+
 /// Polls `check` until it returns true or 20 s pass.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -106,7 +113,7 @@ impl TestNet {
         let memory = (kind == Kind::Memory).then(MemoryNetwork::new);
         let connector: Arc<dyn Connector> = match &memory {
             Some(m) => Arc::new(m.clone()),
-            None => Arc::new(GrpcConnector::new()),
+            None => Arc::new(GrpcConnector::with_timeout(Duration::from_secs(20))),
         };
 
         // Trackers: identities and addresses first, as each lists the others.
@@ -219,7 +226,8 @@ impl TestNet {
                 &connector,
                 &memory_dht,
                 settings.dht,
-            );
+            )
+            .await;
             providers.push(handle);
         }
         let net = TestNet {
@@ -282,7 +290,8 @@ impl TestNet {
             &self.connector,
             &self.memory_dht,
             self.dht,
-        );
+        )
+        .await;
     }
 
     /// Stops provider `p` (its service goes away and it stops heartbeating).
@@ -319,7 +328,7 @@ fn dht_config(bootstrap: Vec<String>) -> NodeConfig {
 }
 
 /// Starts (or restarts) the provider of `handle` from its configuration.
-fn start_provider(
+async fn start_provider(
     handle: &mut NodeHandle,
     listener: Option<TcpListener>,
     memory: &Option<MemoryNetwork>,
@@ -338,7 +347,7 @@ fn start_provider(
                     Ok(p) => break p,
                     Err(e) => assert!(Instant::now() < deadline, "{e}"),
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                tokio::time::sleep(Duration::from_millis(20)).await;
             };
             if dht {
                 let me = memory_dht.node(provider.node_id(), Some(address.clone()));
