@@ -103,6 +103,19 @@ enum Running {
 }
 
 impl Running {
+    /// Spawns a daemon: `run` gets the future that resolves when the daemon is to stop.
+    fn serve<F, Fut>(run: F) -> Running
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+        Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+    {
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(Box::pin(async move {
+            rx.await.ok();
+        })));
+        Running::Served { stop, task }
+    }
+
     async fn stop(self, memory: Option<&MemoryNetwork>) -> Result<()> {
         match self {
             Running::Served { stop, task } => {
@@ -242,17 +255,9 @@ impl LocalNet {
                         heartbeats: None,
                     }
                 }
-                (None, Some(listener)) => {
-                    let (stop, rx) = oneshot::channel();
-                    let task = tokio::spawn(async move {
-                        wwt_tracker::run(config, listener, async move {
-                            rx.await.ok();
-                        })
-                        .await?;
-                        Ok(())
-                    });
-                    Running::Served { stop, task }
-                }
+                (None, Some(listener)) => Running::serve(|shutdown| async move {
+                    Ok(wwt_tracker::run(config, listener, shutdown).await?)
+                }),
                 (None, None) => bail!("a gRPC tracker needs a listener"),
             }));
         }
@@ -300,17 +305,9 @@ impl LocalNet {
                         heartbeats: Some(beats),
                     }
                 }
-                (None, Some(listener)) => {
-                    let (stop, rx) = oneshot::channel();
-                    let task = tokio::spawn(async move {
-                        wwt_provider::run(config, listener, async move {
-                            rx.await.ok();
-                        })
-                        .await?;
-                        Ok(())
-                    });
-                    Running::Served { stop, task }
-                }
+                (None, Some(listener)) => Running::serve(|shutdown| async move {
+                    Ok(wwt_provider::run(config, listener, shutdown).await?)
+                }),
                 (None, None) => bail!("a gRPC provider needs a listener"),
             }));
         }
