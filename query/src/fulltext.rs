@@ -10,7 +10,7 @@
 //! ```
 //!
 //! `AND`, `OR` and `NOT` are operators only in capitals; any other run of characters is cut
-//! into words by [`tokenize`] (lowercased Unicode letters and digits), so `'e-mail'` means
+//! into words by [`tokenize`] (the index encoder's Unicode words, lowercased), so `'e-mail'` means
 //! `e AND mail`. A query must ask for at least one word in each branch (`NOT a` alone, or
 //! `a OR NOT b`, is refused: an index cannot answer a pure negation without listing every
 //! row). Phrases in double quotes are not supported.
@@ -20,14 +20,11 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
-/// The words of `text`, as the full-text index stores them: maximal runs of Unicode
-/// letters and digits, lowercased. The client tokenizes with this function both when it
-/// indexes a row and when it re-checks a match after decryption.
+/// The words of `text`, as the full-text index stores them: the index encoder's own
+/// normalization (Unicode words, lowercased), so that the client's re-check after decryption
+/// sees exactly the words the index provider was sent tokens for.
 pub fn tokenize(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    wwt_index::TextOptions::default().words(text)
 }
 
 /// A parsed full-text query over words (already tokenized).
