@@ -130,7 +130,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("created keystore {}", path.display());
             println!(
                 "identity {}",
-                wwt_engine::hex(keystore.identity.verifying_key().as_bytes())
+                hex::encode(keystore.identity.verifying_key().as_bytes())
             );
             println!("back this file up: it is the only way to read your tables");
         }
@@ -138,7 +138,7 @@ fn run(cli: Cli) -> Result<()> {
             let keystore = home::load(&home)?;
             println!(
                 "{}",
-                wwt_engine::hex(keystore.identity.verifying_key().as_bytes())
+                hex::encode(keystore.identity.verifying_key().as_bytes())
             );
         }
         Command::Bench(options) => bench::run(&options)?,

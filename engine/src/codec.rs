@@ -8,7 +8,6 @@
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use crate::error::{Error, Result};
-use crate::hex;
 use crate::keys::AuditKey;
 use crate::piece::{PieceHash, PieceView, sentinel_count};
 use crate::segment::{Extent, Segment, SegmentId};
@@ -89,7 +88,7 @@ impl SegmentManifest {
 
     fn mismatch(&self, what: impl Into<String>) -> Error {
         Error::ManifestMismatch {
-            segment: hex(&self.segment.0),
+            segment: hex::encode(self.segment.0),
             what: what.into(),
         }
     }
@@ -279,7 +278,7 @@ impl Codec {
         }
         if intact < k {
             return Err(Error::NotEnoughPieces {
-                segment: hex(&manifest.segment.0),
+                segment: hex::encode(manifest.segment.0),
                 intact,
                 needed: k,
             });

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 
 use crate::error::{Error, Result};
-use crate::hex;
 
 const CTX_TABLE_ID: &str = "wwt 2026-11 table id";
 const CTX_ROW_KEY: &str = "wwt 2026-11 row key";
@@ -113,13 +112,13 @@ pub struct TableId(pub [u8; 16]);
 
 impl fmt::Debug for TableId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TableId({})", hex(&self.0))
+        write!(f, "TableId({})", hex::encode(self.0))
     }
 }
 
 impl fmt::Display for TableId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex(&self.0))
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -215,7 +214,10 @@ pub struct Keystore {
 impl fmt::Debug for Keystore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keystore")
-            .field("public_key", &hex(self.identity.verifying_key().as_bytes()))
+            .field(
+                "public_key",
+                &hex::encode(self.identity.verifying_key().as_bytes()),
+            )
             .finish_non_exhaustive()
     }
 }

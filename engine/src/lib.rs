@@ -34,17 +34,6 @@ pub use row::{RowCipher, RowId};
 pub use segment::{Extent, Locator, Segment, SegmentId};
 pub use table::Table;
 
-/// Lower-case hex of `bytes`, for ids in messages (never for keys).
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 /// A cursor over little-endian fields, for the engine's fixed binary encodings.
 struct Reader<'a> {
     bytes: &'a [u8],

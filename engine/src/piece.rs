@@ -13,7 +13,6 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::hex;
 use crate::keys::{AuditKey, PieceSecrets};
 use crate::segment::SegmentId;
 
@@ -40,13 +39,13 @@ impl PieceHash {
 
 impl fmt::Debug for PieceHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PieceHash({})", hex(&self.0[..8]))
+        write!(f, "PieceHash({})", hex::encode(&self.0[..8]))
     }
 }
 
 impl fmt::Display for PieceHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex(&self.0))
+        f.write_str(&hex::encode(self.0))
     }
 }
 

@@ -7,7 +7,6 @@
 use std::io::{Cursor, Read};
 
 use crate::error::{Error, Result};
-use crate::hex;
 use crate::piece::PieceHash;
 
 /// The outboard Bao tree of `piece`, and its hash (equal to [`PieceHash::of`]).
@@ -47,13 +46,13 @@ pub fn verify(hash: &PieceHash, start: u64, len: u64, proof: &[u8]) -> Result<Ve
     bao::decode::SliceDecoder::new(proof, &root, start, len)
         .read_to_end(&mut out)
         .map_err(|_| Error::BadProof {
-            piece: hex(&hash.0),
+            piece: hex::encode(hash.0),
             start,
             len,
         })?;
     if out.len() as u64 != len {
         return Err(Error::BadProof {
-            piece: hex(&hash.0),
+            piece: hex::encode(hash.0),
             start,
             len,
         });

@@ -11,7 +11,6 @@ use aes_siv::aead::KeyInit;
 use aes_siv::siv::Aes256Siv;
 
 use crate::error::{Error, Result};
-use crate::hex;
 use crate::keys::{RowKey, TableId};
 
 /// Bytes a sealed row adds to its plaintext.
@@ -25,13 +24,13 @@ pub struct RowId(pub [u8; 16]);
 
 impl fmt::Debug for RowId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RowId({})", hex(&self.0))
+        write!(f, "RowId({})", hex::encode(self.0))
     }
 }
 
 impl fmt::Display for RowId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex(&self.0))
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -126,7 +125,7 @@ impl RowCipher {
     /// row id, table or version, or altered bytes — never returns garbage.
     pub fn open(&mut self, row: RowId, version: u64, sealed: &[u8]) -> Result<Vec<u8>> {
         let refuse = || Error::Undecryptable {
-            row: hex(&row.0),
+            row: hex::encode(row.0),
             version,
         };
         if sealed.len() < SEAL_OVERHEAD {

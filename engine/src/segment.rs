@@ -7,7 +7,6 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::hex;
 use crate::row::{RowCipher, RowId, SEAL_OVERHEAD};
 
 /// Default segment size: 4 MiB.
@@ -28,13 +27,13 @@ impl SegmentId {
 
 impl fmt::Debug for SegmentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SegmentId({})", hex(&self.0[..8]))
+        write!(f, "SegmentId({})", hex::encode(&self.0[..8]))
     }
 }
 
 impl fmt::Display for SegmentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex(&self.0))
+        f.write_str(&hex::encode(self.0))
     }
 }
 

@@ -96,7 +96,7 @@ impl Table {
         let mut sealed = Vec::with_capacity(locator.sealed_len() as usize);
         for e in &locator.extents {
             let bytes = segment(&e.segment).ok_or_else(|| Error::ManifestMismatch {
-                segment: crate::hex(&e.segment.0),
+                segment: hex::encode(e.segment.0),
                 what: "segment not available".into(),
             })?;
             let range = e.offset as usize..(e.offset + e.len) as usize;
@@ -121,7 +121,7 @@ impl Table {
         let mut sealed = Vec::with_capacity(locator.sealed_len() as usize);
         for e in &locator.extents {
             let m = manifest(&e.segment).ok_or_else(|| Error::ManifestMismatch {
-                segment: crate::hex(&e.segment.0),
+                segment: hex::encode(e.segment.0),
                 what: "no manifest for this segment".into(),
             })?;
             for read in plan_read(&self.keys.audit, &m, e)? {
