@@ -12,6 +12,7 @@ use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, EncodedSegment, Locator, MasterKey, SegmentManifest, Table};
 use wwt_net::Identity;
 use wwt_net::faults::{Fault, Faults, FaultyConnector};
+use wwt_net::types::{Locate, SegmentId};
 
 const SEED: u64 = 0x77_2026;
 
@@ -175,11 +176,41 @@ async fn lying_and_slow_providers_are_skipped(kind: Transport) {
         .await
         .unwrap();
     assert_eq!(back, w.rows);
-    // The liar's pieces were refused, not used: each segment still had k intact pieces.
+    // The liar's pieces were refused: where it holds a data piece (tried first), that slot
+    // stays empty and a parity piece stands in for it.
+    let liar = &net.endpoints.providers[0].address;
+    let tracker = net
+        .connector()
+        .tracker(&net.endpoints.trackers[0].address)
+        .unwrap();
+    let mut refused = 0;
     for m in w.manifests.values() {
+        let locate = Identity::from_secret([9; 32])
+            .sign(Locate {
+                segment: SegmentId(m.segment.0),
+            })
+            .unwrap();
+        let location = tracker.locate(locate).await.unwrap();
+        let held = location
+            .pieces
+            .iter()
+            .find(|p| p.holders.iter().any(|h| &h.address == liar))
+            .map(|p| p.index as usize)
+            .unwrap();
         let pieces = client.fetch(m).await.unwrap();
-        assert_eq!(pieces.iter().flatten().count(), 4);
+        assert!(
+            pieces[held].is_none(),
+            "the lying provider's piece {held} was used"
+        );
+        if held < 4 {
+            refused += 1;
+            assert!(pieces[4..].iter().any(Option::is_some));
+        }
     }
+    assert!(
+        refused > 0,
+        "the liar held no data piece: the test checked nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
