@@ -17,9 +17,10 @@ use tokio::task::JoinHandle;
 use wwt_net::grpc::GrpcConnector;
 use wwt_net::memory::MemoryNetwork;
 use wwt_net::types::NodeId;
-use wwt_net::{Connector, Identity};
+use wwt_net::{Connector, Identity, ProviderApi};
 use wwt_provider::{Provider, ProviderConfig, TrackerEndpoint};
-use wwt_tracker::{PeerTracker, Tracker, TrackerConfig};
+use wwt_tracker::clock::{Clock, SystemClock};
+use wwt_tracker::{AuditConfig, PeerTracker, Tracker, TrackerConfig};
 
 /// The endpoints file inside a devnet folder.
 pub const ENDPOINTS_FILE: &str = "endpoints.json";
@@ -95,10 +96,11 @@ enum Running {
         stop: oneshot::Sender<()>,
         task: JoinHandle<Result<()>>,
     },
-    /// A service on the in-memory network, with its heartbeat task if it is a provider.
+    /// A service on the in-memory network, with its background task (a provider's heartbeats,
+    /// a tracker's audit loop), if any.
     InMemory {
         address: String,
-        heartbeats: Option<JoinHandle<()>>,
+        task: Option<JoinHandle<()>>,
     },
 }
 
@@ -124,15 +126,13 @@ impl Running {
                     .await
                     .context("a node did not stop within 20 s")??
             }
-            Running::InMemory {
-                address,
-                heartbeats,
-            } => {
+            Running::InMemory { address, task } => {
                 if let Some(memory) = memory {
                     memory.remove(&address);
                 }
-                if let Some(h) = heartbeats {
-                    h.abort();
+                if let Some(t) = task {
+                    t.abort();
+                    let _ = t.await;
                 }
                 Ok(())
             }
@@ -176,6 +176,24 @@ impl Default for Shape {
     }
 }
 
+/// Wraps a provider's service (by provider number) before it is served.
+pub type ProviderLayer =
+    Arc<dyn Fn(usize, Arc<dyn ProviderApi>) -> Arc<dyn ProviderApi> + Send + Sync>;
+
+/// What a test changes in a [`LocalNet`]: the audits' clock and settings, and misbehaving
+/// providers.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// The trackers' audit clock. When set, no audit loop runs: the caller steps each tracker
+    /// ([`LocalNet::tracker`], [`Tracker::audit_step`]). Unset: each tracker audits by itself
+    /// on the system clock.
+    pub audit_clock: Option<Arc<dyn Clock>>,
+    /// The trackers' audit settings (default: [`AuditConfig::default`]).
+    pub audit: Option<AuditConfig>,
+    /// Wraps each provider's service before it is served, in memory or over gRPC.
+    pub provider_layer: Option<ProviderLayer>,
+}
+
 /// A running local network.
 pub struct LocalNet {
     /// Where its nodes listen.
@@ -184,6 +202,7 @@ pub struct LocalNet {
     memory: Option<MemoryNetwork>,
     dir: PathBuf,
     trackers: Vec<Option<Running>>,
+    tracker_services: Vec<Arc<Tracker>>,
     providers: Vec<Option<Running>>,
 }
 
@@ -204,6 +223,11 @@ impl LocalNet {
     /// their folders under `dir`, writes `dir/endpoints.json`, and waits until every tracker
     /// sees every provider alive.
     pub async fn start(dir: &Path, shape: Shape) -> Result<Self> {
+        Self::start_with(dir, shape, Hooks::default()).await
+    }
+
+    /// [`LocalNet::start`] with the changes of `hooks`.
+    pub async fn start_with(dir: &Path, shape: Shape, hooks: Hooks) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let memory = (shape.transport == Transport::Memory).then(MemoryNetwork::new);
         let connector: Arc<dyn Connector> = match &memory {
@@ -226,6 +250,11 @@ impl LocalNet {
             });
         }
         let mut trackers = Vec::new();
+        let mut tracker_services = Vec::new();
+        let clock: Arc<dyn Clock> = hooks
+            .audit_clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemClock));
         for (t, listener) in listeners.into_iter().enumerate() {
             let peers = endpoints
                 .trackers
@@ -239,24 +268,36 @@ impl LocalNet {
                     })
                 })
                 .collect::<Result<_>>()?;
+            let mut audit = hooks.audit.clone().unwrap_or_default();
+            audit.enabled = hooks.audit_clock.is_none();
             let config = TrackerConfig {
                 data_dir: endpoints.trackers[t].dir.clone(),
                 peers,
                 heartbeat_interval_ms: shape.heartbeat_ms,
                 liveness_timeout_ms: shape.heartbeat_ms * 5,
+                audit,
                 ..TrackerConfig::default()
             };
+            let tracker = Arc::new(Tracker::open_with(
+                &config,
+                connector.clone(),
+                clock.clone(),
+            )?);
+            tracker_services.push(tracker.clone());
             trackers.push(Some(match (&memory, listener) {
                 (Some(m), _) => {
                     let address = endpoints.trackers[t].address.clone();
-                    m.add_tracker(&address, Arc::new(Tracker::open(&config)?));
+                    m.add_tracker(&address, tracker.clone());
                     Running::InMemory {
                         address,
-                        heartbeats: None,
+                        task: config
+                            .audit
+                            .enabled
+                            .then(|| wwt_tracker::audit::spawn_audits(tracker)),
                     }
                 }
                 (None, Some(listener)) => Running::serve(|shutdown| async move {
-                    Ok(wwt_tracker::run(config, listener, shutdown).await?)
+                    Ok(wwt_tracker::serve(tracker, &config, listener, shutdown).await?)
                 }),
                 (None, None) => bail!("a gRPC tracker needs a listener"),
             }));
@@ -290,10 +331,15 @@ impl LocalNet {
                 address: address.clone(),
                 dir: pdir,
             });
+            let layer = hooks.provider_layer.clone();
+            let wrap = move |api: Arc<dyn ProviderApi>| match &layer {
+                Some(layer) => layer(p, api),
+                None => api,
+            };
             providers.push(Some(match (&memory, listener) {
                 (Some(m), _) => {
                     let provider = Arc::new(Provider::open(&config)?);
-                    m.add_provider(&address, provider.clone());
+                    m.add_provider(&address, wrap(provider.clone()));
                     let beats = wwt_provider::spawn_heartbeats(
                         provider,
                         connector.clone(),
@@ -302,11 +348,11 @@ impl LocalNet {
                     );
                     Running::InMemory {
                         address,
-                        heartbeats: Some(beats),
+                        task: Some(beats),
                     }
                 }
                 (None, Some(listener)) => Running::serve(|shutdown| async move {
-                    Ok(wwt_provider::run(config, listener, shutdown).await?)
+                    Ok(wwt_provider::run_with(config, listener, shutdown, wrap).await?)
                 }),
                 (None, None) => bail!("a gRPC provider needs a listener"),
             }));
@@ -318,6 +364,7 @@ impl LocalNet {
             memory,
             dir: dir.to_path_buf(),
             trackers,
+            tracker_services,
             providers,
         };
         net.wait_alive(shape.providers).await?;
@@ -327,6 +374,11 @@ impl LocalNet {
     /// How to reach the nodes.
     pub fn connector(&self) -> Arc<dyn Connector> {
         self.connector.clone()
+    }
+
+    /// Tracker `t`'s service, to step its audits or read its report in process.
+    pub fn tracker(&self, t: usize) -> Arc<Tracker> {
+        self.tracker_services[t].clone()
     }
 
     /// The network's folder.
@@ -367,6 +419,7 @@ impl LocalNet {
 
     /// Stops every node.
     pub async fn shutdown(mut self) -> Result<()> {
+        self.tracker_services.clear();
         for running in self.providers.iter_mut().chain(&mut self.trackers) {
             if let Some(r) = running.take() {
                 r.stop(self.memory.as_ref()).await?;

@@ -2,6 +2,11 @@
 //! responsible tracker reserves, in parallel; reads take any k intact pieces, data pieces
 //! first, falling through holders that are down, slow or lying.
 //!
+//! Audits: [`Storage::put_audited`] also entrusts the segment to its tracker (its manifest and
+//! the table's audit key, never the row key), which then challenges and repairs its pieces.
+//! Reads take the tracker's manifest where repairs moved a piece to a newer generation, and
+//! report holders that refused a piece or served wrong bytes to the tracker.
+//!
 //! Resume: before uploading, the client asks the tracker which pieces of the segment it
 //! already maps, and sends only the others, so an interrupted upload retried with the same
 //! coded segment sends no piece twice (a piece stored but not yet confirmed when the
@@ -15,9 +20,10 @@ use bytes::Bytes;
 use futures::future::join_all;
 use tracing::debug;
 use wwt_engine::{AuditKey, Codec, EncodedSegment, Locator, PieceHash, SegmentManifest, Table};
+use wwt_net::audit::{Complaint, Entrust};
 use wwt_net::types::{
-    ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment, SegmentId,
-    SegmentLocation, StorePiece,
+    ConfirmStored, Holder, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment,
+    SegmentId, SegmentLocation, StorePiece,
 };
 use wwt_net::{Connector, Identity, NetError, TrackerApi, rendezvous};
 
@@ -88,6 +94,8 @@ pub struct StorageConfig {
     pub read_timeout: Duration,
     /// Rounds of fresh reservations for pieces whose store failed.
     pub upload_rounds: usize,
+    /// Report to the tracker a holder that refuses a piece or serves wrong bytes.
+    pub complain: bool,
 }
 
 impl Default for StorageConfig {
@@ -96,6 +104,7 @@ impl Default for StorageConfig {
             store_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(5),
             upload_rounds: 3,
+            complain: true,
         }
     }
 }
@@ -131,6 +140,30 @@ impl std::fmt::Debug for Storage {
 
 fn wire_segment(m: &SegmentManifest) -> SegmentId {
     SegmentId(m.segment.0)
+}
+
+/// The client's manifest with every piece the tracker's copy names in a later generation (a
+/// repair re-coded it). The tracker's copy counts only where it describes the same segment
+/// the same way; its pieces are still checked against its hashes, and rows still against
+/// their AES-SIV tags, so a wrong manifest can make a read fail but never return wrong rows.
+fn newest(own: &SegmentManifest, tracker: &[u8]) -> SegmentManifest {
+    let mut out = own.clone();
+    let Ok(theirs) = SegmentManifest::from_bytes(tracker) else {
+        return out;
+    };
+    let same = theirs.segment == own.segment
+        && theirs.params == own.params
+        && theirs.segment_len == own.segment_len
+        && theirs.shard_len == own.shard_len
+        && theirs.sentinels == own.sentinels;
+    if same {
+        for (mine, new) in out.pieces.iter_mut().zip(&theirs.pieces) {
+            if new.generation > mine.generation {
+                *mine = *new;
+            }
+        }
+    }
+    out
 }
 
 impl Storage {
@@ -293,6 +326,63 @@ impl Storage {
         Ok(report)
     }
 
+    /// Hands the segment's tracker what it needs to audit and repair the segment: its
+    /// manifest and the table's audit key (never the row key).
+    pub async fn entrust(
+        &self,
+        manifest: &SegmentManifest,
+        audit: &AuditKey,
+    ) -> Result<(), StoreError> {
+        let segment = wire_segment(manifest);
+        let request = self
+            .identity
+            .sign(Entrust {
+                segment,
+                manifest: Bytes::from(manifest.to_bytes()),
+                audit_key: *audit.as_bytes(),
+            })
+            .map_err(StoreError::Sign)?;
+        self.tracker(&segment)
+            .1
+            .entrust(request)
+            .await
+            .map_err(|e| self.tracker_error(&segment, e))?;
+        Ok(())
+    }
+
+    /// Stores a coded segment ([`Storage::put`]) and entrusts it to its tracker for audits and
+    /// repair ([`Storage::entrust`]).
+    pub async fn put_audited(
+        &self,
+        encoded: &EncodedSegment,
+        audit: &AuditKey,
+    ) -> Result<PutReport, StoreError> {
+        let report = self.put(encoded).await?;
+        self.entrust(&encoded.manifest, audit).await?;
+        Ok(report)
+    }
+
+    /// Tells the segment's tracker that `holder` refused piece `index` or served wrong bytes.
+    /// Best effort: a complaint that cannot be delivered is only logged.
+    async fn complain(&self, segment: &SegmentId, index: usize, holder: &Holder, reason: String) {
+        if !self.config.complain {
+            return;
+        }
+        let complaint = Complaint {
+            segment: *segment,
+            index: index as u32,
+            provider: holder.node,
+            reason,
+        };
+        let sent = match self.identity.sign(complaint) {
+            Ok(request) => self.tracker(segment).1.complain(request).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            debug!(segment = %segment, provider = %holder.node, error = %e, "complaint not delivered");
+        }
+    }
+
     /// Fetches one whole piece from its holders in turn (live ones first) and checks it
     /// against the manifest's hash; `Err` says why every holder failed.
     async fn fetch_piece(
@@ -319,10 +409,20 @@ impl Storage {
                     .await
                     .map_err(|_| NetError::Unavailable("read timed out".into()))?
             };
-            match attempt.await {
+            let failure = match attempt.await {
                 Ok(data) if PieceHash::of(&data.data) == want => return Ok(data.data.to_vec()),
-                Ok(_) => why.push(format!("piece {index} at {}: wrong bytes", holder.address)),
-                Err(e) => why.push(format!("piece {index} at {}: {e}", holder.address)),
+                Ok(_) => Some("wrong bytes".to_string()),
+                // Refusing the owner its own piece is withholding it; being down is not.
+                Err(e @ (NetError::NotFound(_) | NetError::Forbidden(_))) => Some(e.to_string()),
+                Err(e) => {
+                    why.push(format!("piece {index} at {}: {e}", holder.address));
+                    None
+                }
+            };
+            if let Some(reason) = failure {
+                why.push(format!("piece {index} at {}: {reason}", holder.address));
+                self.complain(&location.segment, index, &holder, reason)
+                    .await;
             }
         }
         if why.is_empty() {
@@ -332,8 +432,18 @@ impl Storage {
     }
 
     /// Fetches k intact pieces of a segment, data pieces first, in parallel; a piece that
-    /// cannot be had is replaced by the next one. Slots not fetched are `None`.
+    /// cannot be had is replaced by the next one. Slots not fetched are `None`. Pieces are
+    /// those of the segment's current manifest ([`Storage::fetch_current`]).
     pub async fn fetch(&self, m: &SegmentManifest) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        Ok(self.fetch_current(m).await?.1)
+    }
+
+    /// [`Storage::fetch`], returning also the manifest the pieces belong to: `m`, with the
+    /// pieces that the tracker's repairs re-coded since taken from the tracker's copy.
+    pub async fn fetch_current(
+        &self,
+        m: &SegmentManifest,
+    ) -> Result<(SegmentManifest, Vec<Option<Vec<u8>>>), StoreError> {
         let segment = wire_segment(m);
         let k = m.params.data;
         let unrecoverable = |intact, why: String| StoreError::Unrecoverable {
@@ -348,6 +458,8 @@ impl Storage {
                 "the tracker does not know the segment".into(),
             ));
         };
+        let current = newest(m, &location.manifest);
+        let m = &current;
         let mut pieces: Vec<Option<Vec<u8>>> = vec![None; m.pieces.len()];
         let mut next = 0;
         let mut intact = 0;
@@ -369,7 +481,7 @@ impl Storage {
         if intact < k {
             return Err(unrecoverable(intact, why.join("; ")));
         }
-        Ok(pieces)
+        Ok((current, pieces))
     }
 
     /// Fetches and decodes a whole segment.
@@ -379,9 +491,9 @@ impl Storage {
         audit: &AuditKey,
         m: &SegmentManifest,
     ) -> Result<Vec<u8>, StoreError> {
-        let pieces = self.fetch(m).await?;
+        let (current, pieces) = self.fetch_current(m).await?;
         let refs: Vec<Option<&[u8]>> = pieces.iter().map(Option::as_deref).collect();
-        Ok(codec.decode(audit, m, &refs)?)
+        Ok(codec.decode(audit, &current, &refs)?)
     }
 
     /// Reads rows: fetches and decodes each segment they live in once, then opens each row.

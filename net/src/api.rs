@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::NetError;
+use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, Placement,
@@ -25,6 +26,8 @@ pub trait ProviderApi: Send + Sync {
     async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError>;
     /// Capacity and usage.
     async fn status(&self) -> Result<ProviderStatus, NetError>;
+    /// Answers an audit challenge on a piece (signed by a trusted tracker).
+    async fn challenge(&self, request: Signed<Challenge>) -> Result<ChallengeAnswer, NetError>;
 }
 
 /// A tracker: knows the providers, places pieces, and maps pieces to their holders.
@@ -40,6 +43,12 @@ pub trait TrackerApi: Send + Sync {
     async fn locate(&self, request: Signed<Locate>) -> Result<SegmentLocation, NetError>;
     /// The provider registry.
     async fn providers(&self) -> Result<Vec<ProviderRecord>, NetError>;
+    /// Takes a stored segment under audit and repair (signed by its owner).
+    async fn entrust(&self, request: Signed<Entrust>) -> Result<Entrusted, NetError>;
+    /// Records an owner's complaint about a holder (signed by the segment's owner).
+    async fn complain(&self, request: Signed<Complaint>) -> Result<(), NetError>;
+    /// The latest `limit` audit log entries and every provider's credit.
+    async fn audits(&self, limit: u32) -> Result<AuditReport, NetError>;
 }
 
 /// Turns an address into a handle on the service there: over gRPC, in memory, or through faults.

@@ -230,6 +230,21 @@ body!(
     proto::LocateRequest,
     "/wwt.v1.Tracker/Locate"
 );
+body!(
+    crate::audit::Challenge,
+    proto::ChallengeRequest,
+    "/wwt.v1.Provider/Challenge"
+);
+body!(
+    crate::audit::Entrust,
+    proto::EntrustRequest,
+    "/wwt.v1.Tracker/Entrust"
+);
+body!(
+    crate::audit::Complaint,
+    proto::ComplainRequest,
+    "/wwt.v1.Tracker/Complain"
+);
 
 /// Who signed a request, when, and the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]

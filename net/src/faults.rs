@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::NetError;
 use crate::api::{Connector, ProviderApi, TrackerApi};
+use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, PieceData, Placement,
@@ -28,7 +29,8 @@ pub struct Fault {
     pub drop_rate: f64,
     /// Added before every call.
     pub delay: Duration,
-    /// Flip one byte of every piece read from it (a lying provider).
+    /// Flip one byte of every piece read from it and of every challenge answer (a lying
+    /// provider).
     pub corrupt_reads: bool,
     /// Every call fails as `Unavailable` (the node is cut off).
     pub partitioned: bool,
@@ -176,6 +178,15 @@ impl ProviderApi for FaultyProvider {
         self.faults.before_call(&self.address).await?;
         self.inner.status().await
     }
+
+    async fn challenge(&self, request: Signed<Challenge>) -> Result<ChallengeAnswer, NetError> {
+        let corrupt = self.faults.before_call(&self.address).await?;
+        let mut answer = self.inner.challenge(request).await?;
+        if corrupt {
+            answer.data = self.faults.flip_byte(&answer.data);
+        }
+        Ok(answer)
+    }
 }
 
 struct FaultyTracker {
@@ -209,5 +220,20 @@ impl TrackerApi for FaultyTracker {
     async fn providers(&self) -> Result<Vec<ProviderRecord>, NetError> {
         self.faults.before_call(&self.address).await?;
         self.inner.providers().await
+    }
+
+    async fn entrust(&self, request: Signed<Entrust>) -> Result<Entrusted, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.entrust(request).await
+    }
+
+    async fn complain(&self, request: Signed<Complaint>) -> Result<(), NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.complain(request).await
+    }
+
+    async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.audits(limit).await
     }
 }

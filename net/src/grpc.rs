@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
 
 use crate::api::{Connector, ProviderApi, TrackerApi};
+use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
 use crate::proto::provider_client::ProviderClient;
 use crate::proto::provider_server::{Provider, ProviderServer};
@@ -94,6 +95,14 @@ impl Provider for ProviderAdapter {
     ) -> Result<Response<proto::ProviderStatus>, Status> {
         Ok(Response::new(self.0.status().await?.into()))
     }
+
+    async fn challenge(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::ChallengeResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.challenge(signed).await?.into()))
+    }
 }
 
 /// Exposes a [`TrackerApi`] as the `wwt.v1.Tracker` gRPC service.
@@ -141,6 +150,31 @@ impl Tracker for TrackerAdapter {
         Ok(Response::new(proto::ProviderList {
             providers: providers.into_iter().map(Into::into).collect(),
         }))
+    }
+
+    async fn entrust(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::EntrustResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.entrust(signed).await?.into()))
+    }
+
+    async fn complain(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::ComplainResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        self.0.complain(signed).await?;
+        Ok(Response::new(proto::ComplainResponse {}))
+    }
+
+    async fn audits(
+        &self,
+        request: Request<proto::AuditsRequest>,
+    ) -> Result<Response<proto::AuditReport>, Status> {
+        let limit = request.into_inner().limit;
+        Ok(Response::new(self.0.audits(limit).await?.into()))
     }
 }
 
@@ -202,6 +236,15 @@ impl ProviderApi for GrpcProvider {
 
     async fn status(&self) -> Result<ProviderStatus, NetError> {
         let reply = self.client.clone().status(proto::StatusRequest {}).await?;
+        reply.into_inner().try_into()
+    }
+
+    async fn challenge(&self, request: Signed<Challenge>) -> Result<ChallengeAnswer, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .challenge(proto::SignedRequest::from(request))
+            .await?;
         reply.into_inner().try_into()
     }
 }
@@ -274,6 +317,32 @@ impl TrackerApi for GrpcTracker {
             .into_iter()
             .map(ProviderRecord::try_from)
             .collect()
+    }
+
+    async fn entrust(&self, request: Signed<Entrust>) -> Result<Entrusted, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .entrust(proto::SignedRequest::from(request))
+            .await?;
+        Ok(reply.into_inner().into())
+    }
+
+    async fn complain(&self, request: Signed<Complaint>) -> Result<(), NetError> {
+        self.client
+            .clone()
+            .complain(proto::SignedRequest::from(request))
+            .await?;
+        Ok(())
+    }
+
+    async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .audits(proto::AuditsRequest { limit })
+            .await?;
+        reply.into_inner().try_into()
     }
 }
 

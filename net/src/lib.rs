@@ -7,6 +7,8 @@
 //! - [`proto`]: the code generated from `proto/wwt.proto`, the public contract.
 //! - [`types`]: domain types (ids, reservations, requests, answers), validated on receipt with
 //!   `TryFrom<proto::…>`.
+//! - [`audit`]: domain types of audits: challenges, entrusted segments, complaints, the audit
+//!   report.
 //! - [`auth`]: ed25519 identities, signed requests and the verifier (staleness, replay).
 //! - [`api`]: the seams: [`ProviderApi`], [`TrackerApi`], [`Connector`], [`Discovery`].
 //! - [`grpc`]: tonic server adapters (with reflection) and clients implementing the traits.
@@ -18,6 +20,7 @@
 //! - [`error`]: [`NetError`] and its single mapping to `tonic::Status`.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod faults;

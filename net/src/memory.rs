@@ -12,6 +12,7 @@ use prost::Message;
 use tonic::Status;
 
 use crate::api::{Connector, Discovery, FoundHolder, ProviderApi, TrackerApi};
+use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, Placement,
@@ -139,6 +140,15 @@ impl ProviderApi for MemoryProvider {
         let reply = self.target()?.status().await.map_err(as_status)?;
         through_wire::<_, proto::ProviderStatus>(reply)
     }
+
+    async fn challenge(&self, req: Signed<Challenge>) -> Result<ChallengeAnswer, NetError> {
+        let reply = self
+            .target()?
+            .challenge(request(req)?)
+            .await
+            .map_err(as_status)?;
+        through_wire::<_, proto::ChallengeResponse>(reply)
+    }
 }
 
 /// A tracker at an address of a [`MemoryNetwork`].
@@ -204,6 +214,28 @@ impl TrackerApi for MemoryTracker {
             .into_iter()
             .map(through_wire::<_, proto::ProviderRecord>)
             .collect()
+    }
+
+    async fn entrust(&self, req: Signed<Entrust>) -> Result<Entrusted, NetError> {
+        let reply = self
+            .target()?
+            .entrust(request(req)?)
+            .await
+            .map_err(as_status)?;
+        let bytes = proto::EntrustResponse::from(reply).encode_to_vec();
+        Ok(proto::EntrustResponse::decode(bytes.as_slice())?.into())
+    }
+
+    async fn complain(&self, req: Signed<Complaint>) -> Result<(), NetError> {
+        self.target()?
+            .complain(request(req)?)
+            .await
+            .map_err(as_status)
+    }
+
+    async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {
+        let reply = self.target()?.audits(limit).await.map_err(as_status)?;
+        through_wire::<_, proto::AuditReport>(reply)
     }
 }
 

@@ -116,7 +116,7 @@ fn signature_from(bytes: &[u8], what: &str) -> Result<[u8; 64], NetError> {
         .map_err(|_| NetError::BadRequest(format!("{what} must be 64 bytes, got {}", bytes.len())))
 }
 
-fn bounded_string(s: String, max: usize, what: &str) -> Result<String, NetError> {
+pub(crate) fn bounded_string(s: String, max: usize, what: &str) -> Result<String, NetError> {
     if s.len() > max {
         return Err(NetError::BadRequest(format!(
             "{what} is {} bytes long, at most {max} allowed",
@@ -133,7 +133,7 @@ fn address_from(s: String) -> Result<String, NetError> {
     bounded_string(s, MAX_ADDRESS_LEN, "address")
 }
 
-fn piece_size_from(size: u64) -> Result<u64, NetError> {
+pub(crate) fn piece_size_from(size: u64) -> Result<u64, NetError> {
     if size == 0 || size > MAX_PIECE_SIZE {
         return Err(NetError::BadRequest(format!(
             "piece size {size} is outside 1..={MAX_PIECE_SIZE}"
@@ -230,7 +230,7 @@ impl From<Reservation> for proto::Reservation {
     }
 }
 
-fn index_from(index: u32) -> Result<u32, NetError> {
+pub(crate) fn index_from(index: u32) -> Result<u32, NetError> {
     if index as usize >= MAX_PIECES_PER_SEGMENT {
         return Err(NetError::BadRequest(format!(
             "piece index {index} is not below {MAX_PIECES_PER_SEGMENT}"
@@ -789,6 +789,9 @@ pub struct SegmentLocation {
     pub segment: SegmentId,
     /// Its confirmed pieces, by index.
     pub pieces: Vec<PieceLocation>,
+    /// The segment's current manifest (the engine's encoding), kept up to date by repairs;
+    /// empty if the segment was never entrusted to the tracker.
+    pub manifest: Bytes,
 }
 
 impl TryFrom<proto::SegmentLocation> for SegmentLocation {
@@ -818,6 +821,7 @@ impl TryFrom<proto::SegmentLocation> for SegmentLocation {
                     })
                 })
                 .collect::<Result<_, NetError>>()?,
+            manifest: w.manifest,
         })
     }
 }
@@ -844,6 +848,7 @@ impl From<SegmentLocation> for proto::SegmentLocation {
                         .collect(),
                 })
                 .collect(),
+            manifest: s.manifest,
         }
     }
 }

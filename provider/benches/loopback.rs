@@ -54,6 +54,13 @@ impl ProviderApi for NullProvider {
     async fn status(&self) -> Result<ProviderStatus, NetError> {
         Err(NetError::NotFound("no status".into()))
     }
+
+    async fn challenge(
+        &self,
+        _request: Signed<wwt_net::audit::Challenge>,
+    ) -> Result<wwt_net::audit::ChallengeAnswer, NetError> {
+        Err(NetError::NotFound("no challenges".into()))
+    }
 }
 
 async fn serve(api: Arc<dyn ProviderApi>) -> String {

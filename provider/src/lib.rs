@@ -35,6 +35,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProviderError> {
+    run_with(config, listener, shutdown, |api| api).await
+}
+
+/// [`run`], with the service that gRPC serves passed through `layer` first (a wrapper that
+/// logs, limits, or, in tests, misbehaves).
+pub async fn run_with(
+    config: ProviderConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    layer: impl FnOnce(Arc<dyn ProviderApi>) -> Arc<dyn ProviderApi>,
+) -> Result<(), ProviderError> {
     let local = listener
         .local_addr()
         .map_err(|source| ProviderError::Disk {
@@ -64,7 +75,7 @@ pub async fn run(
         config.heartbeat_interval(),
     );
     let api: Arc<dyn ProviderApi> = provider;
-    let served = grpc::serve(Some(api), None, listener, shutdown).await;
+    let served = grpc::serve(Some(layer(api)), None, listener, shutdown).await;
     beats.abort();
     // Wait until the heartbeat task has dropped its handle on the provider, so the store is
     // closed (and its lock released) when this function returns.

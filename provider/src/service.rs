@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tracing::{Instrument, debug, info_span, warn};
 use wwt_engine::proof;
+use wwt_net::audit::{Challenge, ChallengeAnswer, ChallengeKind};
 use wwt_net::types::{
     Heartbeat, HeartbeatAck, NodeId, PieceData, ProviderStatus, ReadPiece, SegmentId, StorePiece,
     StoreReceipt,
@@ -138,9 +139,10 @@ impl Provider {
                 r.provider
             )));
         }
-        if r.owner != signer {
+        // The owner uploads; the issuing tracker stores the pieces its repairs re-code.
+        if r.owner != signer && r.tracker != signer {
             return Err(NetError::Forbidden(
-                "the request must be signed by the reservation's owner".into(),
+                "the request must be signed by the reservation's owner or its tracker".into(),
             ));
         }
         if r.expires_ms < now_ms() {
@@ -263,6 +265,44 @@ impl ProviderApi for Provider {
             piece: req.piece,
             piece_size: meta.size,
             offset,
+            data,
+            proof,
+        })
+    }
+
+    async fn challenge(&self, request: Signed<Challenge>) -> Result<ChallengeAnswer, NetError> {
+        let (signer, req) = self.verifier.verify(request)?;
+        if !self.trackers.contains_key(&signer) {
+            return Err(NetError::Forbidden(
+                "only a trusted tracker may challenge this provider".into(),
+            ));
+        }
+        let meta = self
+            .store
+            .get(&req.piece)?
+            .ok_or_else(|| NetError::NotFound(format!("piece {} is not stored here", req.piece)))?;
+        let (data, proof) = match req.kind {
+            ChallengeKind::Sentinels(positions) => (
+                self.store.read_positions(req.piece, positions).await?,
+                Bytes::new(),
+            ),
+            ChallengeKind::Chunk(range) if range.end() <= meta.size => {
+                self.store
+                    .read_range(req.piece, range.offset, range.len)
+                    .await?
+            }
+            ChallengeKind::Chunk(range) => {
+                return Err(NetError::BadRequest(format!(
+                    "chunk {}..{} is past the end of the {}-byte piece",
+                    range.offset,
+                    range.end(),
+                    meta.size
+                )));
+            }
+        };
+        debug!(piece = %req.piece, tracker = %signer, "challenge answered");
+        Ok(ChallengeAnswer {
+            piece: req.piece,
             data,
             proof,
         })

@@ -308,6 +308,32 @@ impl PieceStore {
     }
 }
 
+impl PieceStore {
+    /// Reads the byte at each of `positions` of a stored piece (a sentinel challenge), one
+    /// positioned read each instead of the whole piece.
+    pub async fn read_positions(
+        &self,
+        piece: PieceId,
+        positions: Vec<u64>,
+    ) -> Result<Bytes, NetError> {
+        use std::os::unix::fs::FileExt;
+        let path = piece_path(&self.root, &piece);
+        tokio::task::spawn_blocking(move || {
+            let file = fs::File::open(&path).map_err(internal("open piece"))?;
+            let mut out = vec![0u8; positions.len()];
+            for (byte, &at) in out.iter_mut().zip(&positions) {
+                file.read_exact_at(std::slice::from_mut(byte), at)
+                    .map_err(|_| {
+                        NetError::BadRequest(format!("position {at} is past the end of the piece"))
+                    })?;
+            }
+            Ok(Bytes::from(out))
+        })
+        .await
+        .map_err(|e| NetError::Internal(format!("reader task failed: {e}")))?
+    }
+}
+
 fn piece_path(root: &Path, piece: &PieceId) -> PathBuf {
     let name = piece.to_string();
     root.join("pieces").join(&name[..2]).join(name)

@@ -35,6 +35,57 @@ pub struct TrackerConfig {
     pub signature_window_ms: u64,
     /// A libp2p node serving the DHT (trackers make good bootstrap peers); none if unset.
     pub dht: Option<NodeConfig>,
+    /// Challenges, credit and repair.
+    pub audit: AuditConfig,
+}
+
+/// How a tracker audits the pieces entrusted to it and repairs lost ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Run the audit loop (challenges and repairs on the system clock). When false, audits run
+    /// only when something calls [`crate::Tracker::audit_step`] (tests on a simulated clock).
+    pub enabled: bool,
+    /// Mean time between two challenges of one piece, in milliseconds; gaps are exponential
+    /// (a Poisson process per piece), so a provider cannot predict the next one.
+    pub mean_interval_ms: u64,
+    /// Share of challenges that ask for a chunk with its Bao proof instead of sentinels.
+    pub chunk_share: f64,
+    /// Sentinels asked by one sentinel challenge (q); each sentinel is asked once.
+    pub sentinels_per_challenge: u32,
+    /// A piece is re-coded with fresh sentinels once fewer than this many remain unused.
+    pub refresh_below: u32,
+    /// How long a provider has to answer a challenge, in milliseconds (real time).
+    pub deadline_ms: u64,
+    /// Wrong answers after which a provider loses all its pieces to repair.
+    pub max_failures: u64,
+    /// A provider that misses every challenge for this long (audit clock, milliseconds) loses
+    /// all its pieces to repair.
+    pub offline_threshold_ms: u64,
+    /// Segments repaired per audit step at most (the repair rate limit).
+    pub repairs_per_step: usize,
+    /// Challenges in flight at once.
+    pub concurrency: usize,
+    /// Seed of the schedule and of the challenge draws; from the OS when unset.
+    pub seed: Option<u64>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            mean_interval_ms: 3_600_000,
+            chunk_share: 0.25,
+            sentinels_per_challenge: 8,
+            refresh_below: 16,
+            deadline_ms: 5_000,
+            max_failures: 2,
+            offline_threshold_ms: 30 * 60_000,
+            repairs_per_step: 4,
+            concurrency: 32,
+            seed: None,
+        }
+    }
 }
 
 impl Default for TrackerConfig {
@@ -48,6 +99,7 @@ impl Default for TrackerConfig {
             reservation_ttl_ms: 10 * 60_000,
             signature_window_ms: 120_000,
             dht: None,
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -1,18 +1,25 @@
 //! The tracker daemon: knows the providers from their heartbeats, places the pieces of each
-//! segment on distinct providers, and keeps the piece → providers map.
+//! segment on distinct providers, keeps the piece → providers map, audits the pieces entrusted
+//! to it, keeps providers' credit and repairs lost pieces.
 //!
 //! Several trackers split the segments among themselves by rendezvous hashing
 //! ([`wwt_net::rendezvous`]); each refuses segments that are another's, naming it.
 //!
 //! Modules:
-//! - [`config`]: the daemon's settings, [`TrackerConfig`].
+//! - [`config`]: the daemon's settings, [`TrackerConfig`] and [`AuditConfig`].
+//! - [`audit`]: challenges on a Poisson schedule, credit, the repair queue and repair.
+//! - [`log`]: the append-only, hash-linked audit log.
+//! - [`clock`]: the audit clock (system, or driven by hand in tests).
 //! - [`registry`]: the provider registry (soft state from heartbeats) and placement.
 //! - [`map`]: the piece map in sled.
 //! - [`service`]: [`Tracker`], the [`wwt_net::TrackerApi`] implementation.
 //! - [`error`]: the crate's error type, [`TrackerError`].
 
+pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod error;
+pub mod log;
 pub mod map;
 pub mod registry;
 pub mod service;
@@ -25,17 +32,28 @@ use tracing::info;
 use wwt_net::node::Node;
 use wwt_net::{Identity, TrackerApi, grpc};
 
-pub use config::{PeerTracker, TrackerConfig};
+pub use config::{AuditConfig, PeerTracker, TrackerConfig};
 pub use error::TrackerError;
 pub use service::Tracker;
 
-/// Runs a tracker on `listener` until `shutdown` resolves (with `dht` set, also a DHT node).
+/// Runs a tracker on `listener` until `shutdown` resolves: [`Tracker::open`], then [`serve`].
 pub async fn run(
     config: TrackerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), TrackerError> {
     let tracker = Arc::new(Tracker::open(&config)?);
+    serve(tracker, &config, listener, shutdown).await
+}
+
+/// Serves an opened tracker on `listener` until `shutdown` resolves: gRPC, the audit loop when
+/// `config.audit.enabled` ([`audit::spawn_audits`]), and with `config.dht` set a DHT node.
+pub async fn serve(
+    tracker: Arc<Tracker>,
+    config: &TrackerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), TrackerError> {
     info!(node = %tracker.node_id(), address = ?listener.local_addr().ok(), "tracker listening");
     let node = match config.dht.clone() {
         Some(dht) => {
@@ -44,8 +62,17 @@ pub async fn run(
         }
         None => None,
     };
+    let audits = config
+        .audit
+        .enabled
+        .then(|| audit::spawn_audits(tracker.clone()));
     let api: Arc<dyn TrackerApi> = tracker;
     let served = grpc::serve(None, Some(api), listener, shutdown).await;
+    if let Some(audits) = audits {
+        // Wait until the loop has dropped its handle, so the database is closed on return.
+        audits.abort();
+        let _ = audits.await;
+    }
     if let Some(node) = node {
         node.shutdown().await;
     }

@@ -64,6 +64,17 @@ fn key(segment: &SegmentId, index: u32) -> [u8; 36] {
     k
 }
 
+fn split_key(k: &[u8]) -> Result<(SegmentId, u32), NetError> {
+    let corrupt = || NetError::Internal("corrupt piece map key".into());
+    let segment = SegmentId::from_slice(k.get(..32).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    let index = k
+        .get(32..36)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(corrupt)?;
+    Ok((segment, index))
+}
+
 /// The tracker's durable piece map.
 #[derive(Debug)]
 pub struct PieceMap {
@@ -75,7 +86,11 @@ pub struct PieceMap {
 impl PieceMap {
     /// Opens (or creates) the map in `dir`.
     pub fn open(dir: &Path) -> Result<PieceMap, sled::Error> {
-        let db = sled::open(dir)?;
+        PieceMap::in_db(sled::open(dir)?)
+    }
+
+    /// The map kept in `db` (whose other trees the audits use).
+    pub fn in_db(db: sled::Db) -> Result<PieceMap, sled::Error> {
         Ok(PieceMap {
             segments: db.open_tree("segments")?,
             pieces: db.open_tree("pieces")?,
@@ -144,6 +159,11 @@ impl PieceMap {
         failure.map_or(Ok(()), Err)
     }
 
+    /// The database the map lives in.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Makes every recorded change durable, on a blocking thread (not sled's `flush_async`,
     /// whose small thread pool deadlocks under concurrent flushes).
     pub async fn flush(&self) -> Result<(), NetError> {
@@ -155,18 +175,25 @@ impl PieceMap {
         Ok(())
     }
 
+    /// Every recorded piece with its segment (a full scan: for audits' bookkeeping and reports).
+    pub fn all(&self) -> Result<Vec<(SegmentId, MappedPiece)>, NetError> {
+        self.pieces
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry.map_err(db_err)?;
+                let (segment, index) = split_key(&k)?;
+                Ok((segment, MappedPiece::decode(index, &v)?))
+            })
+            .collect()
+    }
+
     /// The recorded pieces of `segment`, by index.
     pub fn segment(&self, segment: &SegmentId) -> Result<Vec<MappedPiece>, NetError> {
         self.pieces
             .scan_prefix(segment.0)
             .map(|entry| {
                 let (k, v) = entry.map_err(db_err)?;
-                let index = k
-                    .get(32..36)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_be_bytes)
-                    .ok_or_else(|| NetError::Internal("corrupt piece map key".into()))?;
-                MappedPiece::decode(index, &v)
+                MappedPiece::decode(split_key(&k)?.1, &v)
             })
             .collect()
     }
@@ -216,6 +243,9 @@ mod tests {
         assert_eq!(pieces.len(), 2);
         assert_eq!(pieces[0].index, 0);
         assert_eq!(pieces[1].holders, vec![NodeId([3; 32]), NodeId([4; 32])]);
+        let all = map.all().unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|(s, _)| *s == seg));
         assert!(map.segment(&SegmentId([2; 32])).unwrap().is_empty());
     }
 }

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use wwt_net::NetError;
 use wwt_net::types::{Heartbeat, NodeId, PieceSpec, ProviderRecord};
 
-/// Credit a provider starts with, per mille (audits, issue 6, will move it).
+/// Credit a provider starts with, per mille; audits move it ([`Registry::set_credit`]).
 pub const INITIAL_CREDIT: u32 = 1000;
 
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ impl Entry {
 #[derive(Debug)]
 pub struct Registry {
     entries: HashMap<NodeId, Entry>,
+    /// Credit set by audits, kept across the soft state (a provider may heartbeat later).
+    credits: HashMap<NodeId, u32>,
     liveness_timeout_ms: u64,
 }
 
@@ -42,7 +44,17 @@ impl Registry {
     pub fn new(liveness_timeout_ms: u64) -> Registry {
         Registry {
             entries: HashMap::new(),
+            credits: HashMap::new(),
             liveness_timeout_ms,
+        }
+    }
+
+    /// Sets the credit of `node` (per mille); a provider with credit 0 is never placed on.
+    pub fn set_credit(&mut self, node: NodeId, credit: u32) {
+        let credit = credit.min(1000);
+        self.credits.insert(node, credit);
+        if let Some(entry) = self.entries.get_mut(&node) {
+            entry.credit = credit;
         }
     }
 
@@ -54,7 +66,7 @@ impl Registry {
             capacity: 0,
             used: 0,
             pieces: 0,
-            credit: INITIAL_CREDIT,
+            credit: self.credits.get(&node).copied().unwrap_or(INITIAL_CREDIT),
             last_heartbeat_ms: 0,
             reserved: 0,
         });
@@ -101,8 +113,9 @@ impl Registry {
         records
     }
 
-    /// Chooses one distinct live provider per piece, with room for it, weighted by free bytes
-    /// times credit, preferring failure zones not yet used by the segment. Reserves the bytes.
+    /// Chooses one distinct live provider per piece, not in `exclude`, with credit and room
+    /// for it, weighted by free bytes times credit, preferring failure zones not yet used by the
+    /// segment. Reserves the bytes.
     ///
     /// Draws come from `seed`, so a placement is reproducible. Fails without reserving
     /// anything when the pieces cannot all be placed.
@@ -111,13 +124,18 @@ impl Registry {
         pieces: &[PieceSpec],
         seed: [u8; 32],
         now_ms: u64,
+        exclude: &HashSet<NodeId>,
     ) -> Result<Vec<(NodeId, String)>, NetError> {
         let mut rng = StdRng::from_seed(seed);
         let mut chosen: Vec<NodeId> = Vec::with_capacity(pieces.len());
         let mut zones: HashSet<&str> = HashSet::new();
         for spec in pieces {
             let fits = |node: &NodeId, e: &Entry| {
-                self.alive(e, now_ms) && !chosen.contains(node) && e.free() >= spec.size
+                self.alive(e, now_ms)
+                    && e.credit > 0
+                    && !chosen.contains(node)
+                    && !exclude.contains(node)
+                    && e.free() >= spec.size
             };
             let candidates: Vec<(&NodeId, &Entry)> =
                 self.entries.iter().filter(|(n, e)| fits(n, e)).collect();
@@ -214,13 +232,32 @@ mod tests {
         }
         reg.heartbeat(NodeId([6; 32]), beat(1 << 20, ""), 1_000); // dead by 10_000
         reg.heartbeat(NodeId([7; 32]), beat(10, ""), 10_000); // no room
-        let placed = reg.place(&specs(6, 100), [1; 32], 10_000).unwrap();
+        let placed = reg
+            .place(&specs(6, 100), [1; 32], 10_000, &HashSet::new())
+            .unwrap();
         let distinct: HashSet<NodeId> = placed.iter().map(|(n, _)| *n).collect();
         assert_eq!(distinct.len(), 6);
         assert!(!distinct.contains(&NodeId([6; 32])));
         assert!(!distinct.contains(&NodeId([7; 32])));
-        let err = reg.place(&specs(7, 100), [1; 32], 10_000).unwrap_err();
+        let err = reg
+            .place(&specs(7, 100), [1; 32], 10_000, &HashSet::new())
+            .unwrap_err();
         assert!(matches!(err, NetError::NoCapacity(_)), "{err}");
+        // Excluded providers and providers without credit are never chosen.
+        let excluded: HashSet<NodeId> = [NodeId([0; 32])].into();
+        reg.set_credit(NodeId([1; 32]), 0);
+        let placed = reg
+            .place(&specs(4, 100), [2; 32], 10_000, &excluded)
+            .unwrap();
+        assert!(
+            placed
+                .iter()
+                .all(|(n, _)| *n != NodeId([0; 32]) && *n != NodeId([1; 32]))
+        );
+        assert!(
+            reg.place(&specs(5, 100), [2; 32], 10_000, &excluded)
+                .is_err()
+        );
     }
 
     #[test]
@@ -233,7 +270,7 @@ mod tests {
         for s in 0..400u16 {
             let mut seed = [0u8; 32];
             seed[..2].copy_from_slice(&s.to_le_bytes());
-            let placed = reg.place(&specs(1, 1), seed, 0).unwrap();
+            let placed = reg.place(&specs(1, 1), seed, 0, &HashSet::new()).unwrap();
             big += usize::from(placed[0].0 == NodeId([1; 32]));
         }
         // Free space 9:1:1, so the big provider takes about 9/11 of single pieces.
@@ -243,7 +280,9 @@ mod tests {
         );
         // Two pieces: the second always goes to the other zone.
         for s in 0..50u8 {
-            let placed = reg.place(&specs(2, 1), [s; 32], 0).unwrap();
+            let placed = reg
+                .place(&specs(2, 1), [s; 32], 0, &HashSet::new())
+                .unwrap();
             let zone_b = placed.iter().filter(|(n, _)| *n == NodeId([3; 32])).count();
             assert_eq!(zone_b, 1, "seed {s}: {placed:?}");
         }

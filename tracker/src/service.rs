@@ -1,33 +1,38 @@
 //! The tracker service: registry, placement, reservations and the piece map.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::{debug, info};
+use wwt_net::audit::{AuditReport, Complaint, Entrust, Entrusted};
+use wwt_net::grpc::GrpcConnector;
 use wwt_net::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Holder, Locate, NodeId, PieceLocation,
     PlacedPiece, Placement, ProviderRecord, Reservation, ReserveSegment, SegmentId,
     SegmentLocation,
 };
-use wwt_net::{Identity, NetError, Signed, TrackerApi, Verifier, now_ms, rendezvous};
+use wwt_net::{Connector, Identity, NetError, Signed, TrackerApi, Verifier, now_ms, rendezvous};
 
 use crate::TrackerError;
+use crate::audit::Audits;
+use crate::clock::{Clock, SystemClock};
 use crate::config::TrackerConfig;
 use crate::map::PieceMap;
 use crate::registry::Registry;
 
 /// One tracker of the network.
 pub struct Tracker {
-    identity: Identity,
+    pub(crate) identity: Identity,
     verifier: Verifier,
     registry: Mutex<Registry>,
-    map: PieceMap,
+    pub(crate) map: PieceMap,
     /// Every tracker of the network (this one included) → its address ("" for this one).
     trackers: HashMap<NodeId, String>,
     heartbeat_interval_ms: u64,
-    reservation_ttl_ms: u64,
+    pub(crate) reservation_ttl_ms: u64,
+    pub(crate) audits: Audits,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -39,8 +44,26 @@ impl std::fmt::Debug for Tracker {
 }
 
 impl Tracker {
-    /// Opens the tracker described by `config`.
+    /// Opens the tracker described by `config`: audits on the system clock, providers reached
+    /// over gRPC.
     pub fn open(config: &TrackerConfig) -> Result<Tracker, TrackerError> {
+        let timeout = Duration::from_millis(config.audit.deadline_ms.max(1));
+        Tracker::open_with(
+            config,
+            Arc::new(GrpcConnector::with_timeout(
+                timeout.max(Duration::from_secs(60)),
+            )),
+            Arc::new(SystemClock),
+        )
+    }
+
+    /// Opens the tracker described by `config`, reaching providers through `connector` and
+    /// scheduling audits on `clock`.
+    pub fn open_with(
+        config: &TrackerConfig,
+        connector: Arc<dyn Connector>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Tracker, TrackerError> {
         if config.liveness_timeout_ms < config.heartbeat_interval_ms {
             return Err(TrackerError::BadConfig(
                 "liveness_timeout_ms must be at least heartbeat_interval_ms".into(),
@@ -53,14 +76,21 @@ impl Tracker {
             .map(|p| (p.id, p.address.clone()))
             .collect();
         trackers.insert(identity.node_id(), String::new());
+        let map = PieceMap::open(&config.data_dir.join("map"))?;
+        let audits = Audits::open(map.db(), config.audit.clone(), clock, connector)?;
+        let mut registry = Registry::new(config.liveness_timeout_ms);
+        for (node, credit) in audits.credits()? {
+            registry.set_credit(node, credit);
+        }
         Ok(Tracker {
-            map: PieceMap::open(&config.data_dir.join("map"))?,
+            map,
             identity,
             verifier: Verifier::new(Duration::from_millis(config.signature_window_ms)),
-            registry: Mutex::new(Registry::new(config.liveness_timeout_ms)),
+            registry: Mutex::new(registry),
             trackers,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             reservation_ttl_ms: config.reservation_ttl_ms,
+            audits,
         })
     }
 
@@ -69,14 +99,14 @@ impl Tracker {
         self.identity.node_id()
     }
 
-    fn registry(&self) -> Result<MutexGuard<'_, Registry>, NetError> {
+    pub(crate) fn registry(&self) -> Result<MutexGuard<'_, Registry>, NetError> {
         self.registry
             .lock()
             .map_err(|_| NetError::Internal("registry poisoned".into()))
     }
 
     /// Refuses segments another tracker is responsible for, naming that tracker.
-    fn check_responsible(&self, segment: &SegmentId) -> Result<(), NetError> {
+    pub(crate) fn check_responsible(&self, segment: &SegmentId) -> Result<(), NetError> {
         match rendezvous::responsible(&segment.0, self.trackers.keys()) {
             Some(owner) if owner != self.node_id() => Err(NetError::Precondition(format!(
                 "segment {segment} is kept by tracker {owner} at {}; ask it",
@@ -86,7 +116,7 @@ impl Tracker {
         }
     }
 
-    fn reservation(
+    pub(crate) fn reservation(
         &self,
         owner: NodeId,
         segment: SegmentId,
@@ -130,9 +160,12 @@ impl TrackerApi for Tracker {
         let mut seed = blake3::Hasher::new();
         seed.update(&req.segment.0);
         seed.update(&now.to_le_bytes());
-        let placed = self
-            .registry()?
-            .place(&req.pieces, *seed.finalize().as_bytes(), now)?;
+        let placed = self.registry()?.place(
+            &req.pieces,
+            *seed.finalize().as_bytes(),
+            now,
+            &HashSet::new(),
+        )?;
         let expires_ms = now.saturating_add(self.reservation_ttl_ms);
         let pieces = req
             .pieces
@@ -221,13 +254,31 @@ impl TrackerApi for Tracker {
                     .collect(),
             })
             .collect();
+        drop(registry);
         Ok(SegmentLocation {
             segment: req.segment,
             pieces,
+            manifest: self.current_manifest(&req.segment)?,
         })
     }
 
     async fn providers(&self) -> Result<Vec<ProviderRecord>, NetError> {
         Ok(self.registry()?.records(now_ms()))
+    }
+
+    async fn entrust(&self, request: Signed<Entrust>) -> Result<Entrusted, NetError> {
+        let (owner, req) = self.verifier.verify(request)?;
+        let pieces = self.entrust_segment(owner, req)?;
+        self.map.flush().await?;
+        Ok(Entrusted { pieces })
+    }
+
+    async fn complain(&self, request: Signed<Complaint>) -> Result<(), NetError> {
+        let (owner, req) = self.verifier.verify(request)?;
+        self.complaint(owner, req)
+    }
+
+    async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {
+        self.audit_report(limit)
     }
 }

@@ -1,0 +1,1338 @@
+//! Audits and repair: challenges on a Poisson schedule, credit, and the repair queue.
+//!
+//! An owner entrusts each stored segment to its tracker ([`wwt_net::audit::Entrust`]): the
+//! segment manifest and the table's audit key. The tracker then challenges every piece at
+//! exponentially distributed gaps (mean [`AuditConfig::mean_interval_ms`], seeded), with a
+//! deadline:
+//!
+//! - a sentinel challenge asks for q piece positions, the next q sentinels in a per-piece
+//!   secret order (derived from the audit key and the piece hash), each asked once; fewer
+//!   than [`AuditConfig::refresh_below`] unused sentinels queue the piece for a refresh (a
+//!   re-code with fresh whitening and sentinels, as a repair);
+//! - a chunk challenge asks for a random 1 KiB chunk with its Bao proof against the piece hash.
+//!
+//! Each result goes to the hash-linked [`AuditLog`] and to the holder's [`Credit`]. A wrong
+//! answer queues that piece for repair; a provider with [`AuditConfig::max_failures`] wrong
+//! answers, or missing every challenge for [`AuditConfig::offline_threshold_ms`], is condemned:
+//! credit 0 (never placed on again) and all its pieces queued. Repair fetches k intact pieces,
+//! rebuilds the queued ones in the next generation ([`wwt_engine::Codec::rebuild`], audit key
+//! only), stores them on other providers under the tracker's own reservations, and updates the
+//! piece map and the entrusted manifest. The queue is in sled, so it survives a restart.
+//!
+//! Trees in the tracker's database: `entrusted` (segment → audit key ‖ manifest), `sentinels`
+//! (piece id → sentinels used, u32 LE), `credit` (node → [`Credit`]), `repairs` (segment ‖ index
+//! → reason byte ‖ holder to drop), `audit_meta` (counters), `audit_log` ([`AuditLog`]).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::join_all;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tracing::{debug, info, warn};
+use wwt_engine::{AuditKey, Codec, PieceHash, PieceView, SegmentManifest, proof};
+use wwt_net::audit::{
+    AuditReport, Challenge, ChallengeKind, Complaint, CreditRecord, Entrust, MAX_REPORT_ENTRIES,
+};
+use wwt_net::types::{ByteRange, NodeId, PieceId, PieceSpec, ReadPiece, SegmentId, StorePiece};
+use wwt_net::{Connector, NetError, now_ms};
+
+use crate::clock::Clock;
+use crate::config::AuditConfig;
+use crate::log::{AuditLog, Event};
+use crate::map::MappedPiece;
+use crate::service::Tracker;
+
+/// Size of the chunk a chunk challenge asks for (one BLAKE3 chunk).
+const CHUNK: u64 = 1024;
+/// How long a repair read or store may take.
+const REPAIR_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Prior uptime in the availability score, so one early miss does not zero a new provider.
+const PRIOR_UPTIME_MS: f64 = 3_600_000.0;
+
+fn db_err(e: sled::Error) -> NetError {
+    NetError::Internal(format!("audit state: {e}"))
+}
+
+fn poisoned() -> NetError {
+    NetError::Internal("audit state poisoned".into())
+}
+
+/// An exponential gap with mean `mean_ms`, in milliseconds (at least 1).
+fn gap(mean_ms: u64, rng: &mut StdRng) -> u64 {
+    let u: f64 = rng.random();
+    let gap = -(mean_ms as f64) * (1.0 - u).ln();
+    (gap as u64).max(1)
+}
+
+/// The order in which a piece's sentinels are asked: a permutation of `0..count` that only a
+/// holder of the audit key can compute, so answering one challenge says nothing about the next.
+pub fn sentinel_order(audit: &AuditKey, piece: &PieceHash, count: u32) -> Vec<u32> {
+    let mut material = [0u8; 64];
+    material[..32].copy_from_slice(audit.as_bytes());
+    material[32..].copy_from_slice(&piece.0);
+    let seed = blake3::derive_key("wwt 2026-11 audit sentinel order", &material);
+    let mut order: Vec<u32> = (0..count).collect();
+    order.shuffle(&mut StdRng::from_seed(seed));
+    order
+}
+
+/// A provider's audit record. Credit (per mille) = 1000 × reliability × availability, where
+/// reliability = (passed + 1) / (passed + 1 + 8·failed + 2·missed) and availability =
+/// (uptime + 1 h) / (uptime + downtime + 1 h); 0 once condemned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Credit {
+    /// Challenges passed.
+    pub passed: u64,
+    /// Wrong answers and upheld complaints.
+    pub failed: u64,
+    /// Challenges not answered by the deadline.
+    pub missed: u64,
+    /// Audit-clock time between two answered challenges.
+    pub uptime_ms: u64,
+    /// Audit-clock time between two missed challenges.
+    pub downtime_ms: u64,
+    /// Piece bytes × seconds between two passed challenges of the same piece: storage proven.
+    pub byte_seconds: u64,
+    /// When its last challenge result came.
+    pub last_result_ms: u64,
+    /// Whether that result was an answer (right or wrong).
+    pub last_answered: bool,
+    /// It lost its pieces to repair and is never placed on again.
+    pub condemned: bool,
+}
+
+impl Credit {
+    /// The credit, per mille.
+    pub fn score(&self) -> u32 {
+        if self.condemned {
+            return 0;
+        }
+        let reliability =
+            (self.passed + 1) as f64 / (self.passed + 1 + 8 * self.failed + 2 * self.missed) as f64;
+        let availability = (self.uptime_ms as f64 + PRIOR_UPTIME_MS)
+            / ((self.uptime_ms + self.downtime_ms) as f64 + PRIOR_UPTIME_MS);
+        ((1000.0 * reliability * availability).round() as u32).clamp(1, 1000)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        [
+            self.passed,
+            self.failed,
+            self.missed,
+            self.uptime_ms,
+            self.downtime_ms,
+            self.byte_seconds,
+            self.last_result_ms,
+            u64::from(self.last_answered),
+            u64::from(self.condemned),
+        ]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Credit> {
+        if bytes.len() != 72 {
+            return None;
+        }
+        let f = |i: usize| {
+            bytes[i * 8..i * 8 + 8]
+                .try_into()
+                .map(u64::from_le_bytes)
+                .unwrap_or(0)
+        };
+        Some(Credit {
+            passed: f(0),
+            failed: f(1),
+            missed: f(2),
+            uptime_ms: f(3),
+            downtime_ms: f(4),
+            byte_seconds: f(5),
+            last_result_ms: f(6),
+            last_answered: f(7) != 0,
+            condemned: f(8) != 0,
+        })
+    }
+
+    /// Records a challenge result at `now`.
+    fn record(&mut self, outcome: &Outcome, now: u64) {
+        let since = now.saturating_sub(self.last_result_ms);
+        let answered = !matches!(outcome, Outcome::Missed(_));
+        if self.last_result_ms > 0 {
+            match (self.last_answered, answered) {
+                (true, true) => self.uptime_ms += since,
+                (false, false) => self.downtime_ms += since,
+                _ => {}
+            }
+        }
+        match outcome {
+            Outcome::Pass => self.passed += 1,
+            Outcome::Fail(_) => self.failed += 1,
+            Outcome::Missed(_) => self.missed += 1,
+        }
+        self.last_result_ms = now;
+        self.last_answered = answered;
+    }
+}
+
+/// How a challenge went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Right answer in time.
+    Pass,
+    /// Wrong answer, bad proof, or the piece refused: the piece is lost at this holder.
+    Fail(String),
+    /// No answer by the deadline (down, unreachable, too slow).
+    Missed(String),
+}
+
+impl Outcome {
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail(_) => "fail",
+            Outcome::Missed(_) => "missed",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Outcome::Pass => String::new(),
+            Outcome::Fail(why) | Outcome::Missed(why) => why.clone(),
+        }
+    }
+}
+
+/// One challenge of an audit step and its result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeResult {
+    /// The provider challenged.
+    pub provider: NodeId,
+    /// The piece.
+    pub piece: PieceId,
+    /// `sentinel` or `chunk`.
+    pub kind: &'static str,
+    /// How it went.
+    pub outcome: Outcome,
+}
+
+/// What one audit step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// The challenges sent, with their results.
+    pub challenges: Vec<ChallengeResult>,
+    /// Providers condemned in this step.
+    pub condemned: Vec<NodeId>,
+    /// Pieces queued for repair or refresh in this step.
+    pub queued: usize,
+    /// Pieces repaired or refreshed in this step.
+    pub repaired: usize,
+}
+
+/// A segment under audit: its audit key and current manifest.
+struct Entrusted {
+    audit: AuditKey,
+    manifest: SegmentManifest,
+}
+
+impl Entrusted {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.audit.as_bytes().to_vec();
+        out.extend_from_slice(&self.manifest.to_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Entrusted, NetError> {
+        let corrupt = || NetError::Internal("corrupt entrusted segment".into());
+        let key: [u8; 32] = bytes
+            .get(..32)
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(corrupt)?;
+        Ok(Entrusted {
+            audit: AuditKey::from_bytes(key),
+            manifest: SegmentManifest::from_bytes(&bytes[32..]).map_err(|_| corrupt())?,
+        })
+    }
+}
+
+/// Why a piece waits in the repair queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// Lost at `holder` (failed a challenge, or its holder was condemned).
+    Lost(NodeId),
+    /// Its sentinels are running out.
+    Refresh,
+}
+
+impl Reason {
+    fn encode(self) -> Vec<u8> {
+        match self {
+            Reason::Lost(node) => [&[0u8][..], &node.0].concat(),
+            Reason::Refresh => vec![1],
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Reason> {
+        match bytes.split_first()? {
+            (0, node) => NodeId::from_slice(node).ok().map(Reason::Lost),
+            (1, _) => Some(Reason::Refresh),
+            _ => None,
+        }
+    }
+}
+
+fn queue_key(segment: &SegmentId, index: u32) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..32].copy_from_slice(&segment.0);
+    k[32..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// What the tracker checks an answer against.
+enum Check {
+    Sentinels { view: PieceView, which: Vec<u32> },
+    Chunk { hash: PieceHash, range: ByteRange },
+}
+
+/// A challenge ready to send.
+struct Planned {
+    segment: SegmentId,
+    index: u32,
+    piece: PieceId,
+    provider: NodeId,
+    address: String,
+    kind: ChallengeKind,
+    check: Check,
+}
+
+struct Inner {
+    /// (due, segment, index), earliest first.
+    schedule: BinaryHeap<Reverse<(u64, [u8; 32], u32)>>,
+    rng: StdRng,
+    entrusted: HashMap<SegmentId, Arc<Entrusted>>,
+    credit: HashMap<NodeId, Credit>,
+    /// Since when each provider has missed every challenge.
+    offline_since: HashMap<NodeId, u64>,
+    /// When each piece last passed a challenge.
+    last_pass: HashMap<PieceId, u64>,
+}
+
+/// The audit state of a tracker (see the module docs).
+pub struct Audits {
+    pub(crate) config: AuditConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) connector: Arc<dyn Connector>,
+    entrusted: sled::Tree,
+    sentinels: sled::Tree,
+    credit: sled::Tree,
+    repairs: sled::Tree,
+    meta: sled::Tree,
+    log: AuditLog,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Audits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audits").finish_non_exhaustive()
+    }
+}
+
+impl Audits {
+    /// Opens the audit state in `db`, scheduling every entrusted piece afresh.
+    pub(crate) fn open(
+        db: &sled::Db,
+        config: AuditConfig,
+        clock: Arc<dyn Clock>,
+        connector: Arc<dyn Connector>,
+    ) -> Result<Audits, NetError> {
+        let tree = |name: &str| db.open_tree(name).map_err(db_err);
+        let seed = config.seed.unwrap_or_else(rand::random);
+        let mut inner = Inner {
+            schedule: BinaryHeap::new(),
+            rng: StdRng::seed_from_u64(seed),
+            entrusted: HashMap::new(),
+            credit: HashMap::new(),
+            offline_since: HashMap::new(),
+            last_pass: HashMap::new(),
+        };
+        let entrusted = tree("entrusted")?;
+        let credit = tree("credit")?;
+        let now = clock.now_ms();
+        for item in entrusted.iter() {
+            let (k, v) = item.map_err(db_err)?;
+            let segment = SegmentId::from_slice(&k)?;
+            let e = Entrusted::decode(&v)?;
+            for index in 0..e.manifest.pieces.len() as u32 {
+                let due = now + gap(config.mean_interval_ms, &mut inner.rng);
+                inner.schedule.push(Reverse((due, segment.0, index)));
+            }
+            inner.entrusted.insert(segment, Arc::new(e));
+        }
+        for item in credit.iter() {
+            let (k, v) = item.map_err(db_err)?;
+            if let Some(c) = Credit::decode(&v) {
+                inner.credit.insert(NodeId::from_slice(&k)?, c);
+            }
+        }
+        Ok(Audits {
+            entrusted,
+            sentinels: tree("sentinels")?,
+            credit,
+            repairs: tree("repairs")?,
+            meta: tree("audit_meta")?,
+            log: AuditLog::open(tree("audit_log")?)?,
+            config,
+            clock,
+            connector,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// The credit of every provider audited so far, for the registry.
+    pub(crate) fn credits(&self) -> Result<Vec<(NodeId, u32)>, NetError> {
+        Ok(self
+            .inner()?
+            .credit
+            .iter()
+            .map(|(n, c)| (*n, c.score()))
+            .collect())
+    }
+
+    fn inner(&self) -> Result<MutexGuard<'_, Inner>, NetError> {
+        self.inner.lock().map_err(|_| poisoned())
+    }
+
+    fn gap(&self, rng: &mut StdRng) -> u64 {
+        gap(self.config.mean_interval_ms, rng)
+    }
+
+    fn log(&self, event: Event) -> Result<(), NetError> {
+        debug!(
+            provider = %event.provider, piece = %event.piece, kind = event.kind,
+            outcome = event.outcome, "audit"
+        );
+        self.log.append(event).map(|_| ())
+    }
+
+    fn save_credit(&self, node: &NodeId, credit: &Credit) -> Result<(), NetError> {
+        self.credit
+            .insert(node.0, credit.encode())
+            .map_err(db_err)
+            .map(|_| ())
+    }
+
+    fn queue(&self, segment: &SegmentId, index: u32, reason: Reason) -> Result<bool, NetError> {
+        let key = queue_key(segment, index);
+        // A loss overrides a refresh; an entry already there otherwise stays.
+        let existing = self
+            .repairs
+            .get(key)
+            .map_err(db_err)?
+            .and_then(|v| Reason::decode(&v));
+        if existing.is_some() && !(existing == Some(Reason::Refresh) && reason != Reason::Refresh) {
+            return Ok(false);
+        }
+        self.repairs.insert(key, reason.encode()).map_err(db_err)?;
+        Ok(true)
+    }
+
+    fn repairs_done(&self) -> Result<u64, NetError> {
+        Ok(self
+            .meta
+            .get("repairs_done")
+            .map_err(db_err)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(0))
+    }
+
+    /// The queued repairs, grouped by segment.
+    fn queued(&self) -> Result<BTreeMap<SegmentId, Vec<(u32, Reason)>>, NetError> {
+        let mut out: BTreeMap<SegmentId, Vec<(u32, Reason)>> = BTreeMap::new();
+        for item in self.repairs.iter() {
+            let (k, v) = item.map_err(db_err)?;
+            let corrupt = || NetError::Internal("corrupt repair queue entry".into());
+            let segment = SegmentId::from_slice(k.get(..32).ok_or_else(corrupt)?)?;
+            let index = k
+                .get(32..36)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(corrupt)?;
+            let reason = Reason::decode(&v).ok_or_else(corrupt)?;
+            out.entry(segment).or_default().push((index, reason));
+        }
+        Ok(out)
+    }
+}
+
+impl Tracker {
+    /// Takes a segment under audit (the owner's [`Entrust`]); a segment already entrusted
+    /// keeps the tracker's manifest, which repairs may have moved on.
+    pub(crate) fn entrust_segment(&self, owner: NodeId, req: Entrust) -> Result<u32, NetError> {
+        self.check_responsible(&req.segment)?;
+        match self.map.owner(&req.segment)? {
+            Some(o) if o == owner => {}
+            Some(_) => {
+                return Err(NetError::Forbidden(format!(
+                    "segment {} belongs to another owner",
+                    req.segment
+                )));
+            }
+            None => {
+                return Err(NetError::NotFound(format!(
+                    "segment {} has no confirmed pieces here; store it before entrusting it",
+                    req.segment
+                )));
+            }
+        }
+        let manifest = SegmentManifest::from_bytes(&req.manifest)
+            .map_err(|e| NetError::BadRequest(format!("manifest: {e}")))?;
+        if manifest.segment.0 != req.segment.0 {
+            return Err(NetError::BadRequest(
+                "the manifest is for another segment".into(),
+            ));
+        }
+        for mapped in self.map.segment(&req.segment)? {
+            if manifest.pieces.get(mapped.index as usize).map(|p| p.hash.0) != Some(mapped.piece.0)
+            {
+                return Err(NetError::BadRequest(format!(
+                    "the manifest's piece {} is not the one stored",
+                    mapped.index
+                )));
+            }
+        }
+        let count = manifest.pieces.len() as u32;
+        let audits = &self.audits;
+        let mut inner = audits.inner()?;
+        if inner.entrusted.contains_key(&req.segment) {
+            return Ok(count);
+        }
+        let entrusted = Entrusted {
+            audit: AuditKey::from_bytes(req.audit_key),
+            manifest,
+        };
+        audits
+            .entrusted
+            .insert(req.segment.0, entrusted.encode())
+            .map_err(db_err)?;
+        let now = audits.clock.now_ms();
+        for index in 0..count {
+            let due = now + audits.gap(&mut inner.rng);
+            inner.schedule.push(Reverse((due, req.segment.0, index)));
+        }
+        inner.entrusted.insert(req.segment, Arc::new(entrusted));
+        info!(segment = %req.segment, pieces = count, "segment entrusted");
+        Ok(count)
+    }
+
+    /// The manifest the tracker keeps for `segment` (engine encoding), if entrusted.
+    pub(crate) fn current_manifest(&self, segment: &SegmentId) -> Result<Bytes, NetError> {
+        Ok(self
+            .audits
+            .inner()?
+            .entrusted
+            .get(segment)
+            .map(|e| Bytes::from(e.manifest.to_bytes()))
+            .unwrap_or_default())
+    }
+
+    /// An owner's complaint: recorded as a failure of the holder, and the piece is repaired.
+    pub(crate) fn complaint(&self, owner: NodeId, c: Complaint) -> Result<(), NetError> {
+        self.check_responsible(&c.segment)?;
+        if self.map.owner(&c.segment)? != Some(owner) {
+            return Err(NetError::Forbidden(
+                "only the segment's owner may complain about its pieces".into(),
+            ));
+        }
+        let mapped = self
+            .map
+            .segment(&c.segment)?
+            .into_iter()
+            .find(|p| p.index == c.index && p.holders.contains(&c.provider))
+            .ok_or_else(|| {
+                NetError::NotFound(format!(
+                    "provider {} holds no piece {} of segment {}",
+                    c.provider, c.index, c.segment
+                ))
+            })?;
+        let outcome = Outcome::Fail(format!("owner complains: {}", c.reason));
+        let now = self.audits.clock.now_ms();
+        let mut report = StepReport::default();
+        self.apply(
+            &mut report,
+            c.segment,
+            c.index,
+            mapped.piece,
+            c.provider,
+            "complaint",
+            outcome,
+            mapped.size,
+            now,
+        )?;
+        self.map.db().flush().map_err(db_err)?;
+        Ok(())
+    }
+
+    /// The audit report: the latest `limit` log entries, credit, repair counts.
+    pub fn audit_report(&self, limit: u32) -> Result<AuditReport, NetError> {
+        let audits = &self.audits;
+        let entries = audits.log.latest(limit.min(MAX_REPORT_ENTRIES) as usize)?;
+        let (log_length, head) = audits.log.head();
+        let mut held: HashMap<NodeId, u64> = HashMap::new();
+        for (_, piece) in self.map.all()? {
+            for h in piece.holders {
+                *held.entry(h).or_default() += 1;
+            }
+        }
+        let inner = audits.inner()?;
+        let mut nodes: HashSet<NodeId> = inner.credit.keys().copied().collect();
+        nodes.extend(held.keys().copied());
+        let mut credits: Vec<CreditRecord> = nodes
+            .into_iter()
+            .map(|node| {
+                let c = inner.credit.get(&node).copied().unwrap_or_default();
+                CreditRecord {
+                    node,
+                    credit: c.score(),
+                    passed: c.passed,
+                    failed: c.failed,
+                    missed: c.missed,
+                    uptime_ms: c.uptime_ms,
+                    byte_seconds: c.byte_seconds,
+                    pieces: held.get(&node).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        credits.sort_by_key(|c| c.node);
+        Ok(AuditReport {
+            entries,
+            credits,
+            log_length,
+            head,
+            repairs_pending: audits.repairs.len() as u64,
+            repairs_done: audits.repairs_done()?,
+        })
+    }
+
+    /// Recomputes the audit log's hash chain; returns its length.
+    pub fn verify_audit_log(&self) -> Result<u64, NetError> {
+        self.audits.log.verify()
+    }
+
+    /// When the next audit step has work: the earliest due challenge, or now if repairs wait.
+    pub fn next_audit_ms(&self) -> Option<u64> {
+        if !self.audits.repairs.is_empty() {
+            return Some(self.audits.clock.now_ms());
+        }
+        let inner = self.audits.inner().ok()?;
+        inner.schedule.peek().map(|Reverse((due, _, _))| *due)
+    }
+
+    /// One audit step at the audit clock's now: sends the challenges due (concurrently, each
+    /// with its deadline), records the results, condemns providers past their limits, and
+    /// repairs up to [`AuditConfig::repairs_per_step`] queued segments.
+    pub async fn audit_step(&self) -> Result<StepReport, NetError> {
+        let now = self.audits.clock.now_ms();
+        let planned = self.plan_challenges(now)?;
+        let deadline = Duration::from_millis(self.audits.config.deadline_ms);
+        let results: Vec<(Planned, Outcome)> = futures::stream::iter(planned)
+            .map(|p| async move {
+                let outcome = self.send_challenge(&p, deadline).await;
+                (p, outcome)
+            })
+            .buffer_unordered(self.audits.config.concurrency.max(1))
+            .collect()
+            .await;
+        let mut report = StepReport::default();
+        for (p, outcome) in results {
+            let kind = match p.check {
+                Check::Sentinels { .. } => "sentinel",
+                Check::Chunk { .. } => "chunk",
+            };
+            let size = self.piece_size(&p);
+            self.apply(
+                &mut report,
+                p.segment,
+                p.index,
+                p.piece,
+                p.provider,
+                kind,
+                outcome,
+                size,
+                now,
+            )?;
+        }
+        self.check_offline(&mut report, now)?;
+        self.repair_some(&mut report, now).await?;
+        self.map.flush().await?;
+        Ok(report)
+    }
+
+    fn piece_size(&self, p: &Planned) -> u64 {
+        self.audits
+            .inner()
+            .ok()
+            .and_then(|i| i.entrusted.get(&p.segment).map(|e| e.manifest.piece_len()))
+            .unwrap_or(0)
+    }
+
+    /// Pops the challenges due by `now`, reschedules their pieces, and draws each challenge.
+    fn plan_challenges(&self, now: u64) -> Result<Vec<Planned>, NetError> {
+        let audits = &self.audits;
+        let mut due = Vec::new();
+        {
+            let mut inner = audits.inner()?;
+            while let Some(Reverse((at, segment, index))) = inner.schedule.peek().copied() {
+                if at > now {
+                    break;
+                }
+                inner.schedule.pop();
+                let segment = SegmentId(segment);
+                if let Some(e) = inner.entrusted.get(&segment).cloned() {
+                    let next = now + audits.gap(&mut inner.rng);
+                    inner.schedule.push(Reverse((next, segment.0, index)));
+                    due.push((segment, index, e));
+                }
+            }
+        }
+        let registry_now = now_ms();
+        let mut planned = Vec::new();
+        for (segment, index, e) in due {
+            let Some(mapped) = self
+                .map
+                .segment(&segment)?
+                .into_iter()
+                .find(|p| p.index == index)
+            else {
+                continue;
+            };
+            let Some(info) = e.manifest.pieces.get(index as usize) else {
+                continue;
+            };
+            if info.hash.0 != mapped.piece.0 {
+                continue; // a repair is moving it
+            }
+            for holder in &mapped.holders {
+                let condemned = audits
+                    .inner()?
+                    .credit
+                    .get(holder)
+                    .is_some_and(|c| c.condemned);
+                let address = self
+                    .registry()?
+                    .lookup(holder, registry_now)
+                    .map(|(a, _)| a);
+                let (Some(address), false) = (address, condemned) else {
+                    continue; // no address yet (after a restart), or already written off
+                };
+                let (kind, check) = self.draw_challenge(&segment, index, &e, &mapped)?;
+                planned.push(Planned {
+                    segment,
+                    index,
+                    piece: mapped.piece,
+                    provider: *holder,
+                    address,
+                    kind,
+                    check,
+                });
+            }
+        }
+        Ok(planned)
+    }
+
+    /// Draws one challenge on piece `index`: sentinels (the next q unused ones in the piece's
+    /// secret order, marked used now, as sending reveals them) or a chunk.
+    fn draw_challenge(
+        &self,
+        segment: &SegmentId,
+        index: u32,
+        e: &Entrusted,
+        mapped: &MappedPiece,
+    ) -> Result<(ChallengeKind, Check), NetError> {
+        let audits = &self.audits;
+        let config = &audits.config;
+        let q = config.sentinels_per_challenge.max(1);
+        let hash = PieceHash(mapped.piece.0);
+        let used = audits
+            .sentinels
+            .get(mapped.piece.0)
+            .map_err(db_err)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u32::from_le_bytes))
+            .unwrap_or(0);
+        let total = e.manifest.sentinels;
+        let (chunk, offset) = {
+            let mut inner = audits.inner()?;
+            let chunk = inner.rng.random_bool(config.chunk_share.clamp(0.0, 1.0));
+            let offset = inner.rng.random_range(0..e.manifest.piece_len().max(1));
+            (chunk, offset)
+        };
+        if chunk || used + q > total {
+            let start = offset / CHUNK * CHUNK;
+            let range = ByteRange {
+                offset: start,
+                len: CHUNK.min(e.manifest.piece_len() - start),
+            };
+            return Ok((ChallengeKind::Chunk(range), Check::Chunk { hash, range }));
+        }
+        let order = sentinel_order(&e.audit, &hash, total);
+        let which = order[used as usize..(used + q) as usize].to_vec();
+        audits
+            .sentinels
+            .insert(mapped.piece.0, &(used + q).to_le_bytes())
+            .map_err(db_err)?;
+        if total - used - q < config.refresh_below {
+            audits.queue(segment, index, Reason::Refresh)?;
+        }
+        let view = e.manifest.view(&e.audit, index as usize);
+        let positions = view.challenge(&which);
+        Ok((
+            ChallengeKind::Sentinels(positions),
+            Check::Sentinels { view, which },
+        ))
+    }
+
+    async fn send_challenge(&self, p: &Planned, deadline: Duration) -> Outcome {
+        let request = match self.identity.sign(Challenge {
+            piece: p.piece,
+            kind: p.kind.clone(),
+        }) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Missed(format!("cannot sign: {e}")),
+        };
+        let answer = async {
+            let provider = self.audits.connector.provider(&p.address)?;
+            provider.challenge(request).await
+        };
+        let answer = match tokio::time::timeout(deadline, answer).await {
+            Err(_) => {
+                return Outcome::Missed(format!("no answer within {} ms", deadline.as_millis()));
+            }
+            Ok(Err(NetError::Unavailable(why))) => return Outcome::Missed(why),
+            Ok(Err(e)) => return Outcome::Fail(e.to_string()),
+            Ok(Ok(answer)) => answer,
+        };
+        let right = match &p.check {
+            Check::Sentinels { view, which } => view.verify(which, &answer.data),
+            Check::Chunk { hash, range } => {
+                proof::verify(hash, range.offset, range.len, &answer.proof)
+                    .is_ok_and(|bytes| bytes[..] == answer.data[..])
+            }
+        };
+        if right {
+            Outcome::Pass
+        } else {
+            Outcome::Fail("wrong answer".into())
+        }
+    }
+
+    /// Records one result: log, credit, and the consequences (repair, condemnation).
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        report: &mut StepReport,
+        segment: SegmentId,
+        index: u32,
+        piece: PieceId,
+        provider: NodeId,
+        kind: &'static str,
+        outcome: Outcome,
+        size: u64,
+        now: u64,
+    ) -> Result<(), NetError> {
+        let audits = &self.audits;
+        audits.log(Event {
+            time_ms: now,
+            provider,
+            piece,
+            kind,
+            outcome: outcome.name(),
+            detail: outcome.detail(),
+        })?;
+        let credit = {
+            let mut inner = audits.inner()?;
+            if outcome == Outcome::Pass {
+                let previous = inner.last_pass.insert(piece, now);
+                let entry = inner.credit.entry(provider).or_default();
+                if let Some(t) = previous {
+                    entry.byte_seconds += size * now.saturating_sub(t) / 1000;
+                }
+            }
+            let entry = inner.credit.entry(provider).or_default();
+            entry.record(&outcome, now);
+            let credit = *entry;
+            match &outcome {
+                Outcome::Missed(_) => {
+                    inner.offline_since.entry(provider).or_insert(now);
+                }
+                _ => {
+                    inner.offline_since.remove(&provider);
+                }
+            }
+            credit
+        };
+        audits.save_credit(&provider, &credit)?;
+        if let Outcome::Fail(_) = outcome
+            && audits.queue(&segment, index, Reason::Lost(provider))?
+        {
+            report.queued += 1;
+        }
+        if credit.failed >= audits.config.max_failures.max(1) {
+            self.condemn(report, provider, now, "too many wrong answers")?;
+        } else {
+            self.registry()?.set_credit(provider, credit.score());
+        }
+        report.challenges.push(ChallengeResult {
+            provider,
+            piece,
+            kind,
+            outcome,
+        });
+        Ok(())
+    }
+
+    /// Condemns providers that have missed every challenge for the offline threshold.
+    fn check_offline(&self, report: &mut StepReport, now: u64) -> Result<(), NetError> {
+        let threshold = self.audits.config.offline_threshold_ms;
+        let gone: Vec<NodeId> = self
+            .audits
+            .inner()?
+            .offline_since
+            .iter()
+            .filter(|(_, since)| now.saturating_sub(**since) >= threshold)
+            .map(|(node, _)| *node)
+            .collect();
+        for node in gone {
+            self.condemn(report, node, now, "offline past the threshold")?;
+        }
+        Ok(())
+    }
+
+    /// Writes a provider off: credit 0, and every piece it holds queued for repair.
+    fn condemn(
+        &self,
+        report: &mut StepReport,
+        node: NodeId,
+        now: u64,
+        why: &str,
+    ) -> Result<(), NetError> {
+        let audits = &self.audits;
+        let credit = {
+            let mut inner = audits.inner()?;
+            inner.offline_since.remove(&node);
+            let entry = inner.credit.entry(node).or_default();
+            if entry.condemned {
+                return Ok(());
+            }
+            entry.condemned = true;
+            *entry
+        };
+        audits.save_credit(&node, &credit)?;
+        self.registry()?.set_credit(node, 0);
+        let mut pieces = 0;
+        for (segment, piece) in self.map.all()? {
+            if piece.holders.contains(&node) {
+                if audits.queue(&segment, piece.index, Reason::Lost(node))? {
+                    report.queued += 1;
+                }
+                pieces += 1;
+            }
+        }
+        warn!(provider = %node, pieces, why, "provider condemned; its pieces go to repair");
+        audits.log(Event {
+            time_ms: now,
+            provider: node,
+            piece: PieceId([0; 32]),
+            kind: "condemn",
+            outcome: "done",
+            detail: format!("{why}; {pieces} pieces queued for repair"),
+        })?;
+        report.condemned.push(node);
+        Ok(())
+    }
+
+    /// Repairs up to `repairs_per_step` queued segments.
+    async fn repair_some(&self, report: &mut StepReport, now: u64) -> Result<(), NetError> {
+        let queued = self.audits.queued()?;
+        for (segment, items) in queued
+            .into_iter()
+            .take(self.audits.config.repairs_per_step.max(1))
+        {
+            match self.repair_segment(segment, &items, now).await {
+                Ok(n) => report.repaired += n,
+                Err(e) => {
+                    warn!(segment = %segment, error = %e, "repair failed; will retry");
+                    self.audits.log(Event {
+                        time_ms: now,
+                        provider: NodeId([0; 32]),
+                        piece: PieceId([0; 32]),
+                        kind: "repair",
+                        outcome: "error",
+                        detail: format!("segment {segment}: {e}"),
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a whole piece from one holder, as a trusted tracker, and checks its hash.
+    async fn fetch_piece(&self, address: &str, hash: PieceHash) -> Result<Vec<u8>, NetError> {
+        let provider = self.audits.connector.provider(address)?;
+        let request = self.identity.sign(ReadPiece {
+            piece: PieceId(hash.0),
+            range: None,
+        })?;
+        let data = tokio::time::timeout(REPAIR_CALL_TIMEOUT, provider.read(request))
+            .await
+            .map_err(|_| NetError::Unavailable("read timed out".into()))??;
+        if PieceHash::of(&data.data) != hash {
+            return Err(NetError::Conflict("wrong bytes".into()));
+        }
+        Ok(data.data.to_vec())
+    }
+
+    /// Rebuilds the queued pieces of one segment from k intact others and stores them on new
+    /// providers. Returns how many were repaired; pieces not stored stay queued.
+    async fn repair_segment(
+        &self,
+        segment: SegmentId,
+        items: &[(u32, Reason)],
+        now: u64,
+    ) -> Result<usize, NetError> {
+        let audits = &self.audits;
+        let Some(e) = audits.inner()?.entrusted.get(&segment).cloned() else {
+            for (index, _) in items {
+                audits
+                    .repairs
+                    .remove(queue_key(&segment, *index))
+                    .map_err(db_err)?;
+            }
+            return Ok(0);
+        };
+        let owner = self
+            .map
+            .owner(&segment)?
+            .ok_or_else(|| NetError::Internal("entrusted segment without owner".into()))?;
+        let mapped = self.map.segment(&segment)?;
+        let m = &e.manifest;
+        let k = m.params.data;
+        let condemned: HashSet<NodeId> = audits
+            .inner()?
+            .credit
+            .iter()
+            .filter(|(_, c)| c.condemned)
+            .map(|(n, _)| *n)
+            .collect();
+        let lost: HashMap<u32, Option<NodeId>> = items
+            .iter()
+            .map(|(i, r)| {
+                (
+                    *i,
+                    match r {
+                        Reason::Lost(n) => Some(*n),
+                        Reason::Refresh => None,
+                    },
+                )
+            })
+            .collect();
+        let untrusted = |index: u32, node: &NodeId| {
+            condemned.contains(node) || lost.get(&index) == Some(&Some(*node))
+        };
+        // Candidate sources: (index, address) of every holder not written off, data first.
+        let registry_now = now_ms();
+        let mut sources: Vec<(usize, String)> = Vec::new();
+        {
+            let registry = self.registry()?;
+            for p in &mapped {
+                if m.pieces.get(p.index as usize).map(|i| i.hash.0) != Some(p.piece.0) {
+                    continue;
+                }
+                for h in p.holders.iter().filter(|h| !untrusted(p.index, h)) {
+                    if let Some((address, _)) = registry.lookup(h, registry_now) {
+                        sources.push((p.index as usize, address));
+                    }
+                }
+            }
+        }
+        sources.sort_by_key(|(i, _)| *i);
+        let mut pieces: Vec<Option<Vec<u8>>> = vec![None; m.pieces.len()];
+        let mut intact = 0;
+        let mut next = 0;
+        while intact < k && next < sources.len() {
+            let mut batch = Vec::new();
+            while batch.len() < k - intact && next < sources.len() {
+                let (index, _) = &sources[next];
+                if pieces[*index].is_none() && !batch.iter().any(|(i, _)| i == index) {
+                    batch.push(sources[next].clone());
+                }
+                next += 1;
+            }
+            let fetched = join_all(
+                batch
+                    .iter()
+                    .map(|(i, address)| self.fetch_piece(address, m.pieces[*i].hash)),
+            )
+            .await;
+            for ((i, _), result) in batch.into_iter().zip(fetched) {
+                if let Ok(bytes) = result
+                    && pieces[i].is_none()
+                {
+                    pieces[i] = Some(bytes);
+                    intact += 1;
+                }
+            }
+        }
+        if intact < k {
+            return Err(NetError::Unavailable(format!(
+                "only {intact} of the {k} intact pieces needed could be read"
+            )));
+        }
+        let which: Vec<usize> = items.iter().map(|(i, _)| *i as usize).collect();
+        let audit = e.audit.clone();
+        let manifest = m.clone();
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            let refs: Vec<Option<&[u8]>> = pieces.iter().map(Option::as_deref).collect();
+            Codec::new(manifest.params)?.rebuild(&audit, &manifest, &refs, &which)
+        })
+        .await
+        .map_err(|e| NetError::Internal(format!("repair task failed: {e}")))?
+        .map_err(|e| NetError::Internal(format!("rebuild: {e}")))?;
+
+        let mut exclude: HashSet<NodeId> = condemned;
+        for p in &mapped {
+            exclude.extend(p.holders.iter().copied());
+        }
+        let specs: Vec<PieceSpec> = rebuilt
+            .pieces
+            .iter()
+            .map(|(i, piece)| PieceSpec {
+                index: *i as u32,
+                piece: PieceId(rebuilt.manifest.pieces[*i].hash.0),
+                size: piece.len() as u64,
+            })
+            .collect();
+        let mut seed = blake3::Hasher::new();
+        seed.update(b"repair");
+        seed.update(&segment.0);
+        seed.update(&registry_now.to_le_bytes());
+        let placed =
+            self.registry()?
+                .place(&specs, *seed.finalize().as_bytes(), registry_now, &exclude)?;
+        let expires = registry_now + self.reservation_ttl_ms;
+        let stores = specs.iter().zip(&rebuilt.pieces).zip(placed).map(
+            |((spec, (_, data)), (provider, address))| {
+                let reservation = self.reservation(owner, segment, spec, provider, expires);
+                async move {
+                    let handle = self.audits.connector.provider(&address)?;
+                    let request = self.identity.sign(StorePiece {
+                        reservation,
+                        data: Bytes::copy_from_slice(data),
+                    })?;
+                    let receipt = tokio::time::timeout(REPAIR_CALL_TIMEOUT, handle.store(request))
+                        .await
+                        .map_err(|_| NetError::Unavailable("store timed out".into()))??;
+                    receipt.verify_signature()?;
+                    Ok::<_, NetError>((spec, provider, address))
+                }
+            },
+        );
+        let mut updated = m.clone();
+        let mut done = 0;
+        for result in join_all(stores).await {
+            let (spec, provider, address) = match result {
+                Ok(stored) => stored,
+                Err(err) => {
+                    warn!(segment = %segment, error = %err, "repaired piece not stored; will retry");
+                    continue;
+                }
+            };
+            let i = spec.index as usize;
+            self.map
+                .add_holder(&segment, spec.index, spec.piece, spec.size, provider)?;
+            updated.pieces[i] = rebuilt.manifest.pieces[i];
+            audits
+                .repairs
+                .remove(queue_key(&segment, spec.index))
+                .map_err(db_err)?;
+            let (kind, old) = match lost.get(&spec.index) {
+                Some(Some(node)) => ("repair", *node),
+                _ => ("refresh", NodeId([0; 32])),
+            };
+            audits.log(Event {
+                time_ms: now,
+                provider: old,
+                piece: PieceId(m.pieces[i].hash.0),
+                kind,
+                outcome: "done",
+                detail: format!(
+                    "segment {segment} piece {i} re-coded in generation {} as {} on {address}",
+                    updated.pieces[i].generation, spec.piece
+                ),
+            })?;
+            done += 1;
+        }
+        if done > 0 {
+            let entrusted = Entrusted {
+                audit: e.audit.clone(),
+                manifest: updated,
+            };
+            audits
+                .entrusted
+                .insert(segment.0, entrusted.encode())
+                .map_err(db_err)?;
+            audits
+                .meta
+                .insert(
+                    "repairs_done",
+                    &(audits.repairs_done()? + done as u64).to_le_bytes(),
+                )
+                .map_err(db_err)?;
+            audits
+                .inner()?
+                .entrusted
+                .insert(segment, Arc::new(entrusted));
+            info!(segment = %segment, pieces = done, "pieces repaired");
+        }
+        Ok(done)
+    }
+}
+
+/// Runs audit steps on the system clock until aborted: each step when the next challenge is
+/// due, at least once a second (so queued repairs proceed at `repairs_per_step` a second).
+pub fn spawn_audits(tracker: Arc<Tracker>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = tracker.audit_step().await {
+                warn!(error = %e, "audit step failed");
+            }
+            let now = tracker.audits.clock.now_ms();
+            let wait = tracker
+                .next_audit_ms()
+                .map_or(1000, |due| due.saturating_sub(now).clamp(10, 1000));
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use wwt_engine::piece::answer_challenge;
+    use wwt_engine::segment::SegmentId as EngineSegment;
+
+    #[test]
+    fn credit_falls_with_failures_and_misses_and_round_trips() {
+        let mut c = Credit::default();
+        for t in 1..=10 {
+            c.record(&Outcome::Pass, t * 1000);
+        }
+        let good = c.score();
+        assert!(good > 990, "{good}");
+        let mut missed = c;
+        missed.record(&Outcome::Missed("down".into()), 20_000);
+        assert!(missed.score() < good);
+        let mut failed = c;
+        failed.record(&Outcome::Fail("wrong".into()), 20_000);
+        assert!(failed.score() < missed.score());
+        assert_eq!(Credit::decode(&failed.encode()), Some(failed));
+        failed.condemned = true;
+        assert_eq!(failed.score(), 0);
+    }
+
+    #[test]
+    fn sentinel_orders_are_permutations_that_differ_per_piece() {
+        let audit = AuditKey::from_bytes([7; 32]);
+        let a = sentinel_order(&audit, &PieceHash([1; 32]), 256);
+        let b = sentinel_order(&audit, &PieceHash([2; 32]), 256);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..256).collect::<Vec<u32>>());
+        assert_ne!(a, b);
+        assert_ne!(a, sorted);
+    }
+
+    /// SplitMix64: a seeded, dependency-free generator for the detection trials.
+    struct SplitMix(u64);
+
+    impl SplitMix {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
+    /// The detection curve: a provider that discarded a fraction f of a piece (and answers a
+    /// random byte where it has none) against c challenges of q sentinels, each drawn as the
+    /// tracker draws them (the piece's secret order, every sentinel once), over 1,000 seeded
+    /// trials per point, next to 1 − (1 − f)^(q·c).
+    #[test]
+    fn detection_curve_matches_the_formula() {
+        const SEED: u64 = 0xa0d1_2026;
+        const TRIALS: u64 = 1000;
+        let audit = AuditKey::from_bytes([3; 32]);
+        let shard: Vec<u8> = (0..64u32 << 10).map(|i| (i * 31 % 251) as u8).collect();
+        let mut rng = SplitMix(SEED);
+        println!("detection curve: seed {SEED:#x}, {TRIALS} trials per point, 64 KiB shards");
+        println!("   f   q   c  measured  1-(1-f)^(qc)");
+        let points: Vec<(f64, u32, u32)> = [0.01, 0.05, 0.10]
+            .into_iter()
+            .flat_map(|f| {
+                [(4, 1), (4, 4), (8, 1), (8, 4), (8, 16), (16, 8)]
+                    .into_iter()
+                    .map(move |(q, c)| (f, q, c))
+            })
+            .collect();
+        let mut caught = vec![0u64; points.len()];
+        for trial in 0..TRIALS {
+            // A fresh piece per trial (its own generation: new sentinels, new order).
+            let view = PieceView::new(
+                &audit,
+                EngineSegment([9; 32]),
+                0,
+                trial,
+                shard.len() as u64,
+                wwt_engine::piece::sentinel_count(shard.len() as u64),
+            );
+            let piece = view.build(&shard);
+            let hash = PieceHash::of(&piece);
+            let order = sentinel_order(&audit, &hash, view.sentinel_count() as u32);
+            for (slot, &(f, q, c)) in points.iter().enumerate() {
+                // Discard each byte with probability f; a discarded byte is answered by a guess.
+                let threshold = (f * u64::MAX as f64) as u64;
+                let positions = view.challenge(&order[..(q * c) as usize]);
+                let mut answer = answer_challenge(&piece, &positions).unwrap();
+                for byte in answer.iter_mut() {
+                    if rng.next() < threshold {
+                        *byte = rng.next() as u8;
+                    }
+                }
+                let detected = order[..(q * c) as usize]
+                    .chunks(q as usize)
+                    .zip(answer.chunks(q as usize))
+                    .any(|(which, bytes)| !view.verify(which, bytes));
+                caught[slot] += u64::from(detected);
+            }
+        }
+        for (&(f, q, c), &n) in points.iter().zip(&caught) {
+            let measured = n as f64 / TRIALS as f64;
+            let formula = 1.0 - (1.0 - f).powi((q * c) as i32);
+            // A guess is right one time in 256: the exact rate is the formula with f·255/256.
+            let exact = 1.0 - (1.0 - f * 255.0 / 256.0).powi((q * c) as i32);
+            println!("{f:>4.2} {q:>3} {c:>3}  {measured:>8.3}  {formula:>12.3}");
+            let sigma = (exact * (1.0 - exact) / TRIALS as f64).sqrt();
+            assert!(
+                (measured - exact).abs() <= 4.0 * sigma + 0.005,
+                "f={f} q={q} c={c}: measured {measured}, expected {exact}"
+            );
+        }
+    }
+}
