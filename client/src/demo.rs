@@ -105,14 +105,16 @@ async fn run_async(o: &Options) -> Result<()> {
     )?;
     let start = Instant::now();
     let mut bytes = 0;
+    let audit = table.keys().audit.clone();
     for chunk in batch.segments.chunks(8) {
-        for report in futures::future::join_all(chunk.iter().map(|s| storage.put(s))).await {
+        let puts = chunk.iter().map(|s| storage.put_audited(s, &audit));
+        for report in futures::future::join_all(puts).await {
             bytes += report?.bytes_sent;
         }
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "encrypted, coded RS 4+2 and uploaded: {} segments, {} pieces, {:.1} MB in {secs:.2} s",
+        "encrypted, coded RS 4+2, uploaded and entrusted to the tracker for audits: {} segments, {} pieces, {:.1} MB in {secs:.2} s",
         batch.segments.len(),
         batch.segments.len() * 6,
         bytes as f64 / 1e6

@@ -202,8 +202,43 @@ pub struct LocalNet {
     memory: Option<MemoryNetwork>,
     dir: PathBuf,
     trackers: Vec<Option<Running>>,
-    tracker_services: Vec<Arc<Tracker>>,
+    tracker_services: Vec<Option<Arc<Tracker>>>,
+    tracker_configs: Vec<TrackerConfig>,
+    clock: Arc<dyn Clock>,
     providers: Vec<Option<Running>>,
+}
+
+/// Opens tracker `config` and serves it at `address`: over gRPC on `listener`, or on the
+/// in-memory network (with its audit loop when `config.audit.enabled`).
+fn start_tracker(
+    config: TrackerConfig,
+    address: &str,
+    listener: Option<TcpListener>,
+    memory: Option<&MemoryNetwork>,
+    connector: Arc<dyn Connector>,
+    clock: Arc<dyn Clock>,
+) -> Result<(Arc<Tracker>, Running)> {
+    let tracker = Arc::new(Tracker::open_with(&config, connector, clock)?);
+    let running = match (memory, listener) {
+        (Some(m), _) => {
+            m.add_tracker(address, tracker.clone());
+            Running::InMemory {
+                address: address.to_string(),
+                task: config
+                    .audit
+                    .enabled
+                    .then(|| wwt_tracker::audit::spawn_audits(tracker.clone())),
+            }
+        }
+        (None, Some(listener)) => {
+            let served = tracker.clone();
+            Running::serve(|shutdown| async move {
+                Ok(wwt_tracker::serve(served, &config, listener, shutdown).await?)
+            })
+        }
+        (None, None) => bail!("a gRPC tracker needs a listener"),
+    };
+    Ok((tracker, running))
 }
 
 /// An address for node `name`: a loopback listener for gRPC, a name in memory.
@@ -251,6 +286,7 @@ impl LocalNet {
         }
         let mut trackers = Vec::new();
         let mut tracker_services = Vec::new();
+        let mut tracker_configs = Vec::new();
         let clock: Arc<dyn Clock> = hooks
             .audit_clock
             .clone()
@@ -278,29 +314,17 @@ impl LocalNet {
                 audit,
                 ..TrackerConfig::default()
             };
-            let tracker = Arc::new(Tracker::open_with(
-                &config,
+            let (tracker, running) = start_tracker(
+                config.clone(),
+                &endpoints.trackers[t].address,
+                listener,
+                memory.as_ref(),
                 connector.clone(),
                 clock.clone(),
-            )?);
-            tracker_services.push(tracker.clone());
-            trackers.push(Some(match (&memory, listener) {
-                (Some(m), _) => {
-                    let address = endpoints.trackers[t].address.clone();
-                    m.add_tracker(&address, tracker.clone());
-                    Running::InMemory {
-                        address,
-                        task: config
-                            .audit
-                            .enabled
-                            .then(|| wwt_tracker::audit::spawn_audits(tracker)),
-                    }
-                }
-                (None, Some(listener)) => Running::serve(|shutdown| async move {
-                    Ok(wwt_tracker::serve(tracker, &config, listener, shutdown).await?)
-                }),
-                (None, None) => bail!("a gRPC tracker needs a listener"),
-            }));
+            )?;
+            tracker_services.push(Some(tracker));
+            trackers.push(Some(running));
+            tracker_configs.push(config);
         }
         let tracker_endpoints: Vec<TrackerEndpoint> = endpoints
             .trackers
@@ -365,6 +389,8 @@ impl LocalNet {
             dir: dir.to_path_buf(),
             trackers,
             tracker_services,
+            tracker_configs,
+            clock,
             providers,
         };
         net.wait_alive(shape.providers).await?;
@@ -377,8 +403,10 @@ impl LocalNet {
     }
 
     /// Tracker `t`'s service, to step its audits or read its report in process.
-    pub fn tracker(&self, t: usize) -> Arc<Tracker> {
-        self.tracker_services[t].clone()
+    pub fn tracker(&self, t: usize) -> Result<Arc<Tracker>> {
+        self.tracker_services[t]
+            .clone()
+            .with_context(|| format!("tracker {t} is not running"))
     }
 
     /// The network's folder.
@@ -417,6 +445,39 @@ impl LocalNet {
         }
     }
 
+    /// Stops tracker `t` and starts it again from its folder at the same address, as after a
+    /// crash and restart: what it knows comes from disk (and from the next heartbeats).
+    pub async fn restart_tracker(&mut self, t: usize) -> Result<()> {
+        if let Some(running) = self.trackers[t].take() {
+            running.stop(self.memory.as_ref()).await?;
+        }
+        // Drop the last handle, so the database is closed before it is opened again.
+        let address = self.endpoints.trackers[t].address.clone();
+        if let Some(old) = self.tracker_services[t].take()
+            && Arc::into_inner(old).is_none()
+        {
+            bail!("tracker {t} is still in use elsewhere; cannot restart it");
+        }
+        let listener = match self.memory {
+            Some(_) => None,
+            None => {
+                let at = address.trim_start_matches("http://");
+                Some(TcpListener::bind(at).await?)
+            }
+        };
+        let (tracker, running) = start_tracker(
+            self.tracker_configs[t].clone(),
+            &address,
+            listener,
+            self.memory.as_ref(),
+            self.connector.clone(),
+            self.clock.clone(),
+        )?;
+        self.tracker_services[t] = Some(tracker);
+        self.trackers[t] = Some(running);
+        Ok(())
+    }
+
     /// Stops every node.
     pub async fn shutdown(mut self) -> Result<()> {
         self.tracker_services.clear();
@@ -452,6 +513,25 @@ pub async fn status(endpoints: &Endpoints, connector: &dyn Connector) -> (Vec<St
                     t.address,
                     ps.len()
                 ));
+                let audits = async {
+                    let tracker = connector.tracker(&t.address)?;
+                    tokio::time::timeout(timeout, tracker.audits(0))
+                        .await
+                        .map_err(|_| wwt_net::NetError::Unavailable("no answer within 3 s".into()))?
+                };
+                match audits.await {
+                    Ok(report) => {
+                        lines.push(format!(
+                            "{:<11} audits: {} log entries, {} repairs pending, {} done",
+                            "",
+                            report.log_length,
+                            report.repairs_pending,
+                            report.repairs_done
+                        ));
+                        lines.extend(crate::audits::credit_lines(&report.credits));
+                    }
+                    Err(e) => lines.push(format!("{:<11} audits: {e}", "")),
+                }
             }
             Err(e) => {
                 all_up = false;

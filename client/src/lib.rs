@@ -1,6 +1,7 @@
 //! The wwt client library and the `wwt` command-line tool.
 //!
 //! Layout:
+//! - [`audits`]: `wwt tracker audits`, a tracker's audit log and credit as text.
 //! - [`home`]: where the keystore and local state live (`$WWT_HOME`, default `~/.wwt`).
 //! - [`bench`]: `wwt bench`, the storage engine's throughput against raw AES-SIV.
 //! - [`demo`]: `wwt demo`, rows through the engine onto provider folders and back.
@@ -9,6 +10,7 @@
 //!
 //! The network client (providers, trackers, SQL) arrives with issues 3 and 5.
 
+pub mod audits;
 pub mod bench;
 pub mod demo;
 pub mod devnet;

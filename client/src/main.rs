@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use wwt_client::{bench, demo, devnet, home};
+use wwt_client::{audits, bench, demo, devnet, home};
 
 /// wwt, the World Wide Table: an encrypted, decentralized table store.
 #[derive(Parser, Debug)]
@@ -32,6 +32,25 @@ enum Command {
     /// A local network of tracker and provider daemons on loopback.
     #[command(subcommand)]
     Devnet(DevnetCommand),
+    /// Ask a running tracker.
+    #[command(subcommand)]
+    Tracker(TrackerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TrackerCommand {
+    /// The tracker's audit log (latest entries), its providers' credit and its repairs.
+    Audits {
+        /// The tracker's gRPC address (default: the devnet's first tracker).
+        #[arg(long, env = "WWT_TRACKER")]
+        address: Option<String>,
+        /// The devnet's folder, to find the tracker (default: <home>/devnet).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Log entries to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +131,38 @@ fn devnet(home: &std::path::Path, command: DevnetCommand) -> Result<()> {
     }
 }
 
+fn tracker(home: &std::path::Path, command: TrackerCommand) -> Result<()> {
+    match command {
+        TrackerCommand::Audits {
+            address,
+            dir,
+            limit,
+        } => runtime()?.block_on(async {
+            let address = match address {
+                Some(a) => a,
+                None => {
+                    let dir = dir.unwrap_or_else(|| devnet::default_dir(home));
+                    let endpoints = devnet::Endpoints::load(&dir)?;
+                    endpoints
+                        .trackers
+                        .first()
+                        .map(|t| t.address.clone())
+                        .ok_or_else(|| anyhow::anyhow!("the devnet has no tracker"))?
+                }
+            };
+            let tracker = wwt_net::Connector::tracker(
+                &wwt_net::grpc::GrpcConnector::with_timeout(std::time::Duration::from_secs(10)),
+                &address,
+            )?;
+            let report = tracker.audits(limit).await?;
+            for line in audits::report_lines(&report) {
+                println!("{line}");
+            }
+            Ok(())
+        }),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -144,6 +195,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(options) => bench::run(&options)?,
         Command::Demo(options) => demo::run(&options)?,
         Command::Devnet(command) => devnet(&home, command)?,
+        Command::Tracker(command) => tracker(&home, command)?,
     }
     Ok(())
 }
