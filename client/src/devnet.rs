@@ -517,16 +517,15 @@ pub async fn status(endpoints: &Endpoints, connector: &dyn Connector) -> (Vec<St
                     let tracker = connector.tracker(&t.address)?;
                     tokio::time::timeout(timeout, tracker.audits(0))
                         .await
-                        .map_err(|_| wwt_net::NetError::Unavailable("no answer within 3 s".into()))?
+                        .map_err(|_| {
+                            wwt_net::NetError::Unavailable("no answer within 3 s".into())
+                        })?
                 };
                 match audits.await {
                     Ok(report) => {
                         lines.push(format!(
                             "{:<11} audits: {} log entries, {} repairs pending, {} done",
-                            "",
-                            report.log_length,
-                            report.repairs_pending,
-                            report.repairs_done
+                            "", report.log_length, report.repairs_pending, report.repairs_done
                         ));
                         lines.extend(crate::audits::credit_lines(&report.credits));
                     }

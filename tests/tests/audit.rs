@@ -1,0 +1,443 @@
+//! Audits and repair on a whole network, in memory and over loopback gRPC: the same test
+//! bodies. One of eight providers misbehaves (a wrapper around the real provider service,
+//! served like any other); the tracker's challenges, on a simulated clock with a seeded
+//! schedule, catch it; its pieces are re-coded onto other providers; and every row still reads
+//! with two more of the segment's holders gone.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use wwt_client::devnet::{Hooks, LocalNet, Shape, Transport};
+use wwt_client::store::{Storage, StorageConfig};
+use wwt_engine::table::RowWrite;
+use wwt_engine::{CodingParams, MasterKey, Table};
+use wwt_net::audit::{Challenge, ChallengeAnswer, ChallengeKind};
+use wwt_net::types::{
+    Locate, NodeId, PieceData, PieceId, ProviderStatus, ReadPiece, SegmentId, StorePiece,
+    StoreReceipt,
+};
+use wwt_net::{Identity, NetError, ProviderApi, Signed, proto};
+use wwt_tracker::AuditConfig;
+use wwt_tracker::audit::Outcome;
+use wwt_tracker::clock::{Clock, ManualClock};
+
+const SEED: u64 = 0xa0d1_7e57;
+/// The misbehaving provider (of 8).
+const CHEATER: usize = 3;
+/// Simulated time after which a test gives up.
+const GIVE_UP_MS: u64 = 6 * 3_600_000;
+
+/// How the cheating provider misbehaves once armed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cheat {
+    /// Deletes one of its pieces.
+    DeletesPiece,
+    /// Keeps only the Bao (Merkle) tree of each piece, not the bytes: guesses answers.
+    KeepsOnlyTree,
+    /// Lost 5 % of each piece's bytes; answers a guess where a byte is gone.
+    DropsFivePercent,
+    /// Keeps its pieces elsewhere and fetches them when challenged: too slow for the deadline.
+    FetchesElsewhere,
+    /// Goes offline (the provider is stopped).
+    Offline,
+}
+
+struct CheatState {
+    armed: AtomicBool,
+    victim: Mutex<Option<PieceId>>,
+    rng: Mutex<StdRng>,
+}
+
+impl CheatState {
+    fn guess(&self, n: usize) -> Bytes {
+        let mut rng = self.rng.lock().unwrap();
+        Bytes::from((0..n).map(|_| rng.random::<u8>()).collect::<Vec<u8>>())
+    }
+}
+
+/// Whether the 5 %-dropping provider lost byte `at` of `piece` (13/256 ≈ 5.1 % of them).
+fn dropped(piece: &PieceId, at: u64) -> bool {
+    let mut h = blake3::Hasher::new();
+    h.update(&piece.0);
+    h.update(&at.to_le_bytes());
+    h.finalize().as_bytes()[0] < 13
+}
+
+/// A provider service wrapped to misbehave: stores go through; once armed, challenges and
+/// reads are answered as `cheat` says.
+struct Cheater {
+    inner: Arc<dyn ProviderApi>,
+    cheat: Cheat,
+    state: Arc<CheatState>,
+}
+
+impl Cheater {
+    fn armed(&self) -> bool {
+        self.state.armed.load(Ordering::SeqCst)
+    }
+
+    fn damage(&self, piece: &PieceId, positions: impl Iterator<Item = u64>, data: &Bytes) -> Bytes {
+        let mut out = data.to_vec();
+        for (byte, at) in out.iter_mut().zip(positions) {
+            if dropped(piece, at) {
+                *byte = self.state.guess(1)[0];
+            }
+        }
+        Bytes::from(out)
+    }
+}
+
+#[async_trait]
+impl ProviderApi for Cheater {
+    async fn store(&self, request: Signed<StorePiece>) -> Result<StoreReceipt, NetError> {
+        self.inner.store(request).await
+    }
+
+    async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError> {
+        if !self.armed() {
+            return self.inner.read(request).await;
+        }
+        let asked = ReadPiece::try_from(proto::ReadRequest::decode(request.body().clone())?)?;
+        match self.cheat {
+            Cheat::DeletesPiece if Some(asked.piece) == *self.state.victim.lock().unwrap() => {
+                Err(NetError::NotFound("deleted".into()))
+            }
+            Cheat::KeepsOnlyTree => Err(NetError::NotFound("only the tree is kept".into())),
+            Cheat::DropsFivePercent => {
+                let mut data = self.inner.read(request).await?;
+                let start = data.offset;
+                data.data = self.damage(&asked.piece, start.., &data.data);
+                Ok(data)
+            }
+            _ => self.inner.read(request).await,
+        }
+    }
+
+    async fn status(&self) -> Result<ProviderStatus, NetError> {
+        self.inner.status().await
+    }
+
+    async fn challenge(&self, request: Signed<Challenge>) -> Result<ChallengeAnswer, NetError> {
+        if !self.armed() {
+            return self.inner.challenge(request).await;
+        }
+        let asked = Challenge::try_from(proto::ChallengeRequest::decode(request.body().clone())?)?;
+        match self.cheat {
+            Cheat::DeletesPiece if Some(asked.piece) == *self.state.victim.lock().unwrap() => {
+                Err(NetError::NotFound("deleted".into()))
+            }
+            Cheat::KeepsOnlyTree => {
+                // The tree proves the chunk's place, but the bytes must be guessed.
+                let mut answer = self.inner.challenge(request).await?;
+                answer.data = self.state.guess(answer.data.len());
+                Ok(answer)
+            }
+            Cheat::DropsFivePercent => {
+                let mut answer = self.inner.challenge(request).await?;
+                answer.data = match &asked.kind {
+                    ChallengeKind::Sentinels(positions) => {
+                        self.damage(&asked.piece, positions.iter().copied(), &answer.data)
+                    }
+                    ChallengeKind::Chunk(range) => {
+                        self.damage(&asked.piece, range.offset.., &answer.data)
+                    }
+                };
+                Ok(answer)
+            }
+            Cheat::FetchesElsewhere => {
+                // Fetching the piece from where it really lives takes seconds.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                self.inner.challenge(request).await
+            }
+            _ => self.inner.challenge(request).await,
+        }
+    }
+}
+
+fn rows(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{{\"id\":{i},\"note\":\"{}\"}}", "y".repeat(150 + i % 50)).into_bytes())
+        .collect()
+}
+
+/// Where each segment's pieces are, by index, as the tracker says.
+async fn holders(
+    net: &LocalNet,
+    owner: &Identity,
+    segments: &[SegmentId],
+) -> HashMap<SegmentId, Vec<(PieceId, Vec<NodeId>)>> {
+    let tracker = net
+        .connector()
+        .tracker(&net.endpoints.trackers[0].address)
+        .unwrap();
+    let mut out = HashMap::new();
+    for s in segments {
+        let location = tracker
+            .locate(owner.sign(Locate { segment: *s }).unwrap())
+            .await
+            .unwrap();
+        let pieces = location
+            .pieces
+            .into_iter()
+            .map(|p| (p.piece, p.holders.into_iter().map(|h| h.node).collect()))
+            .collect();
+        out.insert(*s, pieces);
+    }
+    out
+}
+
+async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let state = Arc::new(CheatState {
+        armed: AtomicBool::new(false),
+        victim: Mutex::new(None),
+        rng: Mutex::new(StdRng::seed_from_u64(SEED)),
+    });
+    let layer_state = state.clone();
+    let hooks = Hooks {
+        audit_clock: Some(clock.clone()),
+        audit: Some(AuditConfig {
+            mean_interval_ms: 60_000,
+            chunk_share: 0.25,
+            sentinels_per_challenge: 4,
+            refresh_below: 4,
+            deadline_ms: 300,
+            max_failures: 2,
+            offline_threshold_ms: 120_000,
+            repairs_per_step: 2,
+            seed: Some(SEED),
+            ..AuditConfig::default()
+        }),
+        provider_layer: Some(Arc::new(move |p, api| {
+            if p == CHEATER {
+                Arc::new(Cheater {
+                    inner: api,
+                    cheat,
+                    state: layer_state.clone(),
+                })
+            } else {
+                api
+            }
+        })),
+    };
+    let shape = Shape {
+        providers: 8,
+        heartbeat_ms: 100,
+        transport,
+        ..Shape::default()
+    };
+    let mut net = LocalNet::start_with(dir.path(), shape, hooks)
+        .await
+        .unwrap();
+
+    // An owner writes 1,100 rows into 32 KiB segments (RS 4+2) and entrusts them.
+    let master = MasterKey::from_bytes([6; 32]);
+    let mut table = Table::new(&master, "t", CodingParams::default(), 32 << 10).unwrap();
+    let rows = rows(1100);
+    let row_ids = table.keys().row_id.clone();
+    let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
+        row: row_ids.row_id(&(i as u64).to_le_bytes()),
+        version: 1,
+        plaintext: r,
+    }));
+    let owner = Identity::from_secret([9; 32]);
+    let config = StorageConfig {
+        complain: false,
+        ..StorageConfig::default()
+    };
+    let trackers = net.endpoints.tracker_list().unwrap();
+    let client = Storage::new(owner.clone(), &trackers, net.connector(), config).unwrap();
+    let audit = table.keys().audit.clone();
+    for s in &batch.segments {
+        client.put_audited(s, &audit).await.unwrap();
+    }
+    let manifests: HashMap<_, _> = batch
+        .segments
+        .iter()
+        .map(|s| (s.manifest.segment, s.manifest.clone()))
+        .collect();
+    let segments: Vec<SegmentId> = batch
+        .segments
+        .iter()
+        .map(|s| SegmentId(s.manifest.segment.0))
+        .collect();
+
+    // The cheater's pieces, and one segment it holds a piece of.
+    let cheater = net.endpoints.providers[CHEATER].node_id().unwrap();
+    let before = holders(&net, &owner, &segments).await;
+    let mut held: Vec<(SegmentId, PieceId)> = before
+        .iter()
+        .flat_map(|(s, pieces)| {
+            pieces
+                .iter()
+                .filter(|(_, h)| h.contains(&cheater))
+                .map(|(p, _)| (*s, *p))
+        })
+        .collect();
+    held.sort();
+    assert!(!held.is_empty(), "the cheater holds no piece");
+    let (watched, victim) = held[0];
+    *state.victim.lock().unwrap() = Some(victim);
+    state.armed.store(true, Ordering::SeqCst);
+    if cheat == Cheat::Offline {
+        net.stop_provider(CHEATER).await.unwrap();
+    }
+    let lost: Vec<PieceId> = match cheat {
+        Cheat::DeletesPiece => vec![victim],
+        _ => held.iter().map(|(_, p)| *p).collect(),
+    };
+
+    // Step the audits on the simulated clock until the lost pieces are re-coded elsewhere.
+    let start = clock.now_ms();
+    let mut challenged = 0;
+    let mut detected: Option<(usize, u64)> = None;
+    let mut restarted = false;
+    loop {
+        let tracker = net.tracker(0).unwrap();
+        let now = clock.now_ms();
+        assert!(
+            now - start < GIVE_UP_MS,
+            "{cheat:?}: not detected and repaired within {} h simulated",
+            GIVE_UP_MS / 3_600_000
+        );
+        clock.advance_to(tracker.next_audit_ms().unwrap_or(now + 1000).max(now));
+        let step = tracker.audit_step().await.unwrap();
+        for c in step.challenges.iter().filter(|c| c.provider == cheater) {
+            challenged += 1;
+            let caught = match cheat {
+                Cheat::DeletesPiece => c.piece == victim && c.outcome != Outcome::Pass,
+                _ => false,
+            };
+            if detected.is_none() && (caught || step.condemned.contains(&cheater)) {
+                detected = Some((challenged, clock.now_ms() - start));
+            }
+        }
+        if detected.is_none() && step.condemned.contains(&cheater) {
+            detected = Some((challenged, clock.now_ms() - start));
+        }
+        let report = tracker.audit_report(0).unwrap();
+        if detected.is_some() && report.repairs_pending > 0 && !restarted {
+            // A tracker restart in the middle of the repairs: the queue is on disk.
+            drop(tracker);
+            net.restart_tracker(0).await.unwrap();
+            let alive = if cheat == Cheat::Offline { 7 } else { 8 };
+            net.wait_alive(alive).await.unwrap();
+            restarted = true;
+            continue;
+        }
+        let now_held = holders(&net, &owner, &segments).await;
+        let still_lost = now_held.values().flatten().any(|(p, h)| {
+            lost.contains(p) || (cheat != Cheat::DeletesPiece && h.contains(&cheater))
+        });
+        if detected.is_some() && report.repairs_pending == 0 && !still_lost {
+            break;
+        }
+    }
+    let tracker = net.tracker(0).unwrap();
+    let report = tracker.audit_report(1000).unwrap();
+    let (after, sim_ms) = detected.unwrap();
+    println!(
+        "{cheat:?} over {transport:?} (seed {SEED:#x}): detected after {after} challenges to it and {:.1} s of simulated time; {} pieces repaired{}",
+        sim_ms as f64 / 1000.0,
+        report.repairs_done,
+        if restarted {
+            ", across a tracker restart"
+        } else {
+            ""
+        }
+    );
+    assert!(report.repairs_done >= lost.len() as u64, "{report:?}");
+    assert_eq!(tracker.verify_audit_log().unwrap(), report.log_length);
+    let honest = report.credits.iter().filter(|c| c.node != cheater);
+    for c in honest {
+        assert!(c.credit > 0, "honest provider {} was condemned", c.node);
+    }
+    if cheat != Cheat::DeletesPiece {
+        let c = report.credits.iter().find(|c| c.node == cheater).unwrap();
+        assert_eq!((c.credit, c.pieces), (0, 0), "{c:?}");
+    }
+
+    // What the owner checks: every row reads, from the segment's repaired pieces, with two
+    // more of that segment's holders (and a condemned cheater) gone.
+    let after_repair = holders(&net, &owner, &segments).await;
+    let others: Vec<usize> = after_repair[&watched]
+        .iter()
+        .flat_map(|(_, h)| h.iter().copied())
+        .filter(|n| *n != cheater)
+        .filter(|n| {
+            // Not the holders of the re-coded pieces: those are what the read must use.
+            !after_repair[&watched]
+                .iter()
+                .any(|(p, h)| !before[&watched].iter().any(|(q, _)| q == p) && h.contains(n))
+        })
+        .map(|n| {
+            net.endpoints
+                .providers
+                .iter()
+                .position(|p| p.node_id().unwrap() == n)
+                .unwrap()
+        })
+        .take(2)
+        .collect();
+    assert_eq!(others.len(), 2, "{after_repair:?}");
+    // The piece-deleting provider keeps its other pieces, which other segments need.
+    let gone = (cheat != Cheat::DeletesPiece).then_some(CHEATER);
+    for p in others.into_iter().chain(gone) {
+        net.stop_provider(p).await.unwrap();
+    }
+    let back = client
+        .read_rows(&mut table, &manifests, &batch.locators)
+        .await
+        .unwrap();
+    assert_eq!(back, rows, "every row reads after the repair");
+    net.shutdown().await.unwrap();
+}
+
+macro_rules! both {
+    ($memory:ident, $grpc:ident, $cheat:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $memory() {
+            cheater_is_caught_and_repaired(Transport::Memory, $cheat).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $grpc() {
+            cheater_is_caught_and_repaired(Transport::Grpc, $cheat).await;
+        }
+    };
+}
+
+both!(
+    memory_a_deleted_piece_is_caught_and_repaired,
+    grpc_a_deleted_piece_is_caught_and_repaired,
+    Cheat::DeletesPiece
+);
+both!(
+    memory_a_provider_keeping_only_the_tree_is_caught_and_repaired,
+    grpc_a_provider_keeping_only_the_tree_is_caught_and_repaired,
+    Cheat::KeepsOnlyTree
+);
+both!(
+    memory_a_provider_dropping_5_percent_is_caught_and_repaired,
+    grpc_a_provider_dropping_5_percent_is_caught_and_repaired,
+    Cheat::DropsFivePercent
+);
+both!(
+    memory_a_provider_fetching_elsewhere_misses_deadlines_and_is_repaired,
+    grpc_a_provider_fetching_elsewhere_misses_deadlines_and_is_repaired,
+    Cheat::FetchesElsewhere
+);
+both!(
+    memory_an_offline_provider_is_repaired,
+    grpc_an_offline_provider_is_repaired,
+    Cheat::Offline
+);
