@@ -18,7 +18,7 @@ use wwt_net::grpc::GrpcConnector;
 use wwt_net::memory::MemoryNetwork;
 use wwt_net::types::NodeId;
 use wwt_net::{Connector, Identity};
-use wwt_provider::{Provider, ProviderConfig, TrackerEndpoint};
+use wwt_provider::{IndexService, Provider, ProviderConfig, TrackerEndpoint};
 use wwt_tracker::{PeerTracker, Tracker, TrackerConfig};
 
 /// The endpoints file inside a devnet folder.
@@ -40,6 +40,9 @@ pub struct NodeInfo {
     pub address: String,
     /// Its data folder.
     pub dir: PathBuf,
+    /// Whether it serves the index service (an index provider).
+    #[serde(default)]
+    pub index: bool,
 }
 
 impl NodeInfo {
@@ -223,6 +226,7 @@ impl LocalNet {
                 node: hex::encode(identity.node_id().0),
                 address,
                 dir: tdir,
+                index: false,
             });
         }
         let mut trackers = Vec::new();
@@ -280,6 +284,7 @@ impl LocalNet {
                 capacity_bytes: shape.capacity,
                 trackers: tracker_endpoints.clone(),
                 heartbeat_interval_ms: shape.heartbeat_ms,
+                index: true,
                 ..ProviderConfig::default()
             };
             let identity = Identity::load_or_create(&config.identity_path())?;
@@ -289,11 +294,15 @@ impl LocalNet {
                 node: hex::encode(identity.node_id().0),
                 address: address.clone(),
                 dir: pdir,
+                index: config.index,
             });
             providers.push(Some(match (&memory, listener) {
                 (Some(m), _) => {
                     let provider = Arc::new(Provider::open(&config)?);
                     m.add_provider(&address, provider.clone());
+                    let window = Duration::from_millis(config.signature_window_ms);
+                    let index = IndexService::open(&config.index_dir(), window)?;
+                    m.add_index(&address, Arc::new(index));
                     let beats = wwt_provider::spawn_heartbeats(
                         provider,
                         connector.clone(),
