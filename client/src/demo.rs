@@ -12,7 +12,7 @@ use wwt_engine::{CodingParams, MasterKey, Table};
 use wwt_net::Identity;
 
 use crate::devnet::{self, LocalNet, Shape};
-use crate::store::{Storage, StorageConfig, StoreError};
+use crate::store::{SegmentCache, Storage, StorageConfig, StoreError};
 
 /// Options of `wwt demo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -138,7 +138,12 @@ async fn run_async(o: &Options) -> Result<()> {
         }
         let start = Instant::now();
         match storage
-            .read_rows(&mut table, &manifests, &batch.locators)
+            .read_rows(
+                &mut table,
+                &manifests,
+                &batch.locators,
+                &mut SegmentCache::new(0),
+            )
             .await
         {
             Ok(back) => {
