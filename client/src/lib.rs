@@ -7,10 +7,12 @@
 //! - [`devnet`]: `wwt devnet`, a real local network of tracker and provider daemons on loopback.
 //! - [`store`]: the storage path over the network: upload, resume, read from any k pieces.
 //! - [`db`]: [`db::Client`], SQL over the network with only the owner's keys.
+//! - [`shell`]: `wwt sql`, the interactive shell and script runner over [`db::Client`].
 
 pub mod bench;
 pub mod db;
 pub mod demo;
 pub mod devnet;
 pub mod home;
+pub mod shell;
 pub mod store;
