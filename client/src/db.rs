@@ -162,6 +162,8 @@ struct State {
 const SEGMENTS: &str = "\0segments";
 const CATALOG: &str = "\0catalog";
 const RECORD_FORMAT: u8 = 1;
+/// Segments uploaded at once by one statement.
+const UPLOADS_IN_FLIGHT: usize = 8;
 
 /// A connected client: one owner's keys, the storage path and an index provider.
 pub struct Client {
@@ -896,8 +898,12 @@ impl Client {
         // Manifests first (sealed, in the hidden segments table), then pieces, then rows:
         // until the row entries land, nothing of this statement is visible.
         let mut manifest_ops = Vec::with_capacity(batch.segments.len());
+        for chunk in batch.segments.chunks(UPLOADS_IN_FLIGHT) {
+            for put in futures::future::join_all(chunk.iter().map(|s| self.storage.put(s))).await {
+                put?;
+            }
+        }
         for seg in &batch.segments {
-            self.storage.put(seg).await?;
             let id = manifest_row(&seg.manifest.segment);
             let sealed =
                 self.blob_cipher(SEGMENTS)

@@ -45,7 +45,7 @@ fn init_creates_a_private_keystore_once_and_whoami_reads_it() {
 }
 
 #[test]
-fn demo_reads_every_row_after_losing_two_providers_and_stores_no_plaintext() {
+fn demo_queries_each_index_reads_every_row_after_losing_two_providers_and_stores_no_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let net = dir.path().join("demo");
     let out = wwt(
@@ -58,11 +58,22 @@ fn demo_reads_every_row_after_losing_two_providers_and_stores_no_plaintext() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains(": 0 plaintext hits"), "{stdout}");
+    assert!(stdout.contains("all parties: 0 plaintext hits"), "{stdout}");
     assert!(
-        stdout.contains("stopped provider-1, provider-4: 3000/3000 rows read back"),
+        stdout.contains(
+            "stopped provider-1, provider-4: a fresh client with only the keys read all 3000 rows back and they match"
+        ),
         "{stdout}"
     );
+    // One query per index kind ran, with what the index provider learns.
+    for index in [
+        "primary map",
+        "hash index",
+        "btree index",
+        "full-text index",
+    ] {
+        assert!(stdout.contains(&format!("- {index}")), "{index}: {stdout}");
+    }
     assert!(stdout.contains("3000 rows cannot be read"), "{stdout}");
     assert!(
         stdout.contains("3 intact pieces of the 4 needed"),
