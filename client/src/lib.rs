@@ -7,6 +7,7 @@
 //! - [`devnet`]: `wwt devnet`, a real local network of tracker and provider daemons on loopback.
 //! - [`store`]: the storage path over the network: upload, resume, read from any k pieces.
 //! - [`db`]: [`db::Client`], SQL over the network with only the owner's keys.
+//! - [`sqlbench`]: `wwt bench-sql`, SQL on a local network against SQLite on the same rows.
 //! - [`shell`]: `wwt sql`, the interactive shell and script runner over [`db::Client`].
 
 pub mod bench;
@@ -15,4 +16,5 @@ pub mod demo;
 pub mod devnet;
 pub mod home;
 pub mod shell;
+pub mod sqlbench;
 pub mod store;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
@@ -79,6 +80,15 @@ pub async fn serve(
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     });
+    // The builder's `tcp_nodelay` applies only to listeners tonic binds itself: set it on
+    // each accepted socket, or Nagle's algorithm holds back small responses until the
+    // peer's delayed ACK (about 40 ms per call).
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(s) = &stream {
+            s.set_nodelay(true).ok();
+        }
+        stream
+    });
     Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -88,7 +98,7 @@ pub async fn serve(
         .add_optional_service(provider)
         .add_optional_service(tracker)
         .add_optional_service(index)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| NetError::Internal(format!("gRPC server failed: {e}")))
 }
