@@ -18,7 +18,7 @@ use wwt_net::grpc::GrpcConnector;
 use wwt_net::memory::MemoryNetwork;
 use wwt_net::types::NodeId;
 use wwt_net::{Connector, Identity, ProviderApi};
-use wwt_provider::{Provider, ProviderConfig, TrackerEndpoint};
+use wwt_provider::{IndexService, Provider, ProviderConfig, TrackerEndpoint};
 use wwt_tracker::clock::{Clock, SystemClock};
 use wwt_tracker::{AuditConfig, PeerTracker, Tracker, TrackerConfig};
 
@@ -41,6 +41,9 @@ pub struct NodeInfo {
     pub address: String,
     /// Its data folder.
     pub dir: PathBuf,
+    /// Whether it serves the index service (an index provider).
+    #[serde(default)]
+    pub index: bool,
 }
 
 impl NodeInfo {
@@ -282,6 +285,7 @@ impl LocalNet {
                 node: hex::encode(identity.node_id().0),
                 address,
                 dir: tdir,
+                index: false,
             });
         }
         let mut trackers = Vec::new();
@@ -345,6 +349,7 @@ impl LocalNet {
                 capacity_bytes: shape.capacity,
                 trackers: tracker_endpoints.clone(),
                 heartbeat_interval_ms: shape.heartbeat_ms,
+                index: true,
                 ..ProviderConfig::default()
             };
             let identity = Identity::load_or_create(&config.identity_path())?;
@@ -354,6 +359,7 @@ impl LocalNet {
                 node: hex::encode(identity.node_id().0),
                 address: address.clone(),
                 dir: pdir,
+                index: config.index,
             });
             let layer = hooks.provider_layer.clone();
             let wrap = move |api: Arc<dyn ProviderApi>| match &layer {
@@ -364,6 +370,9 @@ impl LocalNet {
                 (Some(m), _) => {
                     let provider = Arc::new(Provider::open(&config)?);
                     m.add_provider(&address, wrap(provider.clone()));
+                    let window = Duration::from_millis(config.signature_window_ms);
+                    let index = IndexService::open(&config.index_dir(), window)?;
+                    m.add_index(&address, Arc::new(index));
                     let beats = wwt_provider::spawn_heartbeats(
                         provider,
                         connector.clone(),

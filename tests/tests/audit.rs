@@ -16,7 +16,7 @@ use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use wwt_client::devnet::{Hooks, LocalNet, Shape, Transport};
-use wwt_client::store::{Storage, StorageConfig};
+use wwt_client::store::{SegmentCache, Storage, StorageConfig};
 use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, MasterKey, Table};
 use wwt_net::audit::{Challenge, ChallengeAnswer, ChallengeKind};
@@ -395,7 +395,12 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
         net.stop_provider(p).await.unwrap();
     }
     let back = client
-        .read_rows(&mut table, &manifests, &batch.locators)
+        .read_rows(
+            &mut table,
+            &manifests,
+            &batch.locators,
+            &mut SegmentCache::new(0),
+        )
         .await
         .unwrap();
     assert_eq!(back, rows, "every row reads after the repair");

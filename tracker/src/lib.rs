@@ -67,7 +67,11 @@ pub async fn serve(
         .enabled
         .then(|| audit::spawn_audits(tracker.clone()));
     let api: Arc<dyn TrackerApi> = tracker;
-    let served = grpc::serve(None, Some(api), listener, shutdown).await;
+    let services = grpc::Services {
+        tracker: Some(api),
+        ..Default::default()
+    };
+    let served = grpc::serve(services, listener, shutdown).await;
     if let Some(audits) = audits {
         // Wait until the loop has dropped its handle, so the database is closed on return.
         audits.abort();
