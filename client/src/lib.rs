@@ -1,6 +1,7 @@
 //! The wwt client library and the `wwt` command-line tool.
 //!
 //! Layout:
+//! - [`auditbench`]: `wwt bench-audit`, the cost of challenges and of repair against upload.
 //! - [`audits`]: `wwt tracker audits`, a tracker's audit log and credit as text.
 //! - [`home`]: where the keystore and local state live (`$WWT_HOME`, default `~/.wwt`).
 //! - [`bench`]: `wwt bench`, the storage engine's throughput against raw AES-SIV.
@@ -11,6 +12,7 @@
 //! - [`sqlbench`]: `wwt bench-sql`, SQL on a local network against SQLite on the same rows.
 //! - [`shell`]: `wwt sql`, the interactive shell and script runner over [`db::Client`].
 
+pub mod auditbench;
 pub mod audits;
 pub mod bench;
 pub mod db;

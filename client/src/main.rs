@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use wwt_client::{audits, bench, demo, devnet, home, shell, sqlbench};
+use wwt_client::{auditbench, audits, bench, demo, devnet, home, shell, sqlbench};
 
 /// wwt, the World Wide Table: an encrypted, decentralized table store.
 #[derive(Parser, Debug)]
@@ -30,6 +30,9 @@ enum Command {
     Bench(bench::Options),
     /// Measure SQL on a local network against SQLite on the same rows.
     BenchSql(sqlbench::Options),
+    /// Measure audits: challenges per second per core, bytes per challenge, and the time to
+    /// repair 2 lost providers of 8 against the time to upload.
+    BenchAudit(auditbench::Options),
     /// The main job: start a local network, write sample rows through it, stop two providers
     /// and read every row back.
     Demo(demo::Options),
@@ -199,6 +202,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sql(options) => runtime()?.block_on(shell::run(&home, &options))?,
         Command::Bench(options) => bench::run(&options)?,
         Command::BenchSql(options) => sqlbench::run(&options)?,
+        Command::BenchAudit(options) => auditbench::run(&options)?,
         Command::Demo(options) => demo::run(&options)?,
         Command::Devnet(command) => devnet(&home, command)?,
         Command::Tracker(command) => tracker(&home, command)?,

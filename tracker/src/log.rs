@@ -200,7 +200,7 @@ mod tests {
             provider: NodeId([i; 32]),
             piece: PieceId([i + 1; 32]),
             kind: "sentinel",
-            outcome: if i % 2 == 0 { "pass" } else { "fail" },
+            outcome: if i.is_multiple_of(2) { "pass" } else { "fail" },
             detail: format!("entry {i}"),
         }
     }
