@@ -47,12 +47,10 @@ impl Tracker {
     /// Opens the tracker described by `config`: audits on the system clock, providers reached
     /// over gRPC.
     pub fn open(config: &TrackerConfig) -> Result<Tracker, TrackerError> {
-        let timeout = Duration::from_millis(config.audit.deadline_ms.max(1));
+        // Challenges carry their own deadline; repairs' reads and stores the default timeout.
         Tracker::open_with(
             config,
-            Arc::new(GrpcConnector::with_timeout(
-                timeout.max(Duration::from_secs(60)),
-            )),
+            Arc::new(GrpcConnector::new()),
             Arc::new(SystemClock),
         )
     }
