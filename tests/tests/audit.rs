@@ -1,12 +1,13 @@
 //! Audits and repair on a whole network, in memory and over loopback gRPC: the same test
-//! bodies. One of eight providers misbehaves (a wrapper around the real provider service,
-//! served like any other); the tracker's challenges, on a simulated clock with a seeded
-//! schedule, catch it; its pieces are re-coded onto other providers; and every row still reads
-//! with two more of the segment's holders gone.
+//! bodies. One of eight providers misbehaves (every provider's service is wrapped, served like
+//! any other, and the one holding the first data piece of the first segment is armed); the
+//! tracker's challenges, on a simulated clock with a seeded schedule, or the owner's
+//! complaints catch it; its pieces are re-coded onto other providers; and every row still
+//! reads with two more of a segment's holders gone.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,8 +31,6 @@ use wwt_tracker::audit::Outcome;
 use wwt_tracker::clock::{Clock, ManualClock};
 
 const SEED: u64 = 0xa0d1_7e57;
-/// The misbehaving provider (of 8).
-const CHEATER: usize = 3;
 /// Simulated time after which a test gives up.
 const GIVE_UP_MS: u64 = 6 * 3_600_000;
 
@@ -48,10 +47,13 @@ enum Cheat {
     FetchesElsewhere,
     /// Goes offline (the provider is stopped).
     Offline,
+    /// Answers challenges but refuses its owner the pieces (holds them hostage).
+    Withholds,
 }
 
 struct CheatState {
-    armed: AtomicBool,
+    /// The provider number that misbehaves (none until armed).
+    target: AtomicUsize,
     victim: Mutex<Option<PieceId>>,
     rng: Mutex<StdRng>,
 }
@@ -75,13 +77,14 @@ fn dropped(piece: &PieceId, at: u64) -> bool {
 /// reads are answered as `cheat` says.
 struct Cheater {
     inner: Arc<dyn ProviderApi>,
+    index: usize,
     cheat: Cheat,
     state: Arc<CheatState>,
 }
 
 impl Cheater {
     fn armed(&self) -> bool {
-        self.state.armed.load(Ordering::SeqCst)
+        self.state.target.load(Ordering::SeqCst) == self.index
     }
 
     fn damage(&self, piece: &PieceId, positions: impl Iterator<Item = u64>, data: &Bytes) -> Bytes {
@@ -111,6 +114,7 @@ impl ProviderApi for Cheater {
                 Err(NetError::NotFound("deleted".into()))
             }
             Cheat::KeepsOnlyTree => Err(NetError::NotFound("only the tree is kept".into())),
+            Cheat::Withholds => Err(NetError::Forbidden("pay the ransom first".into())),
             Cheat::DropsFivePercent => {
                 let mut data = self.inner.read(request).await?;
                 let start = data.offset;
@@ -198,7 +202,7 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000_000));
     let state = Arc::new(CheatState {
-        armed: AtomicBool::new(false),
+        target: AtomicUsize::new(usize::MAX),
         victim: Mutex::new(None),
         rng: Mutex::new(StdRng::seed_from_u64(SEED)),
     });
@@ -217,16 +221,13 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
             seed: Some(SEED),
             ..AuditConfig::default()
         }),
-        provider_layer: Some(Arc::new(move |p, api| {
-            if p == CHEATER {
-                Arc::new(Cheater {
-                    inner: api,
-                    cheat,
-                    state: layer_state.clone(),
-                })
-            } else {
-                api
-            }
+        provider_layer: Some(Arc::new(move |index, api| {
+            Arc::new(Cheater {
+                inner: api,
+                index,
+                cheat,
+                state: layer_state.clone(),
+            })
         })),
     };
     let shape = Shape {
@@ -250,12 +251,14 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
         plaintext: r,
     }));
     let owner = Identity::from_secret([9; 32]);
-    let config = StorageConfig {
-        complain: false,
-        ..StorageConfig::default()
-    };
     let trackers = net.endpoints.tracker_list().unwrap();
-    let client = Storage::new(owner.clone(), &trackers, net.connector(), config).unwrap();
+    let client = Storage::new(
+        owner.clone(),
+        &trackers,
+        net.connector(),
+        StorageConfig::default(),
+    )
+    .unwrap();
     let audit = table.keys().audit.clone();
     for s in &batch.segments {
         client.put_audited(s, &audit).await.unwrap();
@@ -271,9 +274,18 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
         .map(|s| SegmentId(s.manifest.segment.0))
         .collect();
 
-    // The cheater's pieces, and one segment it holds a piece of.
-    let cheater = net.endpoints.providers[CHEATER].node_id().unwrap();
+    // The cheater holds the first data piece of the first segment (so the owner's reads,
+    // data pieces first, meet it); its pieces, and one segment it holds a piece of.
+    let mut segments = segments;
+    segments.sort();
     let before = holders(&net, &owner, &segments).await;
+    let cheater = before[&segments[0]][0].1[0];
+    let cheater_at = net
+        .endpoints
+        .providers
+        .iter()
+        .position(|p| p.node_id().unwrap() == cheater)
+        .unwrap();
     let mut held: Vec<(SegmentId, PieceId)> = before
         .iter()
         .flat_map(|(s, pieces)| {
@@ -287,9 +299,24 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
     assert!(!held.is_empty(), "the cheater holds no piece");
     let (watched, victim) = held[0];
     *state.victim.lock().unwrap() = Some(victim);
-    state.armed.store(true, Ordering::SeqCst);
+    state.target.store(cheater_at, Ordering::SeqCst);
     if cheat == Cheat::Offline {
-        net.stop_provider(CHEATER).await.unwrap();
+        net.stop_provider(cheater_at).await.unwrap();
+    }
+    if cheat == Cheat::Withholds {
+        // The owner reads everything twice (from other pieces); each refusal is reported.
+        for _ in 0..2 {
+            let back = client
+                .read_rows(
+                    &mut table,
+                    &manifests,
+                    &batch.locators,
+                    &mut SegmentCache::new(0),
+                )
+                .await
+                .unwrap();
+            assert_eq!(back, rows);
+        }
     }
     let lost: Vec<PieceId> = match cheat {
         Cheat::DeletesPiece => vec![victim],
@@ -321,10 +348,14 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
                 detected = Some((challenged, clock.now_ms() - start));
             }
         }
-        if detected.is_none() && step.condemned.contains(&cheater) {
+        let report = tracker.audit_report(0).unwrap();
+        let condemned = report
+            .credits
+            .iter()
+            .any(|c| c.node == cheater && c.credit == 0);
+        if detected.is_none() && condemned {
             detected = Some((challenged, clock.now_ms() - start));
         }
-        let report = tracker.audit_report(0).unwrap();
         if detected.is_some() && report.repairs_pending > 0 && !restarted {
             // A tracker restart in the middle of the repairs: the queue is on disk.
             drop(tracker);
@@ -345,8 +376,13 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
     let tracker = net.tracker(0).unwrap();
     let report = tracker.audit_report(1000).unwrap();
     let (after, sim_ms) = detected.unwrap();
+    let complaints = report
+        .entries
+        .iter()
+        .filter(|e| e.kind == "complaint")
+        .count();
     println!(
-        "{cheat:?} over {transport:?} (seed {SEED:#x}): detected after {after} challenges to it and {:.1} s of simulated time; {} pieces repaired{}",
+        "{cheat:?} over {transport:?} (seed {SEED:#x}): detected after {after} challenges and {complaints} complaints about it and {:.1} s of simulated time; {} pieces repaired{}",
         sim_ms as f64 / 1000.0,
         report.repairs_done,
         if restarted {
@@ -390,7 +426,7 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
         .collect();
     assert_eq!(others.len(), 2, "{after_repair:?}");
     // The piece-deleting provider keeps its other pieces, which other segments need.
-    let gone = (cheat != Cheat::DeletesPiece).then_some(CHEATER);
+    let gone = (cheat != Cheat::DeletesPiece).then_some(cheater_at);
     for p in others.into_iter().chain(gone) {
         net.stop_provider(p).await.unwrap();
     }
@@ -445,4 +481,9 @@ both!(
     memory_an_offline_provider_is_repaired,
     grpc_an_offline_provider_is_repaired,
     Cheat::Offline
+);
+both!(
+    memory_a_provider_withholding_pieces_from_its_owner_is_reported_and_repaired,
+    grpc_a_provider_withholding_pieces_from_its_owner_is_reported_and_repaired,
+    Cheat::Withholds
 );
