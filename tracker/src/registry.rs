@@ -104,11 +104,14 @@ impl Registry {
     /// Chooses one distinct live provider per piece, with room for it, weighted by free bytes
     /// times credit, preferring failure zones not yet used by the segment. Reserves the bytes.
     ///
+    /// `holders` are the providers that already hold pieces of the segment (a resumed upload
+    /// or a repair): they are never chosen, so the segment's pieces stay on distinct providers.
     /// Draws come from `seed`, so a placement is reproducible. Fails without reserving
     /// anything when the pieces cannot all be placed.
     pub fn place(
         &mut self,
         pieces: &[PieceSpec],
+        holders: &HashSet<NodeId>,
         seed: [u8; 32],
         now_ms: u64,
     ) -> Result<Vec<(NodeId, String)>, NetError> {
@@ -117,7 +120,10 @@ impl Registry {
         let mut zones: HashSet<&str> = HashSet::new();
         for spec in pieces {
             let fits = |node: &NodeId, e: &Entry| {
-                self.alive(e, now_ms) && !chosen.contains(node) && e.free() >= spec.size
+                self.alive(e, now_ms)
+                    && !chosen.contains(node)
+                    && !holders.contains(node)
+                    && e.free() >= spec.size
             };
             let candidates: Vec<(&NodeId, &Entry)> =
                 self.entries.iter().filter(|(n, e)| fits(n, e)).collect();
@@ -133,9 +139,11 @@ impl Registry {
             };
             let Some((node, entry)) = pick_weighted(&mut rng, &pool) else {
                 return Err(NetError::NoCapacity(format!(
-                    "only {} live providers have room for this segment's {} pieces",
+                    "only {} live providers have room for this segment's {} pieces \
+                     (besides the {} that already hold some of its pieces)",
                     chosen.len(),
-                    pieces.len()
+                    pieces.len(),
+                    holders.len()
                 )));
             };
             chosen.push(*node);
@@ -214,13 +222,36 @@ mod tests {
         }
         reg.heartbeat(NodeId([6; 32]), beat(1 << 20, ""), 1_000); // dead by 10_000
         reg.heartbeat(NodeId([7; 32]), beat(10, ""), 10_000); // no room
-        let placed = reg.place(&specs(6, 100), [1; 32], 10_000).unwrap();
+        let placed = reg
+            .place(&specs(6, 100), &HashSet::new(), [1; 32], 10_000)
+            .unwrap();
         let distinct: HashSet<NodeId> = placed.iter().map(|(n, _)| *n).collect();
         assert_eq!(distinct.len(), 6);
         assert!(!distinct.contains(&NodeId([6; 32])));
         assert!(!distinct.contains(&NodeId([7; 32])));
-        let err = reg.place(&specs(7, 100), [1; 32], 10_000).unwrap_err();
+        let err = reg
+            .place(&specs(7, 100), &HashSet::new(), [1; 32], 10_000)
+            .unwrap_err();
         assert!(matches!(err, NetError::NoCapacity(_)), "{err}");
+    }
+
+    #[test]
+    fn a_resumed_segment_avoids_providers_holding_its_other_pieces() {
+        let mut reg = Registry::new(u64::MAX);
+        for i in 0..8u8 {
+            reg.heartbeat(NodeId([i; 32]), beat(1 << 30, ""), 0);
+        }
+        let holders: HashSet<NodeId> = (0..4u8).map(|i| NodeId([i; 32])).collect();
+        for s in 0..50u8 {
+            let placed = reg.place(&specs(2, 1), &holders, [s; 32], 0).unwrap();
+            assert!(
+                placed.iter().all(|(n, _)| !holders.contains(n)),
+                "seed {s}: {placed:?}"
+            );
+        }
+        // Two pieces, four providers left: fine; five pieces: refused, naming the holders.
+        let err = reg.place(&specs(5, 1), &holders, [0; 32], 0).unwrap_err();
+        assert!(err.to_string().contains("already hold"), "{err}");
     }
 
     #[test]
@@ -233,7 +264,7 @@ mod tests {
         for s in 0..400u16 {
             let mut seed = [0u8; 32];
             seed[..2].copy_from_slice(&s.to_le_bytes());
-            let placed = reg.place(&specs(1, 1), seed, 0).unwrap();
+            let placed = reg.place(&specs(1, 1), &HashSet::new(), seed, 0).unwrap();
             big += usize::from(placed[0].0 == NodeId([1; 32]));
         }
         // Free space 9:1:1, so the big provider takes about 9/11 of single pieces.
@@ -243,7 +274,9 @@ mod tests {
         );
         // Two pieces: the second always goes to the other zone.
         for s in 0..50u8 {
-            let placed = reg.place(&specs(2, 1), [s; 32], 0).unwrap();
+            let placed = reg
+                .place(&specs(2, 1), &HashSet::new(), [s; 32], 0)
+                .unwrap();
             let zone_b = placed.iter().filter(|(n, _)| *n == NodeId([3; 32])).count();
             assert_eq!(zone_b, 1, "seed {s}: {placed:?}");
         }
