@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use wwt_client::{bench, demo, devnet, home};
+use wwt_client::{bench, daemon, demo, devnet, home};
 
 /// wwt, the World Wide Table: an encrypted, decentralized table store.
 #[derive(Parser, Debug)]
@@ -32,6 +32,24 @@ enum Command {
     /// A local network of tracker and provider daemons on loopback.
     #[command(subcommand)]
     Devnet(DevnetCommand),
+    /// The provider daemon: holds coded pieces for its trackers' clients.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+    /// The tracker daemon: places pieces and keeps the piece map.
+    #[command(subcommand)]
+    Tracker(TrackerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ProviderCommand {
+    /// Run a provider until Ctrl-C or SIGTERM.
+    Run(daemon::ProviderArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TrackerCommand {
+    /// Run a tracker until Ctrl-C or SIGTERM.
+    Run(daemon::TrackerArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,8 +130,21 @@ fn devnet(home: &std::path::Path, command: DevnetCommand) -> Result<()> {
     }
 }
 
+/// Logs to stderr: `RUST_LOG` if set, else `default` (daemons log more than commands).
+fn tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Provider(_) | Command::Tracker(_));
+    tracing(if daemon { "info" } else { "warn" });
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -144,6 +175,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(options) => bench::run(&options)?,
         Command::Demo(options) => demo::run(&options)?,
         Command::Devnet(command) => devnet(&home, command)?,
+        Command::Provider(ProviderCommand::Run(args)) => runtime()?.block_on(async {
+            let (config, listener) = args.open().await?;
+            anyhow::Ok(wwt_provider::run(config, listener, daemon::shutdown_signal()).await?)
+        })?,
+        Command::Tracker(TrackerCommand::Run(args)) => runtime()?.block_on(async {
+            let (config, listener) = args.open().await?;
+            anyhow::Ok(wwt_tracker::run(config, listener, daemon::shutdown_signal()).await?)
+        })?,
     }
     Ok(())
 }
