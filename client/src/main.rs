@@ -107,6 +107,9 @@ fn devnet(home: &std::path::Path, command: DevnetCommand) -> Result<()> {
             {
                 println!("{:<11} {}  {}", n.name, n.address, n.node);
             }
+            for seed in &net.endpoints.dht {
+                println!("{:<11} {seed}", "dht seed");
+            }
             println!(
                 "devnet up: endpoints in {}; Ctrl-C stops it",
                 dir.join(devnet::ENDPOINTS_FILE).display()

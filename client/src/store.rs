@@ -2,6 +2,11 @@
 //! responsible tracker reserves, in parallel; reads take any k intact pieces, data pieces
 //! first, falling through holders that are down, slow or lying.
 //!
+//! Reads find holders in the responsible tracker's map; with a [`Discovery`] (the DHT) set,
+//! they also ask it whenever the map is unavailable (the tracker is down) or leaves fewer than
+//! k intact pieces: the DHT names the segment's holders, each is asked for each missing piece,
+//! and every piece is checked against the manifest's hash whoever served it.
+//!
 //! Resume: before uploading, the client asks the tracker which pieces of the segment it
 //! already maps, and sends only the others, so an interrupted upload retried with the same
 //! coded segment sends no piece twice (a piece stored but not yet confirmed when the
@@ -19,7 +24,7 @@ use wwt_net::types::{
     ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment, SegmentId,
     SegmentLocation, StorePiece,
 };
-use wwt_net::{Connector, Identity, NetError, TrackerApi, rendezvous};
+use wwt_net::{Connector, Discovery, Identity, NetError, TrackerApi, rendezvous};
 
 /// What went wrong storing or reading, named for what the caller can do.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +122,7 @@ pub struct Storage {
     identity: Identity,
     trackers: HashMap<NodeId, Arc<dyn TrackerApi>>,
     connector: Arc<dyn Connector>,
+    discovery: Option<Arc<dyn Discovery>>,
     config: StorageConfig,
 }
 
@@ -125,6 +131,7 @@ impl std::fmt::Debug for Storage {
         f.debug_struct("Storage")
             .field("identity", &self.identity)
             .field("trackers", &self.trackers.len())
+            .field("discovery", &self.discovery.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -162,8 +169,16 @@ impl Storage {
             identity,
             trackers,
             connector,
+            discovery: None,
             config,
         })
+    }
+
+    /// Also finds holders through `discovery` (the DHT) when the tracker's map cannot serve
+    /// a read.
+    pub fn with_discovery(mut self, discovery: Arc<dyn Discovery>) -> Self {
+        self.discovery = Some(discovery);
+        self
     }
 
     /// The tracker responsible for `segment` (rendezvous hashing over the trackers).
@@ -293,24 +308,19 @@ impl Storage {
         Ok(report)
     }
 
-    /// Fetches one whole piece from its holders in turn (live ones first) and checks it
-    /// against the manifest's hash; `Err` says why every holder failed.
+    /// Fetches one whole piece from `holders` in turn and checks it against the manifest's
+    /// hash; `Err` says why every holder failed.
     async fn fetch_piece(
         &self,
-        location: &SegmentLocation,
+        holders: &[String],
         m: &SegmentManifest,
         index: usize,
     ) -> Result<Vec<u8>, String> {
         let want = m.pieces[index].hash;
-        let Some(piece) = location.pieces.iter().find(|p| p.index as usize == index) else {
-            return Err(format!("piece {index}: no holder known"));
-        };
-        let mut holders = piece.holders.clone();
-        holders.sort_by_key(|h| !h.alive);
         let mut why = Vec::new();
-        for holder in holders {
+        for address in holders {
             let attempt = async {
-                let provider = self.connector.provider(&holder.address)?;
+                let provider = self.connector.provider(address)?;
                 let request = self.identity.sign(ReadPiece {
                     piece: PieceId(want.0),
                     range: None,
@@ -321,8 +331,8 @@ impl Storage {
             };
             match attempt.await {
                 Ok(data) if PieceHash::of(&data.data) == want => return Ok(data.data.to_vec()),
-                Ok(_) => why.push(format!("piece {index} at {}: wrong bytes", holder.address)),
-                Err(e) => why.push(format!("piece {index} at {}: {e}", holder.address)),
+                Ok(_) => why.push(format!("piece {index} at {address}: wrong bytes")),
+                Err(e) => why.push(format!("piece {index} at {address}: {e}")),
             }
         }
         if why.is_empty() {
@@ -332,30 +342,90 @@ impl Storage {
     }
 
     /// Fetches k intact pieces of a segment, data pieces first, in parallel; a piece that
-    /// cannot be had is replaced by the next one. Slots not fetched are `None`.
+    /// cannot be had is replaced by the next one. Holders come from the tracker's map (live
+    /// ones first), then, if that leaves fewer than k pieces, from the DHT. Slots not fetched
+    /// are `None`.
     pub async fn fetch(&self, m: &SegmentManifest) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let segment = wire_segment(m);
         let k = m.params.data;
-        let unrecoverable = |intact, why: String| StoreError::Unrecoverable {
-            segment: segment.to_string(),
-            intact,
-            needed: k,
-            why,
-        };
-        let Some(location) = self.locate(&segment).await? else {
-            return Err(unrecoverable(
-                0,
-                "the tracker does not know the segment".into(),
-            ));
-        };
-        let mut pieces: Vec<Option<Vec<u8>>> = vec![None; m.pieces.len()];
-        let mut next = 0;
-        let mut intact = 0;
         let mut why = Vec::new();
-        while intact < k && next < m.pieces.len() {
-            let batch: Vec<usize> = (next..m.pieces.len()).take(k - intact).collect();
-            next += batch.len();
-            let fetched = join_all(batch.iter().map(|&i| self.fetch_piece(&location, m, i))).await;
+        let mut mapped: Vec<Vec<String>> = vec![Vec::new(); m.pieces.len()];
+        match self.locate(&segment).await {
+            Ok(Some(location)) => {
+                for mut piece in location.pieces {
+                    let index = piece.index as usize;
+                    if m.pieces.get(index).map(|p| p.hash.0) == Some(piece.piece.0) {
+                        piece.holders.sort_by_key(|h| !h.alive);
+                        mapped[index] = piece.holders.into_iter().map(|h| h.address).collect();
+                    }
+                }
+            }
+            Ok(None) => why.push("the tracker does not know the segment".to_string()),
+            Err(e) if self.discovery.is_some() => why.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
+        let mut pieces: Vec<Option<Vec<u8>>> = vec![None; m.pieces.len()];
+        let mut intact = self.fetch_from(m, &mapped, &mut pieces, &mut why).await;
+        if let (true, Some(discovery)) = (intact < k, &self.discovery) {
+            match discovery.holders(segment).await {
+                Ok(found) => {
+                    // Any holder may have any piece: ask each one the map did not name.
+                    let addresses: Vec<String> =
+                        found.into_iter().filter_map(|h| h.address).collect();
+                    let found: Vec<Vec<String>> = mapped
+                        .iter()
+                        .map(|named| {
+                            addresses
+                                .iter()
+                                .filter(|a| !named.contains(a))
+                                .cloned()
+                                .collect()
+                        })
+                        .collect();
+                    intact = self.fetch_from(m, &found, &mut pieces, &mut why).await;
+                }
+                Err(e) => why.push(format!("DHT lookup: {e}")),
+            }
+        }
+        if intact < k {
+            return Err(StoreError::Unrecoverable {
+                segment: segment.to_string(),
+                intact,
+                needed: k,
+                why: why.join("; "),
+            });
+        }
+        Ok(pieces)
+    }
+
+    /// Fills the empty slots of `pieces` from `holders` (per piece index), data pieces first,
+    /// as many in parallel as are still needed, until k are intact or every piece was tried.
+    /// Returns how many are intact.
+    async fn fetch_from(
+        &self,
+        m: &SegmentManifest,
+        holders: &[Vec<String>],
+        pieces: &mut [Option<Vec<u8>>],
+        why: &mut Vec<String>,
+    ) -> usize {
+        let k = m.params.data;
+        let mut intact = pieces.iter().flatten().count();
+        let mut todo = (0..pieces.len())
+            .filter(|&i| pieces[i].is_none())
+            .collect::<Vec<_>>()
+            .into_iter();
+        while intact < k {
+            let batch: Vec<usize> = todo.by_ref().take(k - intact).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let fetched = join_all(batch.iter().map(|&i| async move {
+                match holders[i].as_slice() {
+                    [] => Err(format!("piece {i}: no holder known")),
+                    named => self.fetch_piece(named, m, i).await,
+                }
+            }))
+            .await;
             for (i, result) in batch.into_iter().zip(fetched) {
                 match result {
                     Ok(bytes) => {
@@ -366,10 +436,7 @@ impl Storage {
                 }
             }
         }
-        if intact < k {
-            return Err(unrecoverable(intact, why.join("; ")));
-        }
-        Ok(pieces)
+        intact
     }
 
     /// Fetches and decodes a whole segment.
