@@ -254,8 +254,8 @@ async fn bad_input_is_refused_and_changes_nothing(kind: Kind) {
     assert_eq!((status.used, status.pieces), (1000, 1));
     assert_eq!(
         files_on_disk(&net.providers[0].dir),
-        2,
-        "the piece and its outboard tree"
+        1,
+        "one file per piece"
     );
 
     let read = |who: &Identity, range| {
