@@ -215,8 +215,9 @@ async fn a_provider_killed_mid_write_serves_no_partial_piece_after_restart() {
         .await
         .unwrap();
 
-    // Large pieces, until one is caught being written: SIGKILL the provider as soon as piece
-    // bytes appear in its tmp/ folder. A store that finishes first leaves a complete piece.
+    // Large pieces, until one is caught being written: SIGKILL the provider as soon as the
+    // piece's file appears in its tmp/ folder (it moves to pieces/ only once complete and
+    // synced). A store that finishes first leaves a complete piece.
     let tmp = provider_dir.join("tmp");
     let mut complete = vec![kept.clone()];
     let mut killed = None;
@@ -237,14 +238,11 @@ async fn a_provider_killed_mid_write_serves_no_partial_piece_after_restart() {
                 .await
             })
         };
-        let partial = poll("the upload to end or write bytes", || {
+        let partial = poll("the upload to end or its file to appear", || {
             if upload.is_finished() {
                 return Some(None);
             }
-            files_under(&tmp)
-                .into_iter()
-                .find(|(_, len)| *len > 0)
-                .map(Some)
+            files_under(&tmp).into_iter().next().map(Some)
         })
         .await;
         match partial {
