@@ -1,4 +1,5 @@
-//! Compiles `proto/wwt.proto` with the vendored `protoc`, so a fresh machine needs none.
+//! Compiles `proto/wwt.proto` and `proto/index.proto` with the vendored `protoc`, so a
+//! fresh machine needs none.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -9,7 +10,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.bytes(["."]);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("wwt_descriptor.bin"))
-        .compile_with_config(config, &["proto/wwt.proto"], &["proto"])?;
+        .compile_with_config(
+            config,
+            &["proto/wwt.proto", "proto/index.proto"],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto/wwt.proto");
+    println!("cargo:rerun-if-changed=proto/index.proto");
     Ok(())
 }

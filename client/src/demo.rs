@@ -1,18 +1,21 @@
 //! `wwt demo`, the main job in one command: starts a real local network (a tracker and six
-//! providers serving gRPC on loopback), writes sample rows through the storage engine and the
-//! storage client, shows that no stored byte is plaintext, stops two providers and reads every
-//! row back, then stops a third and shows the rows that can no longer be read.
+//! providers serving gRPC on loopback; the first provider also hosts the indexes), creates a
+//! table with realistic rows through SQL, runs a query on each index with what the index
+//! provider learns, updates a row and walks its history, shows what each party stored (and
+//! that none of it is plaintext), then stops two providers and reads every row back from a
+//! fresh client that has only the keys, and stops a third to show the rows that are lost.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use wwt_engine::table::RowWrite;
-use wwt_engine::{CodingParams, MasterKey, Table};
-use wwt_net::Identity;
+use wwt_engine::Keystore;
+use wwt_query::{Outcome, Value};
 
-use crate::devnet::{self, LocalNet, Shape};
-use crate::store::{Storage, StorageConfig, StoreError};
+use crate::db::{Client, ClientConfig, ClientError};
+use crate::devnet::{LocalNet, Shape};
+use crate::shell::print_outcome;
+use crate::store::StoreError;
 
 /// Options of `wwt demo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -32,17 +35,42 @@ const LAST: [&str; 8] = [
     "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
 ];
 const CITY: [&str; 6] = ["Lisbon", "Nairobi", "Osaka", "Quito", "Tallinn", "Winnipeg"];
+const TOPICS: [&str; 10] = [
+    "compilers",
+    "databases",
+    "cryptography",
+    "operating systems",
+    "distributed consensus",
+    "type theory",
+    "networking",
+    "graphics",
+    "numerical analysis",
+    "formal verification",
+];
 
-fn sample_row(i: usize) -> String {
+/// One sample person: id, name, email, city, bio, balance, joined.
+fn sample_row(i: usize) -> Vec<Value> {
     let first = FIRST[i % 8];
     let last = LAST[(i / 8) % 8];
-    format!(
-        "{{\"id\":{i},\"name\":\"{first} {last}\",\"email\":\"{}.{}{i}@example.org\",\"city\":\"{}\",\"balance\":{}}}",
-        first.to_lowercase(),
-        last.to_lowercase(),
-        CITY[(i * 7) % 6],
-        (i * 7919) % 100_000
-    )
+    let bio = format!(
+        "{first} {last} works on {} and teaches {}; based in {}.",
+        TOPICS[(i * 3) % 10],
+        TOPICS[(i * 7 + 1) % 10],
+        CITY[(i * 7) % 6]
+    );
+    vec![
+        Value::Int(i as i64),
+        Value::Text(format!("{first} {last}")),
+        Value::Text(format!(
+            "{}.{}{i}@example.org",
+            first.to_lowercase(),
+            last.to_lowercase()
+        )),
+        Value::Text(CITY[(i * 7) % 6].into()),
+        Value::Text(bio),
+        Value::Double(((i * 7919) % 100_000) as f64 / 10.0),
+        Value::Timestamp(1_600_000_000_000_000 + (i as i64 % 1000) * 86_400_000_000),
+    ]
 }
 
 /// Runs the demo.
@@ -51,6 +79,31 @@ pub fn run(o: &Options) -> Result<()> {
         .enable_all()
         .build()?
         .block_on(run_async(o))
+}
+
+async fn show(client: &Client, title: &str, sql: &str) -> Result<Vec<Outcome>> {
+    println!("\n-- {title}\nwwt> {sql}");
+    let start = Instant::now();
+    let out = client.execute(sql).await?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let mut stdout = std::io::stdout().lock();
+    for o in &out {
+        print_outcome(o, false, &mut stdout)?;
+    }
+    println!("({ms:.1} ms)");
+    Ok(out)
+}
+
+/// What the parties see of a query: its EXPLAIN (pushed, on the client, leaked).
+async fn explain(client: &Client, sql: &str) -> Result<()> {
+    for o in client.execute(&format!("EXPLAIN {sql}")).await? {
+        if let Outcome::Explain(text) = o {
+            for line in text.lines() {
+                println!("   | {line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run_async(o: &Options) -> Result<()> {
@@ -77,58 +130,114 @@ async fn run_async(o: &Options) -> Result<()> {
         .iter()
         .chain(&net.endpoints.providers)
     {
-        println!("  {:<11} {}", n.name, n.address);
+        let role = if n.index { " (index provider)" } else { "" };
+        println!("  {:<11} {}{role}", n.name, n.address);
     }
 
     // The owner's keys live only in this process: the network sees ciphertext.
-    let master = MasterKey::generate();
-    let mut table = Table::new(&master, "people", CodingParams::default(), 256 << 10)?;
-    let rows: Vec<String> = (0..o.rows).map(sample_row).collect();
-    println!("\n{} sample rows, e.g. {}", rows.len(), rows[0]);
-    let row_ids = table.keys().row_id.clone();
-    let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
-        row: row_ids.row_id(&(i as u64).to_le_bytes()),
-        version: 1,
-        plaintext: r.as_bytes(),
-    }));
-    let manifests = batch
-        .segments
+    let keys = Keystore::generate();
+    let index = net
+        .endpoints
+        .providers
         .iter()
-        .map(|s| (s.manifest.segment, s.manifest.clone()))
-        .collect();
-
-    let storage = Storage::new(
-        Identity::generate()?,
-        &net.endpoints.tracker_list()?,
-        net.connector(),
-        StorageConfig::default(),
-    )?;
+        .find(|p| p.index)
+        .context("the devnet has no index provider")?
+        .address
+        .clone();
+    let config = ClientConfig::new(net.endpoints.tracker_list()?, index);
+    let client = Client::connect(&keys, net.connector(), config.clone()).await?;
+    show(
+        &client,
+        "a table, and an index of each kind",
+        "CREATE TABLE people (id BIGINT PRIMARY KEY, name TEXT NOT NULL, email TEXT, city TEXT, \
+         bio TEXT, balance DOUBLE, joined TIMESTAMP); \
+         CREATE INDEX ON people USING fulltext (bio); \
+         CREATE INDEX ON people USING hash (city); \
+         CREATE INDEX ON people USING btree (balance)",
+    )
+    .await?;
+    let rows: Vec<Vec<Value>> = (0..o.rows).map(sample_row).collect();
+    println!(
+        "\n{} sample rows, e.g. {}",
+        rows.len(),
+        rows[0]
+            .iter()
+            .map(Value::to_sql)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let start = Instant::now();
-    let mut bytes = 0;
-    for chunk in batch.segments.chunks(8) {
-        for report in futures::future::join_all(chunk.iter().map(|s| storage.put(s))).await {
-            bytes += report?.bytes_sent;
-        }
+    for chunk in rows.chunks(5_000) {
+        client.insert_rows("people", chunk.to_vec()).await?;
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "encrypted, coded RS 4+2 and uploaded: {} segments, {} pieces, {:.1} MB in {secs:.2} s",
-        batch.segments.len(),
-        batch.segments.len() * 6,
-        bytes as f64 / 1e6
+        "inserted: encrypted, coded RS 4+2, uploaded and indexed in {secs:.2} s ({:.0} rows/s)",
+        rows.len() as f64 / secs
     );
-    let (lines, _) = devnet::status(&net.endpoints, net.connector().as_ref()).await;
-    for line in lines {
-        println!("  {line}");
+
+    let queries = [
+        (
+            "primary key: the index provider's primary map",
+            "SELECT name, email, city FROM people WHERE id = 4242",
+        ),
+        (
+            "equality (hash) index",
+            "SELECT city, count(*) FROM people WHERE city IN ('Nairobi', 'Osaka') GROUP BY city ORDER BY city",
+        ),
+        (
+            "range (btree) index over order-preserving ciphertexts",
+            "SELECT name, balance FROM people WHERE balance BETWEEN 1000 AND 1010 ORDER BY balance DESC LIMIT 3",
+        ),
+        (
+            "full-text index over keyed word tokens, BM25-ranked",
+            "SELECT id, name FROM people WHERE MATCH(bio, 'cryptography AND NOT lisbon') LIMIT 3",
+        ),
+    ];
+    for (title, sql) in queries {
+        show(&client, title, sql).await?;
+        explain(&client, sql).await?;
+    }
+    show(
+        &client,
+        "an update writes a new version, hash-linked to the old one",
+        "UPDATE people SET balance = balance + 100 WHERE id = 4242",
+    )
+    .await?;
+    let history = client.history("people", &Value::Int(4242)).await?;
+    for v in &history {
+        println!("   version {}: balance {}", v.version, v.row[5]);
     }
 
-    let needles = ["Lovelace", "example.org", "Nairobi", "\"balance\""];
-    let (files, hits) = scan(net.dir(), &needles)?;
-    println!(
-        "\nscanned all {files} files the tracker and providers wrote for {needles:?}: {hits} plaintext hits"
-    );
-    ensure!(hits == 0, "plaintext found in the network's files");
+    println!("\nwhat each party stored (scanned for sample values, names and words):");
+    let needles = [
+        "Lovelace",
+        "example.org",
+        "Nairobi",
+        "cryptography",
+        "people",
+        "balance",
+    ];
+    let mut total = 0;
+    for n in net
+        .endpoints
+        .trackers
+        .iter()
+        .chain(&net.endpoints.providers)
+    {
+        let (files, bytes, hits) = scan(&n.dir, &needles)?;
+        total += hits;
+        println!(
+            "  {:<11} {files:>4} files, {:>10} bytes, {hits} plaintext hits",
+            n.name, bytes
+        );
+    }
+    ensure!(total == 0, "plaintext found in the network's files");
+    println!("  all parties: 0 plaintext hits");
 
+    let check = "SELECT count(*), sum(balance), min(joined), max(name) FROM people";
+    let before = client.execute(check).await?;
+    drop(client);
     for (stop, names) in [
         (vec![1, 4], "provider-1, provider-4"),
         (vec![5], "provider-1, provider-4, provider-5"),
@@ -136,26 +245,27 @@ async fn run_async(o: &Options) -> Result<()> {
         for p in stop {
             net.stop_provider(p).await?;
         }
+        // A fresh client, as on a new machine: only the keys, nothing cached.
+        let fresh = Client::connect(&keys, net.connector(), config.clone()).await?;
         let start = Instant::now();
-        match storage
-            .read_rows(&mut table, &manifests, &batch.locators)
-            .await
-        {
-            Ok(back) => {
-                for (i, row) in back.iter().enumerate() {
-                    ensure!(
-                        row == rows[i].as_bytes(),
-                        "row {i} read back different bytes"
-                    );
-                }
+        match fresh.execute(check).await {
+            Ok(after) => {
+                ensure!(after == before, "the rows read back differ");
                 println!(
-                    "stopped {names}: {}/{} rows read back and checked in {:.2} s",
-                    back.len(),
+                    "\nstopped {names}: a fresh client with only the keys read all {} rows back \
+                     and they match, in {:.2} s",
                     rows.len(),
                     start.elapsed().as_secs_f64()
                 );
             }
-            Err(e @ StoreError::RowsLost { .. }) => println!("stopped {names}: {e}"),
+            Err(ClientError::Query(wwt_query::Error::Source(e))) => {
+                match e.downcast_ref::<ClientError>() {
+                    Some(ClientError::Store(lost @ StoreError::RowsLost { .. })) => {
+                        println!("\nstopped {names}: {lost}");
+                    }
+                    _ => bail!(e),
+                }
+            }
             Err(e) => bail!(e),
         }
     }
@@ -163,9 +273,10 @@ async fn run_async(o: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Counts the files under `dir` and the occurrences of `needles` in them.
-fn scan(dir: &Path, needles: &[&str]) -> Result<(usize, usize)> {
+/// Counts the files and bytes under `dir` and the occurrences of `needles` in them.
+fn scan(dir: &Path, needles: &[&str]) -> Result<(usize, u64, usize)> {
     let mut files = 0;
+    let mut bytes = 0;
     let mut hits = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -176,14 +287,12 @@ fn scan(dir: &Path, needles: &[&str]) -> Result<(usize, usize)> {
                 continue;
             }
             files += 1;
-            let bytes = std::fs::read(&path)?;
+            let data = std::fs::read(&path)?;
+            bytes += data.len() as u64;
             for n in needles {
-                hits += bytes
-                    .windows(n.len())
-                    .filter(|w| *w == n.as_bytes())
-                    .count();
+                hits += data.windows(n.len()).filter(|w| *w == n.as_bytes()).count();
             }
         }
     }
-    Ok((files, hits))
+    Ok((files, bytes, hits))
 }

@@ -23,7 +23,7 @@ use wwt_net::memory::{MemoryDht, MemoryNetwork};
 use wwt_net::node::{Node, NodeConfig};
 use wwt_net::types::NodeId;
 use wwt_net::{Connector, Discovery, Identity};
-use wwt_provider::{Provider, ProviderConfig, TrackerEndpoint};
+use wwt_provider::{IndexService, Provider, ProviderConfig, TrackerEndpoint};
 use wwt_tracker::{PeerTracker, Tracker, TrackerConfig};
 
 /// The endpoints file inside a devnet folder.
@@ -45,6 +45,9 @@ pub struct NodeInfo {
     pub address: String,
     /// Its data folder.
     pub dir: PathBuf,
+    /// Whether it serves the index service (an index provider).
+    #[serde(default)]
+    pub index: bool,
 }
 
 impl NodeInfo {
@@ -246,6 +249,7 @@ impl LocalNet {
                 node: hex::encode(identity.node_id().0),
                 address,
                 dir: tdir,
+                index: false,
             });
         }
         let mut trackers = Vec::new();
@@ -326,6 +330,7 @@ impl LocalNet {
                 trackers: tracker_endpoints.clone(),
                 heartbeat_interval_ms: shape.heartbeat_ms,
                 dht: seed.is_some().then(|| dht_config(endpoints.dht.clone())),
+                index: true,
                 ..ProviderConfig::default()
             };
             let identity = Identity::load_or_create(&config.identity_path())?;
@@ -335,6 +340,7 @@ impl LocalNet {
                 node: hex::encode(identity.node_id().0),
                 address: address.clone(),
                 dir: pdir,
+                index: config.index,
             });
             providers.push(Some(match (&memory, listener) {
                 (Some(m), _) => {
@@ -342,6 +348,9 @@ impl LocalNet {
                     let me = memory_dht.node(provider.node_id(), Some(address.clone()));
                     let provider = Arc::new(provider.with_discovery(Arc::new(me))?);
                     m.add_provider(&address, provider.clone());
+                    let window = Duration::from_millis(config.signature_window_ms);
+                    let index = IndexService::open(&config.index_dir(), window)?;
+                    m.add_index(&address, Arc::new(index));
                     let beats = wwt_provider::spawn_heartbeats(
                         provider,
                         connector.clone(),

@@ -7,12 +7,16 @@
 //! - [`daemon`]: `wwt provider run` and `wwt tracker run`: flags and config files of the daemons.
 //! - [`devnet`]: `wwt devnet`, a real local network of tracker and provider daemons on loopback.
 //! - [`store`]: the storage path over the network: upload, resume, read from any k pieces.
-//!
-//! The network client (providers, trackers, SQL) arrives with issues 3 and 5.
+//! - [`db`]: [`db::Client`], SQL over the network with only the owner's keys.
+//! - [`sqlbench`]: `wwt bench-sql`, SQL on a local network against SQLite on the same rows.
+//! - [`shell`]: `wwt sql`, the interactive shell and script runner over [`db::Client`].
 
 pub mod bench;
 pub mod daemon;
+pub mod db;
 pub mod demo;
 pub mod devnet;
 pub mod home;
+pub mod shell;
+pub mod sqlbench;
 pub mod store;

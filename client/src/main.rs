@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use wwt_client::{bench, daemon, demo, devnet, home};
+use wwt_client::{bench, daemon, demo, devnet, home, shell, sqlbench};
 
 /// wwt, the World Wide Table: an encrypted, decentralized table store.
 #[derive(Parser, Debug)]
@@ -24,8 +24,12 @@ enum Command {
     Init,
     /// Show the identity of the keystore in the home folder.
     Whoami,
+    /// Run SQL against the network: an interactive shell, or `-c`/`-f` scripts.
+    Sql(shell::Options),
     /// Measure the storage engine against raw AES-SIV on this machine.
     Bench(bench::Options),
+    /// Measure SQL on a local network against SQLite on the same rows.
+    BenchSql(sqlbench::Options),
     /// The main job: start a local network, write sample rows through it, stop two providers
     /// and read every row back.
     Demo(demo::Options),
@@ -175,7 +179,9 @@ fn run(cli: Cli) -> Result<()> {
                 hex::encode(keystore.identity.verifying_key().as_bytes())
             );
         }
+        Command::Sql(options) => runtime()?.block_on(shell::run(&home, &options))?,
         Command::Bench(options) => bench::run(&options)?,
+        Command::BenchSql(options) => sqlbench::run(&options)?,
         Command::Demo(options) => demo::run(&options)?,
         Command::Devnet(command) => devnet(&home, command)?,
         Command::Provider(ProviderCommand::Run(args)) => runtime()?.block_on(async {

@@ -12,7 +12,7 @@
 //! coded segment sends no piece twice (a piece stored but not yet confirmed when the
 //! interruption came is sent again; the provider stores it once).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -451,13 +451,15 @@ impl Storage {
         Ok(codec.decode(audit, m, &refs)?)
     }
 
-    /// Reads rows: fetches and decodes each segment they live in once, then opens each row.
-    /// Fails naming every row whose segment cannot be recovered.
+    /// Reads rows: fetches and decodes each segment they live in once (or takes it from
+    /// `cache`), then opens each row. Fails naming every row whose segment cannot be
+    /// recovered.
     pub async fn read_rows(
         &self,
         table: &mut Table,
         manifests: &HashMap<wwt_engine::SegmentId, SegmentManifest>,
         locators: &[Locator],
+        cache: &mut SegmentCache,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut wanted: Vec<wwt_engine::SegmentId> = locators
             .iter()
@@ -468,6 +470,10 @@ impl Storage {
         let mut segments = HashMap::new();
         let mut failed = HashMap::new();
         for id in wanted {
+            if let Some(bytes) = cache.get(&id) {
+                segments.insert(id, bytes);
+                continue;
+            }
             let m = manifests
                 .get(&id)
                 .ok_or_else(|| wwt_engine::Error::ManifestMismatch {
@@ -476,6 +482,8 @@ impl Storage {
                 })?;
             match self.get(table.codec(), &table.keys().audit, m).await {
                 Ok(bytes) => {
+                    let bytes = Arc::new(bytes);
+                    cache.insert(id, bytes.clone());
                     segments.insert(id, bytes);
                 }
                 Err(e) => {
@@ -500,7 +508,47 @@ impl Storage {
         }
         locators
             .iter()
-            .map(|l| Ok(table.read_row(l, |id| segments.get(id).map(Vec::as_slice))?))
+            .map(|l| Ok(table.read_row(l, |id| segments.get(id).map(|b| b.as_slice()))?))
             .collect()
+    }
+}
+
+/// Decoded segments kept for later reads, oldest evicted first, bounded in bytes.
+#[derive(Debug, Default)]
+pub struct SegmentCache {
+    limit: usize,
+    used: usize,
+    order: VecDeque<wwt_engine::SegmentId>,
+    segments: HashMap<wwt_engine::SegmentId, Arc<Vec<u8>>>,
+}
+
+impl SegmentCache {
+    /// A cache of at most `limit` bytes (0 keeps nothing).
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    fn get(&self, id: &wwt_engine::SegmentId) -> Option<Arc<Vec<u8>>> {
+        self.segments.get(id).cloned()
+    }
+
+    fn insert(&mut self, id: wwt_engine::SegmentId, bytes: Arc<Vec<u8>>) {
+        if bytes.len() > self.limit || self.segments.contains_key(&id) {
+            return;
+        }
+        self.used += bytes.len();
+        self.order.push_back(id);
+        self.segments.insert(id, bytes);
+        while self.used > self.limit {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.segments.remove(&old) {
+                self.used -= b.len();
+            }
+        }
     }
 }

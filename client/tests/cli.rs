@@ -45,7 +45,7 @@ fn init_creates_a_private_keystore_once_and_whoami_reads_it() {
 }
 
 #[test]
-fn demo_reads_every_row_after_losing_two_providers_and_stores_no_plaintext() {
+fn demo_queries_each_index_reads_every_row_after_losing_two_providers_and_stores_no_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let net = dir.path().join("demo");
     let out = wwt(
@@ -58,11 +58,22 @@ fn demo_reads_every_row_after_losing_two_providers_and_stores_no_plaintext() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains(": 0 plaintext hits"), "{stdout}");
+    assert!(stdout.contains("all parties: 0 plaintext hits"), "{stdout}");
     assert!(
-        stdout.contains("stopped provider-1, provider-4: 3000/3000 rows read back"),
+        stdout.contains(
+            "stopped provider-1, provider-4: a fresh client with only the keys read all 3000 rows back and they match"
+        ),
         "{stdout}"
     );
+    // One query per index kind ran, with what the index provider learns.
+    for index in [
+        "primary map",
+        "hash index",
+        "btree index",
+        "full-text index",
+    ] {
+        assert!(stdout.contains(&format!("- {index}")), "{index}: {stdout}");
+    }
     assert!(stdout.contains("3000 rows cannot be read"), "{stdout}");
     assert!(
         stdout.contains("3 intact pieces of the 4 needed"),
@@ -88,4 +99,95 @@ fn demo_reads_every_row_after_losing_two_providers_and_stores_no_plaintext() {
         }
     }
     assert!(pieces > 6, "{pieces} files");
+}
+
+/// Stops a `wwt devnet up` child with Ctrl-C (SIGINT) when dropped.
+struct Devnet(std::process::Child);
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sql_runs_scripts_on_a_devnet_and_prints_tables_json_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    assert!(wwt(&home, &["init"]).status.success());
+    let _devnet = Devnet(
+        Command::new(env!("CARGO_BIN_EXE_wwt"))
+            .args(["devnet", "up", "--capacity-mib", "256"])
+            .env("WWT_HOME", &home)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !wwt(&home, &["devnet", "status"]).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the devnet did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    let out = wwt(
+        &home,
+        &[
+            "sql",
+            "-c",
+            "CREATE TABLE books (id BIGINT PRIMARY KEY, title TEXT, year INT);
+             CREATE INDEX ON books USING fulltext (title);
+             CREATE INDEX ON books USING btree (year);
+             INSERT INTO books VALUES (1, 'The Art of Computer Programming', 1968),
+                                      (2, 'Structure and Interpretation of Computer Programs', 1985),
+                                      (3, 'A Discipline of Programming', 1976);
+             SELECT id, title FROM books WHERE MATCH(title, 'computer') AND year < 1980 ORDER BY id",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("inserted 3 rows"), "{stdout}");
+    assert!(
+        stdout.contains("id | title\n---+--------------------------------\n 1 | The Art of Computer Programming\n(1 row)"),
+        "{stdout}"
+    );
+
+    // A second invocation finds the table in the catalog the index provider keeps.
+    let out = wwt(
+        &home,
+        &[
+            "sql",
+            "--json",
+            "-c",
+            "SELECT count(*), max(year) FROM books",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["rows"][0][0], 3);
+    assert_eq!(v["rows"][0][1], 1985);
+
+    let script = dir.path().join("bad.sql");
+    std::fs::write(&script, "SELECT 1;\nSELECT * FORM books;\n").unwrap();
+    let out = wwt(&home, &["sql", "-f", script.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("statement 2 of 2") && stderr.contains("syntax error at line"),
+        "{stderr}"
+    );
 }

@@ -64,6 +64,18 @@ pub enum IndexError {
         /// The version in the request.
         got: u64,
     },
+    /// A catalog write expected another version than the stored one: another client wrote
+    /// it first.
+    #[error(
+        "the catalog is at version {stored}, not {expected}: another client changed it; \
+         read it again and redo the change"
+    )]
+    CatalogConflict {
+        /// The version the write expected.
+        expected: u64,
+        /// The version stored.
+        stored: u64,
+    },
     /// The request is well-formed bytes but breaks a rule stated in the message.
     #[error("invalid request: {0}")]
     InvalidRequest(String),

@@ -74,9 +74,9 @@ pub mod types;
 
 pub use error::{IndexError, Result};
 pub use ope::{OpeCiphertext, OpeEncoder, OpeKey};
-pub use store::{IndexStore, LocalIndexStore, MAX_LIMIT, MAX_LOCATOR, StoreOptions};
+pub use store::{IndexStore, LocalIndexStore, MAX_CATALOG, MAX_LIMIT, MAX_LOCATOR, StoreOptions};
 pub use token::{EqToken, TextOptions, Token, TokenKey};
 pub use types::{
-    ApplyReceipt, Batch, ColumnId, IndexKind, Leakage, Order, OwnerId, Query, QueryOutput,
-    RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, TextExpr, ValueCount,
+    ApplyReceipt, Batch, CatalogBlob, ColumnId, IndexKind, Leakage, Order, OwnerId, Query,
+    QueryOutput, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, TextExpr, ValueCount,
 };

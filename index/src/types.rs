@@ -303,6 +303,14 @@ pub enum Query {
         /// At most this many rows, if set.
         limit: Option<usize>,
     },
+    /// Every live row, in row-id order, a page at a time: the rows after `after` (from the
+    /// first when `None`), at most `limit` (1..=[`crate::MAX_LIMIT`]). A full table scan.
+    Scan {
+        /// The last row of the previous page.
+        after: Option<RowId>,
+        /// Page size.
+        limit: usize,
+    },
     /// A boolean full-text query, ranked by BM25, top `limit`.
     Text {
         /// The column.
@@ -343,4 +351,14 @@ pub enum QueryOutput {
     Rows(Vec<RowHit>),
     /// Counts per value, by token.
     Counts(Vec<ValueCount>),
+}
+
+/// An owner's catalog as the index provider keeps it: an opaque blob (the client encrypts
+/// it) and a version that grows by one with each write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CatalogBlob {
+    /// The version; 0 means no catalog was ever written.
+    pub version: u64,
+    /// The encrypted catalog (empty at version 0).
+    pub blob: Vec<u8>,
 }

@@ -9,9 +9,9 @@ use std::ops::Bound;
 use proptest::prelude::*;
 use wwt_index::ope::{u64_from_f64, u64_from_i64};
 use wwt_index::{
-    Batch, ColumnId, EqToken, IndexError, IndexKind, IndexStore, LocalIndexStore, OpeCiphertext,
-    OpeEncoder, OpeKey, Order, OwnerId, Query, QueryOutput, RowEntries, RowId, RowOp, StoreOptions,
-    TableId, TableSchema, TextExpr, TextOptions, Token, TokenKey,
+    Batch, CatalogBlob, ColumnId, EqToken, IndexError, IndexKind, IndexStore, LocalIndexStore,
+    OpeCiphertext, OpeEncoder, OpeKey, Order, OwnerId, Query, QueryOutput, RowEntries, RowId,
+    RowOp, StoreOptions, TableId, TableSchema, TextExpr, TextOptions, Token, TokenKey,
 };
 
 const EQ: ColumnId = ColumnId(1);
@@ -281,7 +281,21 @@ proptest! {
             QueryOutput::Counts(_) => panic!("expected rows"),
         };
         let want: Vec<_> = model.keys().map(|i| (row_id(*i), versions[i])).collect();
-        prop_assert_eq!(sorted_pairs(got), sorted_pairs(want));
+        prop_assert_eq!(sorted_pairs(got), sorted_pairs(want.clone()));
+
+        // Full scan, a page of 3 at a time: every live row once, in row-id order.
+        let mut scanned = Vec::new();
+        let mut after = None;
+        loop {
+            let page = match store.query(&OWNER, &TABLE, &Query::Scan { after, limit: 3 }).unwrap() {
+                QueryOutput::Rows(h) => h,
+                QueryOutput::Counts(_) => panic!("expected rows"),
+            };
+            let Some(last) = page.last() else { break };
+            after = Some(last.row);
+            scanned.extend(page.iter().map(|h| (h.row, h.version)));
+        }
+        prop_assert_eq!(scanned, sorted_pairs(want));
 
         // Equality: = and IN.
         let values: Vec<EqToken> = eq_values.iter().map(|v| eq_token(*v)).collect();
@@ -379,6 +393,64 @@ fn everything(store: &LocalIndexStore, owner: &OwnerId) -> Vec<RowId> {
             )
             .unwrap(),
     )
+}
+
+#[test]
+fn catalogs_are_per_owner_and_versioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalIndexStore::open(dir.path()).unwrap();
+    let other = OwnerId([9; 32]);
+    assert_eq!(store.catalog(&OWNER).unwrap(), CatalogBlob::default());
+    assert_eq!(store.put_catalog(&OWNER, 0, b"first").unwrap(), 1);
+    assert_eq!(store.put_catalog(&OWNER, 1, b"second").unwrap(), 2);
+
+    // A writer that read version 1 lost the race: refused, the catalog unchanged.
+    let err = store.put_catalog(&OWNER, 1, b"stale").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IndexError::CatalogConflict {
+                expected: 1,
+                stored: 2
+            }
+        ),
+        "{err}"
+    );
+    let too_big = vec![0; wwt_index::MAX_CATALOG + 1];
+    assert!(matches!(
+        store.put_catalog(&OWNER, 2, &too_big),
+        Err(IndexError::InvalidRequest(_))
+    ));
+    assert_eq!(store.catalog(&other).unwrap(), CatalogBlob::default());
+    drop(store);
+
+    let store = LocalIndexStore::open(dir.path()).unwrap();
+    let got = store.catalog(&OWNER).unwrap();
+    assert_eq!((got.version, got.blob.as_slice()), (2, &b"second"[..]));
+}
+
+#[test]
+fn scan_limits_are_bounded() {
+    let (_dir, store) = store_with_rows();
+    for limit in [0, wwt_index::MAX_LIMIT + 1] {
+        let err = store
+            .query(&OWNER, &TABLE, &Query::Scan { after: None, limit })
+            .unwrap_err();
+        assert!(matches!(err, IndexError::InvalidRequest(_)), "{err}");
+    }
+    let all = rows(
+        store
+            .query(
+                &OWNER,
+                &TABLE,
+                &Query::Scan {
+                    after: None,
+                    limit: 100,
+                },
+            )
+            .unwrap(),
+    );
+    assert_eq!(all, sorted((0..5).map(row_id).collect()));
 }
 
 #[test]

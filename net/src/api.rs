@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::NetError;
 use crate::auth::Signed;
+use crate::index::IndexApi;
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, Placement,
     ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId, SegmentLocation,
@@ -48,6 +49,8 @@ pub trait Connector: Send + Sync {
     fn provider(&self, address: &str) -> Result<Arc<dyn ProviderApi>, NetError>;
     /// The tracker at `address`.
     fn tracker(&self, address: &str) -> Result<Arc<dyn TrackerApi>, NetError>;
+    /// The index service at `address` (an index provider).
+    fn index(&self, address: &str) -> Result<Arc<dyn IndexApi>, NetError>;
 }
 
 /// A provider found through discovery: who it is and where its service listens.

@@ -231,6 +231,37 @@ body!(
     "/wwt.v1.Tracker/Locate"
 );
 
+body!(
+    crate::index::CreateTable,
+    proto::CreateTableRequest,
+    "/wwt.v1.Index/CreateTable"
+);
+body!(
+    crate::index::DropTable,
+    proto::DropTableRequest,
+    "/wwt.v1.Index/DropTable"
+);
+body!(
+    crate::index::ApplyBatch,
+    proto::ApplyRequest,
+    "/wwt.v1.Index/Apply"
+);
+body!(
+    crate::index::QueryTable,
+    proto::QueryRequest,
+    "/wwt.v1.Index/Query"
+);
+body!(
+    crate::index::GetCatalog,
+    proto::GetCatalogRequest,
+    "/wwt.v1.Index/GetCatalog"
+);
+body!(
+    crate::index::PutCatalog,
+    proto::PutCatalogRequest,
+    "/wwt.v1.Index/PutCatalog"
+);
+
 /// Who signed a request, when, and the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {

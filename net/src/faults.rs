@@ -15,6 +15,9 @@ use rand::{Rng, SeedableRng};
 use crate::NetError;
 use crate::api::{Connector, ProviderApi, TrackerApi};
 use crate::auth::Signed;
+use crate::index::{
+    ApplyBatch, CreateTable, DropTable, GetCatalog, IndexApi, PutCatalog, QueryTable,
+};
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, PieceData, Placement,
     ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentLocation, StorePiece,
@@ -148,6 +151,14 @@ impl Connector for FaultyConnector {
             address: address.to_string(),
         }))
     }
+
+    fn index(&self, address: &str) -> Result<Arc<dyn IndexApi>, NetError> {
+        Ok(Arc::new(FaultyIndex {
+            inner: self.inner.index(address)?,
+            faults: self.faults.clone(),
+            address: address.to_string(),
+        }))
+    }
 }
 
 struct FaultyProvider {
@@ -209,5 +220,52 @@ impl TrackerApi for FaultyTracker {
     async fn providers(&self) -> Result<Vec<ProviderRecord>, NetError> {
         self.faults.before_call(&self.address).await?;
         self.inner.providers().await
+    }
+}
+
+/// An index service behind [`Faults`] (drop, delay, partition; `corrupt_reads` concerns
+/// pieces only).
+struct FaultyIndex {
+    inner: Arc<dyn IndexApi>,
+    faults: Faults,
+    address: String,
+}
+
+#[async_trait]
+impl IndexApi for FaultyIndex {
+    async fn create_table(&self, request: Signed<CreateTable>) -> Result<(), NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.create_table(request).await
+    }
+
+    async fn drop_table(&self, request: Signed<DropTable>) -> Result<(), NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.drop_table(request).await
+    }
+
+    async fn apply(
+        &self,
+        request: Signed<ApplyBatch>,
+    ) -> Result<wwt_index::ApplyReceipt, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.apply(request).await
+    }
+
+    async fn query(&self, request: Signed<QueryTable>) -> Result<wwt_index::QueryOutput, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.query(request).await
+    }
+
+    async fn catalog(
+        &self,
+        request: Signed<GetCatalog>,
+    ) -> Result<wwt_index::CatalogBlob, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.catalog(request).await
+    }
+
+    async fn put_catalog(&self, request: Signed<PutCatalog>) -> Result<u64, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.put_catalog(request).await
     }
 }

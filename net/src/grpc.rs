@@ -1,5 +1,5 @@
-//! gRPC adapters: servers that expose a [`ProviderApi`] / [`TrackerApi`] over tonic (with
-//! reflection), and clients that implement the same traits over a channel.
+//! gRPC adapters: servers that expose a [`ProviderApi`] / [`TrackerApi`] / [`IndexApi`] over
+//! tonic (with reflection), and clients that implement the same traits over a channel.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,12 +8,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
 
 use crate::api::{Connector, ProviderApi, TrackerApi};
 use crate::auth::Signed;
+use crate::index::{
+    ApplyBatch, CreateTable, DropTable, GetCatalog, IndexApi, PutCatalog, QueryTable,
+};
+use crate::proto::index_client::IndexClient;
+use crate::proto::index_server::{Index, IndexServer};
 use crate::proto::provider_client::ProviderClient;
 use crate::proto::provider_server::{Provider, ProviderServer};
 use crate::proto::tracker_client::TrackerClient;
@@ -33,13 +39,28 @@ const CONNECTION_WINDOW: u32 = 16 << 20;
 /// HTTP/2 frames up to 1 MiB: pieces travel in few frames instead of many 16 KiB ones.
 const MAX_FRAME: u32 = 1 << 20;
 
-/// Serves `provider` and/or `tracker` (and gRPC reflection) on `listener` until `shutdown`.
+/// The services one gRPC server exposes (each optional).
+#[derive(Default, Clone)]
+pub struct Services {
+    /// The storage provider service.
+    pub provider: Option<Arc<dyn ProviderApi>>,
+    /// The tracker service.
+    pub tracker: Option<Arc<dyn TrackerApi>>,
+    /// The index service.
+    pub index: Option<Arc<dyn IndexApi>>,
+}
+
+/// Serves `services` (and gRPC reflection) on `listener` until `shutdown`.
 pub async fn serve(
-    provider: Option<Arc<dyn ProviderApi>>,
-    tracker: Option<Arc<dyn TrackerApi>>,
+    services: Services,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NetError> {
+    let Services {
+        provider,
+        tracker,
+        index,
+    } = services;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -54,6 +75,20 @@ pub async fn serve(
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     });
+    let index = index.map(|api| {
+        IndexServer::new(IndexAdapter(api))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    });
+    // The builder's `tcp_nodelay` applies only to listeners tonic binds itself: set it on
+    // each accepted socket, or Nagle's algorithm holds back small responses until the
+    // peer's delayed ACK (about 40 ms per call).
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(s) = &stream {
+            s.set_nodelay(true).ok();
+        }
+        stream
+    });
     Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -62,7 +97,8 @@ pub async fn serve(
         .add_service(reflection)
         .add_optional_service(provider)
         .add_optional_service(tracker)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_optional_service(index)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| NetError::Internal(format!("gRPC server failed: {e}")))
 }
@@ -140,6 +176,66 @@ impl Tracker for TrackerAdapter {
         let providers = self.0.providers().await?;
         Ok(Response::new(proto::ProviderList {
             providers: providers.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+/// Exposes an [`IndexApi`] as the `wwt.v1.Index` gRPC service.
+struct IndexAdapter(Arc<dyn IndexApi>);
+
+#[async_trait]
+impl Index for IndexAdapter {
+    async fn create_table(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::TableResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        self.0.create_table(signed).await?;
+        Ok(Response::new(proto::TableResponse {}))
+    }
+
+    async fn drop_table(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::TableResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        self.0.drop_table(signed).await?;
+        Ok(Response::new(proto::TableResponse {}))
+    }
+
+    async fn apply(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::ApplyResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.apply(signed).await?.into()))
+    }
+
+    async fn query(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::QueryResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.query(signed).await?.into()))
+    }
+
+    async fn get_catalog(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::CatalogResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.catalog(signed).await?.into()))
+    }
+
+    async fn put_catalog(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::CatalogResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        let version = self.0.put_catalog(signed).await?;
+        Ok(Response::new(proto::CatalogResponse {
+            version,
+            blob: Default::default(),
         }))
     }
 }
@@ -277,11 +373,91 @@ impl TrackerApi for GrpcTracker {
     }
 }
 
+/// An index provider reached over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcIndex {
+    client: IndexClient<Channel>,
+}
+
+impl GrpcIndex {
+    /// A client for the index service at `address`; connects on first use; each call fails
+    /// as unavailable after `timeout`.
+    pub fn connect_lazy(address: &str, timeout: Duration) -> Result<GrpcIndex, NetError> {
+        Ok(GrpcIndex {
+            client: IndexClient::new(channel(address, timeout)?)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        })
+    }
+}
+
+#[async_trait]
+impl IndexApi for GrpcIndex {
+    async fn create_table(&self, request: Signed<CreateTable>) -> Result<(), NetError> {
+        self.client
+            .clone()
+            .create_table(proto::SignedRequest::from(request))
+            .await?;
+        Ok(())
+    }
+
+    async fn drop_table(&self, request: Signed<DropTable>) -> Result<(), NetError> {
+        self.client
+            .clone()
+            .drop_table(proto::SignedRequest::from(request))
+            .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        request: Signed<ApplyBatch>,
+    ) -> Result<wwt_index::ApplyReceipt, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .apply(proto::SignedRequest::from(request))
+            .await?;
+        Ok(reply.into_inner().into())
+    }
+
+    async fn query(&self, request: Signed<QueryTable>) -> Result<wwt_index::QueryOutput, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .query(proto::SignedRequest::from(request))
+            .await?;
+        reply.into_inner().try_into()
+    }
+
+    async fn catalog(
+        &self,
+        request: Signed<GetCatalog>,
+    ) -> Result<wwt_index::CatalogBlob, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .get_catalog(proto::SignedRequest::from(request))
+            .await?;
+        Ok(reply.into_inner().into())
+    }
+
+    async fn put_catalog(&self, request: Signed<PutCatalog>) -> Result<u64, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .put_catalog(proto::SignedRequest::from(request))
+            .await?;
+        Ok(reply.into_inner().version)
+    }
+}
+
 /// Connects to services over gRPC, keeping one channel per address.
 #[derive(Debug)]
 pub struct GrpcConnector {
     providers: Mutex<HashMap<String, Arc<GrpcProvider>>>,
     trackers: Mutex<HashMap<String, Arc<GrpcTracker>>>,
+    indexes: Mutex<HashMap<String, Arc<GrpcIndex>>>,
     timeout: Duration,
 }
 
@@ -302,6 +478,7 @@ impl GrpcConnector {
         GrpcConnector {
             providers: Mutex::new(HashMap::new()),
             trackers: Mutex::new(HashMap::new()),
+            indexes: Mutex::new(HashMap::new()),
             timeout,
         }
     }
@@ -333,6 +510,12 @@ impl Connector for GrpcConnector {
     fn tracker(&self, address: &str) -> Result<Arc<dyn TrackerApi>, NetError> {
         Ok(cached(&self.trackers, address, |a| {
             GrpcTracker::connect_lazy(a, self.timeout)
+        })?)
+    }
+
+    fn index(&self, address: &str) -> Result<Arc<dyn IndexApi>, NetError> {
+        Ok(cached(&self.indexes, address, |a| {
+            GrpcIndex::connect_lazy(a, self.timeout)
         })?)
     }
 }

@@ -1,7 +1,8 @@
 //! The wire of wwt: the gRPC contract, the provider and tracker APIs as traits, and the ways to
 //! reach them: over gRPC, in memory, or through injected faults.
 //!
-//! `net` knows nothing of tables: a piece is opaque bytes named by its BLAKE3 hash.
+//! `net` knows nothing of tables' contents: a piece is opaque bytes named by its BLAKE3 hash,
+//! and index requests carry only the opaque tokens and ciphertexts of `wwt-index`.
 //!
 //! Modules:
 //! - [`proto`]: the code generated from `proto/wwt.proto`, the public contract.
@@ -9,6 +10,7 @@
 //!   `TryFrom<proto::…>`.
 //! - [`auth`]: ed25519 identities, signed requests and the verifier (staleness, replay).
 //! - [`api`]: the seams: [`ProviderApi`], [`TrackerApi`], [`Connector`], [`Discovery`].
+//! - [`index`]: the index provider's seam [`IndexApi`] and its signed request bodies.
 //! - [`grpc`]: tonic server adapters (with reflection) and clients implementing the traits.
 //! - [`memory`]: the in-memory network and DHT twin for whole-network tests in one process.
 //! - [`faults`]: a connector wrapper that drops, delays, corrupts and partitions.
@@ -22,12 +24,13 @@ pub mod auth;
 pub mod error;
 pub mod faults;
 pub mod grpc;
+pub mod index;
 pub mod memory;
 pub mod node;
 pub mod rendezvous;
 pub mod types;
 
-/// Code generated from `proto/wwt.proto` (package `wwt.v1`).
+/// Code generated from `proto/wwt.proto` and `proto/index.proto` (package `wwt.v1`).
 #[allow(missing_docs, clippy::all, clippy::unwrap_used)]
 pub mod proto {
     tonic::include_proto!("wwt.v1");
@@ -39,3 +42,4 @@ pub mod proto {
 pub use api::{Connector, Discovery, FoundHolder, ProviderApi, TrackerApi};
 pub use auth::{Identity, Signed, Verifier, now_ms};
 pub use error::NetError;
+pub use index::IndexApi;

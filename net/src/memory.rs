@@ -13,6 +13,9 @@ use tonic::Status;
 
 use crate::api::{Connector, Discovery, FoundHolder, ProviderApi, TrackerApi};
 use crate::auth::Signed;
+use crate::index::{
+    ApplyBatch, CreateTable, DropTable, GetCatalog, IndexApi, PutCatalog, QueryTable,
+};
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, Placement,
     ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId, SegmentLocation,
@@ -30,6 +33,8 @@ enum Node {
 #[derive(Clone, Default)]
 pub struct MemoryNetwork {
     nodes: Arc<Mutex<HashMap<String, Node>>>,
+    /// Index services, by the address of the node that hosts them.
+    indexes: Arc<Mutex<HashMap<String, Arc<dyn IndexApi>>>>,
 }
 
 impl std::fmt::Debug for MemoryNetwork {
@@ -54,10 +59,21 @@ impl MemoryNetwork {
         self.insert(address, Node::Tracker(tracker));
     }
 
-    /// Takes the node at `address` off the network, as if it had crashed.
+    /// Makes the index service `index` reachable at `address` (beside the node there).
+    pub fn add_index(&self, address: &str, index: Arc<dyn IndexApi>) {
+        if let Ok(mut indexes) = self.indexes.lock() {
+            indexes.insert(address.to_string(), index);
+        }
+    }
+
+    /// Takes the node at `address` (and its index service) off the network, as if it had
+    /// crashed.
     pub fn remove(&self, address: &str) {
         if let Ok(mut nodes) = self.nodes.lock() {
             nodes.remove(address);
+        }
+        if let Ok(mut indexes) = self.indexes.lock() {
+            indexes.remove(address);
         }
     }
 
@@ -207,6 +223,79 @@ impl TrackerApi for MemoryTracker {
     }
 }
 
+/// An index service at an address of a [`MemoryNetwork`].
+struct MemoryIndex {
+    network: MemoryNetwork,
+    address: String,
+}
+
+impl MemoryIndex {
+    fn target(&self) -> Result<Arc<dyn IndexApi>, NetError> {
+        self.network
+            .indexes
+            .lock()
+            .map_err(|_| NetError::Internal("memory network poisoned".into()))?
+            .get(&self.address)
+            .cloned()
+            .ok_or_else(|| {
+                NetError::Unavailable(format!("no index service listens at {}", self.address))
+            })
+    }
+}
+
+#[async_trait]
+impl IndexApi for MemoryIndex {
+    async fn create_table(&self, req: Signed<CreateTable>) -> Result<(), NetError> {
+        self.target()?
+            .create_table(request(req)?)
+            .await
+            .map_err(as_status)
+    }
+
+    async fn drop_table(&self, req: Signed<DropTable>) -> Result<(), NetError> {
+        self.target()?
+            .drop_table(request(req)?)
+            .await
+            .map_err(as_status)
+    }
+
+    async fn apply(&self, req: Signed<ApplyBatch>) -> Result<wwt_index::ApplyReceipt, NetError> {
+        let reply = self
+            .target()?
+            .apply(request(req)?)
+            .await
+            .map_err(as_status)?;
+        let bytes = proto::ApplyResponse::from(reply).encode_to_vec();
+        Ok(proto::ApplyResponse::decode(bytes.as_slice())?.into())
+    }
+
+    async fn query(&self, req: Signed<QueryTable>) -> Result<wwt_index::QueryOutput, NetError> {
+        let reply = self
+            .target()?
+            .query(request(req)?)
+            .await
+            .map_err(as_status)?;
+        through_wire::<_, proto::QueryResponse>(reply)
+    }
+
+    async fn catalog(&self, req: Signed<GetCatalog>) -> Result<wwt_index::CatalogBlob, NetError> {
+        let reply = self
+            .target()?
+            .catalog(request(req)?)
+            .await
+            .map_err(as_status)?;
+        let bytes = proto::CatalogResponse::from(reply).encode_to_vec();
+        Ok(proto::CatalogResponse::decode(bytes.as_slice())?.into())
+    }
+
+    async fn put_catalog(&self, req: Signed<PutCatalog>) -> Result<u64, NetError> {
+        self.target()?
+            .put_catalog(request(req)?)
+            .await
+            .map_err(as_status)
+    }
+}
+
 impl Connector for MemoryNetwork {
     fn provider(&self, address: &str) -> Result<Arc<dyn ProviderApi>, NetError> {
         Ok(Arc::new(MemoryProvider {
@@ -217,6 +306,13 @@ impl Connector for MemoryNetwork {
 
     fn tracker(&self, address: &str) -> Result<Arc<dyn TrackerApi>, NetError> {
         Ok(Arc::new(MemoryTracker {
+            network: self.clone(),
+            address: address.to_string(),
+        }))
+    }
+
+    fn index(&self, address: &str) -> Result<Arc<dyn IndexApi>, NetError> {
+        Ok(Arc::new(MemoryIndex {
             network: self.clone(),
             address: address.to_string(),
         }))

@@ -59,12 +59,11 @@ impl ProviderApi for NullProvider {
 async fn serve(api: Arc<dyn ProviderApi>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(grpc::serve(
-        Some(api),
-        None,
-        listener,
-        std::future::pending(),
-    ));
+    let services = grpc::Services {
+        provider: Some(api),
+        ..Default::default()
+    };
+    tokio::spawn(grpc::serve(services, listener, std::future::pending()));
     address
 }
 

@@ -43,6 +43,9 @@ pub struct ProviderConfig {
     pub signature_window_ms: u64,
     /// The libp2p node announcing held segments in the DHT; none if unset.
     pub dht: Option<NodeConfig>,
+    /// Also be an index provider: host owners' encrypted indexes and catalogs in
+    /// `<data_dir>/index` and serve the `wwt.v1.Index` service.
+    pub index: bool,
 }
 
 impl Default for ProviderConfig {
@@ -58,6 +61,7 @@ impl Default for ProviderConfig {
             heartbeat_interval_ms: 5_000,
             signature_window_ms: 120_000,
             dht: None,
+            index: false,
         }
     }
 }
@@ -68,6 +72,11 @@ impl ProviderConfig {
         self.identity_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("node.key"))
+    }
+
+    /// Where the index store lives (when `index` is on).
+    pub fn index_dir(&self) -> PathBuf {
+        self.data_dir.join("index")
     }
 
     /// The heartbeat interval.

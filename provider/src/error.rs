@@ -19,6 +19,9 @@ pub enum ProviderError {
     /// The metadata database failed: check the data directory; it may need restoring.
     #[error("metadata database error: {0}")]
     Database(#[from] sled::Error),
+    /// The index store failed to open or close: check `<data_dir>/index`.
+    #[error("index store: {0}")]
+    Index(#[from] wwt_index::IndexError),
     /// A network-level failure (serving, identity).
     #[error(transparent)]
     Net(#[from] NetError),

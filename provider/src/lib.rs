@@ -5,12 +5,16 @@
 //! - [`config`]: [`ProviderConfig`], the daemon's settings.
 //! - [`store`]: [`store::PieceStore`], crash-safe piece files with sled metadata.
 //! - [`service`]: [`Provider`], the [`wwt_net::ProviderApi`] implementation.
+//! - [`index`]: [`IndexService`], the [`wwt_net::IndexApi`] implementation over the encrypted
+//!   index store (when the provider is also an index provider).
 //! - [`error`]: the crate's error type, [`ProviderError`].
 //!
-//! [`run`] is the daemon: it opens the provider, serves it over gRPC and sends heartbeats.
+//! [`run`] is the daemon: it opens the provider (and its index store, if configured), serves
+//! them over gRPC and sends heartbeats.
 
 pub mod config;
 pub mod error;
+pub mod index;
 pub mod service;
 pub mod store;
 
@@ -22,10 +26,11 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use wwt_net::grpc::{self, GrpcConnector};
 use wwt_net::node::Node;
-use wwt_net::{Connector, ProviderApi};
+use wwt_net::{Connector, IndexApi};
 
 pub use config::{ProviderConfig, TrackerEndpoint};
 pub use error::ProviderError;
+pub use index::IndexService;
 pub use service::Provider;
 
 /// Runs a provider on `listener` until `shutdown` resolves: serves gRPC, heartbeats to the
@@ -63,14 +68,28 @@ pub async fn run(
         address,
         config.heartbeat_interval(),
     );
-    let api: Arc<dyn ProviderApi> = provider;
-    let served = grpc::serve(Some(api), None, listener, shutdown).await;
+    let index = if config.index {
+        let window = std::time::Duration::from_millis(config.signature_window_ms);
+        Some(Arc::new(IndexService::open(&config.index_dir(), window)?))
+    } else {
+        None
+    };
+    let services = grpc::Services {
+        provider: Some(provider),
+        index: index.clone().map(|i| i as Arc<dyn IndexApi>),
+        ..Default::default()
+    };
+    let served = grpc::serve(services, listener, shutdown).await;
     beats.abort();
     // Wait until the heartbeat task has dropped its handle on the provider, so the store is
     // closed (and its lock released) when this function returns.
     let _ = beats.await;
     if let Some(node) = node {
         node.shutdown().await;
+    }
+    // The server has dropped its handle: close the index store (flush, finish merges).
+    if let Some(index) = index.and_then(Arc::into_inner) {
+        index.close()?;
     }
     Ok(served?)
 }

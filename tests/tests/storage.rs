@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wwt_client::devnet::{LocalNet, Shape, Transport};
-use wwt_client::store::{Storage, StorageConfig, StoreError};
+use wwt_client::store::{SegmentCache, Storage, StorageConfig, StoreError};
 use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, EncodedSegment, Locator, MasterKey, SegmentManifest, Table};
 use wwt_net::Identity;
@@ -100,7 +100,12 @@ async fn any_two_lost_then_three(kind: Transport) {
     net.stop_provider(a).await.unwrap();
     net.stop_provider(b).await.unwrap();
     let back = client
-        .read_rows(&mut w.table, &w.manifests, &w.locators)
+        .read_rows(
+            &mut w.table,
+            &w.manifests,
+            &w.locators,
+            &mut SegmentCache::new(0),
+        )
         .await
         .unwrap();
     assert_eq!(back, w.rows, "every row reads with two providers gone");
@@ -109,7 +114,7 @@ async fn any_two_lost_then_three(kind: Transport) {
     net.stop_provider(c).await.unwrap();
     let some = &w.locators[..50];
     let err = client
-        .read_rows(&mut w.table, &w.manifests, some)
+        .read_rows(&mut w.table, &w.manifests, some, &mut SegmentCache::new(0))
         .await
         .unwrap_err();
     let StoreError::RowsLost { rows, cause } = &err else {
@@ -172,7 +177,12 @@ async fn lying_and_slow_providers_are_skipped(kind: Transport) {
     };
     let client = storage(&net, connector, config);
     let back = client
-        .read_rows(&mut w.table, &w.manifests, &w.locators)
+        .read_rows(
+            &mut w.table,
+            &w.manifests,
+            &w.locators,
+            &mut SegmentCache::new(0),
+        )
         .await
         .unwrap();
     assert_eq!(back, w.rows);

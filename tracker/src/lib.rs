@@ -45,7 +45,11 @@ pub async fn run(
         None => None,
     };
     let api: Arc<dyn TrackerApi> = tracker;
-    let served = grpc::serve(None, Some(api), listener, shutdown).await;
+    let services = grpc::Services {
+        tracker: Some(api),
+        ..Default::default()
+    };
+    let served = grpc::serve(services, listener, shutdown).await;
     if let Some(node) = node {
         node.shutdown().await;
     }

@@ -6,7 +6,8 @@
 //! signed by one owner cannot name, read or change another owner's data: it gets
 //! [`IndexError::UnknownTable`].
 //!
-//! Layout: the `catalog` tree maps owner ‖ table to the table's schema; per namespace, the
+//! Layout: the `catalog` tree maps owner ‖ table to the table's schema; the `owners` tree maps
+//! owner to its catalog blob (version ‖ bytes, opaque: the client encrypts it); per namespace, the
 //! trees `p`, `e` and `r` (suffixed owner ‖ table) hold the primary map (row → record), the
 //! equality index (column ‖ token ‖ row) and the range index (column ‖ OPE ‖ row); the
 //! full-text index lives in `text/<owner>/<table>/`.
@@ -31,8 +32,8 @@ use crate::error::IndexError;
 use crate::ope::OpeCiphertext;
 use crate::token::{EqToken, TOKEN_LEN};
 use crate::types::{
-    ApplyReceipt, Batch, ColumnId, IndexKind, Order, OwnerId, Query, QueryOutput, ROW_LEN,
-    RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, ValueCount,
+    ApplyReceipt, Batch, CatalogBlob, ColumnId, IndexKind, Order, OwnerId, Query, QueryOutput,
+    ROW_LEN, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, ValueCount,
 };
 use codec::{PrimaryRecord, eq_key, range_key, row_of_key};
 use fulltext::TextIndex;
@@ -42,6 +43,9 @@ pub const MAX_LIMIT: usize = 10_000;
 
 /// Largest locator accepted, in bytes.
 pub const MAX_LOCATOR: usize = 1024;
+
+/// Largest catalog blob accepted, in bytes.
+pub const MAX_CATALOG: usize = 4 << 20;
 
 /// What an index provider offers its clients: create tables, apply batches, answer queries.
 ///
@@ -77,6 +81,13 @@ pub trait IndexStore: Send + Sync {
         table: &TableId,
         query: &Query,
     ) -> Result<QueryOutput, IndexError>;
+
+    /// `owner`'s catalog blob (version 0 and no bytes if it never wrote one).
+    fn catalog(&self, owner: &OwnerId) -> Result<CatalogBlob, IndexError>;
+
+    /// Replaces `owner`'s catalog blob if its stored version is `expected`; returns the new
+    /// version (`expected + 1`). Durable when it returns.
+    fn put_catalog(&self, owner: &OwnerId, expected: u64, blob: &[u8]) -> Result<u64, IndexError>;
 }
 
 struct Namespace {
@@ -116,6 +127,7 @@ impl Default for StoreOptions {
 pub struct LocalIndexStore {
     db: sled::Db,
     catalog: sled::Tree,
+    owners: sled::Tree,
     root: PathBuf,
     open: RwLock<HashMap<(OwnerId, TableId), Arc<Namespace>>>,
     options: StoreOptions,
@@ -227,9 +239,11 @@ impl LocalIndexStore {
         std::fs::create_dir_all(&root).map_err(IndexError::Io)?;
         let db = sled::open(root.join("sled"))?;
         let catalog = db.open_tree("catalog")?;
+        let owners = db.open_tree("owners")?;
         Ok(Self {
             db,
             catalog,
+            owners,
             root,
             open: RwLock::new(HashMap::new()),
             options,
@@ -695,7 +709,81 @@ impl IndexStore for LocalIndexStore {
                 }
                 Ok(QueryOutput::Rows(out))
             }
+            Query::Scan { after, limit } => {
+                if *limit == 0 || *limit > MAX_LIMIT {
+                    return Err(invalid(format!(
+                        "scan limit {limit} is outside 1..={MAX_LIMIT}"
+                    )));
+                }
+                let from = after.map_or(Bound::Unbounded, |r| Bound::Excluded(r.0.to_vec()));
+                let mut out = Vec::new();
+                for entry in ns.primary.range::<Vec<u8>, _>((from, Bound::Unbounded)) {
+                    if out.len() >= *limit {
+                        break;
+                    }
+                    let (key, bytes) = entry?;
+                    let rec = PrimaryRecord::decode(&bytes)?;
+                    if !rec.deleted {
+                        out.push(RowHit {
+                            row: row_of_key(&key)?,
+                            version: rec.version,
+                            locator: rec.locator,
+                            score: None,
+                        });
+                    }
+                }
+                Ok(QueryOutput::Rows(out))
+            }
         }
+    }
+
+    fn catalog(&self, owner: &OwnerId) -> Result<CatalogBlob, IndexError> {
+        match self.owners.get(owner.0)? {
+            None => Ok(CatalogBlob::default()),
+            Some(bytes) => {
+                let (version, blob) = bytes
+                    .split_first_chunk::<8>()
+                    .ok_or(IndexError::Corrupt("short catalog record"))?;
+                Ok(CatalogBlob {
+                    version: u64::from_be_bytes(*version),
+                    blob: blob.to_vec(),
+                })
+            }
+        }
+    }
+
+    fn put_catalog(&self, owner: &OwnerId, expected: u64, blob: &[u8]) -> Result<u64, IndexError> {
+        if blob.len() > MAX_CATALOG {
+            return Err(invalid(format!(
+                "catalog of {} bytes exceeds {MAX_CATALOG}",
+                blob.len()
+            )));
+        }
+        let current = self.owners.get(owner.0)?;
+        let stored = match &current {
+            None => 0,
+            Some(bytes) => bytes
+                .first_chunk::<8>()
+                .map(|v| u64::from_be_bytes(*v))
+                .ok_or(IndexError::Corrupt("short catalog record"))?,
+        };
+        if stored != expected {
+            return Err(IndexError::CatalogConflict { expected, stored });
+        }
+        let version = expected + 1;
+        let mut record = Vec::with_capacity(8 + blob.len());
+        record.extend_from_slice(&version.to_be_bytes());
+        record.extend_from_slice(blob);
+        if self
+            .owners
+            .compare_and_swap(owner.0, current, Some(record))?
+            .is_err()
+        {
+            let stored = self.catalog(owner)?.version;
+            return Err(IndexError::CatalogConflict { expected, stored });
+        }
+        self.db.flush()?;
+        Ok(version)
     }
 }
 

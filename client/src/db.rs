@@ -1,0 +1,1390 @@
+//! The SQL client: [`Client`] runs statements against the network with only the owner's keys
+//! on the machine.
+//!
+//! A statement is parsed and planned by `wwt-query`. Writes seal each row version (AES-SIV),
+//! pack and code them into segments, upload the pieces through [`Storage`], and only then
+//! send the row's index entries (row id, version, sealed locator, equality tokens, OPE
+//! ciphertexts, word tokens) to the index provider in one batch: a statement that fails
+//! before that batch leaves nothing visible. Reads ask the index provider for the rows a
+//! plan's pushed lookups select, fetch and decode their segments (through a bounded cache of
+//! decoded segments), open the rows, and let `wwt-query` evaluate the rest.
+//!
+//! What leaves the client: sealed rows in coded pieces, sealed segment manifests, sealed
+//! locators, sealed catalog, PRF tokens and OPE ciphertexts. Table ids are PRFs of the names.
+//!
+//! Each row version is a record `format ‖ parent ‖ row`: the parent is the locator and the
+//! BLAKE3 hash of the previous version's record, so a row's history is a hash chain that
+//! [`Client::history`] walks and checks. Records are authenticated by AES-SIV under the
+//! owner's row key.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use wwt_engine::table::RowWrite;
+use wwt_engine::{
+    CodingParams, Keystore, Locator, MasterKey, RowCipher, RowId as EngineRowId,
+    SegmentId as EngineSegmentId, SegmentManifest, Table,
+};
+use wwt_index::ope::{u64_from_f64, u64_from_i64, u64_from_text_prefix, u64_from_timestamp_micros};
+use wwt_index::{
+    Batch, ColumnId, IndexKind as StoreKind, MAX_LIMIT, OpeEncoder, OpeKey, Order, Query,
+    QueryOutput, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema as StoreSchema, TextExpr,
+    TextOptions, TokenKey,
+};
+use wwt_net::index::{ApplyBatch, CreateTable, GetCatalog, PutCatalog, QueryTable};
+use wwt_net::types::NodeId;
+use wwt_net::{Connector, Identity, IndexApi, NetError};
+use wwt_query::plan::{DeletePlan, InsertPlan, UpdatePlan};
+use wwt_query::{
+    Catalog, ColumnType, Direction, FtQuery, IndexKind, IndexLookup, Outcome, Plan, Row, RowSource,
+    TableSchema, Value, decode_row, encode_key, encode_row, execute_delete, execute_select,
+    execute_update,
+};
+
+use crate::store::{SegmentCache, Storage, StorageConfig, StoreError};
+
+/// Where a client finds the network, and how it codes and caches.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Trackers, `(node id, address)`.
+    pub trackers: Vec<(NodeId, String)>,
+    /// The index provider's address.
+    pub index: String,
+    /// Timeouts and retries of the storage path.
+    pub storage: StorageConfig,
+    /// Reed–Solomon coding of new segments.
+    pub coding: CodingParams,
+    /// Largest segment, in bytes.
+    pub segment_size: usize,
+    /// Bytes of decoded segments kept in memory for reads.
+    pub cache_bytes: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for the given trackers and index provider: RS 4+2, 1 MiB segments, a
+    /// 256 MiB segment cache.
+    pub fn new(trackers: Vec<(NodeId, String)>, index: String) -> Self {
+        Self {
+            trackers,
+            index,
+            storage: StorageConfig::default(),
+            coding: CodingParams::default(),
+            segment_size: 1 << 20,
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What went wrong with a statement or a connection, named for what the caller can do.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The statement was refused (syntax, names, types, constraints, unsupported SQL).
+    #[error(transparent)]
+    Query(#[from] wwt_query::Error),
+    /// Rows could not be stored or read back.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The index provider refused or could not be reached.
+    #[error("index provider: {0}")]
+    Index(NetError),
+    /// Another client changed the catalog while this one did: run the statement again.
+    #[error(
+        "the catalog changed under this statement (another client created a table or index); run it again"
+    )]
+    CatalogRace,
+    /// Stored data did not decode or authenticate: it was altered, or belongs to other keys.
+    #[error("stored data is damaged or not ours: {0}")]
+    Damaged(String),
+    /// The client cannot run here.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl From<wwt_engine::Error> for ClientError {
+    fn from(e: wwt_engine::Error) -> Self {
+        ClientError::Damaged(e.to_string())
+    }
+}
+
+type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A row as the index provider names it: id, version and sealed locator.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RowRef {
+    row: RowId,
+    version: u64,
+    locator: Vec<u8>,
+}
+
+impl From<RowHit> for RowRef {
+    fn from(h: RowHit) -> Self {
+        RowRef {
+            row: h.row,
+            version: h.version,
+            locator: h.locator,
+        }
+    }
+}
+
+/// One version of a row, from [`Client::history`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowVersion {
+    /// The version (microseconds since the epoch when it was written, made unique).
+    pub version: u64,
+    /// The row's values.
+    pub row: Row,
+}
+
+/// The per-table state a client keeps: keys, cipher, codec and OPE caches.
+struct TableState {
+    engine: Table,
+    /// The index table in use; a new CREATE INDEX builds the next generation.
+    generation: u64,
+    /// Seals the locators the index provider keeps (AAD: row id and version).
+    locators: RowCipher,
+    tokens: HashMap<usize, TokenKey>,
+    ope: HashMap<usize, OpeEncoder>,
+}
+
+/// Everything behind the client's lock.
+struct State {
+    catalog: Catalog,
+    catalog_version: u64,
+    tables: HashMap<String, TableState>,
+    manifests: HashMap<EngineSegmentId, SegmentManifest>,
+    cache: SegmentCache,
+    last_version: u64,
+}
+
+/// Hidden index tables and sealed blobs use names no SQL identifier can take.
+const SEGMENTS: &str = "\0segments";
+const CATALOG: &str = "\0catalog";
+const RECORD_FORMAT: u8 = 1;
+/// Segments uploaded at once by one statement.
+const UPLOADS_IN_FLIGHT: usize = 8;
+
+/// A connected client: one owner's keys, the storage path and an index provider.
+pub struct Client {
+    master: MasterKey,
+    identity: Identity,
+    storage: Storage,
+    index: Arc<dyn IndexApi>,
+    config: ClientConfig,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("identity", &self.identity)
+            .field("index", &self.config.index)
+            .finish_non_exhaustive()
+    }
+}
+
+fn index_err(e: NetError) -> ClientError {
+    ClientError::Index(e)
+}
+
+fn source_err(e: ClientError) -> wwt_query::Error {
+    match e {
+        ClientError::Query(q) => q,
+        other => wwt_query::Error::Source(Box::new(other)),
+    }
+}
+
+/// The index provider's kind for a SQL index kind.
+fn store_kind(kind: IndexKind) -> StoreKind {
+    match kind {
+        IndexKind::FullText => StoreKind::FullText,
+        IndexKind::Hash => StoreKind::Equality,
+        IndexKind::BTree => StoreKind::Range,
+    }
+}
+
+fn column_id(position: usize) -> ColumnId {
+    ColumnId(position as u32)
+}
+
+/// The unsigned order a btree index encrypts: exact for numbers, booleans and timestamps,
+/// the first 8 bytes for text (so text ranges are widened and re-checked on the client).
+fn ordered(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => Some(u64_from_i64(*i)),
+        Value::Double(d) => Some(u64_from_f64(if *d == 0.0 { 0.0 } else { *d })),
+        Value::Timestamp(t) => Some(u64_from_timestamp_micros(*t)),
+        Value::Bool(b) => Some(u64::from(*b)),
+        Value::Text(s) => Some(u64_from_text_prefix(s)),
+        Value::Blob(_) | Value::Null => None,
+    }
+}
+
+fn is_prefix_order(ty: ColumnType) -> bool {
+    ty == ColumnType::Text
+}
+
+impl Client {
+    /// Connects as the keystore's owner: reads and opens the owner's catalog at the index
+    /// provider, so tables created on another machine are there.
+    ///
+    /// Statements run the query evaluator on the calling thread and block it on the network
+    /// (`tokio::task::block_in_place`): use a multi-threaded runtime.
+    pub async fn connect(
+        keystore: &Keystore,
+        connector: Arc<dyn Connector>,
+        config: ClientConfig,
+    ) -> Result<Client> {
+        let identity = Identity::from_secret(keystore.identity.to_bytes());
+        let storage = Storage::new(
+            identity.clone(),
+            &config.trackers,
+            connector.clone(),
+            config.storage.clone(),
+        )?;
+        let index = connector.index(&config.index).map_err(index_err)?;
+        let client = Client {
+            master: keystore.master.clone(),
+            identity,
+            storage,
+            index,
+            state: Mutex::new(State {
+                catalog: Catalog::new(),
+                catalog_version: 0,
+                tables: HashMap::new(),
+                manifests: HashMap::new(),
+                cache: SegmentCache::new(config.cache_bytes),
+                last_version: 0,
+            }),
+            config,
+        };
+        {
+            let mut state = client.state.lock().await;
+            client.reload_catalog(&mut state).await?;
+        }
+        Ok(client)
+    }
+
+    /// The catalog as this client last read or wrote it.
+    pub async fn catalog(&self) -> Catalog {
+        self.state.lock().await.catalog.clone()
+    }
+
+    /// Runs each statement of `sql` in turn and returns what each did; stops at the first
+    /// error (that statement leaves nothing visible).
+    pub async fn execute(&self, sql: &str) -> Result<Vec<Outcome>> {
+        let statements = wwt_query::parse(sql)?;
+        let mut out = Vec::with_capacity(statements.len());
+        let mut state = self.state.lock().await;
+        for stmt in statements {
+            let plan = wwt_query::plan(&state.catalog, &stmt)?;
+            out.push(self.apply(&mut state, &plan).await?);
+        }
+        Ok(out)
+    }
+
+    /// Inserts rows (one value per column, in column order) into `table` without SQL text:
+    /// the fast path for bulk loads.
+    pub async fn insert_rows(&self, table: &str, rows: Vec<Row>) -> Result<usize> {
+        let mut state = self.state.lock().await;
+        let schema = state.catalog.table(table)?.clone();
+        let mut coerced = Vec::with_capacity(rows.len());
+        for row in rows {
+            if row.len() != schema.columns.len() {
+                return Err(wwt_query::Error::Constraint(format!(
+                    "table `{table}` has {} columns but a row has {} values",
+                    schema.columns.len(),
+                    row.len()
+                ))
+                .into());
+            }
+            coerced.push(
+                row.into_iter()
+                    .zip(&schema.columns)
+                    .map(|(v, c)| v.coerce_to(c.ty))
+                    .collect::<wwt_query::Result<Row>>()?,
+            );
+        }
+        let plan = InsertPlan {
+            table: schema,
+            rows: coerced,
+        };
+        self.insert(&mut state, &plan).await
+    }
+
+    /// Every stored version of the row with primary key `key`, newest first, each checked
+    /// against the hash its successor recorded.
+    pub async fn history(&self, table: &str, key: &Value) -> Result<Vec<RowVersion>> {
+        let mut state = self.state.lock().await;
+        let schema = state.catalog.table(table)?.clone();
+        let key = key.clone().coerce_to(schema.primary_key_column().ty)?;
+        let row = self.row_id(&mut state, &schema, &key)?;
+        let hits = self
+            .query(&mut state, &schema, Query::Get { rows: vec![row] })
+            .await?;
+        let Some(hit) = hits.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let first = self.open_locator(&mut state, &schema, hit.row, hit.version, &hit.locator)?;
+        let mut next = Some((first, None));
+        while let Some((locator, want_hash)) = next.take() {
+            let record = self
+                .read_records(&mut state, &schema, std::slice::from_ref(&locator))
+                .await?
+                .pop()
+                .ok_or_else(|| ClientError::Damaged("a version read back empty".into()))?;
+            if let Some(want) = want_hash
+                && *blake3::hash(&record).as_bytes() != want
+            {
+                return Err(ClientError::Damaged(format!(
+                    "version {} of the row does not match the hash its successor recorded",
+                    locator.version
+                )));
+            }
+            let (parent, row) = split_record(&record)?;
+            out.push(RowVersion {
+                version: locator.version,
+                row: decode_row(&schema, row)?,
+            });
+            next = parent
+                .map(|(l, h)| Ok::<_, ClientError>((Locator::from_bytes(&l)?, Some(h))))
+                .transpose()?;
+        }
+        Ok(out)
+    }
+
+    async fn apply(&self, state: &mut State, plan: &Plan) -> Result<Outcome> {
+        match plan {
+            Plan::CreateTable(t) => {
+                let mut next = state.catalog.clone();
+                next.add_table(t.clone())?;
+                self.create_index_table(t, 0).await?;
+                self.save_catalog(state, next, &[(t.name.clone(), 0)])
+                    .await?;
+                Ok(Outcome::Created)
+            }
+            Plan::CreateIndex { table, index } => {
+                let mut next = state.catalog.clone();
+                next.add_index(table, index.clone())?;
+                let schema = next.table(table)?.clone();
+                let old = state.catalog.table(table)?.clone();
+                let generation = self.table(state, &old)?.generation + 1;
+                self.build_index_table(state, &old, &schema, generation)
+                    .await?;
+                self.save_catalog(state, next, &[(table.clone(), generation)])
+                    .await?;
+                // The previous generation is no longer read: free it at the index provider.
+                let previous = self.index_table_id(table, generation - 1);
+                match self
+                    .index
+                    .drop_table(self.sign(wwt_net::index::DropTable { table: previous })?)
+                    .await
+                {
+                    Ok(()) | Err(NetError::NotFound(_)) => {}
+                    Err(e) => return Err(index_err(e)),
+                }
+                Ok(Outcome::Created)
+            }
+            Plan::Explain(p) => Ok(Outcome::Explain(p.explain())),
+            Plan::Select(p) => {
+                let rows = self.with_source(state, |s| execute_select(p, s))?;
+                Ok(Outcome::Rows(rows))
+            }
+            Plan::Insert(p) => Ok(Outcome::Inserted(self.insert(state, p).await?)),
+            Plan::Update(p) => Ok(Outcome::Updated(self.update(state, p).await?)),
+            Plan::Delete(p) => Ok(Outcome::Deleted(self.delete(state, p).await?)),
+        }
+    }
+
+    /// Runs the synchronous evaluator with this client as its row source.
+    fn with_source<T>(
+        &self,
+        state: &mut State,
+        run: impl FnOnce(&NetSource<'_>) -> wwt_query::Result<T>,
+    ) -> Result<T> {
+        let handle = tokio::runtime::Handle::current();
+        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            return Err(ClientError::Setup(
+                "the wwt client needs a multi-threaded tokio runtime \
+                 (#[tokio::main] or #[tokio::test(flavor = \"multi_thread\")])"
+                    .into(),
+            ));
+        }
+        let source = NetSource {
+            client: self,
+            state: std::sync::Mutex::new(state),
+            handle,
+        };
+        Ok(tokio::task::block_in_place(|| run(&source))?)
+    }
+
+    fn next_version(&self, state: &mut State, previous: u64) -> u64 {
+        let now = wwt_net::now_ms().saturating_mul(1000);
+        let v = now.max(state.last_version + 1).max(previous + 1);
+        state.last_version = v;
+        v
+    }
+
+    fn table<'s>(&self, state: &'s mut State, schema: &TableSchema) -> Result<&'s mut TableState> {
+        if !state.tables.contains_key(&schema.name) {
+            let engine = Table::new(
+                &self.master,
+                &schema.name,
+                self.config.coding,
+                self.config.segment_size,
+            )?;
+            let locators = self.blob_cipher(&format!("\0locators {}", schema.name));
+            state.tables.insert(
+                schema.name.clone(),
+                TableState {
+                    engine,
+                    locators,
+                    generation: 0,
+                    tokens: HashMap::new(),
+                    ope: HashMap::new(),
+                },
+            );
+        }
+        state
+            .tables
+            .get_mut(&schema.name)
+            .ok_or_else(|| ClientError::Setup("table state vanished".into()))
+    }
+
+    fn index_table_id(&self, name: &str, generation: u64) -> TableId {
+        let base = self.master.table_id(name);
+        let mut h = blake3::Hasher::new_derive_key("wwt 2026-11 index table id");
+        h.update(&base.0);
+        h.update(&generation.to_le_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        TableId(id)
+    }
+
+    fn store_schema(schema: &TableSchema) -> StoreSchema {
+        StoreSchema {
+            indexes: schema
+                .indexes
+                .iter()
+                .filter_map(|i| {
+                    schema
+                        .column_index(&i.column)
+                        .map(|c| (column_id(c), store_kind(i.kind)))
+                })
+                .collect(),
+        }
+    }
+
+    async fn create_index_table(&self, schema: &TableSchema, generation: u64) -> Result<()> {
+        let request = CreateTable {
+            table: self.index_table_id(&schema.name, generation),
+            schema: Self::store_schema(schema),
+        };
+        match self.index.create_table(self.sign(request)?).await {
+            // Left over by a statement that failed after creating it: empty, or rebuilt below.
+            Ok(()) | Err(NetError::Conflict(_)) => Ok(()),
+            Err(e) => Err(index_err(e)),
+        }
+    }
+
+    /// Builds generation `generation` of the table's index table with `schema`'s indexes
+    /// from the rows of the current one; the catalog switches to it afterwards.
+    async fn build_index_table(
+        &self,
+        state: &mut State,
+        old: &TableSchema,
+        schema: &TableSchema,
+        generation: u64,
+    ) -> Result<()> {
+        let target = self.index_table_id(&schema.name, generation);
+        // A failed earlier attempt may have left a partial table: start from nothing.
+        match self
+            .index
+            .drop_table(self.sign(wwt_net::index::DropTable { table: target })?)
+            .await
+        {
+            Ok(()) | Err(NetError::NotFound(_)) => {}
+            Err(e) => return Err(index_err(e)),
+        }
+        self.create_index_table(schema, generation).await?;
+        let refs = self.scan(state, old).await?;
+        for chunk in refs.chunks(MAX_LIMIT) {
+            let rows = self.fetch_rows(state, old, chunk).await?;
+            let mut ops = Vec::with_capacity(chunk.len());
+            for (r, row) in chunk.iter().zip(&rows) {
+                ops.push(RowOp::Put(self.entries(
+                    state,
+                    schema,
+                    r.row,
+                    r.version,
+                    r.locator.clone(),
+                    row,
+                )?));
+            }
+            self.index
+                .apply(self.sign(ApplyBatch {
+                    table: target,
+                    batch: Batch { ops },
+                })?)
+                .await
+                .map_err(index_err)?;
+        }
+        Ok(())
+    }
+
+    fn sign<T: wwt_net::auth::Body>(&self, body: T) -> Result<wwt_net::Signed<T>> {
+        self.identity.sign(body).map_err(index_err)
+    }
+
+    /// Reads the owner's catalog from the index provider and opens it.
+    async fn reload_catalog(&self, state: &mut State) -> Result<()> {
+        let blob = self
+            .index
+            .catalog(self.sign(GetCatalog)?)
+            .await
+            .map_err(index_err)?;
+        let mut catalog = Catalog::new();
+        let mut generations = Vec::new();
+        if blob.version > 0 {
+            let mut cipher = self.blob_cipher(CATALOG);
+            let text = cipher
+                .open(EngineRowId([0; 16]), blob.version, &blob.blob)
+                .map_err(|e| ClientError::Damaged(format!("the catalog: {e}")))?;
+            let text = String::from_utf8(text)
+                .map_err(|_| ClientError::Damaged("the catalog is not UTF-8".into()))?;
+            for line in text.lines() {
+                let (generation, sql) = line.split_once(' ').ok_or_else(|| {
+                    ClientError::Damaged("a catalog line has no generation".into())
+                })?;
+                let generation: u64 = generation.parse().map_err(|_| {
+                    ClientError::Damaged("a catalog generation is not a number".into())
+                })?;
+                for stmt in wwt_query::parse(sql)? {
+                    match wwt_query::plan(&catalog, &stmt)? {
+                        Plan::CreateTable(t) => {
+                            generations.push((t.name.clone(), generation));
+                            catalog.add_table(t)?;
+                        }
+                        Plan::CreateIndex { table, index } => catalog.add_index(&table, index)?,
+                        _ => {
+                            return Err(ClientError::Damaged(
+                                "the catalog holds a statement that is not DDL".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        state.catalog = catalog;
+        state.catalog_version = blob.version;
+        for (name, generation) in generations {
+            let schema = state.catalog.table(&name)?.clone();
+            self.table(state, &schema)?.generation = generation;
+        }
+        Ok(())
+    }
+
+    /// Seals and writes `next` as the catalog (if nobody wrote one since this client read
+    /// it), then makes it current with the given table generations.
+    async fn save_catalog(
+        &self,
+        state: &mut State,
+        next: Catalog,
+        generations: &[(String, u64)],
+    ) -> Result<()> {
+        let generation_of = |name: &str, state: &State| {
+            generations
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, g)| *g)
+                .or_else(|| state.tables.get(name).map(|t| t.generation))
+                .unwrap_or(0)
+        };
+        let mut text = String::new();
+        for t in next.tables() {
+            let g = generation_of(&t.name, state);
+            for sql in t.to_sql() {
+                text.push_str(&format!("{g} {sql}\n"));
+            }
+        }
+        let version = state.catalog_version + 1;
+        let sealed = self
+            .blob_cipher(CATALOG)
+            .seal(EngineRowId([0; 16]), version, text.as_bytes());
+        let put = PutCatalog {
+            expected_version: state.catalog_version,
+            blob: sealed,
+        };
+        match self.index.put_catalog(self.sign(put)?).await {
+            Ok(v) => {
+                state.catalog_version = v;
+                state.catalog = next;
+                for (name, g) in generations {
+                    let schema = state.catalog.table(name)?.clone();
+                    self.table(state, &schema)?.generation = *g;
+                }
+                Ok(())
+            }
+            Err(NetError::Precondition(_)) => {
+                self.reload_catalog(state).await?;
+                Err(ClientError::CatalogRace)
+            }
+            Err(e) => Err(index_err(e)),
+        }
+    }
+
+    fn blob_cipher(&self, name: &str) -> RowCipher {
+        let keys = self.master.table(name);
+        RowCipher::new(&keys.row, keys.id)
+    }
+
+    fn row_id(&self, state: &mut State, schema: &TableSchema, key: &Value) -> Result<RowId> {
+        let bytes = encode_key(key)?;
+        Ok(RowId(
+            self.table(state, schema)?
+                .engine
+                .keys()
+                .row_id
+                .row_id(&bytes)
+                .0,
+        ))
+    }
+
+    /// The index entries of one row version.
+    fn entries(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        row: RowId,
+        version: u64,
+        locator: Vec<u8>,
+        values: &[Value],
+    ) -> Result<RowEntries> {
+        let table_id = self.master.table_id(&schema.name);
+        let t = self.table(state, schema)?;
+        let mut e = RowEntries {
+            row,
+            version,
+            locator,
+            equality: Vec::new(),
+            range: Vec::new(),
+            text: Vec::new(),
+        };
+        for index in &schema.indexes {
+            let Some(c) = schema.column_index(&index.column) else {
+                continue;
+            };
+            let Some(v) = values.get(c).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            match index.kind {
+                IndexKind::Hash => {
+                    let key = token_key(&self.master, t, table_id, schema, c);
+                    e.equality
+                        .push((column_id(c), key.eq_token(&encode_key(v)?)));
+                }
+                IndexKind::FullText => {
+                    let Value::Text(text) = v else { continue };
+                    let key = token_key(&self.master, t, table_id, schema, c);
+                    e.text
+                        .push((column_id(c), key.text_tokens(text, &TextOptions::default())));
+                }
+                IndexKind::BTree => {
+                    let Some(x) = ordered(v) else { continue };
+                    let enc = ope_encoder(&self.master, t, table_id, schema, c)?;
+                    let ct = enc.encrypt(x).map_err(|e| {
+                        ClientError::Setup(format!("order-preserving encryption: {e}"))
+                    })?;
+                    e.range.push((column_id(c), ct));
+                }
+            }
+        }
+        Ok(e)
+    }
+
+    /// Opens a sealed locator the index provider returned for `row` at `version`.
+    fn open_locator(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        row: RowId,
+        version: u64,
+        sealed: &[u8],
+    ) -> Result<Locator> {
+        let t = self.table(state, schema)?;
+        let bytes = t
+            .locators
+            .open(EngineRowId(row.0), version, sealed)
+            .map_err(|_| {
+                ClientError::Damaged(format!(
+                    "the index provider's locator for row {row} does not open: it was altered or \
+                     belongs to another row or version"
+                ))
+            })?;
+        let l = Locator::from_bytes(&bytes)?;
+        if l.row.0 != row.0 || l.version != version {
+            return Err(ClientError::Damaged(format!(
+                "the locator for row {row} names another row or version"
+            )));
+        }
+        Ok(l)
+    }
+
+    async fn insert(&self, state: &mut State, plan: &InsertPlan) -> Result<usize> {
+        let schema = &plan.table;
+        let mut ids = Vec::with_capacity(plan.rows.len());
+        let mut seen = HashSet::new();
+        for row in &plan.rows {
+            let id = self.row_id(state, schema, &row[schema.primary_key])?;
+            if !seen.insert(id) {
+                return Err(wwt_query::Error::Constraint(format!(
+                    "the statement inserts the primary key {} twice",
+                    row[schema.primary_key].to_sql()
+                ))
+                .into());
+            }
+            ids.push(id);
+        }
+        for chunk in ids.chunks(MAX_LIMIT) {
+            let existing = self
+                .query(
+                    state,
+                    schema,
+                    Query::Get {
+                        rows: chunk.to_vec(),
+                    },
+                )
+                .await?;
+            if let Some(hit) = existing.first() {
+                let i = ids.iter().position(|r| *r == hit.row).unwrap_or(0);
+                return Err(wwt_query::Error::Constraint(format!(
+                    "`{}` already has a row with primary key {}; UPDATE it or DELETE it first",
+                    schema.name,
+                    plan.rows[i][schema.primary_key].to_sql()
+                ))
+                .into());
+            }
+        }
+        let writes: Vec<Write<'_>> = ids
+            .iter()
+            .zip(&plan.rows)
+            .map(|(id, row)| (*id, None, row))
+            .collect();
+        self.write_versions(state, schema, &writes, &[]).await
+    }
+
+    async fn update(&self, state: &mut State, plan: &UpdatePlan) -> Result<usize> {
+        let schema = &plan.access.table;
+        let changes = self.with_source(state, |s| execute_update(plan, s))?;
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        // The current version of each changed row: its locator and record hash become the
+        // new version's parent.
+        let ids: Vec<RowId> = changes
+            .iter()
+            .map(|(old, _)| self.row_id(state, schema, &old[schema.primary_key]))
+            .collect::<Result<_>>()?;
+        let mut current = HashMap::new();
+        for chunk in ids.chunks(MAX_LIMIT) {
+            for hit in self
+                .query(
+                    state,
+                    schema,
+                    Query::Get {
+                        rows: chunk.to_vec(),
+                    },
+                )
+                .await?
+            {
+                current.insert(hit.row, hit);
+            }
+        }
+        let refs: Vec<RowRef> = ids
+            .iter()
+            .map(|id| {
+                current.get(id).cloned().map(RowRef::from).ok_or_else(|| {
+                    ClientError::Query(wwt_query::Error::Constraint(
+                        "a row changed by this UPDATE was deleted meanwhile; run it again".into(),
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let locators: Vec<Locator> = refs
+            .iter()
+            .map(|r| self.open_locator(state, schema, r.row, r.version, &r.locator))
+            .collect::<Result<_>>()?;
+        let records = self.read_records(state, schema, &locators).await?;
+        let parents: Vec<(Vec<u8>, [u8; 32])> = locators
+            .iter()
+            .zip(&records)
+            .map(|(l, rec)| (l.to_bytes(), *blake3::hash(rec).as_bytes()))
+            .collect();
+        let writes: Vec<Write<'_>> = ids
+            .iter()
+            .zip(parents)
+            .zip(&changes)
+            .map(|((id, parent), (_, new))| (*id, Some(parent), new))
+            .collect();
+        let versions: Vec<u64> = refs.iter().map(|r| r.version).collect();
+        self.write_versions(state, schema, &writes, &versions).await
+    }
+
+    async fn delete(&self, state: &mut State, plan: &DeletePlan) -> Result<usize> {
+        let schema = &plan.access.table;
+        let gone = self.with_source(state, |s| execute_delete(plan, s))?;
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let mut ops = Vec::with_capacity(gone.len());
+        let ids: Vec<RowId> = gone
+            .iter()
+            .map(|r| self.row_id(state, schema, &r[schema.primary_key]))
+            .collect::<Result<_>>()?;
+        let mut current = HashMap::new();
+        for chunk in ids.chunks(MAX_LIMIT) {
+            for hit in self
+                .query(
+                    state,
+                    schema,
+                    Query::Get {
+                        rows: chunk.to_vec(),
+                    },
+                )
+                .await?
+            {
+                current.insert(hit.row, hit.version);
+            }
+        }
+        for id in ids {
+            let previous = current.get(&id).copied().unwrap_or(0);
+            let version = self.next_version(state, previous);
+            ops.push(RowOp::Delete { row: id, version });
+        }
+        let n = ops.len();
+        self.apply_batch(state, schema, ops).await?;
+        Ok(n)
+    }
+
+    /// Seals, codes and uploads one version of each row, then sends their index entries in
+    /// one batch. `previous[i]` is the version being replaced (none for inserts).
+    async fn write_versions(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        writes: &[Write<'_>],
+        previous: &[u64],
+    ) -> Result<usize> {
+        let mut records = Vec::with_capacity(writes.len());
+        let mut versions = Vec::with_capacity(writes.len());
+        for (i, (_, parent, row)) in writes.iter().enumerate() {
+            let encoded = encode_row(schema, row)?;
+            records.push(make_record(parent.as_ref(), &encoded));
+            versions.push(self.next_version(state, previous.get(i).copied().unwrap_or(0)));
+        }
+        let batch = {
+            let t = self.table(state, schema)?;
+            t.engine
+                .write(writes.iter().zip(&records).zip(&versions).map(
+                    |(((id, _, _), record), version)| RowWrite {
+                        row: EngineRowId(id.0),
+                        version: *version,
+                        plaintext: record,
+                    },
+                ))
+        };
+        // Manifests first (sealed, in the hidden segments table), then pieces, then rows:
+        // until the row entries land, nothing of this statement is visible.
+        let mut manifest_ops = Vec::with_capacity(batch.segments.len());
+        for chunk in batch.segments.chunks(UPLOADS_IN_FLIGHT) {
+            for put in futures::future::join_all(chunk.iter().map(|s| self.storage.put(s))).await {
+                put?;
+            }
+        }
+        for seg in &batch.segments {
+            let id = manifest_row(&seg.manifest.segment);
+            let sealed =
+                self.blob_cipher(SEGMENTS)
+                    .seal(EngineRowId(id.0), 1, &seg.manifest.to_bytes());
+            manifest_ops.push(RowOp::Put(RowEntries {
+                row: id,
+                version: 1,
+                locator: sealed,
+                equality: Vec::new(),
+                range: Vec::new(),
+                text: Vec::new(),
+            }));
+            state
+                .manifests
+                .insert(seg.manifest.segment, seg.manifest.clone());
+        }
+        self.put_manifests(manifest_ops).await?;
+        let mut ops = Vec::with_capacity(writes.len());
+        for ((id, _, row), locator) in writes.iter().zip(&batch.locators) {
+            let sealed = self.table(state, schema)?.locators.seal(
+                locator.row,
+                locator.version,
+                &locator.to_bytes(),
+            );
+            ops.push(RowOp::Put(self.entries(
+                state,
+                schema,
+                *id,
+                locator.version,
+                sealed,
+                row,
+            )?));
+        }
+        let n = ops.len();
+        self.apply_batch(state, schema, ops).await?;
+        Ok(n)
+    }
+
+    async fn put_manifests(&self, ops: Vec<RowOp>) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let table = self.master.table_id(SEGMENTS);
+        let table = TableId(table.0);
+        let apply = |ops: Vec<RowOp>| ApplyBatch {
+            table,
+            batch: Batch { ops },
+        };
+        match self.index.apply(self.sign(apply(ops.clone()))?).await {
+            Ok(_) => Ok(()),
+            Err(NetError::NotFound(_)) => {
+                let create = CreateTable {
+                    table,
+                    schema: StoreSchema::default(),
+                };
+                match self.index.create_table(self.sign(create)?).await {
+                    Ok(()) | Err(NetError::Conflict(_)) => {}
+                    Err(e) => return Err(index_err(e)),
+                }
+                self.index
+                    .apply(self.sign(apply(ops))?)
+                    .await
+                    .map_err(index_err)?;
+                Ok(())
+            }
+            Err(e) => Err(index_err(e)),
+        }
+    }
+
+    async fn apply_batch(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        ops: Vec<RowOp>,
+    ) -> Result<()> {
+        let generation = self.table(state, schema)?.generation;
+        let request = ApplyBatch {
+            table: self.index_table_id(&schema.name, generation),
+            batch: Batch { ops },
+        };
+        self.index
+            .apply(self.sign(request)?)
+            .await
+            .map_err(index_err)?;
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        query: Query,
+    ) -> Result<Vec<RowHit>> {
+        let generation = self.table(state, schema)?.generation;
+        let request = QueryTable {
+            table: self.index_table_id(&schema.name, generation),
+            query,
+        };
+        match self.index.query(self.sign(request)?).await {
+            Ok(QueryOutput::Rows(hits)) => Ok(hits),
+            Ok(QueryOutput::Counts(_)) => Err(ClientError::Index(NetError::Internal(
+                "the index provider answered a row query with counts".into(),
+            ))),
+            Err(e) => Err(index_err(e)),
+        }
+    }
+
+    async fn scan(&self, state: &mut State, schema: &TableSchema) -> Result<Vec<RowRef>> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .query(
+                    state,
+                    schema,
+                    Query::Scan {
+                        after,
+                        limit: MAX_LIMIT,
+                    },
+                )
+                .await?;
+            let full = page.len() == MAX_LIMIT;
+            after = page.last().map(|h| h.row);
+            out.extend(page.into_iter().map(RowRef::from));
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn lookup(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        lookup: &IndexLookup,
+    ) -> Result<Vec<RowRef>> {
+        let position =
+            |name: &str| -> Result<usize> {
+                schema.column_index(name).ok_or_else(|| {
+                    ClientError::Query(schema.column(name).err().unwrap_or_else(|| {
+                        wwt_query::Error::CorruptRow(format!("no column `{name}`"))
+                    }))
+                })
+            };
+        let table_id = self.master.table_id(&schema.name);
+        let query = match lookup {
+            IndexLookup::PrimaryKey { values, .. } => {
+                let mut rows = Vec::with_capacity(values.len());
+                for v in values {
+                    rows.push(self.row_id(state, schema, v)?);
+                }
+                Query::Get { rows }
+            }
+            IndexLookup::Equality { column, values } => {
+                let c = position(column)?;
+                let t = self.table(state, schema)?;
+                let key = token_key(&self.master, t, table_id, schema, c);
+                Query::Equal {
+                    column: column_id(c),
+                    values: values
+                        .iter()
+                        .map(|v| Ok(key.eq_token(&encode_key(v)?)))
+                        .collect::<Result<_>>()?,
+                }
+            }
+            IndexLookup::Range {
+                column,
+                low,
+                high,
+                order,
+                limit,
+            } => {
+                let c = position(column)?;
+                let prefix = schema
+                    .columns
+                    .get(c)
+                    .is_some_and(|col| is_prefix_order(col.ty));
+                let t = self.table(state, schema)?;
+                let enc = ope_encoder(&self.master, t, table_id, schema, c)?;
+                let mut bound = |b: &Bound<Value>| -> Result<Bound<wwt_index::OpeCiphertext>> {
+                    let mut map = |v: &Value| -> Result<wwt_index::OpeCiphertext> {
+                        let x = ordered(v).ok_or_else(|| {
+                            ClientError::Query(wwt_query::Error::TypeMismatch(format!(
+                                "{} cannot bound a btree range",
+                                v.to_sql()
+                            )))
+                        })?;
+                        enc.encrypt(x).map_err(|e| {
+                            ClientError::Setup(format!("order-preserving encryption: {e}"))
+                        })
+                    };
+                    Ok(match b {
+                        Bound::Unbounded => Bound::Unbounded,
+                        Bound::Included(v) => Bound::Included(map(v)?),
+                        // Text is ordered by its first 8 bytes: widen, the client re-checks.
+                        Bound::Excluded(v) if prefix => Bound::Included(map(v)?),
+                        Bound::Excluded(v) => Bound::Excluded(map(v)?),
+                    })
+                };
+                let lower = bound(low)?;
+                let upper = bound(high)?;
+                Query::Range {
+                    column: column_id(c),
+                    lower,
+                    upper,
+                    order: match order {
+                        Some(Direction::Descending) => Order::Desc,
+                        _ => Order::Asc,
+                    },
+                    // Ties on a text prefix could fall past a limit: text fetches the range.
+                    limit: limit
+                        .filter(|_| !prefix)
+                        .map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+                }
+            }
+            IndexLookup::FullText {
+                column,
+                query,
+                limit,
+            } => {
+                let c = position(column)?;
+                let t = self.table(state, schema)?;
+                let key = token_key(&self.master, t, table_id, schema, c);
+                let expr = text_expr(&key, query);
+                let want = limit.map_or(MAX_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT));
+                let hits = self
+                    .query(
+                        state,
+                        schema,
+                        Query::Text {
+                            column: column_id(c),
+                            expr,
+                            limit: want.clamp(1, MAX_LIMIT),
+                        },
+                    )
+                    .await?;
+                if limit.is_none() && hits.len() == MAX_LIMIT {
+                    return Err(wwt_query::Error::Unsupported {
+                        what: format!("a full-text match of more than {MAX_LIMIT} rows"),
+                        hint: "add LIMIT (the best-ranked rows first) or narrow the match".into(),
+                    }
+                    .into());
+                }
+                return Ok(hits.into_iter().map(RowRef::from).collect());
+            }
+        };
+        Ok(self
+            .query(state, schema, query)
+            .await?
+            .into_iter()
+            .map(RowRef::from)
+            .collect())
+    }
+
+    /// The manifests of `segments`, from memory or the hidden segments table.
+    async fn manifests(&self, state: &mut State, segments: &[EngineSegmentId]) -> Result<()> {
+        let missing: Vec<RowId> = segments
+            .iter()
+            .filter(|s| !state.manifests.contains_key(s))
+            .map(manifest_row)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let table = TableId(self.master.table_id(SEGMENTS).0);
+        let mut cipher = self.blob_cipher(SEGMENTS);
+        for chunk in missing.chunks(MAX_LIMIT) {
+            let request = QueryTable {
+                table,
+                query: Query::Get {
+                    rows: chunk.to_vec(),
+                },
+            };
+            let QueryOutput::Rows(hits) = self
+                .index
+                .query(self.sign(request)?)
+                .await
+                .map_err(index_err)?
+            else {
+                return Err(ClientError::Damaged(
+                    "segment manifests answered with counts".into(),
+                ));
+            };
+            for hit in hits {
+                let bytes = cipher
+                    .open(EngineRowId(hit.row.0), hit.version, &hit.locator)
+                    .map_err(|e| ClientError::Damaged(format!("a segment manifest: {e}")))?;
+                let m = SegmentManifest::from_bytes(&bytes)?;
+                if manifest_row(&m.segment) != hit.row {
+                    return Err(ClientError::Damaged(
+                        "a segment manifest is filed under another segment".into(),
+                    ));
+                }
+                state.manifests.insert(m.segment, m);
+            }
+        }
+        Ok(())
+    }
+
+    /// The records (parent ‖ row) of `locators`, in order.
+    async fn read_records(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        locators: &[Locator],
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut segments: Vec<EngineSegmentId> = locators
+            .iter()
+            .flat_map(|l| l.extents.iter().map(|e| e.segment))
+            .collect();
+        segments.sort_unstable();
+        segments.dedup();
+        self.manifests(state, &segments).await?;
+        self.table(state, schema)?;
+        let State {
+            tables,
+            manifests,
+            cache,
+            ..
+        } = state;
+        let t = tables
+            .get_mut(&schema.name)
+            .ok_or_else(|| ClientError::Setup("table state vanished".into()))?;
+        Ok(self
+            .storage
+            .read_rows(&mut t.engine, manifests, locators, cache)
+            .await?)
+    }
+
+    async fn fetch_rows(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        refs: &[RowRef],
+    ) -> Result<Vec<Row>> {
+        let locators: Vec<Locator> = refs
+            .iter()
+            .map(|r| self.open_locator(state, schema, r.row, r.version, &r.locator))
+            .collect::<Result<_>>()?;
+        let records = self.read_records(state, schema, &locators).await?;
+        records
+            .iter()
+            .map(|rec| {
+                let (_, row) = split_record(rec)?;
+                Ok(decode_row(schema, row)?)
+            })
+            .collect()
+    }
+}
+
+fn token_key(
+    master: &MasterKey,
+    t: &mut TableState,
+    table: wwt_engine::TableId,
+    schema: &TableSchema,
+    c: usize,
+) -> TokenKey {
+    t.tokens
+        .entry(c)
+        .or_insert_with(|| {
+            let name = &schema.columns[c].name;
+            TokenKey::new(*master.token_key(table, name).as_bytes())
+        })
+        .clone()
+}
+
+fn ope_encoder<'t>(
+    master: &MasterKey,
+    t: &'t mut TableState,
+    table: wwt_engine::TableId,
+    schema: &TableSchema,
+    c: usize,
+) -> Result<&'t mut OpeEncoder> {
+    match t.ope.entry(c) {
+        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            let name = &schema.columns[c].name;
+            let enc = OpeEncoder::new(OpeKey::new(*master.ope_key(table, name).as_bytes()))
+                .map_err(|e| ClientError::Setup(format!("order-preserving encryption: {e}")))?;
+            Ok(v.insert(enc))
+        }
+    }
+}
+
+fn text_expr(key: &TokenKey, q: &FtQuery) -> TextExpr {
+    match q {
+        FtQuery::Word(w) => match key.query_token(w, &TextOptions::default()) {
+            Some(t) => TextExpr::Term(t),
+            // A "word" with no letters or digits matches nothing.
+            None => TextExpr::Or(Vec::new()),
+        },
+        FtQuery::And(parts) => TextExpr::And(parts.iter().map(|p| text_expr(key, p)).collect()),
+        FtQuery::Or(parts) => TextExpr::Or(parts.iter().map(|p| text_expr(key, p)).collect()),
+        FtQuery::Not(p) => TextExpr::Not(Box::new(text_expr(key, p))),
+    }
+}
+
+/// The hidden row id under which a segment's manifest is filed.
+fn manifest_row(segment: &EngineSegmentId) -> RowId {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&segment.0[..16]);
+    RowId(id)
+}
+
+/// `format ‖ parent? ‖ row`: parent = 1 ‖ locator length (u16 LE) ‖ locator ‖ BLAKE3 of the
+/// parent's record, or 0 for a first version.
+fn make_record(parent: Option<&(Vec<u8>, [u8; 32])>, row: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(row.len() + 4);
+    out.push(RECORD_FORMAT);
+    match parent {
+        None => out.push(0),
+        Some((locator, hash)) => {
+            out.push(1);
+            out.extend_from_slice(&(locator.len() as u16).to_le_bytes());
+            out.extend_from_slice(locator);
+            out.extend_from_slice(hash);
+        }
+    }
+    out.extend_from_slice(row);
+    out
+}
+
+/// A previous version: its locator and the hash of its record.
+type Parent = Option<(Vec<u8>, [u8; 32])>;
+
+/// One row version to write: row id, parent, values.
+type Write<'r> = (RowId, Parent, &'r Row);
+
+fn split_record(record: &[u8]) -> Result<(Parent, &[u8])> {
+    let bad = || ClientError::Damaged("a row record is malformed".into());
+    match record {
+        [RECORD_FORMAT, 0, row @ ..] => Ok((None, row)),
+        [RECORD_FORMAT, 1, a, b, rest @ ..] => {
+            let n = usize::from(u16::from_le_bytes([*a, *b]));
+            let locator = rest.get(..n).ok_or_else(bad)?;
+            let hash: [u8; 32] = rest
+                .get(n..n + 32)
+                .and_then(|h| h.try_into().ok())
+                .ok_or_else(bad)?;
+            Ok((Some((locator.to_vec(), hash)), &rest[n + 32..]))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The client as the evaluator's row source: each call blocks on the network.
+struct NetSource<'a> {
+    client: &'a Client,
+    state: std::sync::Mutex<&'a mut State>,
+    handle: tokio::runtime::Handle,
+}
+
+impl<'a> NetSource<'a> {
+    fn state(&self) -> wwt_query::Result<std::sync::MutexGuard<'_, &'a mut State>> {
+        self.state
+            .lock()
+            .map_err(|_| source_err(ClientError::Setup("client state poisoned".into())))
+    }
+}
+
+impl RowSource for NetSource<'_> {
+    type Key = RowRef;
+
+    fn lookup(&self, table: &TableSchema, lookup: &IndexLookup) -> wwt_query::Result<Vec<RowRef>> {
+        let mut state = self.state()?;
+        self.handle
+            .block_on(self.client.lookup(&mut state, table, lookup))
+            .map_err(source_err)
+    }
+
+    fn scan(&self, table: &TableSchema) -> wwt_query::Result<Vec<RowRef>> {
+        let mut state = self.state()?;
+        self.handle
+            .block_on(self.client.scan(&mut state, table))
+            .map_err(source_err)
+    }
+
+    fn fetch(&self, table: &TableSchema, keys: &[RowRef]) -> wwt_query::Result<Vec<Row>> {
+        let mut state = self.state()?;
+        self.handle
+            .block_on(self.client.fetch_rows(&mut state, table, keys))
+            .map_err(source_err)
+    }
+}

@@ -1,0 +1,404 @@
+//! `wwt sql`: an interactive SQL shell (history, multi-line statements ended by `;`, aligned
+//! tables), or a script runner with `-c` and `-f`; `--json` prints one JSON object per
+//! statement.
+//!
+//! Where the network is, in order: `--trackers`/`--index` (or `WWT_TRACKERS`/`WWT_INDEX`),
+//! the config file (`--config`, `WWT_CONFIG`, default `<home>/config.json`), then the devnet
+//! started by `wwt devnet up` in `<home>/devnet`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use wwt_net::grpc::GrpcConnector;
+use wwt_net::types::NodeId;
+use wwt_query::{Outcome, Value};
+
+use crate::db::{Client, ClientConfig};
+use crate::{devnet, home};
+
+/// Where the network is: flags and environment variables, each optional.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NetworkOptions {
+    /// Trackers as `<node id hex>@<address>`, comma-separated.
+    #[arg(long, env = "WWT_TRACKERS", value_delimiter = ',')]
+    pub trackers: Vec<String>,
+    /// The index provider's gRPC address.
+    #[arg(long, env = "WWT_INDEX")]
+    pub index: Option<String>,
+    /// A JSON config file with `trackers` and `index` (default: `<home>/config.json`).
+    #[arg(long, env = "WWT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The config file's contents.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Trackers as `<node id hex>@<address>`.
+    pub trackers: Vec<String>,
+    /// The index provider's address.
+    pub index: Option<String>,
+}
+
+/// Options of `wwt sql`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Run these statements, print their results and exit.
+    #[arg(short = 'c', long = "command", conflicts_with = "file")]
+    pub command: Option<String>,
+    /// Run the statements in this file and exit.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Print each statement's result as one JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the network is.
+    #[command(flatten)]
+    pub network: NetworkOptions,
+}
+
+fn parse_tracker(s: &str) -> Result<(NodeId, String)> {
+    let (id, address) = s
+        .split_once('@')
+        .with_context(|| format!("tracker {s:?}: write it as <node id hex>@<address>"))?;
+    let bytes =
+        hex::decode(id).with_context(|| format!("tracker {s:?}: the node id is not hex"))?;
+    Ok((NodeId::from_slice(&bytes)?, address.to_string()))
+}
+
+/// The trackers and index provider to use, from flags, the config file or the devnet.
+pub fn resolve(home: &Path, options: &NetworkOptions) -> Result<(Vec<(NodeId, String)>, String)> {
+    let path = options
+        .config
+        .clone()
+        .unwrap_or_else(|| home.join("config.json"));
+    let file = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str::<NetworkConfig>(&text)
+            .with_context(|| format!("reading {}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && options.config.is_none() => {
+            NetworkConfig::default()
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let trackers = if options.trackers.is_empty() {
+        file.trackers
+    } else {
+        options.trackers.clone()
+    };
+    let index = options.index.clone().or(file.index);
+    if let (false, Some(index)) = (trackers.is_empty(), &index) {
+        let trackers = trackers
+            .iter()
+            .map(|t| parse_tracker(t))
+            .collect::<Result<_>>()?;
+        return Ok((trackers, index.clone()));
+    }
+    let dir = devnet::default_dir(home);
+    let endpoints = devnet::Endpoints::load(&dir).context(
+        "no network configured: pass --trackers and --index, write <home>/config.json, \
+         or start a local network with `wwt devnet up`",
+    )?;
+    let index = match index {
+        Some(i) => i,
+        None => endpoints
+            .providers
+            .iter()
+            .find(|p| p.index)
+            .map(|p| p.address.clone())
+            .context("the devnet has no index provider")?,
+    };
+    let trackers = if trackers.is_empty() {
+        endpoints.tracker_list()?
+    } else {
+        trackers
+            .iter()
+            .map(|t| parse_tracker(t))
+            .collect::<Result<_>>()?
+    };
+    Ok((trackers, index))
+}
+
+/// Runs `wwt sql`.
+pub async fn run(home: &Path, options: &Options) -> Result<()> {
+    let keystore = home::load(home)?;
+    let (trackers, index) = resolve(home, &options.network)?;
+    let client = Client::connect(
+        &keystore,
+        Arc::new(GrpcConnector::new()),
+        ClientConfig::new(trackers, index),
+    )
+    .await?;
+    let mut out = std::io::stdout().lock();
+    if let Some(sql) = &options.command {
+        return run_script(&client, sql, options.json, &mut out).await;
+    }
+    if let Some(file) = &options.file {
+        let sql =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        return run_script(&client, &sql, options.json, &mut out).await;
+    }
+    if !std::io::stdin().is_terminal() {
+        let mut sql = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut sql)?;
+        return run_script(&client, &sql, options.json, &mut out).await;
+    }
+    interactive(home, &client, options.json).await
+}
+
+/// Runs every statement of `sql`, printing each result; a progress bar counts statements
+/// when there are many and stderr is a terminal. Stops at the first error.
+async fn run_script(
+    client: &Client,
+    sql: &str,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
+    let statements = split_statements(sql);
+    let bar = if statements.len() > 20 {
+        let bar = ProgressBar::new(statements.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} statements, {elapsed} ({eta} left)")
+                .context("progress bar template")?,
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    for (i, stmt) in statements.iter().enumerate() {
+        let outcomes = client
+            .execute(stmt)
+            .await
+            .with_context(|| format!("statement {} of {}", i + 1, statements.len()))?;
+        for o in &outcomes {
+            print_outcome(o, json, out)?;
+        }
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(())
+}
+
+async fn interactive(home: &Path, client: &Client, json: bool) -> Result<()> {
+    let mut editor = rustyline::DefaultEditor::new()?;
+    let history = home.join("sql_history");
+    let _ = editor.load_history(&history);
+    println!("wwt sql: end statements with `;`, Ctrl-D quits");
+    let mut buffer = String::new();
+    loop {
+        let prompt = if buffer.is_empty() { "wwt> " } else { "...> " };
+        let line = match editor.readline(prompt) {
+            Ok(line) => line,
+            Err(rustyline::error::ReadlineError::Interrupted) => {
+                buffer.clear();
+                continue;
+            }
+            Err(rustyline::error::ReadlineError::Eof) => break,
+            Err(e) => bail!(e),
+        };
+        buffer.push_str(&line);
+        buffer.push('\n');
+        if !line.trim_end().ends_with(';') {
+            continue;
+        }
+        let sql = std::mem::take(&mut buffer);
+        let _ = editor.add_history_entry(sql.trim());
+        let started = std::time::Instant::now();
+        let mut out = std::io::stdout().lock();
+        match client.execute(&sql).await {
+            Ok(outcomes) => {
+                for o in &outcomes {
+                    print_outcome(o, json, &mut out)?;
+                }
+                if !json {
+                    println!("({:.1} ms)", started.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+    let _ = editor.save_history(&history);
+    Ok(())
+}
+
+/// Splits a script into statements at `;` outside quotes and comments (the parser splits
+/// again; this only lets a long script show progress and report which statement failed).
+fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '-') if chars.peek() == Some(&'-') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                current.push('\n');
+                continue;
+            }
+            (None, ';') => {
+                if !current.trim().is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+                current.clear();
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    if !current.trim().is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn json_value(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Int(i) => (*i).into(),
+        Value::Double(d) => serde_json::Number::from_f64(*d)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Bool(b) => (*b).into(),
+        Value::Text(_) | Value::Timestamp(_) => v.to_string().into(),
+        Value::Blob(b) => hex::encode(b).into(),
+    }
+}
+
+/// Prints one statement's outcome: an aligned table (numbers right-aligned) or JSON.
+pub fn print_outcome(o: &Outcome, json: bool, out: &mut impl std::io::Write) -> Result<()> {
+    if json {
+        let v = match o {
+            Outcome::Created => serde_json::json!({ "created": true }),
+            Outcome::Inserted(n) => serde_json::json!({ "inserted": n }),
+            Outcome::Updated(n) => serde_json::json!({ "updated": n }),
+            Outcome::Deleted(n) => serde_json::json!({ "deleted": n }),
+            Outcome::Explain(text) => serde_json::json!({ "explain": text }),
+            Outcome::Rows(rs) => serde_json::json!({
+                "columns": rs.columns,
+                "rows": rs.rows.iter().map(|r| r.iter().map(json_value).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            }),
+        };
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    match o {
+        Outcome::Created => writeln!(out, "created")?,
+        Outcome::Inserted(n) => writeln!(out, "inserted {n} rows")?,
+        Outcome::Updated(n) => writeln!(out, "updated {n} rows")?,
+        Outcome::Deleted(n) => writeln!(out, "deleted {n} rows")?,
+        Outcome::Explain(text) => writeln!(out, "{text}")?,
+        Outcome::Rows(rs) => {
+            let cells: Vec<Vec<String>> = rs
+                .rows
+                .iter()
+                .map(|r| r.iter().map(|v| v.to_string()).collect())
+                .collect();
+            let mut widths: Vec<usize> = rs.columns.iter().map(|c| c.chars().count()).collect();
+            for row in &cells {
+                for (w, c) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            let numeric: Vec<bool> = (0..rs.columns.len())
+                .map(|i| {
+                    rs.rows.iter().all(|r| {
+                        matches!(
+                            r.get(i),
+                            Some(Value::Int(_) | Value::Double(_) | Value::Null)
+                        )
+                    })
+                })
+                .collect();
+            let line = |cells: &[String]| -> String {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .zip(&numeric)
+                    .map(|((c, w), num)| {
+                        if *num {
+                            format!("{c:>w$}")
+                        } else {
+                            format!("{c:<w$}")
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            };
+            writeln!(out, "{}", line(&rs.columns).trim_end())?;
+            writeln!(
+                out,
+                "{}",
+                widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("-+-")
+            )?;
+            for row in &cells {
+                writeln!(out, "{}", line(row).trim_end())?;
+            }
+            writeln!(
+                out,
+                "({} row{})",
+                rs.rows.len(),
+                if rs.rows.len() == 1 { "" } else { "s" }
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use wwt_query::ResultSet;
+
+    #[test]
+    fn scripts_split_outside_quotes_and_comments() {
+        let got = split_statements(
+            "CREATE TABLE t (a TEXT PRIMARY KEY); -- a comment; with a semicolon\n\
+             INSERT INTO t VALUES ('x;y'), ('it''s');\n  ;SELECT * FROM t",
+        );
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[1].contains("'x;y'") && got[1].contains("'it''s'"));
+        assert_eq!(got[2].trim(), "SELECT * FROM t");
+    }
+
+    #[test]
+    fn tables_align_and_json_keeps_types() {
+        let rs = Outcome::Rows(ResultSet {
+            columns: vec!["name".into(), "n".into()],
+            rows: vec![
+                vec![Value::Text("ada".into()), Value::Int(7)],
+                vec![Value::Text("grace".into()), Value::Int(1234)],
+            ],
+        });
+        let mut text = Vec::new();
+        print_outcome(&rs, false, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(
+            text,
+            "name  |    n\n------+-----\nada   |    7\ngrace | 1234\n(2 rows)\n"
+        );
+        let mut json = Vec::new();
+        print_outcome(&rs, true, &mut json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["rows"][1][1], 1234);
+        assert_eq!(v["columns"][0], "name");
+    }
+}

@@ -1,0 +1,249 @@
+//! `wwt bench-sql`: SQL on a local network (6 providers, 1 tracker, loopback gRPC) against
+//! SQLite on the same rows in the same run (a file on the same disk, B-tree indexes and an
+//! FTS5 table): bulk INSERT rows/s, and p50/p99 of a primary-key lookup, a keyword top-10
+//! and a range query with LIMIT 100, with the ratios.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use wwt_engine::Keystore;
+use wwt_query::{Outcome, Value};
+
+use crate::db::{Client, ClientConfig};
+use crate::devnet::{LocalNet, Shape};
+
+/// Options of `wwt bench-sql`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Rows to load.
+    #[arg(long, default_value_t = 100_000)]
+    pub rows: usize,
+    /// Queries of each kind timed.
+    #[arg(long, default_value_t = 200)]
+    pub queries: usize,
+    /// Rows per INSERT batch.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch: usize,
+}
+
+const WORDS: [&str; 24] = [
+    "ledger", "harbor", "violet", "engine", "quartz", "meadow", "signal", "copper", "lantern",
+    "orbit", "thistle", "canyon", "pepper", "glacier", "saddle", "velvet", "ember", "falcon",
+    "island", "marble", "nectar", "prairie", "ripple", "summit",
+];
+
+/// A deterministic row: id, a sentence of 12 words drawn with a skew, a price.
+fn row(i: u64) -> (i64, String, i64) {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5555;
+    let mut words = Vec::with_capacity(12);
+    for _ in 0..12 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Squaring skews towards the first words, as natural text is skewed.
+        let r = (x % 1000) as f64 / 1000.0;
+        words.push(WORDS[((r * r) * WORDS.len() as f64) as usize]);
+    }
+    (i as i64, words.join(" "), (x % 1_000_000) as i64)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
+/// p50 and p99 of `n` runs of `query(i)`, in milliseconds.
+async fn time_async<F, Fut>(n: usize, mut query: F) -> Result<(f64, f64)>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut ms = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        query(i).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((percentile(&ms, 0.5), percentile(&ms, 0.99)))
+}
+
+fn time_sync(n: usize, mut query: impl FnMut(usize) -> Result<()>) -> Result<(f64, f64)> {
+    let mut ms = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        query(i)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((percentile(&ms, 0.5), percentile(&ms, 0.99)))
+}
+
+fn count(out: Vec<Outcome>) -> Result<usize> {
+    match out.as_slice() {
+        [Outcome::Rows(rs)] => Ok(rs.rows.len()),
+        other => anyhow::bail!("unexpected outcome {other:?}"),
+    }
+}
+
+/// Runs the benchmark.
+pub fn run(o: &Options) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run_async(o))
+}
+
+async fn run_async(o: &Options) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rows: Vec<(i64, String, i64)> = (0..o.rows as u64).map(row).collect();
+    let n = o.rows.max(1) as u64;
+
+    // Baseline: SQLite on a file in the same folder, same rows, same batches.
+    let db = rusqlite::Connection::open(dir.path().join("baseline.sqlite"))?;
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT, price INTEGER);
+         CREATE INDEX items_price ON items (price);
+         CREATE VIRTUAL TABLE items_fts USING fts5 (body, content='items', content_rowid='id');",
+    )?;
+    let start = Instant::now();
+    for chunk in rows.chunks(o.batch) {
+        let tx = db.unchecked_transaction()?;
+        {
+            let mut ins = tx.prepare("INSERT INTO items (id, body, price) VALUES (?1, ?2, ?3)")?;
+            let mut fts = tx.prepare("INSERT INTO items_fts (rowid, body) VALUES (?1, ?2)")?;
+            for (id, body, price) in chunk {
+                ins.execute(rusqlite::params![id, body, price])?;
+                fts.execute(rusqlite::params![id, body])?;
+            }
+        }
+        tx.commit()?;
+    }
+    let sqlite_insert = o.rows as f64 / start.elapsed().as_secs_f64();
+
+    // wwt on a local network.
+    let shape = Shape {
+        heartbeat_ms: 500,
+        ..Shape::default()
+    };
+    let net = LocalNet::start(&dir.path().join("net"), shape).await?;
+    let index = net.endpoints.providers[0].address.clone();
+    let config = ClientConfig::new(net.endpoints.tracker_list()?, index);
+    let client = Client::connect(&Keystore::generate(), net.connector(), config).await?;
+    client
+        .execute(
+            "CREATE TABLE items (id BIGINT PRIMARY KEY, body TEXT, price BIGINT);
+             CREATE INDEX ON items USING fulltext (body);
+             CREATE INDEX ON items USING btree (price)",
+        )
+        .await?;
+    let start = Instant::now();
+    for chunk in rows.chunks(o.batch) {
+        let values = chunk
+            .iter()
+            .map(|(id, body, price)| {
+                vec![
+                    Value::Int(*id),
+                    Value::Text(body.clone()),
+                    Value::Int(*price),
+                ]
+            })
+            .collect();
+        client.insert_rows("items", values).await?;
+    }
+    let wwt_insert = o.rows as f64 / start.elapsed().as_secs_f64();
+
+    let key = |i: usize| (i as u64).wrapping_mul(7919) % n;
+    let word = |i: usize| WORDS[i % WORDS.len()];
+    let low = |i: usize| ((i as u64).wrapping_mul(104_729) % 990_000) as i64;
+
+    let wwt_pk = time_async(o.queries, |i| {
+        let c = &client;
+        async move {
+            count(
+                c.execute(&format!("SELECT * FROM items WHERE id = {}", key(i)))
+                    .await?,
+            )?;
+            Ok(())
+        }
+    })
+    .await?;
+    let wwt_kw = time_async(o.queries, |i| {
+        let c = &client;
+        async move {
+            let sql = format!(
+                "SELECT id FROM items WHERE MATCH(body, '{}') LIMIT 10",
+                word(i)
+            );
+            count(c.execute(&sql).await?)?;
+            Ok(())
+        }
+    })
+    .await?;
+    let wwt_range = time_async(o.queries, |i| {
+        let c = &client;
+        async move {
+            let sql = format!(
+                "SELECT id, price FROM items WHERE price >= {} ORDER BY price LIMIT 100",
+                low(i)
+            );
+            count(c.execute(&sql).await?)?;
+            Ok(())
+        }
+    })
+    .await?;
+    let mut pk = db.prepare("SELECT * FROM items WHERE id = ?1")?;
+    let sqlite_pk = time_sync(o.queries, |i| {
+        pk.query_map([key(i) as i64], |_| Ok(()))?.count();
+        Ok(())
+    })?;
+    let mut kw =
+        db.prepare("SELECT rowid FROM items_fts WHERE items_fts MATCH ?1 ORDER BY rank LIMIT 10")?;
+    let sqlite_kw = time_sync(o.queries, |i| {
+        kw.query_map([word(i)], |_| Ok(()))?.count();
+        Ok(())
+    })?;
+    let mut range =
+        db.prepare("SELECT id, price FROM items WHERE price >= ?1 ORDER BY price LIMIT 100")?;
+    let sqlite_range = time_sync(o.queries, |i| {
+        range.query_map([low(i)], |_| Ok(()))?.count();
+        Ok(())
+    })?;
+    net.shutdown().await?;
+
+    println!(
+        "wwt bench-sql: {} rows, {} queries each; wwt on 6 providers + 1 tracker over loopback gRPC, \
+         SQLite (file, WAL, FTS5) on the same rows",
+        o.rows, o.queries
+    );
+    println!("{:<28} {:>12} {:>12} {:>8}", "", "wwt", "SQLite", "ratio");
+    println!(
+        "{:<28} {:>12.0} {:>12.0} {:>7.2}x",
+        "bulk INSERT rows/s",
+        wwt_insert,
+        sqlite_insert,
+        wwt_insert / sqlite_insert
+    );
+    for (name, w, s) in [
+        ("primary-key lookup", wwt_pk, sqlite_pk),
+        ("keyword top-10", wwt_kw, sqlite_kw),
+        ("range LIMIT 100", wwt_range, sqlite_range),
+    ] {
+        println!(
+            "{:<28} {:>12.3} {:>12.3} {:>7.1}x",
+            format!("{name} p50 ms"),
+            w.0,
+            s.0,
+            w.0 / s.0
+        );
+        println!(
+            "{:<28} {:>12.3} {:>12.3} {:>7.1}x",
+            format!("{name} p99 ms"),
+            w.1,
+            s.1,
+            w.1 / s.1
+        );
+    }
+    Ok(())
+}

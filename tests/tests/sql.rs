@@ -1,0 +1,337 @@
+//! SQL end to end: the client over a local network (in memory and over loopback gRPC) against
+//! SQLite on the same plaintext data, the catalog recovered on a "new machine", row history,
+//! failed statements leaving nothing visible, and no plaintext in any file the network wrote.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use wwt_client::db::{Client, ClientConfig, ClientError};
+use wwt_client::devnet::{LocalNet, Shape, Transport};
+use wwt_engine::Keystore;
+use wwt_query::{Outcome, Value};
+
+#[path = "../../query/tests/support/sqlgen.rs"]
+mod sqlgen;
+use sqlgen::*;
+
+async fn network(transport: Transport) -> (tempfile::TempDir, LocalNet) {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        providers: 6,
+        heartbeat_ms: 200,
+        transport,
+        ..Shape::default()
+    };
+    let net = LocalNet::start(dir.path(), shape).await.unwrap();
+    (dir, net)
+}
+
+async fn connect(net: &LocalNet, keys: &Keystore) -> Client {
+    let config = ClientConfig::new(
+        net.endpoints.tracker_list().unwrap(),
+        net.endpoints.providers[0].address.clone(),
+    );
+    Client::connect(keys, net.connector(), config)
+        .await
+        .unwrap()
+}
+
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<Value>> {
+    match client.execute(sql).await {
+        Ok(mut out) => match out.pop() {
+            Some(Outcome::Rows(rs)) => rs
+                .rows
+                .into_iter()
+                .map(|r| r.into_iter().map(normalize).collect())
+                .collect(),
+            other => panic!("{sql}: {other:?}"),
+        },
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+fn changed(out: &[Outcome]) -> usize {
+    match out {
+        [Outcome::Updated(n) | Outcome::Deleted(n)] => *n,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `cases` random data sets, each with 12 generated SELECTs and 2 changes, on the client and
+/// on SQLite; returns the number of statements compared.
+async fn agrees_with_sqlite(transport: Transport, cases: usize) -> usize {
+    let (_dir, net) = network(transport).await;
+    let client = connect(&net, &Keystore::generate()).await;
+    client.execute(SCHEMA).await.unwrap();
+    client.execute(INDEXES).await.unwrap();
+    let change = prop_oneof![
+        (predicate(""), -3i64..4)
+            .prop_map(|(w, k)| format!("UPDATE t SET a = b + {k}, s = 'up' WHERE {w}")),
+        predicate("").prop_map(|w| format!("UPDATE t SET x = NULL, f = NOT f WHERE {w}")),
+        predicate("").prop_map(|w| format!("DELETE FROM t WHERE {w}")),
+    ];
+    let strategy = (
+        data(),
+        proptest::collection::vec(query(), 12),
+        proptest::collection::vec(change, 2),
+    );
+    let mut runner = TestRunner::deterministic();
+    let mut compared = 0;
+    for case in 0..cases {
+        let (data, queries, changes) = strategy.new_tree(&mut runner).unwrap().current();
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(SQLITE_SCHEMA).unwrap();
+        client
+            .execute("DELETE FROM t; DELETE FROM u")
+            .await
+            .unwrap();
+        for ins in inserts(&data) {
+            conn.execute(&ins, []).unwrap();
+            client.execute(&ins).await.unwrap();
+        }
+        for sql in &queries {
+            let expected = sqlite_rows(&conn, sql);
+            check(&expected, &rows(&client, sql).await, sql, "wwt")
+                .unwrap_or_else(|e| panic!("case {case}: {e}"));
+            compared += 1;
+        }
+        for sql in &changes {
+            let n = conn.execute(sql, []).unwrap();
+            assert_eq!(n, changed(&client.execute(sql).await.unwrap()), "{sql}");
+            let all = "SELECT id, a, b, x, s, f FROM t ORDER BY id";
+            check(
+                &sqlite_rows(&conn, all),
+                &rows(&client, all).await,
+                sql,
+                "wwt",
+            )
+            .unwrap_or_else(|e| panic!("case {case}: {e}"));
+            compared += 1;
+        }
+    }
+    net.shutdown().await.unwrap();
+    compared
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_agrees_with_sqlite_in_memory() {
+    let n = agrees_with_sqlite(Transport::Memory, 25).await;
+    println!("{n} statements agree with SQLite (in memory)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_agrees_with_sqlite_over_grpc() {
+    let n = agrees_with_sqlite(Transport::Grpc, 6).await;
+    println!("{n} statements agree with SQLite (loopback gRPC)");
+}
+
+/// Every file under `dir`, with the needles found in it.
+fn plaintext_hits(dir: &std::path::Path, needles: &[&str]) -> (usize, Vec<String>) {
+    let mut files = 0;
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            for n in needles {
+                if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
+                    hits.push(format!("{n:?} in {}", path.display()));
+                }
+            }
+        }
+    }
+    (files, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_stores_no_plaintext_and_a_new_machine_recovers_the_tables() {
+    let (dir, net) = network(Transport::Grpc).await;
+    let keys = Keystore::generate();
+    let client = connect(&net, &keys).await;
+    client
+        .execute(
+            "CREATE TABLE patients (id BIGINT PRIMARY KEY, name TEXT, diagnosis TEXT, ward TEXT, born TIMESTAMP);
+             CREATE INDEX ON patients USING fulltext (diagnosis);
+             CREATE INDEX ON patients USING hash (ward);
+             CREATE INDEX ON patients USING btree (born)",
+        )
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    for i in 0..200 {
+        values.push(format!(
+            "({i}, 'Zebulon Quixote{i}', 'chronic xylophonitis grade {}', 'ward-Ypsilanti', TIMESTAMP '19{:02}-03-04 05:06:07')",
+            i % 3,
+            i % 100
+        ));
+    }
+    client
+        .execute(&format!(
+            "INSERT INTO patients (id, name, diagnosis, ward, born) VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    client
+        .execute("UPDATE patients SET ward = 'ward-Kalamazoo' WHERE id = 7")
+        .await
+        .unwrap();
+    let found = rows(
+        &client,
+        "SELECT count(*) FROM patients WHERE MATCH(diagnosis, 'xylophonitis AND grade') AND ward = 'ward-Ypsilanti'",
+    )
+    .await;
+    assert_eq!(found, vec![vec![Value::Int(199)]]);
+
+    let needles = [
+        "Zebulon",
+        "Quixote",
+        "xylophonitis",
+        "Ypsilanti",
+        "Kalamazoo",
+        "patients",
+        "diagnosis",
+    ];
+    let (files, hits) = plaintext_hits(dir.path(), &needles);
+    assert!(files > 20, "only {files} files were written");
+    assert!(hits.is_empty(), "plaintext on disk: {hits:?}");
+
+    // A new machine with only the keystore: the catalog comes back from the index provider.
+    drop(client);
+    let fresh = connect(&net, &keys).await;
+    assert!(fresh.catalog().await.table("patients").is_ok());
+    let back = rows(
+        &fresh,
+        "SELECT name, ward FROM patients WHERE born BETWEEN TIMESTAMP '1905-01-01 00:00:00' AND TIMESTAMP '1907-12-31 00:00:00' ORDER BY born, id LIMIT 2",
+    )
+    .await;
+    assert_eq!(
+        back,
+        vec![
+            vec![
+                Value::Text("Zebulon Quixote5".into()),
+                Value::Text("ward-Ypsilanti".into())
+            ],
+            vec![
+                Value::Text("Zebulon Quixote105".into()),
+                Value::Text("ward-Ypsilanti".into())
+            ],
+        ]
+    );
+
+    // Another owner's keys see nothing of it.
+    let stranger = connect(&net, &Keystore::generate()).await;
+    let err = stranger
+        .execute("SELECT * FROM patients")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown table"), "{err}");
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_failed_statements_and_clear_errors() {
+    let (_dir, net) = network(Transport::Memory).await;
+    let client = connect(&net, &Keystore::generate()).await;
+    client
+        .execute(
+            "CREATE TABLE acct (id TEXT PRIMARY KEY, balance BIGINT NOT NULL);
+             INSERT INTO acct VALUES ('alice', 10), ('bob', 5)",
+        )
+        .await
+        .unwrap();
+    client
+        .execute("UPDATE acct SET balance = balance + 1 WHERE id = 'alice'")
+        .await
+        .unwrap();
+    client
+        .execute("UPDATE acct SET balance = balance * 3 WHERE id = 'alice'")
+        .await
+        .unwrap();
+    let history = client
+        .history("acct", &Value::Text("alice".into()))
+        .await
+        .unwrap();
+    let balances: Vec<&Value> = history.iter().map(|v| &v.row[1]).collect();
+    assert_eq!(
+        balances,
+        vec![&Value::Int(33), &Value::Int(11), &Value::Int(10)]
+    );
+    assert!(history.windows(2).all(|w| w[0].version > w[1].version));
+
+    // A duplicate key in one INSERT of many fails the whole statement: no row of it is visible.
+    let err = client
+        .execute("INSERT INTO acct VALUES ('carol', 1), ('bob', 2)")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already has a row"), "{err}");
+    let all = rows(&client, "SELECT id FROM acct ORDER BY id").await;
+    assert_eq!(
+        all,
+        vec![
+            vec![Value::Text("alice".into())],
+            vec![Value::Text("bob".into())]
+        ]
+    );
+
+    // An index created over existing rows finds them.
+    client
+        .execute("CREATE INDEX ON acct USING btree (balance)")
+        .await
+        .unwrap();
+    let rich = rows(
+        &client,
+        "SELECT id FROM acct WHERE balance > 6 ORDER BY balance",
+    )
+    .await;
+    assert_eq!(rich, vec![vec![Value::Text("alice".into())]]);
+    let plan = client
+        .execute("EXPLAIN SELECT id FROM acct WHERE balance > 6")
+        .await
+        .unwrap();
+    assert!(format!("{plan:?}").contains("btree"), "{plan:?}");
+
+    let err = client.execute("SELEC id FROM acct").await.unwrap_err();
+    assert!(err.to_string().contains("line 1, column 1"), "{err}");
+    let err = client.execute("SELECT nope FROM acct").await.unwrap_err();
+    assert!(err.to_string().contains("unknown column `nope`"), "{err}");
+    let err = client
+        .execute("INSERT INTO acct VALUES ('dave', 'lots')")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Query(_)), "{err}");
+
+    // Re-inserting a deleted key works; its history starts afresh.
+    client
+        .execute("DELETE FROM acct WHERE id = 'bob'")
+        .await
+        .unwrap();
+    client
+        .execute("INSERT INTO acct VALUES ('bob', 7)")
+        .await
+        .unwrap();
+    let bob = rows(&client, "SELECT balance FROM acct WHERE id = 'bob'").await;
+    assert_eq!(bob, vec![vec![Value::Int(7)]]);
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_single_threaded_runtime_gets_a_clear_error() {
+    let (_dir, net) = network(Transport::Memory).await;
+    let client = Arc::new(connect(&net, &Keystore::generate()).await);
+    client
+        .execute("CREATE TABLE t (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let err = client.execute("SELECT * FROM t").await.unwrap_err();
+    assert!(err.to_string().contains("multi-threaded"), "{err}");
+}
