@@ -314,7 +314,12 @@ async fn rows_read_through_the_dht_with_the_tracker_down(kind: Transport) {
     net.stop_tracker(0).await.unwrap();
     net.stop_provider(2).await.unwrap();
     let back = client
-        .read_rows(&mut w.table, &w.manifests, &w.locators)
+        .read_rows(
+            &mut w.table,
+            &w.manifests,
+            &w.locators,
+            &mut SegmentCache::new(0),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -325,7 +330,12 @@ async fn rows_read_through_the_dht_with_the_tracker_down(kind: Transport) {
     // The same read without the DHT fails, naming the tracker: the DHT found the holders.
     let blind = storage(&net, net.connector(), config);
     let err = blind
-        .read_rows(&mut w.table, &w.manifests, &w.locators[..3])
+        .read_rows(
+            &mut w.table,
+            &w.manifests,
+            &w.locators[..3],
+            &mut SegmentCache::new(0),
+        )
         .await
         .unwrap_err();
     let StoreError::RowsLost { rows, cause } = &err else {
