@@ -2,6 +2,10 @@
 //! `run` functions a deployment uses) serving gRPC on 127.0.0.1, each with its own folder —
 //! and its endpoints file, which the other `wwt` commands read by default.
 //!
+//! Providers announce the segments they hold in a DHT: over gRPC, real libp2p nodes joined
+//! through the devnet's own seed node (its addresses are in the endpoints file); in memory,
+//! [`MemoryDht`]. [`LocalNet::discovery`] is a client's view of it.
+//!
 //! The same [`LocalNet`] also runs in memory ([`Transport::Memory`]): the same provider and
 //! tracker services, called through the in-memory network, for fast whole-network tests.
 
@@ -15,9 +19,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wwt_net::grpc::GrpcConnector;
-use wwt_net::memory::MemoryNetwork;
+use wwt_net::memory::{MemoryDht, MemoryNetwork};
+use wwt_net::node::{Node, NodeConfig};
 use wwt_net::types::NodeId;
-use wwt_net::{Connector, Identity, ProviderApi};
+use wwt_net::{Connector, Discovery, Identity, ProviderApi};
 use wwt_provider::{IndexService, Provider, ProviderConfig, TrackerEndpoint};
 use wwt_tracker::clock::{Clock, SystemClock};
 use wwt_tracker::{AuditConfig, PeerTracker, Tracker, TrackerConfig};
@@ -61,6 +66,9 @@ pub struct Endpoints {
     pub trackers: Vec<NodeInfo>,
     /// The providers.
     pub providers: Vec<NodeInfo>,
+    /// Multiaddresses of the DHT seed node, to join the devnet's DHT through (gRPC only).
+    #[serde(default)]
+    pub dht: Vec<String>,
 }
 
 impl Endpoints {
@@ -119,6 +127,18 @@ impl Running {
             rx.await.ok();
         })));
         Running::Served { stop, task }
+    }
+
+    /// Stops the node in `slots[i]`, if it runs.
+    async fn stop_slot(
+        slots: &mut [Option<Running>],
+        i: usize,
+        memory: Option<&MemoryNetwork>,
+    ) -> Result<()> {
+        match slots.get_mut(i).and_then(Option::take) {
+            Some(running) => running.stop(memory).await,
+            None => Ok(()),
+        }
     }
 
     async fn stop(self, memory: Option<&MemoryNetwork>) -> Result<()> {
@@ -203,6 +223,9 @@ pub struct LocalNet {
     pub endpoints: Endpoints,
     connector: Arc<dyn Connector>,
     memory: Option<MemoryNetwork>,
+    discovery: Arc<dyn Discovery>,
+    /// The DHT seed node (gRPC only).
+    seed: Option<Node>,
     dir: PathBuf,
     trackers: Vec<Option<Running>>,
     tracker_services: Vec<Option<Arc<Tracker>>>,
@@ -340,6 +363,28 @@ impl LocalNet {
                 })
             })
             .collect::<Result<_>>()?;
+        // The DHT: a seed node every provider joins through, or the in-memory table.
+        let memory_dht = MemoryDht::new();
+        let seed = match &memory {
+            Some(_) => None,
+            None => Some(
+                Node::start(&Identity::generate()?, dht_config(Vec::new()))
+                    .await?
+                    .0,
+            ),
+        };
+        let discovery: Arc<dyn Discovery> = match &seed {
+            Some(node) => {
+                endpoints.dht = node
+                    .listen_addrs()
+                    .await?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                Arc::new(node.clone())
+            }
+            None => Arc::new(memory_dht.node(NodeId([0; 32]), None)),
+        };
         let mut providers = Vec::new();
         for p in 0..shape.providers {
             let name = format!("provider-{p}");
@@ -349,6 +394,7 @@ impl LocalNet {
                 capacity_bytes: shape.capacity,
                 trackers: tracker_endpoints.clone(),
                 heartbeat_interval_ms: shape.heartbeat_ms,
+                dht: seed.is_some().then(|| dht_config(endpoints.dht.clone())),
                 index: true,
                 ..ProviderConfig::default()
             };
@@ -368,7 +414,9 @@ impl LocalNet {
             };
             providers.push(Some(match (&memory, listener) {
                 (Some(m), _) => {
-                    let provider = Arc::new(Provider::open(&config)?);
+                    let provider = Provider::open(&config)?;
+                    let me = memory_dht.node(provider.node_id(), Some(address.clone()));
+                    let provider = Arc::new(provider.with_discovery(Arc::new(me))?);
                     m.add_provider(&address, wrap(provider.clone()));
                     let window = Duration::from_millis(config.signature_window_ms);
                     let index = IndexService::open(&config.index_dir(), window)?;
@@ -395,6 +443,8 @@ impl LocalNet {
             endpoints,
             connector,
             memory,
+            discovery,
+            seed,
             dir: dir.to_path_buf(),
             trackers,
             tracker_services,
@@ -416,6 +466,11 @@ impl LocalNet {
         self.tracker_services[t]
             .clone()
             .with_context(|| format!("tracker {t} is not running"))
+    }
+
+    /// A client's view of the DHT in which the providers announce their segments.
+    pub fn discovery(&self) -> Arc<dyn Discovery> {
+        self.discovery.clone()
     }
 
     /// The network's folder.
@@ -448,10 +503,12 @@ impl LocalNet {
 
     /// Stops provider `p`, as a crash would: its service goes away and it stops heartbeating.
     pub async fn stop_provider(&mut self, p: usize) -> Result<()> {
-        match self.providers.get_mut(p).and_then(Option::take) {
-            Some(running) => running.stop(self.memory.as_ref()).await,
-            None => Ok(()),
-        }
+        Running::stop_slot(&mut self.providers, p, self.memory.as_ref()).await
+    }
+
+    /// Stops tracker `t`: clients and providers can no longer reach it.
+    pub async fn stop_tracker(&mut self, t: usize) -> Result<()> {
+        Running::stop_slot(&mut self.trackers, t, self.memory.as_ref()).await
     }
 
     /// Stops tracker `t` and starts it again from its folder at the same address, as after a
@@ -495,7 +552,20 @@ impl LocalNet {
                 r.stop(self.memory.as_ref()).await?;
             }
         }
+        if let Some(seed) = self.seed {
+            seed.shutdown().await;
+        }
         Ok(())
+    }
+}
+
+/// A devnet node's DHT settings: loopback, any port, short queries.
+fn dht_config(bootstrap: Vec<String>) -> NodeConfig {
+    NodeConfig {
+        listen: "/ip4/127.0.0.1/tcp/0".into(),
+        bootstrap,
+        query_timeout_ms: 5_000,
+        ..NodeConfig::default()
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`home`]: where the keystore and local state live (`$WWT_HOME`, default `~/.wwt`).
 //! - [`bench`]: `wwt bench`, the storage engine's throughput against raw AES-SIV.
 //! - [`demo`]: `wwt demo`, rows through the engine onto provider folders and back.
+//! - [`daemon`]: `wwt provider run` and `wwt tracker run`: flags and config files of the daemons.
 //! - [`devnet`]: `wwt devnet`, a real local network of tracker and provider daemons on loopback.
 //! - [`store`]: the storage path over the network: upload, resume, read from any k pieces.
 //! - [`db`]: [`db::Client`], SQL over the network with only the owner's keys.
@@ -15,6 +16,7 @@
 pub mod auditbench;
 pub mod audits;
 pub mod bench;
+pub mod daemon;
 pub mod db;
 pub mod demo;
 pub mod devnet;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use wwt_client::{auditbench, audits, bench, demo, devnet, home, shell, sqlbench};
+use wwt_client::{auditbench, audits, bench, daemon, demo, devnet, home, shell, sqlbench};
 
 /// wwt, the World Wide Table: an encrypted, decentralized table store.
 #[derive(Parser, Debug)]
@@ -39,13 +39,25 @@ enum Command {
     /// A local network of tracker and provider daemons on loopback.
     #[command(subcommand)]
     Devnet(DevnetCommand),
-    /// Ask a running tracker.
+    /// The provider daemon: holds coded pieces for its trackers' clients.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+    /// The tracker daemon: places pieces, keeps the piece map, audits and repairs; or ask a
+    /// running one.
     #[command(subcommand)]
     Tracker(TrackerCommand),
 }
 
 #[derive(Subcommand, Debug)]
+enum ProviderCommand {
+    /// Run a provider until Ctrl-C or SIGTERM.
+    Run(daemon::ProviderArgs),
+}
+
+#[derive(Subcommand, Debug)]
 enum TrackerCommand {
+    /// Run a tracker until Ctrl-C or SIGTERM.
+    Run(daemon::TrackerArgs),
     /// The tracker's audit log (latest entries), its providers' credit and its repairs.
     Audits {
         /// The tracker's gRPC address (default: the devnet's first tracker).
@@ -115,6 +127,9 @@ fn devnet(home: &std::path::Path, command: DevnetCommand) -> Result<()> {
             {
                 println!("{:<11} {}  {}", n.name, n.address, n.node);
             }
+            for seed in &net.endpoints.dht {
+                println!("{:<11} {seed}", "dht seed");
+            }
             println!(
                 "devnet up: endpoints in {}; Ctrl-C stops it",
                 dir.join(devnet::ENDPOINTS_FILE).display()
@@ -138,40 +153,52 @@ fn devnet(home: &std::path::Path, command: DevnetCommand) -> Result<()> {
     }
 }
 
-fn tracker(home: &std::path::Path, command: TrackerCommand) -> Result<()> {
-    match command {
-        TrackerCommand::Audits {
-            address,
-            dir,
-            limit,
-        } => runtime()?.block_on(async {
-            let address = match address {
-                Some(a) => a,
-                None => {
-                    let dir = dir.unwrap_or_else(|| devnet::default_dir(home));
-                    let endpoints = devnet::Endpoints::load(&dir)?;
-                    endpoints
-                        .trackers
-                        .first()
-                        .map(|t| t.address.clone())
-                        .ok_or_else(|| anyhow::anyhow!("the devnet has no tracker"))?
-                }
-            };
-            let tracker = wwt_net::Connector::tracker(
-                &wwt_net::grpc::GrpcConnector::with_timeout(std::time::Duration::from_secs(10)),
-                &address,
-            )?;
-            let report = tracker.audits(limit).await?;
-            for line in audits::report_lines(&report) {
-                println!("{line}");
+/// Asks a running tracker for its audit report and prints it.
+fn tracker_audits(
+    home: &std::path::Path,
+    address: Option<String>,
+    dir: Option<PathBuf>,
+    limit: u32,
+) -> Result<()> {
+    runtime()?.block_on(async {
+        let address = match address {
+            Some(a) => a,
+            None => {
+                let dir = dir.unwrap_or_else(|| devnet::default_dir(home));
+                let endpoints = devnet::Endpoints::load(&dir)?;
+                endpoints
+                    .trackers
+                    .first()
+                    .map(|t| t.address.clone())
+                    .ok_or_else(|| anyhow::anyhow!("the devnet has no tracker"))?
             }
-            Ok(())
-        }),
-    }
+        };
+        let tracker = wwt_net::Connector::tracker(
+            &wwt_net::grpc::GrpcConnector::with_timeout(std::time::Duration::from_secs(10)),
+            &address,
+        )?;
+        let report = tracker.audits(limit).await?;
+        for line in audits::report_lines(&report) {
+            println!("{line}");
+        }
+        Ok(())
+    })
+}
+/// Logs to stderr: `RUST_LOG` if set, else `default` (daemons log more than commands).
+fn tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Provider(_) | Command::Tracker(_));
+    tracing(if daemon { "info" } else { "warn" });
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -205,7 +232,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchAudit(options) => auditbench::run(&options)?,
         Command::Demo(options) => demo::run(&options)?,
         Command::Devnet(command) => devnet(&home, command)?,
-        Command::Tracker(command) => tracker(&home, command)?,
+        Command::Tracker(TrackerCommand::Audits {
+            address,
+            dir,
+            limit,
+        }) => tracker_audits(&home, address, dir, limit)?,
+        Command::Provider(ProviderCommand::Run(args)) => runtime()?.block_on(async {
+            let (config, listener) = args.open().await?;
+            anyhow::Ok(wwt_provider::run(config, listener, daemon::shutdown_signal()).await?)
+        })?,
+        Command::Tracker(TrackerCommand::Run(args)) => runtime()?.block_on(async {
+            let (config, listener) = args.open().await?;
+            anyhow::Ok(wwt_tracker::run(config, listener, daemon::shutdown_signal()).await?)
+        })?,
     }
     Ok(())
 }

@@ -2,10 +2,15 @@
 //! responsible tracker reserves, in parallel; reads take any k intact pieces, data pieces
 //! first, falling through holders that are down, slow or lying.
 //!
+//! Reads find holders in the responsible tracker's map; with a [`Discovery`] (the DHT) set,
+//! they also ask it whenever the map is unavailable (the tracker is down) or leaves fewer than
+//! k intact pieces: the DHT names the segment's holders, each is asked for each missing piece,
+//! and every piece is checked against the manifest's hash whoever served it.
+//!
 //! Audits: [`Storage::put_audited`] also entrusts the segment to its tracker (its manifest and
 //! the table's audit key, never the row key), which then challenges and repairs its pieces.
 //! Reads take the tracker's manifest where repairs moved a piece to a newer generation, and
-//! report holders that refused a piece or served wrong bytes to the tracker.
+//! report to the tracker a holder it maps that refused a piece or served wrong bytes.
 //!
 //! Resume: before uploading, the client asks the tracker which pieces of the segment it
 //! already maps, and sends only the others, so an interrupted upload retried with the same
@@ -22,10 +27,10 @@ use tracing::debug;
 use wwt_engine::{AuditKey, Codec, EncodedSegment, Locator, PieceHash, SegmentManifest, Table};
 use wwt_net::audit::{Complaint, Entrust};
 use wwt_net::types::{
-    ConfirmStored, Holder, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment,
-    SegmentId, SegmentLocation, StorePiece,
+    ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment, SegmentId,
+    SegmentLocation, StorePiece,
 };
-use wwt_net::{Connector, Identity, NetError, TrackerApi, rendezvous};
+use wwt_net::{Connector, Discovery, Identity, NetError, TrackerApi, rendezvous};
 
 /// What went wrong storing or reading, named for what the caller can do.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +99,7 @@ pub struct StorageConfig {
     pub read_timeout: Duration,
     /// Rounds of fresh reservations for pieces whose store failed.
     pub upload_rounds: usize,
-    /// Report to the tracker a holder that refuses a piece or serves wrong bytes.
+    /// Report to the tracker a holder it maps that refuses a piece or serves wrong bytes.
     pub complain: bool,
 }
 
@@ -126,6 +131,7 @@ pub struct Storage {
     identity: Identity,
     trackers: HashMap<NodeId, Arc<dyn TrackerApi>>,
     connector: Arc<dyn Connector>,
+    discovery: Option<Arc<dyn Discovery>>,
     config: StorageConfig,
 }
 
@@ -134,6 +140,7 @@ impl std::fmt::Debug for Storage {
         f.debug_struct("Storage")
             .field("identity", &self.identity)
             .field("trackers", &self.trackers.len())
+            .field("discovery", &self.discovery.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -195,8 +202,16 @@ impl Storage {
             identity,
             trackers,
             connector,
+            discovery: None,
             config,
         })
+    }
+
+    /// Also finds holders through `discovery` (the DHT) when the tracker's map cannot serve
+    /// a read.
+    pub fn with_discovery(mut self, discovery: Arc<dyn Discovery>) -> Self {
+        self.discovery = Some(discovery);
+        self
     }
 
     /// The tracker responsible for `segment` (rendezvous hashing over the trackers).
@@ -364,14 +379,14 @@ impl Storage {
 
     /// Tells the segment's tracker that `holder` refused piece `index` or served wrong bytes.
     /// Best effort: a complaint that cannot be delivered is only logged.
-    async fn complain(&self, segment: &SegmentId, index: usize, holder: &Holder, reason: String) {
+    async fn complain(&self, segment: &SegmentId, index: usize, holder: NodeId, reason: String) {
         if !self.config.complain {
             return;
         }
         let complaint = Complaint {
             segment: *segment,
             index: index as u32,
-            provider: holder.node,
+            provider: holder,
             reason,
         };
         let sent = match self.identity.sign(complaint) {
@@ -379,28 +394,24 @@ impl Storage {
             Err(e) => Err(e),
         };
         if let Err(e) = sent {
-            debug!(segment = %segment, provider = %holder.node, error = %e, "complaint not delivered");
+            debug!(segment = %segment, provider = %holder, error = %e, "complaint not delivered");
         }
     }
 
-    /// Fetches one whole piece from its holders in turn (live ones first) and checks it
-    /// against the manifest's hash; `Err` says why every holder failed.
+    /// Fetches one whole piece from `holders` in turn and checks it against the manifest's
+    /// hash; `Err` says why every holder failed. A holder the tracker maps (`Some` node) that
+    /// refuses the piece or serves wrong bytes is reported ([`Storage::complain`]).
     async fn fetch_piece(
         &self,
-        location: &SegmentLocation,
+        holders: &[(String, Option<NodeId>)],
         m: &SegmentManifest,
         index: usize,
     ) -> Result<Vec<u8>, String> {
         let want = m.pieces[index].hash;
-        let Some(piece) = location.pieces.iter().find(|p| p.index as usize == index) else {
-            return Err(format!("piece {index}: no holder known"));
-        };
-        let mut holders = piece.holders.clone();
-        holders.sort_by_key(|h| !h.alive);
         let mut why = Vec::new();
-        for holder in holders {
+        for (address, node) in holders {
             let attempt = async {
-                let provider = self.connector.provider(&holder.address)?;
+                let provider = self.connector.provider(address)?;
                 let request = self.identity.sign(ReadPiece {
                     piece: PieceId(want.0),
                     range: None,
@@ -409,20 +420,21 @@ impl Storage {
                     .await
                     .map_err(|_| NetError::Unavailable("read timed out".into()))?
             };
-            let failure = match attempt.await {
+            let refused = match attempt.await {
                 Ok(data) if PieceHash::of(&data.data) == want => return Ok(data.data.to_vec()),
                 Ok(_) => Some("wrong bytes".to_string()),
                 // Refusing the owner its own piece is withholding it; being down is not.
                 Err(e @ (NetError::NotFound(_) | NetError::Forbidden(_))) => Some(e.to_string()),
                 Err(e) => {
-                    why.push(format!("piece {index} at {}: {e}", holder.address));
+                    why.push(format!("piece {index} at {address}: {e}"));
                     None
                 }
             };
-            if let Some(reason) = failure {
-                why.push(format!("piece {index} at {}: {reason}", holder.address));
-                self.complain(&location.segment, index, &holder, reason)
-                    .await;
+            if let Some(reason) = refused {
+                why.push(format!("piece {index} at {address}: {reason}"));
+                if let Some(node) = node {
+                    self.complain(&wire_segment(m), index, *node, reason).await;
+                }
             }
         }
         if why.is_empty() {
@@ -432,8 +444,9 @@ impl Storage {
     }
 
     /// Fetches k intact pieces of a segment, data pieces first, in parallel; a piece that
-    /// cannot be had is replaced by the next one. Slots not fetched are `None`. Pieces are
-    /// those of the segment's current manifest ([`Storage::fetch_current`]).
+    /// cannot be had is replaced by the next one. Holders come from the tracker's map (live
+    /// ones first), then, if that leaves fewer than k pieces, from the DHT. Slots not fetched
+    /// are `None`.
     pub async fn fetch(&self, m: &SegmentManifest) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         Ok(self.fetch_current(m).await?.1)
     }
@@ -446,28 +459,92 @@ impl Storage {
     ) -> Result<(SegmentManifest, Vec<Option<Vec<u8>>>), StoreError> {
         let segment = wire_segment(m);
         let k = m.params.data;
-        let unrecoverable = |intact, why: String| StoreError::Unrecoverable {
-            segment: segment.to_string(),
-            intact,
-            needed: k,
-            why,
-        };
-        let Some(location) = self.locate(&segment).await? else {
-            return Err(unrecoverable(
-                0,
-                "the tracker does not know the segment".into(),
-            ));
-        };
-        let current = newest(m, &location.manifest);
+        let mut why = Vec::new();
+        let mut current = m.clone();
+        let mut mapped: Vec<Vec<(String, Option<NodeId>)>> = vec![Vec::new(); m.pieces.len()];
+        match self.locate(&segment).await {
+            Ok(Some(location)) => {
+                current = newest(m, &location.manifest);
+                for mut piece in location.pieces {
+                    let index = piece.index as usize;
+                    if current.pieces.get(index).map(|p| p.hash.0) == Some(piece.piece.0) {
+                        piece.holders.sort_by_key(|h| !h.alive);
+                        mapped[index] = piece
+                            .holders
+                            .into_iter()
+                            .map(|h| (h.address, Some(h.node)))
+                            .collect();
+                    }
+                }
+            }
+            Ok(None) => why.push("the tracker does not know the segment".to_string()),
+            Err(e) if self.discovery.is_some() => why.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
         let m = &current;
         let mut pieces: Vec<Option<Vec<u8>>> = vec![None; m.pieces.len()];
-        let mut next = 0;
-        let mut intact = 0;
-        let mut why = Vec::new();
-        while intact < k && next < m.pieces.len() {
-            let batch: Vec<usize> = (next..m.pieces.len()).take(k - intact).collect();
-            next += batch.len();
-            let fetched = join_all(batch.iter().map(|&i| self.fetch_piece(&location, m, i))).await;
+        let mut intact = self.fetch_from(m, &mapped, &mut pieces, &mut why).await;
+        if let (true, Some(discovery)) = (intact < k, &self.discovery) {
+            match discovery.holders(segment).await {
+                Ok(found) => {
+                    // Any holder may have any piece: ask each one the map did not name.
+                    let addresses: Vec<String> =
+                        found.into_iter().filter_map(|h| h.address).collect();
+                    // Not named by the map: refusing a piece is no sign of cheating.
+                    let found: Vec<Vec<(String, Option<NodeId>)>> = mapped
+                        .iter()
+                        .map(|named| {
+                            addresses
+                                .iter()
+                                .filter(|a| !named.iter().any(|(n, _)| n == *a))
+                                .map(|a| (a.clone(), None))
+                                .collect()
+                        })
+                        .collect();
+                    intact = self.fetch_from(m, &found, &mut pieces, &mut why).await;
+                }
+                Err(e) => why.push(format!("DHT lookup: {e}")),
+            }
+        }
+        if intact < k {
+            return Err(StoreError::Unrecoverable {
+                segment: segment.to_string(),
+                intact,
+                needed: k,
+                why: why.join("; "),
+            });
+        }
+        Ok((current, pieces))
+    }
+
+    /// Fills the empty slots of `pieces` from `holders` (per piece index), data pieces first,
+    /// as many in parallel as are still needed, until k are intact or every piece was tried.
+    /// Returns how many are intact.
+    async fn fetch_from(
+        &self,
+        m: &SegmentManifest,
+        holders: &[Vec<(String, Option<NodeId>)>],
+        pieces: &mut [Option<Vec<u8>>],
+        why: &mut Vec<String>,
+    ) -> usize {
+        let k = m.params.data;
+        let mut intact = pieces.iter().flatten().count();
+        let mut todo = (0..pieces.len())
+            .filter(|&i| pieces[i].is_none())
+            .collect::<Vec<_>>()
+            .into_iter();
+        while intact < k {
+            let batch: Vec<usize> = todo.by_ref().take(k - intact).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let fetched = join_all(batch.iter().map(|&i| async move {
+                match holders[i].as_slice() {
+                    [] => Err(format!("piece {i}: no holder known")),
+                    named => self.fetch_piece(named, m, i).await,
+                }
+            }))
+            .await;
             for (i, result) in batch.into_iter().zip(fetched) {
                 match result {
                     Ok(bytes) => {
@@ -478,10 +555,7 @@ impl Storage {
                 }
             }
         }
-        if intact < k {
-            return Err(unrecoverable(intact, why.join("; ")));
-        }
-        Ok((current, pieces))
+        intact
     }
 
     /// Fetches and decodes a whole segment.

@@ -15,6 +15,11 @@ pub fn outboard(piece: &[u8]) -> (Vec<u8>, PieceHash) {
     (tree, PieceHash(*hash.as_bytes()))
 }
 
+/// The length of the outboard tree of a piece of `size` bytes.
+pub fn outboard_len(size: u64) -> u64 {
+    u64::try_from(bao::encode::outboard_size(size)).unwrap_or(u64::MAX)
+}
+
 /// The proof for bytes `start..start + len` of `piece`, given its outboard tree.
 pub fn prove(piece: &[u8], tree: &[u8], start: u64, len: u64) -> Result<Vec<u8>> {
     if len == 0

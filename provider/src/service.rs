@@ -22,7 +22,8 @@ use crate::store::{PieceMeta, PieceStore};
 /// One provider: its identity, its piece store, and the trackers it trusts.
 pub struct Provider {
     identity: Identity,
-    verifier: Verifier,
+    /// Shared with the blocking threads that verify piece uploads.
+    verifier: Arc<Verifier>,
     store: PieceStore,
     /// Trusted tracker ids → their addresses.
     trackers: HashMap<NodeId, String>,
@@ -49,7 +50,9 @@ impl Provider {
         Ok(Provider {
             store: PieceStore::open(&config.data_dir, config.capacity_bytes)?,
             identity,
-            verifier: Verifier::new(Duration::from_millis(config.signature_window_ms)),
+            verifier: Arc::new(Verifier::new(Duration::from_millis(
+                config.signature_window_ms,
+            ))),
             trackers: config
                 .trackers
                 .iter()
@@ -198,7 +201,11 @@ impl ProviderApi for Provider {
         let signer = request.auth().signer;
         let span = info_span!("store", signer = %signer);
         async move {
-            let (signer, req) = self.verifier.verify(request)?;
+            // Verifying hashes the whole body: off the async workers, which also drive gRPC.
+            let verifier = self.verifier.clone();
+            let (signer, req) = tokio::task::spawn_blocking(move || verifier.verify(request))
+                .await
+                .map_err(|e| NetError::Internal(format!("verifying task failed: {e}")))??;
             self.check_store(signer, &req)?;
             let tree = self.outboard_checked(&req).await?;
             let r = &req.reservation;
@@ -243,11 +250,15 @@ impl ProviderApi for Provider {
             ));
         }
         let (offset, data, proof) = match req.range {
-            None => (0, self.store.read_whole(req.piece).await?, Bytes::new()),
+            None => (
+                0,
+                self.store.read_whole(req.piece, meta.size).await?,
+                Bytes::new(),
+            ),
             Some(range) if range.end() <= meta.size => {
                 let (data, proof) = self
                     .store
-                    .read_range(req.piece, range.offset, range.len)
+                    .read_range(req.piece, meta.size, range.offset, range.len)
                     .await?;
                 (range.offset, data, proof)
             }
@@ -283,12 +294,14 @@ impl ProviderApi for Provider {
             .ok_or_else(|| NetError::NotFound(format!("piece {} is not stored here", req.piece)))?;
         let (data, proof) = match req.kind {
             ChallengeKind::Sentinels(positions) => (
-                self.store.read_positions(req.piece, positions).await?,
+                self.store
+                    .read_positions(req.piece, meta.size, positions)
+                    .await?,
                 Bytes::new(),
             ),
             ChallengeKind::Chunk(range) if range.end() <= meta.size => {
                 self.store
-                    .read_range(req.piece, range.offset, range.len)
+                    .read_range(req.piece, meta.size, range.offset, range.len)
                     .await?
             }
             ChallengeKind::Chunk(range) => {

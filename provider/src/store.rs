@@ -2,20 +2,22 @@
 //!
 //! Layout under the data directory:
 //! - `tmp/`: pieces being written; emptied at start-up (anything there is partial).
-//! - `pieces/<2 hex>/<64 hex>`: complete pieces, named by their BLAKE3 hash, each with its Bao
-//!   outboard tree beside it (`<64 hex>.obao`, about 6 % of the piece) for ranged-read proofs.
-//! - `meta/`: sled; tree `pieces` maps piece id → [`PieceMeta`].
+//! - `pieces/<2 hex>/<64 hex>`: complete pieces, named by their BLAKE3 hash. One file each: the
+//!   piece's bytes, its Bao outboard tree (about 6 % of the piece, for ranged-read proofs) and a
+//!   trailer holding its [`PieceMeta`], so the file alone says what it is.
+//! - `meta/`: sled; tree `pieces` maps piece id → [`PieceMeta`]: the index reads go through.
 //!
-//! A piece becomes visible in three steps, each durable before the next: its bytes (already
-//! hash-checked in memory) and its outboard tree are written to unique temporary files and
-//! fsynced; the files are renamed into `pieces/` and the directory fsynced; its metadata is
-//! inserted and sled flushed.
-//! Reads go through the metadata, so a crash at any point leaves either no trace of the piece
-//! (the temporary file or an orphan file is swept at start-up) or the complete piece.
+//! A piece is stored with two fsyncs: its file (bytes already hash-checked in memory) is
+//! written to a unique temporary file and fsynced, renamed into `pieces/`, and the directory
+//! fsynced; only then is it indexed and acknowledged. sled flushes the index in the
+//! background: at start-up a complete file the index lacks is indexed again from its trailer,
+//! and an index entry without its complete file is dropped. So a crash at any point leaves
+//! either no trace of the piece (a temporary file, swept at start-up) or the complete piece,
+//! and an acknowledged piece survives a power loss.
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -41,6 +43,14 @@ pub struct PieceMeta {
 }
 
 const META_LEN: usize = 32 + 32 + 4 + 8;
+/// Ends every piece file, after its metadata.
+const MAGIC: &[u8; 8] = b"wwtpiece";
+const TRAILER_LEN: usize = META_LEN + MAGIC.len();
+
+/// The length of the file of a piece of `size` bytes: bytes, outboard tree, trailer.
+fn file_len(size: u64) -> u64 {
+    size + proof::outboard_len(size) + TRAILER_LEN as u64
+}
 
 impl PieceMeta {
     fn encode(&self) -> [u8; META_LEN] {
@@ -96,7 +106,8 @@ fn internal(what: &str) -> impl FnOnce(std::io::Error) -> NetError + '_ {
 }
 
 impl PieceStore {
-    /// Opens (or creates) the store under `root`, sweeping partial and orphaned files.
+    /// Opens (or creates) the store under `root`: sweeps partial files, drops index entries
+    /// without their complete file, and indexes complete files the index lacks.
     pub fn open(root: &Path, capacity: u64) -> Result<PieceStore, ProviderError> {
         let tmp = root.join("tmp");
         let pieces_dir = root.join("pieces");
@@ -104,7 +115,13 @@ impl PieceStore {
             fs::remove_dir_all(&tmp).map_err(disk(&tmp))?;
         }
         fs::create_dir_all(&tmp).map_err(disk(&tmp))?;
-        fs::create_dir_all(&pieces_dir).map_err(disk(&pieces_dir))?;
+        // All 256 shard folders exist (durably) before any piece is written, so storing a
+        // piece only needs its own folder synced.
+        for shard in 0..=255u8 {
+            let shard = pieces_dir.join(format!("{shard:02x}"));
+            fs::create_dir_all(&shard).map_err(disk(&shard))?;
+        }
+        sync_dir(&pieces_dir).map_err(disk(&pieces_dir))?;
         let db = sled::open(root.join("meta"))?;
         let pieces = db.open_tree("pieces")?;
 
@@ -118,10 +135,8 @@ impl PieceStore {
                 pieces.remove(key)?;
                 continue;
             };
-            let path = piece_path(root, &id);
-            let has_tree = outboard_path(root, &id).exists();
-            match fs::metadata(&path) {
-                Ok(m) if m.len() == meta.size && has_tree => {
+            match fs::metadata(piece_path(root, &id)) {
+                Ok(m) if m.len() == file_len(meta.size) => {
                     usage.used += meta.size;
                     usage.pieces += 1;
                     known.insert(id);
@@ -132,7 +147,7 @@ impl PieceStore {
                 }
             }
         }
-        let mut orphans = 0usize;
+        let (mut orphans, mut reindexed) = (0usize, 0usize);
         for shard in fs::read_dir(&pieces_dir).map_err(disk(&pieces_dir))? {
             let shard = shard.map_err(disk(&pieces_dir))?.path();
             for file in fs::read_dir(&shard).map_err(disk(&shard))? {
@@ -140,10 +155,25 @@ impl PieceStore {
                 let named = file
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".obao").unwrap_or(n).parse::<PieceId>().ok());
-                if !named.is_some_and(|id| known.contains(&id)) {
-                    fs::remove_file(&file).map_err(disk(&file))?;
-                    orphans += 1;
+                    .and_then(|n| n.parse::<PieceId>().ok());
+                match named {
+                    Some(id) if known.contains(&id) => {}
+                    Some(id) if file == piece_path(root, &id) => match read_trailer(&file) {
+                        Some(meta) => {
+                            pieces.insert(id.0, &meta.encode()[..])?;
+                            usage.used += meta.size;
+                            usage.pieces += 1;
+                            reindexed += 1;
+                        }
+                        None => {
+                            fs::remove_file(&file).map_err(disk(&file))?;
+                            orphans += 1;
+                        }
+                    },
+                    _ => {
+                        fs::remove_file(&file).map_err(disk(&file))?;
+                        orphans += 1;
+                    }
                 }
             }
         }
@@ -152,6 +182,7 @@ impl PieceStore {
             pieces = usage.pieces,
             used = usage.used,
             orphans,
+            reindexed,
             "piece store opened"
         );
         Ok(PieceStore {
@@ -241,10 +272,9 @@ impl PieceStore {
         result
     }
 
-    /// Writes the files (piece and tree), then the metadata, each durable before the next, on a blocking
-    /// thread. (sled's `flush_async` runs on sled's own small thread pool, which concurrent
-    /// flushes can exhaust while they wait for log writes that need the same pool: a deadlock
-    /// seen under load. A plain `flush` on tokio's blocking pool avoids it.)
+    /// Writes the piece's file durably, then indexes it, on a blocking thread. The index is
+    /// not flushed here: sled flushes it in the background, and start-up re-indexes a file
+    /// whose entry was lost.
     async fn write_durably(
         &self,
         piece: PieceId,
@@ -255,13 +285,10 @@ impl PieceStore {
         let root = self.root.clone();
         let pieces = self.pieces.clone();
         tokio::task::spawn_blocking(move || {
-            write_files(&root, &piece, &data, &tree)?;
+            write_file(&root, &piece, &meta, &data, &tree)?;
             pieces
                 .insert(piece.0, &meta.encode()[..])
                 .map_err(|e| NetError::Internal(format!("metadata write: {e}")))?;
-            pieces
-                .flush()
-                .map_err(|e| NetError::Internal(format!("metadata flush: {e}")))?;
             Ok::<(), NetError>(())
         })
         .await
@@ -270,31 +297,43 @@ impl PieceStore {
         Ok(())
     }
 
-    /// Reads a whole stored piece (the reader checks it against its hash).
-    pub async fn read_whole(&self, piece: PieceId) -> Result<Bytes, NetError> {
+    /// Reads a whole stored piece of `size` bytes (the reader checks it against its hash).
+    pub async fn read_whole(&self, piece: PieceId, size: u64) -> Result<Bytes, NetError> {
         let path = piece_path(&self.root, &piece);
-        tokio::task::spawn_blocking(move || fs::read(&path).map(Bytes::from))
-            .await
-            .map_err(|e| NetError::Internal(format!("reader task failed: {e}")))?
-            .map_err(internal("read piece"))
+        tokio::task::spawn_blocking(move || {
+            let mut data = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+            fs::File::open(&path)?.read_exact(&mut data)?;
+            Ok(Bytes::from(data))
+        })
+        .await
+        .map_err(|e| NetError::Internal(format!("reader task failed: {e}")))?
+        .map_err(internal("read piece"))
     }
 
-    /// Reads `len` bytes at `offset` of a stored piece, with the Bao slice proving them against
-    /// the piece id (`wwt_engine::proof::verify` checks it). The caller checks bounds.
+    /// Reads `len` bytes at `offset` of a stored piece of `size` bytes, with the Bao slice
+    /// proving them against the piece id (`wwt_engine::proof::verify` checks it). The caller
+    /// checks bounds.
     ///
     /// The whole piece is read to build the slice (the engine's `prove` takes byte slices).
     pub async fn read_range(
         &self,
         piece: PieceId,
+        size: u64,
         offset: u64,
         len: u64,
     ) -> Result<(Bytes, Bytes), NetError> {
         let path = piece_path(&self.root, &piece);
-        let tree_path = outboard_path(&self.root, &piece);
         tokio::task::spawn_blocking(move || {
-            let data = fs::read(&path).map_err(internal("read piece"))?;
-            let tree = fs::read(&tree_path).map_err(internal("read outboard tree"))?;
-            let slice = proof::prove(&data, &tree, offset, len)
+            let file = fs::read(&path).map_err(internal("read piece"))?;
+            let split = usize::try_from(size)
+                .ok()
+                .filter(|&n| {
+                    (n as u64).saturating_add(proof::outboard_len(size)) <= file.len() as u64
+                })
+                .ok_or_else(|| NetError::Internal(format!("piece file {piece} is short")))?;
+            let (data, rest) = file.split_at(split);
+            let tree = &rest[..rest.len() - TRAILER_LEN];
+            let slice = proof::prove(data, tree, offset, len)
                 .map_err(|e| NetError::BadRequest(format!("cannot prove range: {e}")))?;
             let range = usize::try_from(offset)
                 .ok()
@@ -309,14 +348,21 @@ impl PieceStore {
 }
 
 impl PieceStore {
-    /// Reads the byte at each of `positions` of a stored piece (a sentinel challenge), one
-    /// positioned read each instead of the whole piece.
+    /// Reads the byte at each of `positions` of a stored piece of `size` bytes (a sentinel
+    /// challenge), one positioned read each instead of the whole piece.
     pub async fn read_positions(
         &self,
         piece: PieceId,
+        size: u64,
         positions: Vec<u64>,
     ) -> Result<Bytes, NetError> {
         use std::os::unix::fs::FileExt;
+        // The file goes on past the piece (its tree and trailer): bound by the piece's size.
+        if let Some(at) = positions.iter().find(|&&at| at >= size) {
+            return Err(NetError::BadRequest(format!(
+                "position {at} is past the end of the {size}-byte piece"
+            )));
+        }
         let path = piece_path(&self.root, &piece);
         tokio::task::spawn_blocking(move || {
             let file = fs::File::open(&path).map_err(internal("open piece"))?;
@@ -339,37 +385,96 @@ fn piece_path(root: &Path, piece: &PieceId) -> PathBuf {
     root.join("pieces").join(&name[..2]).join(name)
 }
 
-fn outboard_path(root: &Path, piece: &PieceId) -> PathBuf {
-    piece_path(root, piece).with_extension("obao")
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
-/// Writes the piece and its outboard tree to unique temporary files, fsyncs them, renames them
-/// into place (tree first) and fsyncs the directory.
-fn write_files(root: &Path, piece: &PieceId, data: &[u8], tree: &[u8]) -> Result<(), NetError> {
-    let suffix = temp_suffix();
-    let tmp = root.join("tmp").join(format!("{piece}.{suffix}"));
-    let tmp_tree = root.join("tmp").join(format!("{piece}.{suffix}.obao"));
+/// The metadata in the trailer of a piece file, if the file is a complete piece file.
+fn read_trailer(path: &Path) -> Option<PieceMeta> {
+    let mut file = fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.checked_sub(TRAILER_LEN as u64)?))
+        .ok()?;
+    let mut trailer = [0u8; TRAILER_LEN];
+    file.read_exact(&mut trailer).ok()?;
+    let (meta, magic) = trailer.split_at(META_LEN);
+    let meta = PieceMeta::decode(meta).filter(|_| magic == MAGIC)?;
+    (file_len(meta.size) == len).then_some(meta)
+}
+
+/// Writes the piece file (bytes, outboard tree, trailer) to a unique temporary file, fsyncs
+/// it, renames it into place and fsyncs its folder.
+fn write_file(
+    root: &Path,
+    piece: &PieceId,
+    meta: &PieceMeta,
+    data: &[u8],
+    tree: &[u8],
+) -> Result<(), NetError> {
+    let tmp = root.join("tmp").join(format!("{piece}.{}", temp_suffix()));
     let write = || -> std::io::Result<()> {
-        for (path, bytes) in [(&tmp_tree, tree), (&tmp, data)] {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-        }
+        write_synced(&tmp, &[data, tree, &meta.encode(), MAGIC])?;
         let dest = piece_path(root, piece);
-        let dir = dest.parent().unwrap_or(root);
-        fs::create_dir_all(dir)?;
-        fs::rename(&tmp_tree, outboard_path(root, piece))?;
         fs::rename(&tmp, &dest)?;
-        fs::File::open(dir)?.sync_all()
+        sync_dir(dest.parent().unwrap_or(root))
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        let _ = fs::remove_file(&tmp_tree);
         NetError::Internal(format!("writing piece {piece}: {e}"))
     })
+}
+
+/// The alignment `O_DIRECT` asks of buffers, lengths and offsets (a page covers every
+/// logical block size in use).
+const BLOCK: usize = 4096;
+
+/// Writes `parts` one after another into a new file at `path`, and fsyncs it.
+///
+/// Where the file system allows `O_DIRECT`, the bytes are copied once into a block-aligned
+/// buffer and go from there to the device, the padding cut off afterwards: copying into the
+/// page cache cost the kernel about 3 ms per MiB here, more than receiving the piece over
+/// gRPC. Elsewhere the file is written through the page cache.
+fn write_synced(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let padded = len.next_multiple_of(BLOCK);
+    let mut buffer = vec![0u8; padded + BLOCK];
+    let start = buffer.as_ptr().align_offset(BLOCK);
+    let direct = match start < BLOCK {
+        true => fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path),
+        false => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    let file = match direct {
+        Ok(mut file) => {
+            let block = &mut buffer[start..start + padded];
+            let mut at = 0;
+            for part in parts {
+                block[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            file.write_all(block)?;
+            file.set_len(len as u64)?;
+            file
+        }
+        // No O_DIRECT on this file system (the file may have been created all the same).
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)?;
+            for part in parts {
+                file.write_all(part)?;
+            }
+            file
+        }
+        Err(e) => return Err(e),
+    };
+    file.sync_all()
 }
 
 /// A suffix unique among this process's writes. sled's lock keeps other processes out of the
@@ -404,36 +509,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pieces_survive_reopen_and_partial_files_are_swept() {
+    async fn pieces_survive_reopen_partial_files_are_swept_and_lost_index_entries_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
-        let data = Bytes::from(vec![9u8; 1000]);
+        let data = Bytes::from(vec![9u8; 3000]);
         let id = PieceId::of(&data);
         {
             let store = PieceStore::open(dir.path(), 10_000).unwrap();
             let tree = proof::outboard(&data).0;
-            store.put(id, meta(1000), data.clone(), tree).await.unwrap();
-            assert_eq!(store.used().unwrap(), (1000, 1));
+            store.put(id, meta(3000), data.clone(), tree).await.unwrap();
+            assert_eq!(store.used().unwrap(), (3000, 1));
         }
-        // A crash mid-write leaves a temporary file; one between rename and metadata leaves
-        // an orphan file.
+        // A crash mid-write leaves a temporary file; one after the rename, before the index
+        // entry was flushed, leaves a complete file the index lacks; a stray file in
+        // `pieces/` is not a piece.
         fs::write(dir.path().join("tmp").join("partial"), b"half").unwrap();
-        let orphan = PieceId::of(b"orphan");
-        let orphan_path = piece_path(dir.path(), &orphan);
-        fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
-        fs::write(&orphan_path, b"orphan").unwrap();
-        fs::write(outboard_path(dir.path(), &orphan), b"tree").unwrap();
+        let unindexed = Bytes::from(vec![7u8; 2000]);
+        let unindexed_id = PieceId::of(&unindexed);
+        let tree = proof::outboard(&unindexed).0;
+        write_file(dir.path(), &unindexed_id, &meta(2000), &unindexed, &tree).unwrap();
+        let stray = PieceId::of(b"stray");
+        fs::write(piece_path(dir.path(), &stray), b"stray").unwrap();
 
         let store = PieceStore::open(dir.path(), 10_000).unwrap();
-        assert_eq!(store.used().unwrap(), (1000, 1));
-        assert_eq!(store.get(&id).unwrap(), Some(meta(1000)));
-        assert!(!orphan_path.exists());
-        assert!(!outboard_path(dir.path(), &orphan).exists());
+        assert_eq!(store.used().unwrap(), (5000, 2));
+        assert_eq!(store.get(&id).unwrap(), Some(meta(3000)));
+        assert_eq!(store.get(&unindexed_id).unwrap(), Some(meta(2000)));
+        assert_eq!(store.get(&stray).unwrap(), None);
+        assert!(!piece_path(dir.path(), &stray).exists());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        let (range, slice) = store.read_range(id, 10, 20).await.unwrap();
+        let (range, slice) = store.read_range(id, 3000, 10, 20).await.unwrap();
         assert_eq!(range, data.slice(10..30));
         let proven = proof::verify(&wwt_engine::PieceHash(id.0), 10, 20, &slice).unwrap();
         assert_eq!(proven, range);
-        assert_eq!(store.read_whole(id).await.unwrap(), data);
+        assert_eq!(store.read_whole(id, 3000).await.unwrap(), data);
+        assert_eq!(
+            store.read_whole(unindexed_id, 2000).await.unwrap(),
+            unindexed
+        );
     }
 
     #[tokio::test]

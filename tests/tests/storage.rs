@@ -2,9 +2,9 @@
 //! test bodies, through the real client, providers and trackers.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wwt_client::devnet::{LocalNet, Shape, Transport};
 use wwt_client::store::{SegmentCache, Storage, StorageConfig, StoreError};
@@ -269,4 +269,90 @@ async fn an_interrupted_upload_resumes_without_resending_stored_pieces() {
     assert_eq!(report.bytes_sent, 2 * segment.manifest.piece_len());
     let again = client.put(segment).await.unwrap();
     assert_eq!((again.sent, again.skipped), (0, 6));
+    // The re-reserved pieces went to the two providers that held none: six distinct holders.
+    let tracker = net
+        .connector()
+        .tracker(&net.endpoints.trackers[0].address)
+        .unwrap();
+    let locate = Identity::from_secret([9; 32])
+        .sign(Locate {
+            segment: SegmentId(segment.manifest.segment.0),
+        })
+        .unwrap();
+    let holders: HashSet<_> = tracker
+        .locate(locate)
+        .await
+        .unwrap()
+        .pieces
+        .iter()
+        .flat_map(|p| p.holders.iter().map(|h| h.node))
+        .collect();
+    assert_eq!(holders.len(), 6, "pieces of one segment share a provider");
+}
+
+async fn rows_read_through_the_dht_with_the_tracker_down(kind: Transport) {
+    let (_dir, mut net) = network(kind).await;
+    let mut w = write(12);
+    let config = StorageConfig {
+        read_timeout: Duration::from_secs(2),
+        ..StorageConfig::default()
+    };
+    let client = storage(&net, net.connector(), config.clone()).with_discovery(net.discovery());
+    put_all(&client, &w.segments).await;
+    // Providers announce in the background: wait until the DHT lists every segment's holders.
+    let discovery = net.discovery();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for m in w.manifests.values() {
+        loop {
+            let found = discovery.holders(SegmentId(m.segment.0)).await.unwrap();
+            if found.len() == 6 && found.iter().all(|h| h.address.is_some()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the DHT lists {found:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    net.stop_tracker(0).await.unwrap();
+    net.stop_provider(2).await.unwrap();
+    let back = client
+        .read_rows(
+            &mut w.table,
+            &w.manifests,
+            &w.locators,
+            &mut SegmentCache::new(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        back, w.rows,
+        "every row reads with the tracker and a provider down"
+    );
+
+    // The same read without the DHT fails, naming the tracker: the DHT found the holders.
+    let blind = storage(&net, net.connector(), config);
+    let err = blind
+        .read_rows(
+            &mut w.table,
+            &w.manifests,
+            &w.locators[..3],
+            &mut SegmentCache::new(0),
+        )
+        .await
+        .unwrap_err();
+    let StoreError::RowsLost { rows, cause } = &err else {
+        panic!("expected lost rows, got {err}");
+    };
+    assert_eq!(rows.len(), 3);
+    assert!(matches!(**cause, StoreError::Tracker { .. }), "{cause}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_rows_read_through_the_dht_with_the_tracker_down() {
+    rows_read_through_the_dht_with_the_tracker_down(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_rows_read_through_the_dht_with_the_tracker_down() {
+    rows_read_through_the_dht_with_the_tracker_down(Transport::Grpc).await;
 }

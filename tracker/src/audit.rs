@@ -1122,7 +1122,7 @@ impl Tracker {
         seed.update(&registry_now.to_le_bytes());
         let placed =
             self.registry()?
-                .place(&specs, *seed.finalize().as_bytes(), registry_now, &exclude)?;
+                .place(&specs, &exclude, *seed.finalize().as_bytes(), registry_now)?;
         let expires = registry_now + self.reservation_ttl_ms;
         let stores = specs.iter().zip(&rebuilt.pieces).zip(placed).map(
             |((spec, (_, data)), (provider, address))| {

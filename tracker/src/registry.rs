@@ -113,18 +113,20 @@ impl Registry {
         records
     }
 
-    /// Chooses one distinct live provider per piece, not in `exclude`, with credit and room
-    /// for it, weighted by free bytes times credit, preferring failure zones not yet used by the
-    /// segment. Reserves the bytes.
+    /// Chooses one distinct live provider per piece, with credit and room for it, weighted by
+    /// free bytes times credit, preferring failure zones not yet used by the segment. Reserves
+    /// the bytes.
     ///
+    /// `holders` are the providers that already hold pieces of the segment (a resumed upload
+    /// or a repair): they are never chosen, so the segment's pieces stay on distinct providers.
     /// Draws come from `seed`, so a placement is reproducible. Fails without reserving
     /// anything when the pieces cannot all be placed.
     pub fn place(
         &mut self,
         pieces: &[PieceSpec],
+        holders: &HashSet<NodeId>,
         seed: [u8; 32],
         now_ms: u64,
-        exclude: &HashSet<NodeId>,
     ) -> Result<Vec<(NodeId, String)>, NetError> {
         let mut rng = StdRng::from_seed(seed);
         let mut chosen: Vec<NodeId> = Vec::with_capacity(pieces.len());
@@ -134,7 +136,7 @@ impl Registry {
                 self.alive(e, now_ms)
                     && e.credit > 0
                     && !chosen.contains(node)
-                    && !exclude.contains(node)
+                    && !holders.contains(node)
                     && e.free() >= spec.size
             };
             let candidates: Vec<(&NodeId, &Entry)> =
@@ -151,9 +153,11 @@ impl Registry {
             };
             let Some((node, entry)) = pick_weighted(&mut rng, &pool) else {
                 return Err(NetError::NoCapacity(format!(
-                    "only {} live providers have room for this segment's {} pieces",
+                    "only {} live providers have room for this segment's {} pieces \
+                     (besides the {} that already hold some of its pieces)",
                     chosen.len(),
-                    pieces.len()
+                    pieces.len(),
+                    holders.len()
                 )));
             };
             chosen.push(*node);
@@ -233,31 +237,45 @@ mod tests {
         reg.heartbeat(NodeId([6; 32]), beat(1 << 20, ""), 1_000); // dead by 10_000
         reg.heartbeat(NodeId([7; 32]), beat(10, ""), 10_000); // no room
         let placed = reg
-            .place(&specs(6, 100), [1; 32], 10_000, &HashSet::new())
+            .place(&specs(6, 100), &HashSet::new(), [1; 32], 10_000)
             .unwrap();
         let distinct: HashSet<NodeId> = placed.iter().map(|(n, _)| *n).collect();
         assert_eq!(distinct.len(), 6);
         assert!(!distinct.contains(&NodeId([6; 32])));
         assert!(!distinct.contains(&NodeId([7; 32])));
         let err = reg
-            .place(&specs(7, 100), [1; 32], 10_000, &HashSet::new())
+            .place(&specs(7, 100), &HashSet::new(), [1; 32], 10_000)
             .unwrap_err();
         assert!(matches!(err, NetError::NoCapacity(_)), "{err}");
-        // Excluded providers and providers without credit are never chosen.
-        let excluded: HashSet<NodeId> = [NodeId([0; 32])].into();
+        // A provider without credit (condemned by audits) is never chosen.
         reg.set_credit(NodeId([1; 32]), 0);
         let placed = reg
-            .place(&specs(4, 100), [2; 32], 10_000, &excluded)
+            .place(&specs(5, 100), &HashSet::new(), [2; 32], 10_000)
             .unwrap();
+        assert!(placed.iter().all(|(n, _)| *n != NodeId([1; 32])));
         assert!(
-            placed
-                .iter()
-                .all(|(n, _)| *n != NodeId([0; 32]) && *n != NodeId([1; 32]))
-        );
-        assert!(
-            reg.place(&specs(5, 100), [2; 32], 10_000, &excluded)
+            reg.place(&specs(6, 100), &HashSet::new(), [2; 32], 10_000)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_resumed_segment_avoids_providers_holding_its_other_pieces() {
+        let mut reg = Registry::new(u64::MAX);
+        for i in 0..8u8 {
+            reg.heartbeat(NodeId([i; 32]), beat(1 << 30, ""), 0);
+        }
+        let holders: HashSet<NodeId> = (0..4u8).map(|i| NodeId([i; 32])).collect();
+        for s in 0..50u8 {
+            let placed = reg.place(&specs(2, 1), &holders, [s; 32], 0).unwrap();
+            assert!(
+                placed.iter().all(|(n, _)| !holders.contains(n)),
+                "seed {s}: {placed:?}"
+            );
+        }
+        // Two pieces, four providers left: fine; five pieces: refused, naming the holders.
+        let err = reg.place(&specs(5, 1), &holders, [0; 32], 0).unwrap_err();
+        assert!(err.to_string().contains("already hold"), "{err}");
     }
 
     #[test]
@@ -270,7 +288,7 @@ mod tests {
         for s in 0..400u16 {
             let mut seed = [0u8; 32];
             seed[..2].copy_from_slice(&s.to_le_bytes());
-            let placed = reg.place(&specs(1, 1), seed, 0, &HashSet::new()).unwrap();
+            let placed = reg.place(&specs(1, 1), &HashSet::new(), seed, 0).unwrap();
             big += usize::from(placed[0].0 == NodeId([1; 32]));
         }
         // Free space 9:1:1, so the big provider takes about 9/11 of single pieces.
@@ -281,7 +299,7 @@ mod tests {
         // Two pieces: the second always goes to the other zone.
         for s in 0..50u8 {
             let placed = reg
-                .place(&specs(2, 1), [s; 32], 0, &HashSet::new())
+                .place(&specs(2, 1), &HashSet::new(), [s; 32], 0)
                 .unwrap();
             let zone_b = placed.iter().filter(|(n, _)| *n == NodeId([3; 32])).count();
             assert_eq!(zone_b, 1, "seed {s}: {placed:?}");

@@ -1,6 +1,6 @@
 //! The tracker service: registry, placement, reservations and the piece map.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -158,12 +158,16 @@ impl TrackerApi for Tracker {
         let mut seed = blake3::Hasher::new();
         seed.update(&req.segment.0);
         seed.update(&now.to_le_bytes());
-        let placed = self.registry()?.place(
-            &req.pieces,
-            *seed.finalize().as_bytes(),
-            now,
-            &HashSet::new(),
-        )?;
+        // A resumed upload: the providers holding its other pieces are not chosen again.
+        let holders = self
+            .map
+            .segment(&req.segment)?
+            .into_iter()
+            .flat_map(|p| p.holders)
+            .collect();
+        let placed =
+            self.registry()?
+                .place(&req.pieces, &holders, *seed.finalize().as_bytes(), now)?;
         let expires_ms = now.saturating_add(self.reservation_ttl_ms);
         let pieces = req
             .pieces

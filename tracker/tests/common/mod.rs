@@ -74,8 +74,6 @@ impl Default for Settings {
 }
 
 pub struct TestNet {
-    memory_dht: MemoryDht,
-    dht: bool,
     pub connector: Arc<dyn Connector>,
     pub memory: Option<MemoryNetwork>,
     pub trackers: Vec<NodeHandle>,
@@ -233,8 +231,6 @@ impl TestNet {
         let net = TestNet {
             connector,
             memory,
-            memory_dht,
-            dht: settings.dht,
             trackers,
             providers,
             discovery,
@@ -273,27 +269,6 @@ impl TestNet {
         self.tracker(t)
     }
 
-    /// Restarts a stopped provider on the same data directory (over gRPC, on a new port).
-    pub async fn restart_provider(&mut self, p: usize) {
-        let kind = if self.memory.is_some() {
-            Kind::Memory
-        } else {
-            Kind::Grpc
-        };
-        let (address, listener) = address_for(kind, &format!("provider-{p}")).await;
-        let handle = &mut self.providers[p];
-        handle.address = address;
-        start_provider(
-            handle,
-            listener,
-            &self.memory,
-            &self.connector,
-            &self.memory_dht,
-            self.dht,
-        )
-        .await;
-    }
-
     /// Stops provider `p` (its service goes away and it stops heartbeating).
     pub async fn kill_provider(&mut self, p: usize) {
         let handle = &mut self.providers[p];
@@ -327,7 +302,7 @@ fn dht_config(bootstrap: Vec<String>) -> NodeConfig {
     }
 }
 
-/// Starts (or restarts) the provider of `handle` from its configuration.
+/// Starts the provider of `handle` from its configuration.
 async fn start_provider(
     handle: &mut NodeHandle,
     listener: Option<TcpListener>,
@@ -340,15 +315,7 @@ async fn start_provider(
     let address = handle.address.clone();
     handle.stop = Some(match (memory, listener) {
         (Some(m), _) => {
-            // The store of a provider that was just stopped may still be closing.
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let mut provider = loop {
-                match Provider::open(&config) {
-                    Ok(p) => break p,
-                    Err(e) => assert!(Instant::now() < deadline, "{e}"),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
+            let mut provider = Provider::open(&config).unwrap();
             if dht {
                 let me = memory_dht.node(provider.node_id(), Some(address.clone()));
                 provider = provider.with_discovery(Arc::new(me)).unwrap();

@@ -1,0 +1,357 @@
+//! The daemons as processes: `wwt tracker run` and `wwt provider run` from the real binary,
+//! and a provider killed with SIGKILL while it writes a piece, then restarted on its folder.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wwt_net::grpc::GrpcConnector;
+use wwt_net::types::{
+    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment,
+    SegmentId, StorePiece, StoreReceipt,
+};
+use wwt_net::{Connector, Identity, NetError, TrackerApi};
+
+/// A daemon process, killed (SIGKILL) when dropped.
+struct Daemon {
+    child: Child,
+    node: NodeId,
+    address: String,
+}
+
+impl Daemon {
+    /// Starts `wwt <args>` and reads the line it prints once listening:
+    /// `<role> <node id> listening on <address>`.
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wwt"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            matches!(words.as_slice(), [_, _, "listening", "on", _]),
+            "wwt {args:?} printed {line:?} (status {:?})",
+            child.try_wait()
+        );
+        Daemon {
+            node: words[1].parse().unwrap(),
+            address: words[4].to_string(),
+            child,
+        }
+    }
+
+    /// SIGKILL, as `kill -9` does.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every millisecond until it gives a value or 30 s pass.
+async fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn piece_bytes(seed: u64, len: usize) -> Bytes {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    Bytes::from(out)
+}
+
+/// Reserves a one-piece segment at `tracker` and stores it at the placed provider.
+async fn store(
+    client: &Identity,
+    tracker: &dyn TrackerApi,
+    connector: &dyn Connector,
+    seed: u64,
+    data: Bytes,
+) -> Result<StoreReceipt, NetError> {
+    let reserve = ReserveSegment {
+        segment: segment(seed),
+        pieces: vec![PieceSpec {
+            index: 0,
+            piece: PieceId::of(&data),
+            size: data.len() as u64,
+        }],
+    };
+    let placed = tracker
+        .reserve(client.sign(reserve)?)
+        .await?
+        .pieces
+        .remove(0);
+    let request = client.sign(StorePiece {
+        reservation: placed.reservation,
+        data,
+    })?;
+    connector.provider(&placed.address)?.store(request).await
+}
+
+fn segment(seed: u64) -> SegmentId {
+    SegmentId(*blake3::hash(&seed.to_le_bytes()).as_bytes())
+}
+
+fn files_under(dir: &Path) -> Vec<(String, u64)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                found.push((e.file_name().to_string_lossy().into_owned(), meta.len()));
+            }
+        }
+    }
+    found
+}
+
+async fn wait_alive(tracker: &dyn TrackerApi, address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ps = tracker.providers().await.unwrap_or_default();
+        if ps.iter().any(|p| p.address == address && p.alive) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{address} never heartbeat");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_killed_mid_write_serves_no_partial_piece_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker_dir = dir.path().join("tracker");
+    let tracker = Daemon::spawn(
+        &[
+            "tracker",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            tracker_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    // The provider's settings come from a TOML file, its capacity from the environment.
+    let provider_dir = dir.path().join("provider");
+    let config = dir.path().join("provider.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nmax_piece_bytes = {}\nheartbeat_interval_ms = 200\n\
+             [[trackers]]\nid = \"{}\"\naddress = \"{}\"\n",
+            provider_dir.to_str().unwrap(),
+            64 << 20,
+            tracker.node,
+            tracker.address
+        ),
+    )
+    .unwrap();
+    let args = [
+        "provider",
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let env = [("WWT_PROVIDER_CAPACITY_BYTES", "1073741824")];
+    let mut provider = Daemon::spawn(&args, &env);
+
+    let connector = Arc::new(GrpcConnector::with_timeout(Duration::from_secs(60)));
+    let tracker_api = connector.tracker(&tracker.address).unwrap();
+    wait_alive(tracker_api.as_ref(), &provider.address).await;
+    let client = Identity::generate().unwrap();
+
+    // A complete piece, stored and confirmed.
+    let kept = piece_bytes(1, 256 << 10);
+    let receipt = store(
+        &client,
+        tracker_api.as_ref(),
+        connector.as_ref(),
+        1,
+        kept.clone(),
+    )
+    .await
+    .unwrap();
+    tracker_api
+        .confirm(
+            client
+                .sign(ConfirmStored {
+                    receipts: vec![receipt],
+                })
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // Large pieces, until one is caught being written: SIGKILL the provider as soon as the
+    // piece's file appears in its tmp/ folder (it moves to pieces/ only once complete and
+    // synced). A store that finishes first leaves a complete piece.
+    let tmp = provider_dir.join("tmp");
+    let mut complete = vec![kept.clone()];
+    let mut killed = None;
+    for seed in 2..8 {
+        let data = piece_bytes(seed, 32 << 20);
+        let upload = {
+            let (client, tracker_api, connector) =
+                (client.clone(), tracker_api.clone(), connector.clone());
+            let data = data.clone();
+            tokio::spawn(async move {
+                store(
+                    &client,
+                    tracker_api.as_ref(),
+                    connector.as_ref(),
+                    seed,
+                    data,
+                )
+                .await
+            })
+        };
+        let partial = poll("the upload to end or its file to appear", || {
+            if upload.is_finished() {
+                return Some(None);
+            }
+            files_under(&tmp).into_iter().next().map(Some)
+        })
+        .await;
+        match partial {
+            Some(file) => {
+                provider.kill();
+                let answer = upload.await.unwrap();
+                assert!(answer.is_err(), "a receipt came from a killed provider");
+                killed = Some((seed, data, file));
+                break;
+            }
+            None => {
+                upload.await.unwrap().unwrap();
+                complete.push(data);
+            }
+        }
+    }
+    let (seed, lost, (name, len)) = killed.expect("no store was caught mid-write");
+    println!(
+        "killed with {name} at {len} bytes in tmp/ ({} pieces complete)",
+        complete.len()
+    );
+
+    let mut provider = Daemon::spawn(&args, &env);
+    wait_alive(tracker_api.as_ref(), &provider.address).await;
+    let api = connector.provider(&provider.address).unwrap();
+    let status = api.status().await.unwrap();
+    assert_eq!(status.capacity, 1 << 30);
+    assert_eq!(status.pieces, complete.len() as u64);
+    assert_eq!(
+        status.used,
+        complete.iter().map(|p| p.len() as u64).sum::<u64>()
+    );
+    assert!(files_under(&tmp).is_empty(), "tmp/ was not swept");
+    let read = |piece, range| client.sign(ReadPiece { piece, range }).unwrap();
+    let err = api.read(read(PieceId::of(&lost), None)).await.unwrap_err();
+    assert!(matches!(err, NetError::NotFound(_)), "{err}");
+    // The tracker never heard of the lost piece: nothing to locate for its segment.
+    let location = tracker_api
+        .locate(
+            client
+                .sign(Locate {
+                    segment: segment(seed),
+                })
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(location.pieces.iter().all(|p| p.holders.is_empty()));
+
+    // Complete pieces still serve, whole and by proven ranges.
+    for data in &complete {
+        let piece = PieceId::of(data);
+        api.read(read(piece, None))
+            .await
+            .unwrap()
+            .verify_whole()
+            .unwrap();
+        let range = ByteRange {
+            offset: 1000,
+            len: 5000,
+        };
+        let got = api.read(read(piece, Some(range))).await.unwrap();
+        let proven =
+            wwt_engine::proof::verify(&wwt_engine::PieceHash(piece.0), 1000, 5000, &got.proof)
+                .unwrap();
+        assert_eq!(proven, data[1000..6000]);
+    }
+
+    // Retrying the lost upload works, and the piece then serves.
+    store(
+        &client,
+        tracker_api.as_ref(),
+        connector.as_ref(),
+        seed,
+        lost.clone(),
+    )
+    .await
+    .unwrap();
+    api.read(read(PieceId::of(&lost), None))
+        .await
+        .unwrap()
+        .verify_whole()
+        .unwrap();
+    provider.kill();
+}
+
+#[test]
+fn daemons_refuse_bad_flags_and_config_files_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wwt"))
+        .args(["provider", "run", "--tracker", "nobody@http://x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("64 hex"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.path().join("tracker.toml");
+    std::fs::write(&config, "liveness = 5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wwt"))
+        .args(["tracker", "run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tracker.toml") && stderr.contains("liveness"),
+        "{stderr}"
+    );
+}
