@@ -389,7 +389,7 @@ impl Client {
             }
             Plan::Explain(p) => Ok(Outcome::Explain(p.explain())),
             Plan::Select(p) => {
-                let rows = self.with_source(state, |s| execute_select(p, s))?;
+                let (rows, _) = self.with_source(state, false, |s| execute_select(p, s))?;
                 Ok(Outcome::Rows(rows))
             }
             Plan::Insert(p) => Ok(Outcome::Inserted(self.insert(state, p).await?)),
@@ -398,12 +398,15 @@ impl Client {
         }
     }
 
-    /// Runs the synchronous evaluator with this client as its row source.
+    /// Runs the synchronous evaluator with this client as its row source; with `remember`,
+    /// also returns what it read of each fetched row (an UPDATE's parents, a DELETE's
+    /// versions).
     fn with_source<T>(
         &self,
         state: &mut State,
+        remember: bool,
         run: impl FnOnce(&NetSource<'_>) -> wwt_query::Result<T>,
-    ) -> Result<T> {
+    ) -> Result<(T, HashMap<RowId, Read>)> {
         let handle = tokio::runtime::Handle::current();
         if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
             return Err(ClientError::Setup(
@@ -414,10 +417,17 @@ impl Client {
         }
         let source = NetSource {
             client: self,
-            state: std::sync::Mutex::new(state),
+            inner: std::sync::Mutex::new((state, remember.then(HashMap::new))),
             handle,
         };
-        Ok(tokio::task::block_in_place(|| run(&source))?)
+        let out = tokio::task::block_in_place(|| run(&source))?;
+        let reads = source
+            .inner
+            .into_inner()
+            .map_err(|_| ClientError::Setup("client state poisoned".into()))?
+            .1
+            .unwrap_or_default();
+        Ok((out, reads))
     }
 
     fn next_version(&self, state: &mut State, previous: u64) -> u64 {
@@ -451,6 +461,11 @@ impl Client {
             .tables
             .get_mut(&schema.name)
             .ok_or_else(|| ClientError::Setup("table state vanished".into()))
+    }
+
+    /// The hidden namespace of sealed segment manifests.
+    fn segments_table(&self) -> TableId {
+        TableId(self.master.table_id(SEGMENTS).0)
     }
 
     fn index_table_id(&self, name: &str, generation: u64) -> TableId {
@@ -511,7 +526,7 @@ impl Client {
         self.create_index_table(schema, generation).await?;
         let refs = self.scan(state, old).await?;
         for chunk in refs.chunks(MAX_LIMIT) {
-            let rows = self.fetch_rows(state, old, chunk).await?;
+            let rows = self.fetch_rows(state, old, chunk, None).await?;
             let mut ops = Vec::with_capacity(chunk.len());
             for (r, row) in chunk.iter().zip(&rows) {
                 ops.push(RowOp::Put(self.entries(
@@ -662,7 +677,6 @@ impl Client {
         locator: Vec<u8>,
         values: &[Value],
     ) -> Result<RowEntries> {
-        let table_id = self.master.table_id(&schema.name);
         let t = self.table(state, schema)?;
         let mut e = RowEntries {
             row,
@@ -681,19 +695,19 @@ impl Client {
             };
             match index.kind {
                 IndexKind::Hash => {
-                    let key = token_key(&self.master, t, table_id, schema, c);
+                    let key = token_key(&self.master, t, schema, c);
                     e.equality
                         .push((column_id(c), key.eq_token(&encode_key(v)?)));
                 }
                 IndexKind::FullText => {
                     let Value::Text(text) = v else { continue };
-                    let key = token_key(&self.master, t, table_id, schema, c);
+                    let key = token_key(&self.master, t, schema, c);
                     e.text
                         .push((column_id(c), key.text_tokens(text, &TextOptions::default())));
                 }
                 IndexKind::BTree => {
                     let Some(x) = ordered(v) else { continue };
-                    let enc = ope_encoder(&self.master, t, table_id, schema, c)?;
+                    let enc = ope_encoder(&self.master, t, schema, c)?;
                     let ct = enc.encrypt(x).map_err(|e| {
                         ClientError::Setup(format!("order-preserving encryption: {e}"))
                     })?;
@@ -777,89 +791,32 @@ impl Client {
 
     async fn update(&self, state: &mut State, plan: &UpdatePlan) -> Result<usize> {
         let schema = &plan.access.table;
-        let changes = self.with_source(state, |s| execute_update(plan, s))?;
-        if changes.is_empty() {
+        let (changes, reads) = self.with_source(state, true, |s| execute_update(plan, s))?;
+        // Each changed row's version as the statement read it is the new version's parent.
+        let mut writes: Vec<Write<'_>> = Vec::with_capacity(changes.len());
+        let mut previous = Vec::with_capacity(changes.len());
+        for (old, new) in &changes {
+            let id = self.row_id(state, schema, &old[schema.primary_key])?;
+            let read = reads.get(&id).ok_or_else(|| unread(id))?;
+            writes.push((id, Some((read.locator.clone(), read.hash)), new));
+            previous.push(read.version);
+        }
+        if writes.is_empty() {
             return Ok(0);
         }
-        // The current version of each changed row: its locator and record hash become the
-        // new version's parent.
-        let ids: Vec<RowId> = changes
-            .iter()
-            .map(|(old, _)| self.row_id(state, schema, &old[schema.primary_key]))
-            .collect::<Result<_>>()?;
-        let mut current = HashMap::new();
-        for chunk in ids.chunks(MAX_LIMIT) {
-            for hit in self
-                .query(
-                    state,
-                    schema,
-                    Query::Get {
-                        rows: chunk.to_vec(),
-                    },
-                )
-                .await?
-            {
-                current.insert(hit.row, hit);
-            }
-        }
-        let refs: Vec<RowRef> = ids
-            .iter()
-            .map(|id| {
-                current.get(id).cloned().map(RowRef::from).ok_or_else(|| {
-                    ClientError::Query(wwt_query::Error::Constraint(
-                        "a row changed by this UPDATE was deleted meanwhile; run it again".into(),
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
-        let locators: Vec<Locator> = refs
-            .iter()
-            .map(|r| self.open_locator(state, schema, r.row, r.version, &r.locator))
-            .collect::<Result<_>>()?;
-        let records = self.read_records(state, schema, &locators).await?;
-        let parents: Vec<(Vec<u8>, [u8; 32])> = locators
-            .iter()
-            .zip(&records)
-            .map(|(l, rec)| (l.to_bytes(), *blake3::hash(rec).as_bytes()))
-            .collect();
-        let writes: Vec<Write<'_>> = ids
-            .iter()
-            .zip(parents)
-            .zip(&changes)
-            .map(|((id, parent), (_, new))| (*id, Some(parent), new))
-            .collect();
-        let versions: Vec<u64> = refs.iter().map(|r| r.version).collect();
-        self.write_versions(state, schema, &writes, &versions).await
+        self.write_versions(state, schema, &writes, &previous).await
     }
 
     async fn delete(&self, state: &mut State, plan: &DeletePlan) -> Result<usize> {
         let schema = &plan.access.table;
-        let gone = self.with_source(state, |s| execute_delete(plan, s))?;
+        let (gone, reads) = self.with_source(state, true, |s| execute_delete(plan, s))?;
         if gone.is_empty() {
             return Ok(0);
         }
         let mut ops = Vec::with_capacity(gone.len());
-        let ids: Vec<RowId> = gone
-            .iter()
-            .map(|r| self.row_id(state, schema, &r[schema.primary_key]))
-            .collect::<Result<_>>()?;
-        let mut current = HashMap::new();
-        for chunk in ids.chunks(MAX_LIMIT) {
-            for hit in self
-                .query(
-                    state,
-                    schema,
-                    Query::Get {
-                        rows: chunk.to_vec(),
-                    },
-                )
-                .await?
-            {
-                current.insert(hit.row, hit.version);
-            }
-        }
-        for id in ids {
-            let previous = current.get(&id).copied().unwrap_or(0);
+        for row in &gone {
+            let id = self.row_id(state, schema, &row[schema.primary_key])?;
+            let previous = reads.get(&id).ok_or_else(|| unread(id))?.version;
             let version = self.next_version(state, previous);
             ops.push(RowOp::Delete { row: id, version });
         }
@@ -949,8 +906,7 @@ impl Client {
         if ops.is_empty() {
             return Ok(());
         }
-        let table = self.master.table_id(SEGMENTS);
-        let table = TableId(table.0);
+        let table = self.segments_table();
         let apply = |ops: Vec<RowOp>| ApplyBatch {
             table,
             batch: Batch { ops },
@@ -1043,15 +999,6 @@ impl Client {
         schema: &TableSchema,
         lookup: &IndexLookup,
     ) -> Result<Vec<RowRef>> {
-        let position =
-            |name: &str| -> Result<usize> {
-                schema.column_index(name).ok_or_else(|| {
-                    ClientError::Query(schema.column(name).err().unwrap_or_else(|| {
-                        wwt_query::Error::CorruptRow(format!("no column `{name}`"))
-                    }))
-                })
-            };
-        let table_id = self.master.table_id(&schema.name);
         let query = match lookup {
             IndexLookup::PrimaryKey { values, .. } => {
                 let mut rows = Vec::with_capacity(values.len());
@@ -1061,9 +1008,9 @@ impl Client {
                 Query::Get { rows }
             }
             IndexLookup::Equality { column, values } => {
-                let c = position(column)?;
+                let c = schema.position(column)?;
                 let t = self.table(state, schema)?;
-                let key = token_key(&self.master, t, table_id, schema, c);
+                let key = token_key(&self.master, t, schema, c);
                 Query::Equal {
                     column: column_id(c),
                     values: values
@@ -1079,13 +1026,13 @@ impl Client {
                 order,
                 limit,
             } => {
-                let c = position(column)?;
+                let c = schema.position(column)?;
                 let prefix = schema
                     .columns
                     .get(c)
                     .is_some_and(|col| is_prefix_order(col.ty));
                 let t = self.table(state, schema)?;
-                let enc = ope_encoder(&self.master, t, table_id, schema, c)?;
+                let enc = ope_encoder(&self.master, t, schema, c)?;
                 let mut bound = |b: &Bound<Value>| -> Result<Bound<wwt_index::OpeCiphertext>> {
                     let mut map = |v: &Value| -> Result<wwt_index::OpeCiphertext> {
                         let x = ordered(v).ok_or_else(|| {
@@ -1127,9 +1074,9 @@ impl Client {
                 query,
                 limit,
             } => {
-                let c = position(column)?;
+                let c = schema.position(column)?;
                 let t = self.table(state, schema)?;
-                let key = token_key(&self.master, t, table_id, schema, c);
+                let key = token_key(&self.master, t, schema, c);
                 let expr = text_expr(&key, query);
                 let want = limit.map_or(MAX_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT));
                 let hits = self
@@ -1171,7 +1118,7 @@ impl Client {
         if missing.is_empty() {
             return Ok(());
         }
-        let table = TableId(self.master.table_id(SEGMENTS).0);
+        let table = self.segments_table();
         let mut cipher = self.blob_cipher(SEGMENTS);
         for chunk in missing.chunks(MAX_LIMIT) {
             let request = QueryTable {
@@ -1236,34 +1183,38 @@ impl Client {
             .await?)
     }
 
+    /// The rows `refs` name, decrypted; with `reads`, also notes what was read of each.
     async fn fetch_rows(
         &self,
         state: &mut State,
         schema: &TableSchema,
         refs: &[RowRef],
+        mut reads: Option<&mut HashMap<RowId, Read>>,
     ) -> Result<Vec<Row>> {
         let locators: Vec<Locator> = refs
             .iter()
             .map(|r| self.open_locator(state, schema, r.row, r.version, &r.locator))
             .collect::<Result<_>>()?;
         let records = self.read_records(state, schema, &locators).await?;
-        records
-            .iter()
-            .map(|rec| {
-                let (_, row) = split_record(rec)?;
-                Ok(decode_row(schema, row)?)
-            })
-            .collect()
+        let mut rows = Vec::with_capacity(records.len());
+        for ((r, l), rec) in refs.iter().zip(&locators).zip(&records) {
+            let (_, row) = split_record(rec)?;
+            rows.push(decode_row(schema, row)?);
+            if let Some(reads) = reads.as_deref_mut() {
+                let read = Read {
+                    version: r.version,
+                    locator: l.to_bytes(),
+                    hash: *blake3::hash(rec).as_bytes(),
+                };
+                reads.insert(r.row, read);
+            }
+        }
+        Ok(rows)
     }
 }
 
-fn token_key(
-    master: &MasterKey,
-    t: &mut TableState,
-    table: wwt_engine::TableId,
-    schema: &TableSchema,
-    c: usize,
-) -> TokenKey {
+fn token_key(master: &MasterKey, t: &mut TableState, schema: &TableSchema, c: usize) -> TokenKey {
+    let table = t.engine.keys().id;
     t.tokens
         .entry(c)
         .or_insert_with(|| {
@@ -1276,10 +1227,10 @@ fn token_key(
 fn ope_encoder<'t>(
     master: &MasterKey,
     t: &'t mut TableState,
-    table: wwt_engine::TableId,
     schema: &TableSchema,
     c: usize,
 ) -> Result<&'t mut OpeEncoder> {
+    let table = t.engine.keys().id;
     match t.ope.entry(c) {
         std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
         std::collections::hash_map::Entry::Vacant(v) => {
@@ -1352,16 +1303,32 @@ fn split_record(record: &[u8]) -> Result<(Parent, &[u8])> {
     }
 }
 
+/// What a statement read of one row: its version, its locator and its record's hash.
+struct Read {
+    version: u64,
+    locator: Vec<u8>,
+    hash: [u8; 32],
+}
+
+fn unread(row: RowId) -> ClientError {
+    ClientError::Setup(format!(
+        "the statement changes row {row}, which its source never fetched"
+    ))
+}
+
+/// The client's state and, when asked, what was read of each row.
+type SourceState<'a> = (&'a mut State, Option<HashMap<RowId, Read>>);
+
 /// The client as the evaluator's row source: each call blocks on the network.
 struct NetSource<'a> {
     client: &'a Client,
-    state: std::sync::Mutex<&'a mut State>,
+    inner: std::sync::Mutex<SourceState<'a>>,
     handle: tokio::runtime::Handle,
 }
 
 impl<'a> NetSource<'a> {
-    fn state(&self) -> wwt_query::Result<std::sync::MutexGuard<'_, &'a mut State>> {
-        self.state
+    fn state(&self) -> wwt_query::Result<std::sync::MutexGuard<'_, SourceState<'a>>> {
+        self.inner
             .lock()
             .map_err(|_| source_err(ClientError::Setup("client state poisoned".into())))
     }
@@ -1371,23 +1338,23 @@ impl RowSource for NetSource<'_> {
     type Key = RowRef;
 
     fn lookup(&self, table: &TableSchema, lookup: &IndexLookup) -> wwt_query::Result<Vec<RowRef>> {
-        let mut state = self.state()?;
+        let mut guard = self.state()?;
         self.handle
-            .block_on(self.client.lookup(&mut state, table, lookup))
+            .block_on(self.client.lookup(guard.0, table, lookup))
             .map_err(source_err)
     }
 
     fn scan(&self, table: &TableSchema) -> wwt_query::Result<Vec<RowRef>> {
-        let mut state = self.state()?;
+        let mut guard = self.state()?;
         self.handle
-            .block_on(self.client.scan(&mut state, table))
+            .block_on(self.client.scan(guard.0, table))
             .map_err(source_err)
     }
 
     fn fetch(&self, table: &TableSchema, keys: &[RowRef]) -> wwt_query::Result<Vec<Row>> {
-        let mut state = self.state()?;
+        let (state, reads) = &mut *self.state()?;
         self.handle
-            .block_on(self.client.fetch_rows(&mut state, table, keys))
+            .block_on(self.client.fetch_rows(state, table, keys, reads.as_mut()))
             .map_err(source_err)
     }
 }

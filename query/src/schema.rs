@@ -75,17 +75,20 @@ impl TableSchema {
         self.columns.iter().position(|c| c.name == name)
     }
 
+    /// Position of the column named `name`, or an error listing the columns that exist.
+    pub fn position(&self, name: &str) -> Result<usize> {
+        self.column_index(name).ok_or_else(|| Error::UnknownColumn {
+            message: format!(
+                "table `{}` has no column `{name}` (its columns: {})",
+                self.name,
+                self.column_names().join(", ")
+            ),
+        })
+    }
+
     /// The column named `name`, or an error listing the columns that exist.
     pub fn column(&self, name: &str) -> Result<&Column> {
-        self.column_index(name)
-            .and_then(|i| self.columns.get(i))
-            .ok_or_else(|| Error::UnknownColumn {
-                message: format!(
-                    "table `{}` has no column `{name}` (its columns: {})",
-                    self.name,
-                    self.column_names().join(", ")
-                ),
-            })
+        Ok(&self.columns[self.position(name)?])
     }
 
     /// The column names, in order.
