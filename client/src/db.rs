@@ -1063,10 +1063,8 @@ impl Client {
                         Some(Direction::Descending) => Order::Desc,
                         _ => Order::Asc,
                     },
-                    // Ties on a text prefix could fall past a limit: text fetches the range.
-                    limit: limit
-                        .filter(|_| !prefix)
-                        .map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+                    // The planner pushes no limit on text (ordered by its first 8 bytes).
+                    limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
                 }
             }
             IndexLookup::FullText {

@@ -203,7 +203,7 @@ impl RowSource for MemoryDb {
             let mut out = Vec::new();
             for v in values {
                 let k = encode_key(v)?;
-                if rows.contains_key(&k) && !out.contains(&k) {
+                if rows.contains_key(&k) {
                     out.push(k);
                 }
             }

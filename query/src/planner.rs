@@ -1726,7 +1726,13 @@ fn pushable(schema: &TableSchema, offset: usize, e: &Expr) -> Option<Pushdown> {
 
 /// Lookup of rows whose column equals one of `values`.
 fn points(schema: &TableSchema, col: &Column, mut values: Vec<Value>) -> Option<Pushdown> {
-    values.dedup();
+    // `x IN (1, 2, 1)` looks each value up once, or the row would be returned twice.
+    let mut seen = HashSet::new();
+    values.retain(|v| {
+        let mut key = Vec::new();
+        v.group_key(&mut key);
+        seen.insert(key)
+    });
     if values.is_empty() {
         return None;
     }
@@ -1784,9 +1790,15 @@ fn push_limit(plan: &mut SelectPlan) {
     };
     let schema = &access.table;
     // The first sort key, when it decides the order alone (the only key, or unique).
+    // A btree orders text by its first 8 bytes only: past them ties are unordered, so a
+    // limit on a text column is never pushed (the client reads the range and limits it).
     let sort_column = plan.order_by.first().and_then(|k| match &k.expr {
         Expr::Column { index, .. } if plan.order_by.len() == 1 || *index == schema.primary_key => {
-            schema.columns.get(*index).map(|c| (c, k.descending))
+            schema
+                .columns
+                .get(*index)
+                .filter(|c| c.ty != ColumnType::Text)
+                .map(|c| (c, k.descending))
         }
         _ => None,
     });
@@ -1847,7 +1859,8 @@ fn push_min_max(plan: &mut SelectPlan) {
     let Some(col) = access.table.columns.get(*index) else {
         return;
     };
-    if !access.table.has_index(&col.name, IndexKind::BTree) {
+    // Text is ordered by its first 8 bytes only (see `push_limit`).
+    if !access.table.has_index(&col.name, IndexKind::BTree) || col.ty == ColumnType::Text {
         return;
     }
     match &mut access.path {
@@ -2060,6 +2073,24 @@ mod tests {
     }
 
     #[test]
+    fn repeated_in_values_are_looked_up_once() {
+        assert_eq!(
+            lookup("SELECT * FROM docs WHERE id IN (1, 2, 1, 2)"),
+            IndexLookup::PrimaryKey {
+                column: "id".into(),
+                values: vec![Value::Int(1), Value::Int(2)],
+            }
+        );
+        assert_eq!(
+            lookup("SELECT * FROM docs WHERE author IN ('a', 'b', 'a')"),
+            IndexLookup::Equality {
+                column: "author".into(),
+                values: vec![Value::Text("a".into()), Value::Text("b".into())],
+            }
+        );
+    }
+
+    #[test]
     fn create_table_and_index() {
         let c = catalog();
         let docs = c.table("docs").unwrap();
@@ -2179,6 +2210,37 @@ mod tests {
                 order: Some(Direction::Ascending),
                 limit: Some(3),
             }
+        );
+        // A btree on text orders only by the first 8 bytes: ranges are pushed, limits not.
+        let mut c = catalog();
+        for text in [
+            "CREATE TABLE tags (id BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+            "CREATE INDEX ON tags USING btree (name)",
+        ] {
+            match plan(&c, &parse(text).unwrap().remove(0)).unwrap() {
+                Plan::CreateTable(t) => c.add_table(t).unwrap(),
+                Plan::CreateIndex { table, index } => c.add_index(&table, index).unwrap(),
+                other => panic!("{other:?}"),
+            }
+        }
+        let tags = |sql: &str| match plan(&c, &parse(sql).unwrap().remove(0)).unwrap() {
+            Plan::Select(s) => s.tables[0].path.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            tags("SELECT id FROM tags ORDER BY name LIMIT 3"),
+            AccessPath::FullScan
+        );
+        assert_eq!(tags("SELECT max(name) FROM tags"), AccessPath::FullScan);
+        assert_eq!(
+            tags("SELECT id FROM tags WHERE name >= 'k' ORDER BY name LIMIT 3"),
+            AccessPath::Index(Pushdown::Lookup(IndexLookup::Range {
+                column: "name".into(),
+                low: Bound::Included(Value::Text("k".into())),
+                high: Bound::Unbounded,
+                order: None,
+                limit: None,
+            }))
         );
         // A nullable one cannot: NULLs sort first and the index does not hold them.
         assert_eq!(
