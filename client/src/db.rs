@@ -29,9 +29,8 @@ use wwt_engine::{
 };
 use wwt_index::ope::{u64_from_f64, u64_from_i64, u64_from_text_prefix, u64_from_timestamp_micros};
 use wwt_index::{
-    Batch, ColumnId, IndexKind as StoreKind, MAX_LIMIT, OpeEncoder, OpeKey, Order, Query,
-    QueryOutput, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema as StoreSchema, TextExpr,
-    TextOptions, TokenKey,
+    Batch, ColumnId, MAX_LIMIT, OpeEncoder, OpeKey, Order, Query, QueryOutput, RowEntries, RowHit,
+    RowId, RowOp, TableId, TableSchema as StoreSchema, TextExpr, TextOptions, TokenKey,
 };
 use wwt_net::index::{ApplyBatch, CreateTable, GetCatalog, PutCatalog, QueryTable};
 use wwt_net::types::NodeId;
@@ -192,15 +191,6 @@ fn source_err(e: ClientError) -> wwt_query::Error {
     match e {
         ClientError::Query(q) => q,
         other => wwt_query::Error::Source(Box::new(other)),
-    }
-}
-
-/// The index provider's kind for a SQL index kind.
-fn store_kind(kind: IndexKind) -> StoreKind {
-    match kind {
-        IndexKind::FullText => StoreKind::FullText,
-        IndexKind::Hash => StoreKind::Equality,
-        IndexKind::BTree => StoreKind::Range,
     }
 }
 
@@ -486,7 +476,7 @@ impl Client {
                 .filter_map(|i| {
                     schema
                         .column_index(&i.column)
-                        .map(|c| (column_id(c), store_kind(i.kind)))
+                        .map(|c| (column_id(c), i.kind.store_kind()))
                 })
                 .collect(),
         }

@@ -622,18 +622,16 @@ impl Explainer {
     }
 }
 
-/// What an index provider learns from storing an index of `kind` on a column.
+/// What an index provider learns from storing an index of `kind` on a column (the index
+/// crate's own leakage profile).
 fn stored_leakage(table: &str, column: &str, kind: IndexKind) -> String {
-    let c = format!("`{table}.{column}`");
-    match kind {
-        IndexKind::Hash => {
-            format!("equality pattern of column {c}: which rows share a value (not the values)")
-        }
-        IndexKind::BTree => format!(
-            "order of column {c} over all rows, and equality of each value's 16-bit limbs from the top"
-        ),
-        IndexKind::FullText => format!(
-            "for column {c}, how often each (pseudorandom) token occurs and which rows share tokens"
-        ),
-    }
+    let what = match kind {
+        IndexKind::Hash => "equality pattern",
+        IndexKind::BTree => "order",
+        IndexKind::FullText => "token statistics",
+    };
+    format!(
+        "{what} of column `{table}.{column}`: {}",
+        kind.store_kind().leakage().storing
+    )
 }

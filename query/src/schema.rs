@@ -37,6 +37,15 @@ impl IndexKind {
             IndexKind::BTree => "btree",
         }
     }
+
+    /// The index provider's kind of index that answers this one.
+    pub fn store_kind(self) -> wwt_index::IndexKind {
+        match self {
+            IndexKind::FullText => wwt_index::IndexKind::FullText,
+            IndexKind::Hash => wwt_index::IndexKind::Equality,
+            IndexKind::BTree => wwt_index::IndexKind::Range,
+        }
+    }
 }
 
 impl fmt::Display for IndexKind {
