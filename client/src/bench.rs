@@ -206,7 +206,13 @@ fn stages(o: &Options, rows: &[Vec<u8>]) -> Result<Stages> {
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    percentile(&xs, 0.5)
+}
+
+/// The `p` quantile (0..=1) of sorted samples, nearest rank; NaN if there are none.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
 }
 
 /// Runs `work` on `threads` threads at once, `runs` times, and returns the median MB/s over

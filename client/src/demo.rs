@@ -1,19 +1,19 @@
 //! `wwt demo`, the main job in one command: starts a real local network (a tracker and six
-//! providers serving gRPC on loopback; the first provider also hosts the indexes), creates a
+//! providers serving gRPC on loopback, each also an index provider), creates a
 //! table with realistic rows through SQL, runs a query on each index with what the index
 //! provider learns, updates a row and walks its history, shows what each party stored (and
 //! that none of it is plaintext), then stops two providers and reads every row back from a
 //! fresh client that has only the keys, and stops a third to show the rows that are lost.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use wwt_engine::Keystore;
 use wwt_query::{Outcome, Value};
 
 use crate::db::{Client, ClientConfig, ClientError};
-use crate::devnet::{LocalNet, Shape};
+use crate::devnet::{LocalNet, Shape, scan};
 use crate::shell::print_outcome;
 use crate::store::StoreError;
 
@@ -73,14 +73,6 @@ fn sample_row(i: usize) -> Vec<Value> {
     ]
 }
 
-/// Runs the demo.
-pub fn run(o: &Options) -> Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run_async(o))
-}
-
 async fn show(client: &Client, title: &str, sql: &str) -> Result<Vec<Outcome>> {
     println!("\n-- {title}\nwwt> {sql}");
     let start = Instant::now();
@@ -106,7 +98,8 @@ async fn explain(client: &Client, sql: &str) -> Result<()> {
     Ok(())
 }
 
-async fn run_async(o: &Options) -> Result<()> {
+/// Runs the demo.
+pub async fn run(o: &Options) -> Result<()> {
     let tmp;
     let root = match &o.dir {
         Some(d) => d.clone(),
@@ -124,26 +117,23 @@ async fn run_async(o: &Options) -> Result<()> {
         "wwt demo: a local network on loopback under {}",
         root.display()
     );
+    let index = net.endpoints.index_address()?;
     for n in net
         .endpoints
         .trackers
         .iter()
         .chain(&net.endpoints.providers)
     {
-        let role = if n.index { " (index provider)" } else { "" };
+        let role = if n.address == index {
+            " (holds this client's indexes)"
+        } else {
+            ""
+        };
         println!("  {:<11} {}{role}", n.name, n.address);
     }
 
     // The owner's keys live only in this process: the network sees ciphertext.
     let keys = Keystore::generate();
-    let index = net
-        .endpoints
-        .providers
-        .iter()
-        .find(|p| p.index)
-        .context("the devnet has no index provider")?
-        .address
-        .clone();
     let config = ClientConfig::new(net.endpoints.tracker_list()?, index);
     let client = Client::connect(&keys, net.connector(), config.clone()).await?;
     show(
@@ -225,11 +215,14 @@ async fn run_async(o: &Options) -> Result<()> {
         .iter()
         .chain(&net.endpoints.providers)
     {
-        let (files, bytes, hits) = scan(&n.dir, &needles)?;
-        total += hits;
+        let found = scan(&n.dir, &needles)?;
+        total += found.hits.len();
         println!(
-            "  {:<11} {files:>4} files, {:>10} bytes, {hits} plaintext hits",
-            n.name, bytes
+            "  {:<11} {:>4} files, {:>10} bytes, {} plaintext hits",
+            n.name,
+            found.files,
+            found.bytes,
+            found.hits.len()
         );
     }
     ensure!(total == 0, "plaintext found in the network's files");
@@ -271,28 +264,4 @@ async fn run_async(o: &Options) -> Result<()> {
     }
     net.shutdown().await?;
     Ok(())
-}
-
-/// Counts the files and bytes under `dir` and the occurrences of `needles` in them.
-fn scan(dir: &Path, needles: &[&str]) -> Result<(usize, u64, usize)> {
-    let mut files = 0;
-    let mut bytes = 0;
-    let mut hits = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let path = e?.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            files += 1;
-            let data = std::fs::read(&path)?;
-            bytes += data.len() as u64;
-            for n in needles {
-                hits += data.windows(n.len()).filter(|w| *w == n.as_bytes()).count();
-            }
-        }
-    }
-    Ok((files, bytes, hits))
 }

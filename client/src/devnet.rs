@@ -92,6 +92,16 @@ impl Endpoints {
         Ok(())
     }
 
+    /// The index provider clients of this devnet use: the first provider serving the index
+    /// service (every devnet provider does; one holds an owner's indexes).
+    pub fn index_address(&self) -> Result<String> {
+        self.providers
+            .iter()
+            .find(|p| p.index)
+            .map(|p| p.address.clone())
+            .context("the devnet has no index provider")
+    }
+
     /// The trackers as `(node id, address)` pairs, for [`crate::store::Storage::new`].
     pub fn tracker_list(&self) -> Result<Vec<(NodeId, String)>> {
         self.trackers
@@ -368,7 +378,7 @@ impl LocalNet {
         let seed = match &memory {
             Some(_) => None,
             None => Some(
-                Node::start(&Identity::generate()?, dht_config(Vec::new()))
+                Node::start(&Identity::generate()?, NodeConfig::loopback(Vec::new()))
                     .await?
                     .0,
             ),
@@ -394,7 +404,9 @@ impl LocalNet {
                 capacity_bytes: shape.capacity,
                 trackers: tracker_endpoints.clone(),
                 heartbeat_interval_ms: shape.heartbeat_ms,
-                dht: seed.is_some().then(|| dht_config(endpoints.dht.clone())),
+                dht: seed
+                    .is_some()
+                    .then(|| NodeConfig::loopback(endpoints.dht.clone())),
                 index: true,
                 ..ProviderConfig::default()
             };
@@ -559,16 +571,6 @@ impl LocalNet {
     }
 }
 
-/// A devnet node's DHT settings: loopback, any port, short queries.
-fn dht_config(bootstrap: Vec<String>) -> NodeConfig {
-    NodeConfig {
-        listen: "/ip4/127.0.0.1/tcp/0".into(),
-        bootstrap,
-        query_timeout_ms: 5_000,
-        ..NodeConfig::default()
-    }
-}
-
 /// One line per node: its health, pieces and bytes; and whether every node answered.
 pub async fn status(endpoints: &Endpoints, connector: &dyn Connector) -> (Vec<String>, bool) {
     let timeout = Duration::from_secs(3);
@@ -651,4 +653,40 @@ pub async fn status(endpoints: &Endpoints, connector: &dyn Connector) -> (Vec<St
         }
     }
     (lines, all_up)
+}
+
+/// What a folder holds, and where the plaintext a party must never hold turns up.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// Files under the folder.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// `(needle, file)` for each needle found in a file.
+    pub hits: Vec<(String, PathBuf)>,
+}
+
+/// Reads every file under `dir` and looks for each of `needles` in it.
+pub fn scan(dir: &Path, needles: &[&str]) -> Result<Scan> {
+    let mut out = Scan::default();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = e?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let data =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            out.files += 1;
+            out.bytes += data.len() as u64;
+            for n in needles {
+                if data.windows(n.len()).any(|w| w == n.as_bytes()) {
+                    out.hits.push((n.to_string(), path.clone()));
+                }
+            }
+        }
+    }
+    Ok(out)
 }

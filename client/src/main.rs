@@ -228,9 +228,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Sql(options) => runtime()?.block_on(shell::run(&home, &options))?,
         Command::Bench(options) => bench::run(&options)?,
-        Command::BenchSql(options) => sqlbench::run(&options)?,
-        Command::BenchAudit(options) => auditbench::run(&options)?,
-        Command::Demo(options) => demo::run(&options)?,
+        Command::BenchSql(options) => runtime()?.block_on(sqlbench::run(&options))?,
+        Command::BenchAudit(options) => runtime()?.block_on(auditbench::run(&options))?,
+        Command::Demo(options) => runtime()?.block_on(demo::run(&options))?,
         Command::Devnet(command) => devnet(&home, command)?,
         Command::Tracker(TrackerCommand::Audits {
             address,

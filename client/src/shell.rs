@@ -104,12 +104,7 @@ pub fn resolve(home: &Path, options: &NetworkOptions) -> Result<(Vec<(NodeId, St
     )?;
     let index = match index {
         Some(i) => i,
-        None => endpoints
-            .providers
-            .iter()
-            .find(|p| p.index)
-            .map(|p| p.address.clone())
-            .context("the devnet has no index provider")?,
+        None => endpoints.index_address()?,
     };
     let trackers = if trackers.is_empty() {
         endpoints.tracker_list()?

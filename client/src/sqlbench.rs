@@ -9,6 +9,7 @@ use anyhow::Result;
 use wwt_engine::Keystore;
 use wwt_query::{Outcome, Value};
 
+use crate::bench::percentile;
 use crate::db::{Client, ClientConfig};
 use crate::devnet::{LocalNet, Shape};
 
@@ -47,11 +48,6 @@ fn row(i: u64) -> (i64, String, i64) {
     (i as i64, words.join(" "), (x % 1_000_000) as i64)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(f64::NAN)
-}
-
 /// p50 and p99 of `n` runs of `query(i)`, in milliseconds.
 async fn time_async<F, Fut>(n: usize, mut query: F) -> Result<(f64, f64)>
 where
@@ -69,14 +65,7 @@ where
 }
 
 fn time_sync(n: usize, mut query: impl FnMut(usize) -> Result<()>) -> Result<(f64, f64)> {
-    let mut ms = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        query(i)?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    ms.sort_by(f64::total_cmp);
-    Ok((percentile(&ms, 0.5), percentile(&ms, 0.99)))
+    futures::executor::block_on(time_async(n, |i| std::future::ready(query(i))))
 }
 
 fn count(out: Vec<Outcome>) -> Result<usize> {
@@ -87,14 +76,7 @@ fn count(out: Vec<Outcome>) -> Result<usize> {
 }
 
 /// Runs the benchmark.
-pub fn run(o: &Options) -> Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run_async(o))
-}
-
-async fn run_async(o: &Options) -> Result<()> {
+pub async fn run(o: &Options) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let rows: Vec<(i64, String, i64)> = (0..o.rows as u64).map(row).collect();
     let n = o.rows.max(1) as u64;

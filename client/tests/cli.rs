@@ -79,26 +79,14 @@ fn demo_queries_each_index_reads_every_row_after_losing_two_providers_and_stores
         stdout.contains("3 intact pieces of the 4 needed"),
         "{stdout}"
     );
-    // What the providers stored: piece files, none holding a sample value.
-    let mut pieces = 0;
-    let mut stack = vec![net];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                pieces += 1;
-                let bytes = std::fs::read(&path).unwrap();
-                assert!(
-                    !bytes.windows(11).any(|w| w == b"example.org"),
-                    "{}",
-                    path.display()
-                );
-            }
-        }
+    // What the providers stored: pieces on every provider, none holding a sample value.
+    let found = wwt_client::devnet::scan(&net, &["example.org", "Lovelace"]).unwrap();
+    assert!(found.hits.is_empty(), "{:?}", found.hits);
+    for p in 0..6 {
+        let pieces = net.join("net").join(format!("provider-{p}")).join("pieces");
+        let held = wwt_client::devnet::scan(&pieces, &[]).unwrap().files;
+        assert!(held > 0, "provider-{p} holds no piece");
     }
-    assert!(pieces > 6, "{pieces} files");
 }
 
 /// Stops a `wwt devnet up` child with Ctrl-C (SIGINT) when dropped.

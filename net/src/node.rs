@@ -68,6 +68,19 @@ impl Default for NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// A node on 127.0.0.1 (any port) joining through `bootstrap`, with queries bounded to
+    /// 5 s: local networks and tests.
+    pub fn loopback(bootstrap: Vec<String>) -> NodeConfig {
+        NodeConfig {
+            listen: "/ip4/127.0.0.1/tcp/0".into(),
+            bootstrap,
+            query_timeout_ms: 5_000,
+            ..NodeConfig::default()
+        }
+    }
+}
+
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct Behaviour {

@@ -9,11 +9,8 @@ use wwt_net::{Discovery, FoundHolder, Identity};
 
 fn config(bootstrap: Vec<String>, service: &str) -> NodeConfig {
     NodeConfig {
-        listen: "/ip4/127.0.0.1/tcp/0".into(),
-        bootstrap,
         service_address: Some(service.into()),
-        query_timeout_ms: 5_000,
-        ..NodeConfig::default()
+        ..NodeConfig::loopback(bootstrap)
     }
 }
 

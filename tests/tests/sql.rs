@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use wwt_client::db::{Client, ClientConfig, ClientError};
-use wwt_client::devnet::{LocalNet, Shape, Transport};
+use wwt_client::devnet::{LocalNet, Shape, Transport, scan};
 use wwt_engine::Keystore;
 use wwt_query::{Outcome, Value};
 
@@ -128,30 +128,6 @@ async fn sql_agrees_with_sqlite_over_grpc() {
     println!("{n} statements agree with SQLite (loopback gRPC)");
 }
 
-/// Every file under `dir`, with the needles found in it.
-fn plaintext_hits(dir: &std::path::Path, needles: &[&str]) -> (usize, Vec<String>) {
-    let mut files = 0;
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            files += 1;
-            let bytes = std::fs::read(&path).unwrap();
-            for n in needles {
-                if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
-                    hits.push(format!("{n:?} in {}", path.display()));
-                }
-            }
-        }
-    }
-    (files, hits)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_network_stores_no_plaintext_and_a_new_machine_recovers_the_tables() {
     let (dir, net) = network(Transport::Grpc).await;
@@ -201,9 +177,22 @@ async fn the_network_stores_no_plaintext_and_a_new_machine_recovers_the_tables()
         "patients",
         "diagnosis",
     ];
-    let (files, hits) = plaintext_hits(dir.path(), &needles);
-    assert!(files > 20, "only {files} files were written");
-    assert!(hits.is_empty(), "plaintext on disk: {hits:?}");
+    let found = scan(dir.path(), &needles).unwrap();
+    assert!(found.hits.is_empty(), "plaintext on disk: {:?}", found.hits);
+    // The scan read what holds the data: every provider's pieces, the index provider's indexes.
+    for p in &net.endpoints.providers {
+        assert!(
+            scan(&p.dir.join("pieces"), &[]).unwrap().files > 0,
+            "{}",
+            p.name
+        );
+    }
+    assert!(
+        scan(&net.endpoints.providers[0].dir.join("index"), &[])
+            .unwrap()
+            .bytes
+            > 0
+    );
 
     // A new machine with only the keystore: the catalog comes back from the index provider.
     drop(client);

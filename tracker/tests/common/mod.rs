@@ -186,7 +186,9 @@ impl TestNet {
             (true, Kind::Memory) => Some(Arc::new(memory_dht.node(NodeId([0; 32]), None))),
             (true, Kind::Grpc) => {
                 let client = Identity::generate().unwrap();
-                let (node, _task) = Node::start(&client, dht_config(Vec::new())).await.unwrap();
+                let (node, _task) = Node::start(&client, NodeConfig::loopback(Vec::new()))
+                    .await
+                    .unwrap();
                 bootstrap = node
                     .listen_addrs()
                     .await
@@ -207,7 +209,8 @@ impl TestNet {
                 max_piece_bytes: settings.max_piece,
                 trackers: endpoints.clone(),
                 heartbeat_interval_ms: HEARTBEAT_MS,
-                dht: (settings.dht && kind == Kind::Grpc).then(|| dht_config(bootstrap.clone())),
+                dht: (settings.dht && kind == Kind::Grpc)
+                    .then(|| NodeConfig::loopback(bootstrap.clone())),
                 ..ProviderConfig::default()
             };
             let mut handle = NodeHandle {
@@ -290,15 +293,6 @@ impl TestNet {
             }
             None => {}
         }
-    }
-}
-
-fn dht_config(bootstrap: Vec<String>) -> NodeConfig {
-    NodeConfig {
-        listen: "/ip4/127.0.0.1/tcp/0".into(),
-        bootstrap,
-        query_timeout_ms: 5_000,
-        ..NodeConfig::default()
     }
 }
 
