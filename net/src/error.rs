@@ -37,16 +37,6 @@ pub enum NetError {
     Internal(String),
 }
 
-impl NetError {
-    /// Whether trying another node (or the same one later) may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            NetError::Unavailable(_) | NetError::Internal(_) | NetError::NoCapacity(_)
-        )
-    }
-}
-
 impl From<NetError> for Status {
     fn from(err: NetError) -> Status {
         match err {

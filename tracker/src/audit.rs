@@ -287,13 +287,6 @@ impl Reason {
     }
 }
 
-fn queue_key(segment: &SegmentId, index: u32) -> [u8; 36] {
-    let mut k = [0u8; 36];
-    k[..32].copy_from_slice(&segment.0);
-    k[32..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
 /// What the tracker checks an answer against.
 enum Check {
     Sentinels { view: PieceView, which: Vec<u32> },
@@ -428,7 +421,7 @@ impl Audits {
     }
 
     fn queue(&self, segment: &SegmentId, index: u32, reason: Reason) -> Result<bool, NetError> {
-        let key = queue_key(segment, index);
+        let key = crate::map::key(segment, index);
         // A loss overrides a refresh; an entry already there otherwise stays.
         let existing = self
             .repairs
@@ -457,12 +450,7 @@ impl Audits {
         for item in self.repairs.iter() {
             let (k, v) = item.map_err(db_err)?;
             let corrupt = || NetError::Internal("corrupt repair queue entry".into());
-            let segment = SegmentId::from_slice(k.get(..32).ok_or_else(corrupt)?)?;
-            let index = k
-                .get(32..36)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(corrupt)?;
+            let (segment, index) = crate::map::split_key(&k)?;
             let reason = Reason::decode(&v).ok_or_else(corrupt)?;
             out.entry(segment).or_default().push((index, reason));
         }
@@ -541,7 +529,8 @@ impl Tracker {
             .unwrap_or_default())
     }
 
-    /// An owner's complaint: recorded as a failure of the holder, and the piece is repaired.
+    /// An owner's complaint: recorded as a failure of the holder, and the piece is repaired
+    /// (durable once the caller flushes the map).
     pub(crate) fn complaint(&self, owner: NodeId, c: Complaint) -> Result<(), NetError> {
         self.check_responsible(&c.segment)?;
         if self.map.owner(&c.segment)? != Some(owner) {
@@ -573,9 +562,7 @@ impl Tracker {
             outcome,
             mapped.size,
             now,
-        )?;
-        self.map.db().flush().map_err(db_err)?;
-        Ok(())
+        )
     }
 
     /// The audit report: the latest `limit` log entries, credit, repair counts.
@@ -1009,7 +996,7 @@ impl Tracker {
             for (index, _) in items {
                 audits
                     .repairs
-                    .remove(queue_key(&segment, *index))
+                    .remove(crate::map::key(&segment, *index))
                     .map_err(db_err)?;
             }
             return Ok(0);
@@ -1157,7 +1144,7 @@ impl Tracker {
             updated.pieces[i] = rebuilt.manifest.pieces[i];
             audits
                 .repairs
-                .remove(queue_key(&segment, spec.index))
+                .remove(crate::map::key(&segment, spec.index))
                 .map_err(db_err)?;
             let (kind, old) = match lost.get(&spec.index) {
                 Some(Some(node)) => ("repair", *node),
@@ -1257,19 +1244,6 @@ mod tests {
         assert_ne!(a, sorted);
     }
 
-    /// SplitMix64: a seeded, dependency-free generator for the detection trials.
-    struct SplitMix(u64);
-
-    impl SplitMix {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-    }
-
     /// The detection curve: a provider that discarded a fraction f of a piece (and answers a
     /// random byte where it has none) against c challenges of q sentinels, each drawn as the
     /// tracker draws them (the piece's secret order, every sentinel once), over 1,000 seeded
@@ -1280,7 +1254,7 @@ mod tests {
         const TRIALS: u64 = 1000;
         let audit = AuditKey::from_bytes([3; 32]);
         let shard: Vec<u8> = (0..64u32 << 10).map(|i| (i * 31 % 251) as u8).collect();
-        let mut rng = SplitMix(SEED);
+        let mut rng = StdRng::seed_from_u64(SEED);
         println!("detection curve: seed {SEED:#x}, {TRIALS} trials per point, 64 KiB shards");
         println!("   f   q   c  measured  1-(1-f)^(qc)");
         let points: Vec<(f64, u32, u32)> = [0.01, 0.05, 0.10]
@@ -1311,8 +1285,8 @@ mod tests {
                 let positions = view.challenge(&order[..(q * c) as usize]);
                 let mut answer = answer_challenge(&piece, &positions).unwrap();
                 for byte in answer.iter_mut() {
-                    if rng.next() < threshold {
-                        *byte = rng.next() as u8;
+                    if rng.random::<u64>() < threshold {
+                        *byte = rng.random();
                     }
                 }
                 let detected = order[..(q * c) as usize]

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tracing::info;
 use wwt_net::node::Node;
-use wwt_net::{Identity, TrackerApi, grpc};
+use wwt_net::{TrackerApi, grpc};
 
 pub use config::{AuditConfig, PeerTracker, TrackerConfig};
 pub use error::TrackerError;
@@ -56,10 +56,7 @@ pub async fn serve(
 ) -> Result<(), TrackerError> {
     info!(node = %tracker.node_id(), address = ?listener.local_addr().ok(), "tracker listening");
     let node = match config.dht.clone() {
-        Some(dht) => {
-            let identity = Identity::load_or_create(&config.identity_path())?;
-            Some(Node::start(&identity, dht).await?.0)
-        }
+        Some(dht) => Some(Node::start(&tracker.identity, dht).await?.0),
         None => None,
     };
     let audits = config

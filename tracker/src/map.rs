@@ -57,14 +57,17 @@ fn db_err(e: sled::Error) -> NetError {
     NetError::Internal(format!("piece map: {e}"))
 }
 
-fn key(segment: &SegmentId, index: u32) -> [u8; 36] {
+/// The key of piece `index` of `segment`: segment ‖ index (big-endian), so a segment's
+/// pieces sort together.
+pub(crate) fn key(segment: &SegmentId, index: u32) -> [u8; 36] {
     let mut k = [0u8; 36];
     k[..32].copy_from_slice(&segment.0);
     k[32..].copy_from_slice(&index.to_be_bytes());
     k
 }
 
-fn split_key(k: &[u8]) -> Result<(SegmentId, u32), NetError> {
+/// The segment and index of a [`key`].
+pub(crate) fn split_key(k: &[u8]) -> Result<(SegmentId, u32), NetError> {
     let corrupt = || NetError::Internal("corrupt piece map key".into());
     let segment = SegmentId::from_slice(k.get(..32).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
     let index = k
@@ -90,7 +93,7 @@ impl PieceMap {
     }
 
     /// The map kept in `db` (whose other trees the audits use).
-    pub fn in_db(db: sled::Db) -> Result<PieceMap, sled::Error> {
+    fn in_db(db: sled::Db) -> Result<PieceMap, sled::Error> {
         Ok(PieceMap {
             segments: db.open_tree("segments")?,
             pieces: db.open_tree("pieces")?,

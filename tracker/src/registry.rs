@@ -17,7 +17,6 @@ struct Entry {
     capacity: u64,
     used: u64,
     pieces: u64,
-    credit: u32,
     last_heartbeat_ms: u64,
     /// Bytes reserved since the last heartbeat (not yet in `used`).
     reserved: u64,
@@ -51,11 +50,12 @@ impl Registry {
 
     /// Sets the credit of `node` (per mille); a provider with credit 0 is never placed on.
     pub fn set_credit(&mut self, node: NodeId, credit: u32) {
-        let credit = credit.min(1000);
-        self.credits.insert(node, credit);
-        if let Some(entry) = self.entries.get_mut(&node) {
-            entry.credit = credit;
-        }
+        self.credits.insert(node, credit.min(1000));
+    }
+
+    /// The credit of `node` (per mille).
+    fn credit(&self, node: &NodeId) -> u32 {
+        self.credits.get(node).copied().unwrap_or(INITIAL_CREDIT)
     }
 
     /// Records a heartbeat from `node` at `now_ms` (registering it if new).
@@ -66,7 +66,6 @@ impl Registry {
             capacity: 0,
             used: 0,
             pieces: 0,
-            credit: self.credits.get(&node).copied().unwrap_or(INITIAL_CREDIT),
             last_heartbeat_ms: 0,
             reserved: 0,
         });
@@ -104,7 +103,7 @@ impl Registry {
                 capacity: e.capacity,
                 used: e.used,
                 pieces: e.pieces,
-                credit: e.credit,
+                credit: self.credit(node),
                 last_heartbeat_ms: e.last_heartbeat_ms,
                 alive: self.alive(e, now_ms),
             })
@@ -134,7 +133,7 @@ impl Registry {
         for spec in pieces {
             let fits = |node: &NodeId, e: &Entry| {
                 self.alive(e, now_ms)
-                    && e.credit > 0
+                    && self.credit(node) > 0
                     && !chosen.contains(node)
                     && !holders.contains(node)
                     && e.free() >= spec.size
@@ -151,7 +150,9 @@ impl Registry {
             } else {
                 new_zone
             };
-            let Some((node, entry)) = pick_weighted(&mut rng, &pool) else {
+            let weight =
+                |n: &NodeId, e: &Entry| e.free() as f64 * f64::from(self.credit(n)) / 1000.0;
+            let Some((node, entry)) = pick_weighted(&mut rng, &pool, weight) else {
                 return Err(NetError::NoCapacity(format!(
                     "only {} live providers have room for this segment's {} pieces \
                      (besides the {} that already hold some of its pieces)",
@@ -176,10 +177,11 @@ impl Registry {
     }
 }
 
-/// Picks one entry with probability proportional to free bytes × credit (uniform if all zero).
+/// Picks one entry with probability proportional to `weight` (uniform if all are zero).
 fn pick_weighted<'a>(
     rng: &mut StdRng,
     pool: &[(&'a NodeId, &'a Entry)],
+    weight: impl Fn(&NodeId, &Entry) -> f64,
 ) -> Option<(&'a NodeId, &'a Entry)> {
     if pool.is_empty() {
         return None;
@@ -187,14 +189,13 @@ fn pick_weighted<'a>(
     // Stable order, so a seed replays to the same choice whatever the map's iteration order.
     let mut pool = pool.to_vec();
     pool.sort_by_key(|(n, _)| **n);
-    let weight = |e: &Entry| e.free() as f64 * f64::from(e.credit) / 1000.0;
-    let total: f64 = pool.iter().map(|(_, e)| weight(e)).sum();
+    let total: f64 = pool.iter().map(|(n, e)| weight(n, e)).sum();
     if total <= 0.0 {
         return Some(pool[rng.random_range(0..pool.len())]);
     }
     let mut x = rng.random::<f64>() * total;
     for &(node, entry) in &pool {
-        x -= weight(entry);
+        x -= weight(node, entry);
         if x < 0.0 {
             return Some((node, entry));
         }

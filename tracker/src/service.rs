@@ -277,7 +277,8 @@ impl TrackerApi for Tracker {
 
     async fn complain(&self, request: Signed<Complaint>) -> Result<(), NetError> {
         let (owner, req) = self.verifier.verify(request)?;
-        self.complaint(owner, req)
+        self.complaint(owner, req)?;
+        self.map.flush().await
     }
 
     async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {
