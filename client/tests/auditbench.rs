@@ -14,7 +14,6 @@ async fn a_small_audit_benchmark_uploads_challenges_and_repairs() {
     })
     .await
     .unwrap();
-    assert!(report.bytes >= 8 << 20, "{report:?}");
     assert!(report.round.0 > 0, "{report:?}");
     assert!(report.repaired.0 > 0, "{report:?}");
 }

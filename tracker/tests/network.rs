@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +13,7 @@ use wwt_net::faults::{Fault, Faults, FaultyConnector};
 use wwt_net::types::{
     ByteRange, NodeId, PieceId, ReadPiece, Reservation, ReserveSegment, StorePiece,
 };
-use wwt_net::{Connector, Identity, NetError, ProviderApi, now_ms, rendezvous};
+use wwt_net::{Connector, Identity, NetError, now_ms, rendezvous};
 
 /// Runs one test body over both transports.
 macro_rules! on_both_transports {
@@ -609,5 +608,4 @@ async fn reflection_body() {
     assert_eq!(status.code(), tonic::Code::Internal, "{status}");
     assert!(status.message().contains("decode"), "{status}");
     assert_eq!(files_on_disk(&net.providers[0].dir), 0);
-    let _: Arc<dyn ProviderApi> = net.connector.provider(&net.providers[0].address).unwrap();
 }
