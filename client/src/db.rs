@@ -517,17 +517,15 @@ impl Client {
         let refs = self.scan(state, old).await?;
         for chunk in refs.chunks(MAX_LIMIT) {
             let rows = self.fetch_rows(state, old, chunk, None).await?;
-            let mut ops = Vec::with_capacity(chunk.len());
-            for (r, row) in chunk.iter().zip(&rows) {
-                ops.push(RowOp::Put(self.entries(
-                    state,
-                    schema,
-                    r.row,
-                    r.version,
-                    r.locator.clone(),
-                    row,
-                )?));
-            }
+            let versions = chunk
+                .iter()
+                .zip(&rows)
+                .map(|(r, row)| (r.row, r.version, r.locator.clone(), row.as_slice()));
+            let ops = self
+                .entries(state, schema, versions)?
+                .into_iter()
+                .map(RowOp::Put)
+                .collect();
             self.index
                 .apply(self.sign(ApplyBatch {
                     table: target,
@@ -657,55 +655,70 @@ impl Client {
         ))
     }
 
-    /// The index entries of one row version.
-    fn entries(
+    /// The index entries of row versions `(row, version, sealed locator, values)`. Each
+    /// btree column's values are encrypted in one batch (its cache misses on every core).
+    fn entries<'r>(
         &self,
         state: &mut State,
         schema: &TableSchema,
-        row: RowId,
-        version: u64,
-        locator: Vec<u8>,
-        values: &[Value],
-    ) -> Result<RowEntries> {
+        versions: impl IntoIterator<Item = (RowId, u64, Vec<u8>, &'r [Value])>,
+    ) -> Result<Vec<RowEntries>> {
         let t = self.table(state, schema)?;
-        let mut e = RowEntries {
-            row,
-            version,
-            locator,
-            equality: Vec::new(),
-            range: Vec::new(),
-            text: Vec::new(),
-        };
+        let mut values = Vec::new();
+        let mut out = Vec::new();
+        for (row, version, locator, v) in versions {
+            values.push(v);
+            out.push(RowEntries {
+                row,
+                version,
+                locator,
+                equality: Vec::new(),
+                range: Vec::new(),
+                text: Vec::new(),
+            });
+        }
         for index in &schema.indexes {
             let Some(c) = schema.column_index(&index.column) else {
                 continue;
             };
-            let Some(v) = values.get(c).filter(|v| !v.is_null()) else {
-                continue;
-            };
+            let column = values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.get(c).filter(|v| !v.is_null()).map(|v| (i, v)));
             match index.kind {
                 IndexKind::Hash => {
                     let key = token_key(&self.master, t, schema, c);
-                    e.equality
-                        .push((column_id(c), key.eq_token(&encode_key(v)?)));
+                    for (i, v) in column {
+                        out[i]
+                            .equality
+                            .push((column_id(c), key.eq_token(&encode_key(v)?)));
+                    }
                 }
                 IndexKind::FullText => {
-                    let Value::Text(text) = v else { continue };
                     let key = token_key(&self.master, t, schema, c);
-                    e.text
-                        .push((column_id(c), key.text_tokens(text, &TextOptions::default())));
+                    for (i, v) in column {
+                        if let Value::Text(text) = v {
+                            out[i].text.push((
+                                column_id(c),
+                                key.text_tokens(text, &TextOptions::default()),
+                            ));
+                        }
+                    }
                 }
                 IndexKind::BTree => {
-                    let Some(x) = ordered(v) else { continue };
+                    let (at, xs): (Vec<usize>, Vec<u64>) =
+                        column.filter_map(|(i, v)| Some((i, ordered(v)?))).unzip();
                     let enc = ope_encoder(&self.master, t, schema, c)?;
-                    let ct = enc.encrypt(x).map_err(|e| {
+                    let cts = enc.encrypt_batch(&xs).map_err(|e| {
                         ClientError::Setup(format!("order-preserving encryption: {e}"))
                     })?;
-                    e.range.push((column_id(c), ct));
+                    for (i, ct) in at.into_iter().zip(cts) {
+                        out[i].range.push((column_id(c), ct));
+                    }
                 }
             }
         }
-        Ok(e)
+        Ok(out)
     }
 
     /// Opens a sealed locator the index provider returned for `row` at `version`.
@@ -871,22 +884,20 @@ impl Client {
                 .insert(seg.manifest.segment, seg.manifest.clone());
         }
         self.put_manifests(manifest_ops).await?;
-        let mut ops = Vec::with_capacity(writes.len());
+        let mut versions = Vec::with_capacity(writes.len());
         for ((id, _, row), locator) in writes.iter().zip(&batch.locators) {
             let sealed = self.table(state, schema)?.locators.seal(
                 locator.row,
                 locator.version,
                 &locator.to_bytes(),
             );
-            ops.push(RowOp::Put(self.entries(
-                state,
-                schema,
-                *id,
-                locator.version,
-                sealed,
-                row,
-            )?));
+            versions.push((*id, locator.version, sealed, row.as_slice()));
         }
+        let ops: Vec<RowOp> = self
+            .entries(state, schema, versions)?
+            .into_iter()
+            .map(RowOp::Put)
+            .collect();
         let n = ops.len();
         self.apply_batch(state, schema, ops).await?;
         Ok(n)
