@@ -186,6 +186,19 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// True if `e` may come from a catalog that another client changed since this one read it (a
+/// table created or dropped elsewhere, an index generation replaced): read it again and retry.
+fn stale_catalog(e: &ClientError) -> bool {
+    match e {
+        ClientError::Query(wwt_query::Error::UnknownTable { .. })
+        | ClientError::Index(NetError::NotFound(_)) => true,
+        ClientError::Query(wwt_query::Error::Source(inner)) => inner
+            .downcast_ref::<ClientError>()
+            .is_some_and(stale_catalog),
+        _ => false,
+    }
+}
+
 fn index_err(e: NetError) -> ClientError {
     ClientError::Index(e)
 }
@@ -271,10 +284,22 @@ impl Client {
         let mut out = Vec::with_capacity(statements.len());
         let mut state = self.state.lock().await;
         for stmt in statements {
-            let plan = wwt_query::plan(&state.catalog, &stmt)?;
-            out.push(self.apply(&mut state, &plan).await?);
+            let outcome = match self.run(&mut state, &stmt).await {
+                Err(e) if stale_catalog(&e) => {
+                    self.reload_catalog(&mut state).await?;
+                    self.run(&mut state, &stmt).await?
+                }
+                other => other?,
+            };
+            out.push(outcome);
         }
         Ok(out)
+    }
+
+    /// Plans `stmt` against the catalog as this client knows it, and applies the plan.
+    async fn run(&self, state: &mut State, stmt: &wwt_query::Statement) -> Result<Outcome> {
+        let plan = wwt_query::plan(&state.catalog, stmt)?;
+        self.apply(state, &plan).await
     }
 
     /// Runs one SELECT and returns its rows as a stream. A SELECT over one table without
@@ -295,15 +320,23 @@ impl Client {
             }
         };
         let mut state = self.state.lock().await;
-        let Plan::Select(plan) = wwt_query::plan(&state.catalog, &statement)? else {
-            return Err(wwt_query::Error::Unsupported {
-                what: "query with a statement other than SELECT".into(),
-                hint: "use execute for statements that change data or schema".into(),
-            }
-            .into());
+        let open = |state: &mut State| -> Result<(Vec<String>, Cursor)> {
+            let Plan::Select(plan) = wwt_query::plan(&state.catalog, &statement)? else {
+                return Err(wwt_query::Error::Unsupported {
+                    what: "query with a statement other than SELECT".into(),
+                    hint: "use execute for statements that change data or schema".into(),
+                }
+                .into());
+            };
+            Ok((plan.columns.clone(), self.open_cursor(state, &plan)?))
         };
-        let columns = plan.columns.clone();
-        let cursor = self.open_cursor(&mut state, &plan)?;
+        let (columns, cursor) = match open(&mut state) {
+            Err(e) if stale_catalog(&e) => {
+                self.reload_catalog(&mut state).await?;
+                open(&mut state)?
+            }
+            other => other?,
+        };
         Ok(RowStream {
             client: self,
             state,
@@ -454,10 +487,28 @@ impl Client {
             Plan::CreateTable(t) => {
                 let mut next = state.catalog.clone();
                 next.add_table(t.clone())?;
-                self.create_index_table(t, 0).await?;
-                self.save_catalog(state, next, &[(t.name.clone(), 0)])
+                // A fresh generation (the clock, like versions): a table dropped earlier under
+                // this name may have left its index namespace behind.
+                let generation = self.next_version(state, 0);
+                self.create_index_table(t, generation).await?;
+                self.save_catalog(state, next, &[(t.name.clone(), generation)])
                     .await?;
                 Ok(Outcome::Created)
+            }
+            Plan::DropTable { table: None } => Ok(Outcome::Dropped),
+            Plan::DropTable { table: Some(name) } => {
+                let schema = state.catalog.table(name)?.clone();
+                let generation = self.table(state, &schema)?.generation;
+                let mut next = state.catalog.clone();
+                next.remove_table(name)?;
+                self.save_catalog(state, next, &[]).await?;
+                state.tables.remove(name);
+                // The table is gone for every client; its index namespace is freed next. The
+                // sealed rows stay in their pieces, unreferenced (there is no delete yet).
+                if let Err(e) = self.drop_index_table(name, generation).await {
+                    tracing::warn!("table dropped, but its index namespace was not freed: {e}");
+                }
+                Ok(Outcome::Dropped)
             }
             Plan::CreateIndex { table, index } => {
                 let mut next = state.catalog.clone();
@@ -470,15 +521,7 @@ impl Client {
                 self.save_catalog(state, next, &[(table.clone(), generation)])
                     .await?;
                 // The previous generation is no longer read: free it at the index provider.
-                let previous = self.index_table_id(table, generation - 1);
-                match self
-                    .index
-                    .drop_table(self.sign(wwt_net::index::DropTable { table: previous })?)
-                    .await
-                {
-                    Ok(()) | Err(NetError::NotFound(_)) => {}
-                    Err(e) => return Err(index_err(e)),
-                }
+                self.drop_index_table(table, generation - 1).await?;
                 Ok(Outcome::Created)
             }
             Plan::Explain(p) => Ok(Outcome::Explain(p.explain())),
@@ -593,6 +636,19 @@ impl Client {
         }
     }
 
+    /// Drops generation `generation` of table `name`'s index namespace, if it exists.
+    async fn drop_index_table(&self, name: &str, generation: u64) -> Result<()> {
+        let table = self.index_table_id(name, generation);
+        match self
+            .index
+            .drop_table(self.sign(wwt_net::index::DropTable { table })?)
+            .await
+        {
+            Ok(()) | Err(NetError::NotFound(_)) => Ok(()),
+            Err(e) => Err(index_err(e)),
+        }
+    }
+
     async fn create_index_table(&self, schema: &TableSchema, generation: u64) -> Result<()> {
         let request = CreateTable {
             table: self.index_table_id(&schema.name, generation),
@@ -616,14 +672,7 @@ impl Client {
     ) -> Result<()> {
         let target = self.index_table_id(&schema.name, generation);
         // A failed earlier attempt may have left a partial table: start from nothing.
-        match self
-            .index
-            .drop_table(self.sign(wwt_net::index::DropTable { table: target })?)
-            .await
-        {
-            Ok(()) | Err(NetError::NotFound(_)) => {}
-            Err(e) => return Err(index_err(e)),
-        }
+        self.drop_index_table(&schema.name, generation).await?;
         self.create_index_table(schema, generation).await?;
         let refs = self.scan(state, old).await?;
         for chunk in refs.chunks(MAX_LIMIT) {

@@ -278,6 +278,7 @@ pub fn print_outcome(o: &Outcome, json: bool, out: &mut impl std::io::Write) -> 
     if json {
         let v = match o {
             Outcome::Created => serde_json::json!({ "created": true }),
+            Outcome::Dropped => serde_json::json!({ "dropped": true }),
             Outcome::Inserted(n) => serde_json::json!({ "inserted": n }),
             Outcome::Updated(n) => serde_json::json!({ "updated": n }),
             Outcome::Deleted(n) => serde_json::json!({ "deleted": n }),
@@ -289,6 +290,7 @@ pub fn print_outcome(o: &Outcome, json: bool, out: &mut impl std::io::Write) -> 
     }
     match o {
         Outcome::Created => writeln!(out, "created")?,
+        Outcome::Dropped => writeln!(out, "dropped")?,
         Outcome::Inserted(n) => writeln!(out, "inserted {n} rows")?,
         Outcome::Updated(n) => writeln!(out, "updated {n} rows")?,
         Outcome::Deleted(n) => writeln!(out, "deleted {n} rows")?,

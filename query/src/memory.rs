@@ -23,6 +23,8 @@ use crate::value::{Row, Value};
 pub enum Outcome {
     /// A table or an index was created.
     Created,
+    /// A table was dropped (or, with IF EXISTS, there was none).
+    Dropped,
     /// This many rows were inserted.
     Inserted(usize),
     /// This many rows were updated.
@@ -75,6 +77,13 @@ impl MemoryDb {
             Plan::CreateIndex { table, index } => {
                 self.catalog.add_index(table, index.clone())?;
                 Ok(Outcome::Created)
+            }
+            Plan::DropTable { table } => {
+                if let Some(name) = table {
+                    self.catalog.remove_table(name)?;
+                    self.tables.remove(name);
+                }
+                Ok(Outcome::Dropped)
             }
             Plan::Explain(p) => Ok(Outcome::Explain(p.explain())),
             Plan::Select(p) => execute_select(p, self).map(Outcome::Rows),

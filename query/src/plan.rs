@@ -25,6 +25,11 @@ pub enum Plan {
         /// The new index.
         index: IndexDef,
     },
+    /// `DROP TABLE`: remove the table, its indexes and its rows from the catalog.
+    DropTable {
+        /// The table; `None` for `DROP TABLE IF EXISTS` of a table that does not exist.
+        table: Option<String>,
+    },
     /// `INSERT`: rows checked against the schema and coerced to its types.
     Insert(InsertPlan),
     /// `SELECT`.
@@ -431,6 +436,20 @@ impl Explainer {
                     .push("store the schema in the catalog, encrypted under the master key".into());
                 self.learns
                     .push("that a table was created, and the catalog's size (ciphertext)".into());
+            }
+            Plan::DropTable { table } => {
+                let name = table.as_deref().unwrap_or("(absent: nothing to do)");
+                self.line(format!("DROP TABLE {name}"));
+                if table.is_some() {
+                    self.client.push(
+                        "remove the schema from the catalog, encrypted under the master key".into(),
+                    );
+                    self.pushed.push("drop the table's index namespace".into());
+                    self.learns.push(
+                        "that a table was dropped (which index namespace), and the catalog's size"
+                            .into(),
+                    );
+                }
             }
             Plan::CreateIndex { table, index } => {
                 self.line(format!(

@@ -23,8 +23,8 @@ use crate::value::{ColumnType, Value};
 /// A parsed statement, ready for [`plan`].
 pub type Statement = sql::Statement;
 
-const SUPPORTED: &str =
-    "wwt runs CREATE TABLE, CREATE INDEX, INSERT, SELECT, UPDATE, DELETE and EXPLAIN";
+const SUPPORTED: &str = "wwt runs CREATE TABLE, CREATE INDEX, DROP TABLE, INSERT, SELECT, UPDATE, \
+     DELETE and EXPLAIN";
 
 /// Parses SQL text (one or more statements separated by `;`) with the generic dialect.
 /// A syntax error carries the line and column of the offending token.
@@ -59,6 +59,12 @@ pub fn plan(catalog: &Catalog, stmt: &Statement) -> Result<Plan> {
     match stmt {
         sql::Statement::CreateTable(ct) => create_table(ct).map(Plan::CreateTable),
         sql::Statement::CreateIndex(ci) => create_index(catalog, ci),
+        sql::Statement::Drop {
+            object_type: sql::ObjectType::Table,
+            if_exists,
+            names,
+            ..
+        } => drop_table(catalog, *if_exists, names),
         sql::Statement::Insert(ins) => insert(catalog, ins).map(Plan::Insert),
         sql::Statement::Query(q) => select(catalog, q).map(Plan::Select),
         sql::Statement::Update(u) => update(catalog, u).map(Plan::Update),
@@ -229,6 +235,21 @@ fn create_table(ct: &sql::CreateTable) -> Result<TableSchema> {
         primary_key,
         indexes: Vec::new(),
     })
+}
+
+fn drop_table(catalog: &Catalog, if_exists: bool, names: &[sql::ObjectName]) -> Result<Plan> {
+    let [name] = names else {
+        return Err(Error::unsupported(
+            "dropping several tables in one statement",
+            "write one DROP TABLE per table",
+        ));
+    };
+    let name = object_name(name)?;
+    match catalog.table(&name) {
+        Ok(_) => Ok(Plan::DropTable { table: Some(name) }),
+        Err(_) if if_exists => Ok(Plan::DropTable { table: None }),
+        Err(e) => Err(e),
+    }
 }
 
 fn create_index(catalog: &Catalog, ci: &sql::CreateIndex) -> Result<Plan> {
@@ -2127,7 +2148,13 @@ mod tests {
         assert!(
             err("CREATE INDEX ON nope USING hash (a)").contains("known tables are authors, docs")
         );
-        assert!(err("DROP TABLE docs").contains("not supported"));
+        assert!(err("DROP VIEW docs").contains("not supported"));
+        assert!(err("DROP TABLE docs, authors").contains("one DROP TABLE per table"));
+        assert!(err("DROP TABLE nope").contains("known tables are authors, docs"));
+        assert_eq!(
+            plan(&c, &parse("DROP TABLE IF EXISTS nope").unwrap()[0]).unwrap(),
+            Plan::DropTable { table: None }
+        );
     }
 
     #[test]

@@ -213,6 +213,15 @@ impl Catalog {
         Ok(())
     }
 
+    /// Removes the table named `name` (with its indexes); fails if there is none.
+    pub fn remove_table(&mut self, name: &str) -> Result<TableSchema> {
+        match self.tables.remove(name) {
+            Some(t) => Ok(t),
+            // The unknown-table error, listing the tables there are.
+            None => self.table(name).cloned(),
+        }
+    }
+
     /// Adds an index to `table`; fails if the column is unknown, or if the name or the
     /// (column, kind) pair is taken.
     pub fn add_index(&mut self, table: &str, index: IndexDef) -> Result<()> {

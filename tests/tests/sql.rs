@@ -251,9 +251,10 @@ async fn the_network_stores_no_plaintext_and_a_new_machine_recovers_the_tables()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_failed_statements_and_clear_errors() {
+async fn history_failed_statements_drop_table_and_clear_errors() {
     let (_dir, net) = network(Transport::Memory).await;
-    let client = connect(&net, &Keystore::generate()).await;
+    let keys = Keystore::generate();
+    let client = connect(&net, &keys).await;
     client
         .execute(
             "CREATE TABLE acct (id TEXT PRIMARY KEY, balance BIGINT NOT NULL);
@@ -347,6 +348,32 @@ async fn history_failed_statements_and_clear_errors() {
         .unwrap();
     let bob = rows(&client, "SELECT balance FROM acct WHERE id = 'bob'").await;
     assert_eq!(bob, vec![vec![Value::Int(7)]]);
+
+    // DROP TABLE: gone for this client and a fresh one; a table created again under the name
+    // starts empty, with none of the old rows behind its new indexes.
+    let out = client.execute("DROP TABLE acct").await.unwrap();
+    assert!(matches!(out.as_slice(), [Outcome::Dropped]), "{out:?}");
+    let err = client.execute("SELECT id FROM acct").await.unwrap_err();
+    assert!(err.to_string().contains("unknown table"), "{err}");
+    let err = client.execute("DROP TABLE acct").await.unwrap_err();
+    assert!(err.to_string().contains("unknown table"), "{err}");
+    client.execute("DROP TABLE IF EXISTS acct").await.unwrap();
+    let fresh = connect(&net, &keys).await;
+    assert!(fresh.catalog().await.table("acct").is_err());
+    fresh
+        .execute(
+            "CREATE TABLE acct (id TEXT PRIMARY KEY, balance BIGINT NOT NULL);
+             CREATE INDEX ON acct USING btree (balance);
+             INSERT INTO acct VALUES ('erin', 3)",
+        )
+        .await
+        .unwrap();
+    for c in [&client, &fresh] {
+        let all = rows(c, "SELECT id FROM acct WHERE balance > 0").await;
+        assert_eq!(all, vec![vec![Value::Text("erin".into())]]);
+        let alice = rows(c, "SELECT id FROM acct WHERE id = 'alice'").await;
+        assert!(alice.is_empty(), "{alice:?}");
+    }
     net.shutdown().await.unwrap();
 }
 
