@@ -93,11 +93,20 @@ fn per_core(segment: usize, n: usize) -> Result<(f64, f64, [usize; 4])> {
     let sentinel_per_core = n as f64 / start.elapsed().as_secs_f64();
     ensure!(right == n, "a right answer failed");
 
-    let (tree, _) = proof::outboard(&bytes);
+    let (groups, _) = proof::groups(&bytes);
     let proofs: Vec<(u64, Vec<u8>)> = (0..64)
         .map(|i| {
             let offset = (i * 7919 % (bytes.len() / 1024)) as u64 * 1024;
-            Ok((offset, proof::prove(&bytes, &tree, offset, 1024)?))
+            Ok((
+                offset,
+                proof::prove(
+                    std::io::Cursor::new(&bytes),
+                    bytes.len() as u64,
+                    &groups,
+                    offset,
+                    1024,
+                )?,
+            ))
         })
         .collect::<Result<_>>()?;
     let start = Instant::now();

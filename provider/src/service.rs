@@ -169,11 +169,11 @@ impl Provider {
         Ok(())
     }
 
-    /// The piece's Bao outboard tree, computed on a blocking thread; its root doubles as the
-    /// check that the bytes are the reserved piece (one pass over the bytes for both).
-    async fn outboard_checked(&self, req: &StorePiece) -> Result<Vec<u8>, NetError> {
+    /// The piece's group chaining values, computed on a blocking thread; their root doubles as
+    /// the check that the bytes are the reserved piece (one pass over the bytes for both).
+    async fn groups_checked(&self, req: &StorePiece) -> Result<Vec<u8>, NetError> {
         let data = req.data.clone();
-        let (tree, hash) = tokio::task::spawn_blocking(move || proof::outboard(&data))
+        let (groups, hash) = tokio::task::spawn_blocking(move || proof::groups(&data))
             .await
             .map_err(|e| NetError::Internal(format!("hashing task failed: {e}")))?;
         if hash.0 != req.reservation.piece.0 {
@@ -181,7 +181,7 @@ impl Provider {
                 "piece bytes do not hash to the reserved piece id".into(),
             ));
         }
-        Ok(tree)
+        Ok(groups)
     }
 
     fn receipt(&self, req: StorePiece) -> StoreReceipt {
@@ -207,7 +207,7 @@ impl ProviderApi for Provider {
                 .await
                 .map_err(|e| NetError::Internal(format!("verifying task failed: {e}")))??;
             self.check_store(signer, &req)?;
-            let tree = self.outboard_checked(&req).await?;
+            let groups = self.groups_checked(&req).await?;
             let r = &req.reservation;
             let meta = PieceMeta {
                 owner: r.owner,
@@ -227,7 +227,7 @@ impl ProviderApi for Provider {
                 }
                 None => {
                     self.store
-                        .put(r.piece, meta, req.data.clone(), tree)
+                        .put(r.piece, meta, req.data.clone(), groups)
                         .await?;
                     self.announce(r.segment);
                 }
