@@ -22,8 +22,7 @@ use crate::store::{PieceMeta, PieceStore};
 /// One provider: its identity, its piece store, and the trackers it trusts.
 pub struct Provider {
     identity: Identity,
-    /// Shared with the blocking threads that verify piece uploads.
-    verifier: Arc<Verifier>,
+    verifier: Verifier,
     store: PieceStore,
     /// Trusted tracker ids → their addresses.
     trackers: HashMap<NodeId, String>,
@@ -50,9 +49,7 @@ impl Provider {
         Ok(Provider {
             store: PieceStore::open(&config.data_dir, config.capacity_bytes)?,
             identity,
-            verifier: Arc::new(Verifier::new(Duration::from_millis(
-                config.signature_window_ms,
-            ))),
+            verifier: Verifier::new(Duration::from_millis(config.signature_window_ms)),
             trackers: config
                 .trackers
                 .iter()
@@ -201,11 +198,9 @@ impl ProviderApi for Provider {
         let signer = request.auth().signer;
         let span = info_span!("store", signer = %signer);
         async move {
-            // Verifying hashes the whole body: off the async workers, which also drive gRPC.
-            let verifier = self.verifier.clone();
-            let (signer, req) = tokio::task::spawn_blocking(move || verifier.verify(request))
-                .await
-                .map_err(|e| NetError::Internal(format!("verifying task failed: {e}")))??;
+            // The signature covers the reservation; the bytes are bound by the piece id, which
+            // `groups_checked` checks.
+            let (signer, req) = self.verifier.verify(request)?;
             self.check_store(signer, &req)?;
             let groups = self.groups_checked(&req).await?;
             let r = &req.reservation;

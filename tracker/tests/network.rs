@@ -156,6 +156,8 @@ async fn bad_input_is_refused_and_changes_nothing(kind: Kind) {
         who.sign(StorePiece { reservation, data }).unwrap()
     };
 
+    // The signature covers the reservation, not the bytes beside it: bytes swapped under a
+    // valid signature are caught by the piece id.
     let mut wrong = pieces[0].to_vec();
     wrong[0] ^= 1;
     expect(
@@ -584,6 +586,7 @@ async fn reflection_body() {
         .store(wwt_net::proto::SignedRequest {
             body: Bytes::from_static(b"anything"),
             auth: None,
+            payload: Bytes::new(),
         })
         .await
         .unwrap_err();
