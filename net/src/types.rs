@@ -653,8 +653,11 @@ pub struct PlacedPiece {
 pub struct Placement {
     /// The segment.
     pub segment: SegmentId,
-    /// One entry per requested piece, in request order.
+    /// One entry per requested piece the tracker does not map yet, in request order.
     pub pieces: Vec<PlacedPiece>,
+    /// Indices of requested pieces the tracker already maps (same piece id, at least one
+    /// holder): not placed again.
+    pub held: Vec<u32>,
 }
 
 impl TryFrom<proto::Placement> for Placement {
@@ -672,6 +675,11 @@ impl TryFrom<proto::Placement> for Placement {
                     })
                 })
                 .collect::<Result<_, NetError>>()?,
+            held: w
+                .held
+                .into_iter()
+                .map(index_from)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -688,6 +696,7 @@ impl From<Placement> for proto::Placement {
                     address: p.address,
                 })
                 .collect(),
+            held: p.held,
         }
     }
 }
@@ -973,6 +982,7 @@ mod tests {
             let placement = Placement {
                 segment: r.segment,
                 pieces: vec![PlacedPiece { reservation: r, address }],
+                held: vec![1, 5],
             };
             let bytes = proto::Placement::from(placement.clone()).encode_to_vec();
             let back = Placement::try_from(proto::Placement::decode(bytes.as_slice()).unwrap()).unwrap();
