@@ -25,13 +25,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use tracing::debug;
-use wwt_engine::{AuditKey, Codec, EncodedSegment, Locator, PieceHash, SegmentManifest, Table};
+use wwt_engine::{AuditKey, Codec, EncodedSegment, Locator, SegmentManifest, Table};
 use wwt_net::audit::{Complaint, Entrust};
 use wwt_net::types::{
-    ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment, SegmentId,
-    SegmentLocation, StorePiece,
+    ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReserveSegment, SegmentId, SegmentLocation,
+    StorePiece,
 };
-use wwt_net::{Connector, Discovery, Identity, NetError, TrackerApi, rendezvous};
+use wwt_net::{Connector, Discovery, Identity, NetError, TrackerApi, read_whole_piece, rendezvous};
 
 /// What went wrong storing or reading, named for what the caller can do.
 #[derive(Debug, thiserror::Error)]
@@ -395,19 +395,16 @@ impl Storage {
         let want = m.pieces[index].hash;
         let mut why = Vec::new();
         for (address, node) in holders {
-            let attempt = async {
-                let provider = self.connector.provider(address)?;
-                let request = self.identity.sign(ReadPiece {
-                    piece: PieceId(want.0),
-                    range: None,
-                })?;
-                tokio::time::timeout(self.config.read_timeout, provider.read(request))
-                    .await
-                    .map_err(|_| NetError::Unavailable("read timed out".into()))?
-            };
+            let attempt = read_whole_piece(
+                self.connector.as_ref(),
+                &self.identity,
+                address,
+                PieceId(want.0),
+                self.config.read_timeout,
+            );
             let refused = match attempt.await {
-                Ok(data) if PieceHash::of(&data.data) == want => return Ok(data.data.to_vec()),
-                Ok(_) => Some("wrong bytes".to_string()),
+                Ok(data) => return Ok(data.to_vec()),
+                Err(NetError::Conflict(_)) => Some("wrong bytes".to_string()),
                 // Refusing the owner its own piece is withholding it; being down is not.
                 Err(e @ (NetError::NotFound(_) | NetError::Forbidden(_))) => Some(e.to_string()),
                 Err(e) => {

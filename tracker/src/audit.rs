@@ -38,8 +38,8 @@ use wwt_engine::{AuditKey, Codec, PieceHash, PieceView, SegmentManifest, proof};
 use wwt_net::audit::{
     AuditReport, Challenge, ChallengeKind, Complaint, CreditRecord, Entrust, MAX_REPORT_ENTRIES,
 };
-use wwt_net::types::{ByteRange, NodeId, PieceId, PieceSpec, ReadPiece, SegmentId, StorePiece};
-use wwt_net::{Connector, NetError, now_ms};
+use wwt_net::types::{ByteRange, NodeId, PieceId, PieceSpec, SegmentId, StorePiece};
+use wwt_net::{Connector, NetError, now_ms, read_whole_piece};
 
 use crate::clock::Clock;
 use crate::config::AuditConfig;
@@ -954,22 +954,6 @@ impl Tracker {
         Ok(())
     }
 
-    /// Reads a whole piece from one holder, as a trusted tracker, and checks its hash.
-    async fn fetch_piece(&self, address: &str, hash: PieceHash) -> Result<Vec<u8>, NetError> {
-        let provider = self.audits.connector.provider(address)?;
-        let request = self.identity.sign(ReadPiece {
-            piece: PieceId(hash.0),
-            range: None,
-        })?;
-        let data = tokio::time::timeout(REPAIR_CALL_TIMEOUT, provider.read(request))
-            .await
-            .map_err(|_| NetError::Unavailable("read timed out".into()))??;
-        if PieceHash::of(&data.data) != hash {
-            return Err(NetError::Conflict("wrong bytes".into()));
-        }
-        Ok(data.data.to_vec())
-    }
-
     /// Rebuilds the queued pieces of one segment from k intact others and stores them on new
     /// providers. Returns how many were repaired; pieces not stored stay queued.
     async fn repair_segment(
@@ -1046,17 +1030,21 @@ impl Tracker {
                 }
                 next += 1;
             }
-            let fetched = join_all(
-                batch
-                    .iter()
-                    .map(|(i, address)| self.fetch_piece(address, m.pieces[*i].hash)),
-            )
+            let fetched = join_all(batch.iter().map(|(i, address)| {
+                read_whole_piece(
+                    self.audits.connector.as_ref(),
+                    &self.identity,
+                    address,
+                    PieceId(m.pieces[*i].hash.0),
+                    REPAIR_CALL_TIMEOUT,
+                )
+            }))
             .await;
             for ((i, _), result) in batch.into_iter().zip(fetched) {
                 if let Ok(bytes) = result
                     && pieces[i].is_none()
                 {
-                    pieces[i] = Some(bytes);
+                    pieces[i] = Some(bytes.to_vec());
                     intact += 1;
                 }
             }
