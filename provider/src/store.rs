@@ -340,8 +340,12 @@ impl PieceStore {
             let mut groups = vec![0u8; usize::try_from(proof::groups_len(size)).unwrap_or(0)];
             file.read_exact_at(&mut groups, size)
                 .map_err(internal("read group chaining values"))?;
-            let slice = proof::prove(&file, size, &groups, offset, len)
-                .map_err(|e| NetError::BadRequest(format!("cannot prove range: {e}")))?;
+            let slice = proof::prove(&file, size, &groups, offset, len).map_err(|e| match e {
+                wwt_engine::Error::OutOfRange { .. } => {
+                    NetError::BadRequest(format!("cannot prove range: {e}"))
+                }
+                e => NetError::Internal(format!("proving a range of piece {piece}: {e}")),
+            })?;
             let mut range = vec![0u8; usize::try_from(len).unwrap_or(0)];
             file.read_exact_at(&mut range, offset)
                 .map_err(internal("read range"))?;
