@@ -17,7 +17,7 @@
 //! [`Client::history`] walks and checks. Records are authenticated by AES-SIV under the
 //! owner's row key.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -37,9 +37,9 @@ use wwt_net::types::NodeId;
 use wwt_net::{Connector, Identity, IndexApi, NetError};
 use wwt_query::plan::{DeletePlan, InsertPlan, UpdatePlan};
 use wwt_query::{
-    Catalog, ColumnType, Direction, FtQuery, IndexKind, IndexLookup, Outcome, Plan, Row, RowSource,
-    TableSchema, Value, decode_row, encode_key, encode_row, execute_delete, execute_select,
-    execute_update,
+    AccessPath, Catalog, ColumnType, Direction, FtQuery, IndexKind, IndexLookup, Outcome, Plan,
+    ResultSet, Row, RowSource, SelectPlan, SelectStream, TableSchema, Value, decode_row,
+    encode_key, encode_row, execute_delete, execute_select, execute_update, pushdown_keys, streams,
 };
 
 use crate::store::{SegmentCache, Storage, StorageConfig, StoreError};
@@ -59,11 +59,13 @@ pub struct ClientConfig {
     pub segment_size: usize,
     /// Bytes of decoded segments kept in memory for reads.
     pub cache_bytes: usize,
+    /// Rows read and decrypted per batch of a streamed SELECT ([`Client::query`]).
+    pub stream_batch: usize,
 }
 
 impl ClientConfig {
     /// Defaults for the given trackers and index provider: RS 4+2, 1 MiB segments, a
-    /// 256 MiB segment cache.
+    /// 256 MiB segment cache, 2,048-row stream batches.
     pub fn new(trackers: Vec<(NodeId, String)>, index: String) -> Self {
         Self {
             trackers,
@@ -72,6 +74,7 @@ impl ClientConfig {
             coding: CodingParams::default(),
             segment_size: 1 << 20,
             cache_bytes: 256 << 20,
+            stream_batch: 2048,
         }
     }
 }
@@ -274,6 +277,107 @@ impl Client {
         Ok(out)
     }
 
+    /// Runs one SELECT and returns its rows as a stream. A SELECT over one table without
+    /// aggregates or ORDER BY reads and decrypts its rows a batch at a time
+    /// ([`ClientConfig::stream_batch`]) and stops reading once LIMIT is reached, so memory stays
+    /// bounded however many rows it returns; any other SELECT computes its rows first.
+    ///
+    /// The stream holds the client: other statements on this client wait until it is dropped.
+    pub async fn query(&self, sql: &str) -> Result<RowStream<'_>> {
+        let statement = match wwt_query::parse(sql)?.as_slice() {
+            [one] => one.clone(),
+            _ => {
+                return Err(wwt_query::Error::Unsupported {
+                    what: "query with other than one statement".into(),
+                    hint: "pass one SELECT to query, or use execute for scripts".into(),
+                }
+                .into());
+            }
+        };
+        let mut state = self.state.lock().await;
+        let Plan::Select(plan) = wwt_query::plan(&state.catalog, &statement)? else {
+            return Err(wwt_query::Error::Unsupported {
+                what: "query with a statement other than SELECT".into(),
+                hint: "use execute for statements that change data or schema".into(),
+            }
+            .into());
+        };
+        let columns = plan.columns.clone();
+        let cursor = self.open_cursor(&mut state, &plan)?;
+        Ok(RowStream {
+            client: self,
+            state,
+            columns,
+            cursor,
+            buffered: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// Starts reading a SELECT: a streaming plan's keys, or every result of another plan.
+    fn open_cursor(&self, state: &mut State, plan: &SelectPlan) -> Result<Cursor> {
+        if !streams(plan) {
+            let (rows, _) = self.with_source(state, false, |s| execute_select(plan, s))?;
+            return Ok(Cursor::Ready(Some(rows.rows)));
+        }
+        let select = SelectStream::new(plan.clone())?;
+        let (keys, scan) = match &select.access().path {
+            AccessPath::FullScan => (Vec::new(), Some(None)),
+            AccessPath::Index(p) => {
+                let table = &select.access().table;
+                let (keys, _) = self.with_source(state, false, |s| pushdown_keys(s, table, p))?;
+                (keys, None)
+            }
+        };
+        Ok(Cursor::Streaming {
+            select: Box::new(select),
+            keys: keys.into(),
+            scan,
+        })
+    }
+
+    /// The next rows of `cursor`, or `None` when it is done.
+    async fn next_batch(&self, state: &mut State, cursor: &mut Cursor) -> Result<Option<Vec<Row>>> {
+        let (select, keys, scan) = match cursor {
+            Cursor::Ready(rows) => return Ok(rows.take().filter(|r| !r.is_empty())),
+            Cursor::Streaming { select, keys, scan } => (select, keys, scan),
+        };
+        let batch = self.config.stream_batch.clamp(1, MAX_LIMIT);
+        while !select.finished() {
+            if keys.is_empty()
+                && let Some(after) = scan
+            {
+                // The next page of a full scan, in row-id order.
+                let table = select.access().table.clone();
+                let page = self
+                    .index_query(
+                        state,
+                        &table,
+                        Query::Scan {
+                            after: *after,
+                            limit: batch,
+                        },
+                    )
+                    .await?;
+                *scan = match page.last() {
+                    Some(last) if page.len() == batch => Some(Some(last.row)),
+                    _ => None,
+                };
+                keys.extend(page.into_iter().map(RowRef::from));
+            }
+            if keys.is_empty() {
+                break;
+            }
+            let chunk: Vec<RowRef> = keys.drain(..batch.min(keys.len())).collect();
+            let table = select.access().table.clone();
+            let rows = self.fetch_rows(state, &table, &chunk, None).await?;
+            let out = select.push(rows)?;
+            if !out.is_empty() {
+                return Ok(Some(out));
+            }
+        }
+        Ok(None)
+    }
+
     /// Inserts rows (one value per column, in column order) into `table` without SQL text:
     /// the fast path for bulk loads.
     pub async fn insert_rows(&self, table: &str, rows: Vec<Row>) -> Result<usize> {
@@ -311,7 +415,7 @@ impl Client {
         let key = key.clone().coerce_to(schema.primary_key_column().ty)?;
         let row = self.row_id(&mut state, &schema, &key)?;
         let hits = self
-            .query(&mut state, &schema, Query::Get { rows: vec![row] })
+            .index_query(&mut state, &schema, Query::Get { rows: vec![row] })
             .await?;
         let Some(hit) = hits.into_iter().next() else {
             return Ok(Vec::new());
@@ -379,8 +483,15 @@ impl Client {
             }
             Plan::Explain(p) => Ok(Outcome::Explain(p.explain())),
             Plan::Select(p) => {
-                let (rows, _) = self.with_source(state, false, |s| execute_select(p, s))?;
-                Ok(Outcome::Rows(rows))
+                let mut cursor = self.open_cursor(state, p)?;
+                let mut rows = Vec::new();
+                while let Some(batch) = self.next_batch(state, &mut cursor).await? {
+                    rows.extend(batch);
+                }
+                Ok(Outcome::Rows(ResultSet {
+                    columns: p.columns.clone(),
+                    rows,
+                }))
             }
             Plan::Insert(p) => Ok(Outcome::Inserted(self.insert(state, p).await?)),
             Plan::Update(p) => Ok(Outcome::Updated(self.update(state, p).await?)),
@@ -517,17 +628,15 @@ impl Client {
         let refs = self.scan(state, old).await?;
         for chunk in refs.chunks(MAX_LIMIT) {
             let rows = self.fetch_rows(state, old, chunk, None).await?;
-            let mut ops = Vec::with_capacity(chunk.len());
-            for (r, row) in chunk.iter().zip(&rows) {
-                ops.push(RowOp::Put(self.entries(
-                    state,
-                    schema,
-                    r.row,
-                    r.version,
-                    r.locator.clone(),
-                    row,
-                )?));
-            }
+            let versions = chunk
+                .iter()
+                .zip(&rows)
+                .map(|(r, row)| (r.row, r.version, r.locator.clone(), row.as_slice()));
+            let ops = self
+                .entries(state, schema, versions)?
+                .into_iter()
+                .map(RowOp::Put)
+                .collect();
             self.index
                 .apply(self.sign(ApplyBatch {
                     table: target,
@@ -657,55 +766,70 @@ impl Client {
         ))
     }
 
-    /// The index entries of one row version.
-    fn entries(
+    /// The index entries of row versions `(row, version, sealed locator, values)`. Each
+    /// btree column's values are encrypted in one batch (its cache misses on every core).
+    fn entries<'r>(
         &self,
         state: &mut State,
         schema: &TableSchema,
-        row: RowId,
-        version: u64,
-        locator: Vec<u8>,
-        values: &[Value],
-    ) -> Result<RowEntries> {
+        versions: impl IntoIterator<Item = (RowId, u64, Vec<u8>, &'r [Value])>,
+    ) -> Result<Vec<RowEntries>> {
         let t = self.table(state, schema)?;
-        let mut e = RowEntries {
-            row,
-            version,
-            locator,
-            equality: Vec::new(),
-            range: Vec::new(),
-            text: Vec::new(),
-        };
+        let mut values = Vec::new();
+        let mut out = Vec::new();
+        for (row, version, locator, v) in versions {
+            values.push(v);
+            out.push(RowEntries {
+                row,
+                version,
+                locator,
+                equality: Vec::new(),
+                range: Vec::new(),
+                text: Vec::new(),
+            });
+        }
         for index in &schema.indexes {
             let Some(c) = schema.column_index(&index.column) else {
                 continue;
             };
-            let Some(v) = values.get(c).filter(|v| !v.is_null()) else {
-                continue;
-            };
+            let column = values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.get(c).filter(|v| !v.is_null()).map(|v| (i, v)));
             match index.kind {
                 IndexKind::Hash => {
                     let key = token_key(&self.master, t, schema, c);
-                    e.equality
-                        .push((column_id(c), key.eq_token(&encode_key(v)?)));
+                    for (i, v) in column {
+                        out[i]
+                            .equality
+                            .push((column_id(c), key.eq_token(&encode_key(v)?)));
+                    }
                 }
                 IndexKind::FullText => {
-                    let Value::Text(text) = v else { continue };
                     let key = token_key(&self.master, t, schema, c);
-                    e.text
-                        .push((column_id(c), key.text_tokens(text, &TextOptions::default())));
+                    for (i, v) in column {
+                        if let Value::Text(text) = v {
+                            out[i].text.push((
+                                column_id(c),
+                                key.text_tokens(text, &TextOptions::default()),
+                            ));
+                        }
+                    }
                 }
                 IndexKind::BTree => {
-                    let Some(x) = ordered(v) else { continue };
+                    let (at, xs): (Vec<usize>, Vec<u64>) =
+                        column.filter_map(|(i, v)| Some((i, ordered(v)?))).unzip();
                     let enc = ope_encoder(&self.master, t, schema, c)?;
-                    let ct = enc.encrypt(x).map_err(|e| {
+                    let cts = enc.encrypt_batch(&xs).map_err(|e| {
                         ClientError::Setup(format!("order-preserving encryption: {e}"))
                     })?;
-                    e.range.push((column_id(c), ct));
+                    for (i, ct) in at.into_iter().zip(cts) {
+                        out[i].range.push((column_id(c), ct));
+                    }
                 }
             }
         }
-        Ok(e)
+        Ok(out)
     }
 
     /// Opens a sealed locator the index provider returned for `row` at `version`.
@@ -753,7 +877,7 @@ impl Client {
         }
         for chunk in ids.chunks(MAX_LIMIT) {
             let existing = self
-                .query(
+                .index_query(
                     state,
                     schema,
                     Query::Get {
@@ -871,22 +995,20 @@ impl Client {
                 .insert(seg.manifest.segment, seg.manifest.clone());
         }
         self.put_manifests(manifest_ops).await?;
-        let mut ops = Vec::with_capacity(writes.len());
+        let mut versions = Vec::with_capacity(writes.len());
         for ((id, _, row), locator) in writes.iter().zip(&batch.locators) {
             let sealed = self.table(state, schema)?.locators.seal(
                 locator.row,
                 locator.version,
                 &locator.to_bytes(),
             );
-            ops.push(RowOp::Put(self.entries(
-                state,
-                schema,
-                *id,
-                locator.version,
-                sealed,
-                row,
-            )?));
+            versions.push((*id, locator.version, sealed, row.as_slice()));
         }
+        let ops: Vec<RowOp> = self
+            .entries(state, schema, versions)?
+            .into_iter()
+            .map(RowOp::Put)
+            .collect();
         let n = ops.len();
         self.apply_batch(state, schema, ops).await?;
         Ok(n)
@@ -940,7 +1062,7 @@ impl Client {
         Ok(())
     }
 
-    async fn query(
+    async fn index_query(
         &self,
         state: &mut State,
         schema: &TableSchema,
@@ -965,7 +1087,7 @@ impl Client {
         let mut after = None;
         loop {
             let page = self
-                .query(
+                .index_query(
                     state,
                     schema,
                     Query::Scan {
@@ -1068,7 +1190,7 @@ impl Client {
                 let expr = text_expr(&key, query);
                 let want = limit.map_or(MAX_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT));
                 let hits = self
-                    .query(
+                    .index_query(
                         state,
                         schema,
                         Query::Text {
@@ -1089,7 +1211,7 @@ impl Client {
             }
         };
         Ok(self
-            .query(state, schema, query)
+            .index_query(state, schema, query)
             .await?
             .into_iter()
             .map(RowRef::from)
@@ -1198,6 +1320,78 @@ impl Client {
             }
         }
         Ok(rows)
+    }
+}
+
+/// Where a SELECT's reading stands.
+enum Cursor {
+    /// Every result row, computed up front (joins, aggregates, ORDER BY); taken once.
+    Ready(Option<Vec<Row>>),
+    /// A streaming plan: the keys still to read and, for a full scan, where the next page of
+    /// keys starts (`Some(None)`: from the first row).
+    Streaming {
+        select: Box<SelectStream>,
+        keys: VecDeque<RowRef>,
+        scan: Option<Option<RowId>>,
+    },
+}
+
+/// The rows of one SELECT, read as they are consumed ([`Client::query`]).
+pub struct RowStream<'c> {
+    client: &'c Client,
+    state: tokio::sync::MutexGuard<'c, State>,
+    columns: Vec<String>,
+    cursor: Cursor,
+    buffered: VecDeque<Row>,
+}
+
+impl std::fmt::Debug for RowStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowStream")
+            .field("columns", &self.columns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RowStream<'_> {
+    /// The output column names.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// The next batch of rows (never empty), or `None` after the last.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<Row>>> {
+        if !self.buffered.is_empty() {
+            return Ok(Some(self.buffered.drain(..).collect()));
+        }
+        self.client
+            .next_batch(&mut self.state, &mut self.cursor)
+            .await
+    }
+
+    /// The next row, or `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Row>> {
+        if self.buffered.is_empty()
+            && let Some(batch) = self
+                .client
+                .next_batch(&mut self.state, &mut self.cursor)
+                .await?
+        {
+            self.buffered = batch.into();
+        }
+        Ok(self.buffered.pop_front())
+    }
+
+    /// Reads every remaining row.
+    pub async fn collect(mut self) -> Result<ResultSet> {
+        let mut rows = Vec::new();
+        while let Some(batch) = self.next_batch().await? {
+            rows.extend(batch);
+        }
+        Ok(ResultSet {
+            columns: self.columns,
+            rows,
+        })
     }
 }
 

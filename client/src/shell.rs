@@ -7,6 +7,7 @@
 //! started by `wwt devnet up` in `<home>/devnet`.
 
 use std::io::IsTerminal;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use wwt_net::grpc::GrpcConnector;
 use wwt_net::types::NodeId;
-use wwt_query::{Outcome, Value};
+use wwt_query::{Outcome, Row, Value};
 
 use crate::db::{Client, ClientConfig};
 use crate::{devnet, home};
@@ -164,13 +165,9 @@ async fn run_script(
         None
     };
     for (i, stmt) in statements.iter().enumerate() {
-        let outcomes = client
-            .execute(stmt)
+        run_statement(client, stmt, json, out)
             .await
             .with_context(|| format!("statement {} of {}", i + 1, statements.len()))?;
-        for o in &outcomes {
-            print_outcome(o, json, out)?;
-        }
         if let Some(bar) = &bar {
             bar.inc(1);
         }
@@ -207,16 +204,14 @@ async fn interactive(home: &Path, client: &Client, json: bool) -> Result<()> {
         let _ = editor.add_history_entry(sql.trim());
         let started = std::time::Instant::now();
         let mut out = std::io::stdout().lock();
-        match client.execute(&sql).await {
-            Ok(outcomes) => {
-                for o in &outcomes {
-                    print_outcome(o, json, &mut out)?;
-                }
-                if !json {
-                    println!("({:.1} ms)", started.elapsed().as_secs_f64() * 1e3);
-                }
+        for stmt in split_statements(&sql) {
+            if let Err(e) = run_statement(client, &stmt, json, &mut out).await {
+                eprintln!("error: {e:#}");
+                break;
             }
-            Err(e) => eprintln!("error: {e}"),
+        }
+        if !json {
+            writeln!(out, "({:.1} ms)", started.elapsed().as_secs_f64() * 1e3)?;
         }
     }
     let _ = editor.save_history(&history);
@@ -275,6 +270,11 @@ fn json_value(v: &Value) -> serde_json::Value {
 
 /// Prints one statement's outcome: an aligned table (numbers right-aligned) or JSON.
 pub fn print_outcome(o: &Outcome, json: bool, out: &mut impl std::io::Write) -> Result<()> {
+    if let Outcome::Rows(rs) = o {
+        let mut printer = RowPrinter::new(rs.columns.clone(), json);
+        printer.batch(&rs.rows, out)?;
+        return printer.finish(out);
+    }
     if json {
         let v = match o {
             Outcome::Created => serde_json::json!({ "created": true }),
@@ -282,10 +282,7 @@ pub fn print_outcome(o: &Outcome, json: bool, out: &mut impl std::io::Write) -> 
             Outcome::Updated(n) => serde_json::json!({ "updated": n }),
             Outcome::Deleted(n) => serde_json::json!({ "deleted": n }),
             Outcome::Explain(text) => serde_json::json!({ "explain": text }),
-            Outcome::Rows(rs) => serde_json::json!({
-                "columns": rs.columns,
-                "rows": rs.rows.iter().map(|r| r.iter().map(json_value).collect::<Vec<_>>()).collect::<Vec<_>>(),
-            }),
+            Outcome::Rows(_) => unreachable!("printed above"),
         };
         writeln!(out, "{v}")?;
         return Ok(());
@@ -296,21 +293,71 @@ pub fn print_outcome(o: &Outcome, json: bool, out: &mut impl std::io::Write) -> 
         Outcome::Updated(n) => writeln!(out, "updated {n} rows")?,
         Outcome::Deleted(n) => writeln!(out, "deleted {n} rows")?,
         Outcome::Explain(text) => writeln!(out, "{text}")?,
-        Outcome::Rows(rs) => {
-            let cells: Vec<Vec<String>> = rs
-                .rows
-                .iter()
-                .map(|r| r.iter().map(|v| v.to_string()).collect())
-                .collect();
-            let mut widths: Vec<usize> = rs.columns.iter().map(|c| c.chars().count()).collect();
-            for row in &cells {
-                for (w, c) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(c.chars().count());
-                }
+        Outcome::Rows(_) => unreachable!("printed above"),
+    }
+    Ok(())
+}
+
+/// Prints a SELECT's rows as they arrive, batch by batch: an aligned table whose header,
+/// widths and alignment come from the first batch (later batches only widen columns), or
+/// one JSON object `{"columns": [...], "rows": [...]}`.
+struct RowPrinter {
+    json: bool,
+    columns: Vec<String>,
+    /// Set once the header is printed.
+    widths: Option<Vec<usize>>,
+    numeric: Vec<bool>,
+    count: usize,
+}
+
+impl RowPrinter {
+    fn new(columns: Vec<String>, json: bool) -> Self {
+        RowPrinter {
+            json,
+            columns,
+            widths: None,
+            numeric: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn batch(&mut self, rows: &[Row], out: &mut impl std::io::Write) -> Result<()> {
+        if self.json {
+            if self.widths.is_none() {
+                write!(
+                    out,
+                    "{{\"columns\":{},\"rows\":[",
+                    serde_json::to_string(&self.columns)?
+                )?;
+                self.widths = Some(Vec::new());
             }
-            let numeric: Vec<bool> = (0..rs.columns.len())
+            for row in rows {
+                if self.count > 0 {
+                    write!(out, ",")?;
+                }
+                let values: Vec<serde_json::Value> = row.iter().map(json_value).collect();
+                write!(out, "{}", serde_json::Value::Array(values))?;
+                self.count += 1;
+            }
+            return Ok(());
+        }
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| r.iter().map(|v| v.to_string()).collect())
+            .collect();
+        let first = self.widths.is_none();
+        let widths = self
+            .widths
+            .get_or_insert_with(|| self.columns.iter().map(|c| c.chars().count()).collect());
+        for row in &cells {
+            for (w, c) in widths.iter_mut().zip(row) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        if first {
+            self.numeric = (0..self.columns.len())
                 .map(|i| {
-                    rs.rows.iter().all(|r| {
+                    rows.iter().all(|r| {
                         matches!(
                             r.get(i),
                             Some(Value::Int(_) | Value::Double(_) | Value::Null)
@@ -318,43 +365,73 @@ pub fn print_outcome(o: &Outcome, json: bool, out: &mut impl std::io::Write) -> 
                     })
                 })
                 .collect();
-            let line = |cells: &[String]| -> String {
-                cells
-                    .iter()
-                    .zip(&widths)
-                    .zip(&numeric)
-                    .map(|((c, w), num)| {
-                        if *num {
-                            format!("{c:>w$}")
-                        } else {
-                            format!("{c:<w$}")
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            };
-            writeln!(out, "{}", line(&rs.columns).trim_end())?;
-            writeln!(
-                out,
-                "{}",
-                widths
-                    .iter()
-                    .map(|w| "-".repeat(*w))
-                    .collect::<Vec<_>>()
-                    .join("-+-")
-            )?;
-            for row in &cells {
-                writeln!(out, "{}", line(row).trim_end())?;
-            }
-            writeln!(
-                out,
-                "({} row{})",
-                rs.rows.len(),
-                if rs.rows.len() == 1 { "" } else { "s" }
-            )?;
         }
+        let line = |cells: &[String]| -> String {
+            cells
+                .iter()
+                .zip(widths.iter())
+                .zip(&self.numeric)
+                .map(|((c, w), num)| {
+                    if *num {
+                        format!("{c:>w$}")
+                    } else {
+                        format!("{c:<w$}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        };
+        if first {
+            writeln!(out, "{}", line(&self.columns).trim_end())?;
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            writeln!(out, "{}", rule.join("-+-"))?;
+        }
+        for row in &cells {
+            writeln!(out, "{}", line(row).trim_end())?;
+        }
+        self.count += rows.len();
+        Ok(())
     }
-    Ok(())
+
+    fn finish(mut self, out: &mut impl std::io::Write) -> Result<()> {
+        if self.widths.is_none() {
+            self.batch(&[], out)?;
+        }
+        if self.json {
+            writeln!(out, "]}}")?;
+        } else {
+            let n = self.count;
+            writeln!(out, "({n} row{})", if n == 1 { "" } else { "s" })?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one statement and prints what it did; a SELECT's rows are printed a batch at a time
+/// as they are read ([`Client::query`]), so a large result never sits whole in memory.
+async fn run_statement(
+    client: &Client,
+    sql: &str,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
+    let select = matches!(
+        wwt_query::parse(sql)?.as_slice(),
+        [wwt_query::Statement::Query(_)]
+    );
+    if !select {
+        for o in client.execute(sql).await? {
+            print_outcome(&o, json, out)?;
+        }
+        return Ok(());
+    }
+    let mut rows = client.query(sql).await?;
+    let mut printer = RowPrinter::new(rows.columns().to_vec(), json);
+    while let Some(batch) = rows.next_batch().await? {
+        printer.batch(&batch, out)?;
+        out.flush()?;
+    }
+    printer.finish(out)
 }
 
 #[cfg(test)]

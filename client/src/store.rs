@@ -25,13 +25,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use tracing::debug;
-use wwt_engine::{AuditKey, Codec, EncodedSegment, Locator, SegmentManifest, Table};
+use wwt_engine::codec::plan_read;
+use wwt_engine::{
+    AuditKey, Codec, EncodedSegment, Locator, PieceHash, RangeRead, SegmentManifest, Table, proof,
+};
 use wwt_net::audit::{Complaint, Entrust};
 use wwt_net::types::{
-    ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReserveSegment, SegmentId, SegmentLocation,
-    StorePiece,
+    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment,
+    SegmentId, SegmentLocation, StorePiece,
 };
 use wwt_net::{Connector, Discovery, Identity, NetError, TrackerApi, read_whole_piece, rendezvous};
+
+/// A segment whose wanted bytes are under 1/`RANGED_FRACTION` of it is read by ranged reads
+/// of those bytes instead of whole: a point read costs one small read, not k pieces and a
+/// decode.
+pub const RANGED_FRACTION: u64 = 8;
 
 /// What went wrong storing or reading, named for what the caller can do.
 #[derive(Debug, thiserror::Error)]
@@ -552,9 +560,12 @@ impl Storage {
         Ok(codec.decode(audit, &current, &refs)?)
     }
 
-    /// Reads rows: fetches and decodes each segment they live in once (or takes it from
-    /// `cache`), then opens each row. Fails naming every row whose segment cannot be
-    /// recovered.
+    /// Reads rows. A segment the cache holds is used as is; one the rows want little of (under
+    /// 1/[`RANGED_FRACTION`] of its bytes) and not read by ranges lately is read by ranged
+    /// reads of just those rows' bytes, each checked against its piece's hash by a proof; any
+    /// other is fetched and decoded whole, once, and cached. A row whose ranged reads fail falls back to its whole
+    /// segment, so it is read from any k pieces. Fails naming every row whose segment cannot
+    /// be recovered.
     pub async fn read_rows(
         &self,
         table: &mut Table,
@@ -562,15 +573,49 @@ impl Storage {
         locators: &[Locator],
         cache: &mut SegmentCache,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut wanted: Vec<wwt_engine::SegmentId> = locators
+        let mut wanted: HashMap<wwt_engine::SegmentId, u64> = HashMap::new();
+        for e in locators.iter().flat_map(|l| &l.extents) {
+            *wanted.entry(e.segment).or_default() += e.len;
+        }
+        let sparse = |id: &wwt_engine::SegmentId| {
+            cache.get(id).is_none()
+                && !cache.ranged_before(id)
+                && manifests
+                    .get(id)
+                    .is_some_and(|m| wanted[id].saturating_mul(RANGED_FRACTION) < m.segment_len)
+        };
+        // Whole segments for every row that touches a segment read whole.
+        let mut whole: HashSet<wwt_engine::SegmentId> = locators
             .iter()
+            .filter(|l| !l.extents.iter().all(|e| sparse(&e.segment)))
             .flat_map(|l| l.extents.iter().map(|e| e.segment))
             .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
+        let ranged: Vec<usize> = (0..locators.len())
+            .filter(|&i| {
+                let l = &locators[i];
+                l.extents.iter().all(|e| sparse(&e.segment))
+                    && !l.extents.iter().any(|e| whole.contains(&e.segment))
+            })
+            .collect();
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; locators.len()];
+        let by_range: Vec<&Locator> = ranged.iter().map(|&i| &locators[i]).collect();
+        for e in by_range.iter().flat_map(|l| &l.extents) {
+            cache.note_ranged(e.segment);
+        }
+        for (i, row) in ranged
+            .iter()
+            .zip(self.read_ranged(table, manifests, &by_range).await)
+        {
+            match row {
+                Some(row) => out[*i] = Some(row),
+                None => whole.extend(locators[*i].extents.iter().map(|e| e.segment)),
+            }
+        }
         let mut segments = HashMap::new();
         let mut failed = HashMap::new();
-        for id in wanted {
+        let mut whole: Vec<_> = whole.into_iter().collect();
+        whole.sort_unstable();
+        for id in whole {
             if let Some(bytes) = cache.get(&id) {
                 segments.insert(id, bytes);
                 continue;
@@ -594,7 +639,11 @@ impl Storage {
         }
         let lost: Vec<&Locator> = locators
             .iter()
-            .filter(|l| l.extents.iter().any(|e| failed.contains_key(&e.segment)))
+            .zip(&out)
+            .filter(|(l, row)| {
+                row.is_none() && l.extents.iter().any(|e| failed.contains_key(&e.segment))
+            })
+            .map(|(l, _)| l)
             .collect();
         if let Some(first) = lost.first() {
             let cause = first
@@ -609,19 +658,151 @@ impl Storage {
         }
         locators
             .iter()
-            .map(|l| Ok(table.read_row(l, |id| segments.get(id).map(|b| b.as_slice()))?))
+            .zip(out)
+            .map(|(l, row)| match row {
+                Some(row) => Ok(row),
+                None => Ok(table.read_row(l, |id| segments.get(id).map(|b| b.as_slice()))?),
+            })
             .collect()
+    }
+
+    /// Reads each row of `locators` by ranged reads of the data pieces that hold its bytes
+    /// (the segments' current manifests and holders from their trackers, all reads at once),
+    /// each checked against the piece hash by its proof. `None` for a row any of whose reads
+    /// failed.
+    async fn read_ranged(
+        &self,
+        table: &mut Table,
+        manifests: &HashMap<wwt_engine::SegmentId, SegmentManifest>,
+        locators: &[&Locator],
+    ) -> Vec<Option<Vec<u8>>> {
+        if locators.is_empty() {
+            return Vec::new();
+        }
+        let mut ids: Vec<wwt_engine::SegmentId> = locators
+            .iter()
+            .flat_map(|l| l.extents.iter().map(|e| e.segment))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // Each segment's current manifest and the addresses of each piece's holders.
+        let located = join_all(
+            ids.iter()
+                .filter_map(|id| manifests.get(id))
+                .map(|m| async {
+                    let location = self.locate(&wire_segment(m)).await.ok().flatten()?;
+                    let current = newest(m, &location.manifest);
+                    let mut holders = vec![Vec::new(); current.pieces.len()];
+                    for mut piece in location.pieces {
+                        let index = piece.index as usize;
+                        if current.pieces.get(index).map(|p| p.hash.0) == Some(piece.piece.0) {
+                            piece.holders.sort_by_key(|h| !h.alive);
+                            holders[index] = piece.holders.into_iter().map(|h| h.address).collect();
+                        }
+                    }
+                    Some((current, holders))
+                }),
+        )
+        .await;
+        let current: HashMap<wwt_engine::SegmentId, (SegmentManifest, Vec<Vec<String>>)> = located
+            .into_iter()
+            .flatten()
+            .map(|(m, h)| (m.segment, (m, h)))
+            .collect();
+        // Every read of every row, planned on the current manifests.
+        let audit = table.keys().audit.clone();
+        let mut reads: Vec<(wwt_engine::SegmentId, RangeRead)> = Vec::new();
+        for e in locators.iter().flat_map(|l| &l.extents) {
+            if let Some((m, _)) = current.get(&e.segment)
+                && let Ok(planned) = plan_read(&audit, m, e)
+            {
+                reads.extend(planned.into_iter().map(|r| (e.segment, r)));
+            }
+        }
+        reads.sort_by_key(|(id, r)| (*id, r.piece, r.piece_start));
+        reads.dedup_by_key(|(id, r)| (*id, r.piece, r.piece_start));
+        let fetched = join_all(reads.iter().map(|(id, r)| {
+            let (m, holders) = &current[id];
+            self.read_range(&holders[r.piece], m.pieces[r.piece].hash, r)
+        }))
+        .await;
+        let got: HashMap<(wwt_engine::SegmentId, usize, u64), Vec<u8>> = reads
+            .iter()
+            .zip(fetched)
+            .filter_map(|((id, r), bytes)| Some(((*id, r.piece, r.piece_start), bytes?)))
+            .collect();
+        locators
+            .iter()
+            .map(|l| {
+                table
+                    .read_row_ranged(
+                        l,
+                        |id| current.get(id).map(|(m, _)| m.clone()),
+                        |m, r| {
+                            got.get(&(m.segment, r.piece, r.piece_start))
+                                .cloned()
+                                .ok_or_else(|| wwt_engine::Error::ManifestMismatch {
+                                    segment: m.segment.to_string(),
+                                    what: "a ranged read failed".into(),
+                                })
+                        },
+                    )
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Bytes `r.piece_start..+r.piece_len` of the piece with hash `hash`, from the first of
+    /// `holders` whose answer its proof checks against the hash.
+    async fn read_range(
+        &self,
+        holders: &[String],
+        hash: PieceHash,
+        r: &RangeRead,
+    ) -> Option<Vec<u8>> {
+        for address in holders {
+            let attempt = async {
+                let provider = self.connector.provider(address)?;
+                let request = self.identity.sign(ReadPiece {
+                    piece: PieceId(hash.0),
+                    range: Some(ByteRange {
+                        offset: r.piece_start,
+                        len: r.piece_len,
+                    }),
+                })?;
+                tokio::time::timeout(self.config.read_timeout, provider.read(request))
+                    .await
+                    .map_err(|_| NetError::Unavailable("read timed out".into()))?
+            };
+            match attempt.await {
+                Ok(data) => match proof::verify(&hash, r.piece_start, r.piece_len, &data.proof) {
+                    Ok(bytes) => return Some(bytes),
+                    Err(e) => debug!(%address, "ranged read failed its proof: {e}"),
+                },
+                Err(e) => debug!(%address, "ranged read: {e}"),
+            }
+        }
+        None
     }
 }
 
 /// Decoded segments kept for later reads, oldest evicted first, bounded in bytes.
+///
+/// It also remembers the segments read lately by ranges: a segment read a second time is
+/// fetched whole and kept, so a working set that recurs is served from memory while one-off
+/// point reads never decode (nor evict) whole segments.
 #[derive(Debug, Default)]
 pub struct SegmentCache {
     limit: usize,
     used: usize,
     order: VecDeque<wwt_engine::SegmentId>,
     segments: HashMap<wwt_engine::SegmentId, Arc<Vec<u8>>>,
+    ranged_order: VecDeque<wwt_engine::SegmentId>,
+    ranged: HashSet<wwt_engine::SegmentId>,
 }
+
+/// How many segments read by ranges a [`SegmentCache`] remembers.
+const RANGED_MEMORY: usize = 4096;
 
 impl SegmentCache {
     /// A cache of at most `limit` bytes (0 keeps nothing).
@@ -629,6 +810,34 @@ impl SegmentCache {
         Self {
             limit,
             ..Self::default()
+        }
+    }
+
+    /// How many decoded segments it holds.
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// True when it holds no segment.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// True if `id` was read by ranges lately and the cache can keep segments: read it
+    /// whole this time.
+    fn ranged_before(&self, id: &wwt_engine::SegmentId) -> bool {
+        self.limit > 0 && self.ranged.contains(id)
+    }
+
+    fn note_ranged(&mut self, id: wwt_engine::SegmentId) {
+        if self.limit == 0 || !self.ranged.insert(id) {
+            return;
+        }
+        self.ranged_order.push_back(id);
+        if self.ranged_order.len() > RANGED_MEMORY
+            && let Some(old) = self.ranged_order.pop_front()
+        {
+            self.ranged.remove(&old);
         }
     }
 

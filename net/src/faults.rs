@@ -181,6 +181,8 @@ impl ProviderApi for FaultyProvider {
         let mut data = self.inner.read(request).await?;
         if corrupt {
             data.data = self.faults.flip_byte(&data.data);
+            // A range read's proof carries the bytes too: lie there as well.
+            data.proof = self.faults.flip_byte(&data.proof);
         }
         Ok(data)
     }

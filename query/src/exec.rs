@@ -41,7 +41,7 @@ pub struct ResultSet {
 }
 
 /// The keys a pushdown selects.
-fn pushdown_keys<S: RowSource>(
+pub fn pushdown_keys<S: RowSource>(
     source: &S,
     table: &TableSchema,
     p: &Pushdown,
@@ -84,7 +84,11 @@ pub fn read_rows<S: RowSource>(source: &S, access: &TableAccess) -> Result<Vec<R
         AccessPath::FullScan => source.scan(table)?,
         AccessPath::Index(p) => pushdown_keys(source, table, p)?,
     };
-    let rows = source.fetch(table, &keys)?;
+    checked(table, source.fetch(table, &keys)?)
+}
+
+/// `rows`, if each has one value per column of `table`.
+fn checked(table: &TableSchema, rows: Vec<Row>) -> Result<Vec<Row>> {
     if let Some(bad) = rows.iter().find(|r| r.len() != table.columns.len()) {
         return Err(Error::CorruptRow(format!(
             "a row of `{}` has {} values for {} columns",
@@ -94,6 +98,91 @@ pub fn read_rows<S: RowSource>(source: &S, access: &TableAccess) -> Result<Vec<R
         )));
     }
     Ok(rows)
+}
+
+/// Whether a SELECT streams: one table, no aggregation and no ORDER BY, so that each result
+/// row depends only on its own input row and rows can be read a batch at a time
+/// ([`SelectStream`]).
+pub fn streams(plan: &SelectPlan) -> bool {
+    plan.tables.len() == 1
+        && plan.join.is_none()
+        && plan.aggregation.is_none()
+        && plan.order_by.is_empty()
+}
+
+/// A streaming SELECT ([`streams`]) fed its table's rows a batch at a time: applies the
+/// filter, the projection, DISTINCT, OFFSET and LIMIT, and says when no more rows are wanted.
+#[derive(Clone, Debug)]
+pub struct SelectStream {
+    plan: SelectPlan,
+    skip: u64,
+    left: Option<u64>,
+    seen: HashSet<Vec<u8>>,
+}
+
+impl SelectStream {
+    /// Fails if `plan` does not stream.
+    pub fn new(plan: SelectPlan) -> Result<Self> {
+        if !streams(&plan) {
+            return Err(Error::unsupported(
+                "streaming a SELECT with a join, an aggregate or ORDER BY",
+                "run it with execute_select (it needs every row first)",
+            ));
+        }
+        Ok(SelectStream {
+            skip: plan.offset,
+            left: plan.limit,
+            seen: HashSet::new(),
+            plan,
+        })
+    }
+
+    /// The table read and how.
+    pub fn access(&self) -> &TableAccess {
+        &self.plan.tables[0]
+    }
+
+    /// The output column names.
+    pub fn columns(&self) -> &[String] {
+        &self.plan.columns
+    }
+
+    /// True once LIMIT rows were returned: reading more is wasted.
+    pub fn finished(&self) -> bool {
+        self.left == Some(0)
+    }
+
+    /// The result rows that `rows` (the next input rows, decrypted) yield.
+    pub fn push(&mut self, rows: Vec<Row>) -> Result<Vec<Row>> {
+        let rows = checked(&self.access().table, rows)?;
+        let mut out = Vec::new();
+        for row in rows {
+            if self.finished() {
+                break;
+            }
+            if !self.plan.filter.accepts(&row)? {
+                continue;
+            }
+            let result = project(&self.plan, &row)?;
+            if self.plan.distinct && !self.seen.insert(key_of(&result)) {
+                continue;
+            }
+            if self.skip > 0 {
+                self.skip -= 1;
+                continue;
+            }
+            if let Some(left) = &mut self.left {
+                *left -= 1;
+            }
+            out.push(result);
+        }
+        Ok(out)
+    }
+}
+
+/// The output values of one input row.
+fn project(plan: &SelectPlan, row: &[Value]) -> Result<Row> {
+    plan.projections.iter().map(|e| e.eval(row)).collect()
 }
 
 fn key_of(values: &[Value]) -> Vec<u8> {
@@ -106,6 +195,14 @@ fn key_of(values: &[Value]) -> Vec<u8> {
 
 /// Runs a SELECT.
 pub fn execute_select<S: RowSource>(plan: &SelectPlan, source: &S) -> Result<ResultSet> {
+    if streams(plan) {
+        let mut stream = SelectStream::new(plan.clone())?;
+        let rows = stream.push(read_rows(source, stream.access())?)?;
+        return Ok(ResultSet {
+            columns: plan.columns.clone(),
+            rows,
+        });
+    }
     // Input rows: nothing (one empty row), one table, or the join of two.
     let mut input: Vec<Row> = match (plan.tables.as_slice(), &plan.join) {
         ([], _) => vec![Vec::new()],
@@ -194,11 +291,7 @@ pub fn execute_select<S: RowSource>(plan: &SelectPlan, source: &S) -> Result<Res
     let mut results: Vec<(Row, Row)> = Vec::with_capacity(rows.len());
     let mut seen = HashSet::new();
     for row in &rows {
-        let out: Row = plan
-            .projections
-            .iter()
-            .map(|e| e.eval(row))
-            .collect::<Result<_>>()?;
+        let out = project(plan, row)?;
         if plan.distinct && !seen.insert(key_of(&out)) {
             continue;
         }

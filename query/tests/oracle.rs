@@ -5,7 +5,9 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use wwt_query::{MemoryDb, Outcome, Value};
+use wwt_query::{
+    AccessPath, MemoryDb, Outcome, Plan, RowSource, SelectStream, Value, pushdown_keys, streams,
+};
 
 #[path = "support/sqlgen.rs"]
 mod sqlgen;
@@ -23,6 +25,37 @@ fn ours(db: &mut MemoryDb, sql: &str) -> Vec<Vec<Value>> {
         },
         Err(e) => panic!("{sql}: {e}"),
     }
+}
+
+/// `sql` run as a stream fed three rows at a time, stopping once LIMIT is reached; `None`
+/// for a SELECT that does not stream (a join, an aggregate, ORDER BY).
+fn streamed(db: &MemoryDb, sql: &str) -> Option<Vec<Vec<Value>>> {
+    let stmt = wwt_query::parse(sql).unwrap().pop().unwrap();
+    let Plan::Select(plan) = wwt_query::plan(db.catalog(), &stmt).unwrap() else {
+        panic!("{sql}: not a SELECT");
+    };
+    if !streams(&plan) {
+        return None;
+    }
+    let mut stream = SelectStream::new(plan).unwrap();
+    let table = stream.access().table.clone();
+    let keys = match &stream.access().path {
+        AccessPath::FullScan => db.scan(&table),
+        AccessPath::Index(p) => pushdown_keys(db, &table, p),
+    }
+    .unwrap();
+    let mut out = Vec::new();
+    for chunk in keys.chunks(3) {
+        if stream.finished() {
+            break;
+        }
+        out.extend(stream.push(db.fetch(&table, chunk).unwrap()).unwrap());
+    }
+    Some(
+        out.into_iter()
+            .map(|r| r.into_iter().map(normalize).collect())
+            .collect(),
+    )
 }
 
 #[test]
@@ -51,6 +84,36 @@ fn evaluator_agrees_with_sqlite() {
                 let expected = sqlite_rows(&conn, sql);
                 check(&expected, &ours(&mut indexed, sql), sql, "indexed")?;
                 check(&expected, &ours(&mut plain, sql), sql, "unindexed")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn unordered_selects_stream_like_sqlite() {
+    let mut runner = TestRunner::new(Config {
+        cases: 40,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (data(), proptest::collection::vec(unordered_query(), 8));
+    runner
+        .run(&strategy, |(data, queries)| {
+            let conn = rusqlite::Connection::open_in_memory().unwrap();
+            conn.execute_batch(SQLITE_SCHEMA).unwrap();
+            let mut indexed = MemoryDb::new();
+            indexed.execute(SCHEMA).unwrap();
+            indexed.execute(INDEXES).unwrap();
+            for ins in inserts(&data) {
+                conn.execute(&ins, []).unwrap();
+                indexed.execute(&ins).unwrap();
+            }
+            for (sql, all, window) in &queries {
+                let all = sqlite_rows(&conn, all);
+                check_unordered(&all, &ours(&mut indexed, sql), *window, sql, "indexed")?;
+                let rows = streamed(&indexed, sql).expect("a SELECT without ORDER BY streams");
+                check_unordered(&all, &rows, *window, sql, "streamed")?;
             }
             Ok(())
         })

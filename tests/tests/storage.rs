@@ -230,6 +230,101 @@ async fn lying_and_slow_providers_are_skipped(kind: Transport) {
     }
 }
 
+/// Rows read one at a time take a few bytes of one data piece each (checked by proof), not a
+/// whole segment: nothing is decoded. A lying, a slow and a dead holder are passed over: those
+/// rows come from their whole segment, decoded from other pieces. A segment read by ranges
+/// once is read whole (and kept) the second time.
+async fn point_reads_take_ranges_and_fall_back_to_whole_segments(kind: Transport) {
+    let (_dir, mut net) = network(kind).await;
+    let mut w = write(12);
+    put_all(
+        &storage(&net, net.connector(), StorageConfig::default()),
+        &w.segments,
+    )
+    .await;
+    let faults = Faults::new(SEED);
+    let connector = Arc::new(FaultyConnector::new(net.connector(), faults.clone()));
+    let config = StorageConfig {
+        read_timeout: Duration::from_millis(300),
+        complain: false,
+        ..StorageConfig::default()
+    };
+    let client = storage(&net, connector, config);
+    let picks: Vec<usize> = (0..w.locators.len()).step_by(7).collect();
+    // Each row with a fresh cache, which then holds the segment if one was decoded.
+    let read_each = async |w: &mut Written| {
+        let mut decoded = 0;
+        for &i in &picks {
+            let mut cache = SegmentCache::new(64 << 20);
+            let back = client
+                .read_rows(
+                    &mut w.table,
+                    &w.manifests,
+                    std::slice::from_ref(&w.locators[i]),
+                    &mut cache,
+                )
+                .await
+                .unwrap();
+            assert_eq!(back, vec![w.rows[i].clone()], "row {i}");
+            decoded += cache.len();
+        }
+        decoded
+    };
+    assert_eq!(
+        read_each(&mut w).await,
+        0,
+        "a healthy network serves point reads by ranges, decoding no segment"
+    );
+
+    faults.set(
+        &net.endpoints.providers[0].address,
+        Fault {
+            corrupt_reads: true,
+            ..Fault::default()
+        },
+    );
+    faults.set(
+        &net.endpoints.providers[3].address,
+        Fault {
+            delay: Duration::from_secs(5),
+            ..Fault::default()
+        },
+    );
+    let decoded = read_each(&mut w).await;
+    assert!(
+        decoded > 0,
+        "no row's data piece was on the liar or the slow provider: the test checked nothing"
+    );
+    println!("{decoded} segments decoded whole after ranged reads were refused");
+    faults.heal_all();
+    let mut cache = SegmentCache::new(64 << 20);
+    for _ in 0..2 {
+        client
+            .read_rows(
+                &mut w.table,
+                &w.manifests,
+                std::slice::from_ref(&w.locators[1]),
+                &mut cache,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(cache.len(), 1, "the second read of a segment keeps it");
+    net.stop_provider(1).await.unwrap();
+    net.stop_provider(5).await.unwrap();
+    read_each(&mut w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_point_reads_take_ranges_and_fall_back_to_whole_segments() {
+    point_reads_take_ranges_and_fall_back_to_whole_segments(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_point_reads_take_ranges_and_fall_back_to_whole_segments() {
+    point_reads_take_ranges_and_fall_back_to_whole_segments(Transport::Grpc).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_lying_and_slow_providers_are_skipped() {
     lying_and_slow_providers_are_skipped(Transport::Memory).await;

@@ -13,7 +13,8 @@
 //! full-text index lives in `text/<owner>/<table>/`.
 //!
 //! A batch is validated in full before anything is written. It is then written in the order
-//! full-text, secondary trees, primary map, and flushed before `apply` returns. The primary
+//! full-text and secondary trees (side by side, on two threads), then the primary map, and
+//! flushed before `apply` returns. The primary
 //! record of a row lists its secondary entries, so a batch interrupted by a crash is repaired
 //! by sending it again: operations that landed (same version, same entries) are skipped and
 //! counted as `unchanged`; the others remove whatever the old record lists, and the row's
@@ -585,14 +586,22 @@ impl IndexStore for LocalIndexStore {
             primary_batch.insert(&row.0[..], new.encode());
         }
 
-        // 3. Write: full-text, secondary trees, primary map; then flush.
-        if let Some(text) = &ns.text
-            && (!text_removed.is_empty() || !text_added.is_empty())
-        {
-            text.apply(&text_removed, &text_added)?;
-        }
-        ns.equality.apply_batch(eq_batch)?;
-        ns.range.apply_batch(range_batch)?;
+        // 3. Write: full-text beside the secondary trees (two cores), then the primary map
+        // that makes the rows visible; then flush.
+        std::thread::scope(|s| {
+            let text = ns
+                .text
+                .as_ref()
+                .filter(|_| !text_removed.is_empty() || !text_added.is_empty())
+                .map(|text| s.spawn(|| text.apply(&text_removed, &text_added)));
+            ns.equality.apply_batch(eq_batch)?;
+            ns.range.apply_batch(range_batch)?;
+            match text.map(|t| t.join()) {
+                Some(Err(_)) => Err(IndexError::Corrupt("the full-text writer panicked")),
+                Some(Ok(r)) => r,
+                None => Ok(()),
+            }
+        })?;
         ns.primary.apply_batch(primary_batch)?;
         self.db.flush()?;
         Ok(receipt)

@@ -257,6 +257,80 @@ pub fn query() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// `LIMIT n OFFSET o` as `(n, o)`.
+pub type Window = Option<(u32, u32)>;
+
+/// A SELECT without ORDER BY, which streams: rows come in any order, so a LIMIT may take any
+/// of them. Returns the statement, the same statement without LIMIT/OFFSET, and its window.
+pub fn unordered_query() -> BoxedStrategy<(String, String, Window)> {
+    let projection = prop::sample::subsequence(
+        vec![
+            "id",
+            "a",
+            "b",
+            "x",
+            "s",
+            "f",
+            "a + b",
+            "lower(s)",
+            "coalesce(a, b)",
+        ],
+        1..4,
+    )
+    .prop_map(|v| v.join(", "));
+    let select = prop_oneof![
+        3 => projection.prop_map(|p| format!("SELECT {p} FROM t")),
+        1 => Just("SELECT DISTINCT a, f FROM t".to_string()),
+    ];
+    let where_ =
+        opt(predicate("")).prop_map(|w| w.map_or(String::new(), |w| format!(" WHERE {w}")));
+    (select, where_, opt((0u32..8, 0u32..4)))
+        .prop_map(|(s, w, window)| {
+            let all = format!("{s}{w}");
+            let sql = match window {
+                Some((n, o)) => format!("{all} LIMIT {n} OFFSET {o}"),
+                None => all.clone(),
+            };
+            (sql, all, window)
+        })
+        .boxed()
+}
+
+/// Checks an unordered result: `got` holds as many rows as the window allows, each one taken
+/// from `all` (the rows without LIMIT/OFFSET) at most once.
+pub fn check_unordered(
+    all: &[Vec<Value>],
+    got: &[Vec<Value>],
+    window: Window,
+    sql: &str,
+    which: &str,
+) -> Result<(), TestCaseError> {
+    let want = window.map_or(all.len(), |(n, o)| {
+        (n as usize).min(all.len().saturating_sub(o as usize))
+    });
+    prop_assert_eq!(
+        got.len(),
+        want,
+        "{} returned a wrong count on\n  {}",
+        which,
+        sql
+    );
+    let mut pool: Vec<&Vec<Value>> = all.iter().collect();
+    for row in got {
+        let at = pool
+            .iter()
+            .position(|r| r.len() == row.len() && r.iter().zip(row).all(|(x, y)| same(x, y)));
+        prop_assert!(
+            at.is_some(),
+            "{which} returned {row:?}, not a row of\n  {sql}\nSQLite: {all:?}"
+        );
+        if let Some(at) = at {
+            pool.swap_remove(at);
+        }
+    }
+    Ok(())
+}
+
 pub fn normalize(v: Value) -> Value {
     match v {
         Value::Bool(b) => Value::Int(i64::from(b)),
