@@ -19,7 +19,6 @@ use wwt_net::audit::{Challenge, ChallengeAnswer, ChallengeKind};
 use wwt_net::types::{ByteRange, PieceId};
 use wwt_net::{Identity, proto};
 use wwt_tracker::AuditConfig;
-use wwt_tracker::audit::sentinel_order;
 use wwt_tracker::clock::{Clock, ManualClock};
 
 use crate::devnet::{Hooks, LocalNet, Shape, Transport};
@@ -76,7 +75,7 @@ fn per_core(segment: usize, n: usize) -> Result<(f64, f64, [usize; 4])> {
     // positions, and the check of the answer. The provider's answers are made beforehand.
     let at = |i: usize| (i * q) % (sentinels as usize - q);
     let answers: Vec<Vec<u8>> = {
-        let order = sentinel_order(&audit, &hash, sentinels);
+        let order = audit.sentinel_order(&hash, sentinels);
         (0..n)
             .map(|i| piece::answer_challenge(&bytes, &view.challenge(&order[at(i)..at(i) + q])))
             .collect::<Result<_, _>>()?
@@ -85,7 +84,7 @@ fn per_core(segment: usize, n: usize) -> Result<(f64, f64, [usize; 4])> {
     let mut right = 0;
     for (i, answer) in answers.iter().enumerate() {
         let view = wwt_engine::PieceView::new(&audit, segment_id, 0, 0, shard_len, sentinels);
-        let order = sentinel_order(&audit, &hash, sentinels);
+        let order = audit.sentinel_order(&hash, sentinels);
         let which = &order[at(i)..at(i) + q];
         std::hint::black_box(view.challenge(which));
         right += usize::from(view.verify(which, answer));
@@ -93,11 +92,20 @@ fn per_core(segment: usize, n: usize) -> Result<(f64, f64, [usize; 4])> {
     let sentinel_per_core = n as f64 / start.elapsed().as_secs_f64();
     ensure!(right == n, "a right answer failed");
 
-    let (tree, _) = proof::outboard(&bytes);
+    let (groups, _) = proof::groups(&bytes);
     let proofs: Vec<(u64, Vec<u8>)> = (0..64)
         .map(|i| {
             let offset = (i * 7919 % (bytes.len() / 1024)) as u64 * 1024;
-            Ok((offset, proof::prove(&bytes, &tree, offset, 1024)?))
+            Ok((
+                offset,
+                proof::prove(
+                    std::io::Cursor::new(&bytes),
+                    bytes.len() as u64,
+                    &groups,
+                    offset,
+                    1024,
+                )?,
+            ))
         })
         .collect::<Result<_>>()?;
     let start = Instant::now();
@@ -110,7 +118,7 @@ fn per_core(segment: usize, n: usize) -> Result<(f64, f64, [usize; 4])> {
     // Bytes on the wire: signed requests and answers as gRPC carries them (protobuf).
     let tracker = Identity::from_secret([3; 32]);
     let piece_id = PieceId(hash.0);
-    let which = &sentinel_order(&audit, &hash, sentinels)[..q];
+    let which = &audit.sentinel_order(&hash, sentinels)[..q];
     let positions = view.challenge(which);
     let sentinel_answer = ChallengeAnswer {
         piece: piece_id,

@@ -191,6 +191,8 @@ pub struct Shape {
     pub providers: usize,
     /// Bytes each provider offers.
     pub capacity: u64,
+    /// The largest piece each provider takes.
+    pub max_piece_bytes: u64,
     /// Milliseconds between provider heartbeats.
     pub heartbeat_ms: u64,
     /// How the nodes are reached.
@@ -203,6 +205,7 @@ impl Default for Shape {
             trackers: 1,
             providers: 6,
             capacity: 1 << 30,
+            max_piece_bytes: ProviderConfig::default().max_piece_bytes,
             heartbeat_ms: 1_000,
             transport: Transport::Grpc,
         }
@@ -402,6 +405,7 @@ impl LocalNet {
             let config = ProviderConfig {
                 data_dir: pdir.clone(),
                 capacity_bytes: shape.capacity,
+                max_piece_bytes: shape.max_piece_bytes,
                 trackers: tracker_endpoints.clone(),
                 heartbeat_interval_ms: shape.heartbeat_ms,
                 dht: seed

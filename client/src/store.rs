@@ -12,10 +12,11 @@
 //! Reads take the tracker's manifest where repairs moved a piece to a newer generation, and
 //! report to the tracker a holder it maps that refused a piece or served wrong bytes.
 //!
-//! Resume: before uploading, the client asks the tracker which pieces of the segment it
-//! already maps, and sends only the others, so an interrupted upload retried with the same
-//! coded segment sends no piece twice (a piece stored but not yet confirmed when the
-//! interruption came is sent again; the provider stores it once).
+//! Resume: the tracker does not place the pieces of a segment it already maps (it names them
+//! in its answer to the reservation), and the client sends only the others, so an interrupted
+//! upload retried with the same coded segment sends no piece twice (a piece stored but not yet
+//! confirmed when the interruption came is sent again; the provider stores it once). This
+//! costs no round trip of its own.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use wwt_net::types::{
     ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment,
     SegmentId, SegmentLocation, StorePiece,
 };
-use wwt_net::{Connector, Discovery, Identity, NetError, TrackerApi, rendezvous};
+use wwt_net::{Connector, Discovery, Identity, NetError, TrackerApi, read_whole_piece, rendezvous};
 
 /// A segment whose wanted bytes are under 1/`RANGED_FRACTION` of it is read by ranged reads
 /// of those bytes instead of whole: a point read costs one small read, not k pieces and a
@@ -254,27 +255,8 @@ impl Storage {
     pub async fn put(&self, encoded: &EncodedSegment) -> Result<PutReport, StoreError> {
         let m = &encoded.manifest;
         let segment = wire_segment(m);
-        let held: HashSet<u32> = self
-            .locate(&segment)
-            .await?
-            .map(|loc| {
-                loc.pieces
-                    .into_iter()
-                    .filter(|p| {
-                        !p.holders.is_empty()
-                            && m.pieces.get(p.index as usize).map(|i| i.hash.0) == Some(p.piece.0)
-                    })
-                    .map(|p| p.index)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut report = PutReport {
-            skipped: held.len(),
-            ..PutReport::default()
-        };
-        let mut missing: Vec<u32> = (0..m.pieces.len() as u32)
-            .filter(|i| !held.contains(i))
-            .collect();
+        let mut report = PutReport::default();
+        let mut missing: Vec<u32> = (0..m.pieces.len() as u32).collect();
         let mut last = String::new();
         for _ in 0..self.config.upload_rounds {
             if missing.is_empty() {
@@ -301,6 +283,9 @@ impl Storage {
                 .reserve(request)
                 .await
                 .map_err(|e| self.tracker_error(&segment, e))?;
+            // Pieces the tracker already maps (a resumed upload) are not sent again.
+            report.skipped += placement.held.len();
+            missing.retain(|i| !placement.held.contains(i));
             let stores = placement.pieces.into_iter().map(|placed| async move {
                 let index = placed.reservation.index;
                 let data = Bytes::copy_from_slice(&encoded.pieces[index as usize]);
@@ -418,19 +403,16 @@ impl Storage {
         let want = m.pieces[index].hash;
         let mut why = Vec::new();
         for (address, node) in holders {
-            let attempt = async {
-                let provider = self.connector.provider(address)?;
-                let request = self.identity.sign(ReadPiece {
-                    piece: PieceId(want.0),
-                    range: None,
-                })?;
-                tokio::time::timeout(self.config.read_timeout, provider.read(request))
-                    .await
-                    .map_err(|_| NetError::Unavailable("read timed out".into()))?
-            };
+            let attempt = read_whole_piece(
+                self.connector.as_ref(),
+                &self.identity,
+                address,
+                PieceId(want.0),
+                self.config.read_timeout,
+            );
             let refused = match attempt.await {
-                Ok(data) if PieceHash::of(&data.data) == want => return Ok(data.data.to_vec()),
-                Ok(_) => Some("wrong bytes".to_string()),
+                Ok(data) => return Ok(data.to_vec()),
+                Err(NetError::Conflict(_)) => Some("wrong bytes".to_string()),
                 // Refusing the owner its own piece is withholding it; being down is not.
                 Err(e @ (NetError::NotFound(_) | NetError::Forbidden(_))) => Some(e.to_string()),
                 Err(e) => {

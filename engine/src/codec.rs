@@ -460,8 +460,8 @@ mod tests {
             for r in plan_read(&audit(), &enc.manifest, &extent).unwrap() {
                 prop_assert!(r.piece < 4, "ranged reads use data pieces only");
                 let piece = &enc.pieces[r.piece];
-                let (tree, _) = proof::outboard(piece);
-                let proof = proof::prove(piece, &tree, r.piece_start, r.piece_len).unwrap();
+                let (groups, _) = proof::groups(piece);
+                let proof = proof::prove(std::io::Cursor::new(piece), piece.len() as u64, &groups, r.piece_start, r.piece_len).unwrap();
                 let hash = enc.manifest.pieces[r.piece].hash;
                 let fetched = proof::verify(&hash, r.piece_start, r.piece_len, &proof).unwrap();
                 got.extend(enc.manifest.view(&audit(), r.piece).open_range(r.shard_start, r.len, &fetched).unwrap());

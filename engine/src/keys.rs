@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 
 use crate::error::{Error, Result};
+use crate::piece::PieceHash;
 
 const CTX_TABLE_ID: &str = "wwt 2026-11 table id";
 const CTX_ROW_KEY: &str = "wwt 2026-11 row key";
@@ -23,16 +24,24 @@ const CTX_TOKEN_KEY: &str = "wwt 2026-11 token key";
 const CTX_OPE_KEY: &str = "wwt 2026-11 ope key";
 const CTX_WHITEN: &str = "wwt 2026-11 piece whitening";
 const CTX_SENTINEL: &str = "wwt 2026-11 piece sentinels";
+/// v2: BLAKE3 XOF and Fisher–Yates (v1 shuffled with `rand`'s `StdRng`, whose algorithm is not
+/// stable across `rand` versions).
+const CTX_SENTINEL_ORDER: &str = "wwt 2026-11 audit sentinel order v2";
 
-/// Fills `out` with key material derived from `parent` and `ids` under `context`.
-fn derive_into(context: &str, parent: &[u8], ids: &[&[u8]], out: &mut [u8]) {
+/// The BLAKE3 output stream derived from `parent` and `ids` under `context`.
+fn derive_xof(context: &str, parent: &[u8], ids: &[&[u8]]) -> blake3::OutputReader {
     let mut hasher = blake3::Hasher::new_derive_key(context);
     hasher.update(parent);
     for id in ids {
         hasher.update(&(id.len() as u64).to_le_bytes());
         hasher.update(id);
     }
-    hasher.finalize_xof().fill(out);
+    hasher.finalize_xof()
+}
+
+/// Fills `out` with key material derived from `parent` and `ids` under `context`.
+fn derive_into(context: &str, parent: &[u8], ids: &[&[u8]], out: &mut [u8]) {
+    derive_xof(context, parent, ids).fill(out);
 }
 
 fn derive<const N: usize>(context: &str, parent: &[u8], ids: &[&[u8]]) -> [u8; N] {
@@ -200,6 +209,26 @@ impl AuditKey {
             whiten: derive(CTX_WHITEN, &self.0, &ids),
             sentinels: derive(CTX_SENTINEL, &self.0, &ids),
         }
+    }
+
+    /// The order in which an auditor asks the sentinels of `piece`: a permutation of
+    /// `0..count` that only a holder of the audit key can compute, so an answered challenge
+    /// says nothing about the next. A Fisher–Yates shuffle driven by the BLAKE3 stream derived
+    /// from the audit key and the piece hash (one 64-bit draw per step, mapped to `0..=i` by
+    /// multiply-shift: a bias below `count / 2^64`). The order is fixed by this code alone: an
+    /// auditor's record of how many sentinels of a piece it has used stays valid across
+    /// versions of any dependency.
+    pub fn sentinel_order(&self, piece: &PieceHash, count: u32) -> Vec<u32> {
+        let mut stream = derive_xof(CTX_SENTINEL_ORDER, &self.0, &[&piece.0]);
+        let mut order: Vec<u32> = (0..count).collect();
+        let mut draw = [0u8; 8];
+        for i in (1..order.len()).rev() {
+            stream.fill(&mut draw);
+            let r = u64::from_le_bytes(draw);
+            let j = ((u128::from(r) * (i as u128 + 1)) >> 64) as usize;
+            order.swap(i, j);
+        }
+        order
     }
 }
 
@@ -425,6 +454,39 @@ mod tests {
         let err = Keystore::load(&path).unwrap_err();
         assert!(matches!(err, Error::KeystoreExposed { .. }));
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn sentinel_orders_are_permutations_that_differ_per_piece() {
+        let audit = AuditKey::from_bytes([7; 32]);
+        let a = audit.sentinel_order(&PieceHash([1; 32]), 256);
+        let b = audit.sentinel_order(&PieceHash([2; 32]), 256);
+        let c = AuditKey::from_bytes([8; 32]).sentinel_order(&PieceHash([1; 32]), 256);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..256).collect::<Vec<u32>>());
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, sorted);
+        assert!(audit.sentinel_order(&PieceHash([1; 32]), 0).is_empty());
+        assert_eq!(audit.sentinel_order(&PieceHash([1; 32]), 1), [0]);
+    }
+
+    /// Pinned outputs: a tracker's record of the sentinels it used refers to this order, so
+    /// any change to it (code, context string, a dependency) must fail here, not pass silently.
+    // Computed with this code and, independently, with a from-scratch Python BLAKE3
+    // (derive-key mode, XOF) running the same shuffle.
+    const PINNED_16: [u32; 16] = [3, 12, 15, 14, 4, 6, 8, 13, 7, 2, 9, 5, 1, 11, 10, 0];
+    const PINNED_4096_HEAD: [u32; 8] = [1431, 2674, 706, 1743, 671, 2318, 2229, 1862];
+
+    #[test]
+    fn sentinel_orders_are_pinned() {
+        let audit = AuditKey::from_bytes([7; 32]);
+        assert_eq!(audit.sentinel_order(&PieceHash([1; 32]), 16), PINNED_16);
+        assert_eq!(
+            audit.sentinel_order(&PieceHash([2; 32]), 4096)[..8],
+            PINNED_4096_HEAD
+        );
     }
 
     #[test]

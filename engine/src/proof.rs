@@ -1,46 +1,177 @@
 //! Chunk proofs: any byte range of a piece, with the Bao (BLAKE3 tree) proof that it belongs
 //! to the piece hash. Anyone holding the hash can verify; no key is needed.
 //!
-//! A provider keeps a piece's outboard tree (about 6 % of the piece) or recomputes it; a
-//! proof is a Bao slice: the 1 KiB chunks covering the range and the tree nodes above them.
+//! A proof is a Bao slice (the `bao` crate's combined slice format): the 1 KiB chunks covering
+//! the range and the tree nodes above them. The prover does not keep Bao's full outboard tree
+//! (a node per chunk pair, 6 % of the piece, built one chunk at a time at about 0.85 GB/s);
+//! it keeps the chaining value of each 16 KiB group of the piece ([`groups`], 0.2 % of the
+//! piece, computed in one SIMD BLAKE3 pass at the speed of a plain hash), and builds the nodes
+//! of a slice from them and from the groups the range covers, which it reads alone.
 
-use std::io::{Cursor, Read};
+use std::io::{Read, Seek, SeekFrom};
+
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
+};
 
 use crate::error::{Error, Result};
 use crate::piece::PieceHash;
 
-/// The outboard Bao tree of `piece`, and its hash (equal to [`PieceHash::of`]).
-pub fn outboard(piece: &[u8]) -> (Vec<u8>, PieceHash) {
-    let (tree, hash) = bao::encode::outboard(piece);
-    (tree, PieceHash(*hash.as_bytes()))
+/// BLAKE3's chunk: the leaves of the tree, and the granularity of a proof.
+const CHUNK_LEN: u64 = blake3::CHUNK_LEN as u64;
+
+/// The bytes of one group: 16 chunks, a power of two, so every group is a subtree of the
+/// piece's BLAKE3 tree (the last one possibly shorter).
+pub const GROUP_LEN: u64 = 16 * CHUNK_LEN;
+
+const CV_LEN: usize = 32;
+
+/// The chaining value of the subtree `bytes` starting at byte `offset` of its piece.
+fn subtree_cv(offset: u64, bytes: &[u8]) -> ChainingValue {
+    blake3::Hasher::new()
+        .set_input_offset(offset)
+        .update(bytes)
+        .finalize_non_root()
 }
 
-/// The length of the outboard tree of a piece of `size` bytes.
-pub fn outboard_len(size: u64) -> u64 {
-    u64::try_from(bao::encode::outboard_size(size)).unwrap_or(u64::MAX)
+/// The chaining values of the 16 KiB groups of `piece`, 32 bytes each in order
+/// ([`groups_len`] bytes), and the piece hash, in one pass.
+pub fn groups(piece: &[u8]) -> (Vec<u8>, PieceHash) {
+    let mut out = Vec::with_capacity(groups_len(piece.len() as u64) as usize);
+    for (i, group) in piece.chunks(GROUP_LEN as usize).enumerate() {
+        out.extend_from_slice(&subtree_cv(i as u64 * GROUP_LEN, group));
+    }
+    let size = piece.len() as u64;
+    // One group is the whole tree: its root is not a merge of chaining values.
+    let hash = if size <= GROUP_LEN {
+        PieceHash::of(piece)
+    } else {
+        let left = left_subtree_len(size);
+        let (l, r) = (merged_cv(&out, 0, left), merged_cv(&out, left, size - left));
+        PieceHash(*merge_subtrees_root(&l, &r, Mode::Hash).as_bytes())
+    };
+    (out, hash)
 }
 
-/// The proof for bytes `start..start + len` of `piece`, given its outboard tree.
-pub fn prove(piece: &[u8], tree: &[u8], start: u64, len: u64) -> Result<Vec<u8>> {
-    if len == 0
-        || start
-            .checked_add(len)
-            .is_none_or(|end| end > piece.len() as u64)
-    {
-        return Err(Error::OutOfRange {
-            start,
-            len,
-            size: piece.len() as u64,
+/// The length of the group chaining values of a piece of `size` bytes.
+pub fn groups_len(size: u64) -> u64 {
+    size.div_ceil(GROUP_LEN) * CV_LEN as u64
+}
+
+/// The chaining value of the subtree `start..start + len`, which starts at a group boundary and
+/// is one whole group, the last group, or more groups, from the group chaining values.
+fn merged_cv(groups: &[u8], start: u64, len: u64) -> ChainingValue {
+    if len <= GROUP_LEN {
+        let at = (start / GROUP_LEN) as usize * CV_LEN;
+        let mut cv = [0u8; CV_LEN];
+        cv.copy_from_slice(&groups[at..at + CV_LEN]);
+        return cv;
+    }
+    let left = left_subtree_len(len);
+    merge_subtrees_non_root(
+        &merged_cv(groups, start, left),
+        &merged_cv(groups, start + left, len - left),
+        Mode::Hash,
+    )
+}
+
+/// Builds one slice, reading the piece a group at a time.
+struct Prover<'a, R> {
+    piece: R,
+    size: u64,
+    groups: &'a [u8],
+    start: u64,
+    end: u64,
+    /// The last group read: its index and bytes.
+    group: Option<(u64, Vec<u8>)>,
+    out: Vec<u8>,
+}
+
+impl<R: Read + Seek> Prover<'_, R> {
+    /// `len` bytes at `start`, which lie within one group.
+    fn bytes(&mut self, start: u64, len: u64) -> Result<&[u8]> {
+        let index = start / GROUP_LEN;
+        if self.group.as_ref().is_none_or(|(i, _)| *i != index) {
+            let from = index * GROUP_LEN;
+            let n = GROUP_LEN.min(self.size - from);
+            let mut buf = vec![0u8; n as usize];
+            let io = |e: std::io::Error| Error::Malformed {
+                what: "piece",
+                why: format!("reading bytes {from}+{n}: {e}"),
+            };
+            self.piece.seek(SeekFrom::Start(from)).map_err(io)?;
+            self.piece.read_exact(&mut buf).map_err(io)?;
+            self.group = Some((index, buf));
+        }
+        let (_, buf) = self.group.as_ref().expect("the group was just read");
+        let at = (start % GROUP_LEN) as usize;
+        Ok(&buf[at..at + len as usize])
+    }
+
+    fn cv(&mut self, start: u64, len: u64) -> Result<ChainingValue> {
+        if start.is_multiple_of(GROUP_LEN) && (len >= GROUP_LEN || start + len == self.size) {
+            return Ok(merged_cv(self.groups, start, len));
+        }
+        let bytes = self.bytes(start, len)?;
+        Ok(subtree_cv(start, bytes))
+    }
+
+    /// Appends the slice of the subtree `start..start + len` (which overlaps the range): its
+    /// node, then the slices of its children that overlap the range; or its chunk.
+    fn encode(&mut self, start: u64, len: u64) -> Result<()> {
+        if len <= CHUNK_LEN {
+            let chunk = self.bytes(start, len)?.to_vec();
+            self.out.extend_from_slice(&chunk);
+            return Ok(());
+        }
+        let left = left_subtree_len(len);
+        let l = self.cv(start, left)?;
+        let r = self.cv(start + left, len - left)?;
+        self.out.extend_from_slice(&l);
+        self.out.extend_from_slice(&r);
+        if self.start < start + left {
+            self.encode(start, left)?;
+        }
+        if self.end > start + left {
+            self.encode(start + left, len - left)?;
+        }
+        Ok(())
+    }
+}
+
+/// The proof for bytes `start..start + len` of a piece of `size` bytes, read from `piece`,
+/// given its group chaining values ([`groups`]). Reads only the groups the range covers.
+pub fn prove<R: Read + Seek>(
+    piece: R,
+    size: u64,
+    groups: &[u8],
+    start: u64,
+    len: u64,
+) -> Result<Vec<u8>> {
+    if len == 0 || start.checked_add(len).is_none_or(|end| end > size) {
+        return Err(Error::OutOfRange { start, len, size });
+    }
+    if groups.len() as u64 != groups_len(size) {
+        return Err(Error::Malformed {
+            what: "group chaining values",
+            why: format!(
+                "{} bytes for a {size}-byte piece, which has {}",
+                groups.len(),
+                groups_len(size)
+            ),
         });
     }
-    let mut slice = Vec::new();
-    bao::encode::SliceExtractor::new_outboard(Cursor::new(piece), Cursor::new(tree), start, len)
-        .read_to_end(&mut slice)
-        .map_err(|e| Error::Malformed {
-            what: "outboard tree",
-            why: e.to_string(),
-        })?;
-    Ok(slice)
+    let mut prover = Prover {
+        piece,
+        size,
+        groups,
+        start,
+        end: start + len,
+        group: None,
+        out: size.to_le_bytes().to_vec(),
+    };
+    prover.encode(0, size)?;
+    Ok(prover.out)
 }
 
 /// Checks a proof for bytes `start..start + len` against the piece hash and returns those
@@ -70,20 +201,52 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
+    use std::io::Cursor;
+
+    fn piece(size: usize, seed: u64) -> Vec<u8> {
+        let mut out = vec![0u8; size];
+        blake3::Hasher::new()
+            .update(&seed.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    /// The proof as the `bao` crate slices it from its full outboard tree.
+    fn bao_slice(piece: &[u8], start: u64, len: u64) -> Vec<u8> {
+        let (tree, _) = bao::encode::outboard(piece);
+        let mut slice = Vec::new();
+        bao::encode::SliceExtractor::new_outboard(
+            Cursor::new(piece),
+            Cursor::new(tree),
+            start,
+            len,
+        )
+        .read_to_end(&mut slice)
+        .unwrap();
+        slice
+    }
+
+    fn prove_bytes(piece: &[u8], groups: &[u8], start: u64, len: u64) -> Result<Vec<u8>> {
+        prove(Cursor::new(piece), piece.len() as u64, groups, start, len)
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn proofs_verify_and_fail_on_tampering(
-            piece in proptest::collection::vec(any::<u8>(), 1..20_000),
+        fn proofs_are_bao_slices_verify_and_fail_on_tampering(
+            size in 1usize..150_000, seed in any::<u64>(),
             a in any::<prop::sample::Index>(), b in any::<prop::sample::Index>(),
             flip in any::<prop::sample::Index>(),
         ) {
-            let (tree, hash) = outboard(&piece);
+            let piece = piece(size, seed);
+            let (groups, hash) = groups(&piece);
             prop_assert_eq!(hash, PieceHash::of(&piece));
-            let (x, y) = (a.index(piece.len()), b.index(piece.len()));
+            prop_assert_eq!(groups.len() as u64, groups_len(size as u64));
+            let (x, y) = (a.index(size), b.index(size));
             let (start, len) = (x.min(y) as u64, (x.max(y) - x.min(y) + 1) as u64);
-            let proof = prove(&piece, &tree, start, len).unwrap();
+            let proof = prove_bytes(&piece, &groups, start, len).unwrap();
+            prop_assert_eq!(&proof, &bao_slice(&piece, start, len));
             let got = verify(&hash, start, len, &proof).unwrap();
             prop_assert_eq!(&got[..], &piece[start as usize..(start + len) as usize]);
 
@@ -98,7 +261,7 @@ mod tests {
             // A provider whose stored bytes changed inside the range cannot prove them.
             let mut corrupt = piece.clone();
             corrupt[(start + flip.index(len as usize) as u64) as usize] ^= 0x40;
-            let forged = prove(&corrupt, &tree, start, len).unwrap();
+            let forged = prove_bytes(&corrupt, &groups, start, len).unwrap();
             prop_assert!(verify(&hash, start, len, &forged).is_err());
             let mut other = hash.0;
             other[0] ^= 1;
@@ -107,10 +270,42 @@ mod tests {
     }
 
     #[test]
-    fn a_range_outside_the_piece_is_refused() {
+    fn proofs_at_chunk_and_group_boundaries_are_bao_slices() {
+        let c = CHUNK_LEN as usize;
+        let g = GROUP_LEN as usize;
+        for size in [
+            1,
+            c - 1,
+            c,
+            c + 1,
+            g - 1,
+            g,
+            g + 1,
+            2 * g,
+            2 * g + c,
+            5 * g + 3,
+        ] {
+            let piece = piece(size, size as u64);
+            let (groups, hash) = groups(&piece);
+            assert_eq!(hash, PieceHash::of(&piece), "size {size}");
+            for start in [0, c - 1, c, g - 1, g, g + c, size - 1] {
+                for len in [1, c, g, size] {
+                    if start < size && start + len <= size {
+                        let (s, l) = (start as u64, len as u64);
+                        let proof = prove_bytes(&piece, &groups, s, l).unwrap();
+                        assert_eq!(proof, bao_slice(&piece, s, l), "size {size} {start}+{len}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_range_outside_the_piece_or_the_wrong_groups_are_refused() {
         let piece = vec![7u8; 3000];
-        let (tree, _) = outboard(&piece);
-        assert!(prove(&piece, &tree, 2990, 20).is_err());
-        assert!(prove(&piece, &tree, 0, 0).is_err());
+        let (groups, _) = groups(&piece);
+        assert!(prove_bytes(&piece, &groups, 2990, 20).is_err());
+        assert!(prove_bytes(&piece, &groups, 0, 0).is_err());
+        assert!(prove_bytes(&piece, &groups[1..], 0, 10).is_err());
     }
 }

@@ -193,8 +193,9 @@ mod tests {
                     |id| pieces.get(id).map(|e| e.manifest.clone()),
                     |m, r| {
                         let piece = &pieces[&m.segment].pieces[r.piece];
-                        let (tree, _) = proof::outboard(piece);
-                        let p = proof::prove(piece, &tree, r.piece_start, r.piece_len)?;
+                        let (groups, _) = proof::groups(piece);
+                        let size = piece.len() as u64;
+                        let p = proof::prove(std::io::Cursor::new(piece), size, &groups, r.piece_start, r.piece_len)?;
                         proof::verify(&m.pieces[r.piece].hash, r.piece_start, r.piece_len, &p)
                     },
                 ).unwrap();

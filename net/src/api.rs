@@ -4,17 +4,19 @@
 //! the fault-injecting wrapper implement them too, so the same caller code runs against any.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::NetError;
 use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
-use crate::auth::Signed;
+use crate::auth::{Identity, Signed};
 use crate::index::IndexApi;
 use crate::types::{
-    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, Placement,
-    ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId, SegmentLocation,
-    StorePiece, StoreReceipt,
+    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, PieceId,
+    Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId,
+    SegmentLocation, StorePiece, StoreReceipt,
 };
 
 /// A storage provider: holds pieces under tracker reservations and serves them to their owner.
@@ -60,6 +62,27 @@ pub trait Connector: Send + Sync {
     fn tracker(&self, address: &str) -> Result<Arc<dyn TrackerApi>, NetError>;
     /// The index service at `address` (an index provider).
     fn index(&self, address: &str) -> Result<Arc<dyn IndexApi>, NetError>;
+}
+
+/// Reads the whole piece `piece` from the provider at `address` as `reader` (its owner or a
+/// trusted tracker) within `timeout`, and checks that the bytes hash to `piece`: bytes that do
+/// not are `Conflict`, no answer in time is `Unavailable`.
+pub async fn read_whole_piece(
+    connector: &dyn Connector,
+    reader: &Identity,
+    address: &str,
+    piece: PieceId,
+    timeout: Duration,
+) -> Result<Bytes, NetError> {
+    let provider = connector.provider(address)?;
+    let request = reader.sign(ReadPiece { piece, range: None })?;
+    let read = tokio::time::timeout(timeout, provider.read(request))
+        .await
+        .map_err(|_| NetError::Unavailable("read timed out".into()))??;
+    if PieceId::of(&read.data) != piece {
+        return Err(NetError::Conflict("wrong bytes".into()));
+    }
+    Ok(read.data)
 }
 
 /// A provider found through discovery: who it is and where its service listens.

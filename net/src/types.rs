@@ -240,6 +240,11 @@ pub(crate) fn index_from(index: u32) -> Result<u32, NetError> {
 }
 
 /// Store one piece under a reservation.
+///
+/// Signed, only the reservation is in the body; `data` travels as the request's payload (see
+/// [`crate::auth::Body::take_payload`]), bound to the signature by the reservation's piece id
+/// and size only: the receiver must check that `data` is `reservation.size` bytes hashing to
+/// `reservation.piece` before it keeps or trusts them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorePiece {
     /// The tracker's reservation for this piece.
@@ -251,26 +256,33 @@ pub struct StorePiece {
 impl TryFrom<proto::StoreRequest> for StorePiece {
     type Error = NetError;
     fn try_from(w: proto::StoreRequest) -> Result<Self, NetError> {
-        let reservation = required(w.reservation, "reservation")?.try_into()?;
-        if w.data.len() as u64 > MAX_PIECE_SIZE {
-            return Err(NetError::BadRequest(format!(
-                "piece is {} bytes, at most {MAX_PIECE_SIZE} allowed",
-                w.data.len()
-            )));
-        }
         Ok(StorePiece {
-            reservation,
-            data: w.data,
+            reservation: required(w.reservation, "reservation")?.try_into()?,
+            data: Bytes::new(),
         })
     }
 }
 
+/// The body without the piece's bytes, which travel as the payload.
 impl From<StorePiece> for proto::StoreRequest {
     fn from(s: StorePiece) -> Self {
         proto::StoreRequest {
             reservation: Some(s.reservation.into()),
-            data: s.data,
         }
+    }
+}
+
+impl StorePiece {
+    /// Takes `payload` as the piece's bytes, refusing more than any piece may hold.
+    pub(crate) fn with_data(mut self, payload: Bytes) -> Result<StorePiece, NetError> {
+        if payload.len() as u64 > MAX_PIECE_SIZE {
+            return Err(NetError::BadRequest(format!(
+                "piece is {} bytes, at most {MAX_PIECE_SIZE} allowed",
+                payload.len()
+            )));
+        }
+        self.data = payload;
+        Ok(self)
     }
 }
 
@@ -641,8 +653,11 @@ pub struct PlacedPiece {
 pub struct Placement {
     /// The segment.
     pub segment: SegmentId,
-    /// One entry per requested piece, in request order.
+    /// One entry per requested piece the tracker does not map yet, in request order.
     pub pieces: Vec<PlacedPiece>,
+    /// Indices of requested pieces the tracker already maps (same piece id, at least one
+    /// holder): not placed again.
+    pub held: Vec<u32>,
 }
 
 impl TryFrom<proto::Placement> for Placement {
@@ -660,6 +675,11 @@ impl TryFrom<proto::Placement> for Placement {
                     })
                 })
                 .collect::<Result<_, NetError>>()?,
+            held: w
+                .held
+                .into_iter()
+                .map(index_from)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -676,6 +696,7 @@ impl From<Placement> for proto::Placement {
                     address: p.address,
                 })
                 .collect(),
+            held: p.held,
         }
     }
 }
@@ -947,8 +968,12 @@ mod tests {
         #[test]
         fn store_requests_survive_the_wire(r in reservation(), data in prop::collection::vec(any::<u8>(), 0..512)) {
             let request = StorePiece { reservation: r, data: Bytes::from(data) };
-            let bytes = proto::StoreRequest::from(request.clone()).encode_to_vec();
-            let back = StorePiece::try_from(proto::StoreRequest::decode(bytes.as_slice()).unwrap()).unwrap();
+            let signed = crate::Identity::from_secret([1; 32]).sign(request.clone()).unwrap();
+            let bytes = proto::SignedRequest::from(signed).encode_to_vec();
+            let wire = proto::SignedRequest::decode(bytes.as_slice()).unwrap();
+            let (_, back) = crate::Verifier::default()
+                .verify(crate::Signed::<StorePiece>::try_from(wire).unwrap())
+                .unwrap();
             prop_assert_eq!(back, request);
         }
 
@@ -957,6 +982,7 @@ mod tests {
             let placement = Placement {
                 segment: r.segment,
                 pieces: vec![PlacedPiece { reservation: r, address }],
+                held: vec![1, 5],
             };
             let bytes = proto::Placement::from(placement.clone()).encode_to_vec();
             let back = Placement::try_from(proto::Placement::decode(bytes.as_slice()).unwrap()).unwrap();

@@ -22,8 +22,7 @@ use crate::store::{PieceMeta, PieceStore};
 /// One provider: its identity, its piece store, and the trackers it trusts.
 pub struct Provider {
     identity: Identity,
-    /// Shared with the blocking threads that verify piece uploads.
-    verifier: Arc<Verifier>,
+    verifier: Verifier,
     store: PieceStore,
     /// Trusted tracker ids → their addresses.
     trackers: HashMap<NodeId, String>,
@@ -50,9 +49,7 @@ impl Provider {
         Ok(Provider {
             store: PieceStore::open(&config.data_dir, config.capacity_bytes)?,
             identity,
-            verifier: Arc::new(Verifier::new(Duration::from_millis(
-                config.signature_window_ms,
-            ))),
+            verifier: Verifier::new(Duration::from_millis(config.signature_window_ms)),
             trackers: config
                 .trackers
                 .iter()
@@ -169,11 +166,11 @@ impl Provider {
         Ok(())
     }
 
-    /// The piece's Bao outboard tree, computed on a blocking thread; its root doubles as the
-    /// check that the bytes are the reserved piece (one pass over the bytes for both).
-    async fn outboard_checked(&self, req: &StorePiece) -> Result<Vec<u8>, NetError> {
+    /// The piece's group chaining values, computed on a blocking thread; their root doubles as
+    /// the check that the bytes are the reserved piece (one pass over the bytes for both).
+    async fn groups_checked(&self, req: &StorePiece) -> Result<Vec<u8>, NetError> {
         let data = req.data.clone();
-        let (tree, hash) = tokio::task::spawn_blocking(move || proof::outboard(&data))
+        let (groups, hash) = tokio::task::spawn_blocking(move || proof::groups(&data))
             .await
             .map_err(|e| NetError::Internal(format!("hashing task failed: {e}")))?;
         if hash.0 != req.reservation.piece.0 {
@@ -181,7 +178,7 @@ impl Provider {
                 "piece bytes do not hash to the reserved piece id".into(),
             ));
         }
-        Ok(tree)
+        Ok(groups)
     }
 
     fn receipt(&self, req: StorePiece) -> StoreReceipt {
@@ -201,13 +198,11 @@ impl ProviderApi for Provider {
         let signer = request.auth().signer;
         let span = info_span!("store", signer = %signer);
         async move {
-            // Verifying hashes the whole body: off the async workers, which also drive gRPC.
-            let verifier = self.verifier.clone();
-            let (signer, req) = tokio::task::spawn_blocking(move || verifier.verify(request))
-                .await
-                .map_err(|e| NetError::Internal(format!("verifying task failed: {e}")))??;
+            // The signature covers the reservation; the bytes are bound by the piece id, which
+            // `groups_checked` checks.
+            let (signer, req) = self.verifier.verify(request)?;
             self.check_store(signer, &req)?;
-            let tree = self.outboard_checked(&req).await?;
+            let groups = self.groups_checked(&req).await?;
             let r = &req.reservation;
             let meta = PieceMeta {
                 owner: r.owner,
@@ -227,7 +222,7 @@ impl ProviderApi for Provider {
                 }
                 None => {
                     self.store
-                        .put(r.piece, meta, req.data.clone(), tree)
+                        .put(r.piece, meta, req.data.clone(), groups)
                         .await?;
                     self.announce(r.segment);
                 }

@@ -32,15 +32,14 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::join_all;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tracing::{debug, info, warn};
 use wwt_engine::{AuditKey, Codec, PieceHash, PieceView, SegmentManifest, proof};
 use wwt_net::audit::{
     AuditReport, Challenge, ChallengeKind, Complaint, CreditRecord, Entrust, MAX_REPORT_ENTRIES,
 };
-use wwt_net::types::{ByteRange, NodeId, PieceId, PieceSpec, ReadPiece, SegmentId, StorePiece};
-use wwt_net::{Connector, NetError, now_ms};
+use wwt_net::types::{ByteRange, NodeId, PieceId, PieceSpec, SegmentId, StorePiece};
+use wwt_net::{Connector, NetError, now_ms, read_whole_piece};
 
 use crate::clock::Clock;
 use crate::config::AuditConfig;
@@ -68,18 +67,6 @@ fn gap(mean_ms: u64, rng: &mut StdRng) -> u64 {
     let u: f64 = rng.random();
     let gap = -(mean_ms as f64) * (1.0 - u).ln();
     (gap as u64).max(1)
-}
-
-/// The order in which a piece's sentinels are asked: a permutation of `0..count` that only a
-/// holder of the audit key can compute, so answering one challenge says nothing about the next.
-pub fn sentinel_order(audit: &AuditKey, piece: &PieceHash, count: u32) -> Vec<u32> {
-    let mut material = [0u8; 64];
-    material[..32].copy_from_slice(audit.as_bytes());
-    material[32..].copy_from_slice(&piece.0);
-    let seed = blake3::derive_key("wwt 2026-11 audit sentinel order", &material);
-    let mut order: Vec<u32> = (0..count).collect();
-    order.shuffle(&mut StdRng::from_seed(seed));
-    order
 }
 
 /// A provider's audit record. Credit (per mille) = 1000 × reliability × availability, where
@@ -766,7 +753,7 @@ impl Tracker {
             };
             return Ok((ChallengeKind::Chunk(range), Check::Chunk { hash, range }));
         }
-        let order = sentinel_order(&e.audit, &hash, total);
+        let order = e.audit.sentinel_order(&hash, total);
         let which = order[used as usize..(used + q) as usize].to_vec();
         audits
             .sentinels
@@ -967,22 +954,6 @@ impl Tracker {
         Ok(())
     }
 
-    /// Reads a whole piece from one holder, as a trusted tracker, and checks its hash.
-    async fn fetch_piece(&self, address: &str, hash: PieceHash) -> Result<Vec<u8>, NetError> {
-        let provider = self.audits.connector.provider(address)?;
-        let request = self.identity.sign(ReadPiece {
-            piece: PieceId(hash.0),
-            range: None,
-        })?;
-        let data = tokio::time::timeout(REPAIR_CALL_TIMEOUT, provider.read(request))
-            .await
-            .map_err(|_| NetError::Unavailable("read timed out".into()))??;
-        if PieceHash::of(&data.data) != hash {
-            return Err(NetError::Conflict("wrong bytes".into()));
-        }
-        Ok(data.data.to_vec())
-    }
-
     /// Rebuilds the queued pieces of one segment from k intact others and stores them on new
     /// providers. Returns how many were repaired; pieces not stored stay queued.
     async fn repair_segment(
@@ -1059,17 +1030,21 @@ impl Tracker {
                 }
                 next += 1;
             }
-            let fetched = join_all(
-                batch
-                    .iter()
-                    .map(|(i, address)| self.fetch_piece(address, m.pieces[*i].hash)),
-            )
+            let fetched = join_all(batch.iter().map(|(i, address)| {
+                read_whole_piece(
+                    self.audits.connector.as_ref(),
+                    &self.identity,
+                    address,
+                    PieceId(m.pieces[*i].hash.0),
+                    REPAIR_CALL_TIMEOUT,
+                )
+            }))
             .await;
             for ((i, _), result) in batch.into_iter().zip(fetched) {
                 if let Ok(bytes) = result
                     && pieces[i].is_none()
                 {
-                    pieces[i] = Some(bytes);
+                    pieces[i] = Some(bytes.to_vec());
                     intact += 1;
                 }
             }
@@ -1232,18 +1207,6 @@ mod tests {
         assert_eq!(failed.score(), 0);
     }
 
-    #[test]
-    fn sentinel_orders_are_permutations_that_differ_per_piece() {
-        let audit = AuditKey::from_bytes([7; 32]);
-        let a = sentinel_order(&audit, &PieceHash([1; 32]), 256);
-        let b = sentinel_order(&audit, &PieceHash([2; 32]), 256);
-        let mut sorted = a.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..256).collect::<Vec<u32>>());
-        assert_ne!(a, b);
-        assert_ne!(a, sorted);
-    }
-
     /// The detection curve: a provider that discarded a fraction f of a piece (and answers a
     /// random byte where it has none) against c challenges of q sentinels, each drawn as the
     /// tracker draws them (the piece's secret order, every sentinel once), over 1,000 seeded
@@ -1278,7 +1241,7 @@ mod tests {
             );
             let piece = view.build(&shard);
             let hash = PieceHash::of(&piece);
-            let order = sentinel_order(&audit, &hash, view.sentinel_count() as u32);
+            let order = audit.sentinel_order(&hash, view.sentinel_count() as u32);
             for (slot, &(f, q, c)) in points.iter().enumerate() {
                 // Discard each byte with probability f; a discarded byte is answered by a guess.
                 let threshold = (f * u64::MAX as f64) as u64;

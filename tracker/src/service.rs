@@ -10,7 +10,7 @@ use wwt_net::audit::{AuditReport, Complaint, Entrust, Entrusted};
 use wwt_net::grpc::GrpcConnector;
 use wwt_net::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Holder, Locate, NodeId, PieceLocation,
-    PlacedPiece, Placement, ProviderRecord, Reservation, ReserveSegment, SegmentId,
+    PieceSpec, PlacedPiece, Placement, ProviderRecord, Reservation, ReserveSegment, SegmentId,
     SegmentLocation,
 };
 use wwt_net::{Connector, Identity, NetError, Signed, TrackerApi, Verifier, now_ms, rendezvous};
@@ -158,19 +158,25 @@ impl TrackerApi for Tracker {
         let mut seed = blake3::Hasher::new();
         seed.update(&req.segment.0);
         seed.update(&now.to_le_bytes());
-        // A resumed upload: the providers holding its other pieces are not chosen again.
-        let holders = self
-            .map
-            .segment(&req.segment)?
-            .into_iter()
-            .flat_map(|p| p.holders)
-            .collect();
-        let placed =
-            self.registry()?
-                .place(&req.pieces, &holders, *seed.finalize().as_bytes(), now)?;
+        // A resumed upload: pieces already mapped are not placed again, and the providers
+        // holding its other pieces are not chosen again.
+        let mapped = self.map.segment(&req.segment)?;
+        let (held, wanted): (Vec<PieceSpec>, Vec<PieceSpec>) =
+            req.pieces.iter().copied().partition(|spec| {
+                mapped.iter().any(|p| {
+                    p.index == spec.index && p.piece == spec.piece && !p.holders.is_empty()
+                })
+            });
+        let held = held.iter().map(|spec| spec.index).collect();
+        let holders = mapped.into_iter().flat_map(|p| p.holders).collect();
+        let placed = match wanted.is_empty() {
+            true => Vec::new(),
+            false => self
+                .registry()?
+                .place(&wanted, &holders, *seed.finalize().as_bytes(), now)?,
+        };
         let expires_ms = now.saturating_add(self.reservation_ttl_ms);
-        let pieces = req
-            .pieces
+        let pieces = wanted
             .iter()
             .zip(placed)
             .map(|(spec, (provider, address))| PlacedPiece {
@@ -178,10 +184,11 @@ impl TrackerApi for Tracker {
                 address,
             })
             .collect();
-        info!(segment = %req.segment, pieces = req.pieces.len(), "segment placed");
+        info!(segment = %req.segment, pieces = wanted.len(), "segment placed");
         Ok(Placement {
             segment: req.segment,
             pieces,
+            held,
         })
     }
 

@@ -1,19 +1,23 @@
-//! Whole-network tests: trackers and providers over the in-memory network and over real
-//! loopback gRPC, with the same test bodies.
+//! Whole-network tests of the provider and tracker services: trackers and providers of a
+//! `LocalNet` over the in-memory network and over real loopback gRPC, with the same test
+//! bodies, driven by hand (reserve, store, confirm, locate, read) rather than by the client's
+//! storage path.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Kind, Settings, TestNet, put_segment, readable_pieces, reserve, segment};
+use futures::future::try_join_all;
+use wwt_client::devnet::{LocalNet, Shape, Transport};
 use wwt_net::faults::{Fault, Faults, FaultyConnector};
 use wwt_net::types::{
-    ByteRange, NodeId, PieceId, ReadPiece, Reservation, ReserveSegment, StorePiece,
+    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, Placement, ReadPiece,
+    Reservation, ReserveSegment, SegmentId, StorePiece, StoreReceipt,
 };
-use wwt_net::{Connector, Identity, NetError, now_ms, rendezvous};
+use wwt_net::{Connector, Identity, NetError, TrackerApi, now_ms, rendezvous};
 
 /// Runs one test body over both transports.
 macro_rules! on_both_transports {
@@ -21,11 +25,11 @@ macro_rules! on_both_transports {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn memory() {
-                super::common::within_deadline(super::$name(super::Kind::Memory)).await;
+                super::within_deadline(super::$name(super::Transport::Memory)).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn grpc() {
-                super::common::within_deadline(super::$name(super::Kind::Grpc)).await;
+                super::within_deadline(super::$name(super::Transport::Grpc)).await;
             }
         }
     )*};
@@ -39,12 +43,170 @@ on_both_transports!(
     the_dht_alone_finds_a_segments_holders,
 );
 
+/// Runs a test body, failing it (instead of hanging the run) after two minutes.
+async fn within_deadline(body: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(120), body)
+        .await
+        .expect("test timed out");
+}
+
+/// The largest piece the providers take.
+const MAX_PIECE: u64 = 1 << 20;
+
+/// A network of `trackers` trackers and `providers` providers, heartbeating every 100 ms.
+async fn start(
+    transport: Transport,
+    trackers: usize,
+    providers: usize,
+) -> (tempfile::TempDir, LocalNet) {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        trackers,
+        providers,
+        capacity: 64 << 20,
+        max_piece_bytes: MAX_PIECE,
+        heartbeat_ms: 100,
+        transport,
+    };
+    let net = LocalNet::start(dir.path(), shape).await.unwrap();
+    (dir, net)
+}
+
+/// Tracker `t`, through the network's transport.
+fn tracker(net: &LocalNet, t: usize) -> Arc<dyn TrackerApi> {
+    net.connector()
+        .tracker(&net.endpoints.trackers[t].address)
+        .unwrap()
+}
+
+/// The trackers' node ids, in order.
+fn tracker_ids(net: &LocalNet) -> Vec<NodeId> {
+    net.endpoints
+        .tracker_list()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The tracker responsible for `segment`.
+fn tracker_for(net: &LocalNet, segment: &SegmentId) -> Arc<dyn TrackerApi> {
+    let ids = tracker_ids(net);
+    let owner = rendezvous::responsible(&segment.0, &ids).unwrap();
+    tracker(net, ids.iter().position(|id| *id == owner).unwrap())
+}
+
+/// Deterministic pseudo-random bytes.
+fn bytes_from(seed: &[u8], len: usize) -> Bytes {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(seed)
+        .finalize_xof()
+        .fill(&mut out);
+    Bytes::from(out)
+}
+
+/// A segment id and its `n` pieces of `len` bytes, derived from `seed`.
+fn segment(seed: u64, n: usize, len: usize) -> (SegmentId, Vec<Bytes>) {
+    let id = SegmentId(*blake3::hash(&seed.to_le_bytes()).as_bytes());
+    let pieces = (0..n)
+        .map(|i| bytes_from(&[&seed.to_le_bytes()[..], &[i as u8]].concat(), len))
+        .collect();
+    (id, pieces)
+}
+
+fn specs(pieces: &[Bytes]) -> Vec<PieceSpec> {
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, data)| PieceSpec {
+            index: i as u32,
+            piece: PieceId::of(data),
+            size: data.len() as u64,
+        })
+        .collect()
+}
+
+/// Reserves at the responsible tracker.
+async fn reserve(
+    net: &LocalNet,
+    client: &Identity,
+    segment: SegmentId,
+    pieces: &[Bytes],
+) -> Result<Placement, NetError> {
+    let req = ReserveSegment {
+        segment,
+        pieces: specs(pieces),
+    };
+    tracker_for(net, &segment).reserve(client.sign(req)?).await
+}
+
+/// What a client does to put a segment: reserve, store all pieces in parallel, confirm.
+async fn put_segment(
+    net: &LocalNet,
+    client: &Identity,
+    segment: SegmentId,
+    pieces: &[Bytes],
+) -> Result<Vec<StoreReceipt>, NetError> {
+    let placement = reserve(net, client, segment, pieces).await?;
+    let connector = net.connector();
+    let stores = placement.pieces.iter().zip(pieces).map(|(placed, data)| {
+        let provider = connector.provider(&placed.address);
+        let req = client.sign(StorePiece {
+            reservation: placed.reservation.clone(),
+            data: data.clone(),
+        });
+        async move { provider?.store(req?).await }
+    });
+    let receipts = try_join_all(stores).await?;
+    tracker_for(net, &segment)
+        .confirm(client.sign(ConfirmStored {
+            receipts: receipts.clone(),
+        })?)
+        .await?;
+    Ok(receipts)
+}
+
+/// How many of a segment's pieces can be read back intact from some holder.
+async fn readable_pieces(
+    net: &LocalNet,
+    connector: &dyn Connector,
+    client: &Identity,
+    segment: SegmentId,
+) -> usize {
+    let location = tracker_for(net, &segment)
+        .locate(client.sign(Locate { segment }).unwrap())
+        .await
+        .unwrap();
+    let mut good = 0;
+    for piece in &location.pieces {
+        for holder in &piece.holders {
+            let Ok(provider) = connector.provider(&holder.address) else {
+                continue;
+            };
+            let req = client
+                .sign(ReadPiece {
+                    piece: piece.piece,
+                    range: None,
+                })
+                .unwrap();
+            if let Ok(data) = provider.read(req).await
+                && data.verify_whole().is_ok()
+            {
+                good += 1;
+                break;
+            }
+        }
+    }
+    good
+}
+
 const SEGMENTS: u64 = 40;
 const K: usize = 4;
 const M: usize = 2;
 
-async fn segments_survive_two_dead_providers_not_three(kind: Kind) {
-    let mut net = TestNet::start(kind, Settings::default()).await;
+async fn segments_survive_two_dead_providers_not_three(transport: Transport) {
+    let (_dir, mut net) = start(transport, 1, 6).await;
     let client = Identity::generate().unwrap();
     for s in 0..SEGMENTS {
         let (id, pieces) = segment(s, K + M, 2048);
@@ -55,14 +217,13 @@ async fn segments_survive_two_dead_providers_not_three(kind: Kind) {
 
     // A ranged read returns exactly the requested bytes.
     let (id, pieces) = segment(0, K + M, 2048);
-    let location = net
-        .tracker_for(&id)
-        .locate(client.sign(wwt_net::types::Locate { segment: id }).unwrap())
+    let location = tracker_for(&net, &id)
+        .locate(client.sign(Locate { segment: id }).unwrap())
         .await
         .unwrap();
     assert_eq!(location.pieces.len(), K + M);
     let piece = &location.pieces[1];
-    let provider = net.connector.provider(&piece.holders[0].address).unwrap();
+    let provider = net.connector().provider(&piece.holders[0].address).unwrap();
     let range = ByteRange {
         offset: 100,
         len: 500,
@@ -89,20 +250,20 @@ async fn segments_survive_two_dead_providers_not_three(kind: Kind) {
     .unwrap();
     assert_eq!(proven, read.data);
 
-    net.kill_provider(0).await;
-    net.kill_provider(1).await;
+    net.stop_provider(0).await.unwrap();
+    net.stop_provider(1).await.unwrap();
     for s in 0..SEGMENTS {
         let (id, _) = segment(s, K + M, 2048);
-        let good = readable_pieces(&net, net.connector.as_ref(), &client, id).await;
+        let good = readable_pieces(&net, net.connector().as_ref(), &client, id).await;
         assert_eq!(
             good, K,
             "segment {s}: {good} readable pieces after 2 deaths"
         );
     }
-    net.kill_provider(2).await;
+    net.stop_provider(2).await.unwrap();
     for s in 0..SEGMENTS {
         let (id, _) = segment(s, K + M, 2048);
-        let good = readable_pieces(&net, net.connector.as_ref(), &client, id).await;
+        let good = readable_pieces(&net, net.connector().as_ref(), &client, id).await;
         assert!(
             good < K,
             "segment {s}: still {good} readable pieces after 3 deaths"
@@ -117,7 +278,7 @@ fn expect<T>(result: Result<T, NetError>, what: &str, want: impl Fn(&NetError) -
 }
 
 /// Files under a provider's `pieces/` and `tmp/` directories.
-fn files_on_disk(dir: &std::path::Path) -> usize {
+fn files_on_disk(dir: &Path) -> usize {
     let count = |d: std::path::PathBuf| -> usize {
         std::fs::read_dir(d)
             .map(|entries| {
@@ -137,18 +298,14 @@ fn files_on_disk(dir: &std::path::Path) -> usize {
     count(dir.join("pieces")) + count(dir.join("tmp"))
 }
 
-async fn bad_input_is_refused_and_changes_nothing(kind: Kind) {
-    let net = TestNet::start(
-        kind,
-        Settings {
-            providers: 1,
-            ..Settings::default()
-        },
-    )
-    .await;
+async fn bad_input_is_refused_and_changes_nothing(transport: Transport) {
+    let (_dir, net) = start(transport, 1, 1).await;
     let client = Identity::generate().unwrap();
     let stranger = Identity::generate().unwrap();
-    let provider = net.connector.provider(&net.providers[0].address).unwrap();
+    let provider = net
+        .connector()
+        .provider(&net.endpoints.providers[0].address)
+        .unwrap();
     let (id, pieces) = segment(7, 1, 1000);
     let placed = reserve(&net, &client, id, &pieces).await.unwrap().pieces[0].clone();
     let good = placed.reservation.clone();
@@ -156,6 +313,8 @@ async fn bad_input_is_refused_and_changes_nothing(kind: Kind) {
         who.sign(StorePiece { reservation, data }).unwrap()
     };
 
+    // The signature covers the reservation, not the bytes beside it: bytes swapped under a
+    // valid signature are caught by the piece id.
     let mut wrong = pieces[0].to_vec();
     wrong[0] ^= 1;
     expect(
@@ -221,7 +380,7 @@ async fn bad_input_is_refused_and_changes_nothing(kind: Kind) {
         |e| matches!(e, NetError::Unauthenticated(m) if m.contains("stale")),
     );
     // A piece larger than the provider's limit (the tracker does not know the limit).
-    let (big_id, big) = segment(8, 1, (1 << 20) + 1);
+    let (big_id, big) = segment(8, 1, MAX_PIECE as usize + 1);
     let big_placed = reserve(&net, &client, big_id, &big).await.unwrap().pieces[0].clone();
     expect(
         provider
@@ -233,7 +392,7 @@ async fn bad_input_is_refused_and_changes_nothing(kind: Kind) {
 
     let status = provider.status().await.unwrap();
     assert_eq!((status.used, status.pieces), (0, 0));
-    assert_eq!(files_on_disk(&net.providers[0].dir), 0);
+    assert_eq!(files_on_disk(&net.endpoints.providers[0].dir), 0);
 
     // The good request is stored once; a replay is refused; a fresh request for the same
     // piece (a resumed upload) gets a receipt without a second copy.
@@ -252,7 +411,7 @@ async fn bad_input_is_refused_and_changes_nothing(kind: Kind) {
     let status = provider.status().await.unwrap();
     assert_eq!((status.used, status.pieces), (1000, 1));
     assert_eq!(
-        files_on_disk(&net.providers[0].dir),
+        files_on_disk(&net.endpoints.providers[0].dir),
         1,
         "one file per piece"
     );
@@ -295,38 +454,39 @@ async fn bad_input_is_refused_and_changes_nothing(kind: Kind) {
     });
 }
 
-async fn faulty_providers_are_detected(kind: Kind) {
-    let net = TestNet::start(kind, Settings::default()).await;
+async fn faulty_providers_are_detected(transport: Transport) {
+    let (_dir, net) = start(transport, 1, 6).await;
+    let providers = &net.endpoints.providers;
     let client = Identity::generate().unwrap();
     for s in 0..5 {
         let (id, pieces) = segment(100 + s, K + M, 4096);
         put_segment(&net, &client, id, &pieces).await.unwrap();
     }
     let faults = Faults::new(42);
-    let faulty = FaultyConnector::new(net.connector.clone(), faults.clone());
+    let faulty = FaultyConnector::new(net.connector(), faults.clone());
     faults.set(
-        &net.providers[0].address,
+        &providers[0].address,
         Fault {
             corrupt_reads: true,
             ..Fault::default()
         },
     );
     faults.set(
-        &net.providers[1].address,
+        &providers[1].address,
         Fault {
             partitioned: true,
             ..Fault::default()
         },
     );
     faults.set(
-        &net.providers[2].address,
+        &providers[2].address,
         Fault {
             drop_rate: 1.0,
             ..Fault::default()
         },
     );
     faults.set(
-        &net.providers[3].address,
+        &providers[3].address,
         Fault {
             delay: Duration::from_millis(5),
             ..Fault::default()
@@ -338,12 +498,12 @@ async fn faulty_providers_are_detected(kind: Kind) {
     }
     // A corrupted read is caught by the hash, not trusted.
     let (id, pieces) = segment(100, K + M, 4096);
-    let p0 = faulty.provider(&net.providers[0].address).unwrap();
+    let p0 = faulty.provider(&providers[0].address).unwrap();
     let held = pieces
         .iter()
         .map(|data| PieceId::of(data))
         .find(|piece| {
-            let dir = &net.providers[0].dir;
+            let dir = &providers[0].dir;
             dir.join("pieces")
                 .join(&piece.to_string()[..2])
                 .join(piece.to_string())
@@ -366,18 +526,10 @@ async fn faulty_providers_are_detected(kind: Kind) {
     assert_eq!(readable_pieces(&net, &faulty, &client, id).await, K + M);
 }
 
-async fn trackers_split_segments_by_rendezvous(kind: Kind) {
-    let net = TestNet::start(
-        kind,
-        Settings {
-            trackers: 2,
-            providers: 3,
-            ..Settings::default()
-        },
-    )
-    .await;
+async fn trackers_split_segments_by_rendezvous(transport: Transport) {
+    let (_dir, net) = start(transport, 2, 3).await;
     let client = Identity::generate().unwrap();
-    let ids: Vec<NodeId> = net.trackers.iter().map(|t| t.node).collect();
+    let ids = tracker_ids(&net);
     let mut per_tracker = [0usize; 2];
     for s in 0..20 {
         let (id, pieces) = segment(200 + s, 3, 512);
@@ -388,30 +540,23 @@ async fn trackers_split_segments_by_rendezvous(kind: Kind) {
             client
                 .sign(ReserveSegment {
                     segment: id,
-                    pieces: common::specs(&pieces),
+                    pieces: specs(&pieces),
                 })
                 .unwrap()
         };
-        let err = net.tracker(1 - t).reserve(req()).await.unwrap_err();
+        let err = tracker(&net, 1 - t).reserve(req()).await.unwrap_err();
         assert!(
             matches!(&err, NetError::Precondition(m) if m.contains(&owner.to_string())),
             "{err}"
         );
-        net.tracker(t).reserve(req()).await.unwrap();
+        tracker(&net, t).reserve(req()).await.unwrap();
     }
     assert!(per_tracker.iter().all(|n| *n > 0), "{per_tracker:?}");
 }
 
-async fn the_dht_alone_finds_a_segments_holders(kind: Kind) {
-    let net = TestNet::start(
-        kind,
-        Settings {
-            dht: true,
-            ..Settings::default()
-        },
-    )
-    .await;
-    let discovery = net.discovery.clone().unwrap();
+async fn the_dht_alone_finds_a_segments_holders(transport: Transport) {
+    let (_dir, net) = start(transport, 1, 6).await;
+    let discovery = net.discovery();
     let client = Identity::generate().unwrap();
     for s in 0..5 {
         let (id, pieces) = segment(400 + s, K + M, 1024);
@@ -435,7 +580,7 @@ async fn the_dht_alone_finds_a_segments_holders(kind: Kind) {
             let piece = PieceId::of(data);
             for holder in &holders {
                 let provider = net
-                    .connector
+                    .connector()
                     .provider(holder.address.as_deref().unwrap())
                     .unwrap();
                 let req = client.sign(ReadPiece { piece, range: None }).unwrap();
@@ -452,23 +597,16 @@ async fn the_dht_alone_finds_a_segments_holders(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_providers_die_and_are_not_placed_on() {
-    common::within_deadline(silent_providers_body()).await;
+    within_deadline(silent_providers_body()).await;
 }
 
 async fn silent_providers_body() {
-    let mut net = TestNet::start(
-        Kind::Memory,
-        Settings {
-            providers: 3,
-            liveness_timeout_ms: 400,
-            ..Settings::default()
-        },
-    )
-    .await;
+    // Heartbeats every 100 ms: a provider is dead after 500 ms of silence.
+    let (_dir, mut net) = start(Transport::Memory, 1, 3).await;
     let client = Identity::generate().unwrap();
-    net.kill_provider(0).await;
-    net.wait_for_live(2).await;
-    let dead = net.providers[0].node;
+    net.stop_provider(0).await.unwrap();
+    net.wait_alive(2).await.unwrap();
+    let dead = net.endpoints.providers[0].node_id().unwrap();
     let (id, pieces) = segment(300, 3, 100);
     let err = reserve(&net, &client, id, &pieces).await.unwrap_err();
     assert!(matches!(err, NetError::NoCapacity(_)), "{err}");
@@ -484,7 +622,7 @@ async fn silent_providers_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_serves_reflection_and_refuses_unsigned_or_garbage_requests() {
-    common::within_deadline(reflection_body()).await;
+    within_deadline(reflection_body()).await;
 }
 
 /// A gRPC codec that sends and receives raw bytes, to send what no generated client would.
@@ -540,17 +678,11 @@ async fn reflection_body() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let net = TestNet::start(
-        Kind::Grpc,
-        Settings {
-            providers: 1,
-            ..Settings::default()
-        },
-    )
-    .await;
+    let (_dir, net) = start(Transport::Grpc, 1, 1).await;
+    let providers = &net.endpoints.providers;
     for (address, service) in [
-        (&net.providers[0].address, "wwt.v1.Provider"),
-        (&net.trackers[0].address, "wwt.v1.Tracker"),
+        (&providers[0].address, "wwt.v1.Provider"),
+        (&net.endpoints.trackers[0].address, "wwt.v1.Tracker"),
     ] {
         let mut client = ServerReflectionClient::new(
             tonic::transport::Channel::from_shared(address.clone())
@@ -577,20 +709,21 @@ async fn reflection_body() {
     }
 
     let mut raw =
-        wwt_net::proto::provider_client::ProviderClient::connect(net.providers[0].address.clone())
+        wwt_net::proto::provider_client::ProviderClient::connect(providers[0].address.clone())
             .await
             .unwrap();
     let status = raw
         .store(wwt_net::proto::SignedRequest {
             body: Bytes::from_static(b"anything"),
             auth: None,
+            payload: Bytes::new(),
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
 
     // Bytes that are not a protobuf message at all are refused by the gRPC layer.
-    let channel = tonic::transport::Channel::from_shared(net.providers[0].address.clone())
+    let channel = tonic::transport::Channel::from_shared(providers[0].address.clone())
         .unwrap()
         .connect()
         .await
@@ -607,5 +740,5 @@ async fn reflection_body() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Internal, "{status}");
     assert!(status.message().contains("decode"), "{status}");
-    assert_eq!(files_on_disk(&net.providers[0].dir), 0);
+    assert_eq!(files_on_disk(&providers[0].dir), 0);
 }
