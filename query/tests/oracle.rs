@@ -58,6 +58,20 @@ fn streamed(db: &MemoryDb, sql: &str) -> Option<Vec<Vec<Value>>> {
     )
 }
 
+/// SQLite and an indexed in-memory database, both holding `data`.
+fn loaded(data: &Data) -> (rusqlite::Connection, MemoryDb) {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    conn.execute_batch(SQLITE_SCHEMA).unwrap();
+    let mut indexed = MemoryDb::new();
+    indexed.execute(SCHEMA).unwrap();
+    indexed.execute(INDEXES).unwrap();
+    for ins in inserts(data) {
+        conn.execute(&ins, []).unwrap();
+        indexed.execute(&ins).unwrap();
+    }
+    (conn, indexed)
+}
+
 #[test]
 fn evaluator_agrees_with_sqlite() {
     let mut runner = TestRunner::new(Config {
@@ -68,16 +82,10 @@ fn evaluator_agrees_with_sqlite() {
     let strategy = (data(), proptest::collection::vec(query(), 12));
     runner
         .run(&strategy, |(data, queries)| {
-            let conn = rusqlite::Connection::open_in_memory().unwrap();
-            conn.execute_batch(SQLITE_SCHEMA).unwrap();
-            let mut indexed = MemoryDb::new();
-            indexed.execute(SCHEMA).unwrap();
-            indexed.execute(INDEXES).unwrap();
+            let (conn, mut indexed) = loaded(&data);
             let mut plain = MemoryDb::new();
             plain.execute(SCHEMA).unwrap();
             for ins in inserts(&data) {
-                conn.execute(&ins, []).unwrap();
-                indexed.execute(&ins).unwrap();
                 plain.execute(&ins).unwrap();
             }
             for sql in &queries {
@@ -100,15 +108,7 @@ fn unordered_selects_stream_like_sqlite() {
     let strategy = (data(), proptest::collection::vec(unordered_query(), 8));
     runner
         .run(&strategy, |(data, queries)| {
-            let conn = rusqlite::Connection::open_in_memory().unwrap();
-            conn.execute_batch(SQLITE_SCHEMA).unwrap();
-            let mut indexed = MemoryDb::new();
-            indexed.execute(SCHEMA).unwrap();
-            indexed.execute(INDEXES).unwrap();
-            for ins in inserts(&data) {
-                conn.execute(&ins, []).unwrap();
-                indexed.execute(&ins).unwrap();
-            }
+            let (conn, mut indexed) = loaded(&data);
             for (sql, all, window) in &queries {
                 let all = sqlite_rows(&conn, all);
                 check_unordered(&all, &ours(&mut indexed, sql), *window, sql, "indexed")?;

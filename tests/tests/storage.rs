@@ -146,16 +146,8 @@ async fn grpc_1000_segments_survive_two_lost_providers_and_name_rows_lost_to_thr
     any_two_lost_then_three(Transport::Grpc).await;
 }
 
-async fn lying_and_slow_providers_are_skipped(kind: Transport) {
-    let (_dir, net) = network(kind).await;
-    let mut w = write(20);
-    put_all(
-        &storage(&net, net.connector(), StorageConfig::default()),
-        &w.segments,
-    )
-    .await;
-
-    let faults = Faults::new(SEED);
+/// Provider 0 corrupts what it serves; provider 3 answers after 5 s.
+fn lie_and_stall(faults: &Faults, net: &LocalNet) {
     faults.set(
         &net.endpoints.providers[0].address,
         Fault {
@@ -170,6 +162,19 @@ async fn lying_and_slow_providers_are_skipped(kind: Transport) {
             ..Fault::default()
         },
     );
+}
+
+async fn lying_and_slow_providers_are_skipped(kind: Transport) {
+    let (_dir, net) = network(kind).await;
+    let mut w = write(20);
+    put_all(
+        &storage(&net, net.connector(), StorageConfig::default()),
+        &w.segments,
+    )
+    .await;
+
+    let faults = Faults::new(SEED);
+    lie_and_stall(&faults, &net);
     let connector = Arc::new(FaultyConnector::new(net.connector(), faults));
     let config = StorageConfig {
         read_timeout: Duration::from_millis(300),
@@ -276,20 +281,7 @@ async fn point_reads_take_ranges_and_fall_back_to_whole_segments(kind: Transport
         "a healthy network serves point reads by ranges, decoding no segment"
     );
 
-    faults.set(
-        &net.endpoints.providers[0].address,
-        Fault {
-            corrupt_reads: true,
-            ..Fault::default()
-        },
-    );
-    faults.set(
-        &net.endpoints.providers[3].address,
-        Fault {
-            delay: Duration::from_secs(5),
-            ..Fault::default()
-        },
-    );
+    lie_and_stall(&faults, &net);
     let decoded = read_each(&mut w).await;
     assert!(
         decoded > 0,
