@@ -34,7 +34,12 @@ use wwt_net::types::{
     ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment,
     SegmentId, SegmentLocation, StorePiece,
 };
-use wwt_net::{Connector, Discovery, Identity, NetError, TrackerApi, read_whole_piece, rendezvous};
+use wwt_net::{
+    Connector, Discovery, Identity, NetError, TrackerApi, read_piece, read_whole_piece, rendezvous,
+};
+
+/// Each piece's holders: address, and node id when the tracker maps it.
+type Holders = Vec<Vec<(String, Option<NodeId>)>>;
 
 /// A segment whose wanted bytes are under 1/`RANGED_FRACTION` of it is read by ranged reads
 /// of those bytes instead of whole: a point read costs one small read, not k pieces and a
@@ -433,6 +438,32 @@ impl Storage {
         Err(why.join("; "))
     }
 
+    /// What the tracker knows of segment `m`: its current manifest (`m`, with the pieces its
+    /// repairs re-coded since taken from the tracker's copy) and each piece's holders, live
+    /// ones first. `None` if the tracker does not know the segment.
+    async fn located(
+        &self,
+        m: &SegmentManifest,
+    ) -> Result<Option<(SegmentManifest, Holders)>, StoreError> {
+        let Some(location) = self.locate(&wire_segment(m)).await? else {
+            return Ok(None);
+        };
+        let current = newest(m, &location.manifest);
+        let mut holders: Holders = vec![Vec::new(); current.pieces.len()];
+        for mut piece in location.pieces {
+            let index = piece.index as usize;
+            if current.pieces.get(index).map(|p| p.hash.0) == Some(piece.piece.0) {
+                piece.holders.sort_by_key(|h| !h.alive);
+                holders[index] = piece
+                    .holders
+                    .into_iter()
+                    .map(|h| (h.address, Some(h.node)))
+                    .collect();
+            }
+        }
+        Ok(Some((current, holders)))
+    }
+
     /// Fetches k intact pieces of a segment, data pieces first, in parallel; a piece that
     /// cannot be had is replaced by the next one. Holders come from the tracker's map (live
     /// ones first), then, if that leaves fewer than k pieces, from the DHT. Slots not fetched
@@ -451,22 +482,9 @@ impl Storage {
         let k = m.params.data;
         let mut why = Vec::new();
         let mut current = m.clone();
-        let mut mapped: Vec<Vec<(String, Option<NodeId>)>> = vec![Vec::new(); m.pieces.len()];
-        match self.locate(&segment).await {
-            Ok(Some(location)) => {
-                current = newest(m, &location.manifest);
-                for mut piece in location.pieces {
-                    let index = piece.index as usize;
-                    if current.pieces.get(index).map(|p| p.hash.0) == Some(piece.piece.0) {
-                        piece.holders.sort_by_key(|h| !h.alive);
-                        mapped[index] = piece
-                            .holders
-                            .into_iter()
-                            .map(|h| (h.address, Some(h.node)))
-                            .collect();
-                    }
-                }
-            }
+        let mut mapped: Holders = vec![Vec::new(); m.pieces.len()];
+        match self.located(m).await {
+            Ok(Some(located)) => (current, mapped) = located,
             Ok(None) => why.push("the tracker does not know the segment".to_string()),
             Err(e) if self.discovery.is_some() => why.push(e.to_string()),
             Err(e) => return Err(e),
@@ -481,7 +499,7 @@ impl Storage {
                     let addresses: Vec<String> =
                         found.into_iter().filter_map(|h| h.address).collect();
                     // Not named by the map: refusing a piece is no sign of cheating.
-                    let found: Vec<Vec<(String, Option<NodeId>)>> = mapped
+                    let found: Holders = mapped
                         .iter()
                         .map(|named| {
                             addresses
@@ -685,26 +703,14 @@ impl Storage {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        // Each segment's current manifest and the addresses of each piece's holders.
+        // Each segment's current manifest and each piece's holders.
         let located = join_all(
             ids.iter()
                 .filter_map(|id| manifests.get(id))
-                .map(|m| async {
-                    let location = self.locate(&wire_segment(m)).await.ok().flatten()?;
-                    let current = newest(m, &location.manifest);
-                    let mut holders = vec![Vec::new(); current.pieces.len()];
-                    for mut piece in location.pieces {
-                        let index = piece.index as usize;
-                        if current.pieces.get(index).map(|p| p.hash.0) == Some(piece.piece.0) {
-                            piece.holders.sort_by_key(|h| !h.alive);
-                            holders[index] = piece.holders.into_iter().map(|h| h.address).collect();
-                        }
-                    }
-                    Some((current, holders))
-                }),
+                .map(|m| async { self.located(m).await.ok().flatten() }),
         )
         .await;
-        let current: HashMap<wwt_engine::SegmentId, (SegmentManifest, Vec<Vec<String>>)> = located
+        let current: HashMap<wwt_engine::SegmentId, (SegmentManifest, Holders)> = located
             .into_iter()
             .flatten()
             .map(|(m, h)| (m.segment, (m, h)))
@@ -737,7 +743,7 @@ impl Storage {
                 table
                     .read_row_ranged(
                         l,
-                        |id| current.get(id).map(|(m, _)| m.clone()),
+                        |id| current.get(id).map(|(m, _)| m),
                         |m, r| {
                             got.get(&(m.segment, r.piece, r.piece_start))
                                 .cloned()
@@ -756,24 +762,25 @@ impl Storage {
     /// `holders` whose answer its proof checks against the hash.
     async fn read_range(
         &self,
-        holders: &[String],
+        holders: &[(String, Option<NodeId>)],
         hash: PieceHash,
         r: &RangeRead,
     ) -> Option<Vec<u8>> {
-        for address in holders {
-            let attempt = async {
-                let provider = self.connector.provider(address)?;
-                let request = self.identity.sign(ReadPiece {
-                    piece: PieceId(hash.0),
-                    range: Some(ByteRange {
-                        offset: r.piece_start,
-                        len: r.piece_len,
-                    }),
-                })?;
-                tokio::time::timeout(self.config.read_timeout, provider.read(request))
-                    .await
-                    .map_err(|_| NetError::Unavailable("read timed out".into()))?
+        for (address, _) in holders {
+            let request = ReadPiece {
+                piece: PieceId(hash.0),
+                range: Some(ByteRange {
+                    offset: r.piece_start,
+                    len: r.piece_len,
+                }),
             };
+            let attempt = read_piece(
+                self.connector.as_ref(),
+                &self.identity,
+                address,
+                request,
+                self.config.read_timeout,
+            );
             match attempt.await {
                 Ok(data) => match proof::verify(&hash, r.piece_start, r.piece_len, &data.proof) {
                     Ok(bytes) => return Some(bytes),

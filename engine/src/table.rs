@@ -112,10 +112,10 @@ impl Table {
     /// Reads one row from byte ranges of the data pieces that hold it: `fetch(manifest,
     /// read)` returns the piece bytes of one [`crate::RangeRead`] (already verified against
     /// the piece hash, e.g. with [`crate::proof::verify`]).
-    pub fn read_row_ranged(
+    pub fn read_row_ranged<'m>(
         &mut self,
         locator: &Locator,
-        manifest: impl Fn(&crate::segment::SegmentId) -> Option<SegmentManifest>,
+        manifest: impl Fn(&crate::segment::SegmentId) -> Option<&'m SegmentManifest>,
         mut fetch: impl FnMut(&SegmentManifest, &crate::RangeRead) -> Result<Vec<u8>>,
     ) -> Result<Vec<u8>> {
         let mut sealed = Vec::with_capacity(locator.sealed_len() as usize);
@@ -124,8 +124,8 @@ impl Table {
                 segment: hex::encode(e.segment.0),
                 what: "no manifest for this segment".into(),
             })?;
-            for read in plan_read(&self.keys.audit, &m, e)? {
-                let bytes = fetch(&m, &read)?;
+            for read in plan_read(&self.keys.audit, m, e)? {
+                let bytes = fetch(m, &read)?;
                 let view = m.view(&self.keys.audit, read.piece);
                 sealed.extend(view.open_range(read.shard_start, read.len, &bytes)?);
             }
@@ -190,7 +190,7 @@ mod tests {
             for (loc, plain) in batch.locators.iter().zip(&rows).take(10) {
                 let back = table.read_row_ranged(
                     loc,
-                    |id| pieces.get(id).map(|e| e.manifest.clone()),
+                    |id| pieces.get(id).map(|e| &e.manifest),
                     |m, r| {
                         let piece = &pieces[&m.segment].pieces[r.piece];
                         let (groups, _) = proof::groups(piece);

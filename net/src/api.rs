@@ -64,9 +64,25 @@ pub trait Connector: Send + Sync {
     fn index(&self, address: &str) -> Result<Arc<dyn IndexApi>, NetError>;
 }
 
-/// Reads the whole piece `piece` from the provider at `address` as `reader` (its owner or a
-/// trusted tracker) within `timeout`, and checks that the bytes hash to `piece`: bytes that do
-/// not are `Conflict`, no answer in time is `Unavailable`.
+/// Sends `request`, signed by `reader` (the piece's owner or a trusted tracker), to the
+/// provider at `address` and waits at most `timeout`: no answer in time is `Unavailable`.
+/// The answer is unchecked: see [`read_whole_piece`], or check a range's proof.
+pub async fn read_piece(
+    connector: &dyn Connector,
+    reader: &Identity,
+    address: &str,
+    request: ReadPiece,
+    timeout: Duration,
+) -> Result<PieceData, NetError> {
+    let provider = connector.provider(address)?;
+    let request = reader.sign(request)?;
+    tokio::time::timeout(timeout, provider.read(request))
+        .await
+        .map_err(|_| NetError::Unavailable("read timed out".into()))?
+}
+
+/// Reads the whole piece `piece` ([`read_piece`]) and checks that the bytes hash to `piece`:
+/// bytes that do not are `Conflict`.
 pub async fn read_whole_piece(
     connector: &dyn Connector,
     reader: &Identity,
@@ -74,11 +90,8 @@ pub async fn read_whole_piece(
     piece: PieceId,
     timeout: Duration,
 ) -> Result<Bytes, NetError> {
-    let provider = connector.provider(address)?;
-    let request = reader.sign(ReadPiece { piece, range: None })?;
-    let read = tokio::time::timeout(timeout, provider.read(request))
-        .await
-        .map_err(|_| NetError::Unavailable("read timed out".into()))??;
+    let request = ReadPiece { piece, range: None };
+    let read = read_piece(connector, reader, address, request, timeout).await?;
     if PieceId::of(&read.data) != piece {
         return Err(NetError::Conflict("wrong bytes".into()));
     }

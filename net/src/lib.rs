@@ -42,7 +42,9 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("wwt_descriptor");
 }
 
-pub use api::{Connector, Discovery, FoundHolder, ProviderApi, TrackerApi, read_whole_piece};
+pub use api::{
+    Connector, Discovery, FoundHolder, ProviderApi, TrackerApi, read_piece, read_whole_piece,
+};
 pub use auth::{Identity, Signed, Verifier, now_ms};
 pub use error::NetError;
 pub use index::IndexApi;
