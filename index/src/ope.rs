@@ -18,7 +18,7 @@
 //! [`u64_from_text_prefix`] map other types onto unsigned order first. The `ope` crate's
 //! `decrypt` is broken and never called: values are read back from the encrypted row.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::error::IndexError;
@@ -73,8 +73,13 @@ impl OpeKey {
     /// [`OpeKey::limb_ciphertext`] of each key, in order, spread over the machine's cores
     /// when there are many.
     fn limb_ciphertexts(&self, keys: &[(u8, u64)]) -> Result<Vec<u32>, IndexError> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if threads < 2 || keys.len() < PARALLEL_MIN {
+        // Asked only for a large batch: the answer costs system calls (cgroup files).
+        let threads = if keys.len() < PARALLEL_MIN {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
+        if threads < 2 {
             return keys.iter().map(|k| self.limb_ciphertext(*k)).collect();
         }
         std::thread::scope(|s| {
@@ -206,14 +211,6 @@ impl OpeEncoder {
         self.stats
     }
 
-    /// A cached limb ciphertext: `key` is `(level, value >> limb_shift(level))`.
-    fn cached(&self, key: (u8, u64)) -> Option<u32> {
-        self.current
-            .get(&key)
-            .or_else(|| self.previous.get(&key))
-            .copied()
-    }
-
     fn remember(&mut self, key: (u8, u64), c: u32) {
         if self.current.len() >= self.generation_size {
             self.previous = std::mem::take(&mut self.current);
@@ -221,71 +218,64 @@ impl OpeEncoder {
         self.current.insert(key, c);
     }
 
-    fn limb_ciphertext(&mut self, level: usize, value: u64) -> Result<u32, IndexError> {
-        let key = (level as u8, value >> limb_shift(level));
-        let c = match self.cached(key) {
-            Some(c) => c,
-            None => {
-                self.stats.bclo_calls += 1;
-                self.key.limb_ciphertext(key)?
-            }
-        };
-        self.remember(key, c);
-        Ok(c)
-    }
-
     /// Encrypts one value (already mapped onto unsigned order).
     pub fn encrypt(&mut self, value: u64) -> Result<OpeCiphertext, IndexError> {
-        self.stats.values += 1;
-        let mut out = [0u8; OPE_LEN];
-        let top = self.top[(value >> limb_shift(0)) as usize];
-        out[..4].copy_from_slice(&top.to_be_bytes());
-        for level in 1..LIMBS {
-            let c = self.limb_ciphertext(level, value)?;
-            out[4 * level..4 * level + 4].copy_from_slice(&c.to_be_bytes());
-        }
-        Ok(OpeCiphertext(out))
+        let mut out = self.encrypt_batch(&[value])?;
+        out.pop()
+            .ok_or(IndexError::Corrupt("an OPE batch of one returned nothing"))
     }
 
     /// Encrypts many values, returned in input order. The limbs the cache does not hold are
     /// independent BCLO calls (a limb's key depends only on the value bits above it), so a
-    /// large batch computes them on every core.
+    /// large batch computes them on every core. Limbs found in the older cache generation are
+    /// kept in the newer one.
     pub fn encrypt_batch(&mut self, values: &[u64]) -> Result<Vec<OpeCiphertext>, IndexError> {
+        /// A limb of a value: its ciphertext, or its place in `missing`.
+        enum Limb {
+            Known(u32),
+            Missing(usize),
+        }
         let mut missing = Vec::new();
-        let mut wanted = HashSet::new();
+        let mut slot_of: HashMap<(u8, u64), usize> = HashMap::new();
+        let mut refreshed = Vec::new();
+        let mut limbs = Vec::with_capacity(values.len() * (LIMBS - 1));
         for &v in values {
             for level in 1..LIMBS {
                 let key = (level as u8, v >> limb_shift(level));
-                if self.cached(key).is_none() && wanted.insert(key) {
+                limbs.push(if let Some(c) = self.current.get(&key) {
+                    Limb::Known(*c)
+                } else if let Some(&i) = slot_of.get(&key) {
+                    Limb::Missing(i)
+                } else if let Some(&c) = self.previous.get(&key) {
+                    refreshed.push((key, c));
+                    Limb::Known(c)
+                } else {
+                    slot_of.insert(key, missing.len());
                     missing.push(key);
-                }
+                    Limb::Missing(missing.len() - 1)
+                });
             }
         }
-        let fresh: HashMap<(u8, u64), u32> = missing
-            .iter()
-            .copied()
-            .zip(self.key.limb_ciphertexts(&missing)?)
-            .collect();
-        self.stats.bclo_calls += fresh.len() as u64;
-        self.stats.values += values.len() as u64;
+        let computed = self.key.limb_ciphertexts(&missing)?;
         let mut out = Vec::with_capacity(values.len());
-        for &v in values {
+        for (&v, limbs) in values.iter().zip(limbs.chunks(LIMBS - 1)) {
             let mut c = [0u8; OPE_LEN];
             c[..4].copy_from_slice(&self.top[(v >> limb_shift(0)) as usize].to_be_bytes());
-            for level in 1..LIMBS {
-                let key = (level as u8, v >> limb_shift(level));
-                let limb = fresh
-                    .get(&key)
-                    .copied()
-                    .or_else(|| self.cached(key))
-                    .ok_or(IndexError::Corrupt(
-                        "an OPE limb went missing from the batch",
-                    ))?;
-                c[4 * level..4 * level + 4].copy_from_slice(&limb.to_be_bytes());
+            for (level, limb) in (1..LIMBS).zip(limbs) {
+                let x = match limb {
+                    Limb::Known(x) => *x,
+                    Limb::Missing(i) => computed[*i],
+                };
+                c[4 * level..4 * level + 4].copy_from_slice(&x.to_be_bytes());
             }
             out.push(OpeCiphertext(c));
         }
-        for (key, c) in fresh {
+        self.stats.bclo_calls += missing.len() as u64;
+        self.stats.values += values.len() as u64;
+        for (key, c) in refreshed
+            .into_iter()
+            .chain(missing.into_iter().zip(computed))
+        {
             self.remember(key, c);
         }
         Ok(out)
