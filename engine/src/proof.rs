@@ -22,7 +22,7 @@ const CHUNK_LEN: u64 = blake3::CHUNK_LEN as u64;
 
 /// The bytes of one group: 16 chunks, a power of two, so every group is a subtree of the
 /// piece's BLAKE3 tree (the last one possibly shorter).
-pub const GROUP_LEN: u64 = 16 * CHUNK_LEN;
+const GROUP_LEN: u64 = 16 * CHUNK_LEN;
 
 const CV_LEN: usize = 32;
 

@@ -347,11 +347,6 @@ impl<T> Signed<T> {
     pub fn body(&self) -> &Bytes {
         &self.body
     }
-
-    /// The payload beside the body (a stored piece's bytes), not signed.
-    pub fn payload(&self) -> &Bytes {
-        &self.payload
-    }
 }
 
 impl<T> TryFrom<proto::SignedRequest> for Signed<T> {
@@ -599,7 +594,7 @@ mod tests {
             data: data.clone(),
         };
         let signed = id.sign(piece.clone()).unwrap();
-        assert_eq!(signed.payload(), &data);
+        assert_eq!(signed.payload, data);
         assert!(
             signed.body().len() < 512,
             "the body holds the reservation, not the piece"

@@ -200,10 +200,12 @@ async fn owners_reach_only_their_tables(hosted: Hosted) {
         .unwrap();
     assert_eq!((theirs.version, theirs.blob.len()), (0, 0));
 
-    // Unsigned, replayed and garbage requests are refused; the table is unchanged.
+    // Replayed and garbage requests are refused; the table is unchanged. Mallory's query
+    // names a table only Alice has; sent again, it is a replay.
     let forged = mallory.sign_with(text.clone(), now_ms(), [3; 16]);
     let replayed = forged.clone();
-    index.query(forged).await.unwrap_err();
+    let err = index.query(forged).await.unwrap_err();
+    assert!(matches!(err, NetError::NotFound(_)), "{err}");
     let err = index.query(replayed).await.unwrap_err();
     assert!(matches!(err, NetError::Unauthenticated(_)), "{err}");
     let garbage =

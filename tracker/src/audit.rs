@@ -216,8 +216,6 @@ pub struct StepReport {
     pub challenges: Vec<ChallengeResult>,
     /// Providers condemned in this step.
     pub condemned: Vec<NodeId>,
-    /// Pieces queued for repair or refresh in this step.
-    pub queued: usize,
     /// Pieces repaired or refreshed in this step.
     pub repaired: usize,
 }
@@ -407,7 +405,7 @@ impl Audits {
             .map(|_| ())
     }
 
-    fn queue(&self, segment: &SegmentId, index: u32, reason: Reason) -> Result<bool, NetError> {
+    fn queue(&self, segment: &SegmentId, index: u32, reason: Reason) -> Result<(), NetError> {
         let key = crate::map::key(segment, index);
         // A loss overrides a refresh; an entry already there otherwise stays.
         let existing = self
@@ -416,10 +414,10 @@ impl Audits {
             .map_err(db_err)?
             .and_then(|v| Reason::decode(&v));
         if existing.is_some() && !(existing == Some(Reason::Refresh) && reason != Reason::Refresh) {
-            return Ok(false);
+            return Ok(());
         }
         self.repairs.insert(key, reason.encode()).map_err(db_err)?;
-        Ok(true)
+        Ok(())
     }
 
     fn repairs_done(&self) -> Result<u64, NetError> {
@@ -850,10 +848,8 @@ impl Tracker {
             credit
         };
         audits.save_credit(&provider, &credit)?;
-        if let Outcome::Fail(_) = outcome
-            && audits.queue(&segment, index, Reason::Lost(provider))?
-        {
-            report.queued += 1;
+        if let Outcome::Fail(_) = outcome {
+            audits.queue(&segment, index, Reason::Lost(provider))?;
         }
         if credit.failed >= audits.config.max_failures.max(1) {
             self.condemn(report, provider, now, "too many wrong answers")?;
@@ -910,9 +906,7 @@ impl Tracker {
         let mut pieces = 0;
         for (segment, piece) in self.map.all()? {
             if piece.holders.contains(&node) {
-                if audits.queue(&segment, piece.index, Reason::Lost(node))? {
-                    report.queued += 1;
-                }
+                audits.queue(&segment, piece.index, Reason::Lost(node))?;
                 pieces += 1;
             }
         }
