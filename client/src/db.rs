@@ -37,9 +37,9 @@ use wwt_net::types::NodeId;
 use wwt_net::{Connector, Identity, IndexApi, NetError};
 use wwt_query::plan::{DeletePlan, InsertPlan, UpdatePlan};
 use wwt_query::{
-    AccessPath, Catalog, ColumnType, Direction, FtQuery, IndexKind, IndexLookup, Outcome, Plan,
-    ResultSet, Row, RowSource, SelectPlan, SelectStream, TableSchema, Value, decode_row,
-    encode_key, encode_row, execute_delete, execute_select, execute_update, pushdown_keys, streams,
+    AccessPath, Catalog, Direction, FtQuery, IndexKind, IndexLookup, Outcome, Plan, ResultSet, Row,
+    RowSource, SelectPlan, SelectStream, TableSchema, Value, decode_row, encode_key, encode_row,
+    execute_delete, execute_select, execute_update, pushdown_keys, streams,
 };
 
 use crate::store::{SegmentCache, Storage, StorageConfig, StoreError};
@@ -189,14 +189,11 @@ impl std::fmt::Debug for Client {
 /// True if `e` may come from a catalog that another client changed since this one read it (a
 /// table created or dropped elsewhere, an index generation replaced): read it again and retry.
 fn stale_catalog(e: &ClientError) -> bool {
-    match e {
+    matches!(
+        e,
         ClientError::Query(wwt_query::Error::UnknownTable { .. })
-        | ClientError::Index(NetError::NotFound(_)) => true,
-        ClientError::Query(wwt_query::Error::Source(inner)) => inner
-            .downcast_ref::<ClientError>()
-            .is_some_and(stale_catalog),
-        _ => false,
-    }
+            | ClientError::Index(NetError::NotFound(_))
+    )
 }
 
 fn index_err(e: NetError) -> ClientError {
@@ -207,6 +204,18 @@ fn source_err(e: ClientError) -> wwt_query::Error {
     match e {
         ClientError::Query(q) => q,
         other => wwt_query::Error::Source(Box::new(other)),
+    }
+}
+
+/// An evaluator's error, with what the client as its row source failed with ([`source_err`])
+/// unwrapped again: a statement fails with the same error however it was evaluated.
+fn from_source(e: wwt_query::Error) -> ClientError {
+    match e {
+        wwt_query::Error::Source(inner) => match inner.downcast::<ClientError>() {
+            Ok(e) => *e,
+            Err(other) => ClientError::Query(wwt_query::Error::Source(other)),
+        },
+        e => ClientError::Query(e),
     }
 }
 
@@ -225,10 +234,6 @@ fn ordered(v: &Value) -> Option<u64> {
         Value::Text(s) => Some(u64_from_text_prefix(s)),
         Value::Blob(_) | Value::Null => None,
     }
-}
-
-fn is_prefix_order(ty: ColumnType) -> bool {
-    ty == ColumnType::Text
 }
 
 impl Client {
@@ -380,11 +385,10 @@ impl Client {
                 && let Some(after) = scan
             {
                 // The next page of a full scan, in row-id order.
-                let table = select.access().table.clone();
                 let page = self
                     .index_query(
                         state,
-                        &table,
+                        &select.access().table,
                         Query::Scan {
                             after: *after,
                             limit: batch,
@@ -401,8 +405,9 @@ impl Client {
                 break;
             }
             let chunk: Vec<RowRef> = keys.drain(..batch.min(keys.len())).collect();
-            let table = select.access().table.clone();
-            let rows = self.fetch_rows(state, &table, &chunk, None).await?;
+            let rows = self
+                .fetch_rows(state, &select.access().table, &chunk, None)
+                .await?;
             let out = select.push(rows)?;
             if !out.is_empty() {
                 return Ok(Some(out));
@@ -497,10 +502,9 @@ impl Client {
             }
             Plan::DropTable { table: None } => Ok(Outcome::Dropped),
             Plan::DropTable { table: Some(name) } => {
-                let schema = state.catalog.table(name)?.clone();
-                let generation = self.table(state, &schema)?.generation;
                 let mut next = state.catalog.clone();
-                next.remove_table(name)?;
+                let schema = next.remove_table(name)?;
+                let generation = self.table(state, &schema)?.generation;
                 self.save_catalog(state, next, &[]).await?;
                 state.tables.remove(name);
                 // The table is gone for every client; its index namespace is freed next. The
@@ -564,7 +568,7 @@ impl Client {
             inner: std::sync::Mutex::new((state, remember.then(HashMap::new))),
             handle,
         };
-        let out = tokio::task::block_in_place(|| run(&source))?;
+        let out = tokio::task::block_in_place(|| run(&source)).map_err(from_source)?;
         let reads = source
             .inner
             .into_inner()
@@ -1026,11 +1030,10 @@ impl Client {
                 put?;
             }
         }
+        let mut manifest_cipher = self.blob_cipher(SEGMENTS);
         for seg in &batch.segments {
             let id = manifest_row(&seg.manifest.segment);
-            let sealed =
-                self.blob_cipher(SEGMENTS)
-                    .seal(EngineRowId(id.0), 1, &seg.manifest.to_bytes());
+            let sealed = manifest_cipher.seal(EngineRowId(id.0), 1, &seg.manifest.to_bytes());
             manifest_ops.push(RowOp::Put(RowEntries {
                 row: id,
                 version: 1,
@@ -1044,13 +1047,10 @@ impl Client {
                 .insert(seg.manifest.segment, seg.manifest.clone());
         }
         self.put_manifests(manifest_ops).await?;
+        let locators = &mut self.table(state, schema)?.locators;
         let mut versions = Vec::with_capacity(writes.len());
         for ((id, _, row), locator) in writes.iter().zip(&batch.locators) {
-            let sealed = self.table(state, schema)?.locators.seal(
-                locator.row,
-                locator.version,
-                &locator.to_bytes(),
-            );
+            let sealed = locators.seal(locator.row, locator.version, &locator.to_bytes());
             versions.push((*id, locator.version, sealed, row.as_slice()));
         }
         let ops: Vec<RowOp> = self
@@ -1191,7 +1191,7 @@ impl Client {
                 let prefix = schema
                     .columns
                     .get(c)
-                    .is_some_and(|col| is_prefix_order(col.ty));
+                    .is_some_and(|col| col.ty.btree_orders_by_prefix());
                 let t = self.table(state, schema)?;
                 let enc = ope_encoder(&self.master, t, schema, c)?;
                 let mut bound = |b: &Bound<Value>| -> Result<Bound<wwt_index::OpeCiphertext>> {
@@ -1429,18 +1429,6 @@ impl RowStream<'_> {
             self.buffered = batch.into();
         }
         Ok(self.buffered.pop_front())
-    }
-
-    /// Reads every remaining row.
-    pub async fn collect(mut self) -> Result<ResultSet> {
-        let mut rows = Vec::new();
-        while let Some(batch) = self.next_batch().await? {
-            rows.extend(batch);
-        }
-        Ok(ResultSet {
-            columns: self.columns,
-            rows,
-        })
     }
 }
 

@@ -251,13 +251,8 @@ pub async fn run(o: &Options) -> Result<()> {
                     start.elapsed().as_secs_f64()
                 );
             }
-            Err(ClientError::Query(wwt_query::Error::Source(e))) => {
-                match e.downcast_ref::<ClientError>() {
-                    Some(ClientError::Store(lost @ StoreError::RowsLost { .. })) => {
-                        println!("\nstopped {names}: {lost}");
-                    }
-                    _ => bail!(e),
-                }
+            Err(ClientError::Store(lost @ StoreError::RowsLost { .. })) => {
+                println!("\nstopped {names}: {lost}");
             }
             Err(e) => bail!(e),
         }

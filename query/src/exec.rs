@@ -77,14 +77,18 @@ pub fn pushdown_keys<S: RowSource>(
     }
 }
 
+/// The keys of the rows an access path selects (before any client-side filter).
+pub fn access_keys<S: RowSource>(source: &S, access: &TableAccess) -> Result<Vec<S::Key>> {
+    match &access.path {
+        AccessPath::FullScan => source.scan(&access.table),
+        AccessPath::Index(p) => pushdown_keys(source, &access.table, p),
+    }
+}
+
 /// The decrypted rows an access path selects (before any client-side filter).
 pub fn read_rows<S: RowSource>(source: &S, access: &TableAccess) -> Result<Vec<Row>> {
-    let table = &access.table;
-    let keys = match &access.path {
-        AccessPath::FullScan => source.scan(table)?,
-        AccessPath::Index(p) => pushdown_keys(source, table, p)?,
-    };
-    checked(table, source.fetch(table, &keys)?)
+    let keys = access_keys(source, access)?;
+    checked(&access.table, source.fetch(&access.table, &keys)?)
 }
 
 /// `rows`, if each has one value per column of `table`.
@@ -142,11 +146,6 @@ impl SelectStream {
         &self.plan.tables[0]
     }
 
-    /// The output column names.
-    pub fn columns(&self) -> &[String] {
-        &self.plan.columns
-    }
-
     /// True once LIMIT rows were returned: reading more is wasted.
     pub fn finished(&self) -> bool {
         self.left == Some(0)
@@ -185,7 +184,8 @@ fn project(plan: &SelectPlan, row: &[Value]) -> Result<Row> {
     plan.projections.iter().map(|e| e.eval(row)).collect()
 }
 
-fn key_of(values: &[Value]) -> Vec<u8> {
+/// The grouping key of `values` (equal values, equal keys).
+pub(crate) fn key_of(values: &[Value]) -> Vec<u8> {
     let mut out = Vec::new();
     for v in values {
         v.group_key(&mut out);

@@ -30,8 +30,8 @@ pub mod value;
 pub use codec::{decode_row, encode_key, encode_row};
 pub use error::{Error, Result};
 pub use exec::{
-    ResultSet, RowSource, SelectStream, execute_delete, execute_select, execute_update,
-    pushdown_keys, read_rows, streams,
+    ResultSet, RowSource, SelectStream, access_keys, execute_delete, execute_select,
+    execute_update, pushdown_keys, read_rows, streams,
 };
 pub use fulltext::{FtQuery, tokenize};
 pub use memory::{MemoryDb, Outcome};

@@ -11,6 +11,7 @@ use sqlparser::parser::{Parser, ParserError};
 
 use crate::codec::encode_key;
 use crate::error::{Error, Result};
+use crate::exec::key_of;
 use crate::expr::{BinOp, Expr, Func};
 use crate::fulltext::FtQuery;
 use crate::plan::{
@@ -1749,11 +1750,7 @@ fn pushable(schema: &TableSchema, offset: usize, e: &Expr) -> Option<Pushdown> {
 fn points(schema: &TableSchema, col: &Column, mut values: Vec<Value>) -> Option<Pushdown> {
     // `x IN (1, 2, 1)` looks each value up once, or the row would be returned twice.
     let mut seen = HashSet::new();
-    values.retain(|v| {
-        let mut key = Vec::new();
-        v.group_key(&mut key);
-        seen.insert(key)
-    });
+    values.retain(|v| seen.insert(key_of(std::slice::from_ref(v))));
     if values.is_empty() {
         return None;
     }
@@ -1810,15 +1807,14 @@ fn push_limit(plan: &mut SelectPlan) {
         return;
     };
     let schema = &access.table;
-    // The first sort key, when it decides the order alone (the only key, or unique).
-    // A btree orders text by its first 8 bytes only: past them ties are unordered, so a
-    // limit on a text column is never pushed (the client reads the range and limits it).
+    // The first sort key, when it decides the order alone (the only key, or unique), on a
+    // type the btree orders fully (the client reads a text range and limits it itself).
     let sort_column = plan.order_by.first().and_then(|k| match &k.expr {
         Expr::Column { index, .. } if plan.order_by.len() == 1 || *index == schema.primary_key => {
             schema
                 .columns
                 .get(*index)
-                .filter(|c| c.ty != ColumnType::Text)
+                .filter(|c| !c.ty.btree_orders_by_prefix())
                 .map(|c| (c, k.descending))
         }
         _ => None,
@@ -1880,8 +1876,7 @@ fn push_min_max(plan: &mut SelectPlan) {
     let Some(col) = access.table.columns.get(*index) else {
         return;
     };
-    // Text is ordered by its first 8 bytes only (see `push_limit`).
-    if !access.table.has_index(&col.name, IndexKind::BTree) || col.ty == ColumnType::Text {
+    if !access.table.has_index(&col.name, IndexKind::BTree) || col.ty.btree_orders_by_prefix() {
         return;
     }
     match &mut access.path {

@@ -23,6 +23,13 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// True if a btree orders values of this type by a prefix only (text: its first 8
+    /// bytes), so ties past the prefix are unordered: no limit, MIN or MAX is pushed onto
+    /// it, and an exclusive bound widens to an inclusive one that the client re-checks.
+    pub fn btree_orders_by_prefix(self) -> bool {
+        self == ColumnType::Text
+    }
+
     /// The SQL name wwt prints for the type.
     pub fn sql_name(self) -> &'static str {
         match self {

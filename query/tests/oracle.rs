@@ -5,26 +5,14 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use wwt_query::{
-    AccessPath, MemoryDb, Outcome, Plan, RowSource, SelectStream, Value, pushdown_keys, streams,
-};
+use wwt_query::{MemoryDb, Outcome, Plan, RowSource, SelectStream, Value, access_keys, streams};
 
 #[path = "support/sqlgen.rs"]
 mod sqlgen;
 use sqlgen::*;
 
 fn ours(db: &mut MemoryDb, sql: &str) -> Vec<Vec<Value>> {
-    match db.execute(sql) {
-        Ok(mut out) => match out.pop() {
-            Some(Outcome::Rows(rs)) => rs
-                .rows
-                .into_iter()
-                .map(|r| r.into_iter().map(normalize).collect())
-                .collect(),
-            other => panic!("{sql}: {other:?}"),
-        },
-        Err(e) => panic!("{sql}: {e}"),
-    }
+    result_rows(sql, db.execute(sql))
 }
 
 /// `sql` run as a stream fed three rows at a time, stopping once LIMIT is reached; `None`
@@ -39,11 +27,7 @@ fn streamed(db: &MemoryDb, sql: &str) -> Option<Vec<Vec<Value>>> {
     }
     let mut stream = SelectStream::new(plan).unwrap();
     let table = stream.access().table.clone();
-    let keys = match &stream.access().path {
-        AccessPath::FullScan => db.scan(&table),
-        AccessPath::Index(p) => pushdown_keys(db, &table, p),
-    }
-    .unwrap();
+    let keys = access_keys(db, stream.access()).unwrap();
     let mut out = Vec::new();
     for chunk in keys.chunks(3) {
         if stream.finished() {

@@ -32,7 +32,7 @@ async fn network(transport: Transport) -> (tempfile::TempDir, LocalNet) {
 async fn connect(net: &LocalNet, keys: &Keystore) -> Client {
     let mut config = ClientConfig::new(
         net.endpoints.tracker_list().unwrap(),
-        net.endpoints.providers[0].address.clone(),
+        net.endpoints.index_address().unwrap(),
     );
     // Tiny batches: every streamed SELECT and full scan here spans many pages.
     config.stream_batch = 3;
@@ -42,17 +42,7 @@ async fn connect(net: &LocalNet, keys: &Keystore) -> Client {
 }
 
 async fn rows(client: &Client, sql: &str) -> Vec<Vec<Value>> {
-    match client.execute(sql).await {
-        Ok(mut out) => match out.pop() {
-            Some(Outcome::Rows(rs)) => rs
-                .rows
-                .into_iter()
-                .map(|r| r.into_iter().map(normalize).collect())
-                .collect(),
-            other => panic!("{sql}: {other:?}"),
-        },
-        Err(e) => panic!("{sql}: {e}"),
-    }
+    result_rows(sql, client.execute(sql).await)
 }
 
 fn changed(out: &[Outcome]) -> usize {

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use rusqlite::types::ValueRef;
-use wwt_query::Value;
+use wwt_query::{Outcome, Value};
 
 pub const SCHEMA: &str =
     "CREATE TABLE t (id BIGINT PRIMARY KEY, a INT, b INT NOT NULL, x DOUBLE, s TEXT, f BOOL);
@@ -329,6 +329,24 @@ pub fn check_unordered(
         }
     }
     Ok(())
+}
+
+/// The rows of the last result `out` of `sql`, normalized; panics naming `sql` otherwise.
+pub fn result_rows<E: std::fmt::Display>(
+    sql: &str,
+    out: Result<Vec<Outcome>, E>,
+) -> Vec<Vec<Value>> {
+    match out {
+        Ok(mut out) => match out.pop() {
+            Some(Outcome::Rows(rs)) => rs
+                .rows
+                .into_iter()
+                .map(|r| r.into_iter().map(normalize).collect())
+                .collect(),
+            other => panic!("{sql}: {other:?}"),
+        },
+        Err(e) => panic!("{sql}: {e}"),
+    }
 }
 
 pub fn normalize(v: Value) -> Value {
