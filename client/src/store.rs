@@ -31,8 +31,8 @@ use wwt_engine::{
 };
 use wwt_net::audit::{Complaint, Entrust};
 use wwt_net::types::{
-    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment,
-    SegmentId, SegmentLocation, StorePiece,
+    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, PieceStream, ReadPiece,
+    ReserveSegment, SegmentId, SegmentLocation, StorePiece,
 };
 use wwt_net::{
     Connector, Discovery, Identity, NetError, TrackerApi, read_piece, read_whole_piece, rendezvous,
@@ -297,9 +297,9 @@ impl Storage {
                 let provider = self.connector.provider(&placed.address)?;
                 let request = self.identity.sign(StorePiece {
                     reservation: placed.reservation,
-                    data,
                 })?;
-                tokio::time::timeout(self.config.store_timeout, provider.store(request))
+                let data = PieceStream::whole(data);
+                tokio::time::timeout(self.config.store_timeout, provider.store(request, data))
                     .await
                     .map_err(|_| NetError::Unavailable("store timed out".into()))?
             });

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use wwt_net::grpc::GrpcConnector;
 use wwt_net::types::{
-    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment,
-    SegmentId, StorePiece, StoreReceipt,
+    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, PieceStream, ReadPiece,
+    ReserveSegment, SegmentId, StorePiece, StoreReceipt,
 };
 use wwt_net::{Connector, Identity, NetError, TrackerApi};
 
@@ -109,9 +109,11 @@ async fn store(
         .remove(0);
     let request = client.sign(StorePiece {
         reservation: placed.reservation,
-        data,
     })?;
-    connector.provider(&placed.address)?.store(request).await
+    connector
+        .provider(&placed.address)?
+        .store(request, PieceStream::whole(data))
+        .await
 }
 
 fn segment(seed: u64) -> SegmentId {

@@ -37,20 +37,71 @@ fn subtree_cv(offset: u64, bytes: &[u8]) -> ChainingValue {
 /// The chaining values of the 16 KiB groups of `piece`, 32 bytes each in order
 /// ([`groups_len`] bytes), and the piece hash, in one pass.
 pub fn groups(piece: &[u8]) -> (Vec<u8>, PieceHash) {
-    let mut out = Vec::with_capacity(groups_len(piece.len() as u64) as usize);
-    for (i, group) in piece.chunks(GROUP_LEN as usize).enumerate() {
-        out.extend_from_slice(&subtree_cv(i as u64 * GROUP_LEN, group));
+    let mut hasher = GroupHasher::default();
+    hasher.update(piece);
+    hasher.finalize()
+}
+
+/// [`groups`] over a piece that arrives in parts, in order: the same chaining values and hash
+/// whatever the parts' sizes.
+#[derive(Debug, Clone, Default)]
+pub struct GroupHasher {
+    /// The chaining values of the groups before the current one.
+    groups: Vec<u8>,
+    /// The current group's bytes so far (a full group is merged only once more bytes come, as
+    /// a piece of one group hashes to that group's root, not its chaining value).
+    current: blake3::Hasher,
+    /// Bytes in the current group.
+    filled: u64,
+    /// Bytes so far.
+    size: u64,
+}
+
+impl GroupHasher {
+    /// Hashes the piece's next bytes.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.filled == GROUP_LEN {
+                self.groups
+                    .extend_from_slice(&self.current.finalize_non_root());
+                self.current = blake3::Hasher::new();
+                self.current.set_input_offset(self.size);
+                self.filled = 0;
+            }
+            let take = bytes.len().min((GROUP_LEN - self.filled) as usize);
+            self.current.update(&bytes[..take]);
+            self.filled += take as u64;
+            self.size += take as u64;
+            bytes = &bytes[take..];
+        }
     }
-    let size = piece.len() as u64;
-    // One group is the whole tree: its root is not a merge of chaining values.
-    let hash = if size <= GROUP_LEN {
-        PieceHash::of(piece)
-    } else {
+
+    /// Bytes hashed so far.
+    pub fn hashed(&self) -> u64 {
+        self.size
+    }
+
+    /// The chaining values of the piece's groups and the piece hash.
+    pub fn finalize(mut self) -> (Vec<u8>, PieceHash) {
+        let size = self.size;
+        // One group is the whole tree: its root is not a merge of chaining values.
+        if size <= GROUP_LEN {
+            if size > 0 {
+                self.groups
+                    .extend_from_slice(&self.current.finalize_non_root());
+            }
+            return (self.groups, PieceHash(*self.current.finalize().as_bytes()));
+        }
+        self.groups
+            .extend_from_slice(&self.current.finalize_non_root());
         let left = left_subtree_len(size);
-        let (l, r) = (merged_cv(&out, 0, left), merged_cv(&out, left, size - left));
-        PieceHash(*merge_subtrees_root(&l, &r, Mode::Hash).as_bytes())
-    };
-    (out, hash)
+        let (l, r) = (
+            merged_cv(&self.groups, 0, left),
+            merged_cv(&self.groups, left, size - left),
+        );
+        let hash = PieceHash(*merge_subtrees_root(&l, &r, Mode::Hash).as_bytes());
+        (self.groups, hash)
+    }
 }
 
 /// The length of the group chaining values of a piece of `size` bytes.
@@ -266,6 +317,34 @@ mod tests {
             let mut other = hash.0;
             other[0] ^= 1;
             prop_assert!(verify(&PieceHash(other), start, len, &proof).is_err());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn a_piece_hashed_in_parts_gives_the_same_groups_and_hash(
+            size in 0usize..100_000, seed in any::<u64>(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let piece = piece(size, seed);
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(size + 1)).collect();
+            cuts.extend([0, size]);
+            cuts.sort_unstable();
+            let mut hasher = GroupHasher::default();
+            for part in cuts.windows(2) {
+                hasher.update(&piece[part[0]..part[1]]);
+            }
+            prop_assert_eq!(hasher.hashed(), size as u64);
+            let (groups, hash) = hasher.finalize();
+            prop_assert_eq!(hash, PieceHash::of(&piece));
+            prop_assert_eq!(groups.len() as u64, groups_len(size as u64));
+            let whole: Vec<u8> = piece
+                .chunks(GROUP_LEN as usize)
+                .enumerate()
+                .flat_map(|(i, g)| subtree_cv(i as u64 * GROUP_LEN, g))
+                .collect();
+            prop_assert_eq!(groups, whole);
         }
     }
 

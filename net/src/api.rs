@@ -15,16 +15,22 @@ use crate::auth::{Identity, Signed};
 use crate::index::IndexApi;
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, PieceId,
-    Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId,
+    PieceStream, Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId,
     SegmentLocation, StorePiece, StoreReceipt,
 };
 
 /// A storage provider: holds pieces under tracker reservations and serves them to their owner.
 #[async_trait]
 pub trait ProviderApi: Send + Sync {
-    /// Stores a piece (signed by the reservation's owner). Storing a piece already held for the
-    /// same owner returns a fresh receipt without writing again, so uploads resume cheaply.
-    async fn store(&self, request: Signed<StorePiece>) -> Result<StoreReceipt, NetError>;
+    /// Stores a piece (signed by the reservation's owner) whose bytes are `data`, checked
+    /// before any byte is taken and hashed and written as the bytes arrive. Storing a piece
+    /// already held for the same owner returns a fresh receipt without taking the bytes, so
+    /// uploads resume cheaply.
+    async fn store(
+        &self,
+        request: Signed<StorePiece>,
+        data: PieceStream,
+    ) -> Result<StoreReceipt, NetError>;
     /// Reads a whole piece or a byte range (signed by its owner or a trusted tracker).
     async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError>;
     /// Capacity and usage.

@@ -7,10 +7,10 @@
 //! [`Verifier`] refuses unsigned, mis-signed, stale (outside its window) and replayed (nonce
 //! seen before within the window) requests, then decodes and validates the body.
 //!
-//! Bulk bytes travel beside the body as its payload, unsigned: the body names them by hash
-//! (a stored piece by its reservation's piece id), and the receiver checks that hash, which it
-//! computes anyway. Hashing a piece into the body's hash as well cost one more BLAKE3 pass over
-//! every uploaded byte on each side.
+//! A stored piece's bytes are not part of the body: they follow it in the same call, and the
+//! body names them by hash (the reservation's piece id), which the receiver checks, as it
+//! computes it anyway. Hashing a piece into the body's hash as well cost one more BLAKE3 pass
+//! over every uploaded byte on each side.
 
 use std::collections::{HashSet, VecDeque};
 use std::marker::PhantomData;
@@ -110,13 +110,9 @@ impl Identity {
     }
 
     /// Signs with a given timestamp and nonce (tests of staleness and replay use this).
-    pub fn sign_with<T: Body>(&self, mut body: T, timestamp_ms: u64, nonce: [u8; 16]) -> Signed<T> {
-        let payload = body.take_payload();
+    pub fn sign_with<T: Body>(&self, body: T, timestamp_ms: u64, nonce: [u8; 16]) -> Signed<T> {
         let wire: T::Wire = body.into();
-        Signed {
-            payload,
-            ..self.sign_encoded(Bytes::from(wire.encode_to_vec()), timestamp_ms, nonce)
-        }
+        self.sign_encoded(Bytes::from(wire.encode_to_vec()), timestamp_ms, nonce)
     }
 
     /// Signs an already-encoded body for `T`'s method, as is (the receiver decodes and
@@ -137,7 +133,6 @@ impl Identity {
                 nonce,
                 signature: self.sign_detached(&message),
             },
-            payload: Bytes::new(),
             _body: PhantomData,
         }
     }
@@ -199,24 +194,6 @@ pub trait Body: Sized + Into<Self::Wire> + TryFrom<Self::Wire, Error = NetError>
     type Wire: Message + Default;
     /// The full gRPC method path, e.g. `/wwt.v1.Provider/Store`; part of what is signed.
     const METHOD: &'static str;
-
-    /// Takes out the bytes that travel beside the signed body, unsigned; the body must name
-    /// them by a hash its receiver checks. None for most bodies.
-    fn take_payload(&mut self) -> Bytes {
-        Bytes::new()
-    }
-
-    /// Puts the payload back into the decoded body; refuses one the body does not take.
-    fn with_payload(self, payload: Bytes) -> Result<Self, NetError> {
-        match payload.is_empty() {
-            true => Ok(self),
-            false => Err(NetError::BadRequest(format!(
-                "{} takes no payload; {} bytes were sent",
-                Self::METHOD,
-                payload.len()
-            ))),
-        }
-    }
 }
 
 macro_rules! body {
@@ -228,20 +205,11 @@ macro_rules! body {
     };
 }
 
-/// The piece's bytes are the payload, named by the reservation's piece id and size; the
-/// provider checks both before it keeps them.
-impl Body for crate::types::StorePiece {
-    type Wire = proto::StoreRequest;
-    const METHOD: &'static str = "/wwt.v1.Provider/Store";
-
-    fn take_payload(&mut self) -> Bytes {
-        std::mem::take(&mut self.data)
-    }
-
-    fn with_payload(self, payload: Bytes) -> Result<Self, NetError> {
-        self.with_data(payload)
-    }
-}
+body!(
+    crate::types::StorePiece,
+    proto::StoreRequest,
+    "/wwt.v1.Provider/Store"
+);
 body!(
     crate::types::ReadPiece,
     proto::ReadRequest,
@@ -332,8 +300,6 @@ pub struct Auth {
 pub struct Signed<T> {
     body: Bytes,
     auth: Auth,
-    /// Bytes beside the body, not signed: the body names them by hash ([`Body::take_payload`]).
-    payload: Bytes,
     _body: PhantomData<fn() -> T>,
 }
 
@@ -367,7 +333,6 @@ impl<T> TryFrom<proto::SignedRequest> for Signed<T> {
                 signature: <[u8; 64]>::try_from(auth.signature.as_ref())
                     .map_err(|_| malformed("signature is not 64 bytes"))?,
             },
-            payload: w.payload,
             _body: PhantomData,
         })
     }
@@ -383,7 +348,6 @@ impl<T> From<Signed<T>> for proto::SignedRequest {
                 nonce: Bytes::copy_from_slice(&s.auth.nonce),
                 signature: Bytes::copy_from_slice(&s.auth.signature),
             }),
-            payload: s.payload,
         }
     }
 }
@@ -423,8 +387,7 @@ impl Verifier {
         }
     }
 
-    /// Verifies `request` and returns its signer and decoded, validated body, with its payload
-    /// (which the signature binds only through the hash the body names: check it).
+    /// Verifies `request` and returns its signer and decoded, validated body.
     pub fn verify<T: Body>(&self, request: Signed<T>) -> Result<(NodeId, T), NetError> {
         let auth = &request.auth;
         let message = request_signing_bytes(
@@ -450,7 +413,7 @@ impl Verifier {
         }
         self.remember(auth.signer, auth.nonce, auth.timestamp_ms, now)?;
         let wire = T::Wire::decode(request.body)?;
-        let body = T::try_from(wire)?.with_payload(request.payload)?;
+        let body = T::try_from(wire)?;
         Ok((request.auth.signer, body))
     }
 
@@ -566,49 +529,11 @@ mod tests {
         let unsigned = proto::SignedRequest {
             body: Bytes::new(),
             auth: None,
-            payload: Bytes::new(),
         };
         assert!(matches!(
             Signed::<Locate>::try_from(unsigned),
             Err(NetError::Unauthenticated(_))
         ));
-    }
-
-    #[test]
-    fn a_piece_travels_beside_its_signed_reservation_and_other_bodies_take_no_payload() {
-        use crate::types::{NodeId, PieceId, Reservation, StorePiece};
-        let id = Identity::generate().unwrap();
-        let data = Bytes::from(vec![7u8; 4096]);
-        let piece = StorePiece {
-            reservation: Reservation {
-                piece: PieceId::of(&data),
-                size: data.len() as u64,
-                segment: SegmentId([1; 32]),
-                index: 0,
-                provider: NodeId([2; 32]),
-                owner: id.node_id(),
-                expires_ms: now_ms() + 60_000,
-                tracker: NodeId([3; 32]),
-                signature: [4; 64],
-            },
-            data: data.clone(),
-        };
-        let signed = id.sign(piece.clone()).unwrap();
-        assert_eq!(signed.payload, data);
-        assert!(
-            signed.body().len() < 512,
-            "the body holds the reservation, not the piece"
-        );
-        let (_, back) = Verifier::default().verify(signed).unwrap();
-        assert_eq!(back, piece);
-
-        let mut wire = proto::SignedRequest::from(id.sign(locate()).unwrap());
-        wire.payload = Bytes::from_static(b"extra");
-        let err = Verifier::default()
-            .verify(Signed::<Locate>::try_from(wire).unwrap())
-            .unwrap_err();
-        assert!(matches!(err, NetError::BadRequest(_)), "{err}");
-        assert!(err.to_string().contains("takes no payload"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::index::{
     ApplyBatch, CreateTable, DropTable, GetCatalog, IndexApi, PutCatalog, QueryTable,
 };
 use crate::types::{
-    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, PieceData, Placement,
+    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, PieceData, PieceStream, Placement,
     ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentLocation, StorePiece,
     StoreReceipt,
 };
@@ -171,9 +171,13 @@ struct FaultyProvider {
 
 #[async_trait]
 impl ProviderApi for FaultyProvider {
-    async fn store(&self, request: Signed<StorePiece>) -> Result<StoreReceipt, NetError> {
+    async fn store(
+        &self,
+        request: Signed<StorePiece>,
+        data: PieceStream,
+    ) -> Result<StoreReceipt, NetError> {
         self.faults.before_call(&self.address).await?;
-        self.inner.store(request).await
+        self.inner.store(request, data).await
     }
 
     async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError> {

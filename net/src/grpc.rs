@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint, Server};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::{Connector, ProviderApi, TrackerApi};
 use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
@@ -27,8 +28,8 @@ use crate::proto::tracker_client::TrackerClient;
 use crate::proto::tracker_server::{Tracker, TrackerServer};
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, MAX_PIECE_SIZE, PieceData,
-    Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentLocation,
-    StorePiece, StoreReceipt,
+    PieceStream, Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment,
+    SegmentLocation, StorePiece, StoreReceipt,
 };
 use crate::{NetError, proto};
 
@@ -111,10 +112,28 @@ struct ProviderAdapter(Arc<dyn ProviderApi>);
 impl Provider for ProviderAdapter {
     async fn store(
         &self,
-        request: Request<proto::SignedRequest>,
+        request: Request<Streaming<proto::StorePart>>,
     ) -> Result<Response<proto::StoreReceipt>, Status> {
-        let signed = Signed::try_from(request.into_inner())?;
-        Ok(Response::new(self.0.store(signed).await?.into()))
+        let mut parts = request.into_inner();
+        let first = parts.message().await?.ok_or_else(|| {
+            Status::invalid_argument("empty Store stream: the first part carries the request")
+        })?;
+        let signed = Signed::try_from(first.request.ok_or_else(|| {
+            Status::unauthenticated("the first Store part carries no signed request")
+        })?)?;
+        let head = (!first.data.is_empty()).then_some(Ok(first.data));
+        let rest = parts.map(|part| match part {
+            Ok(proto::StorePart {
+                request: None,
+                data,
+            }) => Ok(data),
+            Ok(_) => Err(NetError::BadRequest(
+                "only the first Store part carries a request".into(),
+            )),
+            Err(status) => Err(NetError::from(status)),
+        });
+        let data = PieceStream::new(tokio_stream::iter(head).chain(rest));
+        Ok(Response::new(self.0.store(signed, data).await?.into()))
     }
 
     async fn read(
@@ -312,13 +331,40 @@ impl GrpcProvider {
 
 #[async_trait]
 impl ProviderApi for GrpcProvider {
-    async fn store(&self, request: Signed<StorePiece>) -> Result<StoreReceipt, NetError> {
+    async fn store(
+        &self,
+        request: Signed<StorePiece>,
+        data: PieceStream,
+    ) -> Result<StoreReceipt, NetError> {
+        let head = proto::StorePart {
+            request: Some(request.into()),
+            data: Bytes::new(),
+        };
+        // A part that fails ends the stream (the provider then stores nothing, as the piece is
+        // short) and is the call's error.
+        let failed = Arc::new(Mutex::new(None));
+        let seen = failed.clone();
+        let parts = data.map_while(move |part| match part {
+            Ok(data) => Some(proto::StorePart {
+                request: None,
+                data,
+            }),
+            Err(e) => {
+                if let Ok(mut seen) = seen.lock() {
+                    *seen = Some(e);
+                }
+                None
+            }
+        });
         let reply = self
             .client
             .clone()
-            .store(proto::SignedRequest::from(request))
-            .await?;
-        reply.into_inner().try_into()
+            .store(tokio_stream::iter([head]).chain(parts))
+            .await;
+        if let Some(e) = failed.lock().ok().and_then(|mut f| f.take()) {
+            return Err(e);
+        }
+        reply?.into_inner().try_into()
     }
 
     async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError> {

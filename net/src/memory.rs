@@ -18,9 +18,9 @@ use crate::index::{
     ApplyBatch, CreateTable, DropTable, GetCatalog, IndexApi, PutCatalog, QueryTable,
 };
 use crate::types::{
-    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, Placement,
-    ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId, SegmentLocation,
-    StorePiece, StoreReceipt,
+    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, PieceStream,
+    Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId,
+    SegmentLocation, StorePiece, StoreReceipt,
 };
 use crate::{NetError, proto};
 
@@ -134,10 +134,14 @@ impl MemoryProvider {
 
 #[async_trait]
 impl ProviderApi for MemoryProvider {
-    async fn store(&self, req: Signed<StorePiece>) -> Result<StoreReceipt, NetError> {
+    async fn store(
+        &self,
+        req: Signed<StorePiece>,
+        data: PieceStream,
+    ) -> Result<StoreReceipt, NetError> {
         let reply = self
             .target()?
-            .store(request(req)?)
+            .store(request(req)?, data)
             .await
             .map_err(as_status)?;
         through_wire::<_, proto::StoreReceipt>(reply)

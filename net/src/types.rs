@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bytes::Bytes;
+use futures::stream::{BoxStream, Stream, StreamExt};
 
 use crate::NetError;
 use crate::proto;
@@ -241,16 +242,14 @@ pub(crate) fn index_from(index: u32) -> Result<u32, NetError> {
 
 /// Store one piece under a reservation.
 ///
-/// Signed, only the reservation is in the body; `data` travels as the request's payload (see
-/// [`crate::auth::Body::take_payload`]), bound to the signature by the reservation's piece id
-/// and size only: the receiver must check that `data` is `reservation.size` bytes hashing to
-/// `reservation.piece` before it keeps or trusts them.
+/// Signed, only the reservation is in the body; the piece's bytes follow as a [`PieceStream`],
+/// bound to the signature by the reservation's piece id and size only: the receiver must check
+/// that they are `reservation.size` bytes hashing to `reservation.piece` before it keeps or
+/// trusts them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorePiece {
     /// The tracker's reservation for this piece.
     pub reservation: Reservation,
-    /// The piece's bytes.
-    pub data: Bytes,
 }
 
 impl TryFrom<proto::StoreRequest> for StorePiece {
@@ -258,12 +257,10 @@ impl TryFrom<proto::StoreRequest> for StorePiece {
     fn try_from(w: proto::StoreRequest) -> Result<Self, NetError> {
         Ok(StorePiece {
             reservation: required(w.reservation, "reservation")?.try_into()?,
-            data: Bytes::new(),
         })
     }
 }
 
-/// The body without the piece's bytes, which travel as the payload.
 impl From<StorePiece> for proto::StoreRequest {
     fn from(s: StorePiece) -> Self {
         proto::StoreRequest {
@@ -272,17 +269,44 @@ impl From<StorePiece> for proto::StoreRequest {
     }
 }
 
-impl StorePiece {
-    /// Takes `payload` as the piece's bytes, refusing more than any piece may hold.
-    pub(crate) fn with_data(mut self, payload: Bytes) -> Result<StorePiece, NetError> {
-        if payload.len() as u64 > MAX_PIECE_SIZE {
-            return Err(NetError::BadRequest(format!(
-                "piece is {} bytes, at most {MAX_PIECE_SIZE} allowed",
-                payload.len()
-            )));
-        }
-        self.data = payload;
-        Ok(self)
+/// The parts a piece held whole is sent in: small enough that the provider hashes and writes
+/// one while the next arrives, large enough that each costs little.
+pub const STORE_PART: usize = 256 << 10;
+
+/// The bytes of a piece being stored, in order, as they arrive (over gRPC, one part per
+/// `StorePart` message). The receiver checks their total size and hash against the
+/// reservation; an `Err` part ends the upload with that error.
+pub struct PieceStream(BoxStream<'static, Result<Bytes, NetError>>);
+
+impl PieceStream {
+    /// A stream of parts.
+    pub fn new(parts: impl Stream<Item = Result<Bytes, NetError>> + Send + 'static) -> Self {
+        PieceStream(parts.boxed())
+    }
+
+    /// The parts of a piece held whole: slices of [`STORE_PART`] bytes, not copies.
+    pub fn whole(data: Bytes) -> Self {
+        let parts = (0..data.len())
+            .step_by(STORE_PART)
+            .map(move |at| Ok(data.slice(at..data.len().min(at + STORE_PART))));
+        PieceStream::new(futures::stream::iter(parts.collect::<Vec<_>>()))
+    }
+}
+
+impl fmt::Debug for PieceStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PieceStream")
+    }
+}
+
+impl Stream for PieceStream {
+    type Item = Result<Bytes, NetError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_next_unpin(cx)
     }
 }
 
@@ -966,8 +990,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn store_requests_survive_the_wire(r in reservation(), data in prop::collection::vec(any::<u8>(), 0..512)) {
-            let request = StorePiece { reservation: r, data: Bytes::from(data) };
+        fn store_requests_survive_the_wire(r in reservation()) {
+            let request = StorePiece { reservation: r };
             let signed = crate::Identity::from_secret([1; 32]).sign(request.clone()).unwrap();
             let bytes = proto::SignedRequest::from(signed).encode_to_vec();
             let wire = proto::SignedRequest::decode(bytes.as_slice()).unwrap();

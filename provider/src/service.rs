@@ -7,11 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tracing::{Instrument, debug, info_span, warn};
-use wwt_engine::proof;
 use wwt_net::audit::{Challenge, ChallengeAnswer, ChallengeKind};
 use wwt_net::types::{
-    Heartbeat, HeartbeatAck, NodeId, PieceData, ProviderStatus, ReadPiece, SegmentId, StorePiece,
-    StoreReceipt,
+    Heartbeat, HeartbeatAck, NodeId, PieceData, PieceStream, ProviderStatus, ReadPiece, SegmentId,
+    StorePiece, StoreReceipt,
 };
 use wwt_net::{Discovery, Identity, NetError, ProviderApi, Signed, TrackerApi, Verifier, now_ms};
 
@@ -156,29 +155,7 @@ impl Provider {
                 r.size, self.max_piece_bytes
             )));
         }
-        if req.data.len() as u64 != r.size {
-            return Err(NetError::BadRequest(format!(
-                "piece is {} bytes but the reservation says {}",
-                req.data.len(),
-                r.size
-            )));
-        }
         Ok(())
-    }
-
-    /// The piece's group chaining values, computed on a blocking thread; their root doubles as
-    /// the check that the bytes are the reserved piece (one pass over the bytes for both).
-    async fn groups_checked(&self, req: &StorePiece) -> Result<Vec<u8>, NetError> {
-        let data = req.data.clone();
-        let (groups, hash) = tokio::task::spawn_blocking(move || proof::groups(&data))
-            .await
-            .map_err(|e| NetError::Internal(format!("hashing task failed: {e}")))?;
-        if hash.0 != req.reservation.piece.0 {
-            return Err(NetError::BadRequest(
-                "piece bytes do not hash to the reserved piece id".into(),
-            ));
-        }
-        Ok(groups)
     }
 
     fn receipt(&self, req: StorePiece) -> StoreReceipt {
@@ -194,15 +171,18 @@ impl Provider {
 
 #[async_trait]
 impl ProviderApi for Provider {
-    async fn store(&self, request: Signed<StorePiece>) -> Result<StoreReceipt, NetError> {
+    async fn store(
+        &self,
+        request: Signed<StorePiece>,
+        data: PieceStream,
+    ) -> Result<StoreReceipt, NetError> {
         let signer = request.auth().signer;
         let span = info_span!("store", signer = %signer);
         async move {
-            // The signature covers the reservation; the bytes are bound by the piece id, which
-            // `groups_checked` checks.
+            // The signature covers the reservation, checked before any byte is taken; the
+            // bytes are bound by the piece id, which the store checks as they arrive.
             let (signer, req) = self.verifier.verify(request)?;
             self.check_store(signer, &req)?;
-            let groups = self.groups_checked(&req).await?;
             let r = &req.reservation;
             let meta = PieceMeta {
                 owner: r.owner,
@@ -221,9 +201,7 @@ impl ProviderApi for Provider {
                     )));
                 }
                 None => {
-                    self.store
-                        .put(r.piece, meta, req.data.clone(), groups)
-                        .await?;
+                    self.store.put(r.piece, meta, data).await?;
                     self.announce(r.segment);
                 }
             }

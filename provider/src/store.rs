@@ -8,13 +8,17 @@
 //!   holding its [`PieceMeta`], so the file alone says what it is.
 //! - `meta/`: sled; tree `pieces` maps piece id → [`PieceMeta`]: the index reads go through.
 //!
-//! A piece is stored with two synchronous writes: its file (bytes already hash-checked in
-//! memory) is written durably (`O_DIRECT | O_DSYNC`, or written and fsynced) to a unique
-//! temporary file, renamed into `pieces/`, and the directory fsynced; only then is it indexed and acknowledged. sled flushes the index in the
-//! background: at start-up a complete file the index lacks is indexed again from its trailer,
-//! and an index entry without its complete file is dropped. So a crash at any point leaves
-//! either no trace of the piece (a temporary file, swept at start-up) or the complete piece,
-//! and an acknowledged piece survives a power loss.
+//! A piece is written as its bytes arrive, hashed on the way, to a unique temporary file
+//! (`O_DIRECT` where the file system allows it, in aligned writes of [`WRITE_BUFFER`] bytes, so
+//! the disk writes one part while the next arrives and the piece is never held whole in
+//! memory). Once every byte is in and its hash is the reserved piece id, the file gets its
+//! group chaining values and trailer, is synced, renamed into `pieces/`, and the directory
+//! fsynced; only then is it indexed and acknowledged. A piece that comes short, long or with
+//! another hash leaves nothing. sled flushes the index in the background: at start-up a
+//! complete file the index lacks is indexed again from its trailer, and an index entry without
+//! its complete file is dropped. So a crash at any point leaves either no trace of the piece (a
+//! temporary file, swept at start-up) or the complete piece, and an acknowledged piece survives
+//! a power loss.
 
 use std::collections::HashSet;
 use std::fs;
@@ -23,10 +27,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tracing::{debug, info, warn};
-use wwt_engine::proof;
+use wwt_engine::proof::{self, GroupHasher};
 use wwt_net::NetError;
-use wwt_net::types::{NodeId, PieceId, SegmentId};
+use wwt_net::types::{NodeId, PieceId, PieceStream, SegmentId};
 
 use crate::ProviderError;
 
@@ -51,6 +56,12 @@ const TRAILER_LEN: usize = META_LEN + MAGIC.len();
 /// The alignment `O_DIRECT` asks of buffers, lengths and offsets (a page covers every
 /// logical block size in use).
 const BLOCK: usize = 4096;
+
+/// A piece file is written in writes of this many bytes (a whole number of blocks).
+const WRITE_BUFFER: usize = 256 << 10;
+
+/// Parts received but not yet written, per piece: the network runs this far ahead of the disk.
+const PARTS_AHEAD: usize = 4;
 
 /// The length of the file of a piece of `size` bytes: bytes, group chaining values, zeros up
 /// to a whole number of blocks (so it is written without cutting padding off), trailer.
@@ -244,15 +255,14 @@ impl PieceStore {
         Ok(segments.into_iter().collect())
     }
 
-    /// Stores `data` and its group chaining values `groups` (from [`proof::groups`], whose
-    /// hash the caller has checked is `piece`)
-    /// durably, then makes the piece visible. Refuses when the capacity would be exceeded.
+    /// Stores the piece `piece` described by `meta` from `data` as its bytes arrive, and
+    /// makes it visible once it is complete, hashes to `piece` and is durable. Refuses when
+    /// the capacity would be exceeded, and a piece of another size or hash (keeping nothing).
     pub async fn put(
         &self,
         piece: PieceId,
         meta: PieceMeta,
-        data: Bytes,
-        groups: Vec<u8>,
+        data: PieceStream,
     ) -> Result<(), NetError> {
         {
             let mut usage = self.usage()?;
@@ -273,7 +283,7 @@ impl PieceStore {
             usage.inflight += meta.size;
             usage.writing.insert(piece);
         }
-        let result = self.write_durably(piece, meta, data, groups).await;
+        let result = self.write_durably(piece, meta, data).await;
         let mut usage = self.usage()?;
         usage.inflight -= meta.size;
         usage.writing.remove(&piece);
@@ -284,20 +294,67 @@ impl PieceStore {
         result
     }
 
-    /// Writes the piece's file durably, then indexes it, on a blocking thread. The index is
-    /// not flushed here: sled flushes it in the background, and start-up re-indexes a file
-    /// whose entry was lost.
+    /// Hashes and writes the parts on a blocking thread as they arrive; then checks the size
+    /// and hash, commits the file and indexes it. The index is not flushed here: sled flushes
+    /// it in the background, and start-up re-indexes a file whose entry was lost.
     async fn write_durably(
         &self,
         piece: PieceId,
         meta: PieceMeta,
-        data: Bytes,
-        groups: Vec<u8>,
+        mut data: PieceStream,
     ) -> Result<(), NetError> {
+        let root = self.root.clone();
+        let (parts, mut arriving) = tokio::sync::mpsc::channel::<Bytes>(PARTS_AHEAD);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut file = TempPiece::create(&root, &piece).map_err(internal("create piece"))?;
+            let mut hasher = GroupHasher::default();
+            while let Some(part) = arriving.blocking_recv() {
+                hasher.update(&part);
+                file.write(&part).map_err(internal("write piece"))?;
+            }
+            Ok::<_, NetError>((file, hasher))
+        });
+        let received = async {
+            let mut received = 0u64;
+            while let Some(part) = data.next().await {
+                let part = part?;
+                received += part.len() as u64;
+                if received > meta.size {
+                    return Err(NetError::BadRequest(format!(
+                        "more bytes were sent than the {} the reservation says",
+                        meta.size
+                    )));
+                }
+                if parts.send(part).await.is_err() {
+                    break; // The writer failed: its error follows.
+                }
+            }
+            Ok(received)
+        }
+        .await;
+        drop(parts);
+        let written = writer
+            .await
+            .map_err(|e| NetError::Internal(format!("writer task failed: {e}")))?;
+        let received = received?;
+        let (file, hasher) = written?;
+        if received != meta.size {
+            return Err(NetError::BadRequest(format!(
+                "piece is {received} bytes but the reservation says {}",
+                meta.size
+            )));
+        }
+        let (groups, hash) = hasher.finalize();
+        if hash.0 != piece.0 {
+            return Err(NetError::BadRequest(
+                "piece bytes do not hash to the reserved piece id".into(),
+            ));
+        }
         let root = self.root.clone();
         let pieces = self.pieces.clone();
         tokio::task::spawn_blocking(move || {
-            write_file(&root, &piece, &meta, &data, &groups)?;
+            file.commit(&root, &piece, &meta, &groups)
+                .map_err(|e| NetError::Internal(format!("writing piece {piece}: {e}")))?;
             pieces
                 .insert(piece.0, &meta.encode()[..])
                 .map_err(|e| NetError::Internal(format!("metadata write: {e}")))?;
@@ -411,74 +468,106 @@ fn read_trailer(path: &Path) -> Option<PieceMeta> {
     (file_len(meta.size) == len).then_some(meta)
 }
 
-/// Writes the piece file (bytes, group chaining values, padding, trailer) to a unique
-/// temporary file, durably, renames it into place and fsyncs its folder.
-fn write_file(
-    root: &Path,
-    piece: &PieceId,
-    meta: &PieceMeta,
-    data: &[u8],
-    groups: &[u8],
-) -> Result<(), NetError> {
-    let tmp = root.join("tmp").join(format!("{piece}.{}", temp_suffix()));
-    let padding = vec![0u8; padding_len(meta.size)];
-    let write = || -> std::io::Result<()> {
-        write_synced(&tmp, &[data, groups, &padding, &meta.encode(), MAGIC])?;
-        let dest = piece_path(root, piece);
-        fs::rename(&tmp, &dest)?;
-        sync_dir(dest.parent().unwrap_or(root))
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        NetError::Internal(format!("writing piece {piece}: {e}"))
-    })
+/// A piece file being written in `tmp/`, through a block-aligned buffer; removed when dropped
+/// uncommitted.
+///
+/// Where the file system allows `O_DIRECT`, the buffer goes straight to the device and one
+/// `fdatasync` makes the file durable at the end: copying into the page cache cost the kernel
+/// about 3 ms per MiB here, more than receiving the piece over gRPC. Elsewhere the same writes
+/// go through the page cache.
+struct TempPiece {
+    path: PathBuf,
+    file: fs::File,
+    buffer: Vec<u8>,
+    /// Where the aligned part of `buffer` starts.
+    start: usize,
+    filled: usize,
+    committed: bool,
 }
 
-/// Writes `parts`, whose lengths add up to a whole number of blocks, one after another into a
-/// new file at `path`, durably (data and size) when it returns.
-///
-/// Where the file system allows `O_DIRECT`, the bytes are copied once into a block-aligned
-/// buffer and written from there to the device with `O_DSYNC`, so the write itself is durable
-/// and no fsync follows: copying into the page cache cost the kernel about 3 ms per MiB here,
-/// more than receiving the piece over gRPC, and a separate fsync (after cutting the padding
-/// off with `set_len`) cost about as much as the write. Elsewhere the file is written through
-/// the page cache and `fdatasync`ed.
-fn write_synced(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut buffer = vec![0u8; len + BLOCK];
-    let start = buffer.as_ptr().align_offset(BLOCK);
-    let direct = match start < BLOCK && len.is_multiple_of(BLOCK) {
-        true => fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
-            .open(path),
-        false => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
-    };
-    match direct {
-        Ok(mut file) => {
-            let block = &mut buffer[start..start + len];
-            let mut at = 0;
-            for part in parts {
-                block[at..at + part.len()].copy_from_slice(part);
-                at += part.len();
-            }
-            file.write_all(block)
-        }
-        // No O_DIRECT on this file system (the file may have been created all the same).
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let mut file = fs::OpenOptions::new()
+impl TempPiece {
+    fn create(root: &Path, piece: &PieceId) -> std::io::Result<TempPiece> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = root.join("tmp").join(format!("{piece}.{}", temp_suffix()));
+        let buffer = vec![0u8; WRITE_BUFFER + BLOCK];
+        // Always below BLOCK for a byte pointer.
+        let start = buffer.as_ptr().align_offset(BLOCK);
+        let open = |flags| {
+            fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
-                .open(path)?;
-            for part in parts {
-                file.write_all(part)?;
+                .create_new(true)
+                .custom_flags(flags)
+                .open(&path)
+        };
+        let file = match open(libc::O_DIRECT) {
+            Ok(file) => file,
+            // No O_DIRECT on this file system (the file may have been created all the same).
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let _ = fs::remove_file(&path);
+                open(0)?
             }
-            file.sync_data()
+            Err(e) => return Err(e),
+        };
+        Ok(TempPiece {
+            path,
+            file,
+            buffer,
+            start,
+            filled: 0,
+            committed: false,
+        })
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            let take = bytes.len().min(WRITE_BUFFER - self.filled);
+            let at = self.start + self.filled;
+            self.buffer[at..at + take].copy_from_slice(&bytes[..take]);
+            self.filled += take;
+            bytes = &bytes[take..];
+            if self.filled == WRITE_BUFFER {
+                self.flush()?;
+            }
         }
-        Err(e) => Err(e),
+        Ok(())
+    }
+
+    /// Writes out the buffer: a whole number of blocks, as every write but the last is
+    /// [`WRITE_BUFFER`] bytes and the file is.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file
+            .write_all(&self.buffer[self.start..self.start + self.filled])?;
+        self.filled = 0;
+        Ok(())
+    }
+
+    /// Appends the group chaining values, padding and trailer to the piece's bytes, makes the
+    /// file durable, renames it into `pieces/` and fsyncs that folder.
+    fn commit(
+        mut self,
+        root: &Path,
+        piece: &PieceId,
+        meta: &PieceMeta,
+        groups: &[u8],
+    ) -> std::io::Result<()> {
+        self.write(groups)?;
+        self.write(&vec![0u8; padding_len(meta.size)])?;
+        self.write(&meta.encode())?;
+        self.write(MAGIC)?;
+        self.flush()?;
+        self.file.sync_data()?;
+        let dest = piece_path(root, piece);
+        fs::rename(&self.path, &dest)?;
+        self.committed = true;
+        sync_dir(dest.parent().unwrap_or(root))
+    }
+}
+
+impl Drop for TempPiece {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -520,9 +609,8 @@ mod tests {
         let id = PieceId::of(&data);
         {
             let store = PieceStore::open(dir.path(), 10_000).unwrap();
-            let groups = proof::groups(&data).0;
             store
-                .put(id, meta(3000), data.clone(), groups)
+                .put(id, meta(3000), PieceStream::whole(data.clone()))
                 .await
                 .unwrap();
             assert_eq!(store.used().unwrap(), (3000, 1));
@@ -533,8 +621,11 @@ mod tests {
         fs::write(dir.path().join("tmp").join("partial"), b"half").unwrap();
         let unindexed = Bytes::from(vec![7u8; 2000]);
         let unindexed_id = PieceId::of(&unindexed);
+        let mut file = TempPiece::create(dir.path(), &unindexed_id).unwrap();
+        file.write(&unindexed).unwrap();
         let groups = proof::groups(&unindexed).0;
-        write_file(dir.path(), &unindexed_id, &meta(2000), &unindexed, &groups).unwrap();
+        file.commit(dir.path(), &unindexed_id, &meta(2000), &groups)
+            .unwrap();
         let stray = PieceId::of(b"stray");
         fs::write(piece_path(dir.path(), &stray), b"stray").unwrap();
 
@@ -562,13 +653,92 @@ mod tests {
         let store = PieceStore::open(dir.path(), 1500).unwrap();
         let a = Bytes::from(vec![1u8; 1000]);
         let b = Bytes::from(vec![2u8; 1000]);
-        let (ga, gb) = (proof::groups(&a).0, proof::groups(&b).0);
-        store.put(PieceId::of(&a), meta(1000), a, ga).await.unwrap();
+        store
+            .put(PieceId::of(&a), meta(1000), PieceStream::whole(a))
+            .await
+            .unwrap();
         let err = store
-            .put(PieceId::of(&b), meta(1000), b, gb)
+            .put(PieceId::of(&b), meta(1000), PieceStream::whole(b))
             .await
             .unwrap_err();
         assert!(matches!(err, NetError::NoCapacity(_)), "{err}");
         assert_eq!(store.used().unwrap(), (1000, 1));
+    }
+
+    /// The parts of `data` cut every `every` bytes, then `tail` (an error, say).
+    fn parts(data: &Bytes, every: usize, tail: Vec<Result<Bytes, NetError>>) -> PieceStream {
+        let mut parts: Vec<_> = (0..data.len())
+            .step_by(every)
+            .map(|at| Ok(data.slice(at..data.len().min(at + every))))
+            .collect();
+        parts.extend(tail);
+        PieceStream::new(futures::stream::iter(parts))
+    }
+
+    fn files(dir: &Path) -> usize {
+        let tmp = fs::read_dir(dir.join("tmp")).unwrap().count();
+        let pieces: usize = fs::read_dir(dir.join("pieces"))
+            .unwrap()
+            .map(|shard| fs::read_dir(shard.unwrap().path()).unwrap().count())
+            .sum();
+        tmp + pieces
+    }
+
+    #[tokio::test]
+    async fn a_piece_arriving_in_parts_is_stored_only_whole_and_with_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path(), 10 << 20).unwrap();
+        // Parts that straddle the write buffer and the 16 KiB groups.
+        let mut data = vec![0u8; 3 * WRITE_BUFFER + 12_345];
+        blake3::Hasher::new().finalize_xof().fill(&mut data);
+        let data = Bytes::from(data);
+        let id = PieceId::of(&data);
+        let size = data.len() as u64;
+
+        let lost = NetError::Unavailable("connection reset".into());
+        let refusals = [
+            // Short: the stream ends a byte early.
+            (
+                parts(&data.slice(..data.len() - 1), 100_003, vec![]),
+                "reservation says",
+            ),
+            // Long: one byte more than reserved.
+            (
+                parts(&data, 100_003, vec![Ok(Bytes::from_static(b"x"))]),
+                "more bytes",
+            ),
+            // The right size, another hash.
+            (
+                parts(&Bytes::from(vec![1u8; data.len()]), 65_536, vec![]),
+                "do not hash",
+            ),
+            // The sender goes away midway.
+            (
+                parts(&data.slice(..WRITE_BUFFER + 5), 70_000, vec![Err(lost)]),
+                "connection reset",
+            ),
+        ];
+        for (stream, why) in refusals {
+            let err = store.put(id, meta(size), stream).await.unwrap_err();
+            assert!(err.to_string().contains(why), "{why}: {err}");
+            assert_eq!(store.used().unwrap(), (0, 0));
+            assert_eq!(store.get(&id).unwrap(), None);
+            assert_eq!(files(dir.path()), 0, "nothing is left on disk");
+        }
+
+        store
+            .put(id, meta(size), parts(&data, 100_003, vec![]))
+            .await
+            .unwrap();
+        assert_eq!(store.used().unwrap(), (size, 1));
+        assert_eq!(store.read_whole(id, size).await.unwrap(), data);
+        let (range, slice) = store.read_range(id, size, 500_000, 40_000).await.unwrap();
+        assert_eq!(range, data.slice(500_000..540_000));
+        let proven = proof::verify(&wwt_engine::PieceHash(id.0), 500_000, 40_000, &slice).unwrap();
+        assert_eq!(proven, range);
+        drop(store);
+        let store = PieceStore::open(dir.path(), 10 << 20).unwrap();
+        assert_eq!(store.used().unwrap(), (size, 1));
+        assert_eq!(store.read_whole(id, size).await.unwrap(), data);
     }
 }

@@ -22,8 +22,8 @@ use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, MasterKey, Table};
 use wwt_net::audit::{Challenge, ChallengeAnswer, ChallengeKind};
 use wwt_net::types::{
-    Locate, NodeId, PieceData, PieceId, ProviderStatus, ReadPiece, SegmentId, StorePiece,
-    StoreReceipt,
+    Locate, NodeId, PieceData, PieceId, PieceStream, ProviderStatus, ReadPiece, SegmentId,
+    StorePiece, StoreReceipt,
 };
 use wwt_net::{Identity, NetError, ProviderApi, Signed, proto};
 use wwt_tracker::AuditConfig;
@@ -100,8 +100,12 @@ impl Cheater {
 
 #[async_trait]
 impl ProviderApi for Cheater {
-    async fn store(&self, request: Signed<StorePiece>) -> Result<StoreReceipt, NetError> {
-        self.inner.store(request).await
+    async fn store(
+        &self,
+        request: Signed<StorePiece>,
+        data: PieceStream,
+    ) -> Result<StoreReceipt, NetError> {
+        self.inner.store(request, data).await
     }
 
     async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError> {

@@ -14,8 +14,8 @@ use futures::future::try_join_all;
 use wwt_client::devnet::{LocalNet, Shape, Transport};
 use wwt_net::faults::{Fault, Faults, FaultyConnector};
 use wwt_net::types::{
-    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, Placement, ReadPiece,
-    Reservation, ReserveSegment, SegmentId, StorePiece, StoreReceipt,
+    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, PieceStream, Placement,
+    ReadPiece, Reservation, ReserveSegment, SegmentId, StorePiece, StoreReceipt,
 };
 use wwt_net::{Connector, Identity, NetError, TrackerApi, now_ms, rendezvous};
 
@@ -154,9 +154,9 @@ async fn put_segment(
         let provider = connector.provider(&placed.address);
         let req = client.sign(StorePiece {
             reservation: placed.reservation.clone(),
-            data: data.clone(),
         });
-        async move { provider?.store(req?).await }
+        let data = PieceStream::whole(data.clone());
+        async move { provider?.store(req?, data).await }
     });
     let receipts = try_join_all(stores).await?;
     tracker_for(net, &segment)
@@ -310,7 +310,8 @@ async fn bad_input_is_refused_and_changes_nothing(transport: Transport) {
     let placed = reserve(&net, &client, id, &pieces).await.unwrap().pieces[0].clone();
     let good = placed.reservation.clone();
     let store = |who: &Identity, reservation: Reservation, data: Bytes| {
-        who.sign(StorePiece { reservation, data }).unwrap()
+        let request = who.sign(StorePiece { reservation }).unwrap();
+        provider.store(request, PieceStream::whole(data))
     };
 
     // The signature covers the reservation, not the bytes beside it: bytes swapped under a
@@ -318,43 +319,54 @@ async fn bad_input_is_refused_and_changes_nothing(transport: Transport) {
     let mut wrong = pieces[0].to_vec();
     wrong[0] ^= 1;
     expect(
-        provider
-            .store(store(&client, good.clone(), Bytes::from(wrong)))
-            .await,
+        store(&client, good.clone(), Bytes::from(wrong)).await,
         "wrong hash",
         |e| matches!(e, NetError::BadRequest(m) if m.contains("hash")),
     );
     expect(
-        provider
-            .store(store(&client, good.clone(), pieces[0].slice(..999)))
-            .await,
+        store(&client, good.clone(), pieces[0].slice(..999)).await,
         "short piece",
         |e| matches!(e, NetError::BadRequest(_)),
+    );
+    let mut long = pieces[0].to_vec();
+    long.push(0);
+    expect(
+        store(&client, good.clone(), Bytes::from(long)).await,
+        "long piece",
+        |e| matches!(e, NetError::BadRequest(m) if m.contains("more bytes")),
+    );
+    // The sender fails midway (its disk, say): the upload ends with its error, nothing kept.
+    let half = pieces[0].slice(..500);
+    let broken = PieceStream::new(futures::stream::iter([
+        Ok(half),
+        Err(NetError::Unavailable("the sender gave up".into())),
+    ]));
+    let request = client.sign(StorePiece {
+        reservation: good.clone(),
+    });
+    expect(
+        provider.store(request.unwrap(), broken).await,
+        "upload interrupted",
+        |e| matches!(e, NetError::Unavailable(m) if m.contains("gave up")),
     );
     let rogue = Identity::generate().unwrap();
     let mut forged = good.clone();
     forged.tracker = rogue.node_id();
     forged.signature = rogue.sign_detached(&forged.signing_bytes());
     expect(
-        provider
-            .store(store(&client, forged, pieces[0].clone()))
-            .await,
+        store(&client, forged, pieces[0].clone()).await,
         "reservation from an unknown tracker",
         |e| matches!(e, NetError::Forbidden(m) if m.contains("not a tracker")),
     );
     let mut tampered = good.clone();
     tampered.expires_ms += 1;
     expect(
-        provider
-            .store(store(&client, tampered, pieces[0].clone()))
-            .await,
+        store(&client, tampered, pieces[0].clone()).await,
         "tampered reservation",
         |e| matches!(e, NetError::Forbidden(_)),
     );
     expect(
-        provider
-            .store(store(&stranger, good.clone(), pieces[0].clone()))
-            .await,
+        store(&stranger, good.clone(), pieces[0].clone()).await,
         "someone else's reservation",
         |e| matches!(e, NetError::Forbidden(_)),
     );
@@ -363,19 +375,21 @@ async fn bad_input_is_refused_and_changes_nothing(transport: Transport) {
         now_ms(),
         [9; 16],
     );
-    expect(provider.store(garbage).await, "garbage protobuf", |e| {
-        matches!(e, NetError::BadRequest(_))
-    });
+    let piece = || PieceStream::whole(pieces[0].clone());
+    expect(
+        provider.store(garbage, piece()).await,
+        "garbage protobuf",
+        |e| matches!(e, NetError::BadRequest(_)),
+    );
     let stale = client.sign_with(
         StorePiece {
             reservation: good.clone(),
-            data: pieces[0].clone(),
         },
         now_ms() - 3_600_000,
         [8; 16],
     );
     expect(
-        provider.store(stale).await,
+        provider.store(stale, piece()).await,
         "stale request",
         |e| matches!(e, NetError::Unauthenticated(m) if m.contains("stale")),
     );
@@ -383,9 +397,7 @@ async fn bad_input_is_refused_and_changes_nothing(transport: Transport) {
     let (big_id, big) = segment(8, 1, MAX_PIECE as usize + 1);
     let big_placed = reserve(&net, &client, big_id, &big).await.unwrap().pieces[0].clone();
     expect(
-        provider
-            .store(store(&client, big_placed.reservation, big[0].clone()))
-            .await,
+        store(&client, big_placed.reservation, big[0].clone()).await,
         "oversize piece",
         |e| matches!(e, NetError::BadRequest(m) if m.contains("limit")),
     );
@@ -396,15 +408,18 @@ async fn bad_input_is_refused_and_changes_nothing(transport: Transport) {
 
     // The good request is stored once; a replay is refused; a fresh request for the same
     // piece (a resumed upload) gets a receipt without a second copy.
-    let request = store(&client, good.clone(), pieces[0].clone());
-    provider.store(request.clone()).await.unwrap();
+    let request = client
+        .sign(StorePiece {
+            reservation: good.clone(),
+        })
+        .unwrap();
+    provider.store(request.clone(), piece()).await.unwrap();
     expect(
-        provider.store(request).await,
+        provider.store(request, piece()).await,
         "replayed request",
         |e| matches!(e, NetError::Unauthenticated(m) if m.contains("replayed")),
     );
-    let receipt = provider
-        .store(store(&client, good.clone(), pieces[0].clone()))
+    let receipt = store(&client, good.clone(), pieces[0].clone())
         .await
         .unwrap();
     receipt.verify_signature().unwrap();
@@ -712,15 +727,29 @@ async fn reflection_body() {
         wwt_net::proto::provider_client::ProviderClient::connect(providers[0].address.clone())
             .await
             .unwrap();
-    let status = raw
-        .store(wwt_net::proto::SignedRequest {
-            body: Bytes::from_static(b"anything"),
-            auth: None,
-            payload: Bytes::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    let part = |request, data: &'static [u8]| wwt_net::proto::StorePart {
+        request,
+        data: Bytes::from_static(data),
+    };
+    let unsigned = wwt_net::proto::SignedRequest {
+        body: Bytes::from_static(b"anything"),
+        auth: None,
+    };
+    for (parts, why) in [
+        (vec![part(Some(unsigned), b"bytes")], "not signed"),
+        (vec![part(None, b"bytes")], "no signed request"),
+        (vec![], "empty Store stream"),
+    ] {
+        let status = raw.store(futures::stream::iter(parts)).await.unwrap_err();
+        assert!(status.message().contains(why), "{why}: {status}");
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::InvalidArgument
+            ),
+            "{status}"
+        );
+    }
 
     // Bytes that are not a protobuf message at all are refused by the gRPC layer.
     let channel = tonic::transport::Channel::from_shared(providers[0].address.clone())

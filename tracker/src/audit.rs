@@ -38,7 +38,7 @@ use wwt_engine::{AuditKey, Codec, PieceHash, PieceView, SegmentManifest, proof};
 use wwt_net::audit::{
     AuditReport, Challenge, ChallengeKind, Complaint, CreditRecord, Entrust, MAX_REPORT_ENTRIES,
 };
-use wwt_net::types::{ByteRange, NodeId, PieceId, PieceSpec, SegmentId, StorePiece};
+use wwt_net::types::{ByteRange, NodeId, PieceId, PieceSpec, PieceStream, SegmentId, StorePiece};
 use wwt_net::{Connector, NetError, now_ms, read_whole_piece};
 
 use crate::clock::Clock;
@@ -1085,13 +1085,12 @@ impl Tracker {
                 let reservation = self.reservation(owner, segment, spec, provider, expires);
                 async move {
                     let handle = self.audits.connector.provider(&address)?;
-                    let request = self.identity.sign(StorePiece {
-                        reservation,
-                        data: Bytes::copy_from_slice(data),
-                    })?;
-                    let receipt = tokio::time::timeout(REPAIR_CALL_TIMEOUT, handle.store(request))
-                        .await
-                        .map_err(|_| NetError::Unavailable("store timed out".into()))??;
+                    let request = self.identity.sign(StorePiece { reservation })?;
+                    let data = PieceStream::whole(Bytes::copy_from_slice(data));
+                    let receipt =
+                        tokio::time::timeout(REPAIR_CALL_TIMEOUT, handle.store(request, data))
+                            .await
+                            .map_err(|_| NetError::Unavailable("store timed out".into()))??;
                     receipt.verify_signature()?;
                     Ok::<_, NetError>((spec, provider, address))
                 }
