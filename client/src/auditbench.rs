@@ -150,6 +150,20 @@ fn per_core(segment: usize, n: usize) -> Result<(f64, f64, [usize; 4])> {
     Ok((sentinel_per_core, chunk_per_core, wire))
 }
 
+/// Rows of `len` bytes for the ids `ids`, each the BLAKE3 stream of its id: incompressible,
+/// and the same in every run.
+pub(crate) fn hashed_rows(ids: std::ops::Range<u64>, len: usize) -> Vec<Vec<u8>> {
+    ids.map(|id| {
+        let mut row = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(&id.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut row);
+        row
+    })
+    .collect()
+}
+
 /// Runs the benchmark and prints its figures.
 pub async fn measure(o: &Options) -> Result<Report> {
     let segment = o.segment_mib.max(1) << 20;
@@ -204,16 +218,7 @@ pub async fn measure(o: &Options) -> Result<Report> {
     let (mut bytes, mut upload_s, mut next_row) = (0u64, 0.0, 0u64);
     let rows_per_batch = (16 * segment / 4200).max(1) as u64;
     while bytes < target {
-        let rows: Vec<Vec<u8>> = (next_row..next_row + rows_per_batch)
-            .map(|id| {
-                let mut row = vec![0u8; 4096];
-                blake3::Hasher::new()
-                    .update(&id.to_le_bytes())
-                    .finalize_xof()
-                    .fill(&mut row);
-                row
-            })
-            .collect();
+        let rows = hashed_rows(next_row..next_row + rows_per_batch, 4096);
         let batch = table.write(rows.iter().zip(next_row..).map(|(row, id)| RowWrite {
             row: row_ids.row_id(&id.to_le_bytes()),
             version: 1,

@@ -21,6 +21,7 @@ pub mod db;
 pub mod demo;
 pub mod devnet;
 pub mod home;
+pub mod netbench;
 pub mod shell;
 pub mod sqlbench;
 pub mod store;

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use wwt_client::{auditbench, audits, bench, daemon, demo, devnet, home, shell, sqlbench};
+use wwt_client::{
+    auditbench, audits, bench, daemon, demo, devnet, home, netbench, shell, sqlbench,
+};
 
 /// wwt, the World Wide Table: an encrypted, decentralized table store.
 #[derive(Parser, Debug)]
@@ -33,6 +35,9 @@ enum Command {
     /// Measure audits: challenges per second per core, bytes per challenge, and the time to
     /// repair 2 lost providers of 8 against the time to upload.
     BenchAudit(auditbench::Options),
+    /// Measure piece upload and download through the client on a local network against raw
+    /// gRPC streaming of the same bytes.
+    BenchNet(netbench::Options),
     /// The main job: start a local network, write sample rows through it, stop two providers
     /// and read every row back.
     Demo(demo::Options),
@@ -230,6 +235,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(options) => bench::run(&options)?,
         Command::BenchSql(options) => runtime()?.block_on(sqlbench::run(&options))?,
         Command::BenchAudit(options) => runtime()?.block_on(auditbench::run(&options))?,
+        Command::BenchNet(options) => runtime()?.block_on(netbench::run(&options))?,
         Command::Demo(options) => runtime()?.block_on(demo::run(&options))?,
         Command::Devnet(command) => devnet(&home, command)?,
         Command::Tracker(TrackerCommand::Audits {

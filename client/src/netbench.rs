@@ -1,0 +1,347 @@
+//! `wwt bench-net`: piece upload and download through the full client over loopback gRPC,
+//! beside raw gRPC streaming of the same bytes, measured in the same run.
+//!
+//! - wwt: a local network (1 tracker, 6 providers, real disks) and the client's storage path:
+//!   [`Storage::put`] (reserve at the tracker, store the pieces on their providers in
+//!   parallel, each streamed, hashed and written durably, confirm the receipts) and
+//!   [`Storage::fetch`] (locate, read k pieces in parallel, check their hashes).
+//! - raw gRPC: the same pieces, signed the same way, streamed to 6 providers that do nothing
+//!   (no checks, no hashing, no disk), and read back from memory.
+//!
+//! Each round codes fresh segments (untimed), then times raw upload, wwt upload, raw download
+//! and wwt download in turn, so both share the machine's state of the moment; the figures are
+//! the medians over the rounds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use anyhow::{Result, ensure};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use tokio::net::TcpListener;
+use wwt_engine::codec::EncodedSegment;
+use wwt_engine::table::RowWrite;
+use wwt_engine::{CodingParams, MasterKey, Table};
+use wwt_net::audit::{Challenge, ChallengeAnswer};
+use wwt_net::grpc::{self, GrpcProvider};
+use wwt_net::types::{
+    PieceData, PieceId, PieceStream, ProviderStatus, ReadPiece, Reservation, SegmentId, StorePiece,
+    StoreReceipt,
+};
+use wwt_net::{Identity, NetError, ProviderApi, Signed, now_ms};
+
+use crate::auditbench::hashed_rows;
+use crate::devnet::{LocalNet, Shape, Transport};
+use crate::store::{Storage, StorageConfig};
+
+/// Options of `wwt bench-net`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// MiB of pieces uploaded and downloaded per round.
+    #[arg(long, default_value_t = 256)]
+    pub mib: u64,
+    /// Segment size in MiB (RS 4+2: pieces are a quarter of it).
+    #[arg(long, default_value_t = 4)]
+    pub segment_mib: usize,
+    /// Segments in flight at once (each puts its 6 pieces in parallel).
+    #[arg(long, default_value_t = 4)]
+    pub in_flight: usize,
+    /// Rounds; the medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+}
+
+/// MB/s of one round.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Round {
+    /// Upload through the full client.
+    pub upload: f64,
+    /// Upload of the same bytes over raw gRPC.
+    pub raw_upload: f64,
+    /// Download through the full client (k pieces per segment).
+    pub download: f64,
+    /// Download of the same pieces over raw gRPC.
+    pub raw_download: f64,
+}
+
+/// The pieces the null providers serve, set before the downloads.
+type Served = Arc<RwLock<HashMap<PieceId, Bytes>>>;
+
+/// A provider that takes every piece and keeps nothing: the raw gRPC transfer.
+struct NullProvider {
+    pieces: Served,
+}
+
+#[async_trait]
+impl ProviderApi for NullProvider {
+    async fn store(
+        &self,
+        request: Signed<StorePiece>,
+        data: PieceStream,
+    ) -> Result<StoreReceipt, NetError> {
+        // Decode only, as any server must; no signature check, no hash.
+        let wire =
+            <wwt_net::proto::StoreRequest as prost::Message>::decode(request.body().clone())?;
+        let reservation = Reservation::try_from(wire.reservation.unwrap_or_default())?;
+        data.try_for_each(|_| std::future::ready(Ok(()))).await?;
+        Ok(StoreReceipt {
+            reservation,
+            signature: [0; 64],
+        })
+    }
+
+    async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError> {
+        let wire = <wwt_net::proto::ReadRequest as prost::Message>::decode(request.body().clone())?;
+        let piece = PieceId::from_slice(&wire.piece_id)?;
+        let data = self
+            .pieces
+            .read()
+            .map_err(|_| NetError::Internal("poisoned".into()))?
+            .get(&piece)
+            .cloned()
+            .ok_or_else(|| NetError::NotFound(format!("piece {piece}")))?;
+        Ok(PieceData {
+            piece,
+            piece_size: data.len() as u64,
+            offset: 0,
+            data,
+            proof: Bytes::new(),
+        })
+    }
+
+    async fn status(&self) -> Result<ProviderStatus, NetError> {
+        Err(NetError::NotFound("no status".into()))
+    }
+
+    async fn challenge(&self, _request: Signed<Challenge>) -> Result<ChallengeAnswer, NetError> {
+        Err(NetError::NotFound("no challenges".into()))
+    }
+}
+
+/// The null providers, served on loopback like the real ones.
+struct Raw {
+    pieces: Served,
+    clients: Vec<GrpcProvider>,
+    owner: Identity,
+}
+
+impl Raw {
+    async fn start(n: usize) -> Result<Raw> {
+        let pieces = Served::default();
+        let mut clients = Vec::new();
+        for _ in 0..n {
+            let server = Arc::new(NullProvider {
+                pieces: pieces.clone(),
+            });
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let address = format!("http://{}", listener.local_addr()?);
+            let services = grpc::Services {
+                provider: Some(server),
+                ..Default::default()
+            };
+            tokio::spawn(grpc::serve(services, listener, std::future::pending()));
+            clients.push(GrpcProvider::connect_lazy(
+                &address,
+                grpc::DEFAULT_CALL_TIMEOUT,
+            )?);
+        }
+        Ok(Raw {
+            pieces,
+            clients,
+            owner: Identity::generate()?,
+        })
+    }
+
+    /// Streams every piece of `segment`, each to its own null provider, in parallel.
+    async fn put(&self, segment: &EncodedSegment) -> Result<u64> {
+        let stores = segment.pieces.iter().enumerate().map(|(i, piece)| {
+            let data = Bytes::copy_from_slice(piece);
+            let reservation = Reservation {
+                piece: PieceId::of(&data),
+                size: data.len() as u64,
+                segment: SegmentId(segment.manifest.segment.0),
+                index: i as u32,
+                provider: self.owner.node_id(),
+                owner: self.owner.node_id(),
+                expires_ms: now_ms() + 600_000,
+                tracker: self.owner.node_id(),
+                signature: [0; 64],
+            };
+            let client = &self.clients[i % self.clients.len()];
+            async move {
+                let request = self.owner.sign(StorePiece { reservation })?;
+                client.store(request, PieceStream::whole(data)).await
+            }
+        });
+        let receipts = futures::future::try_join_all(stores).await?;
+        Ok(receipts.iter().map(|r| r.reservation.size).sum())
+    }
+
+    /// Reads the k data pieces of `segment` back, in parallel.
+    async fn fetch(&self, segment: &EncodedSegment) -> Result<u64> {
+        let k = segment.manifest.params.data;
+        let reads = segment.manifest.pieces[..k]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let client = &self.clients[i % self.clients.len()];
+                async move {
+                    let request = self.owner.sign(ReadPiece {
+                        piece: PieceId(p.hash.0),
+                        range: None,
+                    })?;
+                    client.read(request).await
+                }
+            });
+        let pieces = futures::future::try_join_all(reads).await?;
+        Ok(pieces.iter().map(|p| p.data.len() as u64).sum())
+    }
+
+    /// Lets the null providers serve `segments`' pieces.
+    fn serve(&self, segments: &[EncodedSegment]) -> Result<()> {
+        let mut pieces = self
+            .pieces
+            .write()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        pieces.clear();
+        for piece in segments.iter().flat_map(|s| &s.pieces) {
+            pieces.insert(PieceId::of(piece), Bytes::copy_from_slice(piece));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `each` on every segment, `in_flight` at a time; returns MB/s of the bytes it reports.
+async fn timed<'a, F, Fut>(segments: &'a [EncodedSegment], in_flight: usize, each: F) -> Result<f64>
+where
+    F: Fn(&'a EncodedSegment) -> Fut,
+    Fut: Future<Output = Result<u64>>,
+{
+    let start = Instant::now();
+    let bytes: Vec<u64> = stream::iter(segments.iter().map(each))
+        .buffer_unordered(in_flight.max(1))
+        .try_collect()
+        .await?;
+    let bytes: u64 = bytes.iter().sum();
+    Ok(bytes as f64 / 1e6 / start.elapsed().as_secs_f64())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Runs the benchmark, printing each round and the medians; returns the rounds.
+pub async fn measure(o: &Options) -> Result<Vec<Round>> {
+    let segment = o.segment_mib.max(1) << 20;
+    let runs = o.runs.max(1);
+    let dir = tempfile::tempdir()?;
+    let shape = Shape {
+        providers: 6,
+        // Every round's pieces stay stored: room for all of them, spread over 6 providers.
+        capacity: ((runs as u64 * o.mib) << 20) / 2 + (64 << 20),
+        transport: Transport::Grpc,
+        ..Shape::default()
+    };
+    let net = LocalNet::start(dir.path(), shape).await?;
+    let client = Storage::new(
+        Identity::generate()?,
+        &net.endpoints.tracker_list()?,
+        net.connector(),
+        StorageConfig::default(),
+    )?;
+    let raw = Raw::start(shape.providers).await?;
+    let params = CodingParams::default();
+    println!(
+        "{} providers and 1 tracker on loopback gRPC; {} MiB segments (RS {}+{}); {} MiB of pieces per round, {} segments in flight",
+        shape.providers, o.segment_mib, params.data, params.parity, o.mib, o.in_flight
+    );
+
+    let mut table = Table::new(&MasterKey::generate(), "bench", params, segment)?;
+    let row_ids = table.keys().row_id.clone();
+    const ROW: usize = 4096;
+    // Rows per round: enough that the pieces (1.5× the rows, plus sentinels) add up to `mib`.
+    let rows_per_round =
+        ((o.mib << 20) * params.data as u64 / (params.data + params.parity) as u64 / ROW as u64)
+            .max(1);
+    let mut rounds = Vec::new();
+    for r in 0..runs as u64 {
+        let first = r * rows_per_round;
+        let rows = hashed_rows(first..first + rows_per_round, ROW);
+        let batch = table.write(rows.iter().zip(first..).map(|(row, id)| RowWrite {
+            row: row_ids.row_id(&id.to_le_bytes()),
+            version: 1,
+            plaintext: row,
+        }));
+        let segments = batch.segments;
+        raw.serve(&segments)?;
+
+        let raw_upload = timed(&segments, o.in_flight, |s| raw.put(s)).await?;
+        let upload = timed(&segments, o.in_flight, |s| async {
+            let report = client.put(s).await?;
+            ensure!(
+                report.sent == s.pieces.len(),
+                "{} of {} pieces stored",
+                report.sent,
+                s.pieces.len()
+            );
+            Ok(report.bytes_sent)
+        })
+        .await?;
+        let raw_download = timed(&segments, o.in_flight, |s| raw.fetch(s)).await?;
+        let download = timed(&segments, o.in_flight, |s| async {
+            let pieces = client.fetch(&s.manifest).await?;
+            let mut bytes = 0;
+            for (got, sent) in pieces.iter().zip(&s.pieces) {
+                if let Some(got) = got {
+                    ensure!(got == sent, "a fetched piece differs from the one stored");
+                    bytes += got.len() as u64;
+                }
+            }
+            ensure!(
+                pieces.iter().flatten().count() == s.manifest.params.data,
+                "fewer than k pieces fetched"
+            );
+            Ok(bytes)
+        })
+        .await?;
+        println!(
+            "round {}: upload wwt {upload:7.1} MB/s, raw {raw_upload:7.1} MB/s ({:.2}); download wwt {download:7.1} MB/s, raw {raw_download:7.1} MB/s ({:.2})",
+            r + 1,
+            upload / raw_upload,
+            download / raw_download
+        );
+        rounds.push(Round {
+            upload,
+            raw_upload,
+            download,
+            raw_download,
+        });
+    }
+    let of = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+    println!(
+        "upload   (median of {runs}): wwt {:7.1} MB/s, raw gRPC {:7.1} MB/s, ratio {:.2}",
+        of(|r| r.upload),
+        of(|r| r.raw_upload),
+        of(|r| r.upload / r.raw_upload)
+    );
+    println!(
+        "download (median of {runs}): wwt {:7.1} MB/s, raw gRPC {:7.1} MB/s, ratio {:.2}",
+        of(|r| r.download),
+        of(|r| r.raw_download),
+        of(|r| r.download / r.raw_download)
+    );
+    net.shutdown().await?;
+    Ok(rounds)
+}
+
+/// `wwt bench-net`.
+pub async fn run(o: &Options) -> Result<()> {
+    measure(o).await.map(|_| ())
+}
