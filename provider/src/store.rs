@@ -370,24 +370,14 @@ impl PieceStore {
     pub async fn read_whole(&self, piece: PieceId, size: u64) -> Result<Bytes, NetError> {
         let path = piece_path(&self.root, &piece);
         tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::{FileExt, OpenOptionsExt};
+            use std::os::unix::fs::FileExt;
             let size = usize::try_from(size).unwrap_or(usize::MAX);
-            // Straight from the device into an aligned buffer where `O_DIRECT` is allowed, as
-            // pieces are written: whole blocks, which the file has past the piece's bytes.
+            // Straight from the device, as pieces are written: whole blocks, which the file
+            // has past the piece's bytes.
             let len = size.next_multiple_of(BLOCK);
-            let mut buffer = vec![0u8; len + BLOCK];
-            let start = buffer.as_ptr().align_offset(BLOCK);
-            let direct = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path);
-            match direct {
-                Ok(file) => file.read_exact_at(&mut buffer[start..start + len], 0)?,
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    fs::File::open(&path)?.read_exact(&mut buffer[start..start + size])?
-                }
-                Err(e) => return Err(e),
-            }
+            let (mut buffer, start) = aligned(len);
+            open_direct(fs::OpenOptions::new().read(true), &path, false)?
+                .read_exact_at(&mut buffer[start..start + len], 0)?;
             Ok(Bytes::from(buffer).slice(start..start + size))
         })
         .await
@@ -503,27 +493,13 @@ struct TempPiece {
 
 impl TempPiece {
     fn create(root: &Path, piece: &PieceId) -> std::io::Result<TempPiece> {
-        use std::os::unix::fs::OpenOptionsExt;
         let path = root.join("tmp").join(format!("{piece}.{}", temp_suffix()));
-        let buffer = vec![0u8; WRITE_BUFFER + BLOCK];
-        // Always below BLOCK for a byte pointer.
-        let start = buffer.as_ptr().align_offset(BLOCK);
-        let open = |flags| {
-            fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(flags)
-                .open(&path)
-        };
-        let file = match open(libc::O_DIRECT) {
-            Ok(file) => file,
-            // No O_DIRECT on this file system (the file may have been created all the same).
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                let _ = fs::remove_file(&path);
-                open(0)?
-            }
-            Err(e) => return Err(e),
-        };
+        let file = open_direct(
+            fs::OpenOptions::new().write(true).create_new(true),
+            &path,
+            true,
+        )?;
+        let (buffer, start) = aligned(WRITE_BUFFER);
         Ok(TempPiece {
             path,
             file,
@@ -585,6 +561,33 @@ impl Drop for TempPiece {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// Opens `path` with `O_DIRECT`, or without it where the file system refuses it. When `creates`
+/// (the options create a new file), the file the refused open may have created is removed first.
+fn open_direct(
+    options: &mut fs::OpenOptions,
+    path: &Path,
+    creates: bool,
+) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match options.custom_flags(libc::O_DIRECT).open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            if creates {
+                let _ = fs::remove_file(path);
+            }
+            options.custom_flags(0).open(path)
+        }
+        opened => opened,
+    }
+}
+
+/// A buffer with `len` bytes from a block-aligned offset, and that offset.
+fn aligned(len: usize) -> (Vec<u8>, usize) {
+    let buffer = vec![0u8; len + BLOCK];
+    // Always below BLOCK for a byte pointer.
+    let start = buffer.as_ptr().align_offset(BLOCK);
+    (buffer, start)
 }
 
 /// A suffix unique among this process's writes. sled's lock keeps other processes out of the
