@@ -176,8 +176,10 @@ async fn lying_and_slow_providers_are_skipped(kind: Transport) {
     let faults = Faults::new(SEED);
     lie_and_stall(&faults, &net);
     let connector = Arc::new(FaultyConnector::new(net.connector(), faults));
+    // 1 s: far below the stalled provider's 5 s, far above a healthy read while the other
+    // tests load the machine (300 ms was not: healthy reads from disk timed out in CI).
     let config = StorageConfig {
-        read_timeout: Duration::from_millis(300),
+        read_timeout: Duration::from_secs(1),
         // The faults are in this client's own connector, not at the providers: no complaints.
         complain: false,
         ..StorageConfig::default()
@@ -250,7 +252,7 @@ async fn point_reads_take_ranges_and_fall_back_to_whole_segments(kind: Transport
     let faults = Faults::new(SEED);
     let connector = Arc::new(FaultyConnector::new(net.connector(), faults.clone()));
     let config = StorageConfig {
-        read_timeout: Duration::from_millis(300),
+        read_timeout: Duration::from_secs(1),
         complain: false,
         ..StorageConfig::default()
     };
