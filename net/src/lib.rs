@@ -30,6 +30,7 @@ pub mod grpc;
 pub mod index;
 pub mod memory;
 pub mod node;
+mod provide;
 pub mod rendezvous;
 pub mod types;
 

@@ -5,7 +5,8 @@
 //! the same key. Providers announce per segment (key = segment id) with Kademlia provider
 //! records, and publish one small value record, `"wwt/addr/" ‖ node id` → gRPC address, so a
 //! reader that found the holders of a segment through the DHT also learns where to call them.
-//! Pieces never travel through the DHT.
+//! In a network smaller than kad's replication factor, announcements travel in batches
+//! (`provide.rs`). Pieces never travel through the DHT.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -13,10 +14,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
+use libp2p::kad::store::RecordStore;
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::kad::{
-    self, GetProvidersOk, GetRecordOk, Mode, QueryId, QueryResult, Quorum, Record, RecordKey,
+    self, GetProvidersOk, GetRecordOk, K_VALUE, Mode, ProviderRecord, QueryId, QueryResult, Quorum,
+    Record, RecordKey,
 };
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, tcp, yamux};
 use serde::{Deserialize, Serialize};
@@ -27,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::NetError;
 use crate::api::{Discovery, FoundHolder};
 use crate::auth::Identity;
+use crate::provide::{self, Announcer};
 use crate::types::{NodeId, SegmentId};
 
 /// The Kademlia protocol of wwt's DHT (kept apart from the public IPFS DHT).
@@ -86,6 +91,7 @@ impl NodeConfig {
 struct Behaviour {
     kad: kad::Behaviour<MemoryStore>,
     identify: identify::Behaviour,
+    provide: request_response::Behaviour<provide::Codec>,
 }
 
 enum Command {
@@ -159,6 +165,8 @@ impl Node {
         };
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config.set_query_timeout(Duration::from_millis(config.query_timeout_ms));
+        kad_config.set_provider_record_ttl(Some(provide::RECORD_TTL));
+        let query_timeout = Duration::from_millis(config.query_timeout_ms);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -176,6 +184,10 @@ impl Node {
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                         .with_push_listen_addr_updates(true),
+                ),
+                provide: request_response::Behaviour::new(
+                    [(provide::PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default().with_request_timeout(query_timeout),
                 ),
             })
             .map_err(|e| NetError::Internal(format!("libp2p behaviour: {e}")))?
@@ -297,6 +309,7 @@ struct Actor {
     listening: Option<oneshot::Sender<()>>,
     pending: HashMap<QueryId, Pending>,
     dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
+    announcer: Announcer,
 }
 
 impl Actor {
@@ -306,6 +319,7 @@ impl Actor {
             listening: Some(listening),
             pending: HashMap::new(),
             dials: HashMap::new(),
+            announcer: Announcer::new(),
         }
     }
 
@@ -317,6 +331,7 @@ impl Actor {
                     Some(command) => self.command(command),
                 },
                 event = self.swarm.select_next_some() => self.event(event),
+                () = self.announcer.due(), if self.announcer.has_queued() => self.announce(),
             }
         }
         debug!("libp2p node stopped");
@@ -352,6 +367,30 @@ impl Actor {
                     .collect();
                 let _ = reply.send(addrs);
             }
+            Command::StartProviding(segment, reply)
+                if kad.kbuckets().map(|b| b.num_entries()).sum::<usize>() < K_VALUE.get() =>
+            {
+                let local = *self.swarm.local_peer_id();
+                let record = ProviderRecord::new(RecordKey::new(&segment.0), local, Vec::new());
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(record)
+                {
+                    Ok(()) => {
+                        if self.announcer.queue(segment, reply) {
+                            self.announce();
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::NoCapacity(format!(
+                            "cannot provide more segments: {e}"
+                        ))));
+                    }
+                }
+            }
             Command::StartProviding(segment, reply) => {
                 match kad.start_providing(RecordKey::new(&segment.0)) {
                     Ok(id) => {
@@ -385,6 +424,40 @@ impl Actor {
             }
             Command::Shutdown => {}
         }
+    }
+
+    /// Sends the queued announcements to every peer of the routing table (fewer than kad's
+    /// replication factor, or they would have taken kad's per-key path).
+    fn announce(&mut self) {
+        let local = kad::KBucketKey::from(*self.swarm.local_peer_id());
+        let behaviour = self.swarm.behaviour_mut();
+        let peers: Vec<PeerId> = behaviour
+            .kad
+            .get_closest_local_peers(&local)
+            .map(|k| *k.preimage())
+            .collect();
+        self.announcer.flush(&peers, &mut behaviour.provide);
+    }
+
+    /// Keeps the records of a peer's batch: the peer, authenticated by the connection, is the
+    /// provider of each.
+    fn provided(&mut self, peer: PeerId, segments: Vec<SegmentId>) -> u32 {
+        let expires = Some(std::time::Instant::now() + provide::RECORD_TTL);
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let mut accepted = 0;
+        for segment in segments {
+            let record = ProviderRecord {
+                key: RecordKey::new(&segment.0),
+                provider: peer,
+                expires,
+                addresses: Vec::new(),
+            };
+            match store.add_provider(record) {
+                Ok(()) => accepted += 1,
+                Err(e) => debug!(peer = %peer, error = %e, "provider record not kept"),
+            }
+        }
+        accepted
     }
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -424,6 +497,40 @@ impl Actor {
                 step,
                 ..
             })) => self.query_progressed(id, result, step.last),
+            SwarmEvent::Behaviour(BehaviourEvent::Provide(event)) => match event {
+                request_response::Event::Message {
+                    peer,
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                } => {
+                    let accepted = self.provided(peer, request);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .provide
+                        .send_response(channel, accepted);
+                }
+                request_response::Event::Message {
+                    message: request_response::Message::Response { request_id, .. },
+                    ..
+                } => self.announcer.finished(request_id),
+                request_response::Event::OutboundFailure {
+                    peer,
+                    request_id,
+                    error,
+                    ..
+                } => {
+                    debug!(peer = %peer, error = %error, "provider records not replicated yet");
+                    self.announcer.finished(request_id);
+                }
+                request_response::Event::InboundFailure { peer, error, .. } => {
+                    debug!(peer = %peer, error = %error, "refused a provide batch");
+                }
+                request_response::Event::ResponseSent { .. } => {}
+            },
             _ => {}
         }
     }

@@ -80,3 +80,52 @@ fn peer_ids_and_node_ids_name_the_same_key() {
     let peer = peer_id(&id.node_id()).unwrap();
     assert_eq!(node_id(&peer), Some(id.node_id()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_announcements_is_found_by_the_other_nodes() {
+    let ids: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+    let (a, _ta) = Node::start(&ids[0], config(vec![], "http://a"))
+        .await
+        .unwrap();
+    let bootstrap: Vec<String> = a
+        .listen_addrs()
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let (b, _tb) = Node::start(&ids[1], config(bootstrap.clone(), "http://b"))
+        .await
+        .unwrap();
+    let (c, _tc) = Node::start(&ids[2], config(bootstrap, "http://c"))
+        .await
+        .unwrap();
+
+    // As a provider storing pieces of many segments at once announces them.
+    let segments: Vec<SegmentId> = (0..500u32)
+        .map(|i| SegmentId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+        .collect();
+    let announced = futures::future::join_all(segments.iter().map(|s| b.announce(*s))).await;
+    assert!(announced.iter().all(Result::is_ok), "{announced:?}");
+    // The records must live on the other nodes: b leaves before anyone looks.
+    b.shutdown().await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for reader in [&a, &c] {
+        for segment in &segments {
+            loop {
+                let found = reader.holders(*segment).await.unwrap();
+                if found.len() == 1 && found[0].node == ids[1].node_id() {
+                    assert_eq!(found[0].address.as_deref(), Some("http://b"));
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{segment:?}: {found:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(c.holders(SegmentId([3; 32])).await.unwrap().is_empty());
+    for n in [&a, &c] {
+        n.shutdown().await;
+    }
+}
