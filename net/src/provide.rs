@@ -31,7 +31,7 @@ use crate::types::SegmentId;
 /// The protocol name.
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/wwt/provide/1");
 /// How long an announcement waits for others to travel with.
-pub(crate) const BATCH_DELAY: Duration = Duration::from_millis(50);
+pub(crate) const BATCH_DELAY: Duration = Duration::from_millis(250);
 /// Segments per message at most; a fuller queue leaves at once.
 pub(crate) const MAX_BATCH: usize = 4096;
 /// Bytes of one encoded message at most: each segment id takes 34 (tag, length, 32 bytes).
