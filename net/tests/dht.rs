@@ -14,10 +14,10 @@ fn config(bootstrap: Vec<String>, service: &str) -> NodeConfig {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_swarms_find_each_others_segment_holders() {
+/// Three nodes on loopback, b and c joined through a; their gRPC addresses are "http://a", …
+async fn three_nodes() -> (Vec<Identity>, [Node; 3]) {
     let ids: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
-    let (a, _ta) = Node::start(&ids[0], config(vec![], "http://a"))
+    let (a, _) = Node::start(&ids[0], config(vec![], "http://a"))
         .await
         .unwrap();
     let bootstrap: Vec<String> = a
@@ -28,12 +28,18 @@ async fn three_swarms_find_each_others_segment_holders() {
         .map(ToString::to_string)
         .collect();
     assert!(!bootstrap.is_empty());
-    let (b, _tb) = Node::start(&ids[1], config(bootstrap.clone(), "http://b"))
+    let (b, _) = Node::start(&ids[1], config(bootstrap.clone(), "http://b"))
         .await
         .unwrap();
-    let (c, _tc) = Node::start(&ids[2], config(bootstrap, "http://c"))
+    let (c, _) = Node::start(&ids[2], config(bootstrap, "http://c"))
         .await
         .unwrap();
+    (ids, [a, b, c])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_swarms_find_each_others_segment_holders() {
+    let (ids, [a, b, c]) = three_nodes().await;
 
     let shared = SegmentId([1; 32]);
     let only_c = SegmentId([2; 32]);
@@ -83,23 +89,7 @@ fn peer_ids_and_node_ids_name_the_same_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_announcements_is_found_by_the_other_nodes() {
-    let ids: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
-    let (a, _ta) = Node::start(&ids[0], config(vec![], "http://a"))
-        .await
-        .unwrap();
-    let bootstrap: Vec<String> = a
-        .listen_addrs()
-        .await
-        .unwrap()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let (b, _tb) = Node::start(&ids[1], config(bootstrap.clone(), "http://b"))
-        .await
-        .unwrap();
-    let (c, _tc) = Node::start(&ids[2], config(bootstrap, "http://c"))
-        .await
-        .unwrap();
+    let (ids, [a, b, c]) = three_nodes().await;
 
     // As a provider storing pieces of many segments at once announces them.
     let segments: Vec<SegmentId> = (0..500u32)

@@ -84,8 +84,14 @@ impl Provider {
             .unwrap_or(false);
         if fresh {
             tokio::spawn(async move {
-                if let Err(e) = discovery.announce(segment).await {
-                    warn!(segment = %segment, error = %e, "DHT announce failed");
+                match discovery.announce(segment).await {
+                    Ok(()) => {}
+                    // The node stopped (the provider is shutting down) with the segment still
+                    // queued for its batch: the next start announces every segment held.
+                    Err(NetError::Unavailable(e)) => {
+                        debug!(segment = %segment, error = %e, "DHT announce dropped");
+                    }
+                    Err(e) => warn!(segment = %segment, error = %e, "DHT announce failed"),
                 }
             });
         }
