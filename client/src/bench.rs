@@ -204,7 +204,8 @@ fn stages(o: &Options, rows: &[Vec<u8>]) -> Result<Stages> {
     })
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// The median of `xs`, nearest rank; NaN if there are none.
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     percentile(&xs, 0.5)
 }

@@ -33,6 +33,7 @@ use wwt_net::types::{
 use wwt_net::{Identity, NetError, ProviderApi, Signed, now_ms};
 
 use crate::auditbench::hashed_rows;
+use crate::bench::median;
 use crate::devnet::{LocalNet, Shape, Transport};
 use crate::store::{Storage, StorageConfig};
 
@@ -159,7 +160,8 @@ impl Raw {
         let stores = segment.pieces.iter().enumerate().map(|(i, piece)| {
             let data = Bytes::copy_from_slice(piece);
             let reservation = Reservation {
-                piece: PieceId::of(&data),
+                // The id the coding computed, as `Storage::put` takes it: no hashing here.
+                piece: PieceId(segment.manifest.pieces[i].hash.0),
                 size: data.len() as u64,
                 segment: SegmentId(segment.manifest.segment.0),
                 index: i as u32,
@@ -206,35 +208,37 @@ impl Raw {
             .write()
             .map_err(|_| anyhow::anyhow!("poisoned"))?;
         pieces.clear();
-        for piece in segments.iter().flat_map(|s| &s.pieces) {
-            pieces.insert(PieceId::of(piece), Bytes::copy_from_slice(piece));
+        for segment in segments {
+            for (piece, meta) in segment.pieces.iter().zip(&segment.manifest.pieces) {
+                pieces.insert(PieceId(meta.hash.0), Bytes::copy_from_slice(piece));
+            }
         }
         Ok(())
     }
 }
 
-/// Runs `each` on every segment, `in_flight` at a time; returns MB/s of the bytes it reports.
-async fn timed<'a, F, Fut>(segments: &'a [EncodedSegment], in_flight: usize, each: F) -> Result<f64>
+/// Runs `each` on every segment, `in_flight` at a time; returns the seconds taken and the
+/// outputs (in completion order), so that checks on them stay out of the timing.
+async fn timed<'a, F, Fut, T>(
+    segments: &'a [EncodedSegment],
+    in_flight: usize,
+    each: F,
+) -> Result<(f64, Vec<T>)>
 where
     F: Fn(&'a EncodedSegment) -> Fut,
-    Fut: Future<Output = Result<u64>>,
+    Fut: Future<Output = Result<T>>,
 {
     let start = Instant::now();
-    let bytes: Vec<u64> = stream::iter(segments.iter().map(each))
+    let outputs = stream::iter(segments.iter().map(each))
         .buffer_unordered(in_flight.max(1))
         .try_collect()
         .await?;
-    let bytes: u64 = bytes.iter().sum();
-    Ok(bytes as f64 / 1e6 / start.elapsed().as_secs_f64())
+    Ok((start.elapsed().as_secs_f64(), outputs))
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
+/// MB/s of `bytes` moved in `seconds`.
+fn rate(bytes: impl IntoIterator<Item = u64>, seconds: f64) -> f64 {
+    bytes.into_iter().sum::<u64>() as f64 / 1e6 / seconds
 }
 
 /// Runs the benchmark, printing each round and the medians; returns the rounds.
@@ -282,8 +286,9 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
         let segments = batch.segments;
         raw.serve(&segments)?;
 
-        let raw_upload = timed(&segments, o.in_flight, |s| raw.put(s)).await?;
-        let upload = timed(&segments, o.in_flight, |s| async {
+        let (seconds, sent) = timed(&segments, o.in_flight, |s| raw.put(s)).await?;
+        let raw_upload = rate(sent, seconds);
+        let (seconds, sent) = timed(&segments, o.in_flight, |s| async {
             let report = client.put(s).await?;
             ensure!(
                 report.sent == s.pieces.len(),
@@ -294,10 +299,17 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
             Ok(report.bytes_sent)
         })
         .await?;
-        let raw_download = timed(&segments, o.in_flight, |s| raw.fetch(s)).await?;
-        let download = timed(&segments, o.in_flight, |s| async {
-            let pieces = client.fetch(&s.manifest).await?;
-            let mut bytes = 0;
+        let upload = rate(sent, seconds);
+        let (seconds, read) = timed(&segments, o.in_flight, |s| raw.fetch(s)).await?;
+        let raw_download = rate(read, seconds);
+        let client = &client;
+        let (seconds, fetched) = timed(&segments, o.in_flight, |s| async move {
+            Ok((s, client.fetch(&s.manifest).await?))
+        })
+        .await?;
+        // Checked after the timing, as the raw side checks nothing.
+        let mut bytes = 0;
+        for (s, pieces) in &fetched {
             for (got, sent) in pieces.iter().zip(&s.pieces) {
                 if let Some(got) = got {
                     ensure!(got == sent, "a fetched piece differs from the one stored");
@@ -308,9 +320,8 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
                 pieces.iter().flatten().count() == s.manifest.params.data,
                 "fewer than k pieces fetched"
             );
-            Ok(bytes)
-        })
-        .await?;
+        }
+        let download = rate([bytes], seconds);
         println!(
             "round {}: upload wwt {upload:7.1} MB/s, raw {raw_upload:7.1} MB/s ({:.2}); download wwt {download:7.1} MB/s, raw {raw_download:7.1} MB/s ({:.2})",
             r + 1,
