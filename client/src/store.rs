@@ -31,11 +31,12 @@ use wwt_engine::{
 };
 use wwt_net::audit::{Complaint, Entrust};
 use wwt_net::types::{
-    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, PieceStream, ReadPiece,
-    ReserveSegment, SegmentId, SegmentLocation, StorePiece,
+    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment,
+    SegmentId, SegmentLocation,
 };
 use wwt_net::{
     Connector, Discovery, Identity, NetError, TrackerApi, read_piece, read_whole_piece, rendezvous,
+    store_piece,
 };
 
 /// Each piece's holders: address, and node id when the tracker maps it.
@@ -293,15 +294,15 @@ impl Storage {
             missing.retain(|i| !placement.held.contains(i));
             let stores = placement.pieces.into_iter().map(|placed| async move {
                 let index = placed.reservation.index;
-                let data = Bytes::copy_from_slice(&encoded.pieces[index as usize]);
-                let provider = self.connector.provider(&placed.address)?;
-                let request = self.identity.sign(StorePiece {
-                    reservation: placed.reservation,
-                })?;
-                let data = PieceStream::whole(data);
-                tokio::time::timeout(self.config.store_timeout, provider.store(request, data))
-                    .await
-                    .map_err(|_| NetError::Unavailable("store timed out".into()))?
+                store_piece(
+                    self.connector.as_ref(),
+                    &self.identity,
+                    &placed.address,
+                    placed.reservation,
+                    Bytes::copy_from_slice(&encoded.pieces[index as usize]),
+                    self.config.store_timeout,
+                )
+                .await
             });
             let mut receipts = Vec::new();
             for result in join_all(stores).await {

@@ -15,8 +15,8 @@ use crate::auth::{Identity, Signed};
 use crate::index::IndexApi;
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, PieceId,
-    PieceStream, Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId,
-    SegmentLocation, StorePiece, StoreReceipt,
+    PieceStream, Placement, ProviderRecord, ProviderStatus, ReadPiece, Reservation, ReserveSegment,
+    SegmentId, SegmentLocation, StorePiece, StoreReceipt,
 };
 
 /// A storage provider: holds pieces under tracker reservations and serves them to their owner.
@@ -68,6 +68,24 @@ pub trait Connector: Send + Sync {
     fn tracker(&self, address: &str) -> Result<Arc<dyn TrackerApi>, NetError>;
     /// The index service at `address` (an index provider).
     fn index(&self, address: &str) -> Result<Arc<dyn IndexApi>, NetError>;
+}
+
+/// Stores `data` under `reservation` at the provider at `address`, signed by `owner` (the
+/// piece's owner, or the tracker repairing it), waiting at most `timeout`: no answer in time is
+/// `Unavailable`. The receipt is unchecked.
+pub async fn store_piece(
+    connector: &dyn Connector,
+    owner: &Identity,
+    address: &str,
+    reservation: Reservation,
+    data: Bytes,
+    timeout: Duration,
+) -> Result<StoreReceipt, NetError> {
+    let provider = connector.provider(address)?;
+    let request = owner.sign(StorePiece { reservation })?;
+    tokio::time::timeout(timeout, provider.store(request, PieceStream::whole(data)))
+        .await
+        .map_err(|_| NetError::Unavailable("store timed out".into()))?
 }
 
 /// Sends `request`, signed by `reader` (the piece's owner or a trusted tracker), to the

@@ -45,6 +45,7 @@ pub mod proto {
 
 pub use api::{
     Connector, Discovery, FoundHolder, ProviderApi, TrackerApi, read_piece, read_whole_piece,
+    store_piece,
 };
 pub use auth::{Identity, Signed, Verifier, now_ms};
 pub use error::NetError;

@@ -38,8 +38,8 @@ use wwt_engine::{AuditKey, Codec, PieceHash, PieceView, SegmentManifest, proof};
 use wwt_net::audit::{
     AuditReport, Challenge, ChallengeKind, Complaint, CreditRecord, Entrust, MAX_REPORT_ENTRIES,
 };
-use wwt_net::types::{ByteRange, NodeId, PieceId, PieceSpec, PieceStream, SegmentId, StorePiece};
-use wwt_net::{Connector, NetError, now_ms, read_whole_piece};
+use wwt_net::types::{ByteRange, NodeId, PieceId, PieceSpec, SegmentId};
+use wwt_net::{Connector, NetError, now_ms, read_whole_piece, store_piece};
 
 use crate::clock::Clock;
 use crate::config::AuditConfig;
@@ -1084,13 +1084,15 @@ impl Tracker {
             |((spec, (_, data)), (provider, address))| {
                 let reservation = self.reservation(owner, segment, spec, provider, expires);
                 async move {
-                    let handle = self.audits.connector.provider(&address)?;
-                    let request = self.identity.sign(StorePiece { reservation })?;
-                    let data = PieceStream::whole(Bytes::copy_from_slice(data));
-                    let receipt =
-                        tokio::time::timeout(REPAIR_CALL_TIMEOUT, handle.store(request, data))
-                            .await
-                            .map_err(|_| NetError::Unavailable("store timed out".into()))??;
+                    let receipt = store_piece(
+                        self.audits.connector.as_ref(),
+                        &self.identity,
+                        &address,
+                        reservation,
+                        Bytes::copy_from_slice(data),
+                        REPAIR_CALL_TIMEOUT,
+                    )
+                    .await?;
                     receipt.verify_signature()?;
                     Ok::<_, NetError>((spec, provider, address))
                 }
