@@ -164,9 +164,9 @@ impl Node {
             ..MemoryStoreConfig::default()
         };
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
-        kad_config.set_query_timeout(Duration::from_millis(config.query_timeout_ms));
-        kad_config.set_provider_record_ttl(Some(provide::RECORD_TTL));
         let query_timeout = Duration::from_millis(config.query_timeout_ms);
+        kad_config.set_query_timeout(query_timeout);
+        kad_config.set_provider_record_ttl(Some(provide::RECORD_TTL));
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(

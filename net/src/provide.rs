@@ -11,12 +11,11 @@
 //! there. A larger routing table takes kad's per-key path (see `node.rs`).
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::{PeerId, StreamProtocol};
@@ -58,11 +57,7 @@ impl request_response::Codec for Codec {
         batch
             .segments
             .iter()
-            .map(|s| {
-                <[u8; 32]>::try_from(s.as_ref())
-                    .map(SegmentId)
-                    .map_err(|_| invalid(format!("a segment id of {} bytes, not 32", s.len())))
-            })
+            .map(|s| SegmentId::from_slice(s).map_err(|e| invalid(e.to_string())))
             .collect()
     }
 
@@ -87,10 +82,7 @@ impl request_response::Codec for Codec {
         T: AsyncWrite + Unpin + Send,
     {
         let batch = proto::ProvideBatch {
-            segments: segments
-                .iter()
-                .map(|s| Bytes::copy_from_slice(&s.0))
-                .collect(),
+            segments: segments.iter().map(SegmentId::to_wire).collect(),
         };
         io.write_all(&batch.encode_to_vec()).await
     }
@@ -139,10 +131,9 @@ pub(crate) struct Announcer {
     queued: Vec<(SegmentId, Reply)>,
     /// When the queued announcements leave: [`BATCH_DELAY`] after the first of them.
     due: Pin<Box<Sleep>>,
-    /// Batch → its requests not answered yet, and the announcers to tell when none is left.
-    batches: HashMap<u64, (usize, Vec<Reply>)>,
-    requests: HashMap<OutboundRequestId, u64>,
-    next_batch: u64,
+    /// Each request out → the announcers of its batch, shared by the batch's requests and told
+    /// when the last of them is answered or fails.
+    requests: HashMap<OutboundRequestId, Arc<Vec<Reply>>>,
 }
 
 impl Announcer {
@@ -150,9 +141,7 @@ impl Announcer {
         Announcer {
             queued: Vec::new(),
             due: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            batches: HashMap::new(),
             requests: HashMap::new(),
-            next_batch: 0,
         }
     }
 
@@ -193,26 +182,22 @@ impl Announcer {
             }
             return;
         }
-        let batch = self.next_batch;
-        self.next_batch += 1;
+        let replies = Arc::new(replies);
         for peer in peers {
             let id = provide.send_request(peer, segments.clone());
-            self.requests.insert(id, batch);
+            self.requests.insert(id, replies.clone());
         }
-        self.batches.insert(batch, (peers.len(), replies));
     }
 
     /// One request of a batch was answered or failed.
     pub(crate) fn finished(&mut self, request: OutboundRequestId) {
-        let Some(batch) = self.requests.remove(&request) else {
+        let Some(replies) = self.requests.remove(&request) else {
             return;
         };
-        if let Entry::Occupied(mut entry) = self.batches.entry(batch) {
-            entry.get_mut().0 -= 1;
-            if entry.get().0 == 0 {
-                for reply in entry.remove().1 {
-                    let _ = reply.send(Ok(()));
-                }
+        // The batch's last request holds the only reference left.
+        if let Ok(replies) = Arc::try_unwrap(replies) {
+            for reply in replies {
+                let _ = reply.send(Ok(()));
             }
         }
     }
@@ -221,6 +206,7 @@ impl Announcer {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use bytes::Bytes;
     use futures::io::Cursor;
     use request_response::Codec as _;
 
@@ -264,7 +250,7 @@ mod tests {
             segments: vec![Bytes::from(vec![1; 32]), Bytes::from(vec![2; 31])],
         };
         let err = decode(short.encode_to_vec()).await.unwrap_err();
-        assert!(err.to_string().contains("31 bytes"), "{err}");
+        assert!(err.to_string().contains("got 31"), "{err}");
 
         let err = decode(vec![0xff; 40]).await.unwrap_err();
         assert!(err.to_string().contains("undecodable"), "{err}");

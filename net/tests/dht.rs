@@ -95,7 +95,13 @@ async fn a_burst_of_announcements_is_found_by_the_other_nodes() {
     let segments: Vec<SegmentId> = (0..500u32)
         .map(|i| SegmentId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
         .collect();
-    let announced = futures::future::join_all(segments.iter().map(|s| b.announce(*s))).await;
+    // Every announcer hears back: a lost reply fails here instead of hanging.
+    let announced = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures::future::join_all(segments.iter().map(|s| b.announce(*s))),
+    )
+    .await
+    .expect("announcements answered within a minute");
     assert!(announced.iter().all(Result::is_ok), "{announced:?}");
     // The records must live on the other nodes: b leaves before anyone looks.
     b.shutdown().await;
