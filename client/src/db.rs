@@ -285,7 +285,14 @@ impl Client {
     /// Runs each statement of `sql` in turn and returns what each did; stops at the first
     /// error (that statement leaves nothing visible).
     pub async fn execute(&self, sql: &str) -> Result<Vec<Outcome>> {
-        let statements = wwt_query::parse(sql)?;
+        self.execute_parsed(wwt_query::parse(sql)?).await
+    }
+
+    /// [`Client::execute`] for statements already parsed.
+    pub async fn execute_parsed(
+        &self,
+        statements: Vec<wwt_query::Statement>,
+    ) -> Result<Vec<Outcome>> {
         let mut out = Vec::with_capacity(statements.len());
         let mut state = self.state.lock().await;
         for stmt in statements {
@@ -314,16 +321,19 @@ impl Client {
     ///
     /// The stream holds the client: other statements on this client wait until it is dropped.
     pub async fn query(&self, sql: &str) -> Result<RowStream<'_>> {
-        let statement = match wwt_query::parse(sql)?.as_slice() {
-            [one] => one.clone(),
-            _ => {
-                return Err(wwt_query::Error::Unsupported {
-                    what: "query with other than one statement".into(),
-                    hint: "pass one SELECT to query, or use execute for scripts".into(),
-                }
-                .into());
+        let mut statements = wwt_query::parse(sql)?;
+        match (statements.pop(), statements.is_empty()) {
+            (Some(statement), true) => self.query_parsed(statement).await,
+            _ => Err(wwt_query::Error::Unsupported {
+                what: "query with other than one statement".into(),
+                hint: "pass one SELECT to query, or use execute for scripts".into(),
             }
-        };
+            .into()),
+        }
+    }
+
+    /// [`Client::query`] for a statement already parsed.
+    pub async fn query_parsed(&self, statement: wwt_query::Statement) -> Result<RowStream<'_>> {
         let mut state = self.state.lock().await;
         let open = |state: &mut State| -> Result<(Vec<String>, Cursor)> {
             let Plan::Select(plan) = wwt_query::plan(&state.catalog, &statement)? else {
@@ -384,22 +394,11 @@ impl Client {
             if keys.is_empty()
                 && let Some(after) = scan
             {
-                // The next page of a full scan, in row-id order.
-                let page = self
-                    .index_query(
-                        state,
-                        &select.access().table,
-                        Query::Scan {
-                            after: *after,
-                            limit: batch,
-                        },
-                    )
+                let (page, next) = self
+                    .scan_page(state, &select.access().table, *after, batch)
                     .await?;
-                *scan = match page.last() {
-                    Some(last) if page.len() == batch => Some(Some(last.row)),
-                    _ => None,
-                };
-                keys.extend(page.into_iter().map(RowRef::from));
+                *scan = next.map(Some);
+                keys.extend(page);
             }
             if keys.is_empty() {
                 break;
@@ -503,8 +502,9 @@ impl Client {
             Plan::DropTable { table: None } => Ok(Outcome::Dropped),
             Plan::DropTable { table: Some(name) } => {
                 let mut next = state.catalog.clone();
-                let schema = next.remove_table(name)?;
-                let generation = self.table(state, &schema)?.generation;
+                next.remove_table(name)?;
+                // A table never opened has generation 0 (as `table` would set up).
+                let generation = state.tables.get(name).map_or(0, |t| t.generation);
                 self.save_catalog(state, next, &[]).await?;
                 state.tables.remove(name);
                 // The table is gone for every client; its index namespace is freed next. The
@@ -1135,23 +1135,32 @@ impl Client {
         let mut out = Vec::new();
         let mut after = None;
         loop {
-            let page = self
-                .index_query(
-                    state,
-                    schema,
-                    Query::Scan {
-                        after,
-                        limit: MAX_LIMIT,
-                    },
-                )
-                .await?;
-            let full = page.len() == MAX_LIMIT;
-            after = page.last().map(|h| h.row);
-            out.extend(page.into_iter().map(RowRef::from));
-            if !full {
-                return Ok(out);
+            let (page, next) = self.scan_page(state, schema, after, MAX_LIMIT).await?;
+            out.extend(page);
+            match next {
+                Some(row) => after = Some(row),
+                None => return Ok(out),
             }
         }
+    }
+
+    /// Up to `limit` rows of a full scan in row-id order, from after `after`; and the row to
+    /// continue after, `None` when the scan is done.
+    async fn scan_page(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        after: Option<RowId>,
+        limit: usize,
+    ) -> Result<(Vec<RowRef>, Option<RowId>)> {
+        let page = self
+            .index_query(state, schema, Query::Scan { after, limit })
+            .await?;
+        let next = match page.last() {
+            Some(last) if page.len() == limit => Some(last.row),
+            _ => None,
+        };
+        Ok((page.into_iter().map(RowRef::from).collect(), next))
     }
 
     async fn lookup(

@@ -417,17 +417,18 @@ async fn run_statement(
     json: bool,
     out: &mut impl std::io::Write,
 ) -> Result<()> {
-    let select = matches!(
-        wwt_query::parse(sql)?.as_slice(),
-        [wwt_query::Statement::Query(_)]
-    );
-    if !select {
-        for o in client.execute(sql).await? {
+    let mut statements = wwt_query::parse(sql)?;
+    let select = match statements.as_slice() {
+        [wwt_query::Statement::Query(_)] => statements.pop(),
+        _ => None,
+    };
+    let Some(select) = select else {
+        for o in client.execute_parsed(statements).await? {
             print_outcome(&o, json, out)?;
         }
         return Ok(());
-    }
-    let mut rows = client.query(sql).await?;
+    };
+    let mut rows = client.query_parsed(select).await?;
     let mut printer = RowPrinter::new(rows.columns().to_vec(), json);
     while let Some(batch) = rows.next_batch().await? {
         printer.batch(&batch, out)?;

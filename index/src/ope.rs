@@ -237,7 +237,6 @@ impl OpeEncoder {
         }
         let mut missing = Vec::new();
         let mut slot_of: HashMap<(u8, u64), usize> = HashMap::new();
-        let mut refreshed = Vec::new();
         let mut limbs = Vec::with_capacity(values.len() * (LIMBS - 1));
         for &v in values {
             for level in 1..LIMBS {
@@ -247,7 +246,8 @@ impl OpeEncoder {
                 } else if let Some(&i) = slot_of.get(&key) {
                     Limb::Missing(i)
                 } else if let Some(&c) = self.previous.get(&key) {
-                    refreshed.push((key, c));
+                    // Kept in the newer generation now, so later values sharing it find it there.
+                    self.remember(key, c);
                     Limb::Known(c)
                 } else {
                     slot_of.insert(key, missing.len());
@@ -272,10 +272,7 @@ impl OpeEncoder {
         }
         self.stats.bclo_calls += missing.len() as u64;
         self.stats.values += values.len() as u64;
-        for (key, c) in refreshed
-            .into_iter()
-            .chain(missing.into_iter().zip(computed))
-        {
+        for (key, c) in missing.into_iter().zip(computed) {
             self.remember(key, c);
         }
         Ok(out)
