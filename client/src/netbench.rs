@@ -7,12 +7,16 @@
 //!   [`Storage::fetch`] (locate, read k pieces in parallel, check their hashes).
 //! - raw gRPC: the same pieces, signed the same way, streamed to 6 providers that do nothing
 //!   (no checks, no hashing, no disk), and read back from memory.
+//! - disk: the k pieces per segment that the wwt download fetched, read straight from the
+//!   providers' piece files as the providers read them (no network, no checks): the most the
+//!   wwt download could reach on this disk.
 //!
-//! Each round codes fresh segments (untimed), then times raw upload, wwt upload, raw download
-//! and wwt download in turn, so both share the machine's state of the moment; the figures are
-//! the medians over the rounds.
+//! Each round codes fresh segments (untimed), then times raw upload, wwt upload, raw download,
+//! wwt download and the disk read in turn, so all share the machine's state of the moment; the
+//! figures are the medians over the rounds.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -65,6 +69,8 @@ pub struct Round {
     pub download: f64,
     /// Download of the same pieces over raw gRPC.
     pub raw_download: f64,
+    /// Reading the same pieces straight from the providers' files.
+    pub disk_read: f64,
 }
 
 /// The pieces the null providers serve, set before the downloads.
@@ -217,15 +223,53 @@ impl Raw {
     }
 }
 
+/// The files of the data pieces of each of `segments`, among the providers' data folders
+/// `dirs`, and the segment's piece size.
+fn piece_files(
+    segments: &[EncodedSegment],
+    dirs: &[PathBuf],
+) -> Result<Vec<(Vec<PathBuf>, usize)>> {
+    segments
+        .iter()
+        .map(|s| {
+            let k = s.manifest.params.data;
+            let files = s.manifest.pieces[..k]
+                .iter()
+                .map(|p| {
+                    let piece = PieceId(p.hash.0);
+                    dirs.iter()
+                        .map(|dir| wwt_provider::store::piece_path(dir, &piece))
+                        .find(|path| path.exists())
+                        .ok_or_else(|| anyhow::anyhow!("no provider holds piece {piece}"))
+                })
+                .collect::<Result<_>>()?;
+            Ok((files, s.manifest.piece_len() as usize))
+        })
+        .collect()
+}
+
+/// Reads the `size`-byte pieces in `files` (one segment's) in parallel, as a provider reads
+/// them.
+async fn read_files(files: &[PathBuf], size: usize) -> Result<u64> {
+    let reads = files.iter().cloned().map(|path| {
+        tokio::task::spawn_blocking(move || wwt_provider::store::read_direct(&path, size))
+    });
+    let mut bytes = 0;
+    for read in futures::future::join_all(reads).await {
+        bytes += read??.len() as u64;
+    }
+    Ok(bytes)
+}
+
 /// Runs `each` on every segment, `in_flight` at a time; returns the seconds taken and the
 /// outputs (in completion order), so that checks on them stay out of the timing.
-async fn timed<'a, F, Fut, T>(
-    segments: &'a [EncodedSegment],
+async fn timed<'a, I, F, Fut, T>(
+    segments: &'a [I],
     in_flight: usize,
     each: F,
 ) -> Result<(f64, Vec<T>)>
 where
-    F: Fn(&'a EncodedSegment) -> Fut,
+    F: Fn(&'a I) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
     let start = Instant::now();
@@ -261,6 +305,12 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
         StorageConfig::default(),
     )?;
     let raw = Raw::start(shape.providers).await?;
+    let dirs: Vec<PathBuf> = net
+        .endpoints
+        .providers
+        .iter()
+        .map(|p| p.dir.clone())
+        .collect();
     let params = CodingParams::default();
     println!(
         "{} providers and 1 tracker on loopback gRPC; {} MiB segments (RS {}+{}); {} MiB of pieces per round, {} segments in flight",
@@ -322,8 +372,11 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
             );
         }
         let download = rate([bytes], seconds);
+        let files = piece_files(&segments, &dirs)?;
+        let (seconds, read) = timed(&files, o.in_flight, |(f, size)| read_files(f, *size)).await?;
+        let disk_read = rate(read, seconds);
         println!(
-            "round {}: upload wwt {upload:7.1} MB/s, raw {raw_upload:7.1} MB/s ({:.2}); download wwt {download:7.1} MB/s, raw {raw_download:7.1} MB/s ({:.2})",
+            "round {}: upload wwt {upload:7.1} MB/s, raw {raw_upload:7.1} MB/s ({:.2}); download wwt {download:7.1} MB/s, raw {raw_download:7.1} MB/s ({:.2}), disk {disk_read:7.1} MB/s",
             r + 1,
             upload / raw_upload,
             download / raw_download
@@ -333,6 +386,7 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
             raw_upload,
             download,
             raw_download,
+            disk_read,
         });
     }
     let of = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
@@ -347,6 +401,12 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
         of(|r| r.download),
         of(|r| r.raw_download),
         of(|r| r.download / r.raw_download)
+    );
+    println!(
+        "disk read of the same pieces (median of {runs}): {:7.1} MB/s, raw gRPC / disk {:.2}, wwt / disk {:.2}",
+        of(|r| r.disk_read),
+        of(|r| r.raw_download / r.disk_read),
+        of(|r| r.download / r.disk_read)
     );
     net.shutdown().await?;
     Ok(rounds)

@@ -369,20 +369,11 @@ impl PieceStore {
     /// Reads a whole stored piece of `size` bytes (the reader checks it against its hash).
     pub async fn read_whole(&self, piece: PieceId, size: u64) -> Result<Bytes, NetError> {
         let path = piece_path(&self.root, &piece);
-        tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let size = usize::try_from(size).unwrap_or(usize::MAX);
-            // Straight from the device, as pieces are written: whole blocks, which the file
-            // has past the piece's bytes.
-            let len = size.next_multiple_of(BLOCK);
-            let (mut buffer, start) = aligned(len);
-            open_direct(fs::OpenOptions::new().read(true), &path, false)?
-                .read_exact_at(&mut buffer[start..start + len], 0)?;
-            Ok(Bytes::from(buffer).slice(start..start + size))
-        })
-        .await
-        .map_err(|e| NetError::Internal(format!("reader task failed: {e}")))?
-        .map_err(internal("read piece"))
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        tokio::task::spawn_blocking(move || read_direct(&path, size))
+            .await
+            .map_err(|e| NetError::Internal(format!("reader task failed: {e}")))?
+            .map_err(internal("read piece"))
     }
 
     /// Reads `len` bytes at `offset` of a stored piece of `size` bytes, with the Bao slice
@@ -452,7 +443,8 @@ impl PieceStore {
     }
 }
 
-fn piece_path(root: &Path, piece: &PieceId) -> PathBuf {
+/// Where the provider with data directory `root` keeps piece `piece`'s file.
+pub fn piece_path(root: &Path, piece: &PieceId) -> PathBuf {
     let name = piece.to_string();
     root.join("pieces").join(&name[..2]).join(name)
 }
@@ -580,6 +572,18 @@ fn open_direct(
         }
         opened => opened,
     }
+}
+
+/// Reads the `size` bytes of the piece file at `path` straight from the device, as pieces are
+/// written (`O_DIRECT` where the file system allows it): whole blocks, which the file has past
+/// the piece's bytes.
+pub fn read_direct(path: &Path, size: usize) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let len = size.next_multiple_of(BLOCK);
+    let (mut buffer, start) = aligned(len);
+    open_direct(fs::OpenOptions::new().read(true), path, false)?
+        .read_exact_at(&mut buffer[start..start + len], 0)?;
+    Ok(Bytes::from(buffer).slice(start..start + size))
 }
 
 /// A buffer with `len` bytes from a block-aligned offset, and that offset.
