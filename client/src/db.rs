@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
+use futures::stream::{self, StreamExt};
 use tokio::sync::Mutex;
 use wwt_engine::table::RowWrite;
 use wwt_engine::{
@@ -42,7 +43,7 @@ use wwt_query::{
     execute_delete, execute_select, execute_update, pushdown_keys, streams,
 };
 
-use crate::store::{SegmentCache, Storage, StorageConfig, StoreError};
+use crate::store::{SEGMENTS_IN_FLIGHT, SegmentCache, Storage, StorageConfig, StoreError};
 
 /// Where a client finds the network, and how it codes and caches.
 #[derive(Clone, Debug)]
@@ -164,8 +165,6 @@ struct State {
 const SEGMENTS: &str = "\0segments";
 const CATALOG: &str = "\0catalog";
 const RECORD_FORMAT: u8 = 1;
-/// Segments uploaded at once by one statement.
-const UPLOADS_IN_FLIGHT: usize = 8;
 
 /// A connected client: one owner's keys, the storage path and an index provider.
 pub struct Client {
@@ -1024,11 +1023,11 @@ impl Client {
         let mut manifest_ops = Vec::with_capacity(batch.segments.len());
         // Each segment is entrusted to its tracker for audits and repair (audit key only).
         let audit = self.table(state, schema)?.engine.keys().audit.clone();
-        for chunk in batch.segments.chunks(UPLOADS_IN_FLIGHT) {
-            let puts = chunk.iter().map(|s| self.storage.put_audited(s, &audit));
-            for put in futures::future::join_all(puts).await {
-                put?;
-            }
+        let mut puts = stream::iter(&batch.segments)
+            .map(|s| self.storage.put_audited(s, &audit))
+            .buffer_unordered(SEGMENTS_IN_FLIGHT);
+        while let Some(put) = puts.next().await {
+            put?;
         }
         let mut manifest_cipher = self.blob_cipher(SEGMENTS);
         for seg in &batch.segments {

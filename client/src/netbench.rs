@@ -39,7 +39,7 @@ use wwt_net::{Identity, NetError, ProviderApi, Signed, now_ms};
 use crate::auditbench::hashed_rows;
 use crate::bench::median;
 use crate::devnet::{LocalNet, Shape, Transport};
-use crate::store::{Storage, StorageConfig};
+use crate::store::{SEGMENTS_IN_FLIGHT, Storage, StorageConfig};
 
 /// Options of `wwt bench-net`.
 #[derive(clap::Args, Debug, Clone)]
@@ -50,8 +50,9 @@ pub struct Options {
     /// Segment size in MiB (RS 4+2: pieces are a quarter of it).
     #[arg(long, default_value_t = 4)]
     pub segment_mib: usize,
-    /// Segments in flight at once (each puts its 6 pieces in parallel).
-    #[arg(long, default_value_t = 4)]
+    /// Segments in flight at once (each puts its 6 pieces in parallel); the client's own
+    /// figure by default.
+    #[arg(long, default_value_t = SEGMENTS_IN_FLIGHT)]
     pub in_flight: usize,
     /// Rounds; the medians are reported.
     #[arg(long, default_value_t = 5)]

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
+use futures::stream::{self, StreamExt};
 use tracing::debug;
 use wwt_engine::codec::plan_read;
 use wwt_engine::{
@@ -46,6 +47,9 @@ type Holders = Vec<Vec<(String, Option<NodeId>)>>;
 /// of those bytes instead of whole: a point read costs one small read, not k pieces and a
 /// decode.
 pub const RANGED_FRACTION: u64 = 8;
+
+/// Segments one client uploads or fetches at once (each moves its pieces in parallel).
+pub const SEGMENTS_IN_FLIGHT: usize = 8;
 
 /// What went wrong storing or reading, named for what the caller can do.
 #[derive(Debug, thiserror::Error)]
@@ -634,6 +638,7 @@ impl Storage {
         let mut failed = HashMap::new();
         let mut whole: Vec<_> = whole.into_iter().collect();
         whole.sort_unstable();
+        let mut fetches = Vec::new();
         for id in whole {
             if let Some(bytes) = cache.get(&id) {
                 segments.insert(id, bytes);
@@ -645,7 +650,14 @@ impl Storage {
                     segment: id.to_string(),
                     what: "no manifest for this segment".into(),
                 })?;
-            match self.get(table.codec(), &table.keys().audit, m).await {
+            fetches.push((id, m));
+        }
+        let (codec, audit) = (table.codec(), &table.keys().audit);
+        let mut fetched = stream::iter(fetches)
+            .map(|(id, m)| async move { (id, self.get(codec, audit, m).await) })
+            .buffer_unordered(SEGMENTS_IN_FLIGHT);
+        while let Some((id, result)) = fetched.next().await {
+            match result {
                 Ok(bytes) => {
                     let bytes = Arc::new(bytes);
                     cache.insert(id, bytes.clone());
@@ -656,6 +668,7 @@ impl Storage {
                 }
             }
         }
+        drop(fetched);
         let lost: Vec<&Locator> = locators
             .iter()
             .zip(&out)
