@@ -1018,8 +1018,9 @@ impl Client {
                     },
                 ))
         };
-        // Manifests first (sealed, in the hidden segments table), then pieces, then rows:
-        // until the row entries land, nothing of this statement is visible.
+        // Pieces first, then manifests (sealed, in the hidden segments table), then rows:
+        // until the row entries land, nothing of this statement is visible. A failed upload
+        // returns before any manifest is written, leaving at most unreferenced pieces.
         let mut manifest_ops = Vec::with_capacity(batch.segments.len());
         // Each segment is entrusted to its tracker for audits and repair (audit key only).
         let audit = self.table(state, schema)?.engine.keys().audit.clone();

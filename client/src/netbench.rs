@@ -262,19 +262,15 @@ async fn read_files(files: &[PathBuf], size: usize) -> Result<u64> {
     Ok(bytes)
 }
 
-/// Runs `each` on every segment, `in_flight` at a time; returns the seconds taken and the
-/// outputs (in completion order), so that checks on them stay out of the timing.
-async fn timed<'a, I, F, Fut, T>(
-    segments: &'a [I],
-    in_flight: usize,
-    each: F,
-) -> Result<(f64, Vec<T>)>
+/// Runs `each` on every item (one per segment), `in_flight` at a time; returns the seconds
+/// taken and the outputs (in completion order), so that checks on them stay out of the timing.
+async fn timed<'a, I, F, Fut, T>(items: &'a [I], in_flight: usize, each: F) -> Result<(f64, Vec<T>)>
 where
     F: Fn(&'a I) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
     let start = Instant::now();
-    let outputs = stream::iter(segments.iter().map(each))
+    let outputs = stream::iter(items.iter().map(each))
         .buffer_unordered(in_flight.max(1))
         .try_collect()
         .await?;

@@ -48,7 +48,8 @@ type Holders = Vec<Vec<(String, Option<NodeId>)>>;
 /// decode.
 pub const RANGED_FRACTION: u64 = 8;
 
-/// Segments one client uploads or fetches at once (each moves its pieces in parallel).
+/// Whole segments one statement uploads, or one [`Storage::read_rows`] fetches, at once (each
+/// moves its pieces in parallel).
 pub const SEGMENTS_IN_FLIGHT: usize = 8;
 
 /// What went wrong storing or reading, named for what the caller can do.
@@ -586,9 +587,9 @@ impl Storage {
     /// Reads rows. A segment the cache holds is used as is; one the rows want little of (under
     /// 1/[`RANGED_FRACTION`] of its bytes) and not read by ranges lately is read by ranged
     /// reads of just those rows' bytes, each checked against its piece's hash by a proof; any
-    /// other is fetched and decoded whole, once, and cached. A row whose ranged reads fail falls back to its whole
-    /// segment, so it is read from any k pieces. Fails naming every row whose segment cannot
-    /// be recovered.
+    /// other is fetched and decoded whole, once, and cached, [`SEGMENTS_IN_FLIGHT`] at a time.
+    /// A row whose ranged reads fail falls back to its whole segment, so it is read from any k
+    /// pieces. Fails naming every row whose segment cannot be recovered.
     pub async fn read_rows(
         &self,
         table: &mut Table,
@@ -652,6 +653,7 @@ impl Storage {
                 })?;
             fetches.push((id, m));
         }
+        // The fetches borrow the table's codec and audit key until `fetched` is dropped.
         let (codec, audit) = (table.codec(), &table.keys().audit);
         let mut fetched = stream::iter(fetches)
             .map(|(id, m)| async move { (id, self.get(codec, audit, m).await) })
