@@ -24,17 +24,19 @@ use anyhow::{Result, ensure};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
+use prost::Message;
 use tokio::net::TcpListener;
 use wwt_engine::codec::EncodedSegment;
 use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, MasterKey, Table};
 use wwt_net::audit::{Challenge, ChallengeAnswer};
-use wwt_net::grpc::{self, GrpcProvider};
+use wwt_net::auth::Body;
+use wwt_net::grpc::{self, GrpcConnector};
 use wwt_net::types::{
     PieceData, PieceId, PieceStream, ProviderStatus, ReadPiece, Reservation, SegmentId, StorePiece,
     StoreReceipt,
 };
-use wwt_net::{Identity, NetError, ProviderApi, Signed, now_ms};
+use wwt_net::{Identity, NetError, ProviderApi, Signed, now_ms, read_piece, store_piece};
 
 use crate::auditbench::hashed_rows;
 use crate::bench::median;
@@ -77,6 +79,11 @@ pub struct Round {
 /// The pieces the null providers serve, set before the downloads.
 type Served = Arc<RwLock<HashMap<PieceId, Bytes>>>;
 
+/// A request's body, decoded and validated as any server must, its signature unchecked.
+fn unchecked<T: Body>(request: &Signed<T>) -> Result<T, NetError> {
+    T::try_from(T::Wire::decode(request.body().clone())?)
+}
+
 /// A provider that takes every piece and keeps nothing: the raw gRPC transfer.
 struct NullProvider {
     pieces: Served,
@@ -89,10 +96,8 @@ impl ProviderApi for NullProvider {
         request: Signed<StorePiece>,
         data: PieceStream,
     ) -> Result<StoreReceipt, NetError> {
-        // Decode only, as any server must; no signature check, no hash.
-        let wire =
-            <wwt_net::proto::StoreRequest as prost::Message>::decode(request.body().clone())?;
-        let reservation = Reservation::try_from(wire.reservation.unwrap_or_default())?;
+        // No signature check, no hash, no disk.
+        let StorePiece { reservation } = unchecked(&request)?;
         data.try_for_each(|_| std::future::ready(Ok(()))).await?;
         Ok(StoreReceipt {
             reservation,
@@ -101,8 +106,7 @@ impl ProviderApi for NullProvider {
     }
 
     async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError> {
-        let wire = <wwt_net::proto::ReadRequest as prost::Message>::decode(request.body().clone())?;
-        let piece = PieceId::from_slice(&wire.piece_id)?;
+        let piece = unchecked(&request)?.piece;
         let data = self
             .pieces
             .read()
@@ -128,17 +132,20 @@ impl ProviderApi for NullProvider {
     }
 }
 
-/// The null providers, served on loopback like the real ones.
+/// The null providers, served on loopback like the real ones and called through the same
+/// helpers and connector kind as the client's.
 struct Raw {
     pieces: Served,
-    clients: Vec<GrpcProvider>,
+    addresses: Vec<String>,
+    connector: GrpcConnector,
     owner: Identity,
+    timeouts: StorageConfig,
 }
 
 impl Raw {
     async fn start(n: usize) -> Result<Raw> {
         let pieces = Served::default();
-        let mut clients = Vec::new();
+        let mut addresses = Vec::new();
         for _ in 0..n {
             let server = Arc::new(NullProvider {
                 pieces: pieces.clone(),
@@ -150,15 +157,14 @@ impl Raw {
                 ..Default::default()
             };
             tokio::spawn(grpc::serve(services, listener, std::future::pending()));
-            clients.push(GrpcProvider::connect_lazy(
-                &address,
-                grpc::DEFAULT_CALL_TIMEOUT,
-            )?);
+            addresses.push(address);
         }
         Ok(Raw {
             pieces,
-            clients,
+            addresses,
+            connector: GrpcConnector::new(),
             owner: Identity::generate()?,
+            timeouts: StorageConfig::default(),
         })
     }
 
@@ -178,11 +184,14 @@ impl Raw {
                 tracker: self.owner.node_id(),
                 signature: [0; 64],
             };
-            let client = &self.clients[i % self.clients.len()];
-            async move {
-                let request = self.owner.sign(StorePiece { reservation })?;
-                client.store(request, PieceStream::whole(data)).await
-            }
+            store_piece(
+                &self.connector,
+                &self.owner,
+                &self.addresses[i % self.addresses.len()],
+                reservation,
+                data,
+                self.timeouts.store_timeout,
+            )
         });
         let receipts = futures::future::try_join_all(stores).await?;
         Ok(receipts.iter().map(|r| r.reservation.size).sum())
@@ -195,14 +204,16 @@ impl Raw {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let client = &self.clients[i % self.clients.len()];
-                async move {
-                    let request = self.owner.sign(ReadPiece {
+                read_piece(
+                    &self.connector,
+                    &self.owner,
+                    &self.addresses[i % self.addresses.len()],
+                    ReadPiece {
                         piece: PieceId(p.hash.0),
                         range: None,
-                    })?;
-                    client.read(request).await
-                }
+                    },
+                    self.timeouts.read_timeout,
+                )
             });
         let pieces = futures::future::try_join_all(reads).await?;
         Ok(pieces.iter().map(|p| p.data.len() as u64).sum())
