@@ -533,12 +533,21 @@ impl LocalNet {
         if let Some(running) = self.trackers[t].take() {
             running.stop(self.memory.as_ref()).await?;
         }
-        // Drop the last handle, so the database is closed before it is opened again.
+        // Drop the last handle, so the database is closed before it is opened again. Calls in
+        // flight when it stopped still hold it: wait for them to finish, as a process would.
         let address = self.endpoints.trackers[t].address.clone();
-        if let Some(old) = self.tracker_services[t].take()
-            && Arc::into_inner(old).is_none()
-        {
-            bail!("tracker {t} is still in use elsewhere; cannot restart it");
+        if let Some(mut old) = self.tracker_services[t].take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(_closed) => break,
+                    Err(held) if Instant::now() < deadline => {
+                        old = held;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(_) => bail!("tracker {t} is still in use elsewhere; cannot restart it"),
+                }
+            }
         }
         let listener = match self.memory {
             Some(_) => None,
