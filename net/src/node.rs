@@ -58,6 +58,10 @@ pub struct NodeConfig {
     pub service_address: Option<String>,
     /// How long one DHT query may run, in milliseconds.
     pub query_timeout_ms: u64,
+    /// How long a connection may take to open, secure and multiplex, in milliseconds (libp2p's
+    /// default is 10 s). A peer that never answers (a dead host, or a port that accepts and
+    /// stays silent) fails its dial after this; start-up dials the bootstrap peers in turn.
+    pub connect_timeout_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -69,18 +73,20 @@ impl Default for NodeConfig {
             max_records: 1 << 16,
             service_address: None,
             query_timeout_ms: 30_000,
+            connect_timeout_ms: 10_000,
         }
     }
 }
 
 impl NodeConfig {
     /// A node on 127.0.0.1 (any port) joining through `bootstrap`, with queries bounded to
-    /// 5 s: local networks and tests.
+    /// 5 s and connections to 2 s: local networks and tests.
     pub fn loopback(bootstrap: Vec<String>) -> NodeConfig {
         NodeConfig {
             listen: "/ip4/127.0.0.1/tcp/0".into(),
             bootstrap,
             query_timeout_ms: 5_000,
+            connect_timeout_ms: 2_000,
             ..NodeConfig::default()
         }
     }
@@ -192,6 +198,7 @@ impl Node {
             })
             .map_err(|e| NetError::Internal(format!("libp2p behaviour: {e}")))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .with_connection_timeout(Duration::from_millis(config.connect_timeout_ms))
             .build();
         // Every wwt node answers DHT queries; kad's automatic mode would wait for a confirmed
         // external address, which loopback and private networks never get.

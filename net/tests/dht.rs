@@ -125,3 +125,75 @@ async fn a_burst_of_announcements_is_found_by_the_other_nodes() {
         n.shutdown().await;
     }
 }
+
+/// `future`'s output; a failure instead of a hang if it takes over a minute.
+async fn bounded<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .expect("ended within a minute")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_fails_its_dial_and_does_not_hold_up_start_up() {
+    // A port that accepts connections and never answers the handshake: a hung peer. Its
+    // connections are held open until the test ends.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let silent_peer = peer_id(&Identity::generate().unwrap().node_id()).unwrap();
+    let silent_addr = format!("/ip4/127.0.0.1/tcp/{silent_port}/p2p/{silent_peer}");
+    let ids: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+    let with_timeout = |bootstrap: Vec<String>, service: &str| NodeConfig {
+        connect_timeout_ms: 500,
+        ..config(bootstrap, service)
+    };
+
+    let (a, _) = Node::start(&ids[0], with_timeout(vec![], "http://a"))
+        .await
+        .unwrap();
+    // The dial must fail as timed out, not merely end.
+    let error = bounded(a.dial(silent_addr.parse().unwrap()))
+        .await
+        .expect_err("a silent peer cannot be connected")
+        .to_string();
+    assert!(error.contains("Timeout"), "{error}");
+
+    // Joining through the silent peer first, then a: the node still joins.
+    let mut bootstrap = vec![silent_addr];
+    bootstrap.extend(
+        a.listen_addrs()
+            .await
+            .unwrap()
+            .iter()
+            .map(ToString::to_string),
+    );
+    let (b, _) = bounded(Node::start(
+        &ids[1],
+        with_timeout(bootstrap.clone(), "http://b"),
+    ))
+    .await
+    .unwrap();
+    let (c, _) = bounded(Node::start(&ids[2], with_timeout(bootstrap, "http://c")))
+        .await
+        .unwrap();
+    let segment = SegmentId([4; 32]);
+    b.announce(segment).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = c.holders(segment).await.unwrap();
+        if found.len() == 1 && found[0].node == ids[1].node_id() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{found:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in [&a, &b, &c] {
+        n.shutdown().await;
+    }
+    held.abort();
+}
