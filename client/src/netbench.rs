@@ -12,8 +12,10 @@
 //!   wwt download could reach on this disk.
 //!
 //! Each round codes fresh segments (untimed), then times raw upload, wwt upload, raw download,
-//! wwt download and the disk read in turn, so all share the machine's state of the moment; the
-//! figures are the medians over the rounds.
+//! wwt download and the disk read in turn (odd rounds in the reverse order of each group: wwt
+//! upload, raw upload, disk read, wwt download, raw download), so all share the machine's state
+//! of the moment and neither side always goes first; the figures are the medians over the
+//! rounds.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -288,6 +290,21 @@ where
     Ok((start.elapsed().as_secs_f64(), outputs))
 }
 
+/// The outputs of `a` and `b`, run one after the other: `a` first unless `reverse`.
+async fn in_turn<A, B>(
+    reverse: bool,
+    a: impl Future<Output = Result<A>>,
+    b: impl Future<Output = Result<B>>,
+) -> Result<(A, B)> {
+    if reverse {
+        let b = b.await?;
+        Ok((a.await?, b))
+    } else {
+        let a = a.await?;
+        Ok((a, b.await?))
+    }
+}
+
 /// MB/s of `bytes` moved in `seconds`.
 fn rate(bytes: impl IntoIterator<Item = u64>, seconds: f64) -> f64 {
     bytes.into_iter().sum::<u64>() as f64 / 1e6 / seconds
@@ -344,45 +361,63 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
         let segments = batch.segments;
         raw.serve(&segments)?;
 
-        let (seconds, sent) = timed(&segments, o.in_flight, |s| raw.put(s)).await?;
-        let raw_upload = rate(sent, seconds);
-        let (seconds, sent) = timed(&segments, o.in_flight, |s| async {
-            let report = client.put(s).await?;
-            ensure!(
-                report.sent == s.pieces.len(),
-                "{} of {} pieces stored",
-                report.sent,
-                s.pieces.len()
-            );
-            Ok(report.bytes_sent)
-        })
-        .await?;
-        let upload = rate(sent, seconds);
-        let (seconds, read) = timed(&segments, o.in_flight, |s| raw.fetch(s)).await?;
-        let raw_download = rate(read, seconds);
-        let client = &client;
-        let (seconds, fetched) = timed(&segments, o.in_flight, |s| async move {
-            Ok((s, client.fetch(&s.manifest).await?))
-        })
-        .await?;
-        // Checked after the timing, as the raw side checks nothing.
-        let mut bytes = 0;
-        for (s, pieces) in &fetched {
-            for (got, sent) in pieces.iter().zip(&s.pieces) {
-                if let Some(got) = got {
-                    ensure!(got == sent, "a fetched piece differs from the one stored");
-                    bytes += got.len() as u64;
+        // Even rounds run raw, then wwt (then the disk read); odd rounds the reverse, so
+        // neither side always meets the other's leftovers (warm caches, dirty pages).
+        let reverse = r % 2 == 1;
+        let raw_put = async {
+            let (seconds, sent) = timed(&segments, o.in_flight, |s| raw.put(s)).await?;
+            Ok(rate(sent, seconds))
+        };
+        let wwt_put = async {
+            let (seconds, sent) = timed(&segments, o.in_flight, |s| async {
+                let report = client.put(s).await?;
+                ensure!(
+                    report.sent == s.pieces.len(),
+                    "{} of {} pieces stored",
+                    report.sent,
+                    s.pieces.len()
+                );
+                Ok(report.bytes_sent)
+            })
+            .await?;
+            Ok(rate(sent, seconds))
+        };
+        let (raw_upload, upload) = in_turn(reverse, raw_put, wwt_put).await?;
+
+        let raw_fetch = async {
+            let (seconds, read) = timed(&segments, o.in_flight, |s| raw.fetch(s)).await?;
+            Ok(rate(read, seconds))
+        };
+        let wwt_fetch = async {
+            let client = &client;
+            let (seconds, fetched) = timed(&segments, o.in_flight, |s| async move {
+                Ok((s, client.fetch(&s.manifest).await?))
+            })
+            .await?;
+            // Checked after the timing, as the raw side checks nothing.
+            let mut bytes = 0;
+            for (s, pieces) in &fetched {
+                for (got, sent) in pieces.iter().zip(&s.pieces) {
+                    if let Some(got) = got {
+                        ensure!(got == sent, "a fetched piece differs from the one stored");
+                        bytes += got.len() as u64;
+                    }
                 }
+                ensure!(
+                    pieces.iter().flatten().count() == s.manifest.params.data,
+                    "fewer than k pieces fetched"
+                );
             }
-            ensure!(
-                pieces.iter().flatten().count() == s.manifest.params.data,
-                "fewer than k pieces fetched"
-            );
-        }
-        let download = rate([bytes], seconds);
-        let files = piece_files(&segments, &dirs)?;
-        let (seconds, read) = timed(&files, o.in_flight, |(f, size)| read_files(f, *size)).await?;
-        let disk_read = rate(read, seconds);
+            Ok(rate([bytes], seconds))
+        };
+        let disk = async {
+            let files = piece_files(&segments, &dirs)?;
+            let (seconds, read) =
+                timed(&files, o.in_flight, |(f, size)| read_files(f, *size)).await?;
+            Ok(rate(read, seconds))
+        };
+        let (raw_download, (download, disk_read)) =
+            in_turn(reverse, raw_fetch, in_turn(reverse, wwt_fetch, disk)).await?;
         println!(
             "round {}: upload wwt {upload:7.1} MB/s, raw {raw_upload:7.1} MB/s ({:.2}); download wwt {download:7.1} MB/s, raw {raw_download:7.1} MB/s ({:.2}), disk {disk_read:7.1} MB/s",
             r + 1,
