@@ -14,32 +14,36 @@ fn config(bootstrap: Vec<String>, service: &str) -> NodeConfig {
     }
 }
 
-/// Three nodes on loopback, b and c joined through a; their gRPC addresses are "http://a", …
-async fn three_nodes() -> (Vec<Identity>, [Node; 3]) {
+/// Three nodes on loopback, b and c joined through the peers `first` in turn and then a;
+/// their gRPC addresses are "http://a", … Start-up that takes over a minute fails.
+async fn three_nodes(first: Vec<String>) -> (Vec<Identity>, [Node; 3]) {
     let ids: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
     let (a, _) = Node::start(&ids[0], config(vec![], "http://a"))
         .await
         .unwrap();
-    let bootstrap: Vec<String> = a
-        .listen_addrs()
-        .await
-        .unwrap()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert!(!bootstrap.is_empty());
-    let (b, _) = Node::start(&ids[1], config(bootstrap.clone(), "http://b"))
+    let mut bootstrap = first;
+    let own = a.listen_addrs().await.unwrap();
+    assert!(!own.is_empty());
+    bootstrap.extend(own.iter().map(ToString::to_string));
+    let (b, _) = bounded(Node::start(&ids[1], config(bootstrap.clone(), "http://b")))
         .await
         .unwrap();
-    let (c, _) = Node::start(&ids[2], config(bootstrap, "http://c"))
+    let (c, _) = bounded(Node::start(&ids[2], config(bootstrap, "http://c")))
         .await
         .unwrap();
     (ids, [a, b, c])
 }
 
+/// `future`'s output; a failure instead of a hang if it takes over a minute.
+async fn bounded<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .expect("ended within a minute")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_swarms_find_each_others_segment_holders() {
-    let (ids, [a, b, c]) = three_nodes().await;
+    let (ids, [a, b, c]) = three_nodes(vec![]).await;
 
     let shared = SegmentId([1; 32]);
     let only_c = SegmentId([2; 32]);
@@ -89,19 +93,17 @@ fn peer_ids_and_node_ids_name_the_same_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_announcements_is_found_by_the_other_nodes() {
-    let (ids, [a, b, c]) = three_nodes().await;
+    let (ids, [a, b, c]) = three_nodes(vec![]).await;
 
     // As a provider storing pieces of many segments at once announces them.
     let segments: Vec<SegmentId> = (0..500u32)
         .map(|i| SegmentId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
         .collect();
     // Every announcer hears back: a lost reply fails here instead of hanging.
-    let announced = tokio::time::timeout(
-        Duration::from_secs(60),
-        futures::future::join_all(segments.iter().map(|s| b.announce(*s))),
-    )
-    .await
-    .expect("announcements answered within a minute");
+    let announced = bounded(futures::future::join_all(
+        segments.iter().map(|s| b.announce(*s)),
+    ))
+    .await;
     assert!(announced.iter().all(Result::is_ok), "{announced:?}");
     // The records must live on the other nodes: b leaves before anyone looks.
     b.shutdown().await;
@@ -126,13 +128,6 @@ async fn a_burst_of_announcements_is_found_by_the_other_nodes() {
     }
 }
 
-/// `future`'s output; a failure instead of a hang if it takes over a minute.
-async fn bounded<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), future)
-        .await
-        .expect("ended within a minute")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_peer_fails_its_dial_and_does_not_hold_up_start_up() {
     // A port that accepts connections and never answers the handshake: a hung peer. Its
@@ -147,15 +142,10 @@ async fn a_silent_peer_fails_its_dial_and_does_not_hold_up_start_up() {
     });
     let silent_peer = peer_id(&Identity::generate().unwrap().node_id()).unwrap();
     let silent_addr = format!("/ip4/127.0.0.1/tcp/{silent_port}/p2p/{silent_peer}");
-    let ids: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
-    let with_timeout = |bootstrap: Vec<String>, service: &str| NodeConfig {
-        connect_timeout_ms: 500,
-        ..config(bootstrap, service)
-    };
 
-    let (a, _) = Node::start(&ids[0], with_timeout(vec![], "http://a"))
-        .await
-        .unwrap();
+    // b and c try the silent peer first (each dial waits out the loopback connect timeout),
+    // then join through a.
+    let (ids, [a, b, c]) = three_nodes(vec![silent_addr.clone()]).await;
     // The dial must fail as timed out, not merely end.
     let error = bounded(a.dial(silent_addr.parse().unwrap()))
         .await
@@ -163,24 +153,6 @@ async fn a_silent_peer_fails_its_dial_and_does_not_hold_up_start_up() {
         .to_string();
     assert!(error.contains("Timeout"), "{error}");
 
-    // Joining through the silent peer first, then a: the node still joins.
-    let mut bootstrap = vec![silent_addr];
-    bootstrap.extend(
-        a.listen_addrs()
-            .await
-            .unwrap()
-            .iter()
-            .map(ToString::to_string),
-    );
-    let (b, _) = bounded(Node::start(
-        &ids[1],
-        with_timeout(bootstrap.clone(), "http://b"),
-    ))
-    .await
-    .unwrap();
-    let (c, _) = bounded(Node::start(&ids[2], with_timeout(bootstrap, "http://c")))
-        .await
-        .unwrap();
     let segment = SegmentId([4; 32]);
     b.announce(segment).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
