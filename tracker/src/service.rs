@@ -202,7 +202,7 @@ impl TrackerApi for Tracker {
                     r.piece, r.tracker
                 )));
             }
-            r.verify_signature()?;
+            r.verify_issued_by(&self.identity)?;
             receipt.verify_signature()?;
             if r.owner != owner {
                 return Err(NetError::Forbidden(
