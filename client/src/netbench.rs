@@ -15,7 +15,8 @@
 //! wwt download and the disk read in turn (odd rounds in the reverse order of each group: wwt
 //! upload, raw upload, disk read, wwt download, raw download), so all share the machine's state
 //! of the moment and neither side always goes first; the figures are the medians over the
-//! rounds.
+//! rounds. Beside MB/s it reports the CPU the process used in each phase: on a machine whose
+//! cores are all busy that is the steadier measure of what each side costs.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -63,19 +64,53 @@ pub struct Options {
     pub runs: usize,
 }
 
-/// MB/s of one round.
+/// One round's figures.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Round {
     /// Upload through the full client.
-    pub upload: f64,
+    pub upload: Phase,
     /// Upload of the same bytes over raw gRPC.
-    pub raw_upload: f64,
+    pub raw_upload: Phase,
     /// Download through the full client (k pieces per segment).
-    pub download: f64,
+    pub download: Phase,
     /// Download of the same pieces over raw gRPC.
-    pub raw_download: f64,
+    pub raw_download: Phase,
     /// Reading the same pieces straight from the providers' files.
-    pub disk_read: f64,
+    pub disk_read: Phase,
+}
+
+impl Round {
+    /// wwt's upload MB/s over raw's.
+    pub fn upload_ratio(&self) -> f64 {
+        self.upload.rate / self.raw_upload.rate
+    }
+
+    /// wwt's download MB/s over raw's.
+    pub fn download_ratio(&self) -> f64 {
+        self.download.rate / self.raw_download.rate
+    }
+
+    /// The CPU wwt's upload used over what raw's used.
+    pub fn upload_cpu_ratio(&self) -> f64 {
+        self.upload.cpu / self.raw_upload.cpu
+    }
+
+    /// The CPU wwt's download used over what raw's used.
+    pub fn download_cpu_ratio(&self) -> f64 {
+        self.download.cpu / self.raw_download.cpu
+    }
+}
+
+/// One timed phase of a round.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phase {
+    /// MB/s.
+    pub rate: f64,
+    /// Seconds of CPU the whole process used meanwhile (client, tracker, providers and null
+    /// providers, all threads; NaN where it cannot be read). On a machine whose cores are all
+    /// busy, a steadier measure of what each side costs than MB/s, which moves with whatever
+    /// else the machine does.
+    pub cpu: f64,
 }
 
 /// The pieces the null providers serve, set before the downloads.
@@ -275,19 +310,60 @@ async fn read_files(files: &[PathBuf], size: usize) -> Result<u64> {
     Ok(bytes)
 }
 
-/// Runs `each` on every item (one per segment), `in_flight` at a time; returns the seconds
-/// taken and the outputs (in completion order), so that checks on them stay out of the timing.
-async fn timed<'a, I, F, Fut, T>(items: &'a [I], in_flight: usize, each: F) -> Result<(f64, Vec<T>)>
+/// Seconds taken and seconds of CPU used.
+struct Spent {
+    seconds: f64,
+    cpu: f64,
+}
+
+impl Spent {
+    /// The phase that moved `bytes` in this time.
+    fn phase(&self, bytes: impl IntoIterator<Item = u64>) -> Phase {
+        Phase {
+            rate: bytes.into_iter().sum::<u64>() as f64 / 1e6 / self.seconds,
+            cpu: self.cpu,
+        }
+    }
+}
+
+/// The CPU time this process has used so far, user and system, all threads, in seconds: from
+/// `/proc/self/stat`, in the kernel's clock ticks (100 per second on Linux's common ABIs). NaN
+/// where it cannot be read.
+fn cpu_seconds() -> f64 {
+    let used = || -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The fields after the command name (which may hold spaces) start at field 3: user
+        // and system time are fields 14 and 15.
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+        let user: u64 = fields.next()?.parse().ok()?;
+        let system: u64 = fields.next()?.parse().ok()?;
+        Some((user + system) as f64 / 100.0)
+    };
+    used().unwrap_or(f64::NAN)
+}
+
+/// Runs `each` on every item (one per segment), `in_flight` at a time; returns the time and
+/// CPU taken and the outputs (in completion order), so that checks on them stay out of the
+/// timing.
+async fn timed<'a, I, F, Fut, T>(
+    items: &'a [I],
+    in_flight: usize,
+    each: F,
+) -> Result<(Spent, Vec<T>)>
 where
     F: Fn(&'a I) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), cpu_seconds());
     let outputs = stream::iter(items.iter().map(each))
         .buffer_unordered(in_flight.max(1))
         .try_collect()
         .await?;
-    Ok((start.elapsed().as_secs_f64(), outputs))
+    let spent = Spent {
+        seconds: start.elapsed().as_secs_f64(),
+        cpu: cpu_seconds() - cpu,
+    };
+    Ok((spent, outputs))
 }
 
 /// The outputs of `a` and `b`, run one after the other: `a` first unless `reverse`.
@@ -303,11 +379,6 @@ async fn in_turn<A, B>(
         let a = a.await?;
         Ok((a, b.await?))
     }
-}
-
-/// MB/s of `bytes` moved in `seconds`.
-fn rate(bytes: impl IntoIterator<Item = u64>, seconds: f64) -> f64 {
-    bytes.into_iter().sum::<u64>() as f64 / 1e6 / seconds
 }
 
 /// Runs the benchmark, printing each round and the medians; returns the rounds.
@@ -365,11 +436,11 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
         // neither side always meets the other's leftovers (warm caches, dirty pages).
         let reverse = r % 2 == 1;
         let raw_put = async {
-            let (seconds, sent) = timed(&segments, o.in_flight, |s| raw.put(s)).await?;
-            Ok(rate(sent, seconds))
+            let (spent, sent) = timed(&segments, o.in_flight, |s| raw.put(s)).await?;
+            Ok(spent.phase(sent))
         };
         let wwt_put = async {
-            let (seconds, sent) = timed(&segments, o.in_flight, |s| async {
+            let (spent, sent) = timed(&segments, o.in_flight, |s| async {
                 let report = client.put(s).await?;
                 ensure!(
                     report.sent == s.pieces.len(),
@@ -380,17 +451,17 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
                 Ok(report.bytes_sent)
             })
             .await?;
-            Ok(rate(sent, seconds))
+            Ok(spent.phase(sent))
         };
         let (raw_upload, upload) = in_turn(reverse, raw_put, wwt_put).await?;
 
         let raw_fetch = async {
-            let (seconds, read) = timed(&segments, o.in_flight, |s| raw.fetch(s)).await?;
-            Ok(rate(read, seconds))
+            let (spent, read) = timed(&segments, o.in_flight, |s| raw.fetch(s)).await?;
+            Ok(spent.phase(read))
         };
         let wwt_fetch = async {
             let client = &client;
-            let (seconds, fetched) = timed(&segments, o.in_flight, |s| async move {
+            let (spent, fetched) = timed(&segments, o.in_flight, |s| async move {
                 Ok((s, client.fetch(&s.manifest).await?))
             })
             .await?;
@@ -408,48 +479,62 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
                     "fewer than k pieces fetched"
                 );
             }
-            Ok(rate([bytes], seconds))
+            Ok(spent.phase([bytes]))
         };
         let disk = async {
             let files = piece_files(&segments, &dirs)?;
-            let (seconds, read) =
+            let (spent, read) =
                 timed(&files, o.in_flight, |(f, size)| read_files(f, *size)).await?;
-            Ok(rate(read, seconds))
+            Ok(spent.phase(read))
         };
         let (raw_download, (download, disk_read)) =
             in_turn(reverse, raw_fetch, in_turn(reverse, wwt_fetch, disk)).await?;
-        println!(
-            "round {}: upload wwt {upload:7.1} MB/s, raw {raw_upload:7.1} MB/s ({:.2}); download wwt {download:7.1} MB/s, raw {raw_download:7.1} MB/s ({:.2}), disk {disk_read:7.1} MB/s",
-            r + 1,
-            upload / raw_upload,
-            download / raw_download
-        );
-        rounds.push(Round {
+        let round = Round {
             upload,
             raw_upload,
             download,
             raw_download,
             disk_read,
-        });
+        };
+        println!(
+            "round {}: upload wwt {:7.1} MB/s, raw {:7.1} MB/s ({:.2}), CPU {:.2}× raw's; download wwt {:7.1} MB/s, raw {:7.1} MB/s ({:.2}), CPU {:.2}× raw's; disk {:7.1} MB/s",
+            r + 1,
+            upload.rate,
+            raw_upload.rate,
+            round.upload_ratio(),
+            round.upload_cpu_ratio(),
+            download.rate,
+            raw_download.rate,
+            round.download_ratio(),
+            round.download_cpu_ratio(),
+            disk_read.rate
+        );
+        rounds.push(round);
     }
-    let of = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+    let of = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
     println!(
-        "upload   (median of {runs}): wwt {:7.1} MB/s, raw gRPC {:7.1} MB/s, ratio {:.2}",
-        of(|r| r.upload),
-        of(|r| r.raw_upload),
-        of(|r| r.upload / r.raw_upload)
+        "upload   (median of {runs}): wwt {:7.1} MB/s, raw gRPC {:7.1} MB/s, ratio {:.2}; CPU per round wwt {:.2} s, raw {:.2} s, wwt {:.2}× raw's",
+        of(&|r| r.upload.rate),
+        of(&|r| r.raw_upload.rate),
+        of(&Round::upload_ratio),
+        of(&|r| r.upload.cpu),
+        of(&|r| r.raw_upload.cpu),
+        of(&Round::upload_cpu_ratio)
     );
     println!(
-        "download (median of {runs}): wwt {:7.1} MB/s, raw gRPC {:7.1} MB/s, ratio {:.2}",
-        of(|r| r.download),
-        of(|r| r.raw_download),
-        of(|r| r.download / r.raw_download)
+        "download (median of {runs}): wwt {:7.1} MB/s, raw gRPC {:7.1} MB/s, ratio {:.2}; CPU per round wwt {:.2} s, raw {:.2} s, wwt {:.2}× raw's",
+        of(&|r| r.download.rate),
+        of(&|r| r.raw_download.rate),
+        of(&Round::download_ratio),
+        of(&|r| r.download.cpu),
+        of(&|r| r.raw_download.cpu),
+        of(&Round::download_cpu_ratio)
     );
     println!(
         "disk read of the same pieces (median of {runs}): {:7.1} MB/s, raw gRPC / disk {:.2}, wwt / disk {:.2}",
-        of(|r| r.disk_read),
-        of(|r| r.raw_download / r.disk_read),
-        of(|r| r.download / r.disk_read)
+        of(&|r| r.disk_read.rate),
+        of(&|r| r.raw_download.rate / r.disk_read.rate),
+        of(&|r| r.download.rate / r.disk_read.rate)
     );
     net.shutdown().await?;
     Ok(rounds)
