@@ -79,28 +79,6 @@ pub struct Round {
     pub disk_read: Phase,
 }
 
-impl Round {
-    /// wwt's upload MB/s over raw's.
-    pub fn upload_ratio(&self) -> f64 {
-        self.upload.rate / self.raw_upload.rate
-    }
-
-    /// wwt's download MB/s over raw's.
-    pub fn download_ratio(&self) -> f64 {
-        self.download.rate / self.raw_download.rate
-    }
-
-    /// The CPU wwt's upload used over what raw's used.
-    pub fn upload_cpu_ratio(&self) -> f64 {
-        self.upload.cpu / self.raw_upload.cpu
-    }
-
-    /// The CPU wwt's download used over what raw's used.
-    pub fn download_cpu_ratio(&self) -> f64 {
-        self.download.cpu / self.raw_download.cpu
-    }
-}
-
 /// One timed phase of a round.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Phase {
@@ -111,6 +89,16 @@ pub struct Phase {
     /// busy, a steadier measure of what each side costs than MB/s, which moves with whatever
     /// else the machine does.
     pub cpu: f64,
+}
+
+impl Phase {
+    /// This phase's MB/s and CPU over `raw`'s.
+    pub fn over(&self, raw: &Phase) -> Phase {
+        Phase {
+            rate: self.rate / raw.rate,
+            cpu: self.cpu / raw.cpu,
+        }
+    }
 }
 
 /// The pieces the null providers serve, set before the downloads.
@@ -489,47 +477,42 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
         };
         let (raw_download, (download, disk_read)) =
             in_turn(reverse, raw_fetch, in_turn(reverse, wwt_fetch, disk)).await?;
-        let round = Round {
-            upload,
-            raw_upload,
-            download,
-            raw_download,
-            disk_read,
-        };
+        let (up, down) = (upload.over(&raw_upload), download.over(&raw_download));
         println!(
             "round {}: upload wwt {:7.1} MB/s, raw {:7.1} MB/s ({:.2}), CPU {:.2}× raw's; download wwt {:7.1} MB/s, raw {:7.1} MB/s ({:.2}), CPU {:.2}× raw's; disk {:7.1} MB/s",
             r + 1,
             upload.rate,
             raw_upload.rate,
-            round.upload_ratio(),
-            round.upload_cpu_ratio(),
+            up.rate,
+            up.cpu,
             download.rate,
             raw_download.rate,
-            round.download_ratio(),
-            round.download_cpu_ratio(),
+            down.rate,
+            down.cpu,
             disk_read.rate
         );
-        rounds.push(round);
+        rounds.push(Round {
+            upload,
+            raw_upload,
+            download,
+            raw_download,
+            disk_read,
+        });
     }
     let of = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
-    println!(
-        "upload   (median of {runs}): wwt {:7.1} MB/s, raw gRPC {:7.1} MB/s, ratio {:.2}; CPU per round wwt {:.2} s, raw {:.2} s, wwt {:.2}× raw's",
-        of(&|r| r.upload.rate),
-        of(&|r| r.raw_upload.rate),
-        of(&Round::upload_ratio),
-        of(&|r| r.upload.cpu),
-        of(&|r| r.raw_upload.cpu),
-        of(&Round::upload_cpu_ratio)
-    );
-    println!(
-        "download (median of {runs}): wwt {:7.1} MB/s, raw gRPC {:7.1} MB/s, ratio {:.2}; CPU per round wwt {:.2} s, raw {:.2} s, wwt {:.2}× raw's",
-        of(&|r| r.download.rate),
-        of(&|r| r.raw_download.rate),
-        of(&Round::download_ratio),
-        of(&|r| r.download.cpu),
-        of(&|r| r.raw_download.cpu),
-        of(&Round::download_cpu_ratio)
-    );
+    let summary = |what: &str, wwt: fn(&Round) -> Phase, raw: fn(&Round) -> Phase| {
+        println!(
+            "{what} (median of {runs}): wwt {:7.1} MB/s, raw gRPC {:7.1} MB/s, ratio {:.2}; CPU per round wwt {:.2} s, raw {:.2} s, wwt {:.2}× raw's",
+            of(&|r| wwt(r).rate),
+            of(&|r| raw(r).rate),
+            of(&|r| wwt(r).over(&raw(r)).rate),
+            of(&|r| wwt(r).cpu),
+            of(&|r| raw(r).cpu),
+            of(&|r| wwt(r).over(&raw(r)).cpu)
+        );
+    };
+    summary("upload  ", |r| r.upload, |r| r.raw_upload);
+    summary("download", |r| r.download, |r| r.raw_download);
     println!(
         "disk read of the same pieces (median of {runs}): {:7.1} MB/s, raw gRPC / disk {:.2}, wwt / disk {:.2}",
         of(&|r| r.disk_read.rate),
