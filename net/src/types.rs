@@ -1032,7 +1032,8 @@ mod tests {
 
         #[test]
         fn a_tracker_knows_its_own_reservations(r in reservation(), flip in 0..64usize) {
-            let (tracker, other) = (crate::Identity::from_secret([1; 32]), crate::Identity::from_secret([2; 32]));
+            let tracker = crate::Identity::from_secret([1; 32]);
+            let other = crate::Identity::from_secret([2; 32]);
             let mut r = Reservation { tracker: tracker.node_id(), ..r };
             r.signature = tracker.sign_detached(&r.signing_bytes());
             prop_assert!(r.verify_issued_by(&tracker).is_ok());

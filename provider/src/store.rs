@@ -17,9 +17,9 @@
 //! directory fsynced; only then is it indexed and acknowledged. A piece that comes short, long
 //! or with another hash leaves nothing. sled flushes the index in the background: at start-up
 //! a complete file the index lacks is indexed again from its trailer, and an index entry
-//! without its complete file is dropped. So a crash at any point leaves either no trace of the piece (a
-//! temporary file, swept at start-up) or the complete piece, and an acknowledged piece survives
-//! a power loss.
+//! without its complete file is dropped. So a crash at any point leaves either no trace of the
+//! piece (a temporary file, swept at start-up) or the complete piece, and an acknowledged piece
+//! survives a power loss.
 
 use std::collections::HashSet;
 use std::fs;
