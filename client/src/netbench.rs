@@ -7,9 +7,10 @@
 //!   [`Storage::fetch`] (locate, read k pieces in parallel, check their hashes).
 //! - raw gRPC: the same pieces, signed the same way, streamed to 6 providers that do nothing
 //!   (no checks, no hashing, no disk), and read back from memory.
-//! - disk: the k pieces per segment that the wwt download fetched, read straight from the
-//!   providers' piece files as the providers read them (no network, no checks): the most the
-//!   wwt download could reach on this disk.
+//! - disk: as many reads as the wwt download makes (k pieces per segment), of the same size,
+//!   straight from the records at the end of the providers' piece logs (this round's), as the
+//!   providers read them (no network, no checks): the most the wwt download could reach on
+//!   this disk.
 //!
 //! Each round codes fresh segments (untimed), then times raw upload, wwt upload, raw download,
 //! wwt download and the disk read in turn (odd rounds in the reverse order of each group: wwt
@@ -260,36 +261,54 @@ impl Raw {
     }
 }
 
-/// The files of the data pieces of each of `segments`, among the providers' data folders
-/// `dirs`, and the segment's piece size.
-fn piece_files(
+/// One record to read: a provider's log file, opened for direct reads, and where it starts.
+type RecordAt = (Arc<std::fs::File>, u64);
+
+/// Where the disk read reads, per segment: k records of the segment's piece size, dealt to
+/// the providers in turn and taken from the end of each provider's last log file (where this
+/// round's pieces are: every piece of the bench has the same size, so records lie one record
+/// length apart); and the piece size. As many reads as the wwt download makes, of the same
+/// size, from where the providers keep pieces.
+fn record_reads(
     segments: &[EncodedSegment],
     dirs: &[PathBuf],
-) -> Result<Vec<(Vec<PathBuf>, usize)>> {
-    segments
-        .iter()
-        .map(|s| {
-            let k = s.manifest.params.data;
-            let files = s.manifest.pieces[..k]
-                .iter()
-                .map(|p| {
-                    let piece = PieceId(p.hash.0);
-                    dirs.iter()
-                        .map(|dir| wwt_provider::store::piece_path(dir, &piece))
-                        .find(|path| path.exists())
-                        .ok_or_else(|| anyhow::anyhow!("no provider holds piece {piece}"))
-                })
-                .collect::<Result<_>>()?;
-            Ok((files, s.manifest.piece_len() as usize))
-        })
-        .collect()
+) -> Result<Vec<(Vec<RecordAt>, usize)>> {
+    let mut logs = Vec::new();
+    for dir in dirs {
+        let last = std::fs::read_dir(dir.join("log"))?
+            .map(|f| f.map(|f| f.path()))
+            .collect::<std::io::Result<Vec<_>>>()?
+            .into_iter()
+            .max()
+            .ok_or_else(|| anyhow::anyhow!("{} has no piece log", dir.display()))?;
+        let len = std::fs::metadata(&last)?.len();
+        let file = wwt_provider::store::open_for_direct_reads(&last)?;
+        logs.push((Arc::new(file), len, 0u64));
+    }
+    let mut reads = Vec::new();
+    let mut next = 0;
+    for s in segments {
+        let size = s.manifest.piece_len();
+        let record = wwt_provider::store::record_len(size);
+        let mut segment = Vec::new();
+        for _ in 0..s.manifest.params.data {
+            let (file, len, taken) = &mut logs[next % dirs.len()];
+            next += 1;
+            let records = *len / record;
+            ensure!(records > 0, "a provider's last log holds no record");
+            *taken += 1;
+            let from_end = (*taken - 1) % records + 1;
+            segment.push((file.clone(), *len - from_end * record));
+        }
+        reads.push((segment, size as usize));
+    }
+    Ok(reads)
 }
 
-/// Reads the `size`-byte pieces in `files` (one segment's) in parallel, as a provider reads
-/// them.
-async fn read_files(files: &[PathBuf], size: usize) -> Result<u64> {
-    let reads = files.iter().cloned().map(|path| {
-        tokio::task::spawn_blocking(move || wwt_provider::store::read_direct(&path, size))
+/// Reads one segment's `size`-byte pieces at `records` in parallel, as a provider reads them.
+async fn read_records(records: &[RecordAt], size: usize) -> Result<u64> {
+    let reads = records.iter().cloned().map(|(file, offset)| {
+        tokio::task::spawn_blocking(move || wwt_provider::store::read_direct(&file, offset, size))
     });
     let mut bytes = 0;
     for read in futures::future::join_all(reads).await {
@@ -470,9 +489,9 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
             Ok(spent.phase([bytes]))
         };
         let disk = async {
-            let files = piece_files(&segments, &dirs)?;
+            let records = record_reads(&segments, &dirs)?;
             let (spent, read) =
-                timed(&files, o.in_flight, |(f, size)| read_files(f, *size)).await?;
+                timed(&records, o.in_flight, |(r, size)| read_records(r, *size)).await?;
             Ok(spent.phase(read))
         };
         let (raw_download, (download, disk_read)) =
@@ -514,7 +533,7 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
     summary("upload  ", |r| r.upload, |r| r.raw_upload);
     summary("download", |r| r.download, |r| r.raw_download);
     println!(
-        "disk read of the same pieces (median of {runs}): {:7.1} MB/s, raw gRPC / disk {:.2}, wwt / disk {:.2}",
+        "disk read of as many records (median of {runs}): {:7.1} MB/s, raw gRPC / disk {:.2}, wwt / disk {:.2}",
         of(&|r| r.disk_read.rate),
         of(&|r| r.raw_download.rate / r.disk_read.rate),
         of(&|r| r.download.rate / r.disk_read.rate)

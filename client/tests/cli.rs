@@ -83,8 +83,8 @@ fn demo_queries_each_index_reads_every_row_after_losing_two_providers_and_stores
     let found = wwt_client::devnet::scan(&net, &["example.org", "Lovelace"]).unwrap();
     assert!(found.hits.is_empty(), "{:?}", found.hits);
     for p in 0..6 {
-        let pieces = net.join("net").join(format!("provider-{p}")).join("pieces");
-        let held = wwt_client::devnet::scan(&pieces, &[]).unwrap().files;
+        let log = net.join("net").join(format!("provider-{p}")).join("log");
+        let held = wwt_client::devnet::scan(&log, &[]).unwrap().bytes;
         assert!(held > 0, "provider-{p} holds no piece");
     }
 }

@@ -120,21 +120,18 @@ fn segment(seed: u64) -> SegmentId {
     SegmentId(*blake3::hash(&seed.to_le_bytes()).as_bytes())
 }
 
-fn files_under(dir: &Path) -> Vec<(String, u64)> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let e = e.unwrap();
-            let meta = e.metadata().unwrap();
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else {
-                found.push((e.file_name().to_string_lossy().into_owned(), meta.len()));
-            }
-        }
-    }
-    found
+/// The piece log's files under a provider's folder: bytes long, and bytes allocated on disk
+/// (the holes punched where no record is take none).
+fn log_bytes(provider_dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(files) = std::fs::read_dir(provider_dir.join("log")) else {
+        return (0, 0);
+    };
+    files
+        .map(|f| f.unwrap().metadata().unwrap())
+        .fold((0, 0), |(len, held), m| {
+            (len + m.len(), held + m.blocks() * 512)
+        })
 }
 
 async fn wait_alive(tracker: &dyn TrackerApi, address: &str) {
@@ -218,13 +215,15 @@ async fn a_provider_killed_mid_write_serves_no_partial_piece_after_restart() {
         .unwrap();
 
     // Large pieces, until one is caught being written: SIGKILL the provider as soon as the
-    // piece's file appears in its tmp/ folder (it moves to pieces/ only once complete and
-    // synced). A store that finishes first leaves a complete piece.
-    let tmp = provider_dir.join("tmp");
+    // piece's record has begun to reach its log (its first 2 MiB write) and before all of it
+    // is there (a record is acknowledged only after it is whole and its group commit synced).
+    // A store that finishes first leaves a complete piece.
     let mut complete = vec![kept.clone()];
     let mut killed = None;
     for seed in 2..8 {
         let data = piece_bytes(seed, 32 << 20);
+        let (before, _) = log_bytes(&provider_dir);
+        let record = wwt_provider::store::record_len(data.len() as u64);
         let upload = {
             let (client, tracker_api, connector) =
                 (client.clone(), tracker_api.clone(), connector.clone());
@@ -240,19 +239,21 @@ async fn a_provider_killed_mid_write_serves_no_partial_piece_after_restart() {
                 .await
             })
         };
-        let partial = poll("the upload to end or its file to appear", || {
+        let partial = poll("the upload to end or its record to appear", || {
             if upload.is_finished() {
                 return Some(None);
             }
-            files_under(&tmp).into_iter().next().map(Some)
+            let (len, _) = log_bytes(&provider_dir);
+            let written = len.saturating_sub(before);
+            (written > 0 && written < record).then_some(Some(written))
         })
         .await;
         match partial {
-            Some(file) => {
+            Some(written) => {
                 provider.kill();
                 let answer = upload.await.unwrap();
                 assert!(answer.is_err(), "a receipt came from a killed provider");
-                killed = Some((seed, data, file));
+                killed = Some((seed, data, written));
                 break;
             }
             None => {
@@ -261,9 +262,10 @@ async fn a_provider_killed_mid_write_serves_no_partial_piece_after_restart() {
             }
         }
     }
-    let (seed, lost, (name, len)) = killed.expect("no store was caught mid-write");
+    let (seed, lost, written) = killed.expect("no store was caught mid-write");
     println!(
-        "killed with {name} at {len} bytes in tmp/ ({} pieces complete)",
+        "killed with {written} bytes of a {}-byte record in the log ({} pieces complete)",
+        wwt_provider::store::record_len(lost.len() as u64),
         complete.len()
     );
 
@@ -277,7 +279,17 @@ async fn a_provider_killed_mid_write_serves_no_partial_piece_after_restart() {
         status.used,
         complete.iter().map(|p| p.len() as u64).sum::<u64>()
     );
-    assert!(files_under(&tmp).is_empty(), "tmp/ was not swept");
+    // The cut-short record's blocks went back to the file system at start-up: the log holds
+    // the complete records and no more than a few blocks of the journal's.
+    let records: u64 = complete
+        .iter()
+        .map(|p| wwt_provider::store::record_len(p.len() as u64))
+        .sum();
+    let (_, held) = log_bytes(&provider_dir);
+    assert!(
+        held >= records && held <= records + (64 << 10),
+        "the log holds {held} bytes for {records} bytes of complete records"
+    );
     let read = |piece, range| client.sign(ReadPiece { piece, range }).unwrap();
     let err = api.read(read(PieceId::of(&lost), None)).await.unwrap_err();
     assert!(matches!(err, NetError::NotFound(_)), "{err}");

@@ -16,6 +16,10 @@ pub enum ProviderError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The piece store's files do not agree (its index lost, its journal unreadable): nothing
+    /// was changed; restore the data directory from a copy, or move it away to start empty.
+    #[error("the piece store is damaged: {0}")]
+    Damaged(String),
     /// The metadata database failed: check the data directory; it may need restoring.
     #[error("metadata database error: {0}")]
     Database(#[from] sled::Error),

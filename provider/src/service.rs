@@ -197,7 +197,7 @@ impl ProviderApi for Provider {
                 size: r.size,
             };
             match self.store.get(&r.piece)? {
-                Some(existing) if existing.owner == r.owner => {
+                Some(existing) if existing.meta.owner == r.owner => {
                     debug!(piece = %r.piece, "piece already stored; receipt only");
                 }
                 Some(_) => {
@@ -219,25 +219,22 @@ impl ProviderApi for Provider {
 
     async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError> {
         let (signer, req) = self.verifier.verify(request)?;
-        let meta = self
+        let stored = self
             .store
             .get(&req.piece)?
             .ok_or_else(|| NetError::NotFound(format!("piece {} is not stored here", req.piece)))?;
+        let meta = stored.meta;
         if signer != meta.owner && !self.trackers.contains_key(&signer) {
             return Err(NetError::Forbidden(
                 "only the piece's owner or a trusted tracker may read it".into(),
             ));
         }
         let (offset, data, proof) = match req.range {
-            None => (
-                0,
-                self.store.read_whole(req.piece, meta.size).await?,
-                Bytes::new(),
-            ),
+            None => (0, self.store.read_whole(&stored).await?, Bytes::new()),
             Some(range) if range.end() <= meta.size => {
                 let (data, proof) = self
                     .store
-                    .read_range(req.piece, meta.size, range.offset, range.len)
+                    .read_range(&stored, range.offset, range.len)
                     .await?;
                 (range.offset, data, proof)
             }
@@ -267,20 +264,19 @@ impl ProviderApi for Provider {
                 "only a trusted tracker may challenge this provider".into(),
             ));
         }
-        let meta = self
+        let stored = self
             .store
             .get(&req.piece)?
             .ok_or_else(|| NetError::NotFound(format!("piece {} is not stored here", req.piece)))?;
+        let meta = stored.meta;
         let (data, proof) = match req.kind {
             ChallengeKind::Sentinels(positions) => (
-                self.store
-                    .read_positions(req.piece, meta.size, positions)
-                    .await?,
+                self.store.read_positions(&stored, positions).await?,
                 Bytes::new(),
             ),
             ChallengeKind::Chunk(range) if range.end() <= meta.size => {
                 self.store
-                    .read_range(req.piece, meta.size, range.offset, range.len)
+                    .read_range(&stored, range.offset, range.len)
                     .await?
             }
             ChallengeKind::Chunk(range) => {

@@ -195,7 +195,7 @@ async fn the_network_stores_no_plaintext_and_a_new_machine_recovers_the_tables()
     // The scan read what holds the data: every provider's pieces, the index provider's indexes.
     for p in &net.endpoints.providers {
         assert!(
-            scan(&p.dir.join("pieces"), &[]).unwrap().files > 0,
+            scan(&p.dir.join("log"), &[]).unwrap().bytes > 0,
             "{}",
             p.name
         );
