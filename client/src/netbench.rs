@@ -127,7 +127,7 @@ impl ProviderApi for NullProvider {
         data.try_for_each(|_| std::future::ready(Ok(()))).await?;
         Ok(StoreReceipt {
             reservation,
-            signature: [0; 64],
+            tag: [0; 32],
         })
     }
 
@@ -208,7 +208,8 @@ impl Raw {
                 owner: self.owner.node_id(),
                 expires_ms: now_ms() + 600_000,
                 tracker: self.owner.node_id(),
-                signature: [0; 64],
+                tracker_tag: [0; 32],
+                provider_tag: [0; 32],
             };
             store_piece(
                 &self.connector,

@@ -9,8 +9,8 @@ use std::str::FromStr;
 use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
 
-use crate::NetError;
 use crate::proto;
+use crate::{NetError, PeerKeys};
 
 /// The largest piece any service accepts (the gRPC message limit is a little above it).
 pub const MAX_PIECE_SIZE: u64 = 64 << 20;
@@ -112,9 +112,27 @@ impl PieceId {
     }
 }
 
-fn signature_from(bytes: &[u8], what: &str) -> Result<[u8; 64], NetError> {
-    <[u8; 64]>::try_from(bytes)
-        .map_err(|_| NetError::BadRequest(format!("{what} must be 64 bytes, got {}", bytes.len())))
+fn tag_from(bytes: &[u8], what: &str) -> Result<[u8; 32], NetError> {
+    <[u8; 32]>::try_from(bytes)
+        .map_err(|_| NetError::BadRequest(format!("{what} must be 32 bytes, got {}", bytes.len())))
+}
+
+/// The keyed BLAKE3 of `parts` under `key`.
+fn tag(key: &[u8; 32], parts: &[&[u8]]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize()
+}
+
+/// `Ok` if `tag` is `want` (compared in constant time), else `Forbidden` naming `what`.
+fn tagged(tag: &[u8; 32], want: blake3::Hash, what: &str) -> Result<(), NetError> {
+    if blake3::Hash::from_bytes(*tag) == want {
+        Ok(())
+    } else {
+        Err(NetError::Forbidden(format!("{what} does not verify")))
+    }
 }
 
 pub(crate) fn bounded_string(s: String, max: usize, what: &str) -> Result<String, NetError> {
@@ -147,7 +165,8 @@ fn required<T>(field: Option<T>, what: &str) -> Result<T, NetError> {
     field.ok_or_else(|| NetError::BadRequest(format!("{what} is missing")))
 }
 
-/// A tracker's signed permission for `owner` to store one piece on `provider`.
+/// A tracker's permission for `owner` to store one piece on `provider`, tagged for the
+/// provider and for the tracker itself (see [`crate::PeerKeys`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     /// The piece's id (hash).
@@ -166,15 +185,17 @@ pub struct Reservation {
     pub expires_ms: u64,
     /// The tracker that issued it.
     pub tracker: NodeId,
-    /// The tracker's signature over [`Reservation::signing_bytes`].
-    pub signature: [u8; 64],
+    /// The tracker's tag under its own key: lets it know its reservations again at confirm.
+    pub tracker_tag: [u8; 32],
+    /// The tracker's tag under the key it shares with `provider`: lets the provider check it.
+    pub provider_tag: [u8; 32],
 }
 
 impl Reservation {
-    /// The bytes the tracker signs: a domain tag and every field but the signature.
-    pub fn signing_bytes(&self) -> Vec<u8> {
+    /// The bytes the tags cover: a domain tag and every field but the tags.
+    fn tagged_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(20 + 32 * 5 + 8 * 2 + 4);
-        out.extend_from_slice(b"wwt reservation v1\0");
+        out.extend_from_slice(b"wwt reservation v2\0");
         out.extend_from_slice(&self.piece.0);
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&self.segment.0);
@@ -186,32 +207,38 @@ impl Reservation {
         out
     }
 
-    /// Checks the tracker's signature (not who the tracker is: the caller decides whom to trust).
-    pub fn verify_signature(&self) -> Result<(), NetError> {
-        signed_or_forbidden(crate::auth::verify_detached(
-            &self.tracker,
-            &self.signing_bytes(),
-            &self.signature,
-        ))
+    /// Tags the reservation as issued by the tracker whose keys are `keys` (its `tracker` must
+    /// be that tracker).
+    pub fn issue(mut self, keys: &PeerKeys) -> Result<Reservation, NetError> {
+        let bytes = self.tagged_bytes();
+        self.tracker_tag = *tag(keys.own(), &[&bytes]).as_bytes();
+        self.provider_tag = *tag(&keys.shared(&self.provider)?, &[&bytes]).as_bytes();
+        Ok(self)
     }
 
-    /// Checks that `tracker` issued this reservation. ed25519 signs deterministically, so
-    /// signing the reservation again and comparing is the check, at half the cost of
-    /// [`Reservation::verify_signature`].
-    pub fn verify_issued_by(&self, tracker: &crate::Identity) -> Result<(), NetError> {
-        signed_or_forbidden(
-            self.tracker == tracker.node_id()
-                && tracker.sign_detached(&self.signing_bytes()) == self.signature,
-        )
+    /// The provider's check: the tracker named in the reservation issued it for this provider,
+    /// whose keys are `keys` (not whether the tracker is trusted: the caller decides that).
+    pub fn check_for_provider(&self, keys: &PeerKeys) -> Result<(), NetError> {
+        if self.provider != keys.node_id() {
+            return Err(NetError::Forbidden(format!(
+                "reservation is for provider {}, not this one",
+                self.provider
+            )));
+        }
+        let want = tag(&keys.shared(&self.tracker)?, &[&self.tagged_bytes()]);
+        tagged(&self.provider_tag, want, "reservation tag")
     }
-}
 
-fn signed_or_forbidden(signed: bool) -> Result<(), NetError> {
-    match signed {
-        true => Ok(()),
-        false => Err(NetError::Forbidden(
-            "reservation signature does not verify".into(),
-        )),
+    /// The tracker's check: it issued this reservation itself (`keys` are its own).
+    pub fn check_issued_by(&self, keys: &PeerKeys) -> Result<(), NetError> {
+        if self.tracker != keys.node_id() {
+            return Err(NetError::Forbidden(format!(
+                "reservation of piece {} was issued by tracker {}, not this one",
+                self.piece, self.tracker
+            )));
+        }
+        let want = tag(keys.own(), &[&self.tagged_bytes()]);
+        tagged(&self.tracker_tag, want, "reservation tag")
     }
 }
 
@@ -227,7 +254,8 @@ impl TryFrom<proto::Reservation> for Reservation {
             owner: NodeId::from_slice(&w.owner)?,
             expires_ms: w.expires_ms,
             tracker: NodeId::from_slice(&w.tracker)?,
-            signature: signature_from(&w.signature, "reservation signature")?,
+            tracker_tag: tag_from(&w.tracker_tag, "reservation tracker tag")?,
+            provider_tag: tag_from(&w.provider_tag, "reservation provider tag")?,
         })
     }
 }
@@ -243,7 +271,8 @@ impl From<Reservation> for proto::Reservation {
             owner: r.owner.to_wire(),
             expires_ms: r.expires_ms,
             tracker: r.tracker.to_wire(),
-            signature: Bytes::copy_from_slice(&r.signature),
+            tracker_tag: Bytes::copy_from_slice(&r.tracker_tag),
+            provider_tag: Bytes::copy_from_slice(&r.provider_tag),
         }
     }
 }
@@ -327,36 +356,40 @@ impl Stream for PieceStream {
     }
 }
 
-/// A provider's signed statement that it holds a reserved piece.
+/// A provider's statement that it holds a reserved piece, tagged under the key it shares with
+/// the reservation's tracker (see [`crate::PeerKeys`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreReceipt {
     /// The reservation the piece was stored under.
     pub reservation: Reservation,
-    /// The provider's signature over [`StoreReceipt::signing_bytes`].
-    pub signature: [u8; 64],
+    /// The provider's tag over the reservation, its tags included.
+    pub tag: [u8; 32],
 }
 
 impl StoreReceipt {
-    /// The bytes the provider signs for `reservation`.
-    pub fn signing_bytes(reservation: &Reservation) -> Vec<u8> {
-        let mut out = b"wwt receipt v1\0".to_vec();
-        out.extend_from_slice(&reservation.signature);
-        out
+    /// The tag of a receipt for `reservation` under `key`.
+    fn tag(reservation: &Reservation, key: &[u8; 32]) -> blake3::Hash {
+        let r = reservation;
+        let parts: [&[u8]; 4] = [
+            b"wwt receipt v2\0",
+            &r.tagged_bytes(),
+            &r.tracker_tag,
+            &r.provider_tag,
+        ];
+        tag(key, &parts)
     }
 
-    /// Checks the provider's signature (the provider named in the reservation).
-    pub fn verify_signature(&self) -> Result<(), NetError> {
-        if crate::auth::verify_detached(
-            &self.reservation.provider,
-            &Self::signing_bytes(&self.reservation),
-            &self.signature,
-        ) {
-            Ok(())
-        } else {
-            Err(NetError::Forbidden(
-                "receipt signature does not verify".into(),
-            ))
-        }
+    /// The receipt of the provider whose keys are `keys` for `reservation`.
+    pub fn issue(reservation: Reservation, keys: &PeerKeys) -> Result<StoreReceipt, NetError> {
+        let tag = *Self::tag(&reservation, &keys.shared(&reservation.tracker)?).as_bytes();
+        Ok(StoreReceipt { reservation, tag })
+    }
+
+    /// The tracker's check (`keys` are its own): the provider named in the reservation
+    /// issued this receipt.
+    pub fn check(&self, keys: &PeerKeys) -> Result<(), NetError> {
+        let want = Self::tag(&self.reservation, &keys.shared(&self.reservation.provider)?);
+        tagged(&self.tag, want, "receipt tag")
     }
 }
 
@@ -365,7 +398,7 @@ impl TryFrom<proto::StoreReceipt> for StoreReceipt {
     fn try_from(w: proto::StoreReceipt) -> Result<Self, NetError> {
         Ok(StoreReceipt {
             reservation: required(w.reservation, "reservation")?.try_into()?,
-            signature: signature_from(&w.signature, "receipt signature")?,
+            tag: tag_from(&w.tag, "receipt tag")?,
         })
     }
 }
@@ -374,7 +407,7 @@ impl From<StoreReceipt> for proto::StoreReceipt {
     fn from(r: StoreReceipt) -> Self {
         proto::StoreReceipt {
             reservation: Some(r.reservation.into()),
-            signature: Bytes::copy_from_slice(&r.signature),
+            tag: Bytes::copy_from_slice(&r.tag),
         }
     }
 }
@@ -986,10 +1019,10 @@ mod tests {
             0..MAX_PIECES_PER_SEGMENT as u32,
             any::<[[u8; 32]; 3]>(),
             any::<u64>(),
-            prop::collection::vec(any::<u8>(), 64),
+            any::<[[u8; 32]; 2]>(),
         )
             .prop_map(
-                |(piece, size, segment, index, [provider, owner, tracker], expires_ms, sig)| {
+                |(piece, size, segment, index, [provider, owner, tracker], expires_ms, tags)| {
                     Reservation {
                         piece: PieceId(piece),
                         size,
@@ -999,7 +1032,8 @@ mod tests {
                         owner: NodeId(owner),
                         expires_ms,
                         tracker: NodeId(tracker),
-                        signature: sig.try_into().unwrap(),
+                        tracker_tag: tags[0],
+                        provider_tag: tags[1],
                     }
                 },
             )
@@ -1031,25 +1065,50 @@ mod tests {
         }
 
         #[test]
-        fn a_tracker_knows_its_own_reservations(r in reservation(), flip in 0..64usize) {
-            let tracker = crate::Identity::from_secret([1; 32]);
-            let other = crate::Identity::from_secret([2; 32]);
-            let mut r = Reservation { tracker: tracker.node_id(), ..r };
-            r.signature = tracker.sign_detached(&r.signing_bytes());
-            prop_assert!(r.verify_issued_by(&tracker).is_ok());
-            prop_assert!(r.verify_signature().is_ok());
-            // Another tracker did not issue it, even when named in it.
-            prop_assert!(r.verify_issued_by(&other).is_err());
-            let claimed = Reservation { tracker: other.node_id(), ..r.clone() };
-            prop_assert!(claimed.verify_issued_by(&other).is_err());
-            // Any change to the reservation or its signature is refused, as verifying refuses it.
+        fn reservations_and_receipts_are_checked_by_their_parties_only(
+            r in reservation(),
+            flip in 0..32usize,
+            secrets in any::<[[u8; 32]; 3]>(),
+        ) {
+            let [tracker, provider, other] = secrets.map(crate::Identity::from_secret);
+            prop_assume!(tracker.node_id() != other.node_id() && provider.node_id() != other.node_id());
+            let (t, p, o) = (PeerKeys::new(&tracker), PeerKeys::new(&provider), PeerKeys::new(&other));
+            let r = Reservation { tracker: t.node_id(), provider: p.node_id(), ..r }.issue(&t).unwrap();
+            prop_assert!(r.check_issued_by(&t).is_ok());
+            prop_assert!(r.check_for_provider(&p).is_ok());
+            // Nobody else takes it: another tracker or provider, or one named in it instead.
+            prop_assert!(r.check_issued_by(&o).is_err());
+            prop_assert!(r.check_for_provider(&o).is_err());
+            let moved = Reservation { provider: o.node_id(), ..r.clone() };
+            prop_assert!(moved.check_for_provider(&o).is_err());
+            let claimed = Reservation { tracker: o.node_id(), ..r.clone() };
+            prop_assert!(claimed.check_issued_by(&o).is_err());
+            prop_assert!(claimed.check_for_provider(&p).is_err());
+            // Any change, or any flipped bit of a tag, is refused.
             let longer = Reservation { expires_ms: r.expires_ms.wrapping_add(1), ..r.clone() };
-            prop_assert!(longer.verify_issued_by(&tracker).is_err());
-            prop_assert!(longer.verify_signature().is_err());
+            prop_assert!(longer.check_issued_by(&t).is_err());
+            prop_assert!(longer.check_for_provider(&p).is_err());
             let mut forged = r.clone();
-            forged.signature[flip] ^= 1;
-            prop_assert!(forged.verify_issued_by(&tracker).is_err());
-            prop_assert!(forged.verify_signature().is_err());
+            forged.tracker_tag[flip] ^= 1;
+            forged.provider_tag[flip] ^= 1;
+            prop_assert!(forged.check_issued_by(&t).is_err());
+            prop_assert!(forged.check_for_provider(&p).is_err());
+            // The provider shares the key of its tag, so it can make one for itself; the
+            // tracker still does not take such a reservation as its own.
+            let mut selfmade = longer.clone();
+            selfmade.provider_tag = *tag(&p.shared(&t.node_id()).unwrap(), &[&selfmade.tagged_bytes()]).as_bytes();
+            prop_assert!(selfmade.check_for_provider(&p).is_ok());
+            prop_assert!(selfmade.check_issued_by(&t).is_err());
+            // Receipts: the named provider's is taken, another's or a changed one is not.
+            let receipt = StoreReceipt::issue(r.clone(), &p).unwrap();
+            prop_assert!(receipt.check(&t).is_ok());
+            let by_other = StoreReceipt { tag: StoreReceipt::issue(r.clone(), &o).unwrap().tag, ..receipt.clone() };
+            prop_assert!(by_other.check(&t).is_err());
+            let mut flipped = receipt.clone();
+            flipped.tag[flip] ^= 1;
+            prop_assert!(flipped.check(&t).is_err());
+            let other_reservation = StoreReceipt { reservation: longer, ..receipt };
+            prop_assert!(other_reservation.check(&t).is_err());
         }
 
         #[test]

@@ -12,7 +12,9 @@ use wwt_net::types::{
     Heartbeat, HeartbeatAck, NodeId, PieceData, PieceStream, ProviderStatus, ReadPiece, SegmentId,
     StorePiece, StoreReceipt,
 };
-use wwt_net::{Discovery, Identity, NetError, ProviderApi, Signed, TrackerApi, Verifier, now_ms};
+use wwt_net::{
+    Discovery, Identity, NetError, PeerKeys, ProviderApi, Signed, TrackerApi, Verifier, now_ms,
+};
 
 use crate::ProviderError;
 use crate::config::ProviderConfig;
@@ -21,6 +23,8 @@ use crate::store::{PieceMeta, PieceStore};
 /// One provider: its identity, its piece store, and the trackers it trusts.
 pub struct Provider {
     identity: Identity,
+    /// The keys that check its trackers' reservations and tag its receipts.
+    keys: PeerKeys,
     verifier: Verifier,
     store: PieceStore,
     /// Trusted tracker ids → their addresses.
@@ -47,6 +51,7 @@ impl Provider {
         let identity = Identity::load_or_create(&config.identity_path())?;
         Ok(Provider {
             store: PieceStore::open(&config.data_dir, config.capacity_bytes)?,
+            keys: PeerKeys::new(&identity),
             identity,
             verifier: Verifier::new(Duration::from_millis(config.signature_window_ms)),
             trackers: config
@@ -137,13 +142,7 @@ impl Provider {
                 r.tracker
             )));
         }
-        r.verify_signature()?;
-        if r.provider != self.node_id() {
-            return Err(NetError::Forbidden(format!(
-                "reservation is for provider {}, not this one",
-                r.provider
-            )));
-        }
+        r.check_for_provider(&self.keys)?;
         // The owner uploads; the issuing tracker stores the pieces its repairs re-code.
         if r.owner != signer && r.tracker != signer {
             return Err(NetError::Forbidden(
@@ -162,16 +161,6 @@ impl Provider {
             )));
         }
         Ok(())
-    }
-
-    fn receipt(&self, req: StorePiece) -> StoreReceipt {
-        let signature = self
-            .identity
-            .sign_detached(&StoreReceipt::signing_bytes(&req.reservation));
-        StoreReceipt {
-            reservation: req.reservation,
-            signature,
-        }
     }
 }
 
@@ -211,7 +200,7 @@ impl ProviderApi for Provider {
                     self.announce(r.segment);
                 }
             }
-            Ok(self.receipt(req))
+            StoreReceipt::issue(req.reservation, &self.keys)
         }
         .instrument(span)
         .await

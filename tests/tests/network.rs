@@ -17,7 +17,7 @@ use wwt_net::types::{
     ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, PieceStream, Placement,
     ReadPiece, Reservation, ReserveSegment, SegmentId, StorePiece, StoreReceipt,
 };
-use wwt_net::{Connector, Identity, NetError, TrackerApi, now_ms, rendezvous};
+use wwt_net::{Connector, Identity, NetError, PeerKeys, TrackerApi, now_ms, rendezvous};
 
 /// Runs one test body over both transports.
 macro_rules! on_both_transports {
@@ -343,9 +343,12 @@ async fn bad_input_is_refused_and_changes_nothing(transport: Transport) {
         |e| matches!(e, NetError::Unavailable(m) if m.contains("gave up")),
     );
     let rogue = Identity::generate().unwrap();
-    let mut forged = good.clone();
-    forged.tracker = rogue.node_id();
-    forged.signature = rogue.sign_detached(&forged.signing_bytes());
+    let forged = Reservation {
+        tracker: rogue.node_id(),
+        ..good.clone()
+    }
+    .issue(&PeerKeys::new(&rogue))
+    .unwrap();
     expect(
         store(&client, forged, pieces[0].clone()).await,
         "reservation from an unknown tracker",
@@ -356,7 +359,7 @@ async fn bad_input_is_refused_and_changes_nothing(transport: Transport) {
     expect(
         store(&client, tampered, pieces[0].clone()).await,
         "tampered reservation",
-        |e| matches!(e, NetError::Forbidden(_)),
+        |e| matches!(e, NetError::Forbidden(m) if m.contains("tag does not verify")),
     );
     expect(
         store(&stranger, good.clone(), pieces[0].clone()).await,
@@ -417,7 +420,23 @@ async fn bad_input_is_refused_and_changes_nothing(transport: Transport) {
     let receipt = store(&client, good.clone(), pieces[0].clone())
         .await
         .unwrap();
-    receipt.verify_signature().unwrap();
+    // The tracker takes the provider's receipt, and no receipt the provider did not tag.
+    let tracker = tracker_for(&net, &id);
+    let confirm = |receipt: StoreReceipt| {
+        let request = client.sign(ConfirmStored {
+            receipts: vec![receipt],
+        });
+        let tracker = tracker.clone();
+        async move { tracker.confirm(request?).await }
+    };
+    let mut forged_receipt = receipt.clone();
+    forged_receipt.tag[0] ^= 1;
+    expect(
+        confirm(forged_receipt).await,
+        "receipt with a wrong tag",
+        |e| matches!(e, NetError::Forbidden(m) if m.contains("receipt tag")),
+    );
+    confirm(receipt.clone()).await.unwrap();
     let status = provider.status().await.unwrap();
     assert_eq!((status.used, status.pieces), (1000, 1));
     assert_eq!(

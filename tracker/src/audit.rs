@@ -1081,21 +1081,19 @@ impl Tracker {
                 .place(&specs, &exclude, *seed.finalize().as_bytes(), registry_now)?;
         let expires = registry_now + self.reservation_ttl_ms;
         let stores = specs.iter().zip(&rebuilt.pieces).zip(placed).map(
-            |((spec, (_, data)), (provider, address))| {
-                let reservation = self.reservation(owner, segment, spec, provider, expires);
-                async move {
-                    let receipt = store_piece(
-                        self.audits.connector.as_ref(),
-                        &self.identity,
-                        &address,
-                        reservation,
-                        Bytes::copy_from_slice(data),
-                        REPAIR_CALL_TIMEOUT,
-                    )
-                    .await?;
-                    receipt.verify_signature()?;
-                    Ok::<_, NetError>((spec, provider, address))
-                }
+            |((spec, (_, data)), (provider, address))| async move {
+                let reservation = self.reservation(owner, segment, spec, provider, expires)?;
+                let receipt = store_piece(
+                    self.audits.connector.as_ref(),
+                    &self.identity,
+                    &address,
+                    reservation,
+                    Bytes::copy_from_slice(data),
+                    REPAIR_CALL_TIMEOUT,
+                )
+                .await?;
+                receipt.check(&self.keys)?;
+                Ok::<_, NetError>((spec, provider, address))
             },
         );
         let mut updated = m.clone();

@@ -13,7 +13,9 @@ use wwt_net::types::{
     PieceSpec, PlacedPiece, Placement, ProviderRecord, Reservation, ReserveSegment, SegmentId,
     SegmentLocation,
 };
-use wwt_net::{Connector, Identity, NetError, Signed, TrackerApi, Verifier, now_ms, rendezvous};
+use wwt_net::{
+    Connector, Identity, NetError, PeerKeys, Signed, TrackerApi, Verifier, now_ms, rendezvous,
+};
 
 use crate::TrackerError;
 use crate::audit::Audits;
@@ -25,6 +27,8 @@ use crate::registry::Registry;
 /// One tracker of the network.
 pub struct Tracker {
     pub(crate) identity: Identity,
+    /// The keys that tag its reservations and check its providers' receipts.
+    pub(crate) keys: PeerKeys,
     verifier: Verifier,
     registry: Mutex<Registry>,
     pub(crate) map: PieceMap,
@@ -82,6 +86,7 @@ impl Tracker {
         }
         Ok(Tracker {
             map,
+            keys: PeerKeys::new(&identity),
             identity,
             verifier: Verifier::new(Duration::from_millis(config.signature_window_ms)),
             registry: Mutex::new(registry),
@@ -121,8 +126,8 @@ impl Tracker {
         spec: &wwt_net::types::PieceSpec,
         provider: NodeId,
         expires_ms: u64,
-    ) -> Reservation {
-        let mut r = Reservation {
+    ) -> Result<Reservation, NetError> {
+        Reservation {
             piece: spec.piece,
             size: spec.size,
             segment,
@@ -131,10 +136,10 @@ impl Tracker {
             owner,
             expires_ms,
             tracker: self.node_id(),
-            signature: [0; 64],
-        };
-        r.signature = self.identity.sign_detached(&r.signing_bytes());
-        r
+            tracker_tag: [0; 32],
+            provider_tag: [0; 32],
+        }
+        .issue(&self.keys)
     }
 }
 
@@ -179,11 +184,19 @@ impl TrackerApi for Tracker {
         let pieces = wanted
             .iter()
             .zip(placed)
-            .map(|(spec, (provider, address))| PlacedPiece {
-                reservation: self.reservation(owner, req.segment, spec, provider, expires_ms),
-                address,
+            .map(|(spec, (provider, address))| {
+                Ok(PlacedPiece {
+                    reservation: self.reservation(
+                        owner,
+                        req.segment,
+                        spec,
+                        provider,
+                        expires_ms,
+                    )?,
+                    address,
+                })
             })
-            .collect();
+            .collect::<Result<_, NetError>>()?;
         info!(segment = %req.segment, pieces = wanted.len(), "segment placed");
         Ok(Placement {
             segment: req.segment,
@@ -196,14 +209,8 @@ impl TrackerApi for Tracker {
         let (owner, req) = self.verifier.verify(request)?;
         for receipt in &req.receipts {
             let r = &receipt.reservation;
-            if r.tracker != self.node_id() {
-                return Err(NetError::Forbidden(format!(
-                    "receipt for piece {} is for a reservation of tracker {}",
-                    r.piece, r.tracker
-                )));
-            }
-            r.verify_issued_by(&self.identity)?;
-            receipt.verify_signature()?;
+            r.check_issued_by(&self.keys)?;
+            receipt.check(&self.keys)?;
             if r.owner != owner {
                 return Err(NetError::Forbidden(
                     "receipts must be confirmed by the reservation's owner".into(),
