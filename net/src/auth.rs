@@ -100,8 +100,8 @@ impl Identity {
         NodeId(self.key.verifying_key().to_bytes())
     }
 
-    /// Signs arbitrary bytes (reservations, receipts).
-    pub fn sign_detached(&self, message: &[u8]) -> [u8; 64] {
+    /// Signs arbitrary bytes (a request's signing bytes).
+    fn sign_detached(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
 

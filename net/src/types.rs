@@ -1090,9 +1090,12 @@ mod tests {
             prop_assert!(longer.check_for_provider(&p).is_err());
             let mut forged = r.clone();
             forged.tracker_tag[flip] ^= 1;
-            forged.provider_tag[flip] ^= 1;
             prop_assert!(forged.check_issued_by(&t).is_err());
+            prop_assert!(forged.check_for_provider(&p).is_ok(), "each check reads its own tag");
+            let mut forged = r.clone();
+            forged.provider_tag[flip] ^= 1;
             prop_assert!(forged.check_for_provider(&p).is_err());
+            prop_assert!(forged.check_issued_by(&t).is_ok(), "each check reads its own tag");
             // The provider shares the key of its tag, so it can make one for itself; the
             // tracker still does not take such a reservation as its own.
             let mut selfmade = longer.clone();
