@@ -79,8 +79,8 @@ const BLOCK: usize = 4096;
 /// the CPU of `wwt bench-net`'s upload from 2.2–2.4× raw gRPC's to 1.75–2.07×.
 const WRITE_BUFFER: usize = 2 << 20;
 
-/// Parts received but not yet written, per piece: the network runs this far ahead of the disk.
-const PARTS_AHEAD: usize = 4;
+/// The most bytes of a part hashed and gathered before the store's task yields to others.
+const STEP: usize = 256 << 10;
 
 /// A log file takes no record that would carry it past this size (a record may start below
 /// it and end past it when the file is empty: one piece is at most 64 MiB).
@@ -200,6 +200,15 @@ fn disk(path: &Path) -> impl FnOnce(std::io::Error) -> ProviderError + '_ {
 
 fn internal(what: &str) -> impl FnOnce(std::io::Error) -> NetError + '_ {
     move |e| NetError::Internal(format!("{what}: {e}"))
+}
+
+/// Runs `f` (file I/O) on tokio's blocking threads.
+async fn on_blocking_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NetError> + Send + 'static,
+) -> Result<T, NetError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NetError::Internal(format!("a blocking task failed: {e}")))?
 }
 
 impl PieceStore {
@@ -368,9 +377,12 @@ impl PieceStore {
         self.write_durably(claim, meta, data).await
     }
 
-    /// Hashes and writes the parts on a blocking thread as they arrive; then checks the size
-    /// and hash, writes the rest of the record and hands it to the group commit (which counts
-    /// the piece as used once it is durable and indexed).
+    /// Hashes the parts and gathers them in the record's buffer as they arrive, on this task
+    /// (it yields every [`STEP`] bytes), and writes a full buffer out on a blocking thread; then
+    /// checks the size and hash, writes the rest of the record on a blocking thread and hands
+    /// it to the group commit (which counts the piece as used once it is durable and indexed).
+    /// A piece of up to about [`WRITE_BUFFER`] bytes goes to a blocking thread once: handing
+    /// each part to a writer thread cost a wake-up per part.
     async fn write_durably(
         &self,
         claim: Claim,
@@ -378,41 +390,35 @@ impl PieceStore {
         mut data: PieceStream,
     ) -> Result<(), NetError> {
         let piece = claim.piece;
-        let log = self.log.clone();
-        let (parts, mut arriving) = tokio::sync::mpsc::channel::<Bytes>(PARTS_AHEAD);
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut record = Record::new(log, meta.size);
-            let mut hasher = GroupHasher::default();
-            while let Some(part) = arriving.blocking_recv() {
-                hasher.update(&part);
-                record.write(&part).map_err(internal("write piece"))?;
+        let mut record = Record::new(self.log.clone(), meta.size);
+        let mut hasher = GroupHasher::default();
+        let mut received = 0u64;
+        while let Some(part) = data.next().await {
+            let part = part?;
+            received += part.len() as u64;
+            if received > meta.size {
+                return Err(NetError::BadRequest(format!(
+                    "more bytes were sent than the {} the reservation says",
+                    meta.size
+                )));
             }
-            Ok::<_, NetError>((record, hasher))
-        });
-        let received = async {
-            let mut received = 0u64;
-            while let Some(part) = data.next().await {
-                let part = part?;
-                received += part.len() as u64;
-                if received > meta.size {
-                    return Err(NetError::BadRequest(format!(
-                        "more bytes were sent than the {} the reservation says",
-                        meta.size
-                    )));
+            for (i, mut step) in part.chunks(STEP).enumerate() {
+                if i > 0 {
+                    tokio::task::yield_now().await;
                 }
-                if parts.send(part).await.is_err() {
-                    break; // The writer failed: its error follows.
+                hasher.update(step);
+                while !step.is_empty() {
+                    step = &step[record.fill(step)..];
+                    if record.is_full() {
+                        record = on_blocking_thread(move || {
+                            record.flush().map_err(internal("write piece"))?;
+                            Ok(record)
+                        })
+                        .await?;
+                    }
                 }
             }
-            Ok(received)
         }
-        .await;
-        drop(parts);
-        let written = writer
-            .await
-            .map_err(|e| NetError::Internal(format!("writer task failed: {e}")))?;
-        let received = received?;
-        let (mut record, hasher) = written?;
         if received != meta.size {
             return Err(NetError::BadRequest(format!(
                 "piece is {received} bytes but the reservation says {}",
@@ -425,14 +431,11 @@ impl PieceStore {
                 "piece bytes do not hash to the reserved piece id".into(),
             ));
         }
-        let record = tokio::task::spawn_blocking(move || {
-            record
-                .finish(&groups)
-                .map_err(|e| NetError::Internal(format!("writing piece {piece}: {e}")))?;
-            Ok::<_, NetError>(record)
+        let record = on_blocking_thread(move || {
+            record.finish(&groups).map_err(internal("write piece"))?;
+            Ok(record)
         })
-        .await
-        .map_err(|e| NetError::Internal(format!("writer task failed: {e}")))??;
+        .await?;
         let stored = record.stored(meta)?;
         let (done, committed) = tokio::sync::oneshot::channel();
         let stopped = || NetError::Unavailable("the piece store is closing; retry".into());
@@ -457,10 +460,10 @@ impl PieceStore {
         let file = self.log.file(stored.log)?;
         let (offset, size) = (stored.offset, stored.meta.size);
         let size = usize::try_from(size).unwrap_or(usize::MAX);
-        tokio::task::spawn_blocking(move || read_direct(&file.direct, offset, size))
-            .await
-            .map_err(|e| NetError::Internal(format!("reader task failed: {e}")))?
-            .map_err(internal("read piece"))
+        on_blocking_thread(move || {
+            read_direct(&file.direct, offset, size).map_err(internal("read piece"))
+        })
+        .await
     }
 
     /// Reads `len` bytes at `offset` of a stored piece, with the Bao slice proving them
@@ -474,7 +477,7 @@ impl PieceStore {
     ) -> Result<(Bytes, Bytes), NetError> {
         let file = self.log.file(stored.log)?;
         let (start, size) = (stored.offset, stored.meta.size);
-        tokio::task::spawn_blocking(move || {
+        on_blocking_thread(move || {
             let mut groups = vec![0u8; usize::try_from(proof::groups_len(size)).unwrap_or(0)];
             file.cached
                 .read_exact_at(&mut groups, start + size)
@@ -498,7 +501,6 @@ impl PieceStore {
             Ok((Bytes::from(range), Bytes::from(slice)))
         })
         .await
-        .map_err(|e| NetError::Internal(format!("reader task failed: {e}")))?
     }
 
     /// Reads the byte at each of `positions` of a stored piece (a sentinel challenge), one
@@ -517,7 +519,7 @@ impl PieceStore {
             )));
         }
         let file = self.log.file(stored.log)?;
-        tokio::task::spawn_blocking(move || {
+        on_blocking_thread(move || {
             let mut out = vec![0u8; positions.len()];
             for (byte, &at) in out.iter_mut().zip(&positions) {
                 file.cached
@@ -527,7 +529,6 @@ impl PieceStore {
             Ok(Bytes::from(out))
         })
         .await
-        .map_err(|e| NetError::Internal(format!("reader task failed: {e}")))?
     }
 }
 
@@ -1096,14 +1097,25 @@ impl Record {
         }
     }
 
+    /// Copies as much of `bytes` into the buffer as it has room for; returns how much.
+    fn fill(&mut self, bytes: &[u8]) -> usize {
+        let take = bytes.len().min(self.capacity - self.filled);
+        let at = self.start + self.filled;
+        self.buffer[at..at + take].copy_from_slice(&bytes[..take]);
+        self.filled += take;
+        take
+    }
+
+    /// Whether the buffer must be written out ([`Record::flush`]) before it takes more.
+    fn is_full(&self) -> bool {
+        self.filled == self.capacity
+    }
+
+    /// Gathers `bytes`, writing the buffer out each time it fills.
     fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
         while !bytes.is_empty() {
-            let take = bytes.len().min(self.capacity - self.filled);
-            let at = self.start + self.filled;
-            self.buffer[at..at + take].copy_from_slice(&bytes[..take]);
-            self.filled += take;
-            bytes = &bytes[take..];
-            if self.filled == self.capacity {
+            bytes = &bytes[self.fill(bytes)..];
+            if self.is_full() {
                 self.flush()?;
             }
         }
