@@ -3,7 +3,8 @@
 //!
 //! Modules:
 //! - [`config`]: [`ProviderConfig`], the daemon's settings.
-//! - [`store`]: [`store::PieceStore`], crash-safe piece files with sled metadata.
+//! - [`store`]: [`store::PieceStore`], pieces as records in a crash-safe log, committed in
+//!   groups and indexed in sled.
 //! - [`service`]: [`Provider`], the [`wwt_net::ProviderApi`] implementation.
 //! - [`index`]: [`IndexService`], the [`wwt_net::IndexApi`] implementation over the encrypted
 //!   index store (when the provider is also an index provider).
