@@ -1071,9 +1071,11 @@ mod tests {
             secrets in any::<[[u8; 32]; 3]>(),
         ) {
             let [tracker, provider, other] = secrets.map(crate::Identity::from_secret);
-            prop_assume!(tracker.node_id() != other.node_id() && provider.node_id() != other.node_id());
-            let (t, p, o) = (PeerKeys::new(&tracker), PeerKeys::new(&provider), PeerKeys::new(&other));
-            let r = Reservation { tracker: t.node_id(), provider: p.node_id(), ..r }.issue(&t).unwrap();
+            prop_assume!(other.node_id() != tracker.node_id());
+            prop_assume!(other.node_id() != provider.node_id());
+            let [t, p, o] = [&tracker, &provider, &other].map(PeerKeys::new);
+            let r = Reservation { tracker: t.node_id(), provider: p.node_id(), ..r };
+            let r = r.issue(&t).unwrap();
             prop_assert!(r.check_issued_by(&t).is_ok());
             prop_assert!(r.check_for_provider(&p).is_ok());
             // Nobody else takes it: another tracker or provider, or one named in it instead.
@@ -1099,13 +1101,15 @@ mod tests {
             // The provider shares the key of its tag, so it can make one for itself; the
             // tracker still does not take such a reservation as its own.
             let mut selfmade = longer.clone();
-            selfmade.provider_tag = *tag(&p.shared(&t.node_id()).unwrap(), &[&selfmade.tagged_bytes()]).as_bytes();
+            let shared = p.shared(&t.node_id()).unwrap();
+            selfmade.provider_tag = *tag(&shared, &[&selfmade.tagged_bytes()]).as_bytes();
             prop_assert!(selfmade.check_for_provider(&p).is_ok());
             prop_assert!(selfmade.check_issued_by(&t).is_err());
             // Receipts: the named provider's is taken, another's or a changed one is not.
             let receipt = StoreReceipt::issue(r.clone(), &p).unwrap();
             prop_assert!(receipt.check(&t).is_ok());
-            let by_other = StoreReceipt { tag: StoreReceipt::issue(r.clone(), &o).unwrap().tag, ..receipt.clone() };
+            let tag = StoreReceipt::issue(r.clone(), &o).unwrap().tag;
+            let by_other = StoreReceipt { tag, ..receipt.clone() };
             prop_assert!(by_other.check(&t).is_err());
             let mut flipped = receipt.clone();
             flipped.tag[flip] ^= 1;

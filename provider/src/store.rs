@@ -259,7 +259,7 @@ impl PieceStore {
             .push((journal.head.offset, journal.head.offset + BLOCK as u64));
         pieces.flush()?;
         let gaps = log.punch_gaps(records).unwrap_or_else(|e| {
-            warn!(error = %e, "could not give the log's unused stretches back; they stay allocated");
+            warn!(error = %e, "could not give the log's unused stretches back; they stay in use");
             0
         });
         info!(
