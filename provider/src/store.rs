@@ -13,8 +13,9 @@
 //! one in writes of that size as its bytes arrive, so a large piece is never held whole in
 //! memory. Each record takes its own region at the log's end, so records are written in
 //! parallel. Then it is committed in a group: one thread takes every record written
-//! meanwhile, syncs their log files (`fdatasync`), adds their index entries in one sled batch
-//! and flushes sled; only then is each piece visible and acknowledged. So the index holds only
+//! meanwhile, writes a journal block naming them, syncs their log files (`fdatasync`) and adds
+//! their index entries (sled is flushed at checkpoints: the journal is replayed from the last
+//! one at start-up); only then is each piece visible and acknowledged. So the index holds only
 //! complete, hashed, durable records, and an acknowledged piece survives a power loss. A piece
 //! that comes short, long or with another hash leaves nothing: the region of a record that is
 //! not committed goes back to the file system (a hole punched in the log), and at start-up so
@@ -232,6 +233,7 @@ impl PieceStore {
         let (journal, replayed) = Journal::recover(&log, &pieces)?;
         let migrated = migrate_piece_files(root, &log, &pieces)?;
 
+        let lengths = log.lengths().map_err(disk(&log_dir))?;
         let mut usage = Usage::default();
         let mut records: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
         for entry in pieces.iter() {
@@ -239,8 +241,10 @@ impl PieceStore {
             if *key == *JOURNAL_HEAD {
                 continue;
             }
-            let stored = Stored::decode(&value)
-                .filter(|s| PieceId::from_slice(&key).is_ok() && log.holds(s));
+            // Its log file exists and is long enough to hold its record.
+            let held = |s: &Stored| lengths.get(&s.log).is_some_and(|&len| len >= s.end());
+            let stored =
+                Stored::decode(&value).filter(|s| PieceId::from_slice(&key).is_ok() && held(s));
             match stored {
                 Some(s) => {
                     usage.used += s.meta.size;
@@ -639,7 +643,8 @@ impl Journal {
         };
         // What a killed process wrote may still be only in the page cache or the drive's
         // cache: make it durable before the index names it.
-        let bytes = log.sync_all().map_err(disk(&log.dir))?;
+        log.sync_all().map_err(disk(&log.dir))?;
+        let bytes: u64 = log.lengths().map_err(disk(&log.dir))?.values().sum();
         let head = match pieces.get(JOURNAL_HEAD)? {
             None if bytes > 0 => {
                 return Err(damaged(format!(
@@ -925,26 +930,30 @@ impl Log {
             .ok_or_else(|| NetError::Internal(format!("log file {log:08x} is missing")))
     }
 
-    /// Syncs every log file; returns how many bytes they hold.
-    fn sync_all(&self) -> std::io::Result<u64> {
-        let files = self
+    /// The log files, by number.
+    fn all(&self) -> std::io::Result<Vec<(u32, Arc<LogFile>)>> {
+        Ok(self
             .files
             .read()
-            .map_err(|_| std::io::Error::other("log files poisoned"))?;
-        let mut bytes = 0;
-        for file in files.values() {
-            file.direct.sync_data()?;
-            bytes += file.direct.metadata()?.len();
-        }
-        Ok(bytes)
+            .map_err(|_| std::io::Error::other("log files poisoned"))?
+            .iter()
+            .map(|(&n, f)| (n, f.clone()))
+            .collect())
     }
 
-    /// Whether `stored`'s log file exists and is long enough to hold its record.
-    fn holds(&self, stored: &Stored) -> bool {
-        self.file(stored.log)
-            .ok()
-            .and_then(|f| f.direct.metadata().ok())
-            .is_some_and(|m| m.len() >= stored.end())
+    /// Each log file's length, by number.
+    fn lengths(&self) -> std::io::Result<HashMap<u32, u64>> {
+        self.all()?
+            .into_iter()
+            .map(|(n, f)| Ok((n, f.direct.metadata()?.len())))
+            .collect()
+    }
+
+    /// Syncs every log file.
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.all()?
+            .into_iter()
+            .try_for_each(|(_, f)| f.direct.sync_data())
     }
 
     /// Whether `stored`'s record is complete: the piece's bytes hash to `piece`, and the group
@@ -1011,15 +1020,8 @@ impl Log {
     /// record starts and ends) do not cover back to the file system. Returns how many
     /// stretches there were.
     fn punch_gaps(&self, mut records: BTreeMap<u32, Vec<(u64, u64)>>) -> std::io::Result<usize> {
-        let files: Vec<_> = self
-            .files
-            .read()
-            .map_err(|_| std::io::Error::other("log files poisoned"))?
-            .iter()
-            .map(|(&n, f)| (n, f.clone()))
-            .collect();
         let mut gaps = 0;
-        for (n, file) in files {
+        for (n, file) in self.all()? {
             let mut covered = records.remove(&n).unwrap_or_default();
             covered.sort_unstable();
             covered.push((file.direct.metadata()?.len(), u64::MAX));
