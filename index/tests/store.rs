@@ -422,7 +422,10 @@ fn catalogs_are_per_owner_and_versioned() {
         Err(IndexError::InvalidRequest(_))
     ));
     assert_eq!(store.catalog(&other).unwrap(), CatalogBlob::default());
-    drop(store);
+    // Closed, as the other reopen here: close flushes sled, so its background log writes are
+    // done before the reopen. After a bare drop one of them (on sled's own thread pool, with
+    // the database file) still held its lock once: "could not acquire lock".
+    store.close().unwrap();
 
     let store = LocalIndexStore::open(dir.path()).unwrap();
     let got = store.catalog(&OWNER).unwrap();
