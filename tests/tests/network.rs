@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::try_join_all;
-use wwt_client::devnet::{LocalNet, Shape, Transport};
+use wwt_devnet::{LocalNet, Shape, Transport};
 use wwt_net::faults::{Fault, Faults, FaultyConnector};
 use wwt_net::types::{
     ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, PieceStream, Placement,

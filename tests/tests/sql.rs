@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use wwt_client::db::{Client, ClientConfig, ClientError};
-use wwt_client::devnet::{LocalNet, Shape, Transport, scan};
+use wwt_devnet::{LocalNet, Shape, Transport, scan};
 use wwt_engine::Keystore;
 use wwt_query::{Outcome, Value};
 

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wwt_client::devnet::{LocalNet, Shape, Transport};
 use wwt_client::store::{SegmentCache, Storage, StorageConfig, StoreError};
+use wwt_devnet::{LocalNet, Shape, Transport};
 use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, EncodedSegment, Locator, MasterKey, SegmentManifest, Table};
 use wwt_net::Identity;

@@ -42,10 +42,10 @@ use wwt_net::types::{
 };
 use wwt_net::{Identity, NetError, ProviderApi, Signed, now_ms, read_piece, store_piece};
 
-use crate::auditbench::hashed_rows;
-use crate::bench::median;
-use crate::devnet::{LocalNet, Shape, Transport};
-use crate::store::{SEGMENTS_IN_FLIGHT, Storage, StorageConfig};
+use crate::audit::hashed_rows;
+use crate::median;
+use wwt_client::store::{SEGMENTS_IN_FLIGHT, Storage, StorageConfig};
+use wwt_devnet::{LocalNet, Shape, Transport};
 
 /// Options of `wwt bench-net`.
 #[derive(clap::Args, Debug, Clone)]

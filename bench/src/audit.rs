@@ -21,8 +21,8 @@ use wwt_net::{Identity, proto};
 use wwt_tracker::AuditConfig;
 use wwt_tracker::clock::{Clock, ManualClock};
 
-use crate::devnet::{Hooks, LocalNet, Shape, Transport};
-use crate::store::{Storage, StorageConfig};
+use wwt_client::store::{Storage, StorageConfig};
+use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
 
 /// Options of `wwt bench-audit`.
 #[derive(clap::Args, Debug, Clone)]

@@ -12,10 +12,10 @@ use anyhow::{Result, bail, ensure};
 use wwt_engine::Keystore;
 use wwt_query::{Outcome, Value};
 
-use crate::db::{Client, ClientConfig, ClientError};
-use crate::devnet::{LocalNet, Shape, scan};
 use crate::shell::print_outcome;
-use crate::store::StoreError;
+use wwt_client::db::{Client, ClientConfig, ClientError};
+use wwt_client::store::StoreError;
+use wwt_devnet::{LocalNet, Shape, scan};
 
 /// Options of `wwt demo`.
 #[derive(clap::Args, Debug, Clone)]

@@ -17,6 +17,8 @@ use wwt_engine::segment::SegmentPacker;
 use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, MasterKey, PieceHash, RowCipher, RowId, Table};
 
+use crate::median;
+
 /// Options of `wwt bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
@@ -202,18 +204,6 @@ fn stages(o: &Options, rows: &[Vec<u8>]) -> Result<Stages> {
         whiten_sentinels,
         hash,
     })
-}
-
-/// The median of `xs`, nearest rank; NaN if there are none.
-pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    percentile(&xs, 0.5)
-}
-
-/// The `p` quantile (0..=1) of sorted samples, nearest rank; NaN if there are none.
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(f64::NAN)
 }
 
 /// Runs `work` on `threads` threads at once, `runs` times, and returns the median MB/s over

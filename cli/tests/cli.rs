@@ -80,11 +80,11 @@ fn demo_queries_each_index_reads_every_row_after_losing_two_providers_and_stores
         "{stdout}"
     );
     // What the providers stored: pieces on every provider, none holding a sample value.
-    let found = wwt_client::devnet::scan(&net, &["example.org", "Lovelace"]).unwrap();
+    let found = wwt_devnet::scan(&net, &["example.org", "Lovelace"]).unwrap();
     assert!(found.hits.is_empty(), "{:?}", found.hits);
     for p in 0..6 {
         let log = net.join("net").join(format!("provider-{p}")).join("log");
-        let held = wwt_client::devnet::scan(&log, &[]).unwrap().bytes;
+        let held = wwt_devnet::scan(&log, &[]).unwrap().bytes;
         assert!(held > 0, "provider-{p} holds no piece");
     }
 }

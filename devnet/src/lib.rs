@@ -1,6 +1,7 @@
-//! `wwt devnet`: a real local network on loopback — tracker and provider daemons (the same
-//! `run` functions a deployment uses) serving gRPC on 127.0.0.1, each with its own folder —
-//! and its endpoints file, which the other `wwt` commands read by default.
+//! A whole local wwt network, for `wwt devnet`, `wwt demo`, the benchmarks and the
+//! whole-system tests: tracker and provider daemons (the same `run` functions a deployment
+//! uses) serving gRPC on 127.0.0.1, each with its own folder, and the endpoints file that the
+//! other `wwt` commands read by default.
 //!
 //! Providers announce the segments they hold in a DHT: over gRPC, real libp2p nodes joined
 //! through the devnet's own seed node (its addresses are in the endpoints file); in memory,
@@ -8,6 +9,10 @@
 //!
 //! The same [`LocalNet`] also runs in memory ([`Transport::Memory`]): the same provider and
 //! tracker services, called through the in-memory network, for fast whole-network tests.
+//!
+//! A crate of its own because the CLI, the benchmarks and the whole-system tests all start
+//! networks, and no library may depend on the binary crate. Its errors are `anyhow`: they only
+//! ever reach a person or a test.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -582,90 +587,6 @@ impl LocalNet {
         }
         Ok(())
     }
-}
-
-/// One line per node: its health, pieces and bytes; and whether every node answered.
-pub async fn status(endpoints: &Endpoints, connector: &dyn Connector) -> (Vec<String>, bool) {
-    let timeout = Duration::from_secs(3);
-    let mut lines = Vec::new();
-    let mut all_up = true;
-    for t in &endpoints.trackers {
-        let answer = async {
-            let tracker = connector.tracker(&t.address)?;
-            tokio::time::timeout(timeout, tracker.providers())
-                .await
-                .map_err(|_| wwt_net::NetError::Unavailable("no answer within 3 s".into()))?
-        };
-        match answer.await {
-            Ok(ps) => {
-                let alive = ps.iter().filter(|p| p.alive).count();
-                let pieces: u64 = ps.iter().map(|p| p.pieces).sum();
-                lines.push(format!(
-                    "{:<11} up    {}  {}  {alive}/{} providers alive, {pieces} pieces mapped",
-                    t.name,
-                    &t.node[..16],
-                    t.address,
-                    ps.len()
-                ));
-                let audits = async {
-                    let tracker = connector.tracker(&t.address)?;
-                    tokio::time::timeout(timeout, tracker.audits(0))
-                        .await
-                        .map_err(|_| {
-                            wwt_net::NetError::Unavailable("no answer within 3 s".into())
-                        })?
-                };
-                match audits.await {
-                    Ok(report) => {
-                        lines.push(format!(
-                            "{:<11} audits: {} log entries, {} repairs pending, {} done",
-                            "", report.log_length, report.repairs_pending, report.repairs_done
-                        ));
-                        lines.extend(crate::audits::credit_lines(&report.credits));
-                    }
-                    Err(e) => lines.push(format!("{:<11} audits: {e}", "")),
-                }
-            }
-            Err(e) => {
-                all_up = false;
-                lines.push(format!(
-                    "{:<11} DOWN  {}  {}  {e}",
-                    t.name,
-                    &t.node[..16],
-                    t.address
-                ));
-            }
-        }
-    }
-    for p in &endpoints.providers {
-        let answer = async {
-            let provider = connector.provider(&p.address)?;
-            tokio::time::timeout(timeout, provider.status())
-                .await
-                .map_err(|_| wwt_net::NetError::Unavailable("no answer within 3 s".into()))?
-        };
-        match answer.await {
-            Ok(s) => lines.push(format!(
-                "{:<11} up    {}  {}  {} pieces, {} of {} bytes used",
-                p.name,
-                &p.node[..16],
-                p.address,
-                s.pieces,
-                s.used,
-                s.capacity
-            )),
-            Err(e) => {
-                all_up = false;
-                lines.push(format!(
-                    "{:<11} DOWN  {}  {}  {e}",
-                    p.name,
-                    &p.node[..16],
-                    p.address
-                ));
-            }
-        }
-    }
-    (lines, all_up)
 }
 
 /// What a folder holds, and where the plaintext a party must never hold turns up.

@@ -18,8 +18,8 @@ use wwt_net::grpc::GrpcConnector;
 use wwt_net::types::NodeId;
 use wwt_query::{Outcome, Row, Value};
 
-use crate::db::{Client, ClientConfig};
-use crate::{devnet, home};
+use crate::home;
+use wwt_client::db::{Client, ClientConfig};
 
 /// Where the network is: flags and environment variables, each optional.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -98,8 +98,8 @@ pub fn resolve(home: &Path, options: &NetworkOptions) -> Result<(Vec<(NodeId, St
             .collect::<Result<_>>()?;
         return Ok((trackers, index.clone()));
     }
-    let dir = devnet::default_dir(home);
-    let endpoints = devnet::Endpoints::load(&dir).context(
+    let dir = wwt_devnet::default_dir(home);
+    let endpoints = wwt_devnet::Endpoints::load(&dir).context(
         "no network configured: pass --trackers and --index, write <home>/config.json, \
          or start a local network with `wwt devnet up`",
     )?;

@@ -3,7 +3,7 @@
 //! piece is repaired) hold; the figures themselves are not asserted.
 #![allow(clippy::unwrap_used)]
 
-use wwt_client::auditbench::{Options, measure};
+use wwt_bench::audit::{Options, measure};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_audit_benchmark_uploads_challenges_and_repairs() {

@@ -9,9 +9,9 @@ use anyhow::Result;
 use wwt_engine::Keystore;
 use wwt_query::{Outcome, Value};
 
-use crate::bench::percentile;
-use crate::db::{Client, ClientConfig};
-use crate::devnet::{LocalNet, Shape};
+use crate::percentile;
+use wwt_client::db::{Client, ClientConfig};
+use wwt_devnet::{LocalNet, Shape};
 
 /// Options of `wwt bench-sql`.
 #[derive(clap::Args, Debug, Clone)]

@@ -1,13 +1,29 @@
-//! The `wwt` command-line tool.
+//! The `wwt` command-line tool: argument parsing and the wiring of the libraries.
+//!
+//! Layout:
+//! - [`shell`]: `wwt sql`, the interactive shell and script runner over `wwt_client::db::Client`.
+//! - [`daemon`]: `wwt provider run` and `wwt tracker run`: flags and config files of the daemons.
+//! - [`home`]: where the keystore and local state live (`$WWT_HOME`, default `~/.wwt`).
+//! - [`demo`]: `wwt demo`, rows through a local network and back.
+//! - [`devnet`]: `wwt devnet up` and `wwt devnet status`, over `wwt_devnet::LocalNet`.
+//! - [`audits`]: `wwt tracker audits`, a tracker's audit log and credit as text.
+//!
+//! The `wwt bench…` commands run `wwt_bench`.
+
+mod audits;
+mod daemon;
+mod demo;
+mod devnet;
+mod home;
+mod shell;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use wwt_client::{
-    auditbench, audits, bench, daemon, demo, devnet, home, netbench, shell, sqlbench,
-};
+use wwt_bench::sql as sqlbench;
+use wwt_bench::{audit as auditbench, engine as bench, index as indexbench, net as netbench};
 
 /// wwt, the World Wide Table: an encrypted, decentralized table store.
 #[derive(Parser, Debug)]
@@ -38,12 +54,14 @@ enum Command {
     /// Measure piece upload and download through the client on a local network against raw
     /// gRPC streaming of the same bytes.
     BenchNet(netbench::Options),
+    /// Measure the encrypted indexes against plain tantivy and sled on the same rows.
+    BenchIndex(indexbench::Options),
     /// The main job: start a local network, write sample rows through it, stop two providers
     /// and read every row back.
     Demo(demo::Options),
     /// A local network of tracker and provider daemons on loopback.
     #[command(subcommand)]
-    Devnet(DevnetCommand),
+    Devnet(devnet::Command),
     /// The provider daemon: holds coded pieces for its trackers' clients.
     #[command(subcommand)]
     Provider(ProviderCommand),
@@ -77,85 +95,10 @@ enum TrackerCommand {
     },
 }
 
-#[derive(Subcommand, Debug)]
-enum DevnetCommand {
-    /// Start trackers and providers on 127.0.0.1 and run until Ctrl-C.
-    Up {
-        /// Providers to start.
-        #[arg(long, default_value_t = 6)]
-        providers: usize,
-        /// Trackers to start.
-        #[arg(long, default_value_t = 1)]
-        trackers: usize,
-        /// Space each provider offers, in MiB.
-        #[arg(long, default_value_t = 1024)]
-        capacity_mib: u64,
-        /// Folder for the nodes' data and the endpoints file (default: <home>/devnet).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// One line per node: health, pieces, bytes. Exits non-zero while a node is down.
-    Status {
-        /// The devnet's folder (default: <home>/devnet).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
-}
-
-fn devnet(home: &std::path::Path, command: DevnetCommand) -> Result<()> {
-    match command {
-        DevnetCommand::Up {
-            providers,
-            trackers,
-            capacity_mib,
-            dir,
-        } => runtime()?.block_on(async {
-            let dir = dir.unwrap_or_else(|| devnet::default_dir(home));
-            let shape = devnet::Shape {
-                trackers,
-                providers,
-                capacity: capacity_mib << 20,
-                ..devnet::Shape::default()
-            };
-            let net = devnet::LocalNet::start(&dir, shape).await?;
-            for n in net
-                .endpoints
-                .trackers
-                .iter()
-                .chain(&net.endpoints.providers)
-            {
-                println!("{:<11} {}  {}", n.name, n.address, n.node);
-            }
-            for seed in &net.endpoints.dht {
-                println!("{:<11} {seed}", "dht seed");
-            }
-            println!(
-                "devnet up: endpoints in {}; Ctrl-C stops it",
-                dir.join(devnet::ENDPOINTS_FILE).display()
-            );
-            tokio::signal::ctrl_c().await?;
-            net.shutdown().await?;
-            println!("devnet stopped");
-            Ok(())
-        }),
-        DevnetCommand::Status { dir } => runtime()?.block_on(async {
-            let dir = dir.unwrap_or_else(|| devnet::default_dir(home));
-            let endpoints = devnet::Endpoints::load(&dir)?;
-            let (lines, all_up) =
-                devnet::status(&endpoints, &wwt_net::grpc::GrpcConnector::new()).await;
-            for line in lines {
-                println!("{line}");
-            }
-            anyhow::ensure!(all_up, "the devnet is not fully up");
-            Ok(())
-        }),
-    }
 }
 
 /// Asks a running tracker for its audit report and prints it.
@@ -169,8 +112,8 @@ fn tracker_audits(
         let address = match address {
             Some(a) => a,
             None => {
-                let dir = dir.unwrap_or_else(|| devnet::default_dir(home));
-                let endpoints = devnet::Endpoints::load(&dir)?;
+                let dir = dir.unwrap_or_else(|| wwt_devnet::default_dir(home));
+                let endpoints = wwt_devnet::Endpoints::load(&dir)?;
                 endpoints
                     .trackers
                     .first()
@@ -236,8 +179,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchSql(options) => runtime()?.block_on(sqlbench::run(&options))?,
         Command::BenchAudit(options) => runtime()?.block_on(auditbench::run(&options))?,
         Command::BenchNet(options) => runtime()?.block_on(netbench::run(&options))?,
+        Command::BenchIndex(options) => indexbench::run(&options),
         Command::Demo(options) => runtime()?.block_on(demo::run(&options))?,
-        Command::Devnet(command) => devnet(&home, command)?,
+        Command::Devnet(command) => runtime()?.block_on(devnet::run(&home, command))?,
         Command::Tracker(TrackerCommand::Audits {
             address,
             dir,

@@ -1,0 +1,171 @@
+//! `wwt devnet up` and `wwt devnet status`: a [`LocalNet`] of daemons on loopback until
+//! Ctrl-C, and one line per node of a running one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use clap::Subcommand;
+use wwt_devnet::{ENDPOINTS_FILE, Endpoints, LocalNet, Shape, default_dir};
+use wwt_net::Connector;
+use wwt_net::grpc::GrpcConnector;
+
+/// `wwt devnet …`.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start trackers and providers on 127.0.0.1 and run until Ctrl-C.
+    Up {
+        /// Providers to start.
+        #[arg(long, default_value_t = 6)]
+        providers: usize,
+        /// Trackers to start.
+        #[arg(long, default_value_t = 1)]
+        trackers: usize,
+        /// Space each provider offers, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        capacity_mib: u64,
+        /// Folder for the nodes' data and the endpoints file (default: <home>/devnet).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// One line per node: health, pieces, bytes. Exits non-zero while a node is down.
+    Status {
+        /// The devnet's folder (default: <home>/devnet).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Runs `command` for the devnet of the home folder `home`.
+pub async fn run(home: &Path, command: Command) -> Result<()> {
+    match command {
+        Command::Up {
+            providers,
+            trackers,
+            capacity_mib,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(|| default_dir(home));
+            let shape = Shape {
+                trackers,
+                providers,
+                capacity: capacity_mib << 20,
+                ..Shape::default()
+            };
+            let net = LocalNet::start(&dir, shape).await?;
+            for n in net
+                .endpoints
+                .trackers
+                .iter()
+                .chain(&net.endpoints.providers)
+            {
+                println!("{:<11} {}  {}", n.name, n.address, n.node);
+            }
+            for seed in &net.endpoints.dht {
+                println!("{:<11} {seed}", "dht seed");
+            }
+            println!(
+                "devnet up: endpoints in {}; Ctrl-C stops it",
+                dir.join(ENDPOINTS_FILE).display()
+            );
+            tokio::signal::ctrl_c().await?;
+            net.shutdown().await?;
+            println!("devnet stopped");
+            Ok(())
+        }
+        Command::Status { dir } => {
+            let dir = dir.unwrap_or_else(|| default_dir(home));
+            let endpoints = Endpoints::load(&dir)?;
+            let (lines, all_up) = status(&endpoints, &GrpcConnector::new()).await;
+            for line in lines {
+                println!("{line}");
+            }
+            ensure!(all_up, "the devnet is not fully up");
+            Ok(())
+        }
+    }
+}
+
+/// One line per node: its health, pieces and bytes; and whether every node answered.
+async fn status(endpoints: &Endpoints, connector: &dyn Connector) -> (Vec<String>, bool) {
+    let timeout = Duration::from_secs(3);
+    let mut lines = Vec::new();
+    let mut all_up = true;
+    for t in &endpoints.trackers {
+        let answer = async {
+            let tracker = connector.tracker(&t.address)?;
+            tokio::time::timeout(timeout, tracker.providers())
+                .await
+                .map_err(|_| wwt_net::NetError::Unavailable("no answer within 3 s".into()))?
+        };
+        match answer.await {
+            Ok(ps) => {
+                let alive = ps.iter().filter(|p| p.alive).count();
+                let pieces: u64 = ps.iter().map(|p| p.pieces).sum();
+                lines.push(format!(
+                    "{:<11} up    {}  {}  {alive}/{} providers alive, {pieces} pieces mapped",
+                    t.name,
+                    &t.node[..16],
+                    t.address,
+                    ps.len()
+                ));
+                let audits = async {
+                    let tracker = connector.tracker(&t.address)?;
+                    tokio::time::timeout(timeout, tracker.audits(0))
+                        .await
+                        .map_err(|_| {
+                            wwt_net::NetError::Unavailable("no answer within 3 s".into())
+                        })?
+                };
+                match audits.await {
+                    Ok(report) => {
+                        lines.push(format!(
+                            "{:<11} audits: {} log entries, {} repairs pending, {} done",
+                            "", report.log_length, report.repairs_pending, report.repairs_done
+                        ));
+                        lines.extend(crate::audits::credit_lines(&report.credits));
+                    }
+                    Err(e) => lines.push(format!("{:<11} audits: {e}", "")),
+                }
+            }
+            Err(e) => {
+                all_up = false;
+                lines.push(format!(
+                    "{:<11} DOWN  {}  {}  {e}",
+                    t.name,
+                    &t.node[..16],
+                    t.address
+                ));
+            }
+        }
+    }
+    for p in &endpoints.providers {
+        let answer = async {
+            let provider = connector.provider(&p.address)?;
+            tokio::time::timeout(timeout, provider.status())
+                .await
+                .map_err(|_| wwt_net::NetError::Unavailable("no answer within 3 s".into()))?
+        };
+        match answer.await {
+            Ok(s) => lines.push(format!(
+                "{:<11} up    {}  {}  {} pieces, {} of {} bytes used",
+                p.name,
+                &p.node[..16],
+                p.address,
+                s.pieces,
+                s.used,
+                s.capacity
+            )),
+            Err(e) => {
+                all_up = false;
+                lines.push(format!(
+                    "{:<11} DOWN  {}  {}  {e}",
+                    p.name,
+                    &p.node[..16],
+                    p.address
+                ));
+            }
+        }
+    }
+    (lines, all_up)
+}
