@@ -1,0 +1,394 @@
+//! The SQL client: [`Client`] runs statements against the network with only the owner's keys
+//! on the machine.
+//!
+//! A statement is parsed and planned by `wwt-query`. Writes seal each row version (AES-SIV),
+//! pack and code them into segments, upload the pieces through [`Storage`], and only then
+//! send the row's index entries (row id, version, sealed locator, equality tokens, OPE
+//! ciphertexts, word tokens) to the index provider in one batch: a statement that fails
+//! before that batch leaves nothing visible. Reads ask the index provider for the rows a
+//! plan's pushed lookups select, fetch and decode their segments (through a bounded cache of
+//! decoded segments), open the rows, and let `wwt-query` evaluate the rest.
+//!
+//! What leaves the client: sealed rows in coded pieces, sealed segment manifests, sealed
+//! locators, sealed catalog, PRF tokens and OPE ciphertexts. Table ids are PRFs of the names.
+//!
+//! Each row version is a record `format ‖ parent ‖ row`: the parent is the locator and the
+//! BLAKE3 hash of the previous version's record, so a row's history is a hash chain that
+//! [`Client::history`] walks and checks. Records are authenticated by AES-SIV under the
+//! owner's row key.
+//!
+//! Layout:
+//! - [`catalog`]: the sealed catalog, index namespaces and hidden names.
+//! - [`write`]: INSERT, UPDATE, DELETE: seal, code, upload, then index entries.
+//! - [`entries`]: the index entries of a row version (tokens, OPE ciphertexts).
+//! - [`record`]: the row record format and its parent link.
+//! - [`read`]: lookups, manifests, locators, fetching rows, history.
+//! - [`cursor`]: streamed SELECTs.
+
+mod catalog;
+mod cursor;
+mod entries;
+mod read;
+mod record;
+mod write;
+
+pub use cursor::RowStream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use wwt_engine::{
+    CodingParams, Keystore, MasterKey, RowCipher, SegmentId as EngineSegmentId, SegmentManifest,
+    Table,
+};
+use wwt_index::{OpeEncoder, RowHit, RowId, TokenKey};
+use wwt_net::types::NodeId;
+use wwt_net::{Connector, Identity, IndexApi, NetError};
+use wwt_query::{Catalog, Outcome, Plan, ResultSet, Row, TableSchema};
+
+use crate::store::{SegmentCache, Storage, StorageConfig, StoreError};
+
+/// Where a client finds the network, and how it codes and caches.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Trackers, `(node id, address)`.
+    pub trackers: Vec<(NodeId, String)>,
+    /// The index provider's address.
+    pub index: String,
+    /// Timeouts and retries of the storage path.
+    pub storage: StorageConfig,
+    /// Reed–Solomon coding of new segments.
+    pub coding: CodingParams,
+    /// Largest segment, in bytes.
+    pub segment_size: usize,
+    /// Bytes of decoded segments kept in memory for reads.
+    pub cache_bytes: usize,
+    /// Rows read and decrypted per batch of a streamed SELECT ([`Client::query`]).
+    pub stream_batch: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for the given trackers and index provider: RS 4+2, 1 MiB segments, a
+    /// 256 MiB segment cache, 2,048-row stream batches.
+    pub fn new(trackers: Vec<(NodeId, String)>, index: String) -> Self {
+        Self {
+            trackers,
+            index,
+            storage: StorageConfig::default(),
+            coding: CodingParams::default(),
+            segment_size: 1 << 20,
+            cache_bytes: 256 << 20,
+            stream_batch: 2048,
+        }
+    }
+}
+
+/// What went wrong with a statement or a connection, named for what the caller can do.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The statement was refused (syntax, names, types, constraints, unsupported SQL).
+    #[error(transparent)]
+    Query(#[from] wwt_query::Error),
+    /// Rows could not be stored or read back.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The index provider refused or could not be reached.
+    #[error("index provider: {0}")]
+    Index(NetError),
+    /// Another client changed the catalog while this one did: run the statement again.
+    #[error(
+        "the catalog changed under this statement (another client created a table or index); run it again"
+    )]
+    CatalogRace,
+    /// Stored data did not decode or authenticate: it was altered, or belongs to other keys.
+    #[error("stored data is damaged or not ours: {0}")]
+    Damaged(String),
+    /// The client cannot run here.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl From<wwt_engine::Error> for ClientError {
+    fn from(e: wwt_engine::Error) -> Self {
+        ClientError::Damaged(e.to_string())
+    }
+}
+
+type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A row as the index provider names it: id, version and sealed locator.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RowRef {
+    row: RowId,
+    version: u64,
+    locator: Vec<u8>,
+}
+
+impl From<RowHit> for RowRef {
+    fn from(h: RowHit) -> Self {
+        RowRef {
+            row: h.row,
+            version: h.version,
+            locator: h.locator,
+        }
+    }
+}
+
+/// One version of a row, from [`Client::history`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowVersion {
+    /// The version (microseconds since the epoch when it was written, made unique).
+    pub version: u64,
+    /// The row's values.
+    pub row: Row,
+}
+
+/// The per-table state a client keeps: keys, cipher, codec and OPE caches.
+struct TableState {
+    engine: Table,
+    /// The index table in use; a new CREATE INDEX builds the next generation.
+    generation: u64,
+    /// Seals the locators the index provider keeps (AAD: row id and version).
+    locators: RowCipher,
+    tokens: HashMap<usize, TokenKey>,
+    ope: HashMap<usize, OpeEncoder>,
+}
+
+/// Everything behind the client's lock.
+struct State {
+    catalog: Catalog,
+    catalog_version: u64,
+    tables: HashMap<String, TableState>,
+    manifests: HashMap<EngineSegmentId, SegmentManifest>,
+    cache: SegmentCache,
+    last_version: u64,
+}
+
+/// A connected client: one owner's keys, the storage path and an index provider.
+pub struct Client {
+    master: MasterKey,
+    identity: Identity,
+    storage: Storage,
+    index: Arc<dyn IndexApi>,
+    config: ClientConfig,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("identity", &self.identity)
+            .field("index", &self.config.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// True if `e` may come from a catalog that another client changed since this one read it (a
+/// table created or dropped elsewhere, an index generation replaced): read it again and retry.
+fn stale_catalog(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Query(wwt_query::Error::UnknownTable { .. })
+            | ClientError::Index(NetError::NotFound(_))
+    )
+}
+
+fn index_err(e: NetError) -> ClientError {
+    ClientError::Index(e)
+}
+
+fn source_err(e: ClientError) -> wwt_query::Error {
+    match e {
+        ClientError::Query(q) => q,
+        other => wwt_query::Error::Source(Box::new(other)),
+    }
+}
+
+/// An evaluator's error, with what the client as its row source failed with ([`source_err`])
+/// unwrapped again: a statement fails with the same error however it was evaluated.
+fn from_source(e: wwt_query::Error) -> ClientError {
+    match e {
+        wwt_query::Error::Source(inner) => match inner.downcast::<ClientError>() {
+            Ok(e) => *e,
+            Err(other) => ClientError::Query(wwt_query::Error::Source(other)),
+        },
+        e => ClientError::Query(e),
+    }
+}
+
+impl Client {
+    /// Connects as the keystore's owner: reads and opens the owner's catalog at the index
+    /// provider, so tables created on another machine are there.
+    ///
+    /// Statements run the query evaluator on the calling thread and block it on the network
+    /// (`tokio::task::block_in_place`): use a multi-threaded runtime.
+    pub async fn connect(
+        keystore: &Keystore,
+        connector: Arc<dyn Connector>,
+        config: ClientConfig,
+    ) -> Result<Client> {
+        let identity = Identity::from_secret(keystore.identity.to_bytes());
+        let storage = Storage::new(
+            identity.clone(),
+            &config.trackers,
+            connector.clone(),
+            config.storage.clone(),
+        )?;
+        let index = connector.index(&config.index).map_err(index_err)?;
+        let client = Client {
+            master: keystore.master.clone(),
+            identity,
+            storage,
+            index,
+            state: Mutex::new(State {
+                catalog: Catalog::new(),
+                catalog_version: 0,
+                tables: HashMap::new(),
+                manifests: HashMap::new(),
+                cache: SegmentCache::new(config.cache_bytes),
+                last_version: 0,
+            }),
+            config,
+        };
+        {
+            let mut state = client.state.lock().await;
+            client.reload_catalog(&mut state).await?;
+        }
+        Ok(client)
+    }
+
+    /// The catalog as this client last read or wrote it.
+    pub async fn catalog(&self) -> Catalog {
+        self.state.lock().await.catalog.clone()
+    }
+
+    /// Runs each statement of `sql` in turn and returns what each did; stops at the first
+    /// error (that statement leaves nothing visible).
+    pub async fn execute(&self, sql: &str) -> Result<Vec<Outcome>> {
+        self.execute_parsed(wwt_query::parse(sql)?).await
+    }
+
+    /// [`Client::execute`] for statements already parsed.
+    pub async fn execute_parsed(
+        &self,
+        statements: Vec<wwt_query::Statement>,
+    ) -> Result<Vec<Outcome>> {
+        let mut out = Vec::with_capacity(statements.len());
+        let mut state = self.state.lock().await;
+        for stmt in statements {
+            let outcome = match self.run(&mut state, &stmt).await {
+                Err(e) if stale_catalog(&e) => {
+                    self.reload_catalog(&mut state).await?;
+                    self.run(&mut state, &stmt).await?
+                }
+                other => other?,
+            };
+            out.push(outcome);
+        }
+        Ok(out)
+    }
+
+    /// Plans `stmt` against the catalog as this client knows it, and applies the plan.
+    async fn run(&self, state: &mut State, stmt: &wwt_query::Statement) -> Result<Outcome> {
+        let plan = wwt_query::plan(&state.catalog, stmt)?;
+        self.apply(state, &plan).await
+    }
+
+    async fn apply(&self, state: &mut State, plan: &Plan) -> Result<Outcome> {
+        match plan {
+            Plan::CreateTable(t) => {
+                let mut next = state.catalog.clone();
+                next.add_table(t.clone())?;
+                // A fresh generation (the clock, like versions): a table dropped earlier under
+                // this name may have left its index namespace behind.
+                let generation = self.next_version(state, 0);
+                self.create_index_table(t, generation).await?;
+                self.save_catalog(state, next, &[(t.name.clone(), generation)])
+                    .await?;
+                Ok(Outcome::Created)
+            }
+            Plan::DropTable { table: None } => Ok(Outcome::Dropped),
+            Plan::DropTable { table: Some(name) } => {
+                let mut next = state.catalog.clone();
+                next.remove_table(name)?;
+                // A table never opened has generation 0 (as `table` would set up).
+                let generation = state.tables.get(name).map_or(0, |t| t.generation);
+                self.save_catalog(state, next, &[]).await?;
+                state.tables.remove(name);
+                // The table is gone for every client; its index namespace is freed next. The
+                // sealed rows stay in their pieces, unreferenced (there is no delete yet).
+                if let Err(e) = self.drop_index_table(name, generation).await {
+                    tracing::warn!("table dropped, but its index namespace was not freed: {e}");
+                }
+                Ok(Outcome::Dropped)
+            }
+            Plan::CreateIndex { table, index } => {
+                let mut next = state.catalog.clone();
+                next.add_index(table, index.clone())?;
+                let schema = next.table(table)?.clone();
+                let old = state.catalog.table(table)?.clone();
+                let generation = self.table(state, &old)?.generation + 1;
+                self.build_index_table(state, &old, &schema, generation)
+                    .await?;
+                self.save_catalog(state, next, &[(table.clone(), generation)])
+                    .await?;
+                // The previous generation is no longer read: free it at the index provider.
+                self.drop_index_table(table, generation - 1).await?;
+                Ok(Outcome::Created)
+            }
+            Plan::Explain(p) => Ok(Outcome::Explain(p.explain())),
+            Plan::Select(p) => {
+                let mut cursor = self.open_cursor(state, p)?;
+                let mut rows = Vec::new();
+                while let Some(batch) = self.next_batch(state, &mut cursor).await? {
+                    rows.extend(batch);
+                }
+                Ok(Outcome::Rows(ResultSet {
+                    columns: p.columns.clone(),
+                    rows,
+                }))
+            }
+            Plan::Insert(p) => Ok(Outcome::Inserted(self.insert(state, p).await?)),
+            Plan::Update(p) => Ok(Outcome::Updated(self.update(state, p).await?)),
+            Plan::Delete(p) => Ok(Outcome::Deleted(self.delete(state, p).await?)),
+        }
+    }
+
+    fn next_version(&self, state: &mut State, previous: u64) -> u64 {
+        let now = wwt_net::now_ms().saturating_mul(1000);
+        let v = now.max(state.last_version + 1).max(previous + 1);
+        state.last_version = v;
+        v
+    }
+
+    fn table<'s>(&self, state: &'s mut State, schema: &TableSchema) -> Result<&'s mut TableState> {
+        if !state.tables.contains_key(&schema.name) {
+            let engine = Table::new(
+                &self.master,
+                &schema.name,
+                self.config.coding,
+                self.config.segment_size,
+            )?;
+            let locators = self.blob_cipher(&format!("\0locators {}", schema.name));
+            state.tables.insert(
+                schema.name.clone(),
+                TableState {
+                    engine,
+                    locators,
+                    generation: 0,
+                    tokens: HashMap::new(),
+                    ope: HashMap::new(),
+                },
+            );
+        }
+        state
+            .tables
+            .get_mut(&schema.name)
+            .ok_or_else(|| ClientError::Setup("table state vanished".into()))
+    }
+
+    fn sign<T: wwt_net::auth::Body>(&self, body: T) -> Result<wwt_net::Signed<T>> {
+        self.identity.sign(body).map_err(index_err)
+    }
+}

@@ -1,0 +1,458 @@
+//! The read path: index lookups and scans, the sealed manifests and locators they lead to, the
+//! fetch of rows from their segments (through the bounded cache of decoded segments), row
+//! history, and the client as the query evaluator's row source.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+
+use wwt_engine::{Locator, RowId as EngineRowId, SegmentId as EngineSegmentId, SegmentManifest};
+use wwt_index::{MAX_LIMIT, Order, Query, QueryOutput, RowHit, RowId};
+use wwt_net::NetError;
+use wwt_net::index::QueryTable;
+use wwt_query::{
+    Direction, IndexLookup, Row, RowSource, TableSchema, Value, decode_row, encode_key,
+};
+
+use super::catalog::{SEGMENTS, manifest_row};
+use super::entries::{column_id, ope_encoder, ordered, text_expr, token_key};
+use super::record::split_record;
+use super::{
+    Client, ClientError, Result, RowRef, RowVersion, State, from_source, index_err, source_err,
+};
+
+/// What a statement read of one row: its version, its locator and its record's hash.
+pub(super) struct Read {
+    pub(super) version: u64,
+    pub(super) locator: Vec<u8>,
+    pub(super) hash: [u8; 32],
+}
+
+pub(super) fn unread(row: RowId) -> ClientError {
+    ClientError::Setup(format!(
+        "the statement changes row {row}, which its source never fetched"
+    ))
+}
+
+/// The client's state and, when asked, what was read of each row.
+type SourceState<'a> = (&'a mut State, Option<HashMap<RowId, Read>>);
+
+/// The client as the evaluator's row source: each call blocks on the network.
+pub(super) struct NetSource<'a> {
+    client: &'a Client,
+    inner: std::sync::Mutex<SourceState<'a>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl<'a> NetSource<'a> {
+    pub(super) fn state(&self) -> wwt_query::Result<std::sync::MutexGuard<'_, SourceState<'a>>> {
+        self.inner
+            .lock()
+            .map_err(|_| source_err(ClientError::Setup("client state poisoned".into())))
+    }
+}
+
+impl RowSource for NetSource<'_> {
+    type Key = RowRef;
+
+    fn lookup(&self, table: &TableSchema, lookup: &IndexLookup) -> wwt_query::Result<Vec<RowRef>> {
+        let mut guard = self.state()?;
+        self.handle
+            .block_on(self.client.lookup(guard.0, table, lookup))
+            .map_err(source_err)
+    }
+
+    fn scan(&self, table: &TableSchema) -> wwt_query::Result<Vec<RowRef>> {
+        let mut guard = self.state()?;
+        self.handle
+            .block_on(self.client.scan(guard.0, table))
+            .map_err(source_err)
+    }
+
+    fn fetch(&self, table: &TableSchema, keys: &[RowRef]) -> wwt_query::Result<Vec<Row>> {
+        let (state, reads) = &mut *self.state()?;
+        self.handle
+            .block_on(self.client.fetch_rows(state, table, keys, reads.as_mut()))
+            .map_err(source_err)
+    }
+}
+
+impl Client {
+    /// Every stored version of the row with primary key `key`, newest first, each checked
+    /// against the hash its successor recorded.
+    pub async fn history(&self, table: &str, key: &Value) -> Result<Vec<RowVersion>> {
+        let mut state = self.state.lock().await;
+        let schema = state.catalog.table(table)?.clone();
+        let key = key.clone().coerce_to(schema.primary_key_column().ty)?;
+        let row = self.row_id(&mut state, &schema, &key)?;
+        let hits = self
+            .index_query(&mut state, &schema, Query::Get { rows: vec![row] })
+            .await?;
+        let Some(hit) = hits.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let first = self.open_locator(&mut state, &schema, hit.row, hit.version, &hit.locator)?;
+        let mut next = Some((first, None));
+        while let Some((locator, want_hash)) = next.take() {
+            let record = self
+                .read_records(&mut state, &schema, std::slice::from_ref(&locator))
+                .await?
+                .pop()
+                .ok_or_else(|| ClientError::Damaged("a version read back empty".into()))?;
+            if let Some(want) = want_hash
+                && *blake3::hash(&record).as_bytes() != want
+            {
+                return Err(ClientError::Damaged(format!(
+                    "version {} of the row does not match the hash its successor recorded",
+                    locator.version
+                )));
+            }
+            let (parent, row) = split_record(&record)?;
+            out.push(RowVersion {
+                version: locator.version,
+                row: decode_row(&schema, row)?,
+            });
+            next = parent
+                .map(|(l, h)| Ok::<_, ClientError>((Locator::from_bytes(&l)?, Some(h))))
+                .transpose()?;
+        }
+        Ok(out)
+    }
+
+    /// Runs the synchronous evaluator with this client as its row source; with `remember`,
+    /// also returns what it read of each fetched row (an UPDATE's parents, a DELETE's
+    /// versions).
+    pub(super) fn with_source<T>(
+        &self,
+        state: &mut State,
+        remember: bool,
+        run: impl FnOnce(&NetSource<'_>) -> wwt_query::Result<T>,
+    ) -> Result<(T, HashMap<RowId, Read>)> {
+        let handle = tokio::runtime::Handle::current();
+        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            return Err(ClientError::Setup(
+                "the wwt client needs a multi-threaded tokio runtime \
+                 (#[tokio::main] or #[tokio::test(flavor = \"multi_thread\")])"
+                    .into(),
+            ));
+        }
+        let source = NetSource {
+            client: self,
+            inner: std::sync::Mutex::new((state, remember.then(HashMap::new))),
+            handle,
+        };
+        let out = tokio::task::block_in_place(|| run(&source)).map_err(from_source)?;
+        let reads = source
+            .inner
+            .into_inner()
+            .map_err(|_| ClientError::Setup("client state poisoned".into()))?
+            .1
+            .unwrap_or_default();
+        Ok((out, reads))
+    }
+
+    /// Opens a sealed locator the index provider returned for `row` at `version`.
+    fn open_locator(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        row: RowId,
+        version: u64,
+        sealed: &[u8],
+    ) -> Result<Locator> {
+        let t = self.table(state, schema)?;
+        let bytes = t
+            .locators
+            .open(EngineRowId(row.0), version, sealed)
+            .map_err(|_| {
+                ClientError::Damaged(format!(
+                    "the index provider's locator for row {row} does not open: it was altered or \
+                     belongs to another row or version"
+                ))
+            })?;
+        let l = Locator::from_bytes(&bytes)?;
+        if l.row.0 != row.0 || l.version != version {
+            return Err(ClientError::Damaged(format!(
+                "the locator for row {row} names another row or version"
+            )));
+        }
+        Ok(l)
+    }
+
+    pub(super) async fn index_query(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        query: Query,
+    ) -> Result<Vec<RowHit>> {
+        let generation = self.table(state, schema)?.generation;
+        let request = QueryTable {
+            table: self.index_table_id(&schema.name, generation),
+            query,
+        };
+        match self.index.query(self.sign(request)?).await {
+            Ok(QueryOutput::Rows(hits)) => Ok(hits),
+            Ok(QueryOutput::Counts(_)) => Err(ClientError::Index(NetError::Internal(
+                "the index provider answered a row query with counts".into(),
+            ))),
+            Err(e) => Err(index_err(e)),
+        }
+    }
+
+    pub(super) async fn scan(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+    ) -> Result<Vec<RowRef>> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = self.scan_page(state, schema, after, MAX_LIMIT).await?;
+            out.extend(page);
+            match next {
+                Some(row) => after = Some(row),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Up to `limit` rows of a full scan in row-id order, from after `after`; and the row to
+    /// continue after, `None` when the scan is done.
+    pub(super) async fn scan_page(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        after: Option<RowId>,
+        limit: usize,
+    ) -> Result<(Vec<RowRef>, Option<RowId>)> {
+        let page = self
+            .index_query(state, schema, Query::Scan { after, limit })
+            .await?;
+        let next = match page.last() {
+            Some(last) if page.len() == limit => Some(last.row),
+            _ => None,
+        };
+        Ok((page.into_iter().map(RowRef::from).collect(), next))
+    }
+
+    async fn lookup(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        lookup: &IndexLookup,
+    ) -> Result<Vec<RowRef>> {
+        let query = match lookup {
+            IndexLookup::PrimaryKey { values, .. } => {
+                let mut rows = Vec::with_capacity(values.len());
+                for v in values {
+                    rows.push(self.row_id(state, schema, v)?);
+                }
+                Query::Get { rows }
+            }
+            IndexLookup::Equality { column, values } => {
+                let c = schema.position(column)?;
+                let t = self.table(state, schema)?;
+                let key = token_key(&self.master, t, schema, c);
+                Query::Equal {
+                    column: column_id(c),
+                    values: values
+                        .iter()
+                        .map(|v| Ok(key.eq_token(&encode_key(v)?)))
+                        .collect::<Result<_>>()?,
+                }
+            }
+            IndexLookup::Range {
+                column,
+                low,
+                high,
+                order,
+                limit,
+            } => {
+                let c = schema.position(column)?;
+                let prefix = schema
+                    .columns
+                    .get(c)
+                    .is_some_and(|col| col.ty.btree_orders_by_prefix());
+                let t = self.table(state, schema)?;
+                let enc = ope_encoder(&self.master, t, schema, c)?;
+                let mut bound = |b: &Bound<Value>| -> Result<Bound<wwt_index::OpeCiphertext>> {
+                    let mut map = |v: &Value| -> Result<wwt_index::OpeCiphertext> {
+                        let x = ordered(v).ok_or_else(|| {
+                            ClientError::Query(wwt_query::Error::TypeMismatch(format!(
+                                "{} cannot bound a btree range",
+                                v.to_sql()
+                            )))
+                        })?;
+                        enc.encrypt(x).map_err(|e| {
+                            ClientError::Setup(format!("order-preserving encryption: {e}"))
+                        })
+                    };
+                    Ok(match b {
+                        Bound::Unbounded => Bound::Unbounded,
+                        Bound::Included(v) => Bound::Included(map(v)?),
+                        // Text is ordered by its first 8 bytes: widen, the client re-checks.
+                        Bound::Excluded(v) if prefix => Bound::Included(map(v)?),
+                        Bound::Excluded(v) => Bound::Excluded(map(v)?),
+                    })
+                };
+                let lower = bound(low)?;
+                let upper = bound(high)?;
+                Query::Range {
+                    column: column_id(c),
+                    lower,
+                    upper,
+                    order: match order {
+                        Some(Direction::Descending) => Order::Desc,
+                        _ => Order::Asc,
+                    },
+                    // The planner pushes no limit on text (ordered by its first 8 bytes).
+                    limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+                }
+            }
+            IndexLookup::FullText {
+                column,
+                query,
+                limit,
+            } => {
+                let c = schema.position(column)?;
+                let t = self.table(state, schema)?;
+                let key = token_key(&self.master, t, schema, c);
+                let expr = text_expr(&key, query);
+                let want = limit.map_or(MAX_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT));
+                let hits = self
+                    .index_query(
+                        state,
+                        schema,
+                        Query::Text {
+                            column: column_id(c),
+                            expr,
+                            limit: want.clamp(1, MAX_LIMIT),
+                        },
+                    )
+                    .await?;
+                if limit.is_none() && hits.len() == MAX_LIMIT {
+                    return Err(wwt_query::Error::Unsupported {
+                        what: format!("a full-text match of more than {MAX_LIMIT} rows"),
+                        hint: "add LIMIT (the best-ranked rows first) or narrow the match".into(),
+                    }
+                    .into());
+                }
+                return Ok(hits.into_iter().map(RowRef::from).collect());
+            }
+        };
+        Ok(self
+            .index_query(state, schema, query)
+            .await?
+            .into_iter()
+            .map(RowRef::from)
+            .collect())
+    }
+
+    /// The manifests of `segments`, from memory or the hidden segments table.
+    pub(super) async fn manifests(
+        &self,
+        state: &mut State,
+        segments: &[EngineSegmentId],
+    ) -> Result<()> {
+        let missing: Vec<RowId> = segments
+            .iter()
+            .filter(|s| !state.manifests.contains_key(s))
+            .map(manifest_row)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let table = self.segments_table();
+        let mut cipher = self.blob_cipher(SEGMENTS);
+        for chunk in missing.chunks(MAX_LIMIT) {
+            let request = QueryTable {
+                table,
+                query: Query::Get {
+                    rows: chunk.to_vec(),
+                },
+            };
+            let QueryOutput::Rows(hits) = self
+                .index
+                .query(self.sign(request)?)
+                .await
+                .map_err(index_err)?
+            else {
+                return Err(ClientError::Damaged(
+                    "segment manifests answered with counts".into(),
+                ));
+            };
+            for hit in hits {
+                let bytes = cipher
+                    .open(EngineRowId(hit.row.0), hit.version, &hit.locator)
+                    .map_err(|e| ClientError::Damaged(format!("a segment manifest: {e}")))?;
+                let m = SegmentManifest::from_bytes(&bytes)?;
+                if manifest_row(&m.segment) != hit.row {
+                    return Err(ClientError::Damaged(
+                        "a segment manifest is filed under another segment".into(),
+                    ));
+                }
+                state.manifests.insert(m.segment, m);
+            }
+        }
+        Ok(())
+    }
+
+    /// The records (parent ‖ row) of `locators`, in order.
+    async fn read_records(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        locators: &[Locator],
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut segments: Vec<EngineSegmentId> = locators
+            .iter()
+            .flat_map(|l| l.extents.iter().map(|e| e.segment))
+            .collect();
+        segments.sort_unstable();
+        segments.dedup();
+        self.manifests(state, &segments).await?;
+        self.table(state, schema)?;
+        let State {
+            tables,
+            manifests,
+            cache,
+            ..
+        } = state;
+        let t = tables
+            .get_mut(&schema.name)
+            .ok_or_else(|| ClientError::Setup("table state vanished".into()))?;
+        Ok(self
+            .storage
+            .read_rows(&mut t.engine, manifests, locators, cache)
+            .await?)
+    }
+
+    /// The rows `refs` name, decrypted; with `reads`, also notes what was read of each.
+    pub(super) async fn fetch_rows(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        refs: &[RowRef],
+        mut reads: Option<&mut HashMap<RowId, Read>>,
+    ) -> Result<Vec<Row>> {
+        let locators: Vec<Locator> = refs
+            .iter()
+            .map(|r| self.open_locator(state, schema, r.row, r.version, &r.locator))
+            .collect::<Result<_>>()?;
+        let records = self.read_records(state, schema, &locators).await?;
+        let mut rows = Vec::with_capacity(records.len());
+        for ((r, l), rec) in refs.iter().zip(&locators).zip(&records) {
+            let (_, row) = split_record(rec)?;
+            rows.push(decode_row(schema, row)?);
+            if let Some(reads) = reads.as_deref_mut() {
+                let read = Read {
+                    version: r.version,
+                    locator: l.to_bytes(),
+                    hash: *blake3::hash(rec).as_bytes(),
+                };
+                reads.insert(r.row, read);
+            }
+        }
+        Ok(rows)
+    }
+}
