@@ -11,7 +11,8 @@
 //! - [`codec`]: the canonical byte encodings of rows and primary keys.
 //! - [`fulltext`]: the words of a text and the `MATCH` query language.
 //! - [`expr`]: bound expressions and their evaluation with SQL NULL semantics.
-//! - [`plan`]: plans as plain data (index lookups, filters, joins, aggregation) and EXPLAIN.
+//! - [`plan`](mod@plan): plans as plain data (index lookups, filters, joins, aggregation)
+//!   and EXPLAIN.
 //! - [`planner`]: parsing and planning, with the split of WHERE into pushed and residual.
 //! - [`exec`]: the pure evaluator over a caller's [`RowSource`] (joins, aggregation, sort).
 //! - [`memory`]: [`MemoryDb`], an in-memory reference database over plaintext rows.
