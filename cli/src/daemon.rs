@@ -94,6 +94,10 @@ pub struct ProviderArgs {
     /// (replaces the file's list).
     #[arg(long = "tracker", env = "WWT_PROVIDER_TRACKERS", value_delimiter = ',')]
     pub trackers: Vec<NodeAt>,
+    /// Also be an index provider: host owners' encrypted indexes and catalogs (as
+    /// `index = true` in the config file).
+    #[arg(long, env = "WWT_PROVIDER_INDEX")]
+    pub index: bool,
     /// The DHT node.
     #[command(flatten)]
     pub dht: DhtArgs,
@@ -173,6 +177,7 @@ impl ProviderArgs {
                 })
                 .collect();
         }
+        config.index |= self.index;
         self.dht.apply(&mut config.dht);
         let listener = bind("provider", &config.identity_path(), self.listen).await?;
         Ok((config, listener))
@@ -246,6 +251,33 @@ mod tests {
                 .parse::<NodeAt>()
                 .unwrap_err()
                 .contains("64 hex")
+        );
+    }
+
+    #[derive(clap::Parser)]
+    struct Provider {
+        #[command(flatten)]
+        args: ProviderArgs,
+    }
+
+    #[tokio::test]
+    async fn index_flag_makes_an_index_provider_and_keeps_the_files_setting() {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let open = |flags: &[&str]| {
+            let mut argv = vec!["wwt", "--listen", "127.0.0.1:0", "--data-dir", data];
+            argv.extend_from_slice(flags);
+            Provider::try_parse_from(argv).unwrap().args.open()
+        };
+        assert!(!open(&[]).await.unwrap().0.index);
+        assert!(open(&["--index"]).await.unwrap().0.index);
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "index = true\n").unwrap();
+        let (config, _) = open(&["--config", file.to_str().unwrap()]).await.unwrap();
+        assert!(
+            config.index,
+            "a flag left out keeps the file's index = true"
         );
     }
 

@@ -68,6 +68,16 @@ impl From<Status> for NetError {
                 NetError::Unavailable(m)
             }
             Code::Internal => NetError::Internal(m),
+            // The node runs, but not this service: another kind of node answered.
+            Code::Unimplemented => NetError::Unavailable(format!(
+                "the node does not serve this call (it is another kind of node; an index \
+                 provider is started with `wwt provider run --index`){}",
+                if m.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {m}")
+                }
+            )),
             _ => NetError::Internal(format!("{:?}: {m}", status.code())),
         }
     }
@@ -100,5 +110,14 @@ mod tests {
             let back = NetError::from(Status::from(err.clone()));
             assert_eq!(back, err);
         }
+    }
+
+    #[test]
+    fn a_missing_service_says_which_node_to_start() {
+        let err = NetError::from(Status::unimplemented(""));
+        assert!(
+            matches!(&err, NetError::Unavailable(m) if m.contains("--index")),
+            "{err}"
+        );
     }
 }
