@@ -102,8 +102,10 @@ async fn status(endpoints: &Endpoints, connector: &dyn Connector) -> (Vec<String
             Ok(ps) => {
                 let alive = ps.iter().filter(|p| p.alive).count();
                 let pieces: u64 = ps.iter().map(|p| p.pieces).sum();
+                let index = ps.iter().filter(|p| p.alive && p.index).count();
                 lines.push(format!(
-                    "{:<11} up    {}  {}  {alive}/{} providers alive, {pieces} pieces mapped",
+                    "{:<11} up    {}  {}  {alive}/{} providers alive ({index} index), \
+                     {pieces} pieces mapped",
                     t.name,
                     &t.node[..16],
                     t.address,

@@ -586,6 +586,8 @@ pub struct Heartbeat {
     pub used: u64,
     /// Pieces it holds.
     pub pieces: u64,
+    /// Whether it is also an index provider (serves `wwt.v1.Index`).
+    pub index: bool,
 }
 
 impl TryFrom<proto::Heartbeat> for Heartbeat {
@@ -597,6 +599,7 @@ impl TryFrom<proto::Heartbeat> for Heartbeat {
             capacity: w.capacity,
             used: w.used,
             pieces: w.pieces,
+            index: w.index,
         })
     }
 }
@@ -609,6 +612,7 @@ impl From<Heartbeat> for proto::Heartbeat {
             capacity: h.capacity,
             used: h.used,
             pieces: h.pieces,
+            index: h.index,
         }
     }
 }
@@ -969,6 +973,8 @@ pub struct ProviderRecord {
     pub last_heartbeat_ms: u64,
     /// Whether that heartbeat is recent enough.
     pub alive: bool,
+    /// Whether it said it is also an index provider.
+    pub index: bool,
 }
 
 impl TryFrom<proto::ProviderRecord> for ProviderRecord {
@@ -984,6 +990,7 @@ impl TryFrom<proto::ProviderRecord> for ProviderRecord {
             credit: w.credit.min(1000),
             last_heartbeat_ms: w.last_heartbeat_ms,
             alive: w.alive,
+            index: w.index,
         })
     }
 }
@@ -1000,6 +1007,7 @@ impl From<ProviderRecord> for proto::ProviderRecord {
             credit: r.credit,
             last_heartbeat_ms: r.last_heartbeat_ms,
             alive: r.alive,
+            index: r.index,
         }
     }
 }

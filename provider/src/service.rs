@@ -30,6 +30,8 @@ pub struct Provider {
     /// Trusted tracker ids → their addresses.
     trackers: HashMap<NodeId, String>,
     zone: String,
+    /// Also an index provider (said in heartbeats).
+    index: bool,
     max_piece_bytes: u64,
     discovery: Option<Arc<dyn Discovery>>,
     /// Segments already announced through `discovery` since start-up.
@@ -60,6 +62,7 @@ impl Provider {
                 .map(|t| (t.id, t.address.clone()))
                 .collect(),
             zone: config.zone.clone(),
+            index: config.index,
             max_piece_bytes: config.max_piece_bytes,
             discovery: None,
             announced: Mutex::new(HashSet::new()),
@@ -130,6 +133,7 @@ impl Provider {
             capacity: self.store.capacity(),
             used,
             pieces,
+            index: self.index,
         };
         tracker.heartbeat(self.identity.sign(beat)?).await
     }

@@ -17,6 +17,8 @@ struct Entry {
     capacity: u64,
     used: u64,
     pieces: u64,
+    /// Also an index provider.
+    index: bool,
     last_heartbeat_ms: u64,
     /// Bytes reserved since the last heartbeat (not yet in `used`).
     reserved: u64,
@@ -66,6 +68,7 @@ impl Registry {
             capacity: 0,
             used: 0,
             pieces: 0,
+            index: false,
             last_heartbeat_ms: 0,
             reserved: 0,
         });
@@ -74,6 +77,7 @@ impl Registry {
         entry.capacity = beat.capacity;
         entry.used = beat.used;
         entry.pieces = beat.pieces;
+        entry.index = beat.index;
         entry.last_heartbeat_ms = now_ms;
         // The provider's own count now includes whatever was stored under earlier
         // reservations; unused ones are forgotten, as they expire anyway.
@@ -106,6 +110,7 @@ impl Registry {
                 credit: self.credit(node),
                 last_heartbeat_ms: e.last_heartbeat_ms,
                 alive: self.alive(e, now_ms),
+                index: e.index,
             })
             .collect();
         records.sort_by_key(|r| r.node);
@@ -216,6 +221,7 @@ mod tests {
             capacity,
             used: 0,
             pieces: 0,
+            index: false,
         }
     }
 
@@ -227,6 +233,32 @@ mod tests {
                 size,
             })
             .collect()
+    }
+
+    #[test]
+    fn index_providers_are_listed_as_such_and_capacity_zero_gets_no_pieces() {
+        let mut reg = Registry::new(1000);
+        for i in 0..4u8 {
+            reg.heartbeat(NodeId([i; 32]), beat(1 << 20, ""), 10_000);
+        }
+        let index_only = Heartbeat {
+            index: true,
+            ..beat(0, "")
+        };
+        reg.heartbeat(NodeId([9; 32]), index_only, 10_000);
+        let roles: Vec<(NodeId, bool)> = reg
+            .records(10_000)
+            .iter()
+            .map(|r| (r.node, r.index))
+            .collect();
+        assert!(roles.contains(&(NodeId([9; 32]), true)));
+        assert!(roles.contains(&(NodeId([0; 32]), false)));
+        for seed in 0..50u8 {
+            let placed = reg
+                .place(&specs(4, 1), &HashSet::new(), [seed; 32], 10_000)
+                .unwrap();
+            assert!(placed.iter().all(|(n, _)| *n != NodeId([9; 32])));
+        }
     }
 
     #[test]
