@@ -81,8 +81,16 @@ fn parse_catalog(text: &[u8]) -> Result<(Catalog, Vec<(String, u64)>)> {
     Ok((catalog, generations))
 }
 
-/// The hidden row id under which a segment's manifest is filed.
-pub(super) fn manifest_row(segment: &EngineSegmentId) -> RowId {
+/// The hidden row id under which a segment's manifest is filed: a PRF of the segment id (the
+/// row-id key of the hidden segments table), so the index provider cannot link its rows to the
+/// segment ids that trackers and the DHT see.
+pub(super) fn manifest_row(master: &MasterKey, segment: &EngineSegmentId) -> RowId {
+    RowId(master.table(SEGMENTS).row_id.row_id(&segment.0).0)
+}
+
+/// Where clients before 2026-12 filed a segment's manifest: the segment id's first 16 bytes.
+/// Still read, so their tables stay readable; never written.
+pub(super) fn legacy_manifest_row(segment: &EngineSegmentId) -> RowId {
     let mut id = [0u8; 16];
     id.copy_from_slice(&segment.0[..16]);
     RowId(id)
@@ -315,7 +323,11 @@ mod vectors {
         );
         let segment = EngineSegmentId(std::array::from_fn(|i| i as u8));
         assert_eq!(
-            hex::encode(manifest_row(&segment).0),
+            hex::encode(manifest_row(&m, &segment).0),
+            "3baf22c055ec1796d486fc83857db14c"
+        );
+        assert_eq!(
+            hex::encode(legacy_manifest_row(&segment).0),
             "000102030405060708090a0b0c0d0e0f"
         );
     }

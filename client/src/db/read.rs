@@ -13,7 +13,7 @@ use wwt_query::{
     Direction, IndexLookup, Row, RowSource, TableSchema, Value, decode_row, encode_key,
 };
 
-use super::catalog::{SEGMENTS, manifest_row};
+use super::catalog::{SEGMENTS, legacy_manifest_row, manifest_row};
 use super::entries::{column_id, ope_encoder, ordered, text_expr, token_key};
 use super::record::split_record;
 use super::{
@@ -354,17 +354,39 @@ impl Client {
         state: &mut State,
         segments: &[EngineSegmentId],
     ) -> Result<()> {
-        let missing: Vec<RowId> = segments
+        let missing = |state: &State| -> Vec<EngineSegmentId> {
+            segments
+                .iter()
+                .filter(|s| !state.manifests.contains_key(s))
+                .copied()
+                .collect()
+        };
+        let ids: Vec<RowId> = missing(state)
             .iter()
-            .filter(|s| !state.manifests.contains_key(s))
-            .map(manifest_row)
+            .map(|s| manifest_row(&self.master, s))
             .collect();
-        if missing.is_empty() {
+        self.read_manifests(state, &ids, |s| manifest_row(&self.master, s))
+            .await?;
+        // Segments written by clients before 2026-12 are filed under their legacy row ids.
+        let legacy: Vec<RowId> = missing(state).iter().map(legacy_manifest_row).collect();
+        self.read_manifests(state, &legacy, legacy_manifest_row)
+            .await
+    }
+
+    /// Reads the manifests filed under `rows` into the client's state, checking that each is
+    /// filed where `row_of` its segment says.
+    async fn read_manifests(
+        &self,
+        state: &mut State,
+        rows: &[RowId],
+        row_of: impl Fn(&EngineSegmentId) -> RowId,
+    ) -> Result<()> {
+        if rows.is_empty() {
             return Ok(());
         }
         let table = self.segments_table();
         let mut cipher = self.blob_cipher(SEGMENTS);
-        for chunk in missing.chunks(MAX_LIMIT) {
+        for chunk in rows.chunks(MAX_LIMIT) {
             let request = QueryTable {
                 table,
                 query: Query::Get {
@@ -386,7 +408,7 @@ impl Client {
                     .open(EngineRowId(hit.row.0), hit.version, &hit.locator)
                     .map_err(|e| ClientError::Damaged(format!("a segment manifest: {e}")))?;
                 let m = SegmentManifest::from_bytes(&bytes)?;
-                if manifest_row(&m.segment) != hit.row {
+                if row_of(&m.segment) != hit.row {
                     return Err(ClientError::Damaged(
                         "a segment manifest is filed under another segment".into(),
                     ));

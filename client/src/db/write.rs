@@ -173,7 +173,7 @@ impl Client {
         }
         let mut manifest_cipher = self.blob_cipher(SEGMENTS);
         for seg in &batch.segments {
-            let id = manifest_row(&seg.manifest.segment);
+            let id = manifest_row(&self.master, &seg.manifest.segment);
             let sealed = manifest_cipher.seal(EngineRowId(id.0), 1, &seg.manifest.to_bytes());
             manifest_ops.push(RowOp::Put(RowEntries {
                 row: id,
