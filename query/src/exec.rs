@@ -344,7 +344,11 @@ fn compare_sort_keys(keys: &[SortKey], a: &[Value], b: &[Value]) -> Ordering {
 struct Accumulator {
     count: i64,
     value: Value,
+    /// AVG's sum of doubles.
     sum: f64,
+    /// AVG's sum of integers, exact (as SQLite's): summed as doubles, `avg` of i64::MIN and
+    /// i64::MAX would be 0, not -0.5.
+    int_sum: i128,
     distinct: Option<HashSet<Vec<u8>>>,
     func: AggFunc,
 }
@@ -355,6 +359,7 @@ impl Accumulator {
             count: 0,
             value: Value::Null,
             sum: 0.0,
+            int_sum: 0,
             distinct: call.distinct.then(HashSet::new),
             func: call.func,
         }
@@ -386,7 +391,10 @@ impl Accumulator {
                     binary(BinOp::Add, &self.value, &v)?
                 }
             }
-            AggFunc::Avg => self.sum += as_double(&v),
+            AggFunc::Avg => match v {
+                Value::Int(i) => self.int_sum += i128::from(i),
+                v => self.sum += as_double(&v),
+            },
             AggFunc::Min | AggFunc::Max => {
                 let better = match self.value.sql_cmp(&v) {
                     None => true,
@@ -406,7 +414,7 @@ impl Accumulator {
         match self.func {
             AggFunc::Count => Value::Int(self.count),
             AggFunc::Avg if self.count == 0 => Value::Null,
-            AggFunc::Avg => Value::Double(self.sum / self.count as f64),
+            AggFunc::Avg => Value::Double((self.int_sum as f64 + self.sum) / self.count as f64),
             _ => self.value,
         }
     }

@@ -137,7 +137,10 @@ impl Value {
         let v = match (self, ty) {
             (Value::Null, _) => Value::Null,
             (Value::Int(i), ColumnType::Double) => Value::Double(i as f64),
-            (Value::Double(d), ColumnType::Int) if d.fract() == 0.0 && d.abs() < 9.2e18 => {
+            // Every integral double in [-2^63, 2^63) is an i64, -2^63 = i64::MIN included.
+            (Value::Double(d), ColumnType::Int)
+                if d.fract() == 0.0 && (i64::MIN as f64..-(i64::MIN as f64)).contains(&d) =>
+            {
                 Value::Int(d as i64)
             }
             (Value::Text(s), ColumnType::Timestamp) => Value::Timestamp(parse_timestamp(&s)?),
@@ -422,6 +425,22 @@ mod tests {
             "0.0"
         );
         assert!(Value::Double(1.5).coerce_to(ColumnType::Int).is_err());
+        // The ends of i64 as doubles: -2^63 is i64::MIN, 2^63 is past i64::MAX.
+        assert_eq!(
+            Value::Double(i64::MIN as f64)
+                .coerce_to(ColumnType::Int)
+                .unwrap(),
+            Value::Int(i64::MIN)
+        );
+        assert_eq!(
+            Value::Double(9.2e18).coerce_to(ColumnType::Int).unwrap(),
+            Value::Int(9_200_000_000_000_000_000)
+        );
+        assert!(
+            Value::Double(-(i64::MIN as f64))
+                .coerce_to(ColumnType::Int)
+                .is_err()
+        );
         assert!(Value::Text("1".into()).coerce_to(ColumnType::Int).is_err());
         assert_eq!(Value::Text("it's".into()).to_sql(), "'it''s'");
         assert_eq!(Value::Blob(vec![0, 255]).to_sql(), "X'00ff'");

@@ -1,6 +1,7 @@
 //! What an index answers exactly: a bound predicate translated into primary-key, hash,
 //! btree-range or full-text lookups, or nothing when it must run on the client.
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::ops::Bound;
 
@@ -18,9 +19,14 @@ pub(super) fn pushable(schema: &TableSchema, offset: usize, e: &Expr) -> Option<
             _ => None,
         }
     };
+    // Only a literal that converts to the column's type exactly: on a DOUBLE column,
+    // `y < 9007199254740993` (2^53 + 1) would otherwise look up `y < 2^53` and miss y = 2^53.
     let lit = |x: &Expr, col: &Column| -> Option<Value> {
         match x {
-            Expr::Literal(v) if !v.is_null() => v.clone().coerce_to(col.ty).ok(),
+            Expr::Literal(v) if !v.is_null() => {
+                let c = v.clone().coerce_to(col.ty).ok()?;
+                (c.sql_cmp(v) == Some(Ordering::Equal)).then_some(c)
+            }
             _ => None,
         }
     };
@@ -155,6 +161,7 @@ mod tests {
     use crate::plan::{AccessPath, IndexLookup, Pushdown};
     use crate::planner::testing::{lookup, path, select};
     use crate::value::Value;
+    use std::ops::Bound;
 
     #[test]
     fn repeated_in_values_are_looked_up_once() {
@@ -195,6 +202,40 @@ mod tests {
         ));
         assert_eq!(p.filter.residual.unwrap().to_string(), "author = 'ann'");
         assert_eq!(p.filter.recheck.unwrap().to_string(), "id IN (1, 2)");
+    }
+
+    #[test]
+    fn only_literals_exact_in_the_column_type_are_pushed() {
+        // 2^53 + 1 is no DOUBLE: rounded to 2^53, `score < 2^53 + 1` would skip score = 2^53.
+        for w in [
+            "score < 9007199254740993",
+            "score >= -9223372036854775807",
+            "score IN (9007199254740993)",
+            "year = 2.5",
+        ] {
+            assert_eq!(
+                path(&format!("SELECT id FROM docs WHERE {w}")),
+                AccessPath::FullScan,
+                "{w}"
+            );
+        }
+        assert_eq!(
+            lookup("SELECT id FROM docs WHERE score < 9007199254740992"),
+            IndexLookup::Range {
+                column: "score".into(),
+                low: Bound::Unbounded,
+                high: Bound::Excluded(Value::Double(9007199254740992.0)),
+                order: None,
+                limit: None,
+            }
+        );
+        assert!(matches!(
+            lookup("SELECT id FROM docs WHERE year = 3.0"),
+            IndexLookup::Range {
+                low: Bound::Included(Value::Int(3)),
+                ..
+            }
+        ));
     }
 
     #[test]
