@@ -85,9 +85,10 @@ impl BinOp {
 /// A scalar function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Func {
-    /// `LOWER(text)`
+    /// `LOWER(text)`: Unicode's default lowercase mapping (`'ÉΣ'` → `'éς'`), not only ASCII
+    /// as SQLite's built-in.
     Lower,
-    /// `UPPER(text)`
+    /// `UPPER(text)`: Unicode's default uppercase mapping (`'straße'` → `'STRASSE'`).
     Upper,
     /// `LENGTH(text | blob)`: characters of text, bytes of a blob.
     Length,

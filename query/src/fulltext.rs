@@ -11,7 +11,10 @@
 //!
 //! `AND`, `OR` and `NOT` are operators only in capitals; any other run of characters is cut
 //! into words by [`tokenize`] (the index encoder's Unicode words, lowercased), so `'e-mail'` means
-//! `e AND mail`. A query must ask for at least one word in each branch (`NOT a` alone, or
+//! `e AND mail`. Words are those of Unicode's word boundaries (UAX #29): `l'été`, `3.14` and
+//! `a_b` are one word each, each Han character is a word of its own; lowercasing is Unicode's,
+//! so `'CAFÉ'` finds `café` and `'ΟΔΟΣ'` finds `οδος`. (The tests compare MATCH with SQLite
+//! FTS5, whose `unicode61` tokenizer splits at every punctuation mark instead.) A query must ask for at least one word in each branch (`NOT a` alone, or
 //! `a OR NOT b`, is refused: an index cannot answer a pure negation without listing every
 //! row). Phrases in double quotes are not supported.
 
