@@ -108,19 +108,30 @@ pub fn decode_row(schema: &TableSchema, bytes: &[u8]) -> Result<Row> {
     Ok(row)
 }
 
-/// The canonical encoding of a primary-key value: a type tag and an order-preserving
-/// payload. Two keys are equal exactly when their encodings are.
+/// The canonical encoding of a key value (a primary key, which row ids are computed from, or
+/// a value a hash index turns into an equality token): a type tag and an order-preserving
+/// payload. Two values are equal exactly when their encodings are (`-0.0` is `0.0`). Primary
+/// keys are never DOUBLE or BOOL (the planner refuses them); hash indexes may be.
 pub fn encode_key(key: &Value) -> Result<Vec<u8>> {
     let (tag, payload) = match key {
         Value::Int(i) => (1, ((*i as u64) ^ (1 << 63)).to_be_bytes().to_vec()),
+        Value::Double(d) => {
+            let bits = (if *d == 0.0 { 0.0 } else { *d }).to_bits();
+            let ordered = if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits ^ (1 << 63)
+            };
+            (2, ordered.to_be_bytes().to_vec())
+        }
         Value::Text(s) => (3, s.as_bytes().to_vec()),
+        Value::Bool(b) => (4, vec![u8::from(*b)]),
         Value::Timestamp(t) => (5, ((*t as u64) ^ (1 << 63)).to_be_bytes().to_vec()),
         Value::Blob(b) => (6, b.clone()),
-        v => {
-            return Err(Error::TypeMismatch(format!(
-                "{} cannot be a primary key; keys are BIGINT, TEXT, TIMESTAMP or BLOB",
-                v.to_sql()
-            )));
+        Value::Null => {
+            return Err(Error::TypeMismatch(
+                "NULL is not a key: a primary key is never NULL, and hash indexes skip it".into(),
+            ));
         }
     };
     let mut out = Vec::with_capacity(1 + payload.len());
@@ -299,6 +310,10 @@ mod tests {
         long.push(0);
         assert!(decode_row(&s, &long).is_err());
         assert!(decode_row(&s, &good[..good.len() - 1]).is_err());
-        assert!(encode_key(&Value::Double(1.0)).is_err());
+        // DOUBLE primary keys are refused by the planner; hash indexes encode doubles.
+        assert!(encode_key(&Value::Null).is_err());
+        let key = |d: f64| encode_key(&Value::Double(d)).unwrap();
+        assert_eq!(key(-0.0), key(0.0));
+        assert!(key(-1e300) < key(-1.5) && key(-1.5) < key(0.0) && key(0.0) < key(2.0));
     }
 }

@@ -147,11 +147,13 @@ fn row_encoding() {
     }
 }
 
-// Primary-key encodings, in order: BIGINT 42, -1, i64::MIN, i64::MAX; TEXT 'alice', 'Ünïcödé';
-// TIMESTAMP 2026-01-01T00:00:00Z; BLOB x'0001ff'.
+// Key encodings, in order: BIGINT 42, -1, i64::MIN, i64::MAX; TEXT 'alice', 'Ünïcödé';
+// TIMESTAMP 2026-01-01T00:00:00Z; BLOB x'0001ff'; then the hash-index-only DOUBLE 1.5, -2.25,
+// 0.0, -0.0 (as 0.0) and BOOL false, true.
 const KEYS: &str = concat!(
     "01800000000000002a 017fffffffffffffff 010000000000000000 01ffffffffffffffff ",
-    "03616c696365 03c39c6ec3af63c3b664c3a9 058006474846204000 060001ff",
+    "03616c696365 03c39c6ec3af63c3b664c3a9 058006474846204000 060001ff ",
+    "02bff8000000000000 023ffdffffffffffff 028000000000000000 028000000000000000 0400 0401",
 );
 
 #[test]
@@ -165,6 +167,12 @@ fn key_encoding() {
         Value::Text("Ünïcödé".into()),
         Value::Timestamp(1_767_225_600_000_000),
         Value::Blob(vec![0x00, 0x01, 0xff]),
+        Value::Double(1.5),
+        Value::Double(-2.25),
+        Value::Double(0.0),
+        Value::Double(-0.0),
+        Value::Bool(false),
+        Value::Bool(true),
     ];
     let encoded: Vec<String> = keys
         .iter()

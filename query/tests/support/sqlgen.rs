@@ -37,6 +37,8 @@ CREATE INDEX ON t USING hash (bl);
 CREATE INDEX ON t USING btree (big);
 CREATE INDEX ON t USING hash (big);
 CREATE INDEX ON t USING btree (y);
+CREATE INDEX ON t USING hash (y);
+CREATE INDEX ON t USING hash (f);
 CREATE INDEX ON t USING btree (\"Tag\");
 CREATE INDEX ON u USING hash (name);
 CREATE INDEX ON u USING btree (a);";
