@@ -187,7 +187,7 @@ pub enum Transport {
     Memory,
 }
 
-/// Sizes of a devnet.
+/// Sizes of a devnet, and the seed it replays from.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
     /// Trackers.
@@ -202,6 +202,11 @@ pub struct Shape {
     pub heartbeat_ms: u64,
     /// How the nodes are reached.
     pub transport: Transport,
+    /// Seed of every node's key ([`node_identity`]) and of the trackers' placement and audit
+    /// draws (unless [`Hooks::audit`] sets its own), so a network started again with the same
+    /// seed places the same segments on the same nodes: tests print it for a replay. Unset,
+    /// keys are random. Nodes whose folder already holds a key keep it.
+    pub seed: Option<u64>,
 }
 
 impl Default for Shape {
@@ -213,8 +218,41 @@ impl Default for Shape {
             max_piece_bytes: ProviderConfig::default().max_piece_bytes,
             heartbeat_ms: 1_000,
             transport: Transport::Grpc,
+            seed: None,
         }
     }
+}
+
+/// A value derived from a devnet's seed for `purpose` (a node's name, `placement`, …).
+fn derive(seed: u64, purpose: &str) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("wwt devnet seed 2026");
+    h.update(&seed.to_le_bytes());
+    h.update(purpose.as_bytes());
+    *h.finalize().as_bytes()
+}
+
+fn derive_u64(seed: u64, purpose: &str) -> u64 {
+    let bytes = derive(seed, purpose);
+    u64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ])
+}
+
+/// The identity of node `name` (`tracker-0`, `provider-3`, `dht-seed`) in a devnet seeded
+/// with `seed`: an ed25519 key derived from both with BLAKE3.
+pub fn node_identity(seed: u64, name: &str) -> Identity {
+    Identity::from_secret(derive(seed, name))
+}
+
+/// Node `name`'s identity from the key file `path`, or a new one there: derived from the
+/// seed, or random without one.
+fn identity_at(path: &Path, seed: Option<u64>, name: &str) -> Result<Identity> {
+    let fresh = || match seed {
+        Some(seed) => Ok(node_identity(seed, name)),
+        None => Identity::generate(),
+    };
+    Identity::load_or_create_with(path, fresh)
+        .with_context(|| format!("the key of {name} at {}", path.display()))
 }
 
 /// Wraps a provider's service (by provider number) before it is served.
@@ -226,8 +264,9 @@ pub type ProviderLayer =
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// The trackers' audit clock. When set, no audit loop runs: the caller steps each tracker
-    /// ([`LocalNet::tracker`], [`Tracker::audit_step`]). Unset: each tracker audits by itself
-    /// on the system clock.
+    /// ([`LocalNet::tracker`], [`Tracker::audit_step`]), and a challenge's deadline passes
+    /// only when the caller moves the clock past it. Unset: each tracker audits by itself on
+    /// the system clock.
     pub audit_clock: Option<Arc<dyn Clock>>,
     /// The trackers' audit settings (default: [`AuditConfig::default`]).
     pub audit: Option<AuditConfig>,
@@ -318,7 +357,7 @@ impl LocalNet {
         for t in 0..shape.trackers {
             let name = format!("tracker-{t}");
             let tdir = dir.join(&name);
-            let identity = Identity::load_or_create(&tdir.join("node.key"))?;
+            let identity = identity_at(&tdir.join("node.key"), shape.seed, &name)?;
             let (listener, address) = bind(shape.transport, &name).await?;
             listeners.push(listener);
             endpoints.trackers.push(NodeInfo {
@@ -351,11 +390,18 @@ impl LocalNet {
                 .collect::<Result<_>>()?;
             let mut audit = hooks.audit.clone().unwrap_or_default();
             audit.enabled = hooks.audit_clock.is_none();
+            let draws = |what: &str| {
+                shape
+                    .seed
+                    .map(|seed| derive_u64(seed, &format!("{what} {t}")))
+            };
+            audit.seed = audit.seed.or_else(|| draws("audit"));
             let config = TrackerConfig {
                 data_dir: endpoints.trackers[t].dir.clone(),
                 peers,
                 heartbeat_interval_ms: shape.heartbeat_ms,
                 liveness_timeout_ms: shape.heartbeat_ms * 5,
+                placement_seed: draws("placement"),
                 audit,
                 ..TrackerConfig::default()
             };
@@ -386,9 +432,15 @@ impl LocalNet {
         let seed = match &memory {
             Some(_) => None,
             None => Some(
-                Node::start(&Identity::generate()?, NodeConfig::loopback(Vec::new()))
-                    .await?
-                    .0,
+                Node::start(
+                    &match shape.seed {
+                        Some(seed) => node_identity(seed, "dht-seed"),
+                        None => Identity::generate()?,
+                    },
+                    NodeConfig::loopback(Vec::new()),
+                )
+                .await?
+                .0,
             ),
         };
         let discovery: Arc<dyn Discovery> = match &seed {
@@ -419,7 +471,7 @@ impl LocalNet {
                 index: true,
                 ..ProviderConfig::default()
             };
-            let identity = Identity::load_or_create(&config.identity_path())?;
+            let identity = identity_at(&config.identity_path(), shape.seed, &name)?;
             let (listener, address) = bind(shape.transport, &name).await?;
             endpoints.providers.push(NodeInfo {
                 name,

@@ -121,22 +121,75 @@ pub struct Segment {
     pub bytes: Vec<u8>,
 }
 
+/// Where a [`SegmentPacker`] takes its segments' ids from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SegmentIds {
+    /// The operating system's randomness, as every real writer does.
+    Random,
+    /// A sequence keyed by `seed`, from its `next`-th id: the same ids every run, so a test
+    /// network that places segments by their ids replays. Never for data that matters: the
+    /// ids of every writer with the seed are known in advance.
+    Seeded {
+        /// The key of the sequence.
+        seed: [u8; 32],
+        /// The position of the next id in it.
+        next: u64,
+    },
+}
+
+impl SegmentIds {
+    fn draw(&mut self) -> SegmentId {
+        match self {
+            SegmentIds::Random => SegmentId::random(),
+            SegmentIds::Seeded { seed, next } => {
+                let mut h = blake3::Hasher::new_keyed(seed);
+                h.update(&next.to_le_bytes());
+                *next += 1;
+                SegmentId(*h.finalize().as_bytes())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SegmentIds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SegmentIds::Random => write!(f, "Random"),
+            SegmentIds::Seeded { next, .. } => write!(f, "Seeded {{ next: {next}, .. }}"),
+        }
+    }
+}
+
 /// Seals rows straight into segments of at most `segment_size` bytes.
 #[derive(Debug)]
 pub struct SegmentPacker {
     segment_size: usize,
     open: Option<Segment>,
     done: Vec<Segment>,
+    ids: SegmentIds,
 }
 
 impl SegmentPacker {
-    /// A packer for segments of at most `segment_size` bytes (at least 1 KiB).
+    /// A packer for segments of at most `segment_size` bytes (at least 1 KiB), with random
+    /// ids.
     pub fn new(segment_size: usize) -> Self {
+        Self::with_ids(segment_size, SegmentIds::Random)
+    }
+
+    /// A packer for segments of at most `segment_size` bytes (at least 1 KiB), with ids from
+    /// `ids`.
+    pub fn with_ids(segment_size: usize, ids: SegmentIds) -> Self {
         Self {
             segment_size: segment_size.max(1024),
             open: None,
             done: Vec::new(),
+            ids,
         }
+    }
+
+    /// Where the next segment's id comes from (to hand on to the next packer).
+    pub fn ids(&self) -> SegmentIds {
+        self.ids
     }
 
     /// Seals one row version into the open segment, or into segments of its own when it is
@@ -160,8 +213,9 @@ impl SegmentPacker {
             self.done.extend(self.open.take());
         }
         let size = self.segment_size;
+        let ids = &mut self.ids;
         let seg = self.open.get_or_insert_with(|| Segment {
-            id: SegmentId::random(),
+            id: ids.draw(),
             bytes: Vec::with_capacity(size),
         });
         let offset = seg.bytes.len() as u64;
@@ -182,7 +236,7 @@ impl SegmentPacker {
             .chunks(self.segment_size)
             .map(|chunk| {
                 let seg = Segment {
-                    id: SegmentId::random(),
+                    id: self.ids.draw(),
                     bytes: chunk.to_vec(),
                 };
                 let extent = Extent {

@@ -4,7 +4,7 @@ use crate::codec::{Codec, CodingParams, EncodedSegment, SegmentManifest, plan_re
 use crate::error::{Error, Result};
 use crate::keys::{MasterKey, TableKeys};
 use crate::row::{RowCipher, RowId};
-use crate::segment::{Locator, SegmentPacker};
+use crate::segment::{Locator, SegmentIds, SegmentPacker};
 
 /// One table's keys, cipher and codec. Keep one per table and thread.
 #[derive(Debug)]
@@ -13,6 +13,7 @@ pub struct Table {
     cipher: RowCipher,
     codec: Codec,
     segment_size: usize,
+    ids: SegmentIds,
 }
 
 /// One row version to write.
@@ -50,7 +51,26 @@ impl Table {
             keys,
             codec: Codec::new(params)?,
             segment_size,
+            ids: SegmentIds::Random,
         })
+    }
+
+    /// The same table, sealing with nonces and naming segments with ids drawn from `seed`
+    /// instead of the operating system: the same rows then write the same segments, and a
+    /// test network that places them by id replays from its seed. Only for tests (see
+    /// [`RowCipher::with_nonce_seed`] and [`SegmentIds::Seeded`]).
+    pub fn with_seed(mut self, seed: [u8; 32]) -> Self {
+        let derive = |what: &str| {
+            let mut h = blake3::Hasher::new_keyed(&seed);
+            h.update(what.as_bytes());
+            *h.finalize().as_bytes()
+        };
+        self.cipher = RowCipher::with_nonce_seed(&self.keys.row, self.keys.id, derive("nonces"));
+        self.ids = SegmentIds::Seeded {
+            seed: derive("segment ids"),
+            next: 0,
+        };
+        self
     }
 
     /// The table's keys.
@@ -65,11 +85,12 @@ impl Table {
 
     /// Seals, packs and codes `rows`.
     pub fn write<'a>(&mut self, rows: impl IntoIterator<Item = RowWrite<'a>>) -> WriteBatch {
-        let mut packer = SegmentPacker::new(self.segment_size);
+        let mut packer = SegmentPacker::with_ids(self.segment_size, self.ids);
         let locators = rows
             .into_iter()
             .map(|r| packer.push(&mut self.cipher, r.row, r.version, r.plaintext))
             .collect();
+        self.ids = packer.ids();
         let segments = packer
             .finish()
             .iter()
@@ -253,5 +274,41 @@ mod tests {
         for piece in batch.segments.iter().flat_map(|s| &s.pieces) {
             assert!(!piece.windows(7).any(|w| w == b"example"));
         }
+    }
+
+    #[test]
+    fn a_seeded_table_writes_the_same_segments_every_run_and_new_ids_each_batch() {
+        let master = MasterKey::from_bytes([2; 32]);
+        let rows: Vec<Vec<u8>> = (0..300).map(|i| vec![i as u8; 100 + i % 7]).collect();
+        let write = |table: &mut Table| {
+            let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
+                row: RowId([i as u8; 16]),
+                version: 1,
+                plaintext: r,
+            }));
+            batch
+                .segments
+                .into_iter()
+                .map(|s| (s.manifest.segment, s.pieces))
+                .collect::<Vec<_>>()
+        };
+        let seeded = || {
+            Table::new(&master, "t", CodingParams::default(), 4 << 10)
+                .unwrap()
+                .with_seed([7; 32])
+        };
+        let (mut a, mut b) = (seeded(), seeded());
+        let first = write(&mut a);
+        assert!(first.len() > 1);
+        assert_eq!(first, write(&mut b), "one seed, one set of segments");
+        let second = write(&mut a);
+        assert!(
+            second
+                .iter()
+                .all(|(id, _)| first.iter().all(|(f, _)| f != id)),
+            "a second batch takes new ids"
+        );
+        let mut random = Table::new(&master, "t", CodingParams::default(), 4 << 10).unwrap();
+        assert_ne!(write(&mut random)[0].0, first[0].0);
     }
 }

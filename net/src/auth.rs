@@ -71,6 +71,15 @@ impl Identity {
 
     /// Loads the identity from `path` (64 hex characters), or creates one there (mode 0600).
     pub fn load_or_create(path: &Path) -> Result<Identity, NetError> {
+        Identity::load_or_create_with(path, Identity::generate)
+    }
+
+    /// Loads the identity from `path` (64 hex characters), or writes the one `fresh` makes
+    /// there (mode 0600): a test network derives its nodes' keys from its seed this way.
+    pub fn load_or_create_with(
+        path: &Path,
+        fresh: impl FnOnce() -> Result<Identity, NetError>,
+    ) -> Result<Identity, NetError> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 let bytes = hex::decode(text.trim()).map_err(|_| {
@@ -82,7 +91,7 @@ impl Identity {
                 Ok(Identity::from_secret(secret))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let identity = Identity::generate()?;
+                let identity = fresh()?;
                 write_private(path, hex::encode(identity.secret()).as_bytes()).map_err(|e| {
                     NetError::Internal(format!("cannot write {}: {e}", path.display()))
                 })?;

@@ -1,7 +1,10 @@
 //! A fault-injecting wrapper around any [`Connector`]: per address, drop calls, delay them,
-//! corrupt the bytes read, or partition the node away entirely.
+//! stall them until the fault is lifted, corrupt the bytes read, or partition the node away
+//! entirely.
 //!
-//! Decisions come from one seeded RNG, so a failing test replays with the same seed.
+//! Decisions come from one seeded RNG, so a failing test replays with the same seed. A
+//! stalled call waits for an event (the fault being lifted), never for a time: the caller's
+//! own deadline is what ends it, so no test races a deadline against a delay.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::Notify;
 
 use crate::NetError;
 use crate::api::{Connector, ProviderApi, TrackerApi};
@@ -37,18 +41,26 @@ pub struct Fault {
     pub corrupt_reads: bool,
     /// Every call fails as `Unavailable` (the node is cut off).
     pub partitioned: bool,
+    /// Every call hangs until this fault is lifted ([`Faults::set`] to another, or
+    /// [`Faults::heal_all`]), then goes on under the fault then in force: a node that stopped
+    /// answering. Only the caller's deadline ends the wait sooner.
+    pub stalled: bool,
 }
 
 #[derive(Debug)]
 struct FaultState {
     by_address: HashMap<String, Fault>,
     rng: StdRng,
+    /// Calls that have stalled so far.
+    stalls: u64,
 }
 
 /// The faults in force, shared by every handle a [`FaultyConnector`] gives out.
 #[derive(Debug, Clone)]
 pub struct Faults {
     state: Arc<Mutex<FaultState>>,
+    /// Wakes stalled calls when the faults change.
+    changed: Arc<Notify>,
 }
 
 impl Faults {
@@ -58,7 +70,9 @@ impl Faults {
             state: Arc::new(Mutex::new(FaultState {
                 by_address: HashMap::new(),
                 rng: StdRng::seed_from_u64(seed),
+                stalls: 0,
             })),
+            changed: Arc::new(Notify::new()),
         }
     }
 
@@ -67,6 +81,7 @@ impl Faults {
         if let Ok(mut state) = self.state.lock() {
             state.by_address.insert(address.to_string(), fault);
         }
+        self.changed.notify_waiters();
     }
 
     /// Removes every fault.
@@ -74,18 +89,45 @@ impl Faults {
         if let Ok(mut state) = self.state.lock() {
             state.by_address.clear();
         }
+        self.changed.notify_waiters();
+    }
+
+    /// How many calls have stalled so far ([`Fault::stalled`]).
+    pub fn stalls(&self) -> u64 {
+        self.state.lock().map(|s| s.stalls).unwrap_or(0)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, FaultState>, NetError> {
+        self.state
+            .lock()
+            .map_err(|_| NetError::Internal("fault state poisoned".into()))
     }
 
     /// Decides the fate of one call to `address`: its delay and whether to corrupt its read.
     async fn before_call(&self, address: &str) -> Result<bool, NetError> {
+        let mut stalled = false;
+        let fault = loop {
+            // Listening before looking, so a change in between still wakes this call.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = self.lock()?;
+                let Some(fault) = state.by_address.get(address).cloned() else {
+                    return Ok(false);
+                };
+                if !fault.stalled {
+                    break fault;
+                }
+                if !stalled {
+                    stalled = true;
+                    state.stalls += 1;
+                }
+            }
+            changed.await;
+        };
         let (delay, corrupt) = {
-            let mut state = self
-                .state
-                .lock()
-                .map_err(|_| NetError::Internal("fault state poisoned".into()))?;
-            let Some(fault) = state.by_address.get(address).cloned() else {
-                return Ok(false);
-            };
+            let mut state = self.lock()?;
             if fault.partitioned {
                 return Err(NetError::Unavailable(format!("{address} is partitioned")));
             }
@@ -299,5 +341,51 @@ impl IndexApi for FaultyIndex {
     async fn put_catalog(&self, request: Signed<PutCatalog>) -> Result<u64, NetError> {
         self.faults.before_call(&self.address).await?;
         self.inner.put_catalog(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stalled_call_waits_until_the_fault_is_lifted_then_obeys_the_new_one() {
+        let faults = Faults::new(1);
+        let stall = Fault {
+            stalled: true,
+            ..Fault::default()
+        };
+        faults.set("a", stall.clone());
+        let call = tokio::spawn({
+            let faults = faults.clone();
+            async move { faults.before_call("a").await }
+        });
+        while faults.stalls() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Another address's change wakes it, but it stays stalled.
+        faults.set("b", Fault::default());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!call.is_finished());
+        assert_eq!(faults.stalls(), 1);
+        let lie = Fault {
+            corrupt_reads: true,
+            ..Fault::default()
+        };
+        faults.set("a", lie);
+        assert!(call.await.unwrap().unwrap(), "goes on as a lying node");
+        faults.set("a", stall);
+        let healed = tokio::spawn({
+            let faults = faults.clone();
+            async move { faults.before_call("a").await }
+        });
+        while faults.stalls() == 1 {
+            tokio::task::yield_now().await;
+        }
+        faults.heal_all();
+        assert!(!healed.await.unwrap().unwrap());
     }
 }

@@ -4,18 +4,20 @@
 //! tracker's challenges, on a simulated clock with a seeded schedule, or the owner's
 //! complaints catch it; its pieces are re-coded onto other providers; and every row still
 //! reads with two more of a segment's holders gone.
+//!
+//! Nothing waits on real time: challenge deadlines run on the simulated clock, which only the
+//! test moves, so an honest answer is never late however loaded the machine, and the slow
+//! cheater's answer waits for the clock too. Each test prints its seed (node keys, placement,
+//! schedule and the cheater's guesses derive from it); `WWT_TEST_SEED=0x…` replays one.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use prost::Message;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use wwt_client::store::{SegmentCache, Storage, StorageConfig};
 use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
 use wwt_engine::table::RowWrite;
@@ -26,13 +28,20 @@ use wwt_net::types::{
     StorePiece, StoreReceipt,
 };
 use wwt_net::{Identity, NetError, ProviderApi, Signed, proto};
-use wwt_tracker::AuditConfig;
-use wwt_tracker::audit::Outcome;
+use wwt_tracker::audit::{Outcome, StepReport};
 use wwt_tracker::clock::{Clock, ManualClock};
+use wwt_tracker::{AuditConfig, Tracker};
 
+/// The seed these tests run with unless `WWT_TEST_SEED` replays another.
 const SEED: u64 = 0xa0d1_7e57;
 /// Simulated time after which a test gives up.
 const GIVE_UP_MS: u64 = 6 * 3_600_000;
+/// How long a challenge may take, in simulated milliseconds.
+const DEADLINE_MS: u64 = 300;
+/// Simulated time a provider may miss every challenge before it is condemned.
+const OFFLINE_MS: u64 = 120_000;
+/// Simulated time the cheater that keeps its pieces elsewhere takes to fetch one.
+const FETCH_MS: u64 = 3_000;
 
 /// How the cheating provider misbehaves once armed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +52,8 @@ enum Cheat {
     KeepsOnlyTree,
     /// Lost 5 % of each piece's bytes; answers a guess where a byte is gone.
     DropsFivePercent,
-    /// Keeps its pieces elsewhere and fetches them when challenged: too slow for the deadline.
+    /// Keeps its pieces elsewhere and fetches them when challenged: [`FETCH_MS`] of simulated
+    /// time, far past the deadline.
     FetchesElsewhere,
     /// Goes offline (the provider is stopped).
     Offline,
@@ -55,13 +65,53 @@ struct CheatState {
     /// The provider number that misbehaves (none until armed).
     target: AtomicUsize,
     victim: Mutex<Option<PieceId>>,
-    rng: Mutex<StdRng>,
+    /// The test's seed, which the cheater's guesses derive from.
+    seed: u64,
+    /// The simulated clock the fetching cheater waits on.
+    clock: Arc<ManualClock>,
+    /// When each of the fetching cheater's stalled answers is due, in simulated time.
+    stalls: Mutex<Vec<u64>>,
 }
 
 impl CheatState {
-    fn guess(&self, n: usize) -> Bytes {
-        let mut rng = self.rng.lock().unwrap();
-        Bytes::from((0..n).map(|_| rng.random::<u8>()).collect::<Vec<u8>>())
+    /// `n` bytes guessed for `piece` from position `at`: drawn from the seed and the question,
+    /// so they are the same whatever order concurrent challenges come in.
+    fn guess(&self, piece: &PieceId, at: u64, n: usize) -> Bytes {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.seed.to_le_bytes());
+        h.update(&piece.0);
+        h.update(&at.to_le_bytes());
+        let mut out = vec![0u8; n];
+        h.finalize_xof().fill(&mut out);
+        Bytes::from(out)
+    }
+
+    /// The fetching cheater's answers still waiting for the clock at `now_ms`.
+    fn stalled(&self, now_ms: u64) -> usize {
+        let mut stalls = self.stalls.lock().unwrap();
+        stalls.retain(|due| *due > now_ms);
+        stalls.len()
+    }
+}
+
+/// One audit step of `tracker`. The fetching cheater's answers wait for the simulated clock,
+/// which moves on by [`FETCH_MS`] (past their deadlines) only once every challenge still out
+/// is one it sits on: then each of them has two sleeps on the clock, the tracker's deadline
+/// and the cheater's fetch, and no honest answer is on its way that the move could make late.
+async fn audit_step(tracker: &Tracker, state: &CheatState) -> StepReport {
+    let clock = &state.clock;
+    let mut changes = clock.changes();
+    let step = tracker.audit_step();
+    tokio::pin!(step);
+    loop {
+        let stalled = state.stalled(clock.now_ms());
+        if stalled > 0 && clock.sleeping() == 2 * stalled {
+            clock.advance_by(FETCH_MS);
+        }
+        tokio::select! {
+            report = &mut step => return report.unwrap(),
+            () = changes.next() => {}
+        }
     }
 }
 
@@ -91,7 +141,7 @@ impl Cheater {
         let mut out = data.to_vec();
         for (byte, at) in out.iter_mut().zip(positions) {
             if dropped(piece, at) {
-                *byte = self.state.guess(1)[0];
+                *byte = self.state.guess(piece, at, 1)[0];
             }
         }
         Bytes::from(out)
@@ -145,7 +195,13 @@ impl ProviderApi for Cheater {
             Cheat::KeepsOnlyTree => {
                 // The tree proves the chunk's place, but the bytes must be guessed.
                 let mut answer = self.inner.challenge(request).await?;
-                answer.data = self.state.guess(answer.data.len());
+                let at = match &asked.kind {
+                    ChallengeKind::Sentinels(positions) => positions.first().copied(),
+                    ChallengeKind::Chunk(range) => Some(range.offset),
+                };
+                answer.data = self
+                    .state
+                    .guess(&asked.piece, at.unwrap_or(0), answer.data.len());
                 Ok(answer)
             }
             Cheat::DropsFivePercent => {
@@ -161,8 +217,12 @@ impl ProviderApi for Cheater {
                 Ok(answer)
             }
             Cheat::FetchesElsewhere => {
-                // Fetching the piece from where it really lives takes seconds.
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                // Fetching the piece from where it really lives takes FETCH_MS: the answer
+                // waits until the test's clock has moved that far.
+                let clock = &self.state.clock;
+                let due = clock.now_ms() + FETCH_MS;
+                self.state.stalls.lock().unwrap().push(due);
+                clock.sleep_until(due).await;
                 self.inner.challenge(request).await
             }
             _ => self.inner.challenge(request).await,
@@ -202,13 +262,55 @@ async fn holders(
     out
 }
 
+/// How many pieces among the first `k` (the data pieces, which reads try first) of each of
+/// `segments` `node` holds.
+async fn data_pieces_held(
+    net: &LocalNet,
+    owner: &Identity,
+    segments: &[SegmentId],
+    k: u32,
+    node: NodeId,
+) -> usize {
+    let tracker = net
+        .connector()
+        .tracker(&net.endpoints.trackers[0].address)
+        .unwrap();
+    let mut held = 0;
+    for s in segments {
+        let location = tracker
+            .locate(owner.sign(Locate { segment: *s }).unwrap())
+            .await
+            .unwrap();
+        held += location
+            .pieces
+            .iter()
+            .filter(|p| p.index < k && p.holders.iter().any(|h| h.node == node))
+            .count();
+    }
+    held
+}
+
+/// Log entries of `kind` about `node` in `tracker`'s report.
+fn entries(tracker: &Tracker, kind: &str, node: NodeId) -> usize {
+    let report = tracker.audit_report(1000).unwrap();
+    assert!(report.log_length <= 1000, "the report holds the whole log");
+    report
+        .entries
+        .iter()
+        .filter(|e| e.kind == kind && e.provider == node)
+        .count()
+}
+
 async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
+    let seed = wwt_tests::seed(SEED);
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000_000));
     let state = Arc::new(CheatState {
         target: AtomicUsize::new(usize::MAX),
         victim: Mutex::new(None),
-        rng: Mutex::new(StdRng::seed_from_u64(SEED)),
+        seed,
+        clock: clock.clone(),
+        stalls: Mutex::new(Vec::new()),
     });
     let layer_state = state.clone();
     let hooks = Hooks {
@@ -218,11 +320,11 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
             chunk_share: 0.25,
             sentinels_per_challenge: 4,
             refresh_below: 4,
-            deadline_ms: 300,
+            deadline_ms: DEADLINE_MS,
             max_failures: 2,
-            offline_threshold_ms: 120_000,
+            offline_threshold_ms: OFFLINE_MS,
             repairs_per_step: 2,
-            seed: Some(SEED),
+            seed: Some(seed),
             ..AuditConfig::default()
         }),
         provider_layer: Some(Arc::new(move |index, api| {
@@ -238,6 +340,7 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
         providers: 8,
         heartbeat_ms: 100,
         transport,
+        seed: Some(seed),
         ..Shape::default()
     };
     let mut net = LocalNet::start_with(dir.path(), shape, hooks)
@@ -246,7 +349,9 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
 
     // An owner writes 1,100 rows into 32 KiB segments (RS 4+2) and entrusts them.
     let master = MasterKey::from_bytes([6; 32]);
-    let mut table = Table::new(&master, "t", CodingParams::default(), 32 << 10).unwrap();
+    let mut table = Table::new(&master, "t", CodingParams::default(), 32 << 10)
+        .unwrap()
+        .with_seed(*blake3::hash(&seed.to_le_bytes()).as_bytes());
     let rows = rows(1100);
     let row_ids = table.keys().row_id.clone();
     let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
@@ -307,8 +412,17 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
     if cheat == Cheat::Offline {
         net.stop_provider(cheater_at).await.unwrap();
     }
+    // The owner's complaints, all made before any audit step (a log that short is reported
+    // whole).
+    let mut complaints = 0;
     if cheat == Cheat::Withholds {
         // The owner reads everything twice (from other pieces); each refusal is reported.
+        let k = u32::try_from(CodingParams::default().data).unwrap();
+        let refusals = 2 * data_pieces_held(&net, &owner, &segments, k, cheater).await;
+        assert!(
+            refusals > 0,
+            "the cheater holds no data piece: nothing to refuse"
+        );
         for _ in 0..2 {
             let back = client
                 .read_rows(
@@ -321,7 +435,12 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
                 .unwrap();
             assert_eq!(back, rows);
         }
+        complaints = entries(&net.tracker(0).unwrap(), "complaint", cheater);
+        assert_eq!(complaints, refusals, "one complaint per refused piece");
     }
+    let tracker = net.tracker(0).unwrap();
+    assert_eq!(entries(&tracker, "complaint", cheater), complaints);
+    drop(tracker);
     let lost: Vec<PieceId> = match cheat {
         Cheat::DeletesPiece => vec![victim],
         _ => held.iter().map(|(_, p)| *p).collect(),
@@ -341,7 +460,7 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
             GIVE_UP_MS / 3_600_000
         );
         clock.advance_to(tracker.next_audit_ms().unwrap_or(now + 1000).max(now));
-        let step = tracker.audit_step().await.unwrap();
+        let step = audit_step(&tracker, &state).await;
         for c in step.challenges.iter().filter(|c| c.provider == cheater) {
             challenged += 1;
             let caught = match cheat {
@@ -380,15 +499,11 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
     let tracker = net.tracker(0).unwrap();
     let report = tracker.audit_report(1000).unwrap();
     let (after, sim_ms) = detected.unwrap();
-    let complaints = report
-        .entries
-        .iter()
-        .filter(|e| e.kind == "complaint")
-        .count();
     println!(
-        "{cheat:?} over {transport:?} (seed {SEED:#x}): detected after {after} challenges and {complaints} complaints about it and {:.1} s of simulated time; {} pieces repaired{}",
+        "{cheat:?} over {transport:?} (seed {seed:#x}): detected after {after} challenges and {complaints} complaints about it and {:.1} s of simulated time; {} pieces repaired or refreshed ({} lost){}",
         sim_ms as f64 / 1000.0,
         report.repairs_done,
+        lost.len(),
         if restarted {
             ", across a tracker restart"
         } else {
@@ -396,6 +511,19 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
         }
     );
     assert!(report.repairs_done >= lost.len() as u64, "{report:?}");
+    // Caught by its challenges; the withholding cheater by its owner's complaints alone,
+    // before any challenge (a condemned provider is not challenged).
+    match cheat {
+        Cheat::Withholds => assert_eq!(after, 0, "challenged before condemned"),
+        _ => assert!(after > 0, "detected without a challenge"),
+    }
+    // A provider that only misses its deadlines is condemned once it has missed them all
+    // for the offline threshold, not sooner.
+    if matches!(cheat, Cheat::FetchesElsewhere | Cheat::Offline) {
+        let c = report.credits.iter().find(|c| c.node == cheater).unwrap();
+        assert!(c.missed > 0 && c.passed == 0 && c.failed == 0, "{c:?}");
+        assert!(sim_ms >= OFFLINE_MS, "condemned after {sim_ms} ms");
+    }
     assert_eq!(tracker.verify_audit_log().unwrap(), report.log_length);
     let honest = report.credits.iter().filter(|c| c.node != cheater);
     for c in honest {

@@ -18,6 +18,7 @@ async fn manifests_filed_under_legacy_row_ids_still_read() {
     let dir = tempfile::tempdir().unwrap();
     let shape = Shape {
         transport: Transport::Memory,
+        seed: Some(wwt_tests::seed(0xf0_2026)),
         ..Shape::default()
     };
     let net = LocalNet::start(dir.path(), shape).await.unwrap();
@@ -72,7 +73,10 @@ async fn manifests_filed_under_legacy_row_ids_still_read() {
             .unwrap();
         let manifest = SegmentManifest::from_bytes(&bytes).unwrap();
         let legacy = RowId(manifest.segment.0[..16].try_into().unwrap());
-        assert_ne!(legacy, hit.row, "a manifest is still filed by its segment id");
+        assert_ne!(
+            legacy, hit.row,
+            "a manifest is still filed by its segment id"
+        );
         ops.push(RowOp::Put(RowEntries {
             row: legacy,
             version: 1,

@@ -1,7 +1,8 @@
 //! Whole-network tests of the provider and tracker services: trackers and providers of a
 //! `LocalNet` over the in-memory network and over real loopback gRPC, with the same test
 //! bodies, driven by hand (reserve, store, confirm, locate, read) rather than by the client's
-//! storage path.
+//! storage path. Each test prints its seed (node keys, placement and faults derive from it);
+//! `WWT_TEST_SEED=0x…` replays one.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
@@ -53,12 +54,17 @@ async fn within_deadline(body: impl std::future::Future<Output = ()>) {
 /// The largest piece the providers take.
 const MAX_PIECE: u64 = 1 << 20;
 
-/// A network of `trackers` trackers and `providers` providers, heartbeating every 100 ms.
+/// The seed these tests run with unless `WWT_TEST_SEED` replays another.
+const SEED: u64 = 0x4e7_2026;
+
+/// A network of `trackers` trackers and `providers` providers, heartbeating every 100 ms,
+/// their keys and placement drawn from the test seed (printed; also returned).
 async fn start(
     transport: Transport,
     trackers: usize,
     providers: usize,
-) -> (tempfile::TempDir, LocalNet) {
+) -> (tempfile::TempDir, LocalNet, u64) {
+    let seed = wwt_tests::seed(SEED);
     let dir = tempfile::tempdir().unwrap();
     let shape = Shape {
         trackers,
@@ -67,9 +73,10 @@ async fn start(
         max_piece_bytes: MAX_PIECE,
         heartbeat_ms: 100,
         transport,
+        seed: Some(seed),
     };
     let net = LocalNet::start(dir.path(), shape).await.unwrap();
-    (dir, net)
+    (dir, net, seed)
 }
 
 /// Tracker `t`, through the network's transport.
@@ -206,7 +213,7 @@ const K: usize = 4;
 const M: usize = 2;
 
 async fn segments_survive_two_dead_providers_not_three(transport: Transport) {
-    let (_dir, mut net) = start(transport, 1, 6).await;
+    let (_dir, mut net, _) = start(transport, 1, 6).await;
     let client = Identity::generate().unwrap();
     for s in 0..SEGMENTS {
         let (id, pieces) = segment(s, K + M, 2048);
@@ -292,7 +299,7 @@ fn log_on_disk(dir: &Path) -> u64 {
 }
 
 async fn bad_input_is_refused_and_changes_nothing(transport: Transport) {
-    let (_dir, net) = start(transport, 1, 1).await;
+    let (_dir, net, _) = start(transport, 1, 1).await;
     let client = Identity::generate().unwrap();
     let stranger = Identity::generate().unwrap();
     let provider = net
@@ -484,14 +491,14 @@ async fn bad_input_is_refused_and_changes_nothing(transport: Transport) {
 }
 
 async fn faulty_providers_are_detected(transport: Transport) {
-    let (_dir, net) = start(transport, 1, 6).await;
+    let (_dir, net, seed) = start(transport, 1, 6).await;
     let providers = &net.endpoints.providers;
     let client = Identity::generate().unwrap();
     for s in 0..5 {
         let (id, pieces) = segment(100 + s, K + M, 4096);
         put_segment(&net, &client, id, &pieces).await.unwrap();
     }
-    let faults = Faults::new(42);
+    let faults = Faults::new(seed);
     let faulty = FaultyConnector::new(net.connector(), faults.clone());
     faults.set(
         &providers[0].address,
@@ -555,7 +562,7 @@ async fn faulty_providers_are_detected(transport: Transport) {
 }
 
 async fn trackers_split_segments_by_rendezvous(transport: Transport) {
-    let (_dir, net) = start(transport, 2, 3).await;
+    let (_dir, net, _) = start(transport, 2, 3).await;
     let client = Identity::generate().unwrap();
     let ids = tracker_ids(&net);
     let mut per_tracker = [0usize; 2];
@@ -583,7 +590,7 @@ async fn trackers_split_segments_by_rendezvous(transport: Transport) {
 }
 
 async fn the_dht_alone_finds_a_segments_holders(transport: Transport) {
-    let (_dir, net) = start(transport, 1, 6).await;
+    let (_dir, net, _) = start(transport, 1, 6).await;
     let discovery = net.discovery();
     let client = Identity::generate().unwrap();
     for s in 0..5 {
@@ -630,7 +637,7 @@ async fn silent_providers_die_and_are_not_placed_on() {
 
 async fn silent_providers_body() {
     // Heartbeats every 100 ms: a provider is dead after 500 ms of silence.
-    let (_dir, mut net) = start(Transport::Memory, 1, 3).await;
+    let (_dir, mut net, _) = start(Transport::Memory, 1, 3).await;
     let client = Identity::generate().unwrap();
     net.stop_provider(0).await.unwrap();
     net.wait_alive(2).await.unwrap();
@@ -706,7 +713,7 @@ async fn reflection_body() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let (_dir, net) = start(Transport::Grpc, 1, 1).await;
+    let (_dir, net, _) = start(Transport::Grpc, 1, 1).await;
     let providers = &net.endpoints.providers;
     for (address, service) in [
         (&providers[0].address, "wwt.v1.Provider"),

@@ -1,5 +1,7 @@
 //! The client's storage path on a whole network, in memory and over loopback gRPC: the same
-//! test bodies, through the real client, providers and trackers.
+//! test bodies, through the real client, providers and trackers. Each test prints its seed
+//! (node keys, placement, segment ids and faults derive from it); `WWT_TEST_SEED=0x…`
+//! replays one, as the replay test checks.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};
@@ -14,6 +16,7 @@ use wwt_net::Identity;
 use wwt_net::faults::{Fault, Faults, FaultyConnector};
 use wwt_net::types::{Locate, SegmentId};
 
+/// The seed these tests run with unless `WWT_TEST_SEED` replays another.
 const SEED: u64 = 0x77_2026;
 
 /// Rows of ~200 bytes in 8 KiB segments: about 35 rows a segment.
@@ -31,9 +34,12 @@ struct Written {
     segments: Vec<EncodedSegment>,
 }
 
-fn write(segments: usize) -> Written {
+/// Rows for `segments` segments, written with segment ids and nonces drawn from `seed`.
+fn write(segments: usize, seed: u64) -> Written {
     let master = MasterKey::from_bytes([5; 32]);
-    let mut table = Table::new(&master, "t", CodingParams::default(), 8 << 10).unwrap();
+    let mut table = Table::new(&master, "t", CodingParams::default(), 8 << 10)
+        .unwrap()
+        .with_seed(*blake3::hash(&seed.to_le_bytes()).as_bytes());
     // Enough rows for the segment count asked for.
     let rows = rows(segments * 37);
     let row_ids = table.keys().row_id.clone();
@@ -65,12 +71,14 @@ fn storage(
     Storage::new(Identity::from_secret([9; 32]), &trackers, connector, config).unwrap()
 }
 
-/// Six providers and a tracker over `transport`, in a folder that lives as long as the net.
-async fn network(transport: Transport) -> (tempfile::TempDir, LocalNet) {
+/// Six providers and a tracker over `transport`, their keys and placement drawn from `seed`,
+/// in a folder that lives as long as the net.
+async fn network(transport: Transport, seed: u64) -> (tempfile::TempDir, LocalNet) {
     let dir = tempfile::tempdir().unwrap();
     let shape = Shape {
         transport,
         heartbeat_ms: 100,
+        seed: Some(seed),
         ..Shape::default()
     };
     let net = LocalNet::start(dir.path(), shape).await.unwrap();
@@ -87,16 +95,17 @@ async fn put_all(storage: &Storage, segments: &[EncodedSegment]) {
 }
 
 async fn any_two_lost_then_three(kind: Transport) {
-    let (_dir, mut net) = network(kind).await;
-    let mut w = write(1000);
+    let seed = wwt_tests::seed(SEED);
+    let (_dir, mut net) = network(kind, seed).await;
+    let mut w = write(1000, seed);
     assert!(w.segments.len() >= 1000, "{} segments", w.segments.len());
     let client = storage(&net, net.connector(), StorageConfig::default());
     put_all(&client, &w.segments).await;
 
     // Any two: drawn from the seed, which the output names for a replay.
-    let a = (SEED % 6) as usize;
-    let b = (a + 1 + (SEED / 6 % 5) as usize) % 6;
-    println!("seed {SEED:#x}: killing providers {a} and {b}");
+    let a = (seed % 6) as usize;
+    let b = (a + 1 + (seed / 6 % 5) as usize) % 6;
+    println!("seed {seed:#x}: killing providers {a} and {b}");
     net.stop_provider(a).await.unwrap();
     net.stop_provider(b).await.unwrap();
     let back = client
@@ -146,7 +155,8 @@ async fn grpc_1000_segments_survive_two_lost_providers_and_name_rows_lost_to_thr
     any_two_lost_then_three(Transport::Grpc).await;
 }
 
-/// Provider 0 corrupts what it serves; provider 3 answers after 5 s.
+/// Provider 0 corrupts what it serves; provider 3 stops answering until healed, so only the
+/// client's read deadline moves it on (nothing races that deadline).
 fn lie_and_stall(faults: &Faults, net: &LocalNet) {
     faults.set(
         &net.endpoints.providers[0].address,
@@ -158,26 +168,28 @@ fn lie_and_stall(faults: &Faults, net: &LocalNet) {
     faults.set(
         &net.endpoints.providers[3].address,
         Fault {
-            delay: Duration::from_secs(5),
+            stalled: true,
             ..Fault::default()
         },
     );
 }
 
 async fn lying_and_slow_providers_are_skipped(kind: Transport) {
-    let (_dir, net) = network(kind).await;
-    let mut w = write(20);
+    let seed = wwt_tests::seed(SEED);
+    let (_dir, net) = network(kind, seed).await;
+    let mut w = write(20, seed);
     put_all(
         &storage(&net, net.connector(), StorageConfig::default()),
         &w.segments,
     )
     .await;
 
-    let faults = Faults::new(SEED);
+    let faults = Faults::new(seed);
     lie_and_stall(&faults, &net);
-    let connector = Arc::new(FaultyConnector::new(net.connector(), faults));
-    // 1 s: far below the stalled provider's 5 s, far above a healthy read while the other
-    // tests load the machine (300 ms was not: healthy reads from disk timed out in CI).
+    let connector = Arc::new(FaultyConnector::new(net.connector(), faults.clone()));
+    // The stalled provider never answers: this deadline alone moves the client on. 1 s: far
+    // above a healthy read while the other tests load the machine (300 ms was not: healthy
+    // reads from disk timed out in CI).
     let config = StorageConfig {
         read_timeout: Duration::from_secs(1),
         // The faults are in this client's own connector, not at the providers: no complaints.
@@ -235,6 +247,10 @@ async fn lying_and_slow_providers_are_skipped(kind: Transport) {
             "the {what} provider held no data piece: the test checked nothing"
         );
     }
+    assert!(
+        faults.stalls() > 0,
+        "no read waited on the stalled provider"
+    );
 }
 
 /// Rows read one at a time take a few bytes of one data piece each (checked by proof), not a
@@ -242,15 +258,17 @@ async fn lying_and_slow_providers_are_skipped(kind: Transport) {
 /// rows come from their whole segment, decoded from other pieces. A segment read by ranges
 /// once is read whole (and kept) the second time.
 async fn point_reads_take_ranges_and_fall_back_to_whole_segments(kind: Transport) {
-    let (_dir, mut net) = network(kind).await;
-    let mut w = write(12);
+    let seed = wwt_tests::seed(SEED);
+    let (_dir, mut net) = network(kind, seed).await;
+    let mut w = write(12, seed);
     put_all(
         &storage(&net, net.connector(), StorageConfig::default()),
         &w.segments,
     )
     .await;
-    let faults = Faults::new(SEED);
+    let faults = Faults::new(seed);
     let connector = Arc::new(FaultyConnector::new(net.connector(), faults.clone()));
+    // The stalled provider never answers: this deadline alone moves the client on.
     let config = StorageConfig {
         read_timeout: Duration::from_secs(1),
         complain: false,
@@ -290,6 +308,10 @@ async fn point_reads_take_ranges_and_fall_back_to_whole_segments(kind: Transport
         "no row's data piece was on the liar or the slow provider: the test checked nothing"
     );
     println!("{decoded} segments decoded whole after ranged reads were refused");
+    assert!(
+        faults.stalls() > 0,
+        "no read waited on the stalled provider"
+    );
     faults.heal_all();
     let mut cache = SegmentCache::new(64 << 20);
     for _ in 0..2 {
@@ -334,11 +356,12 @@ async fn grpc_lying_and_slow_providers_are_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_upload_resumes_without_resending_stored_pieces() {
-    let (_dir, net) = network(Transport::Memory).await;
-    let w = write(1);
+    let seed = wwt_tests::seed(SEED);
+    let (_dir, net) = network(Transport::Memory, seed).await;
+    let w = write(1, seed);
     let segment = &w.segments[0];
     // Two providers cut off from the client: their stores fail, the others succeed.
-    let faults = Faults::new(SEED);
+    let faults = Faults::new(seed);
     for p in [1, 2] {
         faults.set(
             &net.endpoints.providers[p].address,
@@ -388,8 +411,9 @@ async fn an_interrupted_upload_resumes_without_resending_stored_pieces() {
 }
 
 async fn rows_read_through_the_dht_with_the_tracker_down(kind: Transport) {
-    let (_dir, mut net) = network(kind).await;
-    let mut w = write(12);
+    let seed = wwt_tests::seed(SEED);
+    let (_dir, mut net) = network(kind, seed).await;
+    let mut w = write(12, seed);
     let config = StorageConfig {
         read_timeout: Duration::from_secs(2),
         ..StorageConfig::default()
@@ -452,4 +476,78 @@ async fn memory_rows_read_through_the_dht_with_the_tracker_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_rows_read_through_the_dht_with_the_tracker_down() {
     rows_read_through_the_dht_with_the_tracker_down(Transport::Grpc).await;
+}
+
+/// Which provider (by number) holds each piece of each of `segments`, in order, as the
+/// tracker says.
+async fn placement(net: &LocalNet, segments: &[EncodedSegment]) -> Vec<Vec<Vec<usize>>> {
+    let tracker = net
+        .connector()
+        .tracker(&net.endpoints.trackers[0].address)
+        .unwrap();
+    let number = |node| {
+        net.endpoints
+            .providers
+            .iter()
+            .position(|p| p.node_id().unwrap() == node)
+            .unwrap()
+    };
+    let mut out = Vec::new();
+    for s in segments {
+        let locate = Identity::from_secret([9; 32])
+            .sign(Locate {
+                segment: SegmentId(s.manifest.segment.0),
+            })
+            .unwrap();
+        let mut pieces = tracker.locate(locate).await.unwrap().pieces;
+        pieces.sort_by_key(|p| p.index);
+        out.push(
+            pieces
+                .iter()
+                .map(|p| p.holders.iter().map(|h| number(h.node)).collect())
+                .collect(),
+        );
+    }
+    out
+}
+
+/// The seed a test prints replays it: the same node keys, the same segments, and each piece
+/// on the same provider. (A terabyte a provider, so the few kilobytes that heartbeats and
+/// reservations move between draws cannot tip one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_seed_replays_node_keys_segments_and_placement() {
+    let seed = wwt_tests::seed(SEED);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let shape = Shape {
+            transport: Transport::Memory,
+            heartbeat_ms: 100,
+            capacity: 1 << 40,
+            seed: Some(seed),
+            ..Shape::default()
+        };
+        let net = LocalNet::start(dir.path(), shape).await.unwrap();
+        let w = write(12, seed);
+        let client = storage(&net, net.connector(), StorageConfig::default());
+        for s in &w.segments {
+            client.put(s).await.unwrap();
+        }
+        let nodes: Vec<String> = net
+            .endpoints
+            .providers
+            .iter()
+            .map(|p| p.node.clone())
+            .collect();
+        let segments: Vec<_> = w.segments.iter().map(|s| s.manifest.segment).collect();
+        let placed = placement(&net, &w.segments).await;
+        assert!(placed.iter().flatten().all(|h| h.len() == 1));
+        net.shutdown().await.unwrap();
+        runs.push((nodes, segments, placed));
+    }
+    assert_eq!(runs[0].0, runs[1].0, "node keys");
+    assert_eq!(runs[0].1, runs[1].1, "segment ids");
+    assert_eq!(runs[0].2, runs[1].2, "placement");
+    let used: HashSet<usize> = runs[0].2.iter().flatten().flatten().copied().collect();
+    assert_eq!(used.len(), 6, "placement drew from every provider");
 }

@@ -611,10 +611,9 @@ impl Tracker {
     pub async fn audit_step(&self) -> Result<StepReport, NetError> {
         let now = self.audits.clock.now_ms();
         let planned = self.plan_challenges(now)?;
-        let deadline = Duration::from_millis(self.audits.config.deadline_ms);
         let results: Vec<(Planned, Outcome)> = futures::stream::iter(planned)
             .map(|p| async move {
-                let outcome = self.send_challenge(&p, deadline).await;
+                let outcome = self.send_challenge(&p).await;
                 (p, outcome)
             })
             .buffer_unordered(self.audits.config.concurrency.max(1))
@@ -768,7 +767,9 @@ impl Tracker {
         ))
     }
 
-    async fn send_challenge(&self, p: &Planned, deadline: Duration) -> Outcome {
+    /// Sends one challenge and judges the answer. The deadline runs on the audit clock, and
+    /// wins a tie: an answer that comes once the clock has passed it is late.
+    async fn send_challenge(&self, p: &Planned) -> Outcome {
         let request = match self.identity.sign(Challenge {
             piece: p.piece,
             kind: p.kind.clone(),
@@ -776,17 +777,24 @@ impl Tracker {
             Ok(r) => r,
             Err(e) => return Outcome::Missed(format!("cannot sign: {e}")),
         };
+        let deadline_ms = self.audits.config.deadline_ms;
+        let clock = &self.audits.clock;
+        let deadline = clock.sleep_until(clock.now_ms().saturating_add(deadline_ms));
         let answer = async {
             let provider = self.audits.connector.provider(&p.address)?;
             provider.challenge(request).await
         };
-        let answer = match tokio::time::timeout(deadline, answer).await {
-            Err(_) => {
-                return Outcome::Missed(format!("no answer within {} ms", deadline.as_millis()));
+        let answer = tokio::select! {
+            biased;
+            () = deadline => {
+                return Outcome::Missed(format!("no answer within {deadline_ms} ms"));
             }
-            Ok(Err(NetError::Unavailable(why))) => return Outcome::Missed(why),
-            Ok(Err(e)) => return Outcome::Fail(e.to_string()),
-            Ok(Ok(answer)) => answer,
+            answer = answer => answer,
+        };
+        let answer = match answer {
+            Err(NetError::Unavailable(why)) => return Outcome::Missed(why),
+            Err(e) => return Outcome::Fail(e.to_string()),
+            Ok(answer) => answer,
         };
         let right = match &p.check {
             Check::Sentinels { view, which } => view.verify(which, &answer.data),
@@ -1072,13 +1080,10 @@ impl Tracker {
                 size: piece.len() as u64,
             })
             .collect();
-        let mut seed = blake3::Hasher::new();
-        seed.update(b"repair");
-        seed.update(&segment.0);
-        seed.update(&registry_now.to_le_bytes());
-        let placed =
-            self.registry()?
-                .place(&specs, &exclude, *seed.finalize().as_bytes(), registry_now)?;
+        let seed = self.placement_draw(b"repair", &segment, registry_now)?;
+        let placed = self
+            .registry()?
+            .place(&specs, &exclude, seed, registry_now)?;
         let expires = registry_now + self.reservation_ttl_ms;
         let stores = specs.iter().zip(&rebuilt.pieces).zip(placed).map(
             |((spec, (_, data)), (provider, address))| async move {

@@ -35,6 +35,10 @@ pub struct TrackerConfig {
     pub signature_window_ms: u64,
     /// A libp2p node serving the DHT (trackers make good bootstrap peers); none if unset.
     pub dht: Option<NodeConfig>,
+    /// Seed of the placement draws, for tests that replay a network: a segment's placement
+    /// then follows from the seed, the segment and how often this tracker placed pieces of it
+    /// before. Unset (the default), the draws also take in the time of the request.
+    pub placement_seed: Option<u64>,
     /// Challenges, credit and repair.
     pub audit: AuditConfig,
 }
@@ -55,7 +59,8 @@ pub struct AuditConfig {
     pub sentinels_per_challenge: u32,
     /// A piece is re-coded with fresh sentinels once fewer than this many remain unused.
     pub refresh_below: u32,
-    /// How long a provider has to answer a challenge, in milliseconds (real time).
+    /// How long a provider has to answer a challenge, in milliseconds of the audit clock:
+    /// real time in a daemon; on a test's hand-driven clock, until the test moves it past.
     pub deadline_ms: u64,
     /// Wrong answers after which a provider loses all its pieces to repair.
     pub max_failures: u64,
@@ -99,6 +104,7 @@ impl Default for TrackerConfig {
             reservation_ttl_ms: 10 * 60_000,
             signature_window_ms: 120_000,
             dht: None,
+            placement_seed: None,
             audit: AuditConfig::default(),
         }
     }

@@ -37,6 +37,8 @@ pub struct Tracker {
     heartbeat_interval_ms: u64,
     pub(crate) reservation_ttl_ms: u64,
     pub(crate) audits: Audits,
+    /// [`TrackerConfig::placement_seed`], and how many draws each segment had under it.
+    placement_seed: Option<(u64, Mutex<HashMap<SegmentId, u64>>)>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -94,6 +96,9 @@ impl Tracker {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             reservation_ttl_ms: config.reservation_ttl_ms,
             audits,
+            placement_seed: config
+                .placement_seed
+                .map(|seed| (seed, Mutex::new(HashMap::new()))),
         })
     }
 
@@ -117,6 +122,35 @@ impl Tracker {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// The seed of one placement draw for `segment` (`purpose` tells a repair's from a
+    /// reservation's): from the time `now_ms`, or, under a configured placement seed, from
+    /// that seed and how many draws the segment had before, so a replay draws the same.
+    pub(crate) fn placement_draw(
+        &self,
+        purpose: &[u8],
+        segment: &SegmentId,
+        now_ms: u64,
+    ) -> Result<[u8; 32], NetError> {
+        let mut seed = blake3::Hasher::new();
+        seed.update(purpose);
+        seed.update(&segment.0);
+        match &self.placement_seed {
+            None => {
+                seed.update(&now_ms.to_le_bytes());
+            }
+            Some((fixed, draws)) => {
+                let mut draws = draws
+                    .lock()
+                    .map_err(|_| NetError::Internal("placement draws poisoned".into()))?;
+                let n = draws.entry(*segment).or_default();
+                seed.update(&fixed.to_le_bytes());
+                seed.update(&n.to_le_bytes());
+                *n += 1;
+            }
+        }
+        Ok(*seed.finalize().as_bytes())
     }
 
     pub(crate) fn reservation(
@@ -160,9 +194,6 @@ impl TrackerApi for Tracker {
         self.check_responsible(&req.segment)?;
         self.map.claim(&req.segment, &owner)?;
         let now = now_ms();
-        let mut seed = blake3::Hasher::new();
-        seed.update(&req.segment.0);
-        seed.update(&now.to_le_bytes());
         // A resumed upload: pieces already mapped are not placed again, and the providers
         // holding its other pieces are not chosen again.
         let mapped = self.map.segment(&req.segment)?;
@@ -176,9 +207,10 @@ impl TrackerApi for Tracker {
         let holders = mapped.into_iter().flat_map(|p| p.holders).collect();
         let placed = match wanted.is_empty() {
             true => Vec::new(),
-            false => self
-                .registry()?
-                .place(&wanted, &holders, *seed.finalize().as_bytes(), now)?,
+            false => {
+                let seed = self.placement_draw(b"", &req.segment, now)?;
+                self.registry()?.place(&wanted, &holders, seed, now)?
+            }
         };
         let expires_ms = now.saturating_add(self.reservation_ttl_ms);
         let pieces = wanted
