@@ -4,15 +4,22 @@
 //! provider learns, updates a row and walks its history, shows what each party stored (and
 //! that none of it is plaintext), then stops two providers and reads every row back from a
 //! fresh client that has only the keys, and stops a third to show the rows that are lost.
+//!
+//! Every result is checked against what the sample rows say ([`sample`]): each query's rows,
+//! the update's versions, and every row read back, compared one by one with the row written;
+//! a difference fails the demo, naming the row.
+
+mod sample;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail, ensure};
 use wwt_engine::Keystore;
-use wwt_query::{Outcome, Value};
+use wwt_query::{Outcome, Row, Value};
 
 use crate::shell::print_outcome;
+use sample::{BALANCE, Expect};
 use wwt_client::db::{Client, ClientConfig, ClientError};
 use wwt_client::store::StoreError;
 use wwt_devnet::{LocalNet, Shape, scan};
@@ -26,51 +33,9 @@ pub struct Options {
     /// Sample rows to write.
     #[arg(long, default_value_t = 20_000)]
     pub rows: usize,
-}
-
-const FIRST: [&str; 8] = [
-    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken",
-];
-const LAST: [&str; 8] = [
-    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
-];
-const CITY: [&str; 6] = ["Lisbon", "Nairobi", "Osaka", "Quito", "Tallinn", "Winnipeg"];
-const TOPICS: [&str; 10] = [
-    "compilers",
-    "databases",
-    "cryptography",
-    "operating systems",
-    "distributed consensus",
-    "type theory",
-    "networking",
-    "graphics",
-    "numerical analysis",
-    "formal verification",
-];
-
-/// One sample person: id, name, email, city, bio, balance, joined.
-fn sample_row(i: usize) -> Vec<Value> {
-    let first = FIRST[i % 8];
-    let last = LAST[(i / 8) % 8];
-    let bio = format!(
-        "{first} {last} works on {} and teaches {}; based in {}.",
-        TOPICS[(i * 3) % 10],
-        TOPICS[(i * 7 + 1) % 10],
-        CITY[(i * 7) % 6]
-    );
-    vec![
-        Value::Int(i as i64),
-        Value::Text(format!("{first} {last}")),
-        Value::Text(format!(
-            "{}.{}{i}@example.org",
-            first.to_lowercase(),
-            last.to_lowercase()
-        )),
-        Value::Text(CITY[(i * 7) % 6].into()),
-        Value::Text(bio),
-        Value::Double(((i * 7919) % 100_000) as f64 / 10.0),
-        Value::Timestamp(1_600_000_000_000_000 + (i as i64 % 1000) * 86_400_000_000),
-    ]
+    /// Seed of the network's node keys and placement draws (default: random keys).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 async fn show(client: &Client, title: &str, sql: &str) -> Result<Vec<Outcome>> {
@@ -84,6 +49,17 @@ async fn show(client: &Client, title: &str, sql: &str) -> Result<Vec<Outcome>> {
     }
     println!("({ms:.1} ms)");
     Ok(out)
+}
+
+/// Fails with every difference between `outcome` and `expect`, or prints what matched.
+fn verify(what: &str, expect: &Expect, outcome: &[Outcome]) -> Result<()> {
+    match expect.check(outcome) {
+        Ok(matched) => {
+            println!("   checked: {matched}");
+            Ok(())
+        }
+        Err(wrong) => bail!("{what} returned the wrong rows:\n  {}", wrong.join("\n  ")),
+    }
 }
 
 /// What the parties see of a query: its EXPLAIN (pushed, on the client, leaked).
@@ -108,14 +84,17 @@ pub async fn run(o: &Options) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
+    ensure!(o.rows > 0, "--rows must be at least 1");
     let shape = Shape {
         heartbeat_ms: 200,
+        seed: o.seed,
         ..Shape::default()
     };
     let mut net = LocalNet::start(&root.join("net"), shape).await?;
     println!(
-        "wwt demo: a local network on loopback under {}",
-        root.display()
+        "wwt demo: a local network on loopback under {}{}",
+        root.display(),
+        o.seed.map(|s| format!(" (seed {s})")).unwrap_or_default()
     );
     let index = net.endpoints.index_address()?;
     for n in net
@@ -146,7 +125,7 @@ pub async fn run(o: &Options) -> Result<()> {
          CREATE INDEX ON people USING btree (balance)",
     )
     .await?;
-    let rows: Vec<Vec<Value>> = (0..o.rows).map(sample_row).collect();
+    let rows: Vec<Row> = (0..o.rows).map(sample::row).collect();
     println!(
         "\n{} sample rows, e.g. {}",
         rows.len(),
@@ -166,38 +145,41 @@ pub async fn run(o: &Options) -> Result<()> {
         rows.len() as f64 / secs
     );
 
-    let queries = [
-        (
-            "primary key: the index provider's primary map",
-            "SELECT name, email, city FROM people WHERE id = 4242",
-        ),
-        (
-            "equality (hash) index",
-            "SELECT city, count(*) FROM people WHERE city IN ('Nairobi', 'Osaka') GROUP BY city ORDER BY city",
-        ),
-        (
-            "range (btree) index over order-preserving ciphertexts",
-            "SELECT name, balance FROM people WHERE balance BETWEEN 1000 AND 1010 ORDER BY balance DESC LIMIT 3",
-        ),
-        (
-            "full-text index over keyed word tokens, BM25-ranked",
-            "SELECT id, name FROM people WHERE MATCH(bio, 'cryptography AND NOT lisbon') LIMIT 3",
-        ),
-    ];
-    for (title, sql) in queries {
-        show(&client, title, sql).await?;
-        explain(&client, sql).await?;
+    // A row that exists however many were written (4242 of the default 20,000).
+    let pick = 4242 % rows.len();
+    for q in sample::queries(&rows, pick) {
+        let out = show(&client, q.title, &q.sql).await?;
+        verify(q.title, &q.expect, &out)?;
+        explain(&client, &q.sql).await?;
     }
-    show(
+    let out = show(
         &client,
         "an update writes a new version, hash-linked to the old one",
-        "UPDATE people SET balance = balance + 100 WHERE id = 4242",
+        &format!("UPDATE people SET balance = balance + 100 WHERE id = {pick}"),
     )
     .await?;
-    let history = client.history("people", &Value::Int(4242)).await?;
+    ensure!(
+        matches!(out[..], [Outcome::Updated(1)]),
+        "the update changed {out:?}, not the one row {pick}"
+    );
+    let history = client.history("people", &Value::Int(pick as i64)).await?;
     for v in &history {
-        println!("   version {}: balance {}", v.version, v.row[5]);
+        println!("   version {}: balance {}", v.version, v.row[BALANCE]);
     }
+    // The rows as they now are: the picked one with its new balance.
+    let mut written = rows.clone();
+    written[pick][BALANCE] = match &rows[pick][BALANCE] {
+        Value::Double(b) => Value::Double(b + 100.0),
+        other => bail!("balance {other:?} is not a number"),
+    };
+    let versions: Vec<Row> = history.iter().map(|v| v.row.clone()).collect();
+    let wrong = sample::compare(&versions, &[written[pick].clone(), rows[pick].clone()]);
+    ensure!(
+        wrong.is_empty(),
+        "the history of row {pick} is wrong:\n  {}",
+        wrong.join("\n  ")
+    );
+    println!("   checked: 2 versions, the new one first, as written");
 
     println!("\nwhat each party stored (scanned for sample values, names and words):");
     let needles = [
@@ -231,6 +213,7 @@ pub async fn run(o: &Options) -> Result<()> {
     let check = "SELECT count(*), sum(balance), min(joined), max(name) FROM people";
     let before = client.execute(check).await?;
     drop(client);
+    let all = "SELECT * FROM people ORDER BY id";
     for (stop, names) in [
         (vec![1, 4], "provider-1, provider-4"),
         (vec![5], "provider-1, provider-4, provider-5"),
@@ -244,10 +227,27 @@ pub async fn run(o: &Options) -> Result<()> {
         match fresh.execute(check).await {
             Ok(after) => {
                 ensure!(after == before, "the rows read back differ");
+                // Every row, each compared with the row written.
+                let back = match &fresh.execute(all).await?[..] {
+                    [Outcome::Rows(result)] => result.rows.clone(),
+                    other => bail!("{all} returned {other:?}"),
+                };
+                let wrong = sample::compare(&back, &written);
+                ensure!(
+                    wrong.is_empty(),
+                    "{} of the rows read back differ from the rows written:\n  {}",
+                    wrong.len(),
+                    wrong
+                        .iter()
+                        .take(20)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("\n  ")
+                );
                 println!(
                     "\nstopped {names}: a fresh client with only the keys read all {} rows back \
-                     and they match, in {:.2} s",
-                    rows.len(),
+                     and they match the rows written, one by one, in {:.2} s",
+                    back.len(),
                     start.elapsed().as_secs_f64()
                 );
             }
