@@ -1,5 +1,7 @@
 //! The daemons as processes: `wwt tracker run` and `wwt provider run` from the real binary,
 //! and a provider killed with SIGKILL while it writes a piece, then restarted on its folder.
+//! Nothing races the clock: the upload to kill stalls halfway by construction, and the
+//! provider is frozen (SIGSTOP) before its log is checked and it is killed.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use wwt_net::grpc::GrpcConnector;
 use wwt_net::types::{
     ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, PieceStream, ReadPiece,
@@ -51,6 +54,15 @@ impl Daemon {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) with kill(1).
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// SIGKILL, as `kill -9` does.
     fn kill(&mut self) {
         self.child.kill().unwrap();
@@ -86,13 +98,16 @@ fn piece_bytes(seed: u64, len: usize) -> Bytes {
     Bytes::from(out)
 }
 
-/// Reserves a one-piece segment at `tracker` and stores it at the placed provider.
+/// Reserves a one-piece segment at `tracker` and stores it at the placed provider: all of
+/// `data`, or with `stall_after: Some(n)` its first `n` bytes only, after which the upload
+/// neither sends more nor ends (a client gone quiet mid-upload).
 async fn store(
     client: &Identity,
     tracker: &dyn TrackerApi,
     connector: &dyn Connector,
     seed: u64,
     data: Bytes,
+    stall_after: Option<usize>,
 ) -> Result<StoreReceipt, NetError> {
     let reserve = ReserveSegment {
         segment: segment(seed),
@@ -110,9 +125,19 @@ async fn store(
     let request = client.sign(StorePiece {
         reservation: placed.reservation,
     })?;
+    let stream = match stall_after {
+        None => PieceStream::whole(data),
+        Some(n) => {
+            let parts: Vec<Result<Bytes, NetError>> = (0..n.min(data.len()))
+                .step_by(1 << 20)
+                .map(|at| Ok(data.slice(at..(at + (1 << 20)).min(n))))
+                .collect();
+            PieceStream::new(futures::stream::iter(parts).chain(futures::stream::pending()))
+        }
+    };
     connector
         .provider(&placed.address)?
-        .store(request, PieceStream::whole(data))
+        .store(request, stream)
         .await
 }
 
@@ -200,6 +225,7 @@ async fn a_provider_killed_mid_write_serves_no_partial_piece_after_restart() {
         connector.as_ref(),
         1,
         kept.clone(),
+        None,
     )
     .await
     .unwrap();
@@ -214,58 +240,58 @@ async fn a_provider_killed_mid_write_serves_no_partial_piece_after_restart() {
         .await
         .unwrap();
 
-    // Large pieces, until one is caught being written: SIGKILL the provider as soon as the
-    // piece's record has begun to reach its log (its first 2 MiB write) and before all of it
-    // is there (a record is acknowledged only after it is whole and its group commit synced).
-    // A store that finishes first leaves a complete piece.
-    let mut complete = vec![kept.clone()];
-    let mut killed = None;
-    for seed in 2..8 {
-        let data = piece_bytes(seed, 32 << 20);
-        let (before, _) = log_bytes(&provider_dir);
-        let record = wwt_provider::store::record_len(data.len() as u64);
-        let upload = {
-            let (client, tracker_api, connector) =
-                (client.clone(), tracker_api.clone(), connector.clone());
-            let data = data.clone();
-            tokio::spawn(async move {
-                store(
-                    &client,
-                    tracker_api.as_ref(),
-                    connector.as_ref(),
-                    seed,
-                    data,
-                )
-                .await
-            })
-        };
-        let partial = poll("the upload to end or its record to appear", || {
-            if upload.is_finished() {
-                return Some(None);
-            }
-            let (len, _) = log_bytes(&provider_dir);
-            let written = len.saturating_sub(before);
-            (written > 0 && written < record).then_some(Some(written))
+    // A large piece, stored whole: its record takes many writes.
+    let big = piece_bytes(2, 32 << 20);
+    store(
+        &client,
+        tracker_api.as_ref(),
+        connector.as_ref(),
+        2,
+        big.clone(),
+        None,
+    )
+    .await
+    .unwrap();
+    let complete = vec![kept.clone(), big];
+
+    // Another whose upload stops after 3 MiB: the provider writes its first 2 MiB buffer to
+    // the log and waits for the rest, which never comes. Once some of the record is in the
+    // log, SIGSTOP freezes the provider, the log is checked to hold part of the record and
+    // not all of it (a record is acknowledged only once whole and synced), and SIGKILL ends
+    // the provider there.
+    let seed = 3;
+    let lost = piece_bytes(seed, 32 << 20);
+    let record = wwt_provider::store::record_len(lost.len() as u64);
+    let (before, _) = log_bytes(&provider_dir);
+    let upload = {
+        let (client, tracker_api, connector) =
+            (client.clone(), tracker_api.clone(), connector.clone());
+        let data = lost.clone();
+        tokio::spawn(async move {
+            let api = tracker_api.as_ref();
+            store(&client, api, connector.as_ref(), seed, data, Some(3 << 20)).await
         })
-        .await;
-        match partial {
-            Some(written) => {
-                provider.kill();
-                let answer = upload.await.unwrap();
-                assert!(answer.is_err(), "a receipt came from a killed provider");
-                killed = Some((seed, data, written));
-                break;
-            }
-            None => {
-                upload.await.unwrap().unwrap();
-                complete.push(data);
-            }
-        }
-    }
-    let (seed, lost, written) = killed.expect("no store was caught mid-write");
+    };
+    // At least 1 MiB (more than the journal's few blocks; the 2 MiB buffer's write will
+    // land): the record has begun.
+    poll("the record to begin in the log", || {
+        let (len, _) = log_bytes(&provider_dir);
+        (len >= before + (1 << 20)).then_some(())
+    })
+    .await;
+    provider.signal("STOP");
+    let (len, _) = log_bytes(&provider_dir);
+    let written = len - before;
+    assert!(
+        written > 0 && written < record,
+        "{written} bytes of a {record}-byte record in the log"
+    );
+    assert!(!upload.is_finished(), "the stalled upload ended");
+    provider.kill();
+    let answer = upload.await.unwrap();
+    assert!(answer.is_err(), "a receipt came from a killed provider");
     println!(
-        "killed with {written} bytes of a {}-byte record in the log ({} pieces complete)",
-        wwt_provider::store::record_len(lost.len() as u64),
+        "killed with {written} bytes of a {record}-byte record in the log ({} pieces complete)",
         complete.len()
     );
 
@@ -332,6 +358,7 @@ async fn a_provider_killed_mid_write_serves_no_partial_piece_after_restart() {
         connector.as_ref(),
         seed,
         lost.clone(),
+        None,
     )
     .await
     .unwrap();
