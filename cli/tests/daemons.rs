@@ -396,3 +396,108 @@ fn daemons_refuse_bad_flags_and_config_files_with_a_clear_message() {
         "{stderr}"
     );
 }
+
+/// What a user does with daemons started by hand: a tracker, six providers (one of them an
+/// index provider through `--index`, another through `WWT_PROVIDER_INDEX`), then `wwt sql`
+/// pointed at them. The tracker lists both index providers as such; SQL runs against one; a
+/// provider that is no index provider gets an error that names the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_runs_against_an_index_provider_started_with_the_index_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let tracker = Daemon::spawn(
+        &[
+            "tracker",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &path("tracker"),
+        ],
+        &[],
+    );
+    let at = format!("{}@{}", tracker.node, tracker.address);
+    let providers: Vec<Daemon> = (0..6)
+        .map(|i| {
+            let data = path(&format!("provider-{i}"));
+            let mut args = vec![
+                "provider",
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &data,
+                "--tracker",
+                &at,
+                "--capacity-bytes",
+                "1073741824",
+            ];
+            if i == 0 {
+                args.push("--index");
+            }
+            let env: &[(&str, &str)] = if i == 1 {
+                &[("WWT_PROVIDER_INDEX", "true")]
+            } else {
+                &[]
+            };
+            Daemon::spawn(&args, env)
+        })
+        .collect();
+    let connector = GrpcConnector::with_timeout(Duration::from_secs(10));
+    let tracker_api = connector.tracker(&tracker.address).unwrap();
+    for p in &providers {
+        wait_alive(tracker_api.as_ref(), &p.address).await;
+    }
+    let listed = tracker_api.providers().await.unwrap();
+    let index: Vec<bool> = providers
+        .iter()
+        .map(|p| listed.iter().any(|r| r.address == p.address && r.index))
+        .collect();
+    assert_eq!(index, [true, true, false, false, false, false]);
+
+    let home = path("home");
+    let wwt = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wwt"))
+            .args(args)
+            .env("WWT_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    assert!(wwt(&["init"]).status.success());
+    let out = wwt(&[
+        "sql",
+        "--trackers",
+        &at,
+        "--index",
+        &providers[0].address,
+        "-c",
+        "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT);
+         CREATE INDEX ON notes USING fulltext (body);
+         INSERT INTO notes VALUES (1, 'kept by hand'), (2, 'started by hand'), (3, 'other');
+         SELECT count(*) FROM notes WHERE MATCH(body, 'hand')",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("inserted 3 rows"), "{stdout}");
+    assert!(
+        stdout.contains("count(*)\n--------\n       2\n(1 row)"),
+        "{stdout}"
+    );
+
+    let out = wwt(&[
+        "sql",
+        "--trackers",
+        &at,
+        "--index",
+        &providers[2].address,
+        "-c",
+        "SELECT count(*) FROM notes",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--index"), "{stderr}");
+}
