@@ -1,5 +1,5 @@
 //! `wwt demo`, the main job in one command: starts a real local network (a tracker and six
-//! providers serving gRPC on loopback, each also an index provider), creates a
+//! providers serving gRPC on loopback, three also index providers), creates a
 //! table with realistic rows through SQL, runs a query on each index with what the index
 //! provider learns, updates a row and walks its history, shows what each party stored (and
 //! that none of it is plaintext), then stops two providers and reads every row back from a

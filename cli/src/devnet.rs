@@ -21,6 +21,9 @@ pub enum Command {
         /// Trackers to start.
         #[arg(long, default_value_t = 1)]
         trackers: usize,
+        /// How many of the providers also host encrypted indexes.
+        #[arg(long, default_value_t = 3)]
+        index_providers: usize,
         /// Space each provider offers, in MiB.
         #[arg(long, default_value_t = 1024)]
         capacity_mib: u64,
@@ -42,6 +45,7 @@ pub async fn run(home: &Path, command: Command) -> Result<()> {
         Command::Up {
             providers,
             trackers,
+            index_providers,
             capacity_mib,
             dir,
         } => {
@@ -49,6 +53,7 @@ pub async fn run(home: &Path, command: Command) -> Result<()> {
             let shape = Shape {
                 trackers,
                 providers,
+                index_providers,
                 capacity: capacity_mib << 20,
                 ..Shape::default()
             };

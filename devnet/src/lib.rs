@@ -98,7 +98,7 @@ impl Endpoints {
     }
 
     /// The index provider clients of this devnet use: the first provider serving the index
-    /// service (every devnet provider does; one holds an owner's indexes).
+    /// service (the first [`Shape::index_providers`] do; one holds an owner's indexes).
     pub fn index_address(&self) -> Result<String> {
         self.providers
             .iter()
@@ -194,6 +194,8 @@ pub struct Shape {
     pub trackers: usize,
     /// Providers.
     pub providers: usize,
+    /// How many of the providers (the first ones) are also index providers.
+    pub index_providers: usize,
     /// Bytes each provider offers.
     pub capacity: u64,
     /// The largest piece each provider takes.
@@ -214,6 +216,7 @@ impl Default for Shape {
         Self {
             trackers: 1,
             providers: 6,
+            index_providers: 3,
             capacity: 1 << 30,
             max_piece_bytes: ProviderConfig::default().max_piece_bytes,
             heartbeat_ms: 1_000,
@@ -346,6 +349,14 @@ impl LocalNet {
 
     /// [`LocalNet::start`] with the changes of `hooks`.
     pub async fn start_with(dir: &Path, shape: Shape, hooks: Hooks) -> Result<Self> {
+        if shape.index_providers > shape.providers {
+            bail!(
+                "{} index providers asked for, but only {} providers: index providers are \
+                 providers that also host indexes",
+                shape.index_providers,
+                shape.providers
+            );
+        }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let memory = (shape.transport == Transport::Memory).then(MemoryNetwork::new);
         let connector: Arc<dyn Connector> = match &memory {
@@ -468,7 +479,7 @@ impl LocalNet {
                 dht: seed
                     .is_some()
                     .then(|| NodeConfig::loopback(endpoints.dht.clone())),
-                index: true,
+                index: p < shape.index_providers,
                 ..ProviderConfig::default()
             };
             let identity = identity_at(&config.identity_path(), shape.seed, &name)?;
@@ -491,9 +502,11 @@ impl LocalNet {
                     let me = memory_dht.node(provider.node_id(), Some(address.clone()));
                     let provider = Arc::new(provider.with_discovery(Arc::new(me))?);
                     m.add_provider(&address, wrap(provider.clone()));
-                    let window = Duration::from_millis(config.signature_window_ms);
-                    let index = IndexService::open(&config.index_dir(), window)?;
-                    m.add_index(&address, Arc::new(index));
+                    if config.index {
+                        let window = Duration::from_millis(config.signature_window_ms);
+                        let index = IndexService::open(&config.index_dir(), window)?;
+                        m.add_index(&address, Arc::new(index));
+                    }
                     let beats = wwt_provider::spawn_heartbeats(
                         provider,
                         connector.clone(),

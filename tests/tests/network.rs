@@ -69,6 +69,7 @@ async fn start(
     let shape = Shape {
         trackers,
         providers,
+        index_providers: providers.min(Shape::default().index_providers),
         capacity: 64 << 20,
         max_piece_bytes: MAX_PIECE,
         heartbeat_ms: 100,
