@@ -51,6 +51,11 @@ pub struct PieceInfo {
     pub generation: u64,
 }
 
+/// The longest shard a manifest may name (1 GiB): far above any segment the engine writes
+/// (megabytes; pieces travel in one message of at most 64 MiB), and small enough that what is
+/// sized by it (a piece's sentinel layout) stays bounded.
+pub const MAX_SHARD_LEN: u64 = 1 << 30;
+
 /// What a reader needs to find, check and decode the pieces of one segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentManifest {
@@ -123,6 +128,14 @@ impl SegmentManifest {
         let segment_len = r.u64().ok_or_else(|| bad("short length"))?;
         let shard_len = r.u64().ok_or_else(|| bad("short shard length"))?;
         let sentinels = r.u32().ok_or_else(|| bad("short sentinel count"))?;
+        // Checked before anything is sized by them: a manifest comes from the index provider
+        // or, at a tracker, from any owner, and an audit allocates per sentinel.
+        if shard_len > MAX_SHARD_LEN {
+            return Err(bad("shards longer than the largest the engine writes"));
+        }
+        if sentinels != sentinel_count(shard_len) {
+            return Err(bad("a sentinel count other than the shard length gives"));
+        }
         if shard_len
             .checked_mul(data as u64)
             .is_none_or(|n| n < segment_len)
@@ -535,5 +548,18 @@ mod tests {
         let mut zero_k = bytes.clone();
         zero_k[32] = 0;
         assert!(SegmentManifest::from_bytes(&zero_k).is_err());
+        // Sentinel counts and shard lengths size an audit's work: only what encode writes.
+        let with = |shard_len: u64, sentinels: u32| {
+            let mut m = enc.manifest.clone();
+            m.shard_len = shard_len;
+            m.segment_len = shard_len;
+            m.sentinels = sentinels;
+            SegmentManifest::from_bytes(&m.to_bytes())
+        };
+        assert!(with(enc.manifest.shard_len, u32::MAX).is_err());
+        assert!(with(enc.manifest.shard_len, enc.manifest.sentinels + 1).is_err());
+        assert!(with(MAX_SHARD_LEN + 1, sentinel_count(MAX_SHARD_LEN + 1)).is_err());
+        assert!(with(u64::MAX / 8, u32::MAX).is_err());
+        assert!(with(MAX_SHARD_LEN, sentinel_count(MAX_SHARD_LEN)).is_ok());
     }
 }

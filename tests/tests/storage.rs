@@ -551,3 +551,50 @@ async fn memory_a_seed_replays_node_keys_segments_and_placement() {
     let used: HashSet<usize> = runs[0].2.iter().flatten().flatten().copied().collect();
     assert_eq!(used.len(), 6, "placement drew from every provider");
 }
+
+/// A tracker sizes its audits by the manifest an owner entrusts: one that names more
+/// sentinels or longer pieces than were stored is refused (a huge sentinel count used to make
+/// the next challenge allocate gigabytes, at every restart), and the real one is taken.
+async fn entrusted_manifests_must_say_what_was_stored(kind: Transport) {
+    let seed = wwt_tests::seed(SEED);
+    let (_dir, net) = network(kind, seed).await;
+    let w = write(1, seed);
+    let client = storage(&net, net.connector(), StorageConfig::default());
+    let segment = &w.segments[0];
+    client.put(segment).await.unwrap();
+    let audit = &w.table.keys().audit;
+    let real = &segment.manifest;
+    let inflated = |shard_len: u64, sentinels: u32| SegmentManifest {
+        shard_len,
+        sentinels,
+        ..real.clone()
+    };
+    let refusals = [
+        (inflated(real.shard_len, u32::MAX), "sentinel count"),
+        (
+            inflated(
+                real.shard_len * 2,
+                wwt_engine::piece::sentinel_count(real.shard_len * 2),
+            ),
+            "stored with",
+        ),
+        (inflated(u64::MAX / 8, u32::MAX), "shards longer"),
+    ];
+    for (manifest, says) in refusals {
+        let err = client.entrust(&manifest, audit).await.unwrap_err();
+        assert!(err.to_string().contains(says), "{says}: {err}");
+    }
+    // The tracker still serves, and takes the manifest that says what was stored.
+    client.entrust(real, audit).await.unwrap();
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_entrusted_manifests_must_say_what_was_stored() {
+    entrusted_manifests_must_say_what_was_stored(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_entrusted_manifests_must_say_what_was_stored() {
+    entrusted_manifests_must_say_what_was_stored(Transport::Grpc).await;
+}

@@ -478,6 +478,15 @@ impl Tracker {
                     mapped.index
                 )));
             }
+            // Audits size their reads by the manifest: it must say what was reserved.
+            if manifest.piece_len() != mapped.size {
+                return Err(NetError::BadRequest(format!(
+                    "the manifest's pieces are {} bytes, but piece {} was stored with {}",
+                    manifest.piece_len(),
+                    mapped.index,
+                    mapped.size
+                )));
+            }
         }
         let count = manifest.pieces.len() as u32;
         let audits = &self.audits;
