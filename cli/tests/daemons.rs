@@ -54,6 +54,22 @@ impl Daemon {
         }
     }
 
+    /// `wwt tracker run` on any free loopback port, with its data in `dir`.
+    fn tracker(dir: &Path) -> Daemon {
+        let dir = dir.to_str().unwrap();
+        Daemon::spawn(
+            &[
+                "tracker",
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                dir,
+            ],
+            &[],
+        )
+    }
+
     /// Sends `signal` (`STOP`, `CONT`, …) with kill(1).
     fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -174,18 +190,7 @@ async fn wait_alive(tracker: &dyn TrackerApi, address: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_killed_mid_write_serves_no_partial_piece_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let tracker_dir = dir.path().join("tracker");
-    let tracker = Daemon::spawn(
-        &[
-            "tracker",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            tracker_dir.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let tracker = Daemon::tracker(&dir.path().join("tracker"));
     // The provider's settings come from a TOML file, its capacity from the environment.
     let provider_dir = dir.path().join("provider");
     let config = dir.path().join("provider.toml");
@@ -405,17 +410,7 @@ fn daemons_refuse_bad_flags_and_config_files_with_a_clear_message() {
 async fn sql_runs_against_an_index_provider_started_with_the_index_flag() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let tracker = Daemon::spawn(
-        &[
-            "tracker",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &path("tracker"),
-        ],
-        &[],
-    );
+    let tracker = Daemon::tracker(&dir.path().join("tracker"));
     let at = format!("{}@{}", tracker.node, tracker.address);
     let providers: Vec<Daemon> = (0..6)
         .map(|i| {
