@@ -4,6 +4,7 @@
 //! entries live in a namespace that is a PRF of its name and generation: CREATE INDEX builds
 //! the next generation from the rows and switches the catalog to it.
 
+use wwt_engine::keys::RowIdKey;
 use wwt_engine::{MasterKey, RowCipher, RowId as EngineRowId, SegmentId as EngineSegmentId};
 use wwt_index::{Batch, MAX_LIMIT, RowId, RowOp, TableId, TableSchema as StoreSchema};
 use wwt_net::NetError;
@@ -81,11 +82,16 @@ fn parse_catalog(text: &[u8]) -> Result<(Catalog, Vec<(String, u64)>)> {
     Ok((catalog, generations))
 }
 
-/// The hidden row id under which a segment's manifest is filed: a PRF of the segment id (the
-/// row-id key of the hidden segments table), so the index provider cannot link its rows to the
-/// segment ids that trackers and the DHT see.
-pub(super) fn manifest_row(master: &MasterKey, segment: &EngineSegmentId) -> RowId {
-    RowId(master.table(SEGMENTS).row_id.row_id(&segment.0).0)
+/// The hidden row id under which a segment's manifest is filed: a PRF of the segment id under
+/// `key`, the row-id key of the hidden segments table ([`manifest_key`]), so the index
+/// provider cannot link its rows to the segment ids that trackers and the DHT see.
+pub(super) fn manifest_row(key: &RowIdKey, segment: &EngineSegmentId) -> RowId {
+    RowId(key.row_id(&segment.0).0)
+}
+
+/// The key of [`manifest_row`]: derive it once per batch of segments, not per segment.
+pub(super) fn manifest_key(master: &MasterKey) -> RowIdKey {
+    master.table(SEGMENTS).row_id
 }
 
 /// Where clients before 2026-12 filed a segment's manifest: the segment id's first 16 bytes.
@@ -323,7 +329,7 @@ mod vectors {
         );
         let segment = EngineSegmentId(std::array::from_fn(|i| i as u8));
         assert_eq!(
-            hex::encode(manifest_row(&m, &segment).0),
+            hex::encode(manifest_row(&manifest_key(&m), &segment).0),
             "3baf22c055ec1796d486fc83857db14c"
         );
         assert_eq!(

@@ -13,7 +13,7 @@ use wwt_query::{
     Direction, IndexLookup, Row, RowSource, TableSchema, Value, decode_row, encode_key,
 };
 
-use super::catalog::{SEGMENTS, legacy_manifest_row, manifest_row};
+use super::catalog::{SEGMENTS, legacy_manifest_row, manifest_key, manifest_row};
 use super::entries::{column_id, ope_encoder, ordered, text_expr, token_key};
 use super::record::split_record;
 use super::{
@@ -361,11 +361,12 @@ impl Client {
                 .copied()
                 .collect()
         };
+        let key = manifest_key(&self.master);
         let ids: Vec<RowId> = missing(state)
             .iter()
-            .map(|s| manifest_row(&self.master, s))
+            .map(|s| manifest_row(&key, s))
             .collect();
-        self.read_manifests(state, &ids, |s| manifest_row(&self.master, s))
+        self.read_manifests(state, &ids, |s| manifest_row(&key, s))
             .await?;
         // Segments written by clients before 2026-12 are filed under their legacy row ids.
         let legacy: Vec<RowId> = missing(state).iter().map(legacy_manifest_row).collect();

@@ -14,7 +14,7 @@ use wwt_net::index::{ApplyBatch, CreateTable};
 use wwt_query::plan::{DeletePlan, InsertPlan, UpdatePlan};
 use wwt_query::{Row, TableSchema, encode_row, execute_delete, execute_update};
 
-use super::catalog::{SEGMENTS, manifest_row};
+use super::catalog::{SEGMENTS, manifest_key, manifest_row};
 use super::read::unread;
 use super::record::{Parent, make_record};
 use super::{Client, Result, State, index_err};
@@ -172,8 +172,9 @@ impl Client {
             put?;
         }
         let mut manifest_cipher = self.blob_cipher(SEGMENTS);
+        let manifest_key = manifest_key(&self.master);
         for seg in &batch.segments {
-            let id = manifest_row(&self.master, &seg.manifest.segment);
+            let id = manifest_row(&manifest_key, &seg.manifest.segment);
             let sealed = manifest_cipher.seal(EngineRowId(id.0), 1, &seg.manifest.to_bytes());
             manifest_ops.push(RowOp::Put(RowEntries {
                 row: id,
