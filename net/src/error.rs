@@ -53,6 +53,9 @@ impl From<NetError> for Status {
     }
 }
 
+/// How an UNIMPLEMENTED answer reads: the node runs, but is another kind of node.
+pub(crate) const NOT_SERVED: &str = "the node does not serve this call";
+
 impl From<Status> for NetError {
     fn from(status: Status) -> NetError {
         let m = status.message().to_string();
@@ -69,15 +72,8 @@ impl From<Status> for NetError {
             }
             Code::Internal => NetError::Internal(m),
             // The node runs, but not this service: another kind of node answered.
-            Code::Unimplemented => NetError::Unavailable(format!(
-                "the node does not serve this call (it is another kind of node; an index \
-                 provider is started with `wwt provider run --index`){}",
-                if m.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {m}")
-                }
-            )),
+            Code::Unimplemented if m.is_empty() => NetError::Unavailable(NOT_SERVED.into()),
+            Code::Unimplemented => NetError::Unavailable(format!("{NOT_SERVED} ({m})")),
             _ => NetError::Internal(format!("{:?}: {m}", status.code())),
         }
     }
@@ -113,10 +109,10 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_service_says_which_node_to_start() {
+    fn a_missing_service_is_unavailable_there() {
         let err = NetError::from(Status::unimplemented(""));
         assert!(
-            matches!(&err, NetError::Unavailable(m) if m.contains("--index")),
+            matches!(&err, NetError::Unavailable(m) if m.starts_with(NOT_SERVED)),
             "{err}"
         );
     }

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::api::{Connector, ProviderApi, TrackerApi};
 use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
+use crate::error::NOT_SERVED;
 use crate::index::{
     ApplyBatch, CreateTable, DropTable, GetCatalog, IndexApi, PutCatalog, QueryTable,
 };
@@ -506,13 +507,26 @@ impl GrpcIndex {
     }
 }
 
+/// An index call's refusal. A node that runs but serves no index service answers
+/// UNIMPLEMENTED: say which node to start, since that is what the user can change.
+fn index_status(status: tonic::Status) -> NetError {
+    match NetError::from(status) {
+        NetError::Unavailable(m) if m.starts_with(NOT_SERVED) => NetError::Unavailable(format!(
+            "{m}: it is no index provider (an index provider is started with \
+             `wwt provider run --index`)"
+        )),
+        other => other,
+    }
+}
+
 #[async_trait]
 impl IndexApi for GrpcIndex {
     async fn create_table(&self, request: Signed<CreateTable>) -> Result<(), NetError> {
         self.client
             .clone()
             .create_table(proto::SignedRequest::from(request))
-            .await?;
+            .await
+            .map_err(index_status)?;
         Ok(())
     }
 
@@ -520,7 +534,8 @@ impl IndexApi for GrpcIndex {
         self.client
             .clone()
             .drop_table(proto::SignedRequest::from(request))
-            .await?;
+            .await
+            .map_err(index_status)?;
         Ok(())
     }
 
@@ -532,7 +547,8 @@ impl IndexApi for GrpcIndex {
             .client
             .clone()
             .apply(proto::SignedRequest::from(request))
-            .await?;
+            .await
+            .map_err(index_status)?;
         Ok(reply.into_inner().into())
     }
 
@@ -541,7 +557,8 @@ impl IndexApi for GrpcIndex {
             .client
             .clone()
             .query(proto::SignedRequest::from(request))
-            .await?;
+            .await
+            .map_err(index_status)?;
         reply.into_inner().try_into()
     }
 
@@ -553,7 +570,8 @@ impl IndexApi for GrpcIndex {
             .client
             .clone()
             .get_catalog(proto::SignedRequest::from(request))
-            .await?;
+            .await
+            .map_err(index_status)?;
         Ok(reply.into_inner().into())
     }
 
@@ -562,7 +580,8 @@ impl IndexApi for GrpcIndex {
             .client
             .clone()
             .put_catalog(proto::SignedRequest::from(request))
-            .await?;
+            .await
+            .map_err(index_status)?;
         Ok(reply.into_inner().version)
     }
 }
@@ -632,5 +651,21 @@ impl Connector for GrpcConnector {
         Ok(cached(&self.indexes, address, |a| {
             GrpcIndex::connect_lazy(a, self.timeout)
         })?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_without_the_index_service_says_which_node_to_start() {
+        let err = index_status(tonic::Status::unimplemented(""));
+        assert!(
+            matches!(&err, NetError::Unavailable(m) if m.contains("--index")),
+            "{err}"
+        );
+        let other = index_status(tonic::Status::not_found("no table"));
+        assert_eq!(other, NetError::NotFound("no table".into()));
     }
 }
