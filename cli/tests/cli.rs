@@ -158,17 +158,31 @@ fn sql_runs_scripts_on_a_devnet_and_prints_tables_json_and_errors() {
     assert!(wwt(&home, &["init"]).status.success());
     let _devnet = Devnet(
         Command::new(env!("CARGO_BIN_EXE_wwt"))
-            .args(["devnet", "up", "--capacity-mib", "256"])
+            .args([
+                "devnet",
+                "up",
+                "--capacity-mib",
+                "256",
+                "--index-providers",
+                "2",
+            ])
             .env("WWT_HOME", &home)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !wwt(&home, &["devnet", "status"]).status.success() {
+    // Up once every node answers and the tracker has heard from every provider, two of them
+    // index providers as asked.
+    loop {
+        let status = wwt(&home, &["devnet", "status"]);
+        let stdout = String::from_utf8_lossy(&status.stdout);
+        if status.status.success() && stdout.contains("6/6 providers alive (2 index)") {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "the devnet did not come up"
+            "the devnet did not come up: {stdout}"
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
