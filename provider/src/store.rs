@@ -1344,6 +1344,24 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    /// Opens the store at `dir`. sled lets go of its file lock from background threads after
+    /// its last handle is dropped, so a store (or a bare sled handle) dropped just before may
+    /// still hold it: wait for that, up to 10 s, as a restarted daemon's supervisor would.
+    fn open(dir: &Path, capacity: u64) -> PieceStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match PieceStore::open(dir, capacity) {
+                Err(ProviderError::Database(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
     fn meta(size: u64) -> PieceMeta {
         PieceMeta {
             owner: NodeId([1; 32]),
@@ -1388,7 +1406,7 @@ mod tests {
         let data = random(3000, 1);
         let id = PieceId::of(&data);
         {
-            let store = PieceStore::open(dir.path(), 10_000).unwrap();
+            let store = open(dir.path(), 10_000);
             store
                 .put(id, meta(3000), PieceStream::whole(data.clone()))
                 .await
@@ -1425,7 +1443,7 @@ mod tests {
             pieces.flush().unwrap();
         }
 
-        let store = PieceStore::open(dir.path(), 10_000).unwrap();
+        let store = open(dir.path(), 10_000);
         assert_eq!(store.used().unwrap(), (3000, 1));
         assert_eq!(
             allocated(dir.path()),
@@ -1462,7 +1480,7 @@ mod tests {
             .await
             .unwrap();
         drop(store);
-        let store = PieceStore::open(dir.path(), 10_000).unwrap();
+        let store = open(dir.path(), 10_000);
         assert_eq!(store.used().unwrap(), (8000, 2));
         let stored = store.get(&PieceId::of(&more)).unwrap().unwrap();
         assert_eq!(store.read_whole(&stored).await.unwrap(), more);
@@ -1474,7 +1492,7 @@ mod tests {
         let data = random(7000, 6);
         let id = PieceId::of(&data);
         {
-            let store = PieceStore::open(dir.path(), 1 << 20).unwrap();
+            let store = open(dir.path(), 1 << 20);
             for _ in 0..2 {
                 let stream = PieceStream::whole(data.clone());
                 store.put(id, meta(7000), stream).await.unwrap();
@@ -1497,7 +1515,7 @@ mod tests {
         assert_eq!(allocated(dir.path()), held);
         fs::remove_dir_all(&meta_dir).unwrap();
         fs::rename(dir.path().join("meta.lost"), &meta_dir).unwrap();
-        let store = PieceStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open(dir.path(), 1 << 20);
         let stored = store.get(&id).unwrap().unwrap();
         assert_eq!(store.read_whole(&stored).await.unwrap(), data);
     }
@@ -1505,7 +1523,7 @@ mod tests {
     #[tokio::test]
     async fn capacity_is_enforced() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PieceStore::open(dir.path(), 1500).unwrap();
+        let store = open(dir.path(), 1500);
         let a = Bytes::from(vec![1u8; 1000]);
         let b = Bytes::from(vec![2u8; 1000]);
         store
@@ -1533,7 +1551,7 @@ mod tests {
     #[tokio::test]
     async fn a_piece_arriving_in_parts_is_stored_only_whole_and_with_its_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PieceStore::open(dir.path(), 10 << 20).unwrap();
+        let store = open(dir.path(), 10 << 20);
         // Parts that straddle the write buffer and the 16 KiB groups.
         let data = random(3 * WRITE_BUFFER + 12_345, 3);
         let id = PieceId::of(&data);
@@ -1582,7 +1600,7 @@ mod tests {
         let proven = proof::verify(&wwt_engine::PieceHash(id.0), 500_000, 40_000, &slice).unwrap();
         assert_eq!(proven, range);
         drop(store);
-        let store = PieceStore::open(dir.path(), 10 << 20).unwrap();
+        let store = open(dir.path(), 10 << 20);
         assert_eq!(store.used().unwrap(), (size, 1));
         let stored = store.get(&id).unwrap().unwrap();
         assert_eq!(store.read_whole(&stored).await.unwrap(), data);
@@ -1648,7 +1666,7 @@ mod tests {
         fs::create_dir_all(dir.path().join("tmp")).unwrap();
         fs::write(dir.path().join("tmp").join("partial"), b"half").unwrap();
 
-        let store = PieceStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open(dir.path(), 1 << 20);
         assert_eq!(store.used().unwrap(), (10_000, 1));
         let stored = store.get(&good_id).unwrap().unwrap();
         assert_eq!(stored.meta, meta(10_000));
@@ -1679,7 +1697,7 @@ mod tests {
     async fn a_crash_loses_no_acknowledged_piece_and_keeps_no_cut_short_one() {
         let dir = tempfile::tempdir().unwrap();
         let (before, after) = (dir.path().join("before"), dir.path().join("after"));
-        let store = PieceStore::open(&before, 1 << 20).unwrap();
+        let store = open(&before, 1 << 20);
         // One at a time: each piece is a group of its own, the last one in the last group.
         let pieces: Vec<Bytes> = (0..5).map(|i| random(9000 + i, 10 + i as u64)).collect();
         for data in &pieces {
@@ -1711,7 +1729,7 @@ mod tests {
             .unwrap();
         log.write_all_at(&[0xee; 100], last.offset + 5000).unwrap();
 
-        let store = PieceStore::open(&after, 1 << 20).unwrap();
+        let store = open(&after, 1 << 20);
         let kept: u64 = pieces[..4].iter().map(|p| p.len() as u64).sum();
         assert_eq!(store.used().unwrap(), (kept, 4));
         for data in &pieces[..4] {
@@ -1721,14 +1739,14 @@ mod tests {
         assert_eq!(store.get(&PieceId::of(&pieces[4])).unwrap(), None);
         drop(store);
         // Recovered once: the next start finds the same.
-        let store = PieceStore::open(&after, 1 << 20).unwrap();
+        let store = open(&after, 1 << 20);
         assert_eq!(store.used().unwrap(), (kept, 4));
     }
 
     #[tokio::test]
     async fn the_journal_gives_its_blocks_back_at_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PieceStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open(dir.path(), 1 << 20);
         let pieces: Vec<Bytes> = (0..2 * CHECKPOINT_GROUPS as u64 + 5)
             .map(|i| random(100, i))
             .collect();
@@ -1758,7 +1776,7 @@ mod tests {
             held >= records && held <= records + 2 * BLOCK as u64,
             "{held}"
         );
-        let store = PieceStore::open(dir.path(), 1 << 20).unwrap();
+        let store = open(dir.path(), 1 << 20);
         assert_eq!(
             store.used().unwrap(),
             (100 * pieces.len() as u64, pieces.len() as u64)
