@@ -191,6 +191,7 @@ pub async fn measure(o: &Options) -> Result<Report> {
             ..AuditConfig::default()
         }),
         provider_layer: None,
+        index_layer: None,
     };
     let shape = Shape {
         providers: 8,

@@ -110,8 +110,7 @@ pub async fn run(o: &Options) -> Result<()> {
         ..Shape::default()
     };
     let net = LocalNet::start(&dir.path().join("net"), shape).await?;
-    let index = net.endpoints.index_address()?;
-    let config = ClientConfig::new(net.endpoints.tracker_list()?, index);
+    let config = ClientConfig::new(net.endpoints.tracker_list()?);
     let client = Client::connect(&Keystore::generate(), net.connector(), config).await?;
     client
         .execute(

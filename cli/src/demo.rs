@@ -96,24 +96,19 @@ pub async fn run(o: &Options) -> Result<()> {
         root.display(),
         o.seed.map(|s| format!(" (seed {s})")).unwrap_or_default()
     );
-    let index = net.endpoints.index_address()?;
     for n in net
         .endpoints
         .trackers
         .iter()
         .chain(&net.endpoints.providers)
     {
-        let role = if n.address == index {
-            " (holds this client's indexes)"
-        } else {
-            ""
-        };
+        let role = if n.index { " (index provider)" } else { "" };
         println!("  {:<11} {}{role}", n.name, n.address);
     }
 
     // The owner's keys live only in this process: the network sees ciphertext.
     let keys = Keystore::generate();
-    let config = ClientConfig::new(net.endpoints.tracker_list()?, index);
+    let config = ClientConfig::new(net.endpoints.tracker_list()?);
     let client = Client::connect(&keys, net.connector(), config.clone()).await?;
     show(
         &client,

@@ -27,9 +27,13 @@ pub struct NetworkOptions {
     /// Trackers as `<node id hex>@<address>`, comma-separated.
     #[arg(long, env = "WWT_TRACKERS", value_delimiter = ',')]
     pub trackers: Vec<String>,
-    /// The index provider's gRPC address.
-    #[arg(long, env = "WWT_INDEX")]
-    pub index: Option<String>,
+    /// The index providers to keep this owner's log on, by gRPC address, comma-separated
+    /// (default: R of those the trackers list, picked by rendezvous hashing).
+    #[arg(long, env = "WWT_INDEX", value_delimiter = ',')]
+    pub index: Vec<String>,
+    /// How many index replicas a new owner's log gets.
+    #[arg(long, env = "WWT_REPLICAS", default_value_t = 3)]
+    pub replicas: usize,
     /// A JSON config file with `trackers` and `index` (default: `<home>/config.json`).
     #[arg(long, env = "WWT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -41,8 +45,34 @@ pub struct NetworkOptions {
 pub struct NetworkConfig {
     /// Trackers as `<node id hex>@<address>`.
     pub trackers: Vec<String>,
-    /// The index provider's address.
-    pub index: Option<String>,
+    /// The index providers to use, by address (one address, or a list).
+    #[serde(default)]
+    pub index: Addresses,
+}
+
+/// One address or a list of them (config files written before replicas name one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Addresses {
+    /// One address.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl Default for Addresses {
+    fn default() -> Self {
+        Addresses::Many(Vec::new())
+    }
+}
+
+impl Addresses {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Addresses::One(a) => vec![a],
+            Addresses::Many(v) => v,
+        }
+    }
 }
 
 /// Options of `wwt sql`.
@@ -71,8 +101,12 @@ fn parse_tracker(s: &str) -> Result<(NodeId, String)> {
     Ok((NodeId::from_slice(&bytes)?, address.to_string()))
 }
 
-/// The trackers and index provider to use, from flags, the config file or the devnet.
-pub fn resolve(home: &Path, options: &NetworkOptions) -> Result<(Vec<(NodeId, String)>, String)> {
+/// Trackers, `(node id, address)`.
+type Trackers = Vec<(NodeId, String)>;
+
+/// The trackers, and the index providers named to hold the owner's log (none: picked from
+/// the trackers' list), from flags, the config file or the devnet.
+pub fn resolve(home: &Path, options: &NetworkOptions) -> Result<(Trackers, Vec<String>)> {
     let path = options
         .config
         .clone()
@@ -90,44 +124,49 @@ pub fn resolve(home: &Path, options: &NetworkOptions) -> Result<(Vec<(NodeId, St
     } else {
         options.trackers.clone()
     };
-    let index = options.index.clone().or(file.index);
-    if let (false, Some(index)) = (trackers.is_empty(), &index) {
+    let index = if options.index.is_empty() {
+        file.index.into_vec()
+    } else {
+        options.index.clone()
+    };
+    if !trackers.is_empty() {
         let trackers = trackers
             .iter()
             .map(|t| parse_tracker(t))
             .collect::<Result<_>>()?;
-        return Ok((trackers, index.clone()));
+        return Ok((trackers, index));
     }
     let dir = wwt_devnet::default_dir(home);
     let endpoints = wwt_devnet::Endpoints::load(&dir).context(
-        "no network configured: pass --trackers and --index, write <home>/config.json, \
+        "no network configured: pass --trackers, write <home>/config.json, \
          or start a local network with `wwt devnet up`",
     )?;
-    let index = match index {
-        Some(i) => i,
-        None => endpoints.index_address()?,
-    };
-    let trackers = if trackers.is_empty() {
-        endpoints.tracker_list()?
-    } else {
-        trackers
-            .iter()
-            .map(|t| parse_tracker(t))
-            .collect::<Result<_>>()?
-    };
-    Ok((trackers, index))
+    Ok((endpoints.tracker_list()?, index))
+}
+
+/// The client's settings for `options`: the network, R, and the file in `home` where this
+/// device keeps the head of the owner's log on that network (named by its trackers).
+pub fn client_config(home: &Path, options: &NetworkOptions) -> Result<ClientConfig> {
+    let (trackers, index) = resolve(home, options)?;
+    let mut ids: Vec<&NodeId> = trackers.iter().map(|(id, _)| id).collect();
+    ids.sort();
+    let mut network = blake3::Hasher::new_derive_key("wwt 2026-12 network name");
+    for id in ids {
+        network.update(&id.0);
+    }
+    let name = hex::encode(&network.finalize().as_bytes()[..8]);
+    let mut config = ClientConfig::new(trackers);
+    config.index = index;
+    config.replicas = options.replicas;
+    config.head_file = Some(home.join("heads").join(name));
+    Ok(config)
 }
 
 /// Runs `wwt sql`.
 pub async fn run(home: &Path, options: &Options) -> Result<()> {
     let keystore = home::load(home)?;
-    let (trackers, index) = resolve(home, &options.network)?;
-    let client = Client::connect(
-        &keystore,
-        Arc::new(GrpcConnector::new()),
-        ClientConfig::new(trackers, index),
-    )
-    .await?;
+    let config = client_config(home, &options.network)?;
+    let client = Client::connect(&keystore, Arc::new(GrpcConnector::new()), config).await?;
     let mut out = std::io::stdout().lock();
     if let Some(sql) = &options.command {
         return run_script(&client, sql, options.json, &mut out).await;

@@ -496,3 +496,98 @@ async fn sql_runs_against_an_index_provider_started_with_the_index_flag() {
     assert!(!out.status.success());
     assert!(stderr.contains("--index"), "{stderr}");
 }
+
+/// `wwt provider run` on any free loopback port with its data in `dir`, reporting to the
+/// tracker `at`: an index provider that sells no disk (`--index --capacity-bytes 0`), or a
+/// storage provider with 1 GiB.
+fn provider(dir: &Path, at: &str, index: bool) -> Daemon {
+    let dir = dir.to_str().unwrap();
+    let capacity = if index { "0" } else { "1073741824" };
+    let mut args = vec![
+        "provider",
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir,
+        "--tracker",
+        at,
+        "--capacity-bytes",
+        capacity,
+    ];
+    if index {
+        args.push("--index");
+    }
+    Daemon::spawn(&args, &[])
+}
+
+/// Three index providers started by hand hold an owner's log: one is killed with SIGKILL and
+/// stays down, another is killed, its index folder deleted and started again, while `wwt sql`
+/// goes on inserting; no statement fails, the wiped one catches up from the third, and after
+/// the third is killed too, a new `wwt sql` still counts every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_replicas_survive_kill_9_and_a_wiped_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = Daemon::tracker(&dir.path().join("tracker"));
+    let at = format!("{}@{}", tracker.node, tracker.address);
+    let storage: Vec<Daemon> = (0..6)
+        .map(|i| provider(&dir.path().join(format!("provider-{i}")), &at, false))
+        .collect();
+    let index_dir = |i: usize| dir.path().join(format!("index-{i}"));
+    let mut index: Vec<Daemon> = (0..3).map(|i| provider(&index_dir(i), &at, true)).collect();
+    let connector = GrpcConnector::with_timeout(Duration::from_secs(10));
+    let tracker_api = connector.tracker(&tracker.address).unwrap();
+    for p in storage.iter().chain(&index) {
+        wait_alive(tracker_api.as_ref(), &p.address).await;
+    }
+
+    let home = dir.path().join("home");
+    let wwt = |sql: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wwt"))
+            .args(["sql", "--trackers", &at, "-c", sql])
+            .env("WWT_HOME", &home)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{sql}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let insert = |from: u32| {
+        let values: Vec<String> = (from..from + 100)
+            .map(|i| format!("({i}, 'note {i}')"))
+            .collect();
+        wwt(&format!("INSERT INTO notes VALUES {}", values.join(", ")))
+    };
+    let count = |n: u32| format!("count(*)\n--------\n{n:>8}\n(1 row)");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_wwt"))
+            .arg("init")
+            .env("WWT_HOME", &home)
+            .status()
+            .unwrap()
+            .success()
+    );
+    wwt("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT);
+         CREATE INDEX ON notes USING fulltext (body)");
+    insert(0);
+
+    index[0].kill();
+    insert(100);
+    // Wiped and started again on its folder: same identity, a new port, no log.
+    index[1].kill();
+    std::fs::remove_dir_all(index_dir(1).join("index")).unwrap();
+    index[1] = provider(&index_dir(1), &at, true);
+    wait_alive(tracker_api.as_ref(), &index[1].address).await;
+    insert(200);
+    let out = wwt("SELECT count(*) FROM notes WHERE MATCH(body, 'note')");
+    assert!(out.contains(&count(300)), "{out}");
+
+    // The wiped replica caught up from the third: alone with the dead one, it still answers.
+    index[2].kill();
+    let out = wwt("SELECT count(*) FROM notes");
+    assert!(out.contains(&count(300)), "{out}");
+}

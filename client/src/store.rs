@@ -234,6 +234,33 @@ impl Storage {
         self
     }
 
+    /// The live index providers the trackers list, `(node id, address)`, each once. A
+    /// tracker that cannot answer is skipped; none answering is an error.
+    pub async fn index_providers(&self) -> Result<Vec<(NodeId, String)>, StoreError> {
+        let mut found: HashMap<NodeId, String> = HashMap::new();
+        let mut last_error = None;
+        for (id, tracker) in &self.trackers {
+            match tracker.providers().await {
+                Ok(list) => found.extend(
+                    list.into_iter()
+                        .filter(|p| p.index && p.alive)
+                        .map(|p| (p.node, p.address)),
+                ),
+                Err(source) => {
+                    last_error = Some(StoreError::Tracker {
+                        tracker: id.to_string(),
+                        segment: "-".into(),
+                        source,
+                    })
+                }
+            }
+        }
+        match last_error {
+            Some(e) if found.is_empty() => Err(e),
+            _ => Ok(found.into_iter().collect()),
+        }
+    }
+
     /// The tracker responsible for `segment` (rendezvous hashing over the trackers).
     fn tracker(&self, segment: &SegmentId) -> (NodeId, &Arc<dyn TrackerApi>) {
         let id = rendezvous::responsible(&segment.0, self.trackers.keys())

@@ -27,7 +27,7 @@ use wwt_net::grpc::GrpcConnector;
 use wwt_net::memory::{MemoryDht, MemoryNetwork};
 use wwt_net::node::{Node, NodeConfig};
 use wwt_net::types::NodeId;
-use wwt_net::{Connector, Discovery, Identity, ProviderApi};
+use wwt_net::{Connector, Discovery, Identity, IndexApi, ProviderApi};
 use wwt_provider::{IndexService, Provider, ProviderConfig, TrackerEndpoint};
 use wwt_tracker::clock::{Clock, SystemClock};
 use wwt_tracker::{AuditConfig, PeerTracker, Tracker, TrackerConfig};
@@ -262,6 +262,9 @@ fn identity_at(path: &Path, seed: Option<u64>, name: &str) -> Result<Identity> {
 pub type ProviderLayer =
     Arc<dyn Fn(usize, Arc<dyn ProviderApi>) -> Arc<dyn ProviderApi> + Send + Sync>;
 
+/// Wraps an index provider's service (by provider number) before it is served.
+pub type IndexLayer = Arc<dyn Fn(usize, Arc<dyn IndexApi>) -> Arc<dyn IndexApi> + Send + Sync>;
+
 /// What a test changes in a [`LocalNet`]: the audits' clock and settings, and misbehaving
 /// providers.
 #[derive(Clone, Default)]
@@ -275,6 +278,8 @@ pub struct Hooks {
     pub audit: Option<AuditConfig>,
     /// Wraps each provider's service before it is served, in memory or over gRPC.
     pub provider_layer: Option<ProviderLayer>,
+    /// Wraps each index provider's service before it is served, in memory or over gRPC.
+    pub index_layer: Option<IndexLayer>,
 }
 
 /// A running local network.
@@ -292,6 +297,9 @@ pub struct LocalNet {
     tracker_configs: Vec<TrackerConfig>,
     clock: Arc<dyn Clock>,
     providers: Vec<Option<Running>>,
+    provider_configs: Vec<ProviderConfig>,
+    memory_dht: MemoryDht,
+    hooks: Hooks,
 }
 
 /// Opens tracker `config` and serves it at `address`: over gRPC on `listener`, or on the
@@ -466,7 +474,8 @@ impl LocalNet {
             }
             None => Arc::new(memory_dht.node(NodeId([0; 32]), None)),
         };
-        let mut providers = Vec::new();
+        let mut configs = Vec::new();
+        let mut listeners = Vec::new();
         for p in 0..shape.providers {
             let name = format!("provider-{p}");
             let pdir = dir.join(&name);
@@ -491,44 +500,15 @@ impl LocalNet {
                 dir: pdir,
                 index: config.index,
             });
-            let layer = hooks.provider_layer.clone();
-            let wrap = move |api: Arc<dyn ProviderApi>| match &layer {
-                Some(layer) => layer(p, api),
-                None => api,
-            };
-            providers.push(Some(match (&memory, listener) {
-                (Some(m), _) => {
-                    let provider = Provider::open(&config)?;
-                    let me = memory_dht.node(provider.node_id(), Some(address.clone()));
-                    let provider = Arc::new(provider.with_discovery(Arc::new(me))?);
-                    m.add_provider(&address, wrap(provider.clone()));
-                    if config.index {
-                        let window = Duration::from_millis(config.signature_window_ms);
-                        let index = IndexService::open(&config.index_dir(), window)?;
-                        m.add_index(&address, Arc::new(index));
-                    }
-                    let beats = wwt_provider::spawn_heartbeats(
-                        provider,
-                        connector.clone(),
-                        address.clone(),
-                        config.heartbeat_interval(),
-                    );
-                    Running::InMemory {
-                        address,
-                        task: Some(beats),
-                    }
-                }
-                (None, Some(listener)) => Running::serve(|shutdown| async move {
-                    Ok(wwt_provider::run_with(config, listener, shutdown, wrap).await?)
-                }),
-                (None, None) => bail!("a gRPC provider needs a listener"),
-            }));
+            configs.push(config);
+            listeners.push(listener);
         }
         endpoints.save(dir)?;
-        let net = Self {
+        let mut net = Self {
             endpoints,
             connector,
             memory,
+            memory_dht,
             discovery,
             seed,
             dir: dir.to_path_buf(),
@@ -536,10 +516,60 @@ impl LocalNet {
             tracker_services,
             tracker_configs,
             clock,
-            providers,
+            providers: Vec::new(),
+            provider_configs: configs,
+            hooks,
         };
+        for (p, listener) in listeners.into_iter().enumerate() {
+            let running = net.start_provider(p, listener)?;
+            net.providers.push(Some(running));
+        }
         net.wait_alive(shape.providers).await?;
         Ok(net)
+    }
+
+    /// Starts provider `p` from its config and folder, at its address.
+    fn start_provider(&self, p: usize, listener: Option<TcpListener>) -> Result<Running> {
+        let config = self.provider_configs[p].clone();
+        let address = self.endpoints.providers[p].address.clone();
+        let provider_layer = self.hooks.provider_layer.clone();
+        let wrap = move |api: Arc<dyn ProviderApi>| match &provider_layer {
+            Some(layer) => layer(p, api),
+            None => api,
+        };
+        let index_layer = self.hooks.index_layer.clone();
+        let wrap_index = move |api: Arc<dyn IndexApi>| match &index_layer {
+            Some(layer) => layer(p, api),
+            None => api,
+        };
+        Ok(match (&self.memory, listener) {
+            (Some(m), _) => {
+                let provider = Provider::open(&config)?;
+                let me = self
+                    .memory_dht
+                    .node(provider.node_id(), Some(address.clone()));
+                let provider = Arc::new(provider.with_discovery(Arc::new(me))?);
+                m.add_provider(&address, wrap(provider.clone()));
+                if config.index {
+                    let index = IndexService::open(&config, self.connector.clone())?;
+                    m.add_index(&address, wrap_index(Arc::new(index)));
+                }
+                let beats = wwt_provider::spawn_heartbeats(
+                    provider,
+                    self.connector.clone(),
+                    address.clone(),
+                    config.heartbeat_interval(),
+                );
+                Running::InMemory {
+                    address,
+                    task: Some(beats),
+                }
+            }
+            (None, Some(listener)) => Running::serve(|shutdown| async move {
+                Ok(wwt_provider::run_with(config, listener, shutdown, wrap, wrap_index).await?)
+            }),
+            (None, None) => bail!("a gRPC provider needs a listener"),
+        })
     }
 
     /// How to reach the nodes.
@@ -590,6 +620,47 @@ impl LocalNet {
     /// Stops provider `p`, as a crash would: its service goes away and it stops heartbeating.
     pub async fn stop_provider(&mut self, p: usize) -> Result<()> {
         Running::stop_slot(&mut self.providers, p, self.memory.as_ref()).await
+    }
+
+    /// Stops provider `p` and starts it again from its folder at the same address, as after a
+    /// crash and restart; with `wipe_index`, its index folder (indexes and owner logs) is
+    /// deleted in between, as if its disk had been replaced.
+    pub async fn restart_provider(&mut self, p: usize, wipe_index: bool) -> Result<()> {
+        self.stop_provider(p).await?;
+        let index_dir = self.provider_configs[p].index_dir();
+        if wipe_index && index_dir.exists() {
+            std::fs::remove_dir_all(&index_dir)
+                .with_context(|| format!("wiping {}", index_dir.display()))?;
+        }
+        // What the stopped node held (its databases' locks) goes once the calls and tasks
+        // that still hold it end: try again until then, as a restarted process would.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let listener = match self.memory {
+                Some(_) => None,
+                None => {
+                    let address = &self.endpoints.providers[p].address;
+                    match TcpListener::bind(address.trim_start_matches("http://")).await {
+                        Ok(l) => Some(l),
+                        Err(_) if Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            match self.start_provider(p, listener) {
+                Ok(running) => {
+                    self.providers[p] = Some(running);
+                    return Ok(());
+                }
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Stops tracker `t`: clients and providers can no longer reach it.

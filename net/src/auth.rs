@@ -258,6 +258,28 @@ pub fn verify_detached(signer: &NodeId, message: &[u8], signature: &[u8; 64]) ->
     })
 }
 
+/// Whether `request` is signed by its signer for `T`'s method; its time is not checked (a
+/// stored log entry is checked long after it was signed).
+pub fn check_signature<T: Body>(request: &Signed<T>) -> Result<(), NetError> {
+    let auth = &request.auth;
+    let message = request_signing_bytes(
+        T::METHOD,
+        &auth.signer,
+        auth.timestamp_ms,
+        &auth.nonce,
+        &request.body,
+    );
+    if verify_detached(&auth.signer, &message, &auth.signature) {
+        Ok(())
+    } else {
+        Err(NetError::Unauthenticated(format!(
+            "signature by {} does not verify for {}",
+            auth.signer,
+            T::METHOD
+        )))
+    }
+}
+
 fn request_signing_bytes(
     method: &str,
     signer: &NodeId,
@@ -340,19 +362,19 @@ body!(
 );
 
 body!(
-    crate::index::CreateTable,
-    proto::CreateTableRequest,
-    "/wwt.v1.Index/CreateTable"
+    crate::index::Append,
+    proto::LogEntry,
+    "/wwt.v1.Index/Append"
 );
 body!(
-    crate::index::DropTable,
-    proto::DropTableRequest,
-    "/wwt.v1.Index/DropTable"
+    crate::index::GetHead,
+    proto::GetHeadRequest,
+    "/wwt.v1.Index/Head"
 );
 body!(
-    crate::index::ApplyBatch,
-    proto::ApplyRequest,
-    "/wwt.v1.Index/Apply"
+    crate::index::GetEntries,
+    proto::GetEntriesRequest,
+    "/wwt.v1.Index/Entries"
 );
 body!(
     crate::index::QueryTable,
@@ -363,11 +385,6 @@ body!(
     crate::index::GetCatalog,
     proto::GetCatalogRequest,
     "/wwt.v1.Index/GetCatalog"
-);
-body!(
-    crate::index::PutCatalog,
-    proto::PutCatalogRequest,
-    "/wwt.v1.Index/PutCatalog"
 );
 
 /// Who signed a request, when, and the signature.
@@ -400,6 +417,21 @@ impl<T> Signed<T> {
     /// The encoded body.
     pub fn body(&self) -> &Bytes {
         &self.body
+    }
+
+    /// The request as it travels (an encoded `SignedRequest`), to keep it as signed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        proto::SignedRequest::from(Signed::<T> {
+            body: self.body.clone(),
+            auth: self.auth.clone(),
+            _body: PhantomData,
+        })
+        .encode_to_vec()
+    }
+
+    /// A request kept with [`Signed::to_bytes`] (its signature is not checked here).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, NetError> {
+        Signed::try_from(proto::SignedRequest::decode(bytes)?)
     }
 }
 
@@ -477,21 +509,8 @@ impl Verifier {
 
     /// Verifies `request` and returns its signer and decoded, validated body.
     pub fn verify<T: Body>(&self, request: Signed<T>) -> Result<(NodeId, T), NetError> {
+        check_signature(&request)?;
         let auth = &request.auth;
-        let message = request_signing_bytes(
-            T::METHOD,
-            &auth.signer,
-            auth.timestamp_ms,
-            &auth.nonce,
-            &request.body,
-        );
-        if !verify_detached(&auth.signer, &message, &auth.signature) {
-            return Err(NetError::Unauthenticated(format!(
-                "signature by {} does not verify for {}",
-                auth.signer,
-                T::METHOD
-            )));
-        }
         let now = now_ms();
         if auth.timestamp_ms.abs_diff(now) > self.window_ms {
             return Err(NetError::Unauthenticated(format!(

@@ -20,9 +20,7 @@ use crate::NetError;
 use crate::api::{Connector, ProviderApi, TrackerApi};
 use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
-use crate::index::{
-    ApplyBatch, CreateTable, DropTable, GetCatalog, IndexApi, PutCatalog, QueryTable,
-};
+use crate::index::{Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable};
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, PieceData, PieceStream, Placement,
     ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentLocation, StorePiece,
@@ -307,22 +305,19 @@ struct FaultyIndex {
 
 #[async_trait]
 impl IndexApi for FaultyIndex {
-    async fn create_table(&self, request: Signed<CreateTable>) -> Result<(), NetError> {
+    async fn append(&self, entry: Signed<Append>) -> Result<LogHead, NetError> {
         self.faults.before_call(&self.address).await?;
-        self.inner.create_table(request).await
+        self.inner.append(entry).await
     }
 
-    async fn drop_table(&self, request: Signed<DropTable>) -> Result<(), NetError> {
+    async fn head(&self, request: Signed<GetHead>) -> Result<Option<Signed<Append>>, NetError> {
         self.faults.before_call(&self.address).await?;
-        self.inner.drop_table(request).await
+        self.inner.head(request).await
     }
 
-    async fn apply(
-        &self,
-        request: Signed<ApplyBatch>,
-    ) -> Result<wwt_index::ApplyReceipt, NetError> {
+    async fn entries(&self, request: Signed<GetEntries>) -> Result<Vec<Signed<Append>>, NetError> {
         self.faults.before_call(&self.address).await?;
-        self.inner.apply(request).await
+        self.inner.entries(request).await
     }
 
     async fn query(&self, request: Signed<QueryTable>) -> Result<wwt_index::QueryOutput, NetError> {
@@ -336,11 +331,6 @@ impl IndexApi for FaultyIndex {
     ) -> Result<wwt_index::CatalogBlob, NetError> {
         self.faults.before_call(&self.address).await?;
         self.inner.catalog(request).await
-    }
-
-    async fn put_catalog(&self, request: Signed<PutCatalog>) -> Result<u64, NetError> {
-        self.faults.before_call(&self.address).await?;
-        self.inner.put_catalog(request).await
     }
 }
 

@@ -18,9 +18,7 @@ use crate::api::{Connector, ProviderApi, TrackerApi};
 use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
 use crate::error::NOT_SERVED;
-use crate::index::{
-    ApplyBatch, CreateTable, DropTable, GetCatalog, IndexApi, PutCatalog, QueryTable,
-};
+use crate::index::{Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable};
 use crate::proto::index_client::IndexClient;
 use crate::proto::index_server::{Index, IndexServer};
 use crate::proto::provider_client::ProviderClient;
@@ -239,30 +237,34 @@ struct IndexAdapter(Arc<dyn IndexApi>);
 
 #[async_trait]
 impl Index for IndexAdapter {
-    async fn create_table(
+    async fn append(
         &self,
         request: Request<proto::SignedRequest>,
-    ) -> Result<Response<proto::TableResponse>, Status> {
+    ) -> Result<Response<proto::LogHead>, Status> {
         let signed = Signed::try_from(request.into_inner())?;
-        self.0.create_table(signed).await?;
-        Ok(Response::new(proto::TableResponse {}))
+        Ok(Response::new(self.0.append(signed).await?.into()))
     }
 
-    async fn drop_table(
+    async fn head(
         &self,
         request: Request<proto::SignedRequest>,
-    ) -> Result<Response<proto::TableResponse>, Status> {
+    ) -> Result<Response<proto::HeadResponse>, Status> {
         let signed = Signed::try_from(request.into_inner())?;
-        self.0.drop_table(signed).await?;
-        Ok(Response::new(proto::TableResponse {}))
+        let entry = self.0.head(signed).await?;
+        Ok(Response::new(proto::HeadResponse {
+            entry: entry.map(Into::into),
+        }))
     }
 
-    async fn apply(
+    async fn entries(
         &self,
         request: Request<proto::SignedRequest>,
-    ) -> Result<Response<proto::ApplyResponse>, Status> {
+    ) -> Result<Response<proto::EntriesResponse>, Status> {
         let signed = Signed::try_from(request.into_inner())?;
-        Ok(Response::new(self.0.apply(signed).await?.into()))
+        let entries = self.0.entries(signed).await?;
+        Ok(Response::new(proto::EntriesResponse {
+            entries: entries.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn query(
@@ -279,18 +281,6 @@ impl Index for IndexAdapter {
     ) -> Result<Response<proto::CatalogResponse>, Status> {
         let signed = Signed::try_from(request.into_inner())?;
         Ok(Response::new(self.0.catalog(signed).await?.into()))
-    }
-
-    async fn put_catalog(
-        &self,
-        request: Request<proto::SignedRequest>,
-    ) -> Result<Response<proto::CatalogResponse>, Status> {
-        let signed = Signed::try_from(request.into_inner())?;
-        let version = self.0.put_catalog(signed).await?;
-        Ok(Response::new(proto::CatalogResponse {
-            version,
-            blob: Default::default(),
-        }))
     }
 }
 
@@ -521,35 +511,39 @@ fn index_status(status: tonic::Status) -> NetError {
 
 #[async_trait]
 impl IndexApi for GrpcIndex {
-    async fn create_table(&self, request: Signed<CreateTable>) -> Result<(), NetError> {
-        self.client
-            .clone()
-            .create_table(proto::SignedRequest::from(request))
-            .await
-            .map_err(index_status)?;
-        Ok(())
-    }
-
-    async fn drop_table(&self, request: Signed<DropTable>) -> Result<(), NetError> {
-        self.client
-            .clone()
-            .drop_table(proto::SignedRequest::from(request))
-            .await
-            .map_err(index_status)?;
-        Ok(())
-    }
-
-    async fn apply(
-        &self,
-        request: Signed<ApplyBatch>,
-    ) -> Result<wwt_index::ApplyReceipt, NetError> {
+    async fn append(&self, entry: Signed<Append>) -> Result<LogHead, NetError> {
         let reply = self
             .client
             .clone()
-            .apply(proto::SignedRequest::from(request))
+            .append(proto::SignedRequest::from(entry))
             .await
             .map_err(index_status)?;
-        Ok(reply.into_inner().into())
+        reply.into_inner().try_into()
+    }
+
+    async fn head(&self, request: Signed<GetHead>) -> Result<Option<Signed<Append>>, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .head(proto::SignedRequest::from(request))
+            .await
+            .map_err(index_status)?;
+        reply.into_inner().entry.map(Signed::try_from).transpose()
+    }
+
+    async fn entries(&self, request: Signed<GetEntries>) -> Result<Vec<Signed<Append>>, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .entries(proto::SignedRequest::from(request))
+            .await
+            .map_err(index_status)?;
+        reply
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(Signed::try_from)
+            .collect()
     }
 
     async fn query(&self, request: Signed<QueryTable>) -> Result<wwt_index::QueryOutput, NetError> {
@@ -573,16 +567,6 @@ impl IndexApi for GrpcIndex {
             .await
             .map_err(index_status)?;
         Ok(reply.into_inner().into())
-    }
-
-    async fn put_catalog(&self, request: Signed<PutCatalog>) -> Result<u64, NetError> {
-        let reply = self
-            .client
-            .clone()
-            .put_catalog(proto::SignedRequest::from(request))
-            .await
-            .map_err(index_status)?;
-        Ok(reply.into_inner().version)
     }
 }
 

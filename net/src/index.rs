@@ -1,41 +1,55 @@
-//! The index provider's seam: [`IndexApi`], its signed request bodies, and their validated
-//! conversions from the wire (`proto/index.proto`).
+//! The index provider's seam: [`IndexApi`], its signed request bodies, the owner's log, and
+//! their validated conversions from the wire (`proto/index.proto`).
 //!
 //! The bodies carry `wwt-index`'s plain types (tokens, OPE ciphertexts, opaque locators), so
 //! the same validation runs on receipt as in the store. The signer of a request is the owner
 //! whose namespace it reads or writes: there is no other way to name an owner.
+//!
+//! Every change to an owner's index state is an [`Append`]: entry `seq` of the owner's log,
+//! naming the hash of entry `seq - 1` ([`entry_hash`]) and the owner's replica set, signed by
+//! the owner. Entries are checked with [`open_entry`]: the signature, not the time it was
+//! made, since a replica catching up checks entries signed long ago.
 
 use std::ops::Bound;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use prost::Message;
 use wwt_index::{
-    ApplyReceipt, Batch, CatalogBlob, ColumnId, EqToken, IndexError, IndexKind, OpeCiphertext,
-    Order, Query, QueryOutput, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, TextExpr,
-    Token, ValueCount,
+    Batch, CatalogBlob, ColumnId, EqToken, IndexError, IndexKind, OpeCiphertext, Order, Query,
+    QueryOutput, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, TextExpr, Token,
+    ValueCount,
 };
 
-use crate::auth::Signed;
+use crate::auth::{Signed, check_signature};
+use crate::types::NodeId;
 use crate::{NetError, proto};
 
 /// How deep a full-text expression may nest (a guard against stack exhaustion on receipt).
 const MAX_TEXT_DEPTH: usize = 64;
 
-/// An index provider: encrypted indexes per (owner, table), and each owner's catalog.
+/// The most replicas an owner's log may name.
+pub const MAX_REPLICAS: usize = 16;
+
+/// The most entries one [`IndexApi::entries`] call returns.
+pub const MAX_ENTRIES_PER_CALL: u32 = 256;
+
+/// An index provider: a replica of its owners' logs, and the encrypted indexes and catalogs
+/// those logs build.
 #[async_trait]
 pub trait IndexApi: Send + Sync {
-    /// Creates one of the signer's tables with its indexes.
-    async fn create_table(&self, request: Signed<CreateTable>) -> Result<(), NetError>;
-    /// Drops one of the signer's tables and all its entries.
-    async fn drop_table(&self, request: Signed<DropTable>) -> Result<(), NetError>;
-    /// Applies a statement's row operations; durable when it returns.
-    async fn apply(&self, request: Signed<ApplyBatch>) -> Result<ApplyReceipt, NetError>;
+    /// Appends an entry to its signer's log and applies it; durable when it returns. Refused
+    /// (`Precondition`) if the replica is behind (it catches up on its own), and (`Conflict`)
+    /// if the seq is taken by another entry or `prev` is not the replica's head.
+    async fn append(&self, entry: Signed<Append>) -> Result<LogHead, NetError>;
+    /// The last entry of an owner's log, as the owner signed it (none if the log is empty).
+    async fn head(&self, request: Signed<GetHead>) -> Result<Option<Signed<Append>>, NetError>;
+    /// Entries of an owner's log after a seq, in order: how a replica catches up.
+    async fn entries(&self, request: Signed<GetEntries>) -> Result<Vec<Signed<Append>>, NetError>;
     /// Answers a query on one of the signer's tables.
     async fn query(&self, request: Signed<QueryTable>) -> Result<QueryOutput, NetError>;
     /// The signer's encrypted catalog.
     async fn catalog(&self, request: Signed<GetCatalog>) -> Result<CatalogBlob, NetError>;
-    /// Replaces the signer's catalog if it is still at the expected version; the new version.
-    async fn put_catalog(&self, request: Signed<PutCatalog>) -> Result<u64, NetError>;
 }
 
 /// Create a table with these indexes.
@@ -76,13 +90,86 @@ pub struct QueryTable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GetCatalog;
 
-/// Write the signer's catalog.
+/// The sealed catalog at a version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutCatalog {
-    /// The version the writer read.
+    /// The version it replaces (the new one is this plus one).
     pub expected_version: u64,
     /// The encrypted catalog.
     pub blob: Vec<u8>,
+}
+
+/// What one log entry changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogOp {
+    /// Create a table.
+    CreateTable(CreateTable),
+    /// Drop a table.
+    DropTable(DropTable),
+    /// Apply row operations.
+    Apply(ApplyBatch),
+    /// Replace the catalog.
+    Catalog(PutCatalog),
+}
+
+/// Entry `seq` of its signer's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Append {
+    /// 1 for the first entry.
+    pub seq: u64,
+    /// [`entry_hash`] of entry `seq - 1`; zeros for the first.
+    pub prev: [u8; 32],
+    /// The owner's replica set when it signed.
+    pub replicas: Vec<NodeId>,
+    /// The change.
+    pub op: LogOp,
+}
+
+/// Where a log stands: its last seq and that entry's hash (zeros at seq 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogHead {
+    /// The last seq, 0 for an empty log.
+    pub seq: u64,
+    /// The last entry's [`entry_hash`].
+    pub hash: [u8; 32],
+}
+
+/// Ask for an owner's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GetHead {
+    /// The owner.
+    pub owner: NodeId,
+}
+
+/// Ask for an owner's entries after a seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GetEntries {
+    /// The owner.
+    pub owner: NodeId,
+    /// Entries after this seq.
+    pub after: u64,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The hash that names an entry: BLAKE3 over its signer, time, nonce, signature and body,
+/// exactly as signed. The next entry's `prev` is this.
+pub fn entry_hash(entry: &Signed<Append>) -> [u8; 32] {
+    let auth = entry.auth();
+    let mut h = blake3::Hasher::new_derive_key("wwt 2026-12 log entry");
+    h.update(&auth.signer.0);
+    h.update(&auth.timestamp_ms.to_le_bytes());
+    h.update(&auth.nonce);
+    h.update(&auth.signature);
+    h.update(entry.body());
+    *h.finalize().as_bytes()
+}
+
+/// Checks an entry's signature (whenever it was made) and decodes it: its owner and body.
+pub fn open_entry(entry: &Signed<Append>) -> Result<(NodeId, Append), NetError> {
+    check_signature(entry)?;
+    let wire = proto::LogEntry::decode(entry.body().clone())?;
+    Ok((entry.auth().signer, Append::try_from(wire)?))
 }
 
 impl From<IndexError> for NetError {
@@ -308,27 +395,6 @@ impl From<ApplyBatch> for proto::ApplyRequest {
                     }),
                 })
                 .collect(),
-        }
-    }
-}
-
-impl From<proto::ApplyResponse> for ApplyReceipt {
-    fn from(w: proto::ApplyResponse) -> Self {
-        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-        ApplyReceipt {
-            put: count(w.put),
-            deleted: count(w.deleted),
-            unchanged: count(w.unchanged),
-        }
-    }
-}
-
-impl From<ApplyReceipt> for proto::ApplyResponse {
-    fn from(r: ApplyReceipt) -> Self {
-        proto::ApplyResponse {
-            put: r.put as u64,
-            deleted: r.deleted as u64,
-            unchanged: r.unchanged as u64,
         }
     }
 }
@@ -592,21 +658,137 @@ impl From<GetCatalog> for proto::GetCatalogRequest {
     }
 }
 
-impl TryFrom<proto::PutCatalogRequest> for PutCatalog {
+fn node_from(bytes: &[u8], what: &str) -> Result<NodeId, NetError> {
+    NodeId::from_slice(bytes)
+        .map_err(|_| NetError::BadRequest(format!("{what} is not a 32-byte node id")))
+}
+
+fn hash_from(bytes: &[u8], what: &str) -> Result<[u8; 32], NetError> {
+    <[u8; 32]>::try_from(bytes)
+        .map_err(|_| NetError::BadRequest(format!("{what} is not a 32-byte hash")))
+}
+
+impl TryFrom<proto::LogEntry> for Append {
     type Error = NetError;
-    fn try_from(w: proto::PutCatalogRequest) -> Result<Self, NetError> {
-        Ok(PutCatalog {
-            expected_version: w.expected_version,
-            blob: w.blob.to_vec(),
+    fn try_from(w: proto::LogEntry) -> Result<Self, NetError> {
+        use proto::log_entry::Op;
+        if w.seq == 0 {
+            return Err(NetError::BadRequest("log entries start at seq 1".into()));
+        }
+        if w.replicas.is_empty() || w.replicas.len() > MAX_REPLICAS {
+            return Err(NetError::BadRequest(format!(
+                "a log entry names {} replicas; 1 to {MAX_REPLICAS} are allowed",
+                w.replicas.len()
+            )));
+        }
+        let replicas = w
+            .replicas
+            .iter()
+            .map(|r| node_from(r, "a replica"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let op = match w.op {
+            Some(Op::CreateTable(c)) => LogOp::CreateTable(c.try_into()?),
+            Some(Op::DropTable(d)) => LogOp::DropTable(d.try_into()?),
+            Some(Op::Apply(a)) => LogOp::Apply(a.try_into()?),
+            Some(Op::Catalog(c)) if c.version == 0 => {
+                return Err(NetError::BadRequest("catalog versions start at 1".into()));
+            }
+            Some(Op::Catalog(c)) => LogOp::Catalog(PutCatalog {
+                expected_version: c.version - 1,
+                blob: c.blob.to_vec(),
+            }),
+            None => return Err(NetError::BadRequest("a log entry changes nothing".into())),
+        };
+        Ok(Append {
+            seq: w.seq,
+            prev: hash_from(&w.prev, "the previous entry's hash")?,
+            replicas,
+            op,
         })
     }
 }
 
-impl From<PutCatalog> for proto::PutCatalogRequest {
-    fn from(p: PutCatalog) -> Self {
-        proto::PutCatalogRequest {
-            expected_version: p.expected_version,
-            blob: Bytes::from(p.blob),
+impl From<Append> for proto::LogEntry {
+    fn from(a: Append) -> Self {
+        use proto::log_entry::Op;
+        proto::LogEntry {
+            seq: a.seq,
+            prev: wire(&a.prev),
+            replicas: a.replicas.iter().map(NodeId::to_wire).collect(),
+            op: Some(match a.op {
+                LogOp::CreateTable(c) => Op::CreateTable(c.into()),
+                LogOp::DropTable(d) => Op::DropTable(d.into()),
+                LogOp::Apply(b) => Op::Apply(b.into()),
+                LogOp::Catalog(c) => Op::Catalog(proto::CatalogRecord {
+                    version: c.expected_version + 1,
+                    blob: Bytes::from(c.blob),
+                }),
+            }),
+        }
+    }
+}
+
+impl TryFrom<proto::LogHead> for LogHead {
+    type Error = NetError;
+    fn try_from(w: proto::LogHead) -> Result<Self, NetError> {
+        Ok(LogHead {
+            seq: w.seq,
+            hash: if w.seq == 0 {
+                [0; 32]
+            } else {
+                hash_from(&w.hash, "the head's hash")?
+            },
+        })
+    }
+}
+
+impl From<LogHead> for proto::LogHead {
+    fn from(h: LogHead) -> Self {
+        proto::LogHead {
+            seq: h.seq,
+            hash: if h.seq == 0 {
+                Bytes::new()
+            } else {
+                wire(&h.hash)
+            },
+        }
+    }
+}
+
+impl TryFrom<proto::GetHeadRequest> for GetHead {
+    type Error = NetError;
+    fn try_from(w: proto::GetHeadRequest) -> Result<Self, NetError> {
+        Ok(GetHead {
+            owner: node_from(&w.owner, "the owner")?,
+        })
+    }
+}
+
+impl From<GetHead> for proto::GetHeadRequest {
+    fn from(g: GetHead) -> Self {
+        proto::GetHeadRequest {
+            owner: g.owner.to_wire(),
+        }
+    }
+}
+
+impl TryFrom<proto::GetEntriesRequest> for GetEntries {
+    type Error = NetError;
+    fn try_from(w: proto::GetEntriesRequest) -> Result<Self, NetError> {
+        Ok(GetEntries {
+            owner: node_from(&w.owner, "the owner")?,
+            after: w.after,
+            limit: w.limit.min(MAX_ENTRIES_PER_CALL),
+        })
+    }
+}
+
+impl From<GetEntries> for proto::GetEntriesRequest {
+    fn from(g: GetEntries) -> Self {
+        proto::GetEntriesRequest {
+            owner: g.owner.to_wire(),
+            after: g.after,
+            limit: g.limit,
         }
     }
 }

@@ -14,9 +14,7 @@ use tonic::Status;
 use crate::api::{Connector, Discovery, FoundHolder, ProviderApi, TrackerApi};
 use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
-use crate::index::{
-    ApplyBatch, CreateTable, DropTable, GetCatalog, IndexApi, PutCatalog, QueryTable,
-};
+use crate::index::{Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable};
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, PieceStream,
     Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId,
@@ -281,28 +279,31 @@ impl MemoryIndex {
 
 #[async_trait]
 impl IndexApi for MemoryIndex {
-    async fn create_table(&self, req: Signed<CreateTable>) -> Result<(), NetError> {
-        self.target()?
-            .create_table(request(req)?)
-            .await
-            .map_err(as_status)
-    }
-
-    async fn drop_table(&self, req: Signed<DropTable>) -> Result<(), NetError> {
-        self.target()?
-            .drop_table(request(req)?)
-            .await
-            .map_err(as_status)
-    }
-
-    async fn apply(&self, req: Signed<ApplyBatch>) -> Result<wwt_index::ApplyReceipt, NetError> {
+    async fn append(&self, entry: Signed<Append>) -> Result<LogHead, NetError> {
         let reply = self
             .target()?
-            .apply(request(req)?)
+            .append(request(entry)?)
             .await
             .map_err(as_status)?;
-        let bytes = proto::ApplyResponse::from(reply).encode_to_vec();
-        Ok(proto::ApplyResponse::decode(bytes.as_slice())?.into())
+        through_wire::<_, proto::LogHead>(reply)
+    }
+
+    async fn head(&self, req: Signed<GetHead>) -> Result<Option<Signed<Append>>, NetError> {
+        let reply = self
+            .target()?
+            .head(request(req)?)
+            .await
+            .map_err(as_status)?;
+        reply.map(request).transpose()
+    }
+
+    async fn entries(&self, req: Signed<GetEntries>) -> Result<Vec<Signed<Append>>, NetError> {
+        let reply = self
+            .target()?
+            .entries(request(req)?)
+            .await
+            .map_err(as_status)?;
+        reply.into_iter().map(request).collect()
     }
 
     async fn query(&self, req: Signed<QueryTable>) -> Result<wwt_index::QueryOutput, NetError> {
@@ -322,13 +323,6 @@ impl IndexApi for MemoryIndex {
             .map_err(as_status)?;
         let bytes = proto::CatalogResponse::from(reply).encode_to_vec();
         Ok(proto::CatalogResponse::decode(bytes.as_slice())?.into())
-    }
-
-    async fn put_catalog(&self, req: Signed<PutCatalog>) -> Result<u64, NetError> {
-        self.target()?
-            .put_catalog(request(req)?)
-            .await
-            .map_err(as_status)
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use prost::Message;
-use wwt_net::index::PutCatalog;
+use wwt_net::index::{Append, LogOp, PutCatalog, entry_hash, open_entry};
 use wwt_net::types::{Locate, NodeId, PieceId, Reservation, SegmentId, StoreReceipt};
 use wwt_net::{Identity, PeerKeys, Signed, Verifier, proto, rendezvous};
 
@@ -89,11 +89,12 @@ const LOCATE_WIRE: &str = concat!(
     "1de8b89adc4a6dd66d2426edec70d6871d43f56110008d7eec5421eb6c2b0232",
     "32a308",
 );
-// A `PutCatalog` (version 4, an opaque blob) signed by the client for `/wwt.v1.Index/PutCatalog`.
-const PUT_CATALOG_SIGNATURE: &str = concat!(
-    "008bf35518a3b3abdb8817f213471e6c559973fbb352a03ecf6ffae3d3692298",
-    "c389c86aa2566a510451bd3891bca30e8f3abfb0c0b62e9ffc68ea18a8568e04",
-);
+// Log entry 4 (prev 0x44…, the client as its one replica, the catalog at version 4) signed
+// by the client for `/wwt.v1.Index/Append`: its body, signature and entry hash, which the
+// next entry names and every replica keeps.
+const LOG_ENTRY_BODY: &str = "0804122044444444444444444444444444444444444444444444444444444444444444441a20acdcc8494d458f44a7aaac1d6a84ec624daee88436db2ae26e67ba645a1062283a120804120e7365616c656420636174616c6f67";
+const LOG_ENTRY_SIGNATURE: &str = "96c0c8a4d34942fbd277f8acb809720d4420ade2d76ca5cb331b121c8e87185f1b749f0ca82dc389b3b24fa997367ef495f4677e7d89145701ec4ff2a144ad08";
+const LOG_ENTRY_HASH: &str = "db253f073a30e4ad2dd4c63ab023b383b0785b86d66de6897a9169df26e193c3";
 
 #[test]
 fn signed_requests() {
@@ -126,19 +127,23 @@ fn signed_requests() {
         (client().node_id(), locate)
     );
 
-    let put = PutCatalog {
-        expected_version: 4,
-        blob: b"sealed catalog".to_vec(),
+    let entry = Append {
+        seq: 4,
+        prev: [0x44; 32],
+        replicas: vec![client().node_id()],
+        op: LogOp::Catalog(PutCatalog {
+            expected_version: 3,
+            blob: b"sealed catalog".to_vec(),
+        }),
     };
-    let signed = client().sign_with(put, SIGNED_AT_MS, NONCE);
-    pin!(PUT_CATALOG_SIGNATURE, signed.auth().signature);
-    let message = signing_bytes(
-        "/wwt.v1.Index/PutCatalog",
-        &client().node_id(),
-        signed.body(),
-    );
+    let signed = client().sign_with(entry.clone(), SIGNED_AT_MS, NONCE);
+    pin!(LOG_ENTRY_BODY, signed.body());
+    pin!(LOG_ENTRY_SIGNATURE, signed.auth().signature);
+    pin!(LOG_ENTRY_HASH, entry_hash(&signed));
+    let message = signing_bytes("/wwt.v1.Index/Append", &client().node_id(), signed.body());
     let signature = Signature::from_bytes(&signed.auth().signature);
     key.verify_strict(&message, &signature).unwrap();
+    assert_eq!(open_entry(&signed).unwrap(), (client().node_id(), entry));
 }
 
 // The tracker's own tag key (BLAKE3 derive-key "wwt 2026-12 own tag key" of its secret).

@@ -1,109 +1,425 @@
-//! The provider as an index provider: [`IndexService`] serves a [`LocalIndexStore`] through
-//! [`IndexApi`], after checking each request's signature. The signer is the owner: a request
-//! can only name tables in its signer's namespace.
+//! The provider as an index provider: [`IndexService`] is a replica of its owners' logs. It
+//! keeps each owner's entries ([`Logs`]) and applies them, in order, to a [`LocalIndexStore`]
+//! that it serves through [`IndexApi`].
+//!
+//! An entry is applied only if it is signed by its owner and extends the replica's log by one
+//! (its seq follows the head, its `prev` is the head's hash). A replica that is handed an
+//! entry past its head is behind: it refuses the entry and catches up from the peers the entry
+//! names (resolved through the trackers), checking every entry as if the owner had sent it.
+//! A peer can withhold entries but not inject one.
+//!
+//! Reads (queries, the catalog) are signed by the owner; the head and the entries are served
+//! to the owner and to the replicas its head names, no one else.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tracing::debug;
-use wwt_index::{ApplyReceipt, CatalogBlob, IndexStore, LocalIndexStore, OwnerId, QueryOutput};
-use wwt_net::index::{ApplyBatch, CreateTable, DropTable, GetCatalog, PutCatalog, QueryTable};
-use wwt_net::{IndexApi, NetError, Signed, Verifier};
+use tracing::{debug, info, warn};
+use wwt_index::{CatalogBlob, IndexError, IndexStore, LocalIndexStore, OwnerId, QueryOutput};
+use wwt_net::index::{
+    Append, GetCatalog, GetEntries, GetHead, LogHead, LogOp, MAX_ENTRIES_PER_CALL, QueryTable,
+    entry_hash, open_entry,
+};
+use wwt_net::types::NodeId;
+use wwt_net::{Connector, Identity, IndexApi, NetError, Signed, Verifier};
 
-use crate::ProviderError;
+use crate::log::Logs;
+use crate::{ProviderConfig, ProviderError};
 
-/// Encrypted indexes of many owners, behind signature checks.
+/// Bytes of entries one `Entries` answer carries at most (past the first entry).
+const ENTRIES_BUDGET: usize = 8 << 20;
+
+/// How often an entry refused because a query holds its table is tried again.
+const BUSY_RETRIES: u32 = 200;
+
+/// Encrypted indexes of many owners, built from their logs, behind signature checks.
 pub struct IndexService {
-    store: Arc<LocalIndexStore>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: LocalIndexStore,
+    logs: Logs,
     verifier: Verifier,
+    identity: Identity,
+    connector: Arc<dyn Connector>,
+    trackers: Vec<String>,
+    /// One writer per owner: an entry is checked, kept and applied under it.
+    writers: Mutex<HashMap<NodeId, Arc<Mutex<()>>>>,
+    /// Owners whose log is being caught up from peers.
+    catching_up: Mutex<HashSet<NodeId>>,
 }
 
 impl std::fmt::Debug for IndexService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IndexService")
-            .field("store", &self.store)
+            .field("store", &self.inner.store)
+            .field("node", &self.inner.identity.node_id())
             .finish_non_exhaustive()
     }
 }
 
+fn poisoned() -> NetError {
+    NetError::Internal("an index lock was poisoned by a panic".into())
+}
+
 impl IndexService {
-    /// Opens (or creates) the index store in `dir`; requests signed further than `window`
-    /// from the local clock are refused.
-    pub fn open(dir: &Path, window: Duration) -> Result<IndexService, ProviderError> {
+    /// Opens (or creates) the index store and logs under `config.index_dir()`, as the
+    /// provider's identity; peers are found through `config.trackers` over `connector`.
+    /// Entries kept but not applied when the replica last stopped are applied now.
+    pub fn open(
+        config: &ProviderConfig,
+        connector: Arc<dyn Connector>,
+    ) -> Result<IndexService, ProviderError> {
+        let dir = config.index_dir();
+        let inner = Inner {
+            store: LocalIndexStore::open(&dir)?,
+            logs: Logs::open(&dir.join("log"))?,
+            verifier: Verifier::new(Duration::from_millis(config.signature_window_ms)),
+            identity: Identity::load_or_create(&config.identity_path())?,
+            connector,
+            trackers: config.trackers.iter().map(|t| t.address.clone()).collect(),
+            writers: Mutex::new(HashMap::new()),
+            catching_up: Mutex::new(HashSet::new()),
+        };
+        for owner in inner.logs.unapplied()? {
+            inner.apply_pending(&owner)?;
+        }
         Ok(IndexService {
-            store: Arc::new(LocalIndexStore::open(dir)?),
-            verifier: Verifier::new(window),
+            inner: Arc::new(inner),
         })
     }
 
     /// Closes the store (waits for full-text merges, flushes); call once no request is in
     /// flight.
     pub fn close(self) -> Result<(), ProviderError> {
-        match Arc::into_inner(self.store) {
-            Some(store) => Ok(store.close()?),
-            None => Ok(()),
-        }
+        let Some(inner) = Arc::into_inner(self.inner) else {
+            return Ok(());
+        };
+        inner.logs.flush()?;
+        Ok(inner.store.close()?)
+    }
+
+    /// Where this replica's copy of `owner`'s log stands.
+    pub fn head(&self, owner: &NodeId) -> Result<LogHead, NetError> {
+        self.inner.logs.head(owner)
     }
 
     /// Runs `op` on the store off the async threads, as the verified signer.
-    async fn call<T, R>(
+    async fn read<T, R>(
         &self,
         request: Signed<T>,
-        op: impl FnOnce(&LocalIndexStore, &OwnerId, T) -> Result<R, wwt_index::IndexError>
-        + Send
-        + 'static,
+        op: impl FnOnce(&LocalIndexStore, &OwnerId, T) -> Result<R, IndexError> + Send + 'static,
     ) -> Result<R, NetError>
     where
         T: wwt_net::auth::Body + Send + 'static,
         R: Send + 'static,
     {
-        let (signer, body) = self.verifier.verify(request)?;
-        let owner = OwnerId(signer.0);
-        let store = self.store.clone();
-        let answer = tokio::task::spawn_blocking(move || op(&store, &owner, body))
-            .await
-            .map_err(|e| NetError::Internal(format!("index task failed: {e}")))?;
+        let (signer, body) = self.inner.verifier.verify(request)?;
+        let inner = self.inner.clone();
+        let answer =
+            tokio::task::spawn_blocking(move || op(&inner.store, &OwnerId(signer.0), body))
+                .await
+                .map_err(|e| NetError::Internal(format!("index task failed: {e}")))?;
         if let Err(e) = &answer {
             debug!(owner = %signer, error = %e, "index request refused");
         }
         Ok(answer?)
     }
+
+    /// Whether `signer` may read `owner`'s log: the owner, or a replica its head names.
+    fn may_read_log(&self, owner: &NodeId, signer: &NodeId) -> Result<(), NetError> {
+        if owner == signer {
+            return Ok(());
+        }
+        let head = self.inner.logs.head(owner)?;
+        let named = match self.inner.logs.entry(owner, head.seq)? {
+            Some(entry) => open_entry(&entry)?.1.replicas.contains(signer),
+            None => false,
+        };
+        if named {
+            Ok(())
+        } else {
+            Err(NetError::Forbidden(format!(
+                "{signer} is neither {owner} nor one of its replicas"
+            )))
+        }
+    }
+}
+
+impl Inner {
+    fn writer(&self, owner: &NodeId) -> Result<Arc<Mutex<()>>, NetError> {
+        Ok(self
+            .writers
+            .lock()
+            .map_err(|_| poisoned())?
+            .entry(*owner)
+            .or_default()
+            .clone())
+    }
+
+    /// Checks `entry` (already opened: `owner`, `body`) against `owner`'s log, keeps it and
+    /// applies it; the new head. Blocking: call off the async threads.
+    fn accept(
+        &self,
+        owner: &NodeId,
+        entry: &Signed<Append>,
+        body: Append,
+    ) -> Result<LogHead, NetError> {
+        let writer = self.writer(owner)?;
+        let _guard = writer.lock().map_err(|_| poisoned())?;
+        self.apply_pending(owner)?;
+        let head = self.logs.head(owner)?;
+        let hash = entry_hash(entry);
+        if body.seq <= head.seq {
+            let same = self
+                .logs
+                .entry(owner, body.seq)?
+                .is_some_and(|kept| entry_hash(&kept) == hash);
+            return if same {
+                Ok(head)
+            } else {
+                Err(NetError::Conflict(format!(
+                    "seq {} of this log is another entry; the log is at seq {}",
+                    body.seq, head.seq
+                )))
+            };
+        }
+        if body.seq > head.seq + 1 {
+            return Err(NetError::Precondition(format!(
+                "this replica is at seq {}, behind {}: catching up",
+                head.seq,
+                body.seq - 1
+            )));
+        }
+        if body.prev != head.hash {
+            return Err(NetError::Conflict(format!(
+                "entry {} follows another entry {} than this replica holds",
+                body.seq, head.seq
+            )));
+        }
+        self.precheck(owner, &body.op)?;
+        let next = LogHead {
+            seq: body.seq,
+            hash,
+        };
+        self.logs.push(owner, next, entry)?;
+        let applied = self.apply_op(owner, &body.op);
+        self.logs.set_applied(owner, next.seq)?;
+        applied.map(|()| next)
+    }
+
+    /// Refuses, before it is kept, an entry whose change cannot apply to the state as it is:
+    /// a table created twice, rows for a table that does not exist.
+    fn precheck(&self, owner: &NodeId, op: &LogOp) -> Result<(), NetError> {
+        let owner = OwnerId(owner.0);
+        match op {
+            LogOp::CreateTable(c) => match self.store.schema(&owner, &c.table) {
+                Ok(_) => Err(IndexError::TableExists { table: c.table }.into()),
+                Err(IndexError::UnknownTable { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            LogOp::DropTable(d) => Ok(self.store.schema(&owner, &d.table).map(drop)?),
+            LogOp::Apply(a) => Ok(self.store.schema(&owner, &a.table).map(drop)?),
+            LogOp::Catalog(_) => Ok(()),
+        }
+    }
+
+    /// Applies one entry's change. Applying it again changes nothing, so an entry kept but
+    /// not applied before a crash is applied on opening. A change the store refuses
+    /// (malformed tokens) is refused the same way on every replica: the entry stays, as a
+    /// change that changed nothing.
+    fn apply_op(&self, owner: &NodeId, op: &LogOp) -> Result<(), NetError> {
+        let owner = OwnerId(owner.0);
+        let mut tries = 0;
+        loop {
+            let done = match op {
+                LogOp::CreateTable(c) => match self.store.create_table(&owner, &c.table, &c.schema)
+                {
+                    Err(IndexError::TableExists { .. }) => Ok(()),
+                    other => other,
+                },
+                LogOp::DropTable(d) => match self.store.drop_table(&owner, &d.table) {
+                    Err(IndexError::UnknownTable { .. }) => Ok(()),
+                    other => other,
+                },
+                LogOp::Apply(a) => self.store.apply(&owner, &a.table, &a.batch).map(drop),
+                LogOp::Catalog(c) => {
+                    match self.store.put_catalog(&owner, c.expected_version, &c.blob) {
+                        Err(IndexError::CatalogConflict { stored, .. })
+                            if stored == c.expected_version + 1 =>
+                        {
+                            Ok(())
+                        }
+                        other => other.map(drop),
+                    }
+                }
+            };
+            match done {
+                Err(IndexError::Busy { .. }) if tries < BUSY_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Applies the entries of `owner`'s log that were kept but not applied.
+    fn apply_pending(&self, owner: &NodeId) -> Result<(), NetError> {
+        let head = self.logs.head(owner)?;
+        for seq in self.logs.applied(owner)? + 1..=head.seq {
+            let entry = self.logs.entry(owner, seq)?.ok_or_else(|| {
+                NetError::Internal(format!("entry {seq} of {owner}'s log is missing"))
+            })?;
+            let (_, body) = open_entry(&entry)?;
+            if let Err(e) = self.apply_op(owner, &body.op) {
+                warn!(%owner, seq, error = %e, "a kept entry changed nothing");
+            }
+            self.logs.set_applied(owner, seq)?;
+        }
+        Ok(())
+    }
+
+    /// The index providers the trackers list, by node id.
+    async fn peer_addresses(&self) -> HashMap<NodeId, String> {
+        let mut out = HashMap::new();
+        for address in &self.trackers {
+            let listed = match self.connector.tracker(address) {
+                Ok(tracker) => tracker.providers().await,
+                Err(e) => Err(e),
+            };
+            match listed {
+                Ok(records) => out.extend(
+                    records
+                        .into_iter()
+                        .filter(|r| r.index)
+                        .map(|r| (r.node, r.address)),
+                ),
+                Err(e) => debug!(tracker = %address, error = %e, "no provider list"),
+            }
+        }
+        out
+    }
+
+    /// Brings `owner`'s log up to what `peers` hold, entry by entry, each checked as if the
+    /// owner had sent it. Runs once per owner at a time.
+    async fn catch_up(self: Arc<Self>, owner: NodeId, peers: Vec<NodeId>) {
+        let me = self.identity.node_id();
+        let addresses = self.peer_addresses().await;
+        for peer in peers.iter().filter(|p| **p != me) {
+            let Some(address) = addresses.get(peer) else {
+                debug!(%owner, %peer, "replica not listed by any tracker");
+                continue;
+            };
+            match self.clone().catch_up_from(owner, *peer, address).await {
+                Ok(seq) => debug!(%owner, %peer, seq, "caught up"),
+                Err(e) => warn!(%owner, %peer, error = %e, "catching up from a replica failed"),
+            }
+        }
+        if let Ok(mut running) = self.catching_up.lock() {
+            running.remove(&owner);
+        }
+    }
+
+    async fn catch_up_from(
+        self: Arc<Self>,
+        owner: NodeId,
+        peer: NodeId,
+        address: &str,
+    ) -> Result<u64, NetError> {
+        let api = self.connector.index(address)?;
+        loop {
+            let head = self.logs.head(&owner)?;
+            let ask = GetEntries {
+                owner,
+                after: head.seq,
+                limit: MAX_ENTRIES_PER_CALL,
+            };
+            let page = api.entries(self.identity.sign(ask)?).await?;
+            if page.is_empty() {
+                return Ok(head.seq);
+            }
+            if page.len() > MAX_ENTRIES_PER_CALL as usize {
+                return Err(NetError::BadRequest(format!(
+                    "replica {peer} sent {} entries, more than asked",
+                    page.len()
+                )));
+            }
+            let inner = self.clone();
+            tokio::task::spawn_blocking(move || {
+                for entry in page {
+                    let (signer, body) = open_entry(&entry)?;
+                    if signer != owner {
+                        return Err(NetError::Forbidden(format!(
+                            "replica {peer} sent an entry signed by {signer}, not the owner"
+                        )));
+                    }
+                    inner.accept(&owner, &entry, body)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| NetError::Internal(format!("catch-up task failed: {e}")))??;
+        }
+    }
 }
 
 #[async_trait]
 impl IndexApi for IndexService {
-    async fn create_table(&self, request: Signed<CreateTable>) -> Result<(), NetError> {
-        self.call(request, |s, owner, c| {
-            s.create_table(owner, &c.table, &c.schema)
+    async fn append(&self, entry: Signed<Append>) -> Result<LogHead, NetError> {
+        let (owner, body) = open_entry(&entry)?;
+        let peers = body.replicas.clone();
+        let inner = self.inner.clone();
+        let accepted = tokio::task::spawn_blocking(move || inner.accept(&owner, &entry, body))
+            .await
+            .map_err(|e| NetError::Internal(format!("index task failed: {e}")))?;
+        if let Err(NetError::Precondition(_)) = &accepted {
+            let first = self
+                .inner
+                .catching_up
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(owner);
+            if first {
+                info!(%owner, "behind the owner's log: catching up from its replicas");
+                tokio::spawn(self.inner.clone().catch_up(owner, peers));
+            }
+        }
+        if let Err(e) = &accepted {
+            debug!(%owner, error = %e, "entry refused");
+        }
+        accepted
+    }
+
+    async fn head(&self, request: Signed<GetHead>) -> Result<Option<Signed<Append>>, NetError> {
+        let (signer, ask) = self.inner.verifier.verify(request)?;
+        self.may_read_log(&ask.owner, &signer)?;
+        let head = self.inner.logs.head(&ask.owner)?;
+        self.inner.logs.entry(&ask.owner, head.seq)
+    }
+
+    async fn entries(&self, request: Signed<GetEntries>) -> Result<Vec<Signed<Append>>, NetError> {
+        let (signer, ask) = self.inner.verifier.verify(request)?;
+        self.may_read_log(&ask.owner, &signer)?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .logs
+                .entries(&ask.owner, ask.after, ask.limit as usize, ENTRIES_BUDGET)
         })
         .await
-    }
-
-    async fn drop_table(&self, request: Signed<DropTable>) -> Result<(), NetError> {
-        self.call(request, |s, owner, d| s.drop_table(owner, &d.table))
-            .await
-    }
-
-    async fn apply(&self, request: Signed<ApplyBatch>) -> Result<ApplyReceipt, NetError> {
-        self.call(request, |s, owner, a| s.apply(owner, &a.table, &a.batch))
-            .await
+        .map_err(|e| NetError::Internal(format!("index task failed: {e}")))?
     }
 
     async fn query(&self, request: Signed<QueryTable>) -> Result<QueryOutput, NetError> {
-        self.call(request, |s, owner, q| s.query(owner, &q.table, &q.query))
+        self.read(request, |s, owner, q| s.query(owner, &q.table, &q.query))
             .await
     }
 
     async fn catalog(&self, request: Signed<GetCatalog>) -> Result<CatalogBlob, NetError> {
-        self.call(request, |s, owner, _| s.catalog(owner)).await
-    }
-
-    async fn put_catalog(&self, request: Signed<PutCatalog>) -> Result<u64, NetError> {
-        self.call(request, |s, owner, p| {
-            s.put_catalog(owner, p.expected_version, &p.blob)
-        })
-        .await
+        self.read(request, |s, owner, _| s.catalog(owner)).await
     }
 }

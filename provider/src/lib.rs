@@ -6,8 +6,10 @@
 //! - [`store`]: [`store::PieceStore`], pieces as records in a crash-safe log, committed in
 //!   groups and indexed in sled.
 //! - [`service`]: [`Provider`], the [`wwt_net::ProviderApi`] implementation.
-//! - [`index`]: [`IndexService`], the [`wwt_net::IndexApi`] implementation over the encrypted
-//!   index store (when the provider is also an index provider).
+//! - [`index`]: [`IndexService`], the [`wwt_net::IndexApi`] implementation: a replica of its
+//!   owners' logs, applied to the encrypted index store (when the provider is also an index
+//!   provider).
+//! - [`log`]: [`log::Logs`], the owners' log entries as they signed them.
 //! - [`error`]: the crate's error type, [`ProviderError`].
 //!
 //! [`run`] is the daemon: it opens the provider (and its index store, if configured), serves
@@ -16,6 +18,7 @@
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod log;
 pub mod service;
 pub mod store;
 
@@ -41,16 +44,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProviderError> {
-    run_with(config, listener, shutdown, |api| api).await
+    run_with(config, listener, shutdown, |api| api, |api| api).await
 }
 
-/// [`run`], with the service that gRPC serves passed through `layer` first (a wrapper that
-/// logs, limits, or, in tests, misbehaves).
+/// [`run`], with the services that gRPC serves passed through `layer` and `index_layer`
+/// first (wrappers that log, limit, or, in tests, misbehave).
 pub async fn run_with(
     config: ProviderConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     layer: impl FnOnce(Arc<dyn ProviderApi>) -> Arc<dyn ProviderApi>,
+    index_layer: impl FnOnce(Arc<dyn IndexApi>) -> Arc<dyn IndexApi>,
 ) -> Result<(), ProviderError> {
     let local = listener
         .local_addr()
@@ -74,22 +78,22 @@ pub async fn run_with(
     };
     let provider = Arc::new(provider);
     info!(node = %provider.node_id(), %address, "provider listening");
+    let connector: Arc<dyn Connector> = Arc::new(GrpcConnector::new());
     let beats = spawn_heartbeats(
         provider.clone(),
-        Arc::new(GrpcConnector::new()),
+        connector.clone(),
         address,
         config.heartbeat_interval(),
     );
     let index = if config.index {
-        let window = std::time::Duration::from_millis(config.signature_window_ms);
-        Some(Arc::new(IndexService::open(&config.index_dir(), window)?))
+        Some(Arc::new(IndexService::open(&config, connector)?))
     } else {
         None
     };
     let api: Arc<dyn ProviderApi> = provider;
     let services = grpc::Services {
         provider: Some(layer(api)),
-        index: index.clone().map(|i| i as Arc<dyn IndexApi>),
+        index: index.clone().map(|i| index_layer(i as Arc<dyn IndexApi>)),
         ..Default::default()
     };
     let served = grpc::serve(services, listener, shutdown).await;

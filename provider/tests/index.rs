@@ -1,6 +1,7 @@
 //! The index service of a provider daemon, over real loopback gRPC and the in-memory network:
-//! owners reach only their own tables, every request must be signed, and bad input is refused
-//! with a clear status and changes nothing.
+//! owners reach only their own tables and logs, every request must be signed, and bad input
+//! (forged, reordered, duplicated, oversized log entries) is refused with a clear status and
+//! changes nothing.
 #![allow(clippy::unwrap_used)]
 
 use std::ops::Bound;
@@ -14,9 +15,13 @@ use wwt_index::{
     RowOp, TableId, TableSchema, TextExpr, TextOptions, TokenKey,
 };
 use wwt_net::grpc::GrpcConnector;
-use wwt_net::index::{ApplyBatch, CreateTable, GetCatalog, PutCatalog, QueryTable};
+use wwt_net::index::{
+    Append, ApplyBatch, CreateTable, GetCatalog, GetEntries, GetHead, LogHead, LogOp, MAX_REPLICAS,
+    PutCatalog, QueryTable, entry_hash, open_entry,
+};
 use wwt_net::memory::MemoryNetwork;
-use wwt_net::{Connector, Identity, IndexApi, NetError, now_ms};
+use wwt_net::types::NodeId;
+use wwt_net::{Connector, Identity, IndexApi, NetError, Signed, now_ms, proto};
 use wwt_provider::{IndexService, ProviderConfig};
 
 const TABLE: TableId = TableId([7; 16]);
@@ -26,6 +31,7 @@ const AGE: ColumnId = ColumnId(2);
 /// An index service reached through `connector`, and what keeps it running.
 struct Hosted {
     index: Arc<dyn IndexApi>,
+    node: NodeId,
     _dir: tempfile::TempDir,
     _stop: Option<oneshot::Sender<()>>,
 }
@@ -37,6 +43,9 @@ async fn over_grpc() -> Hosted {
         index: true,
         ..ProviderConfig::default()
     };
+    let node = Identity::load_or_create(&config.identity_path())
+        .unwrap()
+        .node_id();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -45,6 +54,7 @@ async fn over_grpc() -> Hosted {
     }));
     Hosted {
         index: GrpcConnector::new().index(&address).unwrap(),
+        node,
         _dir: dir,
         _stop: Some(stop),
     }
@@ -52,11 +62,20 @@ async fn over_grpc() -> Hosted {
 
 fn in_memory() -> Hosted {
     let dir = tempfile::tempdir().unwrap();
-    let service = IndexService::open(dir.path(), std::time::Duration::from_secs(120)).unwrap();
+    let config = ProviderConfig {
+        data_dir: dir.path().to_path_buf(),
+        index: true,
+        ..ProviderConfig::default()
+    };
     let network = MemoryNetwork::new();
+    let service = IndexService::open(&config, Arc::new(network.clone())).unwrap();
+    let node = Identity::load_or_create(&config.identity_path())
+        .unwrap()
+        .node_id();
     network.add_index("mem://provider", Arc::new(service));
     Hosted {
         index: network.index("mem://provider").unwrap(),
+        node,
         _dir: dir,
         _stop: None,
     }
@@ -83,10 +102,60 @@ fn ids(out: QueryOutput) -> Vec<RowId> {
     }
 }
 
+/// An owner writing its log by hand: the seq and hash of its head, its one replica.
+struct Writer {
+    id: Identity,
+    head: LogHead,
+    replica: NodeId,
+}
+
+impl Writer {
+    fn new(replica: NodeId) -> Writer {
+        Writer {
+            id: Identity::generate().unwrap(),
+            head: LogHead::default(),
+            replica,
+        }
+    }
+
+    /// The next entry, signed.
+    fn next(&self, op: LogOp) -> Signed<Append> {
+        self.id
+            .sign(Append {
+                seq: self.head.seq + 1,
+                prev: self.head.hash,
+                replicas: vec![self.replica],
+                op,
+            })
+            .unwrap()
+    }
+
+    async fn append(&mut self, index: &Arc<dyn IndexApi>, op: LogOp) -> Result<(), NetError> {
+        let entry = self.next(op);
+        let head = index.append(entry.clone()).await?;
+        assert_eq!(head.hash, entry_hash(&entry));
+        self.head = head;
+        Ok(())
+    }
+
+    async fn head(&self, index: &Arc<dyn IndexApi>) -> u64 {
+        let owner = self.id.node_id();
+        let entry = index.head(self.id.sign(GetHead { owner }).unwrap()).await;
+        entry.unwrap().map_or(0, |e| open_entry(&e).unwrap().1.seq)
+    }
+}
+
+fn catalog(version: u64, blob: &[u8]) -> LogOp {
+    LogOp::Catalog(PutCatalog {
+        expected_version: version - 1,
+        blob: blob.to_vec(),
+    })
+}
+
 async fn owners_reach_only_their_tables(hosted: Hosted) {
     let index = hosted.index;
-    let alice = Identity::generate().unwrap();
-    let mallory = Identity::generate().unwrap();
+    let mut alice = Writer::new(hosted.node);
+    let mut mallory = Writer::new(hosted.node);
     let schema = TableSchema {
         indexes: vec![(TEXT, IndexKind::FullText), (AGE, IndexKind::Range)],
     };
@@ -94,8 +163,8 @@ async fn owners_reach_only_their_tables(hosted: Hosted) {
         table: TABLE,
         schema,
     };
-    index
-        .create_table(alice.sign(create.clone()).unwrap())
+    alice
+        .append(&index, LogOp::CreateTable(create.clone()))
         .await
         .unwrap();
     let mut ope = OpeEncoder::new(OpeKey::new([2; 32])).unwrap();
@@ -105,18 +174,11 @@ async fn owners_reach_only_their_tables(hosted: Hosted) {
             RowOp::Put(row(2, "plain old table", 40, &mut ope)),
         ],
     };
-    let receipt = index
-        .apply(
-            alice
-                .sign(ApplyBatch {
-                    table: TABLE,
-                    batch,
-                })
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(receipt.put, 2);
+    let apply = ApplyBatch {
+        table: TABLE,
+        batch,
+    };
+    alice.append(&index, LogOp::Apply(apply)).await.unwrap();
 
     let word = TokenKey::new([1; 32])
         .query_token("table", &TextOptions::default())
@@ -130,7 +192,7 @@ async fn owners_reach_only_their_tables(hosted: Hosted) {
         },
     };
     let found = ids(index
-        .query(alice.sign(text.clone()).unwrap())
+        .query(alice.id.sign(text.clone()).unwrap())
         .await
         .unwrap());
     assert_eq!(found.len(), 2);
@@ -145,13 +207,14 @@ async fn owners_reach_only_their_tables(hosted: Hosted) {
         },
     };
     assert_eq!(
-        ids(index.query(alice.sign(oldest).unwrap()).await.unwrap()),
+        ids(index.query(alice.id.sign(oldest).unwrap()).await.unwrap()),
         vec![RowId([2; 16])]
     );
 
-    // Mallory names Alice's table: to her it does not exist, and she cannot write into it.
+    // Mallory names Alice's table: to her it does not exist, and she cannot write into it,
+    // nor read Alice's log.
     let err = index
-        .query(mallory.sign(text.clone()).unwrap())
+        .query(mallory.id.sign(text.clone()).unwrap())
         .await
         .unwrap_err();
     assert!(matches!(err, NetError::NotFound(_)), "{err}");
@@ -164,59 +227,145 @@ async fn owners_reach_only_their_tables(hosted: Hosted) {
             }],
         },
     };
-    let err = index.apply(mallory.sign(wipe).unwrap()).await.unwrap_err();
+    let err = mallory
+        .append(&index, LogOp::Apply(wipe.clone()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, NetError::NotFound(_)), "{err}");
-
-    // Catalogs: per owner, versioned.
-    let v1 = index
-        .put_catalog(
-            alice
-                .sign(PutCatalog {
-                    expected_version: 0,
-                    blob: b"sealed".to_vec(),
+    assert_eq!(mallory.head(&index).await, 0, "a refused entry is not kept");
+    let owner = alice.id.node_id();
+    let err = index
+        .head(mallory.id.sign(GetHead { owner }).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetError::Forbidden(_)), "{err}");
+    let err = index
+        .entries(
+            mallory
+                .id
+                .sign(GetEntries {
+                    owner,
+                    after: 0,
+                    limit: 10,
                 })
                 .unwrap(),
         )
         .await
-        .unwrap();
-    assert_eq!(v1, 1);
-    let stale = PutCatalog {
-        expected_version: 0,
-        blob: b"other".to_vec(),
-    };
-    let err = index
-        .put_catalog(alice.sign(stale).unwrap())
-        .await
         .unwrap_err();
-    assert!(matches!(err, NetError::Precondition(_)), "{err}");
+    assert!(matches!(err, NetError::Forbidden(_)), "{err}");
+
+    // Catalogs: per owner, one per entry.
+    alice.append(&index, catalog(1, b"sealed")).await.unwrap();
     let mine = index
-        .catalog(alice.sign(GetCatalog).unwrap())
+        .catalog(alice.id.sign(GetCatalog).unwrap())
         .await
         .unwrap();
     assert_eq!((mine.version, mine.blob.as_slice()), (1, &b"sealed"[..]));
     let theirs = index
-        .catalog(mallory.sign(GetCatalog).unwrap())
+        .catalog(mallory.id.sign(GetCatalog).unwrap())
         .await
         .unwrap();
     assert_eq!((theirs.version, theirs.blob.len()), (0, 0));
+    assert_eq!(alice.head(&index).await, 3);
 
-    // Replayed and garbage requests are refused; the table is unchanged. Mallory's query
-    // names a table only Alice has; sent again, it is a replay.
-    let forged = mallory.sign_with(text.clone(), now_ms(), [3; 16]);
+    // Bad entries are refused with a clear status and change nothing: a seq already taken by
+    // another entry, a gap, a wrong previous hash, a forged signature, garbage, too many
+    // replicas. The same entry sent again is kept once.
+    let taken = Writer {
+        head: LogHead {
+            seq: 2,
+            ..alice.head
+        },
+        id: alice.id.clone(),
+        replica: hosted.node,
+    };
+    let err = index
+        .append(taken.next(catalog(1, b"other")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetError::Conflict(_)), "{err}");
+    let gap = Writer {
+        head: LogHead {
+            seq: 7,
+            ..alice.head
+        },
+        id: alice.id.clone(),
+        replica: hosted.node,
+    };
+    let err = index
+        .append(gap.next(catalog(2, b"other")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetError::Precondition(_)), "{err}");
+    let fork = Writer {
+        head: LogHead {
+            hash: [9; 32],
+            ..alice.head
+        },
+        id: alice.id.clone(),
+        replica: hosted.node,
+    };
+    let err = index
+        .append(fork.next(catalog(2, b"other")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetError::Conflict(_)), "{err}");
+    let mut tampered = proto::SignedRequest::from(alice.next(catalog(2, b"other")));
+    tampered.body = alice
+        .id
+        .sign(Append {
+            seq: alice.head.seq + 1,
+            prev: alice.head.hash,
+            replicas: vec![hosted.node],
+            op: LogOp::Apply(wipe),
+        })
+        .unwrap()
+        .body()
+        .clone();
+    let err = index
+        .append(Signed::try_from(tampered).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetError::Unauthenticated(_)), "{err}");
+    let garbage =
+        alice
+            .id
+            .sign_encoded::<Append>(Bytes::from_static(&[0xff; 9]), now_ms(), [4; 16]);
+    let err = index.append(garbage).await.unwrap_err();
+    assert!(matches!(err, NetError::BadRequest(_)), "{err}");
+    let crowded = alice
+        .id
+        .sign(Append {
+            seq: alice.head.seq + 1,
+            prev: alice.head.hash,
+            replicas: vec![hosted.node; MAX_REPLICAS + 1],
+            op: catalog(2, b"other"),
+        })
+        .unwrap();
+    let err = index.append(crowded).await.unwrap_err();
+    assert!(matches!(err, NetError::BadRequest(_)), "{err}");
+    let err = alice
+        .append(&index, LogOp::CreateTable(create))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetError::Conflict(_)), "{err}");
+    let again = alice.next(catalog(2, b"second"));
+    let first = index.append(again.clone()).await.unwrap();
+    assert_eq!(index.append(again).await.unwrap(), first, "kept once");
+    assert_eq!(alice.head(&index).await, 4);
+    let mine = index
+        .catalog(alice.id.sign(GetCatalog).unwrap())
+        .await
+        .unwrap();
+    assert_eq!((mine.version, mine.blob.as_slice()), (2, &b"second"[..]));
+
+    // Replayed reads are refused.
+    let forged = mallory.id.sign_with(text.clone(), now_ms(), [3; 16]);
     let replayed = forged.clone();
     let err = index.query(forged).await.unwrap_err();
     assert!(matches!(err, NetError::NotFound(_)), "{err}");
     let err = index.query(replayed).await.unwrap_err();
     assert!(matches!(err, NetError::Unauthenticated(_)), "{err}");
-    let garbage =
-        alice.sign_encoded::<ApplyBatch>(Bytes::from_static(&[0xff; 9]), now_ms(), [4; 16]);
-    let err = index.apply(garbage).await.unwrap_err();
-    assert!(matches!(err, NetError::BadRequest(_)), "{err}");
-    let err = index
-        .create_table(alice.sign(create).unwrap())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, NetError::Conflict(_)), "{err}");
 
     // A query on a column without the needed index says which index is missing.
     let no_index = QueryTable {
@@ -227,14 +376,14 @@ async fn owners_reach_only_their_tables(hosted: Hosted) {
         },
     };
     let err = index
-        .query(alice.sign(no_index).unwrap())
+        .query(alice.id.sign(no_index).unwrap())
         .await
         .unwrap_err();
     assert!(
         matches!(&err, NetError::BadRequest(m) if m.contains("no equality (hash) index")),
         "{err}"
     );
-    let found = ids(index.query(alice.sign(text).unwrap()).await.unwrap());
+    let found = ids(index.query(alice.id.sign(text).unwrap()).await.unwrap());
     assert_eq!(found.len(), 2);
 }
 

@@ -335,6 +335,7 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
                 state: layer_state.clone(),
             })
         })),
+        index_layer: None,
     };
     let shape = Shape {
         providers: 8,

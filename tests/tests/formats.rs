@@ -7,7 +7,7 @@ use wwt_devnet::{LocalNet, Shape, Transport};
 use wwt_engine::{Keystore, RowCipher, RowId as EngineRowId, SegmentManifest};
 use wwt_index::{Batch, Query, QueryOutput, RowEntries, RowId, RowOp, TableId};
 use wwt_net::Identity;
-use wwt_net::index::{ApplyBatch, QueryTable};
+use wwt_net::index::{Append, ApplyBatch, GetHead, LogOp, QueryTable, entry_hash, open_entry};
 use wwt_query::Value;
 
 /// Manifests were filed under the first 16 bytes of their segment id before 2026-12 (the index
@@ -18,17 +18,13 @@ async fn manifests_filed_under_legacy_row_ids_still_read() {
     let dir = tempfile::tempdir().unwrap();
     let shape = Shape {
         transport: Transport::Memory,
+        index_providers: 1,
         seed: Some(wwt_tests::seed(0xf0_2026)),
         ..Shape::default()
     };
     let net = LocalNet::start(dir.path(), shape).await.unwrap();
     let keys = Keystore::generate();
-    let config = || {
-        ClientConfig::new(
-            net.endpoints.tracker_list().unwrap(),
-            net.endpoints.index_address().unwrap(),
-        )
-    };
+    let config = || ClientConfig::new(net.endpoints.tracker_list().unwrap());
     let client = Client::connect(&keys, net.connector(), config())
         .await
         .unwrap();
@@ -90,11 +86,29 @@ async fn manifests_filed_under_legacy_row_ids_still_read() {
             version: hit.version + 1,
         });
     }
-    let apply = ApplyBatch {
-        table: segments,
-        batch: Batch { ops },
+    // The change goes in as the owner's next log entry, on its one replica.
+    let head = index
+        .head(
+            owner
+                .sign(GetHead {
+                    owner: owner.node_id(),
+                })
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, last) = open_entry(&head).unwrap();
+    let apply = Append {
+        seq: last.seq + 1,
+        prev: entry_hash(&head),
+        replicas: last.replicas,
+        op: LogOp::Apply(ApplyBatch {
+            table: segments,
+            batch: Batch { ops },
+        }),
     };
-    index.apply(owner.sign(apply).unwrap()).await.unwrap();
+    index.append(owner.sign(apply).unwrap()).await.unwrap();
 
     let fresh = Client::connect(&keys, net.connector(), config())
         .await

@@ -30,10 +30,7 @@ async fn client_matches_agree_with_fts5() {
         ..Shape::default()
     };
     let net = LocalNet::start(dir.path(), shape).await.unwrap();
-    let config = ClientConfig::new(
-        net.endpoints.tracker_list().unwrap(),
-        net.endpoints.index_address().unwrap(),
-    );
+    let config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
     let client = Client::connect(&Keystore::generate(), net.connector(), config)
         .await
         .unwrap();

@@ -30,10 +30,7 @@ async fn network(transport: Transport) -> (tempfile::TempDir, LocalNet) {
 }
 
 async fn connect(net: &LocalNet, keys: &Keystore) -> Client {
-    let mut config = ClientConfig::new(
-        net.endpoints.tracker_list().unwrap(),
-        net.endpoints.index_address().unwrap(),
-    );
+    let mut config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
     // Tiny batches: every streamed SELECT and full scan here spans many pages.
     config.stream_batch = 3;
     Client::connect(keys, net.connector(), config)

@@ -1,18 +1,19 @@
-//! The owner's catalog and the index namespaces it names. The catalog is filed at the index
-//! provider as one sealed text (a `generation DDL` line per statement) under a hidden name; a
-//! write that races another client's is refused there and retried. Each table's index
-//! entries live in a namespace that is a PRF of its name and generation: CREATE INDEX builds
-//! the next generation from the rows and switches the catalog to it.
+//! The owner's catalog and the index namespaces it names. The catalog is an entry of the
+//! owner's log: one sealed text (a `generation DDL` line per statement); a write that races
+//! another client's loses its seq and is retried. Each table's index entries live in a
+//! namespace that is a PRF of its name and generation: CREATE INDEX builds the next
+//! generation from the rows and switches the catalog to it, all in entries that follow the
+//! head the statement read, so no other write lands in between.
 
 use wwt_engine::keys::RowIdKey;
 use wwt_engine::{MasterKey, RowCipher, RowId as EngineRowId, SegmentId as EngineSegmentId};
 use wwt_index::{Batch, MAX_LIMIT, RowId, RowOp, TableId, TableSchema as StoreSchema};
 use wwt_net::NetError;
-use wwt_net::index::{ApplyBatch, CreateTable, GetCatalog, PutCatalog};
+use wwt_net::index::{ApplyBatch, CreateTable, DropTable, LogOp, PutCatalog};
 use wwt_query::{Catalog, Plan, TableSchema};
 
 use super::entries::column_id;
-use super::{Client, ClientError, Result, State, index_err};
+use super::{Client, ClientError, Result, State};
 
 /// Hidden index tables and sealed blobs use names no SQL identifier can take.
 pub(super) const SEGMENTS: &str = "\0segments";
@@ -127,20 +128,25 @@ impl Client {
     }
 
     /// Drops generation `generation` of table `name`'s index namespace, if it exists.
-    pub(super) async fn drop_index_table(&self, name: &str, generation: u64) -> Result<()> {
+    pub(super) async fn drop_index_table(
+        &self,
+        state: &mut State,
+        name: &str,
+        generation: u64,
+    ) -> Result<()> {
         let table = self.index_table_id(name, generation);
         match self
-            .index
-            .drop_table(self.sign(wwt_net::index::DropTable { table })?)
+            .append(state, LogOp::DropTable(DropTable { table }))
             .await
         {
-            Ok(()) | Err(NetError::NotFound(_)) => Ok(()),
-            Err(e) => Err(index_err(e)),
+            Ok(()) | Err(ClientError::Index(NetError::NotFound(_))) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
     pub(super) async fn create_index_table(
         &self,
+        state: &mut State,
         schema: &TableSchema,
         generation: u64,
     ) -> Result<()> {
@@ -148,10 +154,10 @@ impl Client {
             table: self.index_table_id(&schema.name, generation),
             schema: Self::store_schema(schema),
         };
-        match self.index.create_table(self.sign(request)?).await {
+        match self.append(state, LogOp::CreateTable(request)).await {
             // Left over by a statement that failed after creating it: empty, or rebuilt below.
-            Ok(()) | Err(NetError::Conflict(_)) => Ok(()),
-            Err(e) => Err(index_err(e)),
+            Ok(()) | Err(ClientError::Index(NetError::Conflict(_))) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -166,8 +172,9 @@ impl Client {
     ) -> Result<()> {
         let target = self.index_table_id(&schema.name, generation);
         // A failed earlier attempt may have left a partial table: start from nothing.
-        self.drop_index_table(&schema.name, generation).await?;
-        self.create_index_table(schema, generation).await?;
+        self.drop_index_table(state, &schema.name, generation)
+            .await?;
+        self.create_index_table(state, schema, generation).await?;
         let refs = self.scan(state, old).await?;
         for chunk in refs.chunks(MAX_LIMIT) {
             let rows = self.fetch_rows(state, old, chunk, None).await?;
@@ -180,24 +187,18 @@ impl Client {
                 .into_iter()
                 .map(RowOp::Put)
                 .collect();
-            self.index
-                .apply(self.sign(ApplyBatch {
-                    table: target,
-                    batch: Batch { ops },
-                })?)
-                .await
-                .map_err(index_err)?;
+            let batch = ApplyBatch {
+                table: target,
+                batch: Batch { ops },
+            };
+            self.append(state, LogOp::Apply(batch)).await?;
         }
         Ok(())
     }
 
-    /// Reads the owner's catalog from the index provider and opens it.
+    /// Reads the owner's catalog from a replica at the head of its log and opens it.
     pub(super) async fn reload_catalog(&self, state: &mut State) -> Result<()> {
-        let blob = self
-            .index
-            .catalog(self.sign(GetCatalog)?)
-            .await
-            .map_err(index_err)?;
+        let blob = self.catalog_blob(state).await?;
         let (catalog, generations) = if blob.version > 0 {
             let text = self
                 .blob_cipher(CATALOG)
@@ -216,8 +217,8 @@ impl Client {
         Ok(())
     }
 
-    /// Seals and writes `next` as the catalog (if nobody wrote one since this client read
-    /// it), then makes it current with the given table generations.
+    /// Seals and appends `next` as the catalog (if nobody appended since this client read
+    /// the log), then makes it current with the given table generations.
     pub(super) async fn save_catalog(
         &self,
         state: &mut State,
@@ -241,22 +242,14 @@ impl Client {
             expected_version: state.catalog_version,
             blob: sealed,
         };
-        match self.index.put_catalog(self.sign(put)?).await {
-            Ok(v) => {
-                state.catalog_version = v;
-                state.catalog = next;
-                for (name, g) in generations {
-                    let schema = state.catalog.table(name)?.clone();
-                    self.table(state, &schema)?.generation = *g;
-                }
-                Ok(())
-            }
-            Err(NetError::Precondition(_)) => {
-                self.reload_catalog(state).await?;
-                Err(ClientError::CatalogRace)
-            }
-            Err(e) => Err(index_err(e)),
+        self.append(state, LogOp::Catalog(put)).await?;
+        state.catalog_version = version;
+        state.catalog = next;
+        for (name, g) in generations {
+            let schema = state.catalog.table(name)?.clone();
+            self.table(state, &schema)?.generation = *g;
         }
+        Ok(())
     }
 
     pub(super) fn blob_cipher(&self, name: &str) -> RowCipher {

@@ -3,11 +3,12 @@
 //!
 //! A statement is parsed and planned by `wwt-query`. Writes seal each row version (AES-SIV),
 //! pack and code them into segments, upload the pieces through [`Storage`], and only then
-//! send the row's index entries (row id, version, sealed locator, equality tokens, OPE
-//! ciphertexts, word tokens) to the index provider in one batch: a statement that fails
-//! before that batch leaves nothing visible. Reads ask the index provider for the rows a
-//! plan's pushed lookups select, fetch and decode their segments (through a bounded cache of
-//! decoded segments), open the rows, and let `wwt-query` evaluate the rest.
+//! append the rows' index entries (row id, version, sealed locator, equality tokens, OPE
+//! ciphertexts, word tokens) to the owner's log in one entry, kept by the owner's index
+//! replicas ([`log`]): a statement that fails before that entry leaves nothing visible.
+//! Reads ask a replica at the log's head for the rows a plan's pushed lookups select, fetch
+//! and decode their segments (through a bounded cache of decoded segments), open the rows,
+//! and let `wwt-query` evaluate the rest.
 //!
 //! What leaves the client: sealed rows in coded pieces, sealed segment manifests, sealed
 //! locators, sealed catalog, PRF tokens and OPE ciphertexts. Table ids are PRFs of the names.
@@ -19,6 +20,7 @@
 //!
 //! Layout:
 //! - [`catalog`]: the sealed catalog, index namespaces and hidden names.
+//! - [`log`]: the owner's log: appends to a majority of the replicas, reads at the head.
 //! - [`write`]: INSERT, UPDATE, DELETE: seal, code, upload, then index entries.
 //! - [`entries`]: the index entries of a row version (tokens, OPE ciphertexts).
 //! - [`record`]: the row record format and its parent link.
@@ -28,13 +30,16 @@
 mod catalog;
 mod cursor;
 mod entries;
+mod log;
 mod read;
 mod record;
 mod write;
 
 pub use cursor::RowStream;
+pub use log::ReplicaStatus;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
@@ -44,7 +49,7 @@ use wwt_engine::{
 };
 use wwt_index::{OpeEncoder, RowHit, RowId, TokenKey};
 use wwt_net::types::NodeId;
-use wwt_net::{Connector, Identity, IndexApi, NetError};
+use wwt_net::{Connector, Identity, NetError};
 use wwt_query::{Catalog, Outcome, Plan, ResultSet, Row, TableSchema};
 
 use crate::store::{SegmentCache, Storage, StorageConfig, StoreError};
@@ -54,8 +59,17 @@ use crate::store::{SegmentCache, Storage, StorageConfig, StoreError};
 pub struct ClientConfig {
     /// Trackers, `(node id, address)`.
     pub trackers: Vec<(NodeId, String)>,
-    /// The index provider's address.
-    pub index: String,
+    /// The index providers to use as the owner's replicas, by address; empty: pick them from
+    /// the ones the trackers list.
+    pub index: Vec<String>,
+    /// How many index replicas a new owner's log gets (R).
+    pub replicas: usize,
+    /// Where this device keeps the highest head of the owner's log it has seen, so replicas
+    /// that fall behind it are never believed; none: kept in memory only.
+    pub head_file: Option<PathBuf>,
+    /// How long a statement waits for replicas that are catching up when, without them, it
+    /// has no majority.
+    pub catch_up_wait: std::time::Duration,
     /// Timeouts and retries of the storage path.
     pub storage: StorageConfig,
     /// Reed–Solomon coding of new segments.
@@ -69,12 +83,15 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults for the given trackers and index provider: RS 4+2, 1 MiB segments, a
-    /// 256 MiB segment cache, 2,048-row stream batches.
-    pub fn new(trackers: Vec<(NodeId, String)>, index: String) -> Self {
+    /// Defaults for the given trackers: index replicas picked from the ones they list, R = 3,
+    /// RS 4+2, 1 MiB segments, a 256 MiB segment cache, 2,048-row stream batches.
+    pub fn new(trackers: Vec<(NodeId, String)>) -> Self {
         Self {
             trackers,
-            index,
+            index: Vec::new(),
+            replicas: 3,
+            head_file: None,
+            catch_up_wait: std::time::Duration::from_secs(30),
             storage: StorageConfig::default(),
             coding: CodingParams::default(),
             segment_size: 1 << 20,
@@ -96,9 +113,10 @@ pub enum ClientError {
     /// The index provider refused or could not be reached.
     #[error("index provider: {0}")]
     Index(NetError),
-    /// Another client changed the catalog while this one did: run the statement again.
+    /// Another client of this owner changed the tables while this statement ran (statements
+    /// are run again on their own a few times before this is returned): run it again.
     #[error(
-        "the catalog changed under this statement (another client created a table or index); run it again"
+        "another client of this owner kept changing the tables while this statement ran; run it again"
     )]
     CatalogRace,
     /// Stored data did not decode or authenticate: it was altered, or belongs to other keys.
@@ -157,6 +175,7 @@ struct TableState {
 
 /// Everything behind the client's lock.
 struct State {
+    log: log::Log,
     catalog: Catalog,
     catalog_version: u64,
     tables: HashMap<String, TableState>,
@@ -165,12 +184,12 @@ struct State {
     last_version: u64,
 }
 
-/// A connected client: one owner's keys, the storage path and an index provider.
+/// A connected client: one owner's keys, the storage path and the owner's index replicas.
 pub struct Client {
     master: MasterKey,
     identity: Identity,
     storage: Storage,
-    index: Arc<dyn IndexApi>,
+    connector: Arc<dyn Connector>,
     config: ClientConfig,
     state: Mutex<State>,
 }
@@ -179,19 +198,37 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("identity", &self.identity)
-            .field("index", &self.config.index)
+            .field("replicas", &self.config.replicas)
             .finish_non_exhaustive()
     }
 }
 
-/// True if `e` may come from a catalog that another client changed since this one read it (a
-/// table created or dropped elsewhere, an index generation replaced): read it again and retry.
+/// How many times a statement is run again when another client of the owner wrote first.
+const RACE_RETRIES: usize = 16;
+
+/// True if `e` may come from a catalog or log that another client changed since this one
+/// read it (a table created or dropped elsewhere, an index generation replaced, an entry
+/// appended first): read it again and retry.
 fn stale_catalog(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Query(wwt_query::Error::UnknownTable { .. })
             | ClientError::Index(NetError::NotFound(_))
+            | ClientError::CatalogRace
     )
+}
+
+/// Waits a random while, up to 5 ms × 2^`tries` (at most 1 s), before a statement that lost
+/// a race to another client of its owner runs again, so two that keep colliding drift apart.
+async fn race_backoff(tries: usize) {
+    let ceiling = 5u64 << tries.min(8);
+    let mut draw = [0u8; 8];
+    // Without randomness the wait is the ceiling: still a backoff.
+    let jitter = match getrandom::fill(&mut draw) {
+        Ok(()) => u64::from_le_bytes(draw) % ceiling,
+        Err(_) => ceiling,
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(jitter.min(1000))).await;
 }
 
 fn index_err(e: NetError) -> ClientError {
@@ -218,8 +255,8 @@ fn from_source(e: wwt_query::Error) -> ClientError {
 }
 
 impl Client {
-    /// Connects as the keystore's owner: reads and opens the owner's catalog at the index
-    /// provider, so tables created on another machine are there.
+    /// Connects as the keystore's owner: finds its index replicas and the head of its log,
+    /// then reads and opens its catalog, so tables created on another machine are there.
     ///
     /// Statements run the query evaluator on the calling thread and block it on the network
     /// (`tokio::task::block_in_place`): use a multi-threaded runtime.
@@ -235,13 +272,13 @@ impl Client {
             connector.clone(),
             config.storage.clone(),
         )?;
-        let index = connector.index(&config.index).map_err(index_err)?;
         let client = Client {
             master: keystore.master.clone(),
             identity,
             storage,
-            index,
+            connector,
             state: Mutex::new(State {
+                log: log::Log::default(),
                 catalog: Catalog::new(),
                 catalog_version: 0,
                 tables: HashMap::new(),
@@ -253,6 +290,7 @@ impl Client {
         };
         {
             let mut state = client.state.lock().await;
+            client.open_log(&mut state).await?;
             client.reload_catalog(&mut state).await?;
         }
         Ok(client)
@@ -277,12 +315,19 @@ impl Client {
         let mut out = Vec::with_capacity(statements.len());
         let mut state = self.state.lock().await;
         for stmt in statements {
-            let outcome = match self.run(&mut state, &stmt).await {
-                Err(e) if stale_catalog(&e) => {
-                    self.reload_catalog(&mut state).await?;
-                    self.run(&mut state, &stmt).await?
+            let mut tries = 0;
+            let outcome = loop {
+                match self.run(&mut state, &stmt).await {
+                    Err(e) if stale_catalog(&e) && tries < RACE_RETRIES => {
+                        tries += 1;
+                        if matches!(e, ClientError::CatalogRace) {
+                            race_backoff(tries).await;
+                        }
+                        self.refresh_heads(&mut state).await?;
+                        self.reload_catalog(&mut state).await?;
+                    }
+                    other => break other?,
                 }
-                other => other?,
             };
             out.push(outcome);
         }
@@ -303,7 +348,7 @@ impl Client {
                 // A fresh generation (the clock, like versions): a table dropped earlier under
                 // this name may have left its index namespace behind.
                 let generation = self.next_version(state, 0);
-                self.create_index_table(t, generation).await?;
+                self.create_index_table(state, t, generation).await?;
                 self.save_catalog(state, next, &[(t.name.clone(), generation)])
                     .await?;
                 Ok(Outcome::Created)
@@ -318,7 +363,7 @@ impl Client {
                 state.tables.remove(name);
                 // The table is gone for every client; its index namespace is freed next. The
                 // sealed rows stay in their pieces, unreferenced (there is no delete yet).
-                if let Err(e) = self.drop_index_table(name, generation).await {
+                if let Err(e) = self.drop_index_table(state, name, generation).await {
                     tracing::warn!("table dropped, but its index namespace was not freed: {e}");
                 }
                 Ok(Outcome::Dropped)
@@ -334,7 +379,7 @@ impl Client {
                 self.save_catalog(state, next, &[(table.clone(), generation)])
                     .await?;
                 // The previous generation is no longer read: free it at the index provider.
-                self.drop_index_table(table, generation - 1).await?;
+                self.drop_index_table(state, table, generation - 1).await?;
                 Ok(Outcome::Created)
             }
             Plan::Explain(p) => Ok(Outcome::Explain(p.explain())),

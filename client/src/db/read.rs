@@ -16,9 +16,7 @@ use wwt_query::{
 use super::catalog::{SEGMENTS, legacy_manifest_row, manifest_key, manifest_row};
 use super::entries::{column_id, ope_encoder, ordered, text_expr, token_key};
 use super::record::split_record;
-use super::{
-    Client, ClientError, Result, RowRef, RowVersion, State, from_source, index_err, source_err,
-};
+use super::{Client, ClientError, Result, RowRef, RowVersion, State, from_source, source_err};
 
 /// What a statement read of one row: its version, its locator and its record's hash.
 pub(super) struct Read {
@@ -190,12 +188,11 @@ impl Client {
             table: self.index_table_id(&schema.name, generation),
             query,
         };
-        match self.index.query(self.sign(request)?).await {
-            Ok(QueryOutput::Rows(hits)) => Ok(hits),
-            Ok(QueryOutput::Counts(_)) => Err(ClientError::Index(NetError::Internal(
+        match self.query_index(state, request).await? {
+            QueryOutput::Rows(hits) => Ok(hits),
+            QueryOutput::Counts(_) => Err(ClientError::Index(NetError::Internal(
                 "the index provider answered a row query with counts".into(),
             ))),
-            Err(e) => Err(index_err(e)),
         }
     }
 
@@ -394,12 +391,7 @@ impl Client {
                     rows: chunk.to_vec(),
                 },
             };
-            let QueryOutput::Rows(hits) = self
-                .index
-                .query(self.sign(request)?)
-                .await
-                .map_err(index_err)?
-            else {
+            let QueryOutput::Rows(hits) = self.query_index(state, request).await? else {
                 return Err(ClientError::Damaged(
                     "segment manifests answered with counts".into(),
                 ));

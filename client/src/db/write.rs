@@ -1,7 +1,7 @@
 //! The write path: INSERT, UPDATE and DELETE seal each row version, pack and code them into
-//! segments, upload the pieces, file the sealed segment manifests, and only then send the rows'
-//! index entries in one batch, so a statement that fails before that batch leaves nothing
-//! visible.
+//! segments, upload the pieces, append the sealed segment manifests to the owner's log, and
+//! only then the rows' index entries in one entry, so a statement that fails before that entry
+//! leaves nothing visible.
 
 use std::collections::HashSet;
 
@@ -10,14 +10,14 @@ use wwt_engine::RowId as EngineRowId;
 use wwt_engine::table::RowWrite;
 use wwt_index::{Batch, MAX_LIMIT, Query, RowEntries, RowId, RowOp, TableSchema as StoreSchema};
 use wwt_net::NetError;
-use wwt_net::index::{ApplyBatch, CreateTable};
+use wwt_net::index::{ApplyBatch, CreateTable, LogOp};
 use wwt_query::plan::{DeletePlan, InsertPlan, UpdatePlan};
 use wwt_query::{Row, TableSchema, encode_row, execute_delete, execute_update};
 
 use super::catalog::{SEGMENTS, manifest_key, manifest_row};
 use super::read::unread;
 use super::record::{Parent, make_record};
-use super::{Client, Result, State, index_err};
+use super::{Client, ClientError, Result, State};
 use crate::store::SEGMENTS_IN_FLIGHT;
 
 /// One row version to write: row id, parent, values.
@@ -188,7 +188,7 @@ impl Client {
                 .manifests
                 .insert(seg.manifest.segment, seg.manifest.clone());
         }
-        self.put_manifests(manifest_ops).await?;
+        self.put_manifests(state, manifest_ops).await?;
         let locators = &mut self.table(state, schema)?.locators;
         let mut versions = Vec::with_capacity(writes.len());
         for ((id, _, row), locator) in writes.iter().zip(&batch.locators) {
@@ -205,33 +205,30 @@ impl Client {
         Ok(n)
     }
 
-    async fn put_manifests(&self, ops: Vec<RowOp>) -> Result<()> {
+    async fn put_manifests(&self, state: &mut State, ops: Vec<RowOp>) -> Result<()> {
         if ops.is_empty() {
             return Ok(());
         }
         let table = self.segments_table();
-        let apply = |ops: Vec<RowOp>| ApplyBatch {
-            table,
-            batch: Batch { ops },
+        let apply = |ops: Vec<RowOp>| {
+            LogOp::Apply(ApplyBatch {
+                table,
+                batch: Batch { ops },
+            })
         };
-        match self.index.apply(self.sign(apply(ops.clone()))?).await {
-            Ok(_) => Ok(()),
-            Err(NetError::NotFound(_)) => {
+        match self.append(state, apply(ops.clone())).await {
+            Err(ClientError::Index(NetError::NotFound(_))) => {
                 let create = CreateTable {
                     table,
                     schema: StoreSchema::default(),
                 };
-                match self.index.create_table(self.sign(create)?).await {
-                    Ok(()) | Err(NetError::Conflict(_)) => {}
-                    Err(e) => return Err(index_err(e)),
+                match self.append(state, LogOp::CreateTable(create)).await {
+                    Ok(()) | Err(ClientError::Index(NetError::Conflict(_))) => {}
+                    Err(e) => return Err(e),
                 }
-                self.index
-                    .apply(self.sign(apply(ops))?)
-                    .await
-                    .map_err(index_err)?;
-                Ok(())
+                self.append(state, apply(ops)).await
             }
-            Err(e) => Err(index_err(e)),
+            other => other,
         }
     }
 
@@ -246,10 +243,6 @@ impl Client {
             table: self.index_table_id(&schema.name, generation),
             batch: Batch { ops },
         };
-        self.index
-            .apply(self.sign(request)?)
-            .await
-            .map_err(index_err)?;
-        Ok(())
+        self.append(state, LogOp::Apply(request)).await
     }
 }

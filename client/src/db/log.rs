@@ -1,0 +1,413 @@
+//! The owner's log as this client writes and reads it.
+//!
+//! Every change to the owner's index state (tables created and dropped, row entries, the
+//! sealed catalog) is appended as entry `head + 1`, naming the head's hash and the replica
+//! set, signed by the owner. The entry goes first to one replica (the first of the set that
+//! takes it), then to the others at once; the statement succeeds once a majority kept it.
+//! Because the first replica takes one entry per seq, two clients of one owner writing at
+//! once are ordered there: the loser is told its seq is taken, reloads and runs its statement
+//! again ([`ClientError::CatalogRace`]).
+//!
+//! Reads go to a replica whose head is at least the highest this client has seen; a replica
+//! behind it is skipped, reported, and sent the head entry, which sets it catching up from its
+//! peers. Heads are believed only as entries signed by the owner, never from a replica's
+//! acknowledgement (which counts toward the majority, no more).
+//!
+//! The replica set is picked by rendezvous hashing of the owner over the index providers the
+//! trackers list, R of them ([`ClientConfig::replicas`]), unless the log's head names one;
+//! a named replica the trackers no longer list is replaced by the next in rendezvous order,
+//! and the next entry records the new set (the newcomer catches up from the others).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use tracing::warn;
+use wwt_index::{CatalogBlob, QueryOutput};
+use wwt_net::index::{
+    Append, GetCatalog, GetHead, LogHead, LogOp, QueryTable, entry_hash, open_entry,
+};
+use wwt_net::types::NodeId;
+use wwt_net::{IndexApi, NetError, Signed, rendezvous};
+
+use super::{Client, ClientError, Result, State, index_err};
+
+/// How often a replica that is catching up is asked again for an entry a majority still lacks.
+const CATCH_UP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How many index providers a client asks for its head when it does not know its replicas.
+const HEAD_CANDIDATES: usize = 16;
+
+/// One of the owner's replicas.
+pub(super) struct Replica {
+    id: NodeId,
+    address: String,
+    api: Arc<dyn IndexApi>,
+    /// The head it last showed (0 until asked).
+    seq: u64,
+}
+
+/// The owner's log as this client knows it: the highest head seen and the replica set.
+#[derive(Default)]
+pub(super) struct Log {
+    head: LogHead,
+    entry: Option<Signed<Append>>,
+    replicas: Vec<Replica>,
+}
+
+/// Where one of the owner's replicas stands, from [`Client::replicas`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// Its node id.
+    pub node: NodeId,
+    /// Its address.
+    pub address: String,
+    /// The seq of its head (0 if it did not answer or holds nothing).
+    pub seq: u64,
+}
+
+/// Reads the head a device saw last (`seq hash`), if it kept one.
+fn read_head_file(path: &Path) -> Result<Option<LogHead>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(ClientError::Setup(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let damaged = || {
+        ClientError::Setup(format!(
+            "{} does not hold a log head (`seq hash`); move it away if it was edited",
+            path.display()
+        ))
+    };
+    let (seq, hash) = text.trim().split_once(' ').ok_or_else(damaged)?;
+    let hash = hex::decode(hash).map_err(|_| damaged())?;
+    Ok(Some(LogHead {
+        seq: seq.parse().map_err(|_| damaged())?,
+        hash: hash.try_into().map_err(|_| damaged())?,
+    }))
+}
+
+fn write_head_file(path: &Path, head: &LogHead) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let fresh = path.with_extension("new");
+    std::fs::write(&fresh, format!("{} {}\n", head.seq, hex::encode(head.hash)))?;
+    std::fs::rename(fresh, path)
+}
+
+impl Client {
+    /// The owner's replicas as they answer now, and the highest head seq this client has seen.
+    pub async fn replicas(&self) -> Result<(u64, Vec<ReplicaStatus>)> {
+        let mut state = self.state.lock().await;
+        self.refresh_heads(&mut state).await?;
+        let replicas = state
+            .log
+            .replicas
+            .iter()
+            .map(|r| ReplicaStatus {
+                node: r.id,
+                address: r.address.clone(),
+                seq: r.seq,
+            })
+            .collect();
+        Ok((state.log.head.seq, replicas))
+    }
+
+    fn replica(&self, id: NodeId, address: String) -> Result<Replica> {
+        Ok(Replica {
+            api: self.connector.index(&address).map_err(index_err)?,
+            id,
+            address,
+            seq: 0,
+        })
+    }
+
+    /// Finds the owner's replicas and the highest head among them, and checks it against the
+    /// head this device kept.
+    pub(super) async fn open_log(&self, state: &mut State) -> Result<()> {
+        let listed = self.storage.index_providers().await?;
+        let pool: Vec<(NodeId, String)> = if self.config.index.is_empty() {
+            listed.clone()
+        } else {
+            self.config
+                .index
+                .iter()
+                .map(|address| {
+                    listed
+                        .iter()
+                        .find(|(_, a)| a == address)
+                        .cloned()
+                        .ok_or_else(|| {
+                            ClientError::Index(NetError::Unavailable(format!(
+                                "no tracker lists a live index provider at {address}: start it \
+                                 with `wwt provider run --index` and this network's trackers"
+                            )))
+                        })
+                })
+                .collect::<Result<_>>()?
+        };
+        if pool.is_empty() {
+            return Err(ClientError::Index(NetError::Unavailable(
+                "the trackers list no live index provider: start one with \
+                 `wwt provider run --index`"
+                    .into(),
+            )));
+        }
+        let owner = self.identity.node_id();
+        let ranked = rendezvous::rank(&owner.0, pool.iter().map(|(id, _)| id));
+        let address_of = |id: &NodeId| listed.iter().find(|(n, _)| n == id).map(|(_, a)| a);
+        let replicas = |ids: &mut dyn Iterator<Item = &NodeId>| -> Result<Vec<Replica>> {
+            ids.filter_map(|id| address_of(id).map(|a| self.replica(*id, a.clone())))
+                .collect()
+        };
+        state.log.replicas = replicas(&mut ranked.iter().take(HEAD_CANDIDATES))?;
+        self.refresh_heads(state).await?;
+        let named = match &state.log.entry {
+            Some(e) => Some(open_entry(e).map_err(index_err)?.1.replicas),
+            None => None,
+        };
+        let set = match named {
+            Some(ids) if self.config.index.is_empty() => {
+                for gone in ids.iter().filter(|id| address_of(id).is_none()) {
+                    warn!(replica = %gone, "index replica no longer listed: replacing it");
+                }
+                let want = ids.len().max(self.replicas_wanted());
+                let mut set: Vec<NodeId> = ids
+                    .into_iter()
+                    .filter(|id| address_of(id).is_some())
+                    .collect();
+                for id in &ranked {
+                    if set.len() < want && !set.contains(id) {
+                        set.push(*id);
+                    }
+                }
+                set
+            }
+            // An override names the replicas; otherwise the first R by rendezvous.
+            _ if !self.config.index.is_empty() => ranked,
+            _ => ranked.into_iter().take(self.replicas_wanted()).collect(),
+        };
+        state.log.replicas = replicas(&mut set.iter())?;
+        self.refresh_heads(state).await?;
+        if let Some(path) = &self.config.head_file
+            && let Some(kept) = read_head_file(path)?
+            && kept.seq > state.log.head.seq
+        {
+            return Err(ClientError::Index(NetError::Unavailable(format!(
+                "every index replica reached is behind seq {} of this owner's log, which this \
+                 device saw (the highest they hold is {}): they may be catching up; try again",
+                kept.seq, state.log.head.seq
+            ))));
+        }
+        Ok(())
+    }
+
+    fn replicas_wanted(&self) -> usize {
+        self.config.replicas.max(1)
+    }
+
+    /// Asks every replica for its head; keeps the highest that is signed by the owner.
+    pub(super) async fn refresh_heads(&self, state: &mut State) -> Result<()> {
+        let owner = self.identity.node_id();
+        let asks = state
+            .log
+            .replicas
+            .iter()
+            .map(|r| {
+                let request = self.sign(GetHead { owner });
+                async move { r.api.head(request?).await.map_err(index_err) }
+            })
+            .collect::<Vec<_>>();
+        let answers = join_all(asks).await;
+        for (replica, answer) in state.log.replicas.iter_mut().zip(answers) {
+            let entry = match answer {
+                Ok(Some(entry)) => entry,
+                Ok(None) => {
+                    replica.seq = 0;
+                    continue;
+                }
+                Err(e) => {
+                    warn!(replica = %replica.id, error = %e, "index replica did not answer");
+                    continue;
+                }
+            };
+            match open_entry(&entry) {
+                Ok((signer, body)) if signer == owner => {
+                    replica.seq = body.seq;
+                    if body.seq > state.log.head.seq {
+                        state.log.head = LogHead {
+                            seq: body.seq,
+                            hash: entry_hash(&entry),
+                        };
+                        state.log.entry = Some(entry);
+                    }
+                }
+                _ => warn!(
+                    replica = %replica.id,
+                    "index replica answered a head not signed by this owner: not believed"
+                ),
+            }
+        }
+        let head = state.log.head.seq;
+        let nudges = state.log.replicas.iter().filter(|r| r.seq < head).map(|r| {
+            warn!(
+                "index provider {} is at seq {}, behind {head}: skipped, catching up",
+                r.id, r.seq
+            );
+            // The head entry sets it catching up from its peers (it refuses the entry itself).
+            let entry = state.log.entry.clone();
+            async move {
+                if let Some(entry) = entry {
+                    let _ = r.api.append(entry).await;
+                }
+            }
+        });
+        join_all(nudges).await;
+        Ok(())
+    }
+
+    /// Appends `op` to the owner's log; returns once a majority of the replicas kept it.
+    pub(super) async fn append(&self, state: &mut State, op: LogOp) -> Result<()> {
+        let body = Append {
+            seq: state.log.head.seq + 1,
+            prev: state.log.head.hash,
+            replicas: state.log.replicas.iter().map(|r| r.id).collect(),
+            op,
+        };
+        let entry = self.sign(body)?;
+        let next = LogHead {
+            seq: state.log.head.seq + 1,
+            hash: entry_hash(&entry),
+        };
+        // One replica takes it first: two writers of this owner are ordered there.
+        let mut first = None;
+        let mut refused = Vec::new();
+        for (i, r) in state.log.replicas.iter().enumerate() {
+            match r.api.append(entry.clone()).await {
+                Ok(_) => {
+                    first = Some(i);
+                    break;
+                }
+                Err(NetError::Conflict(_)) => {
+                    self.refresh_heads(state).await?;
+                    return Err(ClientError::CatalogRace);
+                }
+                Err(e @ (NetError::Unavailable(_) | NetError::Precondition(_))) => {
+                    refused.push(format!("{}: {e}", r.id));
+                }
+                Err(e) => return Err(index_err(e)),
+            }
+        }
+        let Some(first) = first else {
+            return Err(ClientError::Index(NetError::Unavailable(format!(
+                "no index replica took the statement ({})",
+                refused.join("; ")
+            ))));
+        };
+        let majority = state.log.replicas.len() / 2 + 1;
+        let mut waiting: Vec<&Replica> = state
+            .log
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != first)
+            .map(|(_, r)| r)
+            .collect();
+        // An acknowledgement counts toward the majority, but where a replica stands for reads
+        // is only ever what its signed head shows ([`Client::refresh_heads`]). A replica that
+        // is behind catches up from its peers on its own: without a majority yet, it is asked
+        // again until it has caught up, or `catch_up_wait` has passed.
+        let mut acked = 1;
+        let deadline = tokio::time::Instant::now() + self.config.catch_up_wait;
+        loop {
+            let answers = join_all(waiting.iter().map(|r| r.api.append(entry.clone()))).await;
+            let mut behind = Vec::new();
+            for (r, answer) in waiting.into_iter().zip(answers) {
+                match answer {
+                    Ok(_) => acked += 1,
+                    Err(NetError::Precondition(_)) => behind.push(r),
+                    Err(_) => {}
+                }
+            }
+            if acked >= majority || behind.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            waiting = behind;
+            tokio::time::sleep(CATCH_UP_POLL).await;
+        }
+        let majority = state.log.replicas.len() / 2 + 1;
+        if acked < majority {
+            return Err(ClientError::Index(NetError::Unavailable(format!(
+                "{acked} of {} index replicas kept the statement, fewer than a majority \
+                 ({majority}); it may land once they are back: check before running it again",
+                state.log.replicas.len()
+            ))));
+        }
+        state.log.head = next;
+        state.log.entry = Some(entry);
+        if let Some(path) = &self.config.head_file
+            && let Err(e) = write_head_file(path, &next)
+        {
+            warn!(path = %path.display(), error = %e, "cannot keep the log head");
+        }
+        Ok(())
+    }
+
+    /// Runs `call` at the first replica at the head that answers; asks the replicas for
+    /// their heads again once if none did.
+    async fn read_fresh<R, F, Fut>(&self, state: &mut State, call: F) -> Result<R>
+    where
+        F: Fn(Arc<dyn IndexApi>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<R, NetError>>,
+    {
+        let mut errors = Vec::new();
+        for round in 0..2 {
+            if round == 1 {
+                self.refresh_heads(state).await?;
+            }
+            let head = state.log.head.seq;
+            for r in state.log.replicas.iter().filter(|r| r.seq >= head) {
+                match call(r.api.clone()).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(e @ NetError::Unavailable(_)) => errors.push(format!("{}: {e}", r.id)),
+                    Err(e) => return Err(index_err(e)),
+                }
+            }
+        }
+        Err(ClientError::Index(NetError::Unavailable(format!(
+            "no index replica at seq {} of this owner's log answered ({})",
+            state.log.head.seq,
+            errors.join("; ")
+        ))))
+    }
+
+    /// Answers `request` at a replica at the head.
+    pub(super) async fn query_index(
+        &self,
+        state: &mut State,
+        request: QueryTable,
+    ) -> Result<QueryOutput> {
+        let signed = self.sign(request)?;
+        self.read_fresh(state, |api| {
+            let signed = signed.clone();
+            async move { api.query(signed).await }
+        })
+        .await
+    }
+
+    /// The owner's sealed catalog, from a replica at the head.
+    pub(super) async fn catalog_blob(&self, state: &mut State) -> Result<CatalogBlob> {
+        let signed = self.sign(GetCatalog)?;
+        self.read_fresh(state, |api| {
+            let signed = signed.clone();
+            async move { api.catalog(signed).await }
+        })
+        .await
+    }
+}

@@ -1,0 +1,408 @@
+//! The index plane survives its nodes: an owner's log on three replicas (index providers), in
+//! memory and over loopback gRPC with the same bodies. A replica lost in the middle of a
+//! workload fails no statement; wiped, it catches up from its peers alone and then serves
+//! every query by itself; replicas that lie about their head, drop entries or forward forged
+//! ones are never believed; two clients of one owner writing at once lose no row; and a
+//! device that saw a newer head never takes an emptied replica set for an empty database.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use proptest::strategy::{Strategy, ValueTree};
+use wwt_client::db::{Client, ClientConfig, ReplicaStatus};
+use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
+use wwt_engine::Keystore;
+use wwt_index::{CatalogBlob, QueryOutput};
+use wwt_net::index::{Append, GetCatalog, GetEntries, GetHead, LogHead, QueryTable, entry_hash};
+use wwt_net::{IndexApi, NetError, Signed, proto};
+use wwt_query::Value;
+
+#[path = "../../query/tests/support/sqlgen.rs"]
+mod sqlgen;
+use sqlgen::*;
+
+/// How a lying index provider lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lie {
+    /// Its head stays where it was when it began to lie; its queries find nothing.
+    Stale,
+    /// It acknowledges entries without keeping them.
+    Drop,
+    /// It hands peers catching up from it entries with a broken signature.
+    Forge,
+}
+
+/// Which provider lies, and how (shared with every index provider's wrapper).
+type Liar = Arc<Mutex<Option<(usize, Lie)>>>;
+
+struct Lying {
+    inner: Arc<dyn IndexApi>,
+    p: usize,
+    liar: Liar,
+    /// The head it shows while [`Lie::Stale`].
+    frozen: Mutex<Option<Option<Signed<Append>>>>,
+}
+
+impl Lying {
+    fn lie(&self) -> Option<Lie> {
+        match *self.liar.lock().unwrap() {
+            Some((p, lie)) if p == self.p => Some(lie),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl IndexApi for Lying {
+    async fn append(&self, entry: Signed<Append>) -> Result<LogHead, NetError> {
+        if self.lie() == Some(Lie::Drop) {
+            let seq = wwt_net::index::open_entry(&entry)?.1.seq;
+            return Ok(LogHead {
+                seq,
+                hash: entry_hash(&entry),
+            });
+        }
+        self.inner.append(entry).await
+    }
+
+    async fn head(&self, request: Signed<GetHead>) -> Result<Option<Signed<Append>>, NetError> {
+        if self.lie() == Some(Lie::Stale) {
+            let frozen = self.frozen.lock().unwrap().clone();
+            if let Some(head) = frozen {
+                return Ok(head);
+            }
+            let head = self.inner.head(request).await?;
+            *self.frozen.lock().unwrap() = Some(head.clone());
+            return Ok(head);
+        }
+        self.inner.head(request).await
+    }
+
+    async fn entries(&self, request: Signed<GetEntries>) -> Result<Vec<Signed<Append>>, NetError> {
+        let entries = self.inner.entries(request).await?;
+        if self.lie() != Some(Lie::Forge) {
+            return Ok(entries);
+        }
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let mut wire = proto::SignedRequest::from(e);
+                let auth = wire.auth.as_mut().unwrap();
+                let mut signature = auth.signature.to_vec();
+                signature[0] ^= 1;
+                auth.signature = signature.into();
+                Signed::try_from(wire).unwrap()
+            })
+            .collect())
+    }
+
+    async fn query(&self, request: Signed<QueryTable>) -> Result<QueryOutput, NetError> {
+        if self.lie() == Some(Lie::Stale) {
+            return Ok(QueryOutput::Rows(Vec::new()));
+        }
+        self.inner.query(request).await
+    }
+
+    async fn catalog(&self, request: Signed<GetCatalog>) -> Result<CatalogBlob, NetError> {
+        self.inner.catalog(request).await
+    }
+}
+
+async fn network(transport: Transport, seed: u64, liar: &Liar) -> (tempfile::TempDir, LocalNet) {
+    let dir = tempfile::tempdir().unwrap();
+    // Seven providers: RS 4+2 pieces still find six homes with one down.
+    let shape = Shape {
+        providers: 7,
+        index_providers: 3,
+        heartbeat_ms: 200,
+        transport,
+        seed: Some(seed),
+        ..Shape::default()
+    };
+    let liar = liar.clone();
+    let hooks = Hooks {
+        index_layer: Some(Arc::new(move |p, inner| {
+            Arc::new(Lying {
+                inner,
+                p,
+                liar: liar.clone(),
+                frozen: Mutex::new(None),
+            })
+        })),
+        ..Hooks::default()
+    };
+    let net = LocalNet::start_with(dir.path(), shape, hooks)
+        .await
+        .unwrap();
+    (dir, net)
+}
+
+async fn connect(net: &LocalNet, keys: &Keystore) -> Client {
+    let config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
+    Client::connect(keys, net.connector(), config)
+        .await
+        .unwrap()
+}
+
+/// The provider number of a replica.
+fn provider(net: &LocalNet, replica: &ReplicaStatus) -> usize {
+    net.endpoints
+        .providers
+        .iter()
+        .position(|p| p.address == replica.address)
+        .unwrap()
+}
+
+/// The client's replicas, in its order, as provider numbers.
+async fn replicas(net: &LocalNet, client: &Client) -> Vec<usize> {
+    let (_, set) = client.replicas().await.unwrap();
+    set.iter().map(|r| provider(net, r)).collect()
+}
+
+/// Waits until provider `p`'s replica holds the head `client` knows (60 s at most).
+async fn caught_up(net: &LocalNet, client: &Client, p: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (head, set) = client.replicas().await.unwrap();
+        let seq = set.iter().find(|r| provider(net, r) == p).map(|r| r.seq);
+        if seq == Some(head) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica on provider {p} is at {seq:?}, not {head}, after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `sql` on the client and on SQLite; it must succeed on both.
+async fn both(client: &Client, conn: &rusqlite::Connection, sql: &str) {
+    client
+        .execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    conn.execute_batch(sql).unwrap();
+}
+
+/// Every query, and the whole of `t`, as SQLite answers them; the number compared.
+async fn agree(client: &Client, conn: &rusqlite::Connection, queries: &[String]) -> usize {
+    for sql in queries.iter().map(String::as_str).chain([ALL_T]) {
+        let got = result_rows(sql, client.execute(sql).await);
+        check(&sqlite_rows(conn, sql), &got, sql, "wwt").unwrap();
+    }
+    queries.len() + 1
+}
+
+/// One round of a workload: data loaded afresh, changes to it, and queries to compare.
+struct Round {
+    load: Vec<String>,
+    changes: Vec<String>,
+    queries: Vec<String>,
+}
+
+/// `rounds` rounds of INSERT, UPDATE and DELETE drawn from `seed`.
+fn workload(seed: u64, rounds: usize) -> Vec<Round> {
+    let strategy = (
+        data(),
+        proptest::collection::vec(change(), 6),
+        proptest::collection::vec(query(), 12),
+    );
+    let mut runner = fixed_runner(seed);
+    (0..rounds)
+        .map(|_| {
+            let (data, changes, queries) = strategy.new_tree(&mut runner).unwrap().current();
+            let mut load = vec!["DELETE FROM t".to_string(), "DELETE FROM u".to_string()];
+            load.extend(inserts(&data));
+            Round {
+                load,
+                changes,
+                queries,
+            }
+        })
+        .collect()
+}
+
+/// Runs a round's load and the first `changes` of its changes on both.
+async fn run(client: &Client, conn: &rusqlite::Connection, round: &Round, changes: usize) {
+    for sql in round.load.iter().chain(&round.changes[..changes]) {
+        both(client, conn, sql).await;
+    }
+}
+
+async fn a_lost_replica_fails_nothing_and_a_wiped_one_catches_up(transport: Transport) {
+    let seed = wwt_tests::seed(0x1e9_2026);
+    let liar = Liar::default();
+    let (_dir, mut net) = network(transport, seed, &liar).await;
+    let keys = Keystore::generate();
+    let client = connect(&net, &keys).await;
+    let conn = sqlite();
+    client.execute(SCHEMA).await.unwrap();
+    let rounds = workload(seed, 3);
+    let set = replicas(&net, &client).await;
+    assert_eq!(set.len(), 3, "R = 3 replicas");
+    run(&client, &conn, &rounds[0], 6).await;
+    let mut compared = agree(&client, &conn, &rounds[0].queries).await;
+
+    // The first replica (the one that takes each entry first) dies mid-workload. (The
+    // trackers are let notice first: an upload does not yet place pieces around a provider
+    // that died since its tracker last heard from it.)
+    net.stop_provider(set[0]).await.unwrap();
+    net.wait_alive(6).await.unwrap();
+    run(&client, &conn, &rounds[1], 3).await;
+    client.execute(INDEXES).await.unwrap();
+    for sql in &rounds[1].changes[3..] {
+        both(&client, &conn, sql).await;
+    }
+    compared += agree(&client, &conn, &rounds[1].queries).await;
+    run(&client, &conn, &rounds[2], 6).await;
+    compared += agree(&client, &conn, &rounds[2].queries).await;
+
+    // Back with its index folder wiped: it catches up from its peers alone; then the other
+    // two stop, and it answers every query by itself.
+    net.restart_provider(set[0], true).await.unwrap();
+    caught_up(&net, &client, set[0]).await;
+    net.stop_provider(set[1]).await.unwrap();
+    net.stop_provider(set[2]).await.unwrap();
+    compared += agree(&client, &conn, &rounds[2].queries).await;
+    // A new device finds the head on the one replica left.
+    let fresh = connect(&net, &keys).await;
+    compared += agree(&fresh, &conn, &rounds[2].queries).await;
+    println!("{compared} statements agree with SQLite");
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_replica_fails_nothing_and_a_wiped_one_catches_up_in_memory() {
+    a_lost_replica_fails_nothing_and_a_wiped_one_catches_up(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_replica_fails_nothing_and_a_wiped_one_catches_up_over_grpc() {
+    a_lost_replica_fails_nothing_and_a_wiped_one_catches_up(Transport::Grpc).await;
+}
+
+async fn lying_replicas_are_never_believed(transport: Transport) {
+    let seed = wwt_tests::seed(0x11e_2026);
+    let liar = Liar::default();
+    let (_dir, mut net) = network(transport, seed, &liar).await;
+    let keys = Keystore::generate();
+    let client = connect(&net, &keys).await;
+    let conn = sqlite();
+    client.execute(SCHEMA).await.unwrap();
+    client.execute(INDEXES).await.unwrap();
+    let rounds = workload(seed, 3);
+    let set = replicas(&net, &client).await;
+    run(&client, &conn, &rounds[0], 6).await;
+
+    // The first replica shows an old head and withholds every row: skipped, reported behind.
+    *liar.lock().unwrap() = Some((set[0], Lie::Stale));
+    run(&client, &conn, &rounds[1], 6).await;
+    let mut compared = agree(&client, &conn, &rounds[1].queries).await;
+    let (head, status) = client.replicas().await.unwrap();
+    assert!(status[0].seq < head, "{status:?} at {head}");
+
+    // It acknowledges entries and drops them: its head shows it behind.
+    *liar.lock().unwrap() = Some((set[0], Lie::Drop));
+    run(&client, &conn, &rounds[2], 6).await;
+    compared += agree(&client, &conn, &rounds[2].queries).await;
+    let (head, status) = client.replicas().await.unwrap();
+    assert!(status[0].seq < head, "{status:?} at {head}");
+
+    // It forges the entries it hands a wiped peer: the peer refuses them and catches up
+    // from the honest one; alone, it then answers every query.
+    *liar.lock().unwrap() = Some((set[0], Lie::Forge));
+    net.restart_provider(set[1], true).await.unwrap();
+    caught_up(&net, &client, set[1]).await;
+    net.stop_provider(set[0]).await.unwrap();
+    net.stop_provider(set[2]).await.unwrap();
+    compared += agree(&client, &conn, &rounds[2].queries).await;
+    println!("{compared} statements agree with SQLite");
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_replicas_are_never_believed_in_memory() {
+    lying_replicas_are_never_believed(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_replicas_are_never_believed_over_grpc() {
+    lying_replicas_are_never_believed(Transport::Grpc).await;
+}
+
+/// Two devices of one owner insert into one table at once: every row of both lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_of_one_owner_lose_no_row() {
+    let seed = wwt_tests::seed(0x2c1_2026);
+    let (_dir, net) = network(Transport::Memory, seed, &Liar::default()).await;
+    let keys = Keystore::generate();
+    let first = connect(&net, &keys).await;
+    first
+        .execute(
+            "CREATE TABLE n (id BIGINT PRIMARY KEY, who TEXT); CREATE INDEX ON n USING hash (who)",
+        )
+        .await
+        .unwrap();
+    let second = connect(&net, &keys).await;
+    let rows = 40;
+    let write = |client: Client, who: &'static str, offset: i64| async move {
+        for i in 0..rows {
+            let sql = format!("INSERT INTO n VALUES ({}, '{who}')", offset + i);
+            client
+                .execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        client
+    };
+    // Interleaved on one task: each waits on the network while the other goes on.
+    let (a, b) = tokio::join!(write(first, "first", 0), write(second, "second", 1000));
+    for client in [&a, &b] {
+        let sql = "SELECT who, count(*) FROM n GROUP BY who ORDER BY who";
+        assert_eq!(
+            result_rows(sql, client.execute(sql).await),
+            vec![
+                vec![Value::Text("first".into()), Value::Int(rows)],
+                vec![Value::Text("second".into()), Value::Int(rows)],
+            ]
+        );
+    }
+    net.shutdown().await.unwrap();
+}
+
+/// A device that saw a newer head refuses an emptied replica set instead of showing no tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_never_takes_wiped_replicas_for_an_empty_database() {
+    let seed = wwt_tests::seed(0x3e9_2026);
+    let (dir, mut net) = network(Transport::Memory, seed, &Liar::default()).await;
+    let keys = Keystore::generate();
+    let mut config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
+    config.head_file = Some(dir.path().join("head"));
+    let client = Client::connect(&keys, net.connector(), config.clone())
+        .await
+        .unwrap();
+    client
+        .execute("CREATE TABLE notes (id BIGINT PRIMARY KEY); INSERT INTO notes VALUES (1)")
+        .await
+        .unwrap();
+    drop(client);
+    for p in replicas_of(&net) {
+        net.restart_provider(p, true).await.unwrap();
+    }
+    let err = Client::connect(&keys, net.connector(), config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("behind seq"), "{err}");
+    net.shutdown().await.unwrap();
+}
+
+/// The index providers of `net`.
+fn replicas_of(net: &LocalNet) -> Vec<usize> {
+    (0..net.endpoints.providers.len())
+        .filter(|p| net.endpoints.providers[*p].index)
+        .collect()
+}
