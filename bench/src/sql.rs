@@ -1,7 +1,8 @@
-//! `wwt bench-sql`: SQL on a local network (6 providers, 1 tracker, loopback gRPC) against
-//! SQLite on the same rows in the same run (a file on the same disk, B-tree indexes and an
-//! FTS5 table): bulk INSERT rows/s, and p50/p99 of a primary-key lookup, a keyword top-10
-//! and a range query with LIMIT 100, with the ratios.
+//! `wwt bench-sql`: SQL on a local network (6 providers, 3 of them index providers, 1
+//! tracker, loopback gRPC) against SQLite on the same rows in the same run (a file on the same
+//! disk, B-tree indexes and an FTS5 table): bulk INSERT rows/s, and p50/p99 of a primary-key
+//! lookup, a keyword top-10 and a range query with LIMIT 100, with the ratios; and the same
+//! for an owner whose log is on three index replicas (R = 3) beside one on a single replica.
 
 use std::time::Instant;
 
@@ -104,76 +105,18 @@ pub async fn run(o: &Options) -> Result<()> {
     }
     let sqlite_insert = o.rows as f64 / start.elapsed().as_secs_f64();
 
-    // wwt on a local network.
+    // wwt on a local network with three index providers: one owner's log on all three
+    // (R = 3), another's on one (R = 1), the same rows and queries.
     let shape = Shape {
         heartbeat_ms: 500,
         ..Shape::default()
     };
     let net = LocalNet::start(&dir.path().join("net"), shape).await?;
-    let config = ClientConfig::new(net.endpoints.tracker_list()?);
-    let client = Client::connect(&Keystore::generate(), net.connector(), config).await?;
-    client
-        .execute(
-            "CREATE TABLE items (id BIGINT PRIMARY KEY, body TEXT, price BIGINT);
-             CREATE INDEX ON items USING fulltext (body);
-             CREATE INDEX ON items USING btree (price)",
-        )
-        .await?;
-    let start = Instant::now();
-    for chunk in rows.chunks(o.batch) {
-        let values = chunk
-            .iter()
-            .map(|(id, body, price)| {
-                vec![
-                    Value::Int(*id),
-                    Value::Text(body.clone()),
-                    Value::Int(*price),
-                ]
-            })
-            .collect();
-        client.insert_rows("items", values).await?;
-    }
-    let wwt_insert = o.rows as f64 / start.elapsed().as_secs_f64();
-
+    let single = measure(&net, 1, &rows, o).await?;
+    let wwt = measure(&net, 3, &rows, o).await?;
     let key = |i: usize| (i as u64).wrapping_mul(7919) % n;
     let word = |i: usize| WORDS[i % WORDS.len()];
     let low = |i: usize| ((i as u64).wrapping_mul(104_729) % 990_000) as i64;
-
-    let wwt_pk = time_async(o.queries, |i| {
-        let c = &client;
-        async move {
-            count(
-                c.execute(&format!("SELECT * FROM items WHERE id = {}", key(i)))
-                    .await?,
-            )?;
-            Ok(())
-        }
-    })
-    .await?;
-    let wwt_kw = time_async(o.queries, |i| {
-        let c = &client;
-        async move {
-            let sql = format!(
-                "SELECT id FROM items WHERE MATCH(body, '{}') LIMIT 10",
-                word(i)
-            );
-            count(c.execute(&sql).await?)?;
-            Ok(())
-        }
-    })
-    .await?;
-    let wwt_range = time_async(o.queries, |i| {
-        let c = &client;
-        async move {
-            let sql = format!(
-                "SELECT id, price FROM items WHERE price >= {} ORDER BY price LIMIT 100",
-                low(i)
-            );
-            count(c.execute(&sql).await?)?;
-            Ok(())
-        }
-    })
-    .await?;
     let mut pk = db.prepare("SELECT * FROM items WHERE id = ?1")?;
     let sqlite_pk = time_sync(o.queries, |i| {
         pk.query_map([key(i) as i64], |_| Ok(()))?.count();
@@ -192,10 +135,16 @@ pub async fn run(o: &Options) -> Result<()> {
         Ok(())
     })?;
     net.shutdown().await?;
+    let Figures {
+        insert: wwt_insert,
+        pk: wwt_pk,
+        keyword: wwt_kw,
+        range: wwt_range,
+    } = wwt;
 
     println!(
-        "wwt bench-sql: {} rows, {} queries each; wwt on 6 providers + 1 tracker over loopback gRPC, \
-         SQLite (file, WAL, FTS5) on the same rows",
+        "wwt bench-sql: {} rows, {} queries each; wwt on 6 providers (3 index providers, \
+         R = 3) + 1 tracker over loopback gRPC, SQLite (file, WAL, FTS5) on the same rows",
         o.rows, o.queries
     );
     println!("{:<28} {:>12} {:>12} {:>8}", "", "wwt", "SQLite", "ratio");
@@ -226,5 +175,120 @@ pub async fn run(o: &Options) -> Result<()> {
             w.1 / s.1
         );
     }
+    println!();
+    println!("{:<28} {:>12} {:>12} {:>8}", "", "R = 3", "R = 1", "ratio");
+    println!(
+        "{:<28} {:>12.0} {:>12.0} {:>7.2}x",
+        "bulk INSERT rows/s",
+        wwt.insert,
+        single.insert,
+        wwt.insert / single.insert
+    );
+    for (name, three, one) in [
+        ("primary-key lookup", wwt.pk, single.pk),
+        ("keyword top-10", wwt.keyword, single.keyword),
+        ("range LIMIT 100", wwt.range, single.range),
+    ] {
+        for (what, a, b) in [("p50", three.0, one.0), ("p99", three.1, one.1)] {
+            println!(
+                "{:<28} {:>12.3} {:>12.3} {:>7.2}x",
+                format!("{name} {what} ms"),
+                a,
+                b,
+                a / b
+            );
+        }
+    }
     Ok(())
+}
+
+/// What one owner measured: insert rows/s and (p50, p99) ms of each query kind.
+#[derive(Clone, Copy)]
+struct Figures {
+    insert: f64,
+    pk: (f64, f64),
+    keyword: (f64, f64),
+    range: (f64, f64),
+}
+
+/// Loads `rows` as a new owner whose log is on `replicas` index providers, then times the
+/// queries.
+async fn measure(
+    net: &LocalNet,
+    replicas: usize,
+    rows: &[(i64, String, i64)],
+    o: &Options,
+) -> Result<Figures> {
+    let n = rows.len().max(1) as u64;
+    let mut config = ClientConfig::new(net.endpoints.tracker_list()?);
+    config.replicas = replicas;
+    let client = Client::connect(&Keystore::generate(), net.connector(), config).await?;
+    client
+        .execute(
+            "CREATE TABLE items (id BIGINT PRIMARY KEY, body TEXT, price BIGINT);
+             CREATE INDEX ON items USING fulltext (body);
+             CREATE INDEX ON items USING btree (price)",
+        )
+        .await?;
+    let start = Instant::now();
+    for chunk in rows.chunks(o.batch) {
+        let values = chunk
+            .iter()
+            .map(|(id, body, price)| {
+                vec![
+                    Value::Int(*id),
+                    Value::Text(body.clone()),
+                    Value::Int(*price),
+                ]
+            })
+            .collect();
+        client.insert_rows("items", values).await?;
+    }
+    let insert = rows.len() as f64 / start.elapsed().as_secs_f64();
+
+    let key = |i: usize| (i as u64).wrapping_mul(7919) % n;
+    let word = |i: usize| WORDS[i % WORDS.len()];
+    let low = |i: usize| ((i as u64).wrapping_mul(104_729) % 990_000) as i64;
+
+    let pk = time_async(o.queries, |i| {
+        let c = &client;
+        async move {
+            count(
+                c.execute(&format!("SELECT * FROM items WHERE id = {}", key(i)))
+                    .await?,
+            )?;
+            Ok(())
+        }
+    })
+    .await?;
+    let keyword = time_async(o.queries, |i| {
+        let c = &client;
+        async move {
+            let sql = format!(
+                "SELECT id FROM items WHERE MATCH(body, '{}') LIMIT 10",
+                word(i)
+            );
+            count(c.execute(&sql).await?)?;
+            Ok(())
+        }
+    })
+    .await?;
+    let range = time_async(o.queries, |i| {
+        let c = &client;
+        async move {
+            let sql = format!(
+                "SELECT id, price FROM items WHERE price >= {} ORDER BY price LIMIT 100",
+                low(i)
+            );
+            count(c.execute(&sql).await?)?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(Figures {
+        insert,
+        pk,
+        keyword,
+        range,
+    })
 }

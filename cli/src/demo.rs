@@ -2,8 +2,9 @@
 //! providers serving gRPC on loopback, three also index providers), creates a
 //! table with realistic rows through SQL, runs a query on each index with what the index
 //! provider learns, updates a row and walks its history, shows what each party stored (and
-//! that none of it is plaintext), then stops two providers and reads every row back from a
-//! fresh client that has only the keys, and stops a third to show the rows that are lost.
+//! that none of it is plaintext), then stops two providers (one of them an index provider) and
+//! reads every row back from a fresh client that has only the keys, and stops a third to show
+//! the rows that are lost.
 //!
 //! Every result is checked against what the sample rows say ([`sample`]): each query's rows,
 //! the update's versions, and every row read back, compared one by one with the row written;
@@ -210,7 +211,10 @@ pub async fn run(o: &Options) -> Result<()> {
     drop(client);
     let all = "SELECT * FROM people ORDER BY id";
     for (stop, names) in [
-        (vec![1, 4], "provider-1, provider-4"),
+        (
+            vec![1, 4],
+            "provider-1 (one of the 3 index providers), provider-4",
+        ),
         (vec![5], "provider-1, provider-4, provider-5"),
     ] {
         for p in stop {

@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use clap::Subcommand;
 use wwt_devnet::{ENDPOINTS_FILE, Endpoints, LocalNet, Shape, default_dir};
-use wwt_net::Connector;
 use wwt_net::grpc::GrpcConnector;
+use wwt_net::index::{GetHead, open_entry};
+use wwt_net::{Connector, Identity};
 
 /// `wwt devnet …`.
 #[derive(Subcommand, Debug)]
@@ -81,7 +82,11 @@ pub async fn run(home: &Path, command: Command) -> Result<()> {
         Command::Status { dir } => {
             let dir = dir.unwrap_or_else(|| default_dir(home));
             let endpoints = Endpoints::load(&dir)?;
-            let (lines, all_up) = status(&endpoints, &GrpcConnector::new()).await;
+            // With a keystore in the home, each index provider's copy of its owner's log.
+            let owner = crate::home::load(home)
+                .ok()
+                .map(|k| Identity::from_secret(k.identity.to_bytes()));
+            let (lines, all_up) = status(&endpoints, &GrpcConnector::new(), owner.as_ref()).await;
             for line in lines {
                 println!("{line}");
             }
@@ -91,8 +96,34 @@ pub async fn run(home: &Path, command: Command) -> Result<()> {
     }
 }
 
-/// One line per node: its health, pieces and bytes; and whether every node answered.
-async fn status(endpoints: &Endpoints, connector: &dyn Connector) -> (Vec<String>, bool) {
+/// Where index provider `address`'s copy of `owner`'s log stands, as a line's ending.
+async fn log_seq(connector: &dyn Connector, address: &str, owner: &Identity) -> String {
+    let ask = async {
+        let index = connector.index(address)?;
+        let request = owner.sign(GetHead {
+            owner: owner.node_id(),
+        })?;
+        let head = tokio::time::timeout(Duration::from_secs(3), index.head(request))
+            .await
+            .map_err(|_| wwt_net::NetError::Unavailable("no answer within 3 s".into()))??;
+        Ok::<_, wwt_net::NetError>(match head {
+            Some(entry) => open_entry(&entry)?.1.seq,
+            None => 0,
+        })
+    };
+    match ask.await {
+        Ok(seq) => format!("; log of {} at seq {seq}", owner.node_id()),
+        Err(e) => format!("; log of {}: {e}", owner.node_id()),
+    }
+}
+
+/// One line per node: its health, pieces and bytes, and with `owner`, where each index
+/// provider's copy of the owner's log stands; and whether every node answered.
+async fn status(
+    endpoints: &Endpoints,
+    connector: &dyn Connector,
+    owner: Option<&Identity>,
+) -> (Vec<String>, bool) {
     let timeout = Duration::from_secs(3);
     let mut lines = Vec::new();
     let mut all_up = true;
@@ -154,15 +185,21 @@ async fn status(endpoints: &Endpoints, connector: &dyn Connector) -> (Vec<String
                 .map_err(|_| wwt_net::NetError::Unavailable("no answer within 3 s".into()))?
         };
         match answer.await {
-            Ok(s) => lines.push(format!(
-                "{:<11} up    {}  {}  {} pieces, {} of {} bytes used",
-                p.name,
-                &p.node[..16],
-                p.address,
-                s.pieces,
-                s.used,
-                s.capacity
-            )),
+            Ok(s) => {
+                let log = match (p.index, owner) {
+                    (true, Some(owner)) => log_seq(connector, &p.address, owner).await,
+                    _ => String::new(),
+                };
+                lines.push(format!(
+                    "{:<11} up    {}  {}  {} pieces, {} of {} bytes used{log}",
+                    p.name,
+                    &p.node[..16],
+                    p.address,
+                    s.pieces,
+                    s.used,
+                    s.capacity
+                ));
+            }
             Err(e) => {
                 all_up = false;
                 lines.push(format!(

@@ -73,7 +73,7 @@ fn demo_queries_each_index_reads_every_row_after_losing_two_providers_and_stores
     assert!(stdout.contains("all parties: 0 plaintext hits"), "{stdout}");
     assert!(
         stdout.contains(
-            "stopped provider-1, provider-4: a fresh client with only the keys read all 3000 rows back and they match"
+            "stopped provider-1 (one of the 3 index providers), provider-4: a fresh client with only the keys read all 3000 rows back and they match"
         ),
         "{stdout}"
     );
@@ -232,6 +232,16 @@ fn sql_runs_scripts_on_a_devnet_and_prints_tables_json_and_errors() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["rows"][0][0], 3);
     assert_eq!(v["rows"][0][1], 1985);
+
+    // Both index providers hold the owner's log, at the same seq.
+    let status = wwt(&home, &["devnet", "status"]);
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    let seqs: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split(" at seq ").nth(1))
+        .collect();
+    assert_eq!(seqs.len(), 2, "{stdout}");
+    assert!(seqs[0] == seqs[1] && seqs[0] != "0", "{stdout}");
 
     let script = dir.path().join("bad.sql");
     std::fs::write(&script, "SELECT 1;\nSELECT * FORM books;\n").unwrap();

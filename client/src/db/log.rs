@@ -21,7 +21,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 use tracing::warn;
 use wwt_index::{CatalogBlob, QueryOutput};
 use wwt_net::index::{
@@ -311,28 +313,41 @@ impl Client {
             ))));
         };
         let majority = state.log.replicas.len() / 2 + 1;
-        let mut waiting: Vec<&Replica> = state
+        let mut waiting: Vec<Arc<dyn IndexApi>> = state
             .log
             .replicas
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != first)
-            .map(|(_, r)| r)
+            .map(|(_, r)| r.api.clone())
             .collect();
         // An acknowledgement counts toward the majority, but where a replica stands for reads
-        // is only ever what its signed head shows ([`Client::refresh_heads`]). A replica that
-        // is behind catches up from its peers on its own: without a majority yet, it is asked
-        // again until it has caught up, or `catch_up_wait` has passed.
+        // is only ever what its signed head shows ([`Client::refresh_heads`]). Calls still
+        // running once a majority answered finish on their own. A replica that is behind
+        // catches up from its peers on its own: without a majority yet, it is asked again
+        // until it has caught up, or `catch_up_wait` has passed.
         let mut acked = 1;
         let deadline = tokio::time::Instant::now() + self.config.catch_up_wait;
         loop {
-            let answers = join_all(waiting.iter().map(|r| r.api.append(entry.clone()))).await;
+            let mut calls: FuturesUnordered<_> = waiting
+                .into_iter()
+                .map(|api| {
+                    let call = tokio::spawn({
+                        let (api, entry) = (api.clone(), entry.clone());
+                        async move { api.append(entry).await }
+                    });
+                    async move { (api, call.await) }
+                })
+                .collect();
             let mut behind = Vec::new();
-            for (r, answer) in waiting.into_iter().zip(answers) {
+            while acked < majority {
+                let Some((api, answer)) = calls.next().await else {
+                    break;
+                };
                 match answer {
-                    Ok(_) => acked += 1,
-                    Err(NetError::Precondition(_)) => behind.push(r),
-                    Err(_) => {}
+                    Ok(Ok(_)) => acked += 1,
+                    Ok(Err(NetError::Precondition(_))) => behind.push(api),
+                    _ => {}
                 }
             }
             if acked >= majority || behind.is_empty() || tokio::time::Instant::now() >= deadline {
@@ -341,7 +356,6 @@ impl Client {
             waiting = behind;
             tokio::time::sleep(CATCH_UP_POLL).await;
         }
-        let majority = state.log.replicas.len() / 2 + 1;
         if acked < majority {
             return Err(ClientError::Index(NetError::Unavailable(format!(
                 "{acked} of {} index replicas kept the statement, fewer than a majority \
