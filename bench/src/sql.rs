@@ -140,6 +140,7 @@ pub async fn run(o: &Options) -> Result<()> {
         pk: wwt_pk,
         keyword: wwt_kw,
         range: wwt_range,
+        ..
     } = wwt;
 
     println!(
@@ -199,6 +200,10 @@ pub async fn run(o: &Options) -> Result<()> {
             );
         }
     }
+    println!(
+        "{:<28} {:>12.0} {:>12.0}",
+        "log in pieces, bytes/row", wwt.log_bytes_per_row, single.log_bytes_per_row
+    );
     Ok(())
 }
 
@@ -206,6 +211,8 @@ pub async fn run(o: &Options) -> Result<()> {
 #[derive(Clone, Copy)]
 struct Figures {
     insert: f64,
+    /// Bytes of pieces that the owner's log added per row loaded.
+    log_bytes_per_row: f64,
     pk: (f64, f64),
     keyword: (f64, f64),
     range: (f64, f64),
@@ -245,6 +252,7 @@ async fn measure(
         client.insert_rows("items", values).await?;
     }
     let insert = rows.len() as f64 / start.elapsed().as_secs_f64();
+    let log_bytes_per_row = client.log_piece_bytes() as f64 / rows.len().max(1) as f64;
 
     let key = |i: usize| (i as u64).wrapping_mul(7919) % n;
     let word = |i: usize| WORDS[i % WORDS.len()];
@@ -287,6 +295,7 @@ async fn measure(
     .await?;
     Ok(Figures {
         insert,
+        log_bytes_per_row,
         pk,
         keyword,
         range,

@@ -44,6 +44,9 @@ enum Command {
     Whoami,
     /// Run SQL against the network: an interactive shell, or `-c`/`-f` scripts.
     Sql(shell::Options),
+    /// Rebuild the owner's index replicas from the log in pieces, with only the keystore
+    /// (when every replica lost it), and print the tables and row counts restored.
+    Recover(shell::NetworkOptions),
     /// Measure the storage engine against raw AES-SIV on this machine.
     Bench(bench::Options),
     /// Measure SQL on a local network against SQLite on the same rows.
@@ -175,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Sql(options) => runtime()?.block_on(shell::run(&home, &options))?,
+        Command::Recover(options) => runtime()?.block_on(shell::recover(&home, &options))?,
         Command::Bench(options) => bench::run(&options)?,
         Command::BenchSql(options) => runtime()?.block_on(sqlbench::run(&options))?,
         Command::BenchAudit(options) => runtime()?.block_on(auditbench::run(&options))?,

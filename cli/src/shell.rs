@@ -162,6 +162,25 @@ pub fn client_config(home: &Path, options: &NetworkOptions) -> Result<ClientConf
     Ok(config)
 }
 
+/// Runs `wwt recover`.
+pub async fn recover(home: &Path, options: &NetworkOptions) -> Result<()> {
+    let keystore = home::load(home)?;
+    let config = client_config(home, options)?;
+    let (_, recovered) = Client::recover(&keystore, Arc::new(GrpcConnector::new()), config).await?;
+    println!(
+        "recovered {} log entries from the pieces onto {} index replicas:",
+        recovered.entries,
+        recovered.replicas.len()
+    );
+    for address in &recovered.replicas {
+        println!("  {address}");
+    }
+    for (table, rows) in &recovered.tables {
+        println!("table {table}: {rows} rows");
+    }
+    Ok(())
+}
+
 /// Runs `wwt sql`.
 pub async fn run(home: &Path, options: &Options) -> Result<()> {
     let keystore = home::load(home)?;

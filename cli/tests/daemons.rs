@@ -524,7 +524,8 @@ fn provider(dir: &Path, at: &str, index: bool) -> Daemon {
 /// Three index providers started by hand hold an owner's log: one is killed with SIGKILL and
 /// stays down, another is killed, its index folder deleted and started again, while `wwt sql`
 /// goes on inserting; no statement fails, the wiped one catches up from the third, and after
-/// the third is killed too, a new `wwt sql` still counts every row.
+/// the third is killed too, a new `wwt sql` still counts every row. Then all three lose their
+/// folders, and `wwt recover` rebuilds them from the pieces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_replicas_survive_kill_9_and_a_wiped_folder() {
     let dir = tempfile::tempdir().unwrap();
@@ -589,5 +590,27 @@ async fn index_replicas_survive_kill_9_and_a_wiped_folder() {
     // The wiped replica caught up from the third: alone with the dead one, it still answers.
     index[2].kill();
     let out = wwt("SELECT count(*) FROM notes");
+    assert!(out.contains(&count(300)), "{out}");
+
+    // Every index folder lost: `wwt recover` rebuilds the replicas from the pieces.
+    index[1].kill();
+    for (i, daemon) in index.iter_mut().enumerate() {
+        std::fs::remove_dir_all(index_dir(i).join("index")).ok();
+        *daemon = provider(&index_dir(i), &at, true);
+        wait_alive(tracker_api.as_ref(), &daemon.address).await;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_wwt"))
+        .args(["recover", "--trackers", &at])
+        .env("WWT_HOME", &home)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("table notes: 300 rows"), "{stdout}");
+    let out = wwt("SELECT count(*) FROM notes WHERE MATCH(body, 'note')");
     assert!(out.contains(&count(300)), "{out}");
 }

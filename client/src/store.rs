@@ -611,6 +611,29 @@ impl Storage {
         Ok(codec.decode(audit, &current, &refs)?)
     }
 
+    /// Fetches and decodes the segment `segment` knowing only its id: its manifest is the
+    /// copy its tracker keeps (pieces are still checked against that manifest's hashes, and
+    /// what the segment holds must authenticate under the caller's keys). `None` if no
+    /// tracker knows the segment.
+    pub async fn get_by_id(
+        &self,
+        segment: SegmentId,
+        codec: &Codec,
+        audit: &AuditKey,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(location) = self.locate(&segment).await? else {
+            return Ok(None);
+        };
+        let manifest = SegmentManifest::from_bytes(&location.manifest)?;
+        if wire_segment(&manifest) != segment {
+            return Err(self.tracker_error(
+                &segment,
+                NetError::Internal("the tracker keeps another segment's manifest".into()),
+            ));
+        }
+        Ok(Some(self.get(codec, audit, &manifest).await?))
+    }
+
     /// Reads rows. A segment the cache holds is used as is; one the rows want little of (under
     /// 1/[`RANGED_FRACTION`] of its bytes) and not read by ranges lately is read by ranged
     /// reads of just those rows' bytes, each checked against its piece's hash by a proof; any

@@ -42,11 +42,19 @@ const HEAD_CANDIDATES: usize = 16;
 
 /// One of the owner's replicas.
 pub(super) struct Replica {
-    id: NodeId,
-    address: String,
-    api: Arc<dyn IndexApi>,
-    /// The head it last showed (0 until asked).
-    seq: u64,
+    pub(super) id: NodeId,
+    pub(super) address: String,
+    pub(super) api: Arc<dyn IndexApi>,
+    /// The head it last showed (seq 0 until asked).
+    head: LogHead,
+}
+
+impl Replica {
+    /// Whether it is at `head` or past it: serves reads as of `head`. At the same seq, only
+    /// with the same entry.
+    fn at(&self, head: &LogHead) -> bool {
+        self.head.seq > head.seq || self.head == *head
+    }
 }
 
 /// The owner's log as this client knows it: the highest head seen and the replica set.
@@ -54,7 +62,9 @@ pub(super) struct Replica {
 pub(super) struct Log {
     head: LogHead,
     entry: Option<Signed<Append>>,
-    replicas: Vec<Replica>,
+    pub(super) replicas: Vec<Replica>,
+    /// Entries kept by a majority but not yet stored in pieces, oldest first.
+    unarchived: Vec<(u64, Signed<Append>)>,
 }
 
 /// Where one of the owner's replicas stands, from [`Client::replicas`].
@@ -115,7 +125,7 @@ impl Client {
             .map(|r| ReplicaStatus {
                 node: r.id,
                 address: r.address.clone(),
-                seq: r.seq,
+                seq: r.head.seq,
             })
             .collect();
         Ok((state.log.head.seq, replicas))
@@ -126,7 +136,7 @@ impl Client {
             api: self.connector.index(&address).map_err(index_err)?,
             id,
             address,
-            seq: 0,
+            head: LogHead::default(),
         })
     }
 
@@ -197,13 +207,20 @@ impl Client {
         };
         state.log.replicas = replicas(&mut set.iter())?;
         self.refresh_heads(state).await?;
+        Ok(())
+    }
+
+    /// Refuses replicas that are all behind the head this device kept: they may be catching
+    /// up, or have lost the log; never an emptied database.
+    pub(super) fn check_kept_head(&self, state: &State) -> Result<()> {
         if let Some(path) = &self.config.head_file
             && let Some(kept) = read_head_file(path)?
             && kept.seq > state.log.head.seq
         {
             return Err(ClientError::Index(NetError::Unavailable(format!(
                 "every index replica reached is behind seq {} of this owner's log, which this \
-                 device saw (the highest they hold is {}): they may be catching up; try again",
+                 device saw (the highest they hold is {}): they may be catching up; try again, \
+                 or rebuild them from the pieces with `wwt recover`",
                 kept.seq, state.log.head.seq
             ))));
         }
@@ -227,11 +244,12 @@ impl Client {
             })
             .collect::<Vec<_>>();
         let answers = join_all(asks).await;
+        let mut heads: Vec<(LogHead, Signed<Append>)> = Vec::new();
         for (replica, answer) in state.log.replicas.iter_mut().zip(answers) {
             let entry = match answer {
                 Ok(Some(entry)) => entry,
                 Ok(None) => {
-                    replica.seq = 0;
+                    replica.head = LogHead::default();
                     continue;
                 }
                 Err(e) => {
@@ -241,14 +259,11 @@ impl Client {
             };
             match open_entry(&entry) {
                 Ok((signer, body)) if signer == owner => {
-                    replica.seq = body.seq;
-                    if body.seq > state.log.head.seq {
-                        state.log.head = LogHead {
-                            seq: body.seq,
-                            hash: entry_hash(&entry),
-                        };
-                        state.log.entry = Some(entry);
-                    }
+                    replica.head = LogHead {
+                        seq: body.seq,
+                        hash: entry_hash(&entry),
+                    };
+                    heads.push((replica.head, entry));
                 }
                 _ => warn!(
                     replica = %replica.id,
@@ -256,11 +271,27 @@ impl Client {
                 ),
             }
         }
-        let head = state.log.head.seq;
-        let nudges = state.log.replicas.iter().filter(|r| r.seq < head).map(|r| {
+        // The highest head; of two entries at one seq (two devices raced and one replica kept
+        // the loser), the one more replicas hold.
+        let held = |h: &LogHead| heads.iter().filter(|(x, _)| x == h).count();
+        let best = heads
+            .iter()
+            .max_by_key(|(h, _)| (h.seq, held(h)))
+            .map(|(h, e)| (*h, e.clone()));
+        if let Some((best, entry)) = best
+            && (best.seq > state.log.head.seq
+                || (best.seq == state.log.head.seq
+                    && best.hash != state.log.head.hash
+                    && held(&best) > held(&state.log.head)))
+        {
+            state.log.head = best;
+            state.log.entry = Some(entry);
+        }
+        let head = state.log.head;
+        let nudges = state.log.replicas.iter().filter(|r| !r.at(&head)).map(|r| {
             warn!(
-                "index provider {} is at seq {}, behind {head}: skipped, catching up",
-                r.id, r.seq
+                "index provider {} is at seq {}, behind {}: skipped, catching up",
+                r.id, r.head.seq, head.seq
             );
             // The head entry sets it catching up from its peers (it refuses the entry itself).
             let entry = state.log.entry.clone();
@@ -364,11 +395,22 @@ impl Client {
             ))));
         }
         state.log.head = next;
-        state.log.entry = Some(entry);
+        state.log.entry = Some(entry.clone());
         if let Some(path) = &self.config.head_file
             && let Err(e) = write_head_file(path, &next)
         {
             warn!(path = %path.display(), error = %e, "cannot keep the log head");
+        }
+        // Only an entry a majority kept goes into pieces: never one that lost its seq.
+        state.log.unarchived.push((next.seq, entry));
+        while let Some((seq, entry)) = state.log.unarchived.first() {
+            match self.archive(*seq, entry).await {
+                Ok(()) => drop(state.log.unarchived.remove(0)),
+                Err(e) => {
+                    warn!(seq, error = %e, "log entry not yet in pieces: tried again after the next statement");
+                    break;
+                }
+            }
         }
         Ok(())
     }
@@ -385,8 +427,8 @@ impl Client {
             if round == 1 {
                 self.refresh_heads(state).await?;
             }
-            let head = state.log.head.seq;
-            for r in state.log.replicas.iter().filter(|r| r.seq >= head) {
+            let head = state.log.head;
+            for r in state.log.replicas.iter().filter(|r| r.at(&head)) {
                 match call(r.api.clone()).await {
                     Ok(answer) => return Ok(answer),
                     Err(e @ NetError::Unavailable(_)) => errors.push(format!("{}: {e}", r.id)),

@@ -21,12 +21,14 @@
 //! Layout:
 //! - [`catalog`]: the sealed catalog, index namespaces and hidden names.
 //! - [`log`]: the owner's log: appends to a majority of the replicas, reads at the head.
+//! - [`archive`]: the log in pieces, and recovery from the keystore alone.
 //! - [`write`]: INSERT, UPDATE, DELETE: seal, code, upload, then index entries.
 //! - [`entries`]: the index entries of a row version (tokens, OPE ciphertexts).
 //! - [`record`]: the row record format and its parent link.
 //! - [`read`]: lookups, manifests, locators, fetching rows, history.
 //! - [`cursor`]: streamed SELECTs.
 
+mod archive;
 mod catalog;
 mod cursor;
 mod entries;
@@ -35,6 +37,7 @@ mod read;
 mod record;
 mod write;
 
+pub use archive::Recovered;
 pub use cursor::RowStream;
 pub use log::ReplicaStatus;
 
@@ -190,6 +193,8 @@ pub struct Client {
     identity: Identity,
     storage: Storage,
     connector: Arc<dyn Connector>,
+    /// Bytes of pieces stored for log entries ([`Client::log_piece_bytes`]).
+    log_piece_bytes: std::sync::atomic::AtomicU64,
     config: ClientConfig,
     state: Mutex<State>,
 }
@@ -265,6 +270,22 @@ impl Client {
         connector: Arc<dyn Connector>,
         config: ClientConfig,
     ) -> Result<Client> {
+        let client = Client::new(keystore, connector, config)?;
+        {
+            let mut state = client.state.lock().await;
+            client.open_log(&mut state).await?;
+            client.check_kept_head(&state)?;
+            client.reload_catalog(&mut state).await?;
+        }
+        Ok(client)
+    }
+
+    /// A client that has read nothing yet.
+    fn new(
+        keystore: &Keystore,
+        connector: Arc<dyn Connector>,
+        config: ClientConfig,
+    ) -> Result<Client> {
         let identity = Identity::from_secret(keystore.identity.to_bytes());
         let storage = Storage::new(
             identity.clone(),
@@ -272,11 +293,12 @@ impl Client {
             connector.clone(),
             config.storage.clone(),
         )?;
-        let client = Client {
+        Ok(Client {
             master: keystore.master.clone(),
             identity,
             storage,
             connector,
+            log_piece_bytes: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(State {
                 log: log::Log::default(),
                 catalog: Catalog::new(),
@@ -287,13 +309,7 @@ impl Client {
                 last_version: 0,
             }),
             config,
-        };
-        {
-            let mut state = client.state.lock().await;
-            client.open_log(&mut state).await?;
-            client.reload_catalog(&mut state).await?;
-        }
-        Ok(client)
+        })
     }
 
     /// The catalog as this client last read or wrote it.

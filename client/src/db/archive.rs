@@ -1,0 +1,195 @@
+//! The owner's log in pieces: every entry a majority of the replicas kept is also stored as an
+//! ordinary sealed, RS-coded, audited segment, so the keystore alone rebuilds every
+//! namespace when every replica is lost ([`Client::recover`]).
+//!
+//! Entry `seq` lives in its own segment, whose id is a PRF of `seq` under the hidden table
+//! `"\0log"`'s keys: the segments of a log form a chain that a client holding only the keys
+//! walks (1, 2, 3, … until a tracker knows no such segment), so nothing but the keys has to
+//! survive to find them. The entry is sealed as row `PRF(seq)` at version `seq`, with a nonce
+//! drawn from the entry's hash: two devices that store the same entry store the same bytes.
+//! Trackers and providers see one more segment per entry, of an owner they already know; the
+//! index provider sees nothing of it.
+
+use std::sync::Arc;
+use wwt_engine::{
+    Codec, MasterKey, RowCipher, RowId as EngineRowId, Segment, SegmentId as EngineSegmentId,
+    TableKeys,
+};
+
+use futures::future::join_all;
+use tracing::warn;
+use wwt_engine::Keystore;
+use wwt_net::index::{Append, entry_hash, open_entry};
+use wwt_net::types::SegmentId;
+use wwt_net::{Connector, Signed};
+use wwt_query::{Outcome, Value};
+
+use super::{Client, ClientConfig, ClientError, Result, index_err};
+
+/// The hidden table whose keys seal and name the log's segments.
+const LOG: &str = "\0log";
+
+/// The keys of the log's segments.
+pub(super) fn log_keys(master: &MasterKey) -> TableKeys {
+    master.table(LOG)
+}
+
+/// The id of the segment that holds entry `seq`.
+pub(super) fn entry_segment(keys: &TableKeys, seq: u64) -> EngineSegmentId {
+    let mut h = blake3::Hasher::new_keyed(keys.row_id.as_bytes());
+    h.update(b"log entry segment");
+    h.update(&seq.to_le_bytes());
+    EngineSegmentId(*h.finalize().as_bytes())
+}
+
+/// The row id under which entry `seq` is sealed.
+fn entry_row(keys: &TableKeys, seq: u64) -> EngineRowId {
+    keys.row_id.row_id(&seq.to_le_bytes())
+}
+
+/// Entry `seq` sealed into its segment.
+pub(super) fn seal_entry(keys: &TableKeys, seq: u64, entry: &Signed<Append>) -> Segment {
+    // The same entry seals to the same bytes (AES-SIV stays misuse-resistant; one nonce per
+    // distinct entry).
+    let mut cipher = RowCipher::with_nonce_seed(&keys.row, keys.id, entry_hash(entry));
+    Segment {
+        id: entry_segment(keys, seq),
+        bytes: cipher.seal(entry_row(keys, seq), seq, &entry.to_bytes()),
+    }
+}
+
+/// Opens entry `seq` from its segment's bytes.
+pub(super) fn open_entry_segment(
+    keys: &TableKeys,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<Signed<Append>> {
+    let mut cipher = RowCipher::new(&keys.row, keys.id);
+    let plain = cipher
+        .open(entry_row(keys, seq), seq, bytes)
+        .map_err(|e| ClientError::Damaged(format!("log entry {seq} in pieces: {e}")))?;
+    Signed::from_bytes(&plain)
+        .map_err(|e| ClientError::Damaged(format!("log entry {seq} in pieces: {e}")))
+}
+
+impl Client {
+    /// Bytes of pieces this client stored for its log entries so far.
+    pub fn log_piece_bytes(&self) -> u64 {
+        self.log_piece_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stores entry `seq` as its own audited segment (a segment already stored, by this
+    /// device or another, is not sent again).
+    pub(super) async fn archive(&self, seq: u64, entry: &Signed<Append>) -> Result<()> {
+        let keys = log_keys(&self.master);
+        let codec = Codec::new(self.config.coding)?;
+        let encoded = codec.encode(&keys.audit, &seal_entry(&keys, seq, entry));
+        self.storage.put_audited(&encoded, &keys.audit).await?;
+        let bytes: usize = encoded.pieces.iter().map(Vec::len).sum();
+        self.log_piece_bytes
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Entry `seq` from its segment, if a tracker knows the segment.
+    pub(super) async fn archived(&self, seq: u64) -> Result<Option<Signed<Append>>> {
+        let keys = log_keys(&self.master);
+        let codec = Codec::new(self.config.coding)?;
+        let segment = SegmentId(entry_segment(&keys, seq).0);
+        match self.storage.get_by_id(segment, &codec, &keys.audit).await? {
+            Some(bytes) => Ok(Some(open_entry_segment(&keys, seq, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// What [`Client::recover`] rebuilt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// Log entries read back from the pieces (seq 1 to this).
+    pub entries: u64,
+    /// The replicas that hold them now, by address.
+    pub replicas: Vec<String>,
+    /// Each table and its row count.
+    pub tables: Vec<(String, i64)>,
+}
+
+impl Client {
+    /// Rebuilds the owner's index replicas from the log in pieces, with only the keystore:
+    /// reads entries 1, 2, … from their segments (each signed by the owner and following the
+    /// one before), hands the replica set ([`Client::connect`]'s) what each lacks, in order,
+    /// and connects. For when every replica lost the log; with replicas that hold it, nothing
+    /// changes.
+    pub async fn recover(
+        keystore: &Keystore,
+        connector: Arc<dyn Connector>,
+        config: ClientConfig,
+    ) -> Result<(Client, Recovered)> {
+        let client = Client::new(keystore, connector, config)?;
+        let (entries, replicas) = {
+            let mut state = client.state.lock().await;
+            client.open_log(&mut state).await?;
+            let owner = client.identity.node_id();
+            let mut entries = Vec::new();
+            let mut prev = [0u8; 32];
+            while let Some(entry) = client.archived(entries.len() as u64 + 1).await? {
+                let seq = entries.len() as u64 + 1;
+                let (signer, body) = open_entry(&entry).map_err(index_err)?;
+                if signer != owner || body.seq != seq || body.prev != prev {
+                    return Err(ClientError::Damaged(format!(
+                        "log entry {seq} in pieces does not follow entry {}",
+                        seq - 1
+                    )));
+                }
+                prev = entry_hash(&entry);
+                entries.push(entry);
+            }
+            for entry in &entries {
+                let calls = state
+                    .log
+                    .replicas
+                    .iter()
+                    .map(|r| r.api.append(entry.clone()));
+                for (r, answer) in state.log.replicas.iter().zip(join_all(calls).await) {
+                    if let Err(e) = answer {
+                        warn!(replica = %r.id, error = %e, "a recovered entry was refused");
+                    }
+                }
+            }
+            client.refresh_heads(&mut state).await?;
+            client.check_kept_head(&state)?;
+            client.reload_catalog(&mut state).await?;
+            let replicas = state
+                .log
+                .replicas
+                .iter()
+                .map(|r| r.address.clone())
+                .collect();
+            (entries.len() as u64, replicas)
+        };
+        let mut tables = Vec::new();
+        for table in client.catalog().await.tables() {
+            let sql = format!(
+                "SELECT count(*) FROM \"{}\"",
+                table.name.replace('"', "\"\"")
+            );
+            let rows = match client.execute(&sql).await?.pop() {
+                Some(Outcome::Rows(r)) => match r.rows.first().and_then(|row| row.first()) {
+                    Some(Value::Int(n)) => *n,
+                    _ => 0,
+                },
+                _ => 0,
+            };
+            tables.push((table.name.clone(), rows));
+        }
+        Ok((
+            client,
+            Recovered {
+                entries,
+                replicas,
+                tables,
+            },
+        ))
+    }
+}
