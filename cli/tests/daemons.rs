@@ -543,20 +543,22 @@ async fn index_replicas_survive_kill_9_and_a_wiped_folder() {
     }
 
     let home = dir.path().join("home");
-    let wwt = |sql: &str| {
+    // `wwt <args>` as this owner, which must succeed; its output.
+    let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_wwt"))
-            .args(["sql", "--trackers", &at, "-c", sql])
+            .args(args)
             .env("WWT_HOME", &home)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
             out.status.success(),
-            "{sql}: {stdout}{}",
+            "{args:?}: {stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
         stdout
     };
+    let wwt = |sql: &str| run(&["sql", "--trackers", &at, "-c", sql]);
     let insert = |from: u32| {
         let values: Vec<String> = (from..from + 100)
             .map(|i| format!("({i}, 'note {i}')"))
@@ -564,14 +566,7 @@ async fn index_replicas_survive_kill_9_and_a_wiped_folder() {
         wwt(&format!("INSERT INTO notes VALUES {}", values.join(", ")))
     };
     let count = |n: u32| format!("count(*)\n--------\n{n:>8}\n(1 row)");
-    assert!(
-        Command::new(env!("CARGO_BIN_EXE_wwt"))
-            .arg("init")
-            .env("WWT_HOME", &home)
-            .status()
-            .unwrap()
-            .success()
-    );
+    run(&["init"]);
     wwt("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT);
          CREATE INDEX ON notes USING fulltext (body)");
     insert(0);
@@ -599,18 +594,8 @@ async fn index_replicas_survive_kill_9_and_a_wiped_folder() {
         *daemon = provider(&index_dir(i), &at, true);
         wait_alive(tracker_api.as_ref(), &daemon.address).await;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_wwt"))
-        .args(["recover", "--trackers", &at])
-        .env("WWT_HOME", &home)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("table notes: 300 rows"), "{stdout}");
+    let out = run(&["recover", "--trackers", &at]);
+    assert!(out.contains("table notes: 300 rows"), "{out}");
     let out = wwt("SELECT count(*) FROM notes WHERE MATCH(body, 'note')");
     assert!(out.contains(&count(300)), "{out}");
 }

@@ -61,6 +61,19 @@ impl std::fmt::Debug for IndexService {
     }
 }
 
+/// Whether the store may succeed with the same change later (busy, disk, damage), as
+/// opposed to refusing it for what it is, alike on every replica.
+fn transient(e: &IndexError) -> bool {
+    matches!(
+        e,
+        IndexError::Busy { .. }
+            | IndexError::Storage(_)
+            | IndexError::Io(_)
+            | IndexError::FullText(_)
+            | IndexError::Corrupt(_)
+    )
+}
+
 fn poisoned() -> NetError {
     NetError::Internal("an index lock was poisoned by a panic".into())
 }
@@ -206,9 +219,32 @@ impl Inner {
             hash,
         };
         self.logs.push(owner, next, entry)?;
-        let applied = self.apply_op(owner, &body.op);
-        self.logs.set_applied(owner, next.seq)?;
-        applied.map(|()| next)
+        self.apply_kept(owner, next.seq, &body.op)?;
+        Ok(next)
+    }
+
+    /// Applies kept entry `seq` and records it applied, unless the store failed in a way
+    /// that may pass (busy, disk): then it stays unapplied, is tried again before the next
+    /// entry, and the replica's head (what `Head` shows) stays below it. A change the store
+    /// refuses is refused alike on every replica: recorded applied, as a change that changed
+    /// nothing, and the refusal returned.
+    fn apply_kept(&self, owner: &NodeId, seq: u64, op: &LogOp) -> Result<(), NetError> {
+        match self.apply_op(owner, op) {
+            Ok(()) => {
+                self.logs.set_applied(owner, seq)?;
+                Ok(())
+            }
+            Err(e) if transient(&e) => {
+                warn!(%owner, seq, error = %e, "a kept entry could not be applied yet");
+                Err(NetError::Unavailable(format!(
+                    "entry {seq} is kept but not yet applied: {e}"
+                )))
+            }
+            Err(e) => {
+                self.logs.set_applied(owner, seq)?;
+                Err(e.into())
+            }
+        }
     }
 
     /// Refuses, before it is kept, an entry whose change cannot apply to the state as it is:
@@ -223,7 +259,19 @@ impl Inner {
             },
             LogOp::DropTable(d) => Ok(self.store.schema(&owner, &d.table).map(drop)?),
             LogOp::Apply(a) => Ok(self.store.schema(&owner, &a.table).map(drop)?),
-            LogOp::Catalog(_) => Ok(()),
+            // A catalog written over a version the writer did not read would lose the tables
+            // another device added since: the writer reloads and writes again.
+            LogOp::Catalog(c) => {
+                let stored = self.store.catalog(&owner)?.version;
+                if stored == c.expected_version {
+                    Ok(())
+                } else {
+                    Err(NetError::Conflict(format!(
+                        "the catalog is at version {stored}, not {}: read it again",
+                        c.expected_version
+                    )))
+                }
+            }
         }
     }
 
@@ -231,7 +279,7 @@ impl Inner {
     /// not applied before a crash is applied on opening. A change the store refuses
     /// (malformed tokens) is refused the same way on every replica: the entry stays, as a
     /// change that changed nothing.
-    fn apply_op(&self, owner: &NodeId, op: &LogOp) -> Result<(), NetError> {
+    fn apply_op(&self, owner: &NodeId, op: &LogOp) -> Result<(), IndexError> {
         let owner = OwnerId(owner.0);
         let mut tries = 0;
         loop {
@@ -248,8 +296,10 @@ impl Inner {
                 LogOp::Apply(a) => self.store.apply(&owner, &a.table, &a.batch).map(drop),
                 LogOp::Catalog(c) => {
                     match self.store.put_catalog(&owner, c.expected_version, &c.blob) {
+                        // Applied before a crash: the same blob at the next version.
                         Err(IndexError::CatalogConflict { stored, .. })
-                            if stored == c.expected_version + 1 =>
+                            if stored == c.expected_version + 1
+                                && self.store.catalog(&owner)?.blob == c.blob =>
                         {
                             Ok(())
                         }
@@ -262,7 +312,7 @@ impl Inner {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                other => return Ok(other?),
+                other => return other,
             }
         }
     }
@@ -275,10 +325,11 @@ impl Inner {
                 NetError::Internal(format!("entry {seq} of {owner}'s log is missing"))
             })?;
             let (_, body) = open_entry(&entry)?;
-            if let Err(e) = self.apply_op(owner, &body.op) {
-                warn!(%owner, seq, error = %e, "a kept entry changed nothing");
+            match self.apply_kept(owner, seq, &body.op) {
+                Err(NetError::Unavailable(m)) => return Err(NetError::Unavailable(m)),
+                Err(e) => warn!(%owner, seq, error = %e, "a kept entry changed nothing"),
+                Ok(()) => {}
             }
-            self.logs.set_applied(owner, seq)?;
         }
         Ok(())
     }
@@ -349,6 +400,7 @@ impl Inner {
                 )));
             }
             let inner = self.clone();
+            let before = head.seq;
             tokio::task::spawn_blocking(move || {
                 for entry in page {
                     let (signer, body) = open_entry(&entry)?;
@@ -357,12 +409,24 @@ impl Inner {
                             "replica {peer} sent an entry signed by {signer}, not the owner"
                         )));
                     }
-                    inner.accept(&owner, &entry, body)?;
+                    let seq = body.seq;
+                    // An entry kept but refused by the store (alike on every replica) is
+                    // still progress; one not kept ends this page.
+                    if let Err(e) = inner.accept(&owner, &entry, body)
+                        && inner.logs.head(&owner)?.seq != seq
+                    {
+                        return Err(e);
+                    }
                 }
                 Ok(())
             })
             .await
             .map_err(|e| NetError::Internal(format!("catch-up task failed: {e}")))??;
+            if self.logs.head(&owner)?.seq == before {
+                return Err(NetError::BadRequest(format!(
+                    "replica {peer} sent entries that do not extend this log"
+                )));
+            }
         }
     }
 }
@@ -397,8 +461,9 @@ impl IndexApi for IndexService {
     async fn head(&self, request: Signed<GetHead>) -> Result<Option<Signed<Append>>, NetError> {
         let (signer, ask) = self.inner.verifier.verify(request)?;
         self.may_read_log(&ask.owner, &signer)?;
-        let head = self.inner.logs.head(&ask.owner)?;
-        self.inner.logs.entry(&ask.owner, head.seq)
+        // What reads see: the last entry applied, not merely kept.
+        let applied = self.inner.logs.applied(&ask.owner)?;
+        self.inner.logs.entry(&ask.owner, applied)
     }
 
     async fn entries(&self, request: Signed<GetEntries>) -> Result<Vec<Signed<Append>>, NetError> {

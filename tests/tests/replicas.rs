@@ -178,6 +178,23 @@ async fn caught_up(net: &LocalNet, client: &Client, p: usize) {
     }
 }
 
+/// Restarts replica `set[0]` with its index folder wiped, waits until it has caught up from
+/// its peers, stops the others, and compares every query answered through it alone.
+async fn wiped_then_alone(
+    net: &mut LocalNet,
+    client: &Client,
+    conn: &rusqlite::Connection,
+    queries: &[String],
+    set: &[usize],
+) -> usize {
+    net.restart_provider(set[0], true).await.unwrap();
+    caught_up(net, client, set[0]).await;
+    for p in &set[1..] {
+        net.stop_provider(*p).await.unwrap();
+    }
+    agree(client, conn, queries).await
+}
+
 /// Runs `sql` on the client and on SQLite; it must succeed on both.
 async fn both(client: &Client, conn: &rusqlite::Connection, sql: &str) {
     client
@@ -262,11 +279,7 @@ async fn a_lost_replica_fails_nothing_and_a_wiped_one_catches_up(transport: Tran
 
     // Back with its index folder wiped: it catches up from its peers alone; then the other
     // two stop, and it answers every query by itself.
-    net.restart_provider(set[0], true).await.unwrap();
-    caught_up(&net, &client, set[0]).await;
-    net.stop_provider(set[1]).await.unwrap();
-    net.stop_provider(set[2]).await.unwrap();
-    compared += agree(&client, &conn, &rounds[2].queries).await;
+    compared += wiped_then_alone(&mut net, &client, &conn, &rounds[2].queries, &set).await;
     // A new device finds the head on the one replica left.
     let fresh = connect(&net, &keys).await;
     compared += agree(&fresh, &conn, &rounds[2].queries).await;
@@ -314,11 +327,8 @@ async fn lying_replicas_are_never_believed(transport: Transport) {
     // It forges the entries it hands a wiped peer: the peer refuses them and catches up
     // from the honest one; alone, it then answers every query.
     *liar.lock().unwrap() = Some((set[0], Lie::Forge));
-    net.restart_provider(set[1], true).await.unwrap();
-    caught_up(&net, &client, set[1]).await;
-    net.stop_provider(set[0]).await.unwrap();
-    net.stop_provider(set[2]).await.unwrap();
-    compared += agree(&client, &conn, &rounds[2].queries).await;
+    let order = [set[1], set[0], set[2]];
+    compared += wiped_then_alone(&mut net, &client, &conn, &rounds[2].queries, &order).await;
     println!("{compared} statements agree with SQLite");
     net.shutdown().await.unwrap();
 }
@@ -430,6 +440,40 @@ async fn two_clients_of_one_owner_lose_no_row() {
             ]
         );
     }
+    net.shutdown().await.unwrap();
+}
+
+/// A device whose catalog is older than the log's (another device created a table since)
+/// creates a table: both tables stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_created_on_a_stale_catalog_loses_no_other_table() {
+    let seed = wwt_tests::seed(0x5ca_2026);
+    let (_dir, net) = network(Transport::Memory, seed, &Liar::default()).await;
+    let keys = Keystore::generate();
+    let first = connect(&net, &keys).await;
+    first
+        .execute("CREATE TABLE a (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let second = connect(&net, &keys).await;
+    second
+        .execute("CREATE TABLE b (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    // The first device reads (and so learns the new head) before it writes.
+    first.execute("SELECT * FROM a").await.unwrap();
+    first
+        .execute("CREATE TABLE c (id BIGINT PRIMARY KEY); INSERT INTO c VALUES (1)")
+        .await
+        .unwrap();
+    let fresh = connect(&net, &keys).await;
+    let names: Vec<String> = fresh
+        .catalog()
+        .await
+        .tables()
+        .map(|t| t.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
     net.shutdown().await.unwrap();
 }
 

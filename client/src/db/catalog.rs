@@ -242,7 +242,11 @@ impl Client {
             expected_version: state.catalog_version,
             blob: sealed,
         };
-        self.append(state, LogOp::Catalog(put)).await?;
+        match self.append(state, LogOp::Catalog(put)).await {
+            // Another device wrote the catalog since this one read it.
+            Err(ClientError::Index(NetError::Conflict(_))) => return Err(ClientError::CatalogRace),
+            other => other?,
+        }
         state.catalog_version = version;
         state.catalog = next;
         for (name, g) in generations {

@@ -318,30 +318,50 @@ impl Client {
             seq: state.log.head.seq + 1,
             hash: entry_hash(&entry),
         };
-        // One replica takes it first: two writers of this owner are ordered there.
+        // One replica takes it first: two writers of this owner are ordered there. A replica
+        // that refuses the entry's seq or prev while the heads show no newer entry holds a
+        // losing entry of its own (or refused the change itself): the next one is asked.
         let mut first = None;
         let mut refused = Vec::new();
-        for (i, r) in state.log.replicas.iter().enumerate() {
-            match r.api.append(entry.clone()).await {
+        let mut conflict = None;
+        let mut i = 0;
+        while i < state.log.replicas.len() {
+            match state.log.replicas[i].api.append(entry.clone()).await {
                 Ok(_) => {
                     first = Some(i);
                     break;
                 }
-                Err(NetError::Conflict(_)) => {
-                    self.refresh_heads(state).await?;
-                    return Err(ClientError::CatalogRace);
+                Err(NetError::Conflict(m)) => {
+                    if conflict.is_none() {
+                        let before = state.log.head;
+                        self.refresh_heads(state).await?;
+                        if state.log.head != before {
+                            return Err(ClientError::CatalogRace);
+                        }
+                    }
+                    conflict = Some(m);
                 }
-                Err(e @ (NetError::Unavailable(_) | NetError::Precondition(_))) => {
-                    refused.push(format!("{}: {e}", r.id));
-                }
+                Err(
+                    e @ (NetError::Unavailable(_)
+                    | NetError::Precondition(_)
+                    | NetError::Internal(_)),
+                ) => refused.push(format!("{}: {e}", state.log.replicas[i].id)),
                 Err(e) => return Err(index_err(e)),
             }
+            i += 1;
         }
         let Some(first) = first else {
-            return Err(ClientError::Index(NetError::Unavailable(format!(
-                "no index replica took the statement ({})",
-                refused.join("; ")
-            ))));
+            return Err(ClientError::Index(match conflict {
+                Some(m) if refused.is_empty() => NetError::Conflict(m),
+                _ => NetError::Unavailable(format!(
+                    "no index replica took the statement ({})",
+                    refused
+                        .into_iter()
+                        .chain(conflict)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )),
+            }));
         };
         let majority = state.log.replicas.len() / 2 + 1;
         let mut waiting: Vec<Arc<dyn IndexApi>> = state

@@ -395,7 +395,10 @@ impl Client {
                 self.save_catalog(state, next, &[(table.clone(), generation)])
                     .await?;
                 // The previous generation is no longer read: free it at the index provider.
-                self.drop_index_table(state, table, generation - 1).await?;
+                // The index exists for every client now, whatever happens to this.
+                if let Err(e) = self.drop_index_table(state, table, generation - 1).await {
+                    tracing::warn!("index created, but the old index namespace was not freed: {e}");
+                }
                 Ok(Outcome::Created)
             }
             Plan::Explain(p) => Ok(Outcome::Explain(p.explain())),
