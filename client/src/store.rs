@@ -276,6 +276,15 @@ impl Storage {
         }
     }
 
+    /// Whether `segment` was stored whole and entrusted to its tracker (an upload cut short
+    /// leaves a segment its tracker knows but holds no manifest of).
+    pub async fn entrusted(&self, segment: SegmentId) -> Result<bool, StoreError> {
+        Ok(self
+            .locate(&segment)
+            .await?
+            .is_some_and(|l| !l.manifest.is_empty()))
+    }
+
     async fn locate(&self, segment: &SegmentId) -> Result<Option<SegmentLocation>, StoreError> {
         let request = self
             .identity
@@ -613,8 +622,8 @@ impl Storage {
 
     /// Fetches and decodes the segment `segment` knowing only its id: its manifest is the
     /// copy its tracker keeps (pieces are still checked against that manifest's hashes, and
-    /// what the segment holds must authenticate under the caller's keys). `None` if no
-    /// tracker knows the segment.
+    /// what the segment holds must authenticate under the caller's keys). `None` if it was
+    /// never entrusted whole ([`Storage::entrusted`]).
     pub async fn get_by_id(
         &self,
         segment: SegmentId,
@@ -624,6 +633,9 @@ impl Storage {
         let Some(location) = self.locate(&segment).await? else {
             return Ok(None);
         };
+        if location.manifest.is_empty() {
+            return Ok(None);
+        }
         let manifest = SegmentManifest::from_bytes(&location.manifest)?;
         if wire_segment(&manifest) != segment {
             return Err(self.tracker_error(

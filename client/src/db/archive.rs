@@ -19,12 +19,12 @@ use wwt_engine::{
 use futures::future::join_all;
 use tracing::warn;
 use wwt_engine::Keystore;
-use wwt_net::index::{Append, entry_hash, open_entry};
+use wwt_net::index::{Append, GetEntries, entry_hash, open_entry};
 use wwt_net::types::SegmentId;
-use wwt_net::{Connector, Signed};
+use wwt_net::{Connector, NetError, Signed};
 use wwt_query::{Outcome, Value};
 
-use super::{Client, ClientConfig, ClientError, Result, index_err};
+use super::{Client, ClientConfig, ClientError, Result, State, index_err};
 
 /// The hidden table whose keys seal and name the log's segments.
 const LOG: &str = "\0log";
@@ -92,7 +92,64 @@ impl Client {
         Ok(())
     }
 
-    /// Entry `seq` from its segment, if a tracker knows the segment.
+    /// Stores entry `seq` in pieces, and before it every earlier entry not yet there (one that
+    /// failed to upload, one another device wrote, one a statement that failed left behind),
+    /// read from a replica at the head: the chain [`Client::recover`] walks has no gap.
+    pub(super) async fn archive_through(
+        &self,
+        state: &State,
+        seq: u64,
+        entry: Signed<Append>,
+    ) -> Result<()> {
+        let keys = log_keys(&self.master);
+        let mut missing = vec![(seq, entry)];
+        let mut before = seq - 1;
+        while before > 0
+            && !self
+                .storage
+                .entrusted(SegmentId(entry_segment(&keys, before).0))
+                .await?
+        {
+            missing.push((before, self.replica_entry(state, before).await?));
+            before -= 1;
+        }
+        for (seq, entry) in missing.iter().rev() {
+            self.archive(*seq, entry).await?;
+        }
+        Ok(())
+    }
+
+    /// Entry `seq` of the owner's log, from a replica that holds it, checked.
+    async fn replica_entry(&self, state: &State, seq: u64) -> Result<Signed<Append>> {
+        let owner = self.identity.node_id();
+        let mut why = Vec::new();
+        for r in &state.log.replicas {
+            let ask = GetEntries {
+                owner,
+                after: seq - 1,
+                limit: 1,
+            };
+            match r.api.entries(self.sign(ask)?).await {
+                Ok(mut page) if !page.is_empty() => {
+                    let entry = page.swap_remove(0);
+                    match open_entry(&entry) {
+                        Ok((signer, body)) if signer == owner && body.seq == seq => {
+                            return Ok(entry);
+                        }
+                        _ => why.push(format!("{}: not entry {seq} of this owner", r.id)),
+                    }
+                }
+                Ok(_) => why.push(format!("{}: does not hold it", r.id)),
+                Err(e) => why.push(format!("{}: {e}", r.id)),
+            }
+        }
+        Err(ClientError::Index(NetError::Unavailable(format!(
+            "no index replica gave entry {seq} of the log ({})",
+            why.join("; ")
+        ))))
+    }
+
+    /// Entry `seq` from its segment, if it was stored whole.
     pub(super) async fn archived(&self, seq: u64) -> Result<Option<Signed<Append>>> {
         let keys = log_keys(&self.master);
         let codec = Codec::new(self.config.coding)?;
@@ -131,10 +188,11 @@ impl Client {
             let mut state = client.state.lock().await;
             client.open_log(&mut state).await?;
             let owner = client.identity.node_id();
-            let mut entries = Vec::new();
+            let mut entries = 0;
             let mut prev = [0u8; 32];
-            while let Some(entry) = client.archived(entries.len() as u64 + 1).await? {
-                let seq = entries.len() as u64 + 1;
+            // Entry by entry, so memory does not grow with the log.
+            while let Some(entry) = client.archived(entries + 1).await? {
+                let seq = entries + 1;
                 let (signer, body) = open_entry(&entry).map_err(index_err)?;
                 if signer != owner || body.seq != seq || body.prev != prev {
                     return Err(ClientError::Damaged(format!(
@@ -143,9 +201,6 @@ impl Client {
                     )));
                 }
                 prev = entry_hash(&entry);
-                entries.push(entry);
-            }
-            for entry in &entries {
                 let calls = state
                     .log
                     .replicas
@@ -153,9 +208,10 @@ impl Client {
                     .map(|r| r.api.append(entry.clone()));
                 for (r, answer) in state.log.replicas.iter().zip(join_all(calls).await) {
                     if let Err(e) = answer {
-                        warn!(replica = %r.id, error = %e, "a recovered entry was refused");
+                        warn!(replica = %r.id, seq, error = %e, "a recovered entry was refused");
                     }
                 }
+                entries = seq;
             }
             client.refresh_heads(&mut state).await?;
             client.check_kept_head(&state)?;
@@ -166,7 +222,7 @@ impl Client {
                 .iter()
                 .map(|r| r.address.clone())
                 .collect();
-            (entries.len() as u64, replicas)
+            (entries, replicas)
         };
         let mut tables = Vec::new();
         for table in client.catalog().await.tables() {

@@ -63,8 +63,6 @@ pub(super) struct Log {
     head: LogHead,
     entry: Option<Signed<Append>>,
     pub(super) replicas: Vec<Replica>,
-    /// Entries kept by a majority but not yet stored in pieces, oldest first.
-    unarchived: Vec<(u64, Signed<Append>)>,
 }
 
 /// Where one of the owner's replicas stands, from [`Client::replicas`].
@@ -422,15 +420,8 @@ impl Client {
             warn!(path = %path.display(), error = %e, "cannot keep the log head");
         }
         // Only an entry a majority kept goes into pieces: never one that lost its seq.
-        state.log.unarchived.push((next.seq, entry));
-        while let Some((seq, entry)) = state.log.unarchived.first() {
-            match self.archive(*seq, entry).await {
-                Ok(()) => drop(state.log.unarchived.remove(0)),
-                Err(e) => {
-                    warn!(seq, error = %e, "log entry not yet in pieces: tried again after the next statement");
-                    break;
-                }
-            }
+        if let Err(e) = self.archive_through(state, next.seq, entry).await {
+            warn!(seq = next.seq, error = %e, "log entry not yet in pieces: stored with the next one");
         }
         Ok(())
     }
