@@ -414,28 +414,12 @@ async fn sql_runs_against_an_index_provider_started_with_the_index_flag() {
     let at = format!("{}@{}", tracker.node, tracker.address);
     let providers: Vec<Daemon> = (0..6)
         .map(|i| {
-            let data = path(&format!("provider-{i}"));
-            let mut args = vec![
-                "provider",
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                &data,
-                "--tracker",
-                &at,
-                "--capacity-bytes",
-                "1073741824",
-            ];
-            if i == 0 {
-                args.push("--index");
+            let data = dir.path().join(format!("provider-{i}"));
+            match i {
+                0 => provider(&data, &at, GIB, &["--index"], &[]),
+                1 => provider(&data, &at, GIB, &[], &[("WWT_PROVIDER_INDEX", "true")]),
+                _ => provider(&data, &at, GIB, &[], &[]),
             }
-            let env: &[(&str, &str)] = if i == 1 {
-                &[("WWT_PROVIDER_INDEX", "true")]
-            } else {
-                &[]
-            };
-            Daemon::spawn(&args, env)
         })
         .collect();
     let connector = GrpcConnector::with_timeout(Duration::from_secs(10));
@@ -497,12 +481,10 @@ async fn sql_runs_against_an_index_provider_started_with_the_index_flag() {
     assert!(stderr.contains("--index"), "{stderr}");
 }
 
-/// `wwt provider run` on any free loopback port with its data in `dir`, reporting to the
-/// tracker `at`: an index provider that sells no disk (`--index --capacity-bytes 0`), or a
-/// storage provider with 1 GiB.
-fn provider(dir: &Path, at: &str, index: bool) -> Daemon {
+/// `wwt provider run` on any free loopback port with its data in `dir`, `capacity` bytes to
+/// sell, reporting to the tracker `at`, with `flags` and `env` added.
+fn provider(dir: &Path, at: &str, capacity: &str, flags: &[&str], env: &[(&str, &str)]) -> Daemon {
     let dir = dir.to_str().unwrap();
-    let capacity = if index { "0" } else { "1073741824" };
     let mut args = vec![
         "provider",
         "run",
@@ -515,10 +497,16 @@ fn provider(dir: &Path, at: &str, index: bool) -> Daemon {
         "--capacity-bytes",
         capacity,
     ];
-    if index {
-        args.push("--index");
-    }
-    Daemon::spawn(&args, &[])
+    args.extend_from_slice(flags);
+    Daemon::spawn(&args, env)
+}
+
+/// 1 GiB, in bytes, as `--capacity-bytes` takes it.
+const GIB: &str = "1073741824";
+
+/// An index provider that sells no disk (`--index --capacity-bytes 0`).
+fn index_provider(dir: &Path, at: &str) -> Daemon {
+    provider(dir, at, "0", &["--index"], &[])
 }
 
 /// Three index providers started by hand hold an owner's log: one is killed with SIGKILL and
@@ -532,10 +520,18 @@ async fn index_replicas_survive_kill_9_and_a_wiped_folder() {
     let tracker = Daemon::tracker(&dir.path().join("tracker"));
     let at = format!("{}@{}", tracker.node, tracker.address);
     let storage: Vec<Daemon> = (0..6)
-        .map(|i| provider(&dir.path().join(format!("provider-{i}")), &at, false))
+        .map(|i| {
+            provider(
+                &dir.path().join(format!("provider-{i}")),
+                &at,
+                GIB,
+                &[],
+                &[],
+            )
+        })
         .collect();
     let index_dir = |i: usize| dir.path().join(format!("index-{i}"));
-    let mut index: Vec<Daemon> = (0..3).map(|i| provider(&index_dir(i), &at, true)).collect();
+    let mut index: Vec<Daemon> = (0..3).map(|i| index_provider(&index_dir(i), &at)).collect();
     let connector = GrpcConnector::with_timeout(Duration::from_secs(10));
     let tracker_api = connector.tracker(&tracker.address).unwrap();
     for p in storage.iter().chain(&index) {
@@ -576,7 +572,7 @@ async fn index_replicas_survive_kill_9_and_a_wiped_folder() {
     // Wiped and started again on its folder: same identity, a new port, no log.
     index[1].kill();
     std::fs::remove_dir_all(index_dir(1).join("index")).unwrap();
-    index[1] = provider(&index_dir(1), &at, true);
+    index[1] = index_provider(&index_dir(1), &at);
     wait_alive(tracker_api.as_ref(), &index[1].address).await;
     insert(200);
     let out = wwt("SELECT count(*) FROM notes WHERE MATCH(body, 'note')");
@@ -591,7 +587,7 @@ async fn index_replicas_survive_kill_9_and_a_wiped_folder() {
     index[1].kill();
     for (i, daemon) in index.iter_mut().enumerate() {
         std::fs::remove_dir_all(index_dir(i).join("index")).ok();
-        *daemon = provider(&index_dir(i), &at, true);
+        *daemon = index_provider(&index_dir(i), &at);
         wait_alive(tracker_api.as_ref(), &daemon.address).await;
     }
     let out = run(&["recover", "--trackers", &at]);
