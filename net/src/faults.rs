@@ -20,7 +20,9 @@ use crate::NetError;
 use crate::api::{Connector, ProviderApi, TrackerApi};
 use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
-use crate::index::{Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable};
+use crate::index::{
+    Answer, Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable,
+};
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, PieceData, PieceStream, Placement,
     ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentLocation, StorePiece,
@@ -320,7 +322,10 @@ impl IndexApi for FaultyIndex {
         self.inner.entries(request).await
     }
 
-    async fn query(&self, request: Signed<QueryTable>) -> Result<wwt_index::QueryOutput, NetError> {
+    async fn query(
+        &self,
+        request: Signed<QueryTable>,
+    ) -> Result<Answer<wwt_index::QueryOutput>, NetError> {
         self.faults.before_call(&self.address).await?;
         self.inner.query(request).await
     }
@@ -328,7 +333,7 @@ impl IndexApi for FaultyIndex {
     async fn catalog(
         &self,
         request: Signed<GetCatalog>,
-    ) -> Result<wwt_index::CatalogBlob, NetError> {
+    ) -> Result<Answer<wwt_index::CatalogBlob>, NetError> {
         self.faults.before_call(&self.address).await?;
         self.inner.catalog(request).await
     }

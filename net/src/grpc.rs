@@ -18,7 +18,9 @@ use crate::api::{Connector, ProviderApi, TrackerApi};
 use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
 use crate::error::NOT_SERVED;
-use crate::index::{Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable};
+use crate::index::{
+    Answer, Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable,
+};
 use crate::proto::index_client::IndexClient;
 use crate::proto::index_server::{Index, IndexServer};
 use crate::proto::provider_client::ProviderClient;
@@ -546,7 +548,10 @@ impl IndexApi for GrpcIndex {
             .collect()
     }
 
-    async fn query(&self, request: Signed<QueryTable>) -> Result<wwt_index::QueryOutput, NetError> {
+    async fn query(
+        &self,
+        request: Signed<QueryTable>,
+    ) -> Result<Answer<wwt_index::QueryOutput>, NetError> {
         let reply = self
             .client
             .clone()
@@ -559,7 +564,7 @@ impl IndexApi for GrpcIndex {
     async fn catalog(
         &self,
         request: Signed<GetCatalog>,
-    ) -> Result<wwt_index::CatalogBlob, NetError> {
+    ) -> Result<Answer<wwt_index::CatalogBlob>, NetError> {
         let reply = self
             .client
             .clone()

@@ -47,9 +47,19 @@ pub trait IndexApi: Send + Sync {
     /// Entries of an owner's log after a seq, in order: how a replica catches up.
     async fn entries(&self, request: Signed<GetEntries>) -> Result<Vec<Signed<Append>>, NetError>;
     /// Answers a query on one of the signer's tables.
-    async fn query(&self, request: Signed<QueryTable>) -> Result<QueryOutput, NetError>;
+    async fn query(&self, request: Signed<QueryTable>) -> Result<Answer<QueryOutput>, NetError>;
     /// The signer's encrypted catalog.
-    async fn catalog(&self, request: Signed<GetCatalog>) -> Result<CatalogBlob, NetError>;
+    async fn catalog(&self, request: Signed<GetCatalog>) -> Result<Answer<CatalogBlob>, NetError>;
+}
+
+/// A replica's answer to a read, and the seq of the owner's log it reflects (the replica's
+/// last applied entry): a client that knows a later head does not believe it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer<T> {
+    /// The answer.
+    pub value: T,
+    /// The seq it reflects.
+    pub seq: u64,
 }
 
 /// Create a table with these indexes.
@@ -580,10 +590,11 @@ impl From<QueryTable> for proto::QueryRequest {
     }
 }
 
-impl TryFrom<proto::QueryResponse> for QueryOutput {
+impl TryFrom<proto::QueryResponse> for Answer<QueryOutput> {
     type Error = NetError;
     fn try_from(w: proto::QueryResponse) -> Result<Self, NetError> {
-        match w.output {
+        let seq = w.seq;
+        let value = match w.output {
             Some(proto::query_response::Output::Rows(r)) => Ok(QueryOutput::Rows(
                 r.hits
                     .into_iter()
@@ -609,13 +620,14 @@ impl TryFrom<proto::QueryResponse> for QueryOutput {
                     .collect::<Result<_, NetError>>()?,
             )),
             None => Err(NetError::BadRequest("query answer is empty".into())),
-        }
+        }?;
+        Ok(Answer { value, seq })
     }
 }
 
-impl From<QueryOutput> for proto::QueryResponse {
-    fn from(o: QueryOutput) -> Self {
-        let output = match o {
+impl From<Answer<QueryOutput>> for proto::QueryResponse {
+    fn from(a: Answer<QueryOutput>) -> Self {
+        let output = match a.value {
             QueryOutput::Rows(hits) => proto::query_response::Output::Rows(proto::RowHits {
                 hits: hits
                     .into_iter()
@@ -641,6 +653,7 @@ impl From<QueryOutput> for proto::QueryResponse {
         };
         proto::QueryResponse {
             output: Some(output),
+            seq: a.seq,
         }
     }
 }
@@ -793,20 +806,24 @@ impl From<GetEntries> for proto::GetEntriesRequest {
     }
 }
 
-impl From<CatalogBlob> for proto::CatalogResponse {
-    fn from(c: CatalogBlob) -> Self {
+impl From<Answer<CatalogBlob>> for proto::CatalogResponse {
+    fn from(a: Answer<CatalogBlob>) -> Self {
         proto::CatalogResponse {
-            version: c.version,
-            blob: Bytes::from(c.blob),
+            version: a.value.version,
+            blob: Bytes::from(a.value.blob),
+            seq: a.seq,
         }
     }
 }
 
-impl From<proto::CatalogResponse> for CatalogBlob {
+impl From<proto::CatalogResponse> for Answer<CatalogBlob> {
     fn from(w: proto::CatalogResponse) -> Self {
-        CatalogBlob {
-            version: w.version,
-            blob: w.blob.to_vec(),
+        Answer {
+            value: CatalogBlob {
+                version: w.version,
+                blob: w.blob.to_vec(),
+            },
+            seq: w.seq,
         }
     }
 }

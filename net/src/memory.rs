@@ -14,7 +14,9 @@ use tonic::Status;
 use crate::api::{Connector, Discovery, FoundHolder, ProviderApi, TrackerApi};
 use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
-use crate::index::{Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable};
+use crate::index::{
+    Answer, Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable,
+};
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, PieceStream,
     Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId,
@@ -306,7 +308,10 @@ impl IndexApi for MemoryIndex {
         reply.into_iter().map(request).collect()
     }
 
-    async fn query(&self, req: Signed<QueryTable>) -> Result<wwt_index::QueryOutput, NetError> {
+    async fn query(
+        &self,
+        req: Signed<QueryTable>,
+    ) -> Result<Answer<wwt_index::QueryOutput>, NetError> {
         let reply = self
             .target()?
             .query(request(req)?)
@@ -315,7 +320,10 @@ impl IndexApi for MemoryIndex {
         through_wire::<_, proto::QueryResponse>(reply)
     }
 
-    async fn catalog(&self, req: Signed<GetCatalog>) -> Result<wwt_index::CatalogBlob, NetError> {
+    async fn catalog(
+        &self,
+        req: Signed<GetCatalog>,
+    ) -> Result<Answer<wwt_index::CatalogBlob>, NetError> {
         let reply = self
             .target()?
             .catalog(request(req)?)

@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use tracing::{debug, info, warn};
 use wwt_index::{CatalogBlob, IndexError, IndexStore, LocalIndexStore, OwnerId, QueryOutput};
 use wwt_net::index::{
-    Append, GetCatalog, GetEntries, GetHead, LogHead, LogOp, MAX_ENTRIES_PER_CALL, QueryTable,
-    entry_hash, open_entry,
+    Answer, Append, GetCatalog, GetEntries, GetHead, LogHead, LogOp, MAX_ENTRIES_PER_CALL,
+    QueryTable, entry_hash, open_entry,
 };
 use wwt_net::types::NodeId;
 use wwt_net::{Connector, Identity, IndexApi, NetError, Signed, Verifier};
@@ -120,17 +120,20 @@ impl IndexService {
         self.inner.logs.head(owner)
     }
 
-    /// Runs `op` on the store off the async threads, as the verified signer.
+    /// Runs `op` on the store off the async threads, as the verified signer; the answer says
+    /// which seq of the signer's log it reflects (at least: entries applied meanwhile may
+    /// show too).
     async fn read<T, R>(
         &self,
         request: Signed<T>,
         op: impl FnOnce(&LocalIndexStore, &OwnerId, T) -> Result<R, IndexError> + Send + 'static,
-    ) -> Result<R, NetError>
+    ) -> Result<Answer<R>, NetError>
     where
         T: wwt_net::auth::Body + Send + 'static,
         R: Send + 'static,
     {
         let (signer, body) = self.inner.verifier.verify(request)?;
+        let seq = self.inner.logs.applied(&signer)?;
         let inner = self.inner.clone();
         let answer =
             tokio::task::spawn_blocking(move || op(&inner.store, &OwnerId(signer.0), body))
@@ -139,7 +142,10 @@ impl IndexService {
         if let Err(e) = &answer {
             debug!(owner = %signer, error = %e, "index request refused");
         }
-        Ok(answer?)
+        Ok(Answer {
+            value: answer?,
+            seq,
+        })
     }
 
     /// Whether `signer` may read `owner`'s log: the owner, or a replica its head names.
@@ -479,12 +485,12 @@ impl IndexApi for IndexService {
         .map_err(|e| NetError::Internal(format!("index task failed: {e}")))?
     }
 
-    async fn query(&self, request: Signed<QueryTable>) -> Result<QueryOutput, NetError> {
+    async fn query(&self, request: Signed<QueryTable>) -> Result<Answer<QueryOutput>, NetError> {
         self.read(request, |s, owner, q| s.query(owner, &q.table, &q.query))
             .await
     }
 
-    async fn catalog(&self, request: Signed<GetCatalog>) -> Result<CatalogBlob, NetError> {
+    async fn catalog(&self, request: Signed<GetCatalog>) -> Result<Answer<CatalogBlob>, NetError> {
         self.read(request, |s, owner, _| s.catalog(owner)).await
     }
 }

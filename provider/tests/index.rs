@@ -16,8 +16,8 @@ use wwt_index::{
 };
 use wwt_net::grpc::GrpcConnector;
 use wwt_net::index::{
-    Append, ApplyBatch, CreateTable, GetCatalog, GetEntries, GetHead, LogHead, LogOp, MAX_REPLICAS,
-    PutCatalog, QueryTable, entry_hash, open_entry,
+    Answer, Append, ApplyBatch, CreateTable, GetCatalog, GetEntries, GetHead, LogHead, LogOp,
+    MAX_REPLICAS, PutCatalog, QueryTable, entry_hash, open_entry,
 };
 use wwt_net::memory::MemoryNetwork;
 use wwt_net::types::NodeId;
@@ -95,8 +95,8 @@ fn row(i: u8, words: &str, age: u64, ope: &mut OpeEncoder) -> RowEntries {
     }
 }
 
-fn ids(out: QueryOutput) -> Vec<RowId> {
-    match out {
+fn ids(out: Answer<QueryOutput>) -> Vec<RowId> {
+    match out.value {
         QueryOutput::Rows(hits) => hits.into_iter().map(|h| h.row).collect(),
         QueryOutput::Counts(_) => panic!("expected rows"),
     }
@@ -260,12 +260,15 @@ async fn owners_reach_only_their_tables(hosted: Hosted) {
         .catalog(alice.id.sign(GetCatalog).unwrap())
         .await
         .unwrap();
-    assert_eq!((mine.version, mine.blob.as_slice()), (1, &b"sealed"[..]));
+    assert_eq!(
+        (mine.value.version, mine.value.blob.as_slice(), mine.seq),
+        (1, &b"sealed"[..], 3)
+    );
     let theirs = index
         .catalog(mallory.id.sign(GetCatalog).unwrap())
         .await
         .unwrap();
-    assert_eq!((theirs.version, theirs.blob.len()), (0, 0));
+    assert_eq!((theirs.value.version, theirs.value.blob.len()), (0, 0));
     assert_eq!(alice.head(&index).await, 3);
 
     // Bad entries are refused with a clear status and change nothing: a seq already taken by
@@ -357,7 +360,10 @@ async fn owners_reach_only_their_tables(hosted: Hosted) {
         .catalog(alice.id.sign(GetCatalog).unwrap())
         .await
         .unwrap();
-    assert_eq!((mine.version, mine.blob.as_slice()), (2, &b"second"[..]));
+    assert_eq!(
+        (mine.value.version, mine.value.blob.as_slice(), mine.seq),
+        (2, &b"second"[..], 4)
+    );
 
     // Replayed reads are refused.
     let forged = mallory.id.sign_with(text.clone(), now_ms(), [3; 16]);

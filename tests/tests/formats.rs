@@ -58,7 +58,12 @@ async fn manifests_filed_under_legacy_row_ids_still_read() {
             limit: 1000,
         },
     };
-    let QueryOutput::Rows(hits) = index.query(owner.sign(request).unwrap()).await.unwrap() else {
+    let QueryOutput::Rows(hits) = index
+        .query(owner.sign(request).unwrap())
+        .await
+        .unwrap()
+        .value
+    else {
         panic!("a scan answered with counts");
     };
     assert!(!hits.is_empty(), "the insert filed no manifest");

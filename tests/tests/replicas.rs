@@ -15,7 +15,9 @@ use wwt_client::db::{Client, ClientConfig, ReplicaStatus};
 use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
 use wwt_engine::Keystore;
 use wwt_index::{CatalogBlob, QueryOutput};
-use wwt_net::index::{Append, GetCatalog, GetEntries, GetHead, LogHead, QueryTable, entry_hash};
+use wwt_net::index::{
+    Answer, Append, GetCatalog, GetEntries, GetHead, LogHead, QueryTable, entry_hash,
+};
 use wwt_net::{IndexApi, NetError, Signed, proto};
 use wwt_query::Value;
 
@@ -26,7 +28,8 @@ use sqlgen::*;
 /// How a lying index provider lies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lie {
-    /// Its head stays where it was when it began to lie; its queries find nothing.
+    /// It shows the first head it ever showed (an empty log), as a replica rolled back or
+    /// wiped would; its queries find nothing.
     Stale,
     /// It acknowledges entries without keeping them.
     Drop,
@@ -41,8 +44,8 @@ struct Lying {
     inner: Arc<dyn IndexApi>,
     p: usize,
     liar: Liar,
-    /// The head it shows while [`Lie::Stale`].
-    frozen: Mutex<Option<Option<Signed<Append>>>>,
+    /// The first head it showed: what it shows while [`Lie::Stale`].
+    first: Mutex<Option<Option<Signed<Append>>>>,
 }
 
 impl Lying {
@@ -68,16 +71,13 @@ impl IndexApi for Lying {
     }
 
     async fn head(&self, request: Signed<GetHead>) -> Result<Option<Signed<Append>>, NetError> {
+        let head = self.inner.head(request).await?;
+        let mut first = self.first.lock().unwrap();
+        let first = first.get_or_insert_with(|| head.clone());
         if self.lie() == Some(Lie::Stale) {
-            let frozen = self.frozen.lock().unwrap().clone();
-            if let Some(head) = frozen {
-                return Ok(head);
-            }
-            let head = self.inner.head(request).await?;
-            *self.frozen.lock().unwrap() = Some(head.clone());
-            return Ok(head);
+            return Ok(first.clone());
         }
-        self.inner.head(request).await
+        Ok(head)
     }
 
     async fn entries(&self, request: Signed<GetEntries>) -> Result<Vec<Signed<Append>>, NetError> {
@@ -98,24 +98,30 @@ impl IndexApi for Lying {
             .collect())
     }
 
-    async fn query(&self, request: Signed<QueryTable>) -> Result<QueryOutput, NetError> {
+    async fn query(&self, request: Signed<QueryTable>) -> Result<Answer<QueryOutput>, NetError> {
         if self.lie() == Some(Lie::Stale) {
-            return Ok(QueryOutput::Rows(Vec::new()));
+            let first = self.first.lock().unwrap().clone().flatten();
+            let seq = first.map_or(0, |e| wwt_net::index::open_entry(&e).unwrap().1.seq);
+            return Ok(Answer {
+                value: QueryOutput::Rows(Vec::new()),
+                seq,
+            });
         }
         self.inner.query(request).await
     }
 
-    async fn catalog(&self, request: Signed<GetCatalog>) -> Result<CatalogBlob, NetError> {
+    async fn catalog(&self, request: Signed<GetCatalog>) -> Result<Answer<CatalogBlob>, NetError> {
         self.inner.catalog(request).await
     }
 }
 
 async fn network(transport: Transport, seed: u64, liar: &Liar) -> (tempfile::TempDir, LocalNet) {
     let dir = tempfile::tempdir().unwrap();
-    // Seven providers: RS 4+2 pieces still find six homes with one down.
+    // Seven providers: RS 4+2 pieces still find six homes with one down. Four index
+    // providers: an owner's three replicas and one to replace them.
     let shape = Shape {
         providers: 7,
-        index_providers: 3,
+        index_providers: 4,
         heartbeat_ms: 200,
         transport,
         seed: Some(seed),
@@ -128,7 +134,7 @@ async fn network(transport: Transport, seed: u64, liar: &Liar) -> (tempfile::Tem
                 inner,
                 p,
                 liar: liar.clone(),
-                frozen: Mutex::new(None),
+                first: Mutex::new(None),
             })
         })),
         ..Hooks::default()
@@ -417,11 +423,58 @@ async fn recovery_from_the_keystore_alone_restores_every_table_over_grpc() {
     recovery_from_the_keystore_alone_restores_every_table(Transport::Grpc).await;
 }
 
-/// Two devices of one owner insert into one table at once: every row of both lands.
+async fn a_replica_gone_for_good_is_replaced(transport: Transport) {
+    let seed = wwt_tests::seed(0x9e9_2026);
+    let (_dir, mut net) = network(transport, seed, &Liar::default()).await;
+    let keys = Keystore::generate();
+    let client = connect(&net, &keys).await;
+    let conn = sqlite();
+    client.execute(SCHEMA).await.unwrap();
+    client.execute(INDEXES).await.unwrap();
+    let rounds = workload(seed, 2);
+    run(&client, &conn, &rounds[0], 6).await;
+    let set = replicas(&net, &client).await;
+    let spare = replicas_of(&net)
+        .into_iter()
+        .find(|p| !set.contains(p))
+        .unwrap();
+
+    // A replica dies for good: once the trackers no longer list it, a device that connects
+    // replaces it with the spare, its next entries name the new set, and the spare catches
+    // up from the other two.
+    net.stop_provider(set[0]).await.unwrap();
+    net.wait_alive(6).await.unwrap();
+    let device = connect(&net, &keys).await;
+    let now = replicas(&net, &device).await;
+    assert!(now.contains(&spare) && !now.contains(&set[0]), "{now:?}");
+    run(&device, &conn, &rounds[1], 6).await;
+    caught_up(&net, &device, spare).await;
+
+    // Through the spare alone, every query matches.
+    let mut config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
+    config.index = vec![net.endpoints.providers[spare].address.clone()];
+    let alone = Client::connect(&keys, net.connector(), config)
+        .await
+        .unwrap();
+    let compared = agree(&alone, &conn, &rounds[1].queries).await;
+    println!("{compared} statements agree with SQLite");
+    net.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_clients_of_one_owner_lose_no_row() {
+async fn a_replica_gone_for_good_is_replaced_in_memory() {
+    a_replica_gone_for_good_is_replaced(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_gone_for_good_is_replaced_over_grpc() {
+    a_replica_gone_for_good_is_replaced(Transport::Grpc).await;
+}
+
+/// Two devices of one owner insert into one table at once: every row of both lands.
+async fn two_clients_of_one_owner_lose_no_row(transport: Transport) {
     let seed = wwt_tests::seed(0x2c1_2026);
-    let (_dir, net) = network(Transport::Memory, seed, &Liar::default()).await;
+    let (_dir, net) = network(transport, seed, &Liar::default()).await;
     let keys = Keystore::generate();
     let first = connect(&net, &keys).await;
     first
@@ -455,6 +508,16 @@ async fn two_clients_of_one_owner_lose_no_row() {
         );
     }
     net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_of_one_owner_lose_no_row_in_memory() {
+    two_clients_of_one_owner_lose_no_row(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_of_one_owner_lose_no_row_over_grpc() {
+    two_clients_of_one_owner_lose_no_row(Transport::Grpc).await;
 }
 
 /// A device whose catalog is older than the log's (another device created a table since)

@@ -27,7 +27,7 @@ use futures::stream::FuturesUnordered;
 use tracing::warn;
 use wwt_index::{CatalogBlob, QueryOutput};
 use wwt_net::index::{
-    Append, GetCatalog, GetHead, LogHead, LogOp, QueryTable, entry_hash, open_entry,
+    Answer, Append, GetCatalog, GetHead, LogHead, LogOp, QueryTable, entry_hash, open_entry,
 };
 use wwt_net::types::NodeId;
 use wwt_net::{IndexApi, NetError, Signed, rendezvous};
@@ -426,12 +426,13 @@ impl Client {
         Ok(())
     }
 
-    /// Runs `call` at the first replica at the head that answers; asks the replicas for
-    /// their heads again once if none did.
+    /// Runs `call` at the first replica at the head that answers as of the head; asks the
+    /// replicas for their heads again once if none did. A replica whose answer reflects an
+    /// older seq than its head showed (rolled back since) is taken as behind.
     async fn read_fresh<R, F, Fut>(&self, state: &mut State, call: F) -> Result<R>
     where
         F: Fn(Arc<dyn IndexApi>) -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<R, NetError>>,
+        Fut: std::future::Future<Output = std::result::Result<Answer<R>, NetError>>,
     {
         let mut errors = Vec::new();
         for round in 0..2 {
@@ -439,9 +440,20 @@ impl Client {
                 self.refresh_heads(state).await?;
             }
             let head = state.log.head;
-            for r in state.log.replicas.iter().filter(|r| r.at(&head)) {
+            for r in state.log.replicas.iter_mut().filter(|r| r.at(&head)) {
                 match call(r.api.clone()).await {
-                    Ok(answer) => return Ok(answer),
+                    Ok(answer) if answer.seq >= head.seq => return Ok(answer.value),
+                    Ok(answer) => {
+                        warn!(
+                            "index provider {} answered as of seq {}, behind {}: skipped",
+                            r.id, answer.seq, head.seq
+                        );
+                        r.head = LogHead {
+                            seq: answer.seq,
+                            hash: [0; 32],
+                        };
+                        errors.push(format!("{}: behind", r.id));
+                    }
                     Err(e @ NetError::Unavailable(_)) => errors.push(format!("{}: {e}", r.id)),
                     Err(e) => return Err(index_err(e)),
                 }
