@@ -554,7 +554,8 @@ async fn a_table_created_on_a_stale_catalog_loses_no_other_table() {
     net.shutdown().await.unwrap();
 }
 
-/// A device that saw a newer head refuses an emptied replica set instead of showing no tables.
+/// A device that saw a newer head, or a new one that finds the log in pieces further on,
+/// refuses an emptied replica set instead of showing no tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_never_takes_wiped_replicas_for_an_empty_database() {
     let seed = wwt_tests::seed(0x3e9_2026);
@@ -578,6 +579,13 @@ async fn a_device_never_takes_wiped_replicas_for_an_empty_database() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("behind seq"), "{err}");
+    // A new device, with no kept head, finds the log in pieces ahead of the replicas.
+    let config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
+    let err = Client::connect(&keys, net.connector(), config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wwt recover"), "{err}");
     net.shutdown().await.unwrap();
 }
 

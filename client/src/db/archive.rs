@@ -119,6 +119,31 @@ impl Client {
         Ok(())
     }
 
+    /// Refuses replicas whose head is behind the log in pieces (entry head + 1 is stored
+    /// there): they were wiped or rolled back, and showing them would show tables missing.
+    /// One `Locate`, and the keys alone find it: a new device needs no kept head for this.
+    pub(super) async fn check_pieces_head(&self, state: &mut State) -> Result<()> {
+        let keys = log_keys(&self.master);
+        let next = state.log.head.seq + 1;
+        if !self
+            .storage
+            .entrusted(SegmentId(entry_segment(&keys, next).0))
+            .await?
+        {
+            return Ok(());
+        }
+        // Another device may have appended it since the heads were asked.
+        self.refresh_heads(state).await?;
+        if state.log.head.seq < next {
+            return Err(ClientError::Index(NetError::Unavailable(format!(
+                "the index replicas hold this owner's log to seq {}, but its copy in pieces \
+                 goes further: they were wiped or rolled back; rebuild them with `wwt recover`",
+                next - 1
+            ))));
+        }
+        Ok(())
+    }
+
     /// Entry `seq` of the owner's log, from a replica that holds it, checked.
     async fn replica_entry(&self, state: &State, seq: u64) -> Result<Signed<Append>> {
         let owner = self.identity.node_id();

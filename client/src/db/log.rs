@@ -60,7 +60,7 @@ impl Replica {
 /// The owner's log as this client knows it: the highest head seen and the replica set.
 #[derive(Default)]
 pub(super) struct Log {
-    head: LogHead,
+    pub(super) head: LogHead,
     entry: Option<Signed<Append>>,
     pub(super) replicas: Vec<Replica>,
 }

@@ -275,6 +275,7 @@ impl Client {
             let mut state = client.state.lock().await;
             client.open_log(&mut state).await?;
             client.check_kept_head(&state)?;
+            client.check_pieces_head(&mut state).await?;
             client.reload_catalog(&mut state).await?;
         }
         Ok(client)
