@@ -207,6 +207,24 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// Opens the map at `dir`. sled lets go of its file lock from background threads after
+    /// its last handle is dropped, so a map dropped just before may still hold it: wait for
+    /// that, up to 10 s, as a restarted daemon's supervisor would.
+    fn open(dir: &Path) -> PieceMap {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match PieceMap::open(dir) {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn entries_round_trip(index: u32, piece: [u8; 32], size: u64, holders: Vec<[u8; 32]>) {
@@ -227,7 +245,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = SegmentId([1; 32]);
         {
-            let map = PieceMap::open(dir.path()).unwrap();
+            let map = open(dir.path());
             map.claim(&seg, &NodeId([9; 32])).unwrap();
             assert!(map.claim(&seg, &NodeId([8; 32])).is_err());
             map.add_holder(&seg, 1, PieceId([2; 32]), 10, NodeId([3; 32]))
@@ -240,7 +258,7 @@ mod tests {
                 .unwrap();
             map.flush().await.unwrap();
         }
-        let map = PieceMap::open(dir.path()).unwrap();
+        let map = open(dir.path());
         assert_eq!(map.owner(&seg).unwrap(), Some(NodeId([9; 32])));
         let pieces = map.segment(&seg).unwrap();
         assert_eq!(pieces.len(), 2);
