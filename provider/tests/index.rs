@@ -118,6 +118,15 @@ impl Writer {
         }
     }
 
+    /// The same owner, believing its head is `head`.
+    fn at(&self, head: LogHead) -> Writer {
+        Writer {
+            id: self.id.clone(),
+            head,
+            replica: self.replica,
+        }
+    }
+
     /// The next entry, signed.
     fn next(&self, op: LogOp) -> Signed<Append> {
         self.id
@@ -274,40 +283,28 @@ async fn owners_reach_only_their_tables(hosted: Hosted) {
     // Bad entries are refused with a clear status and change nothing: a seq already taken by
     // another entry, a gap, a wrong previous hash, a forged signature, garbage, too many
     // replicas. The same entry sent again is kept once.
-    let taken = Writer {
-        head: LogHead {
-            seq: 2,
-            ..alice.head
-        },
-        id: alice.id.clone(),
-        replica: hosted.node,
-    };
+    let taken = alice.at(LogHead {
+        seq: 2,
+        ..alice.head
+    });
     let err = index
         .append(taken.next(catalog(1, b"other")))
         .await
         .unwrap_err();
     assert!(matches!(err, NetError::Conflict(_)), "{err}");
-    let gap = Writer {
-        head: LogHead {
-            seq: 7,
-            ..alice.head
-        },
-        id: alice.id.clone(),
-        replica: hosted.node,
-    };
+    let gap = alice.at(LogHead {
+        seq: 7,
+        ..alice.head
+    });
     let err = index
         .append(gap.next(catalog(2, b"other")))
         .await
         .unwrap_err();
     assert!(matches!(err, NetError::Precondition(_)), "{err}");
-    let fork = Writer {
-        head: LogHead {
-            hash: [9; 32],
-            ..alice.head
-        },
-        id: alice.id.clone(),
-        replica: hosted.node,
-    };
+    let fork = alice.at(LogHead {
+        hash: [9; 32],
+        ..alice.head
+    });
     let err = index
         .append(fork.next(catalog(2, b"other")))
         .await

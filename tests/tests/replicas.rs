@@ -145,6 +145,29 @@ async fn network(transport: Transport, seed: u64, liar: &Liar) -> (tempfile::Tem
     (dir, net)
 }
 
+/// A network, one owner's keys and client, the oracle, and the workload's tables on both.
+struct Owner {
+    _dir: tempfile::TempDir,
+    net: LocalNet,
+    keys: Keystore,
+    client: Client,
+    conn: rusqlite::Connection,
+}
+
+async fn owner(transport: Transport, seed: u64, liar: &Liar) -> Owner {
+    let (_dir, net) = network(transport, seed, liar).await;
+    let keys = Keystore::generate();
+    let client = connect(&net, &keys).await;
+    client.execute(SCHEMA).await.unwrap();
+    Owner {
+        _dir,
+        net,
+        keys,
+        client,
+        conn: sqlite(),
+    }
+}
+
 async fn connect(net: &LocalNet, keys: &Keystore) -> Client {
     let config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
     Client::connect(keys, net.connector(), config)
@@ -258,11 +281,13 @@ async fn run(client: &Client, conn: &rusqlite::Connection, round: &Round, change
 async fn a_lost_replica_fails_nothing_and_a_wiped_one_catches_up(transport: Transport) {
     let seed = wwt_tests::seed(0x1e9_2026);
     let liar = Liar::default();
-    let (_dir, mut net) = network(transport, seed, &liar).await;
-    let keys = Keystore::generate();
-    let client = connect(&net, &keys).await;
-    let conn = sqlite();
-    client.execute(SCHEMA).await.unwrap();
+    let Owner {
+        _dir,
+        mut net,
+        keys,
+        client,
+        conn,
+    } = owner(transport, seed, &liar).await;
     let rounds = workload(seed, 3);
     let set = replicas(&net, &client).await;
     assert_eq!(set.len(), 3, "R = 3 replicas");
@@ -306,11 +331,13 @@ async fn a_lost_replica_fails_nothing_and_a_wiped_one_catches_up_over_grpc() {
 async fn lying_replicas_are_never_believed(transport: Transport) {
     let seed = wwt_tests::seed(0x11e_2026);
     let liar = Liar::default();
-    let (_dir, mut net) = network(transport, seed, &liar).await;
-    let keys = Keystore::generate();
-    let client = connect(&net, &keys).await;
-    let conn = sqlite();
-    client.execute(SCHEMA).await.unwrap();
+    let Owner {
+        _dir,
+        mut net,
+        keys: _,
+        client,
+        conn,
+    } = owner(transport, seed, &liar).await;
     client.execute(INDEXES).await.unwrap();
     let rounds = workload(seed, 3);
     let set = replicas(&net, &client).await;
@@ -351,11 +378,13 @@ async fn lying_replicas_are_never_believed_over_grpc() {
 
 async fn recovery_from_the_keystore_alone_restores_every_table(transport: Transport) {
     let seed = wwt_tests::seed(0x4ec_2026);
-    let (_dir, mut net) = network(transport, seed, &Liar::default()).await;
-    let keys = Keystore::generate();
-    let client = connect(&net, &keys).await;
-    let conn = sqlite();
-    client.execute(SCHEMA).await.unwrap();
+    let Owner {
+        _dir,
+        mut net,
+        keys,
+        client,
+        conn,
+    } = owner(transport, seed, &Liar::default()).await;
     let rounds = workload(seed, 2);
     run(&client, &conn, &rounds[0], 3).await;
     // With two storage providers down, no segment finds six homes: the indexes are created,
@@ -425,11 +454,13 @@ async fn recovery_from_the_keystore_alone_restores_every_table_over_grpc() {
 
 async fn a_replica_gone_for_good_is_replaced(transport: Transport) {
     let seed = wwt_tests::seed(0x9e9_2026);
-    let (_dir, mut net) = network(transport, seed, &Liar::default()).await;
-    let keys = Keystore::generate();
-    let client = connect(&net, &keys).await;
-    let conn = sqlite();
-    client.execute(SCHEMA).await.unwrap();
+    let Owner {
+        _dir,
+        mut net,
+        keys,
+        client,
+        conn,
+    } = owner(transport, seed, &Liar::default()).await;
     client.execute(INDEXES).await.unwrap();
     let rounds = workload(seed, 2);
     run(&client, &conn, &rounds[0], 6).await;
