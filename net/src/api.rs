@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::NetError;
 use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::{Identity, Signed};
-use crate::index::IndexApi;
+use crate::index::{HeadRecord, IndexApi};
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, PieceId,
     PieceStream, Placement, ProviderRecord, ProviderStatus, ReadPiece, Reservation, ReserveSegment,
@@ -131,11 +131,19 @@ pub struct FoundHolder {
     pub address: Option<String>,
 }
 
-/// Finding the holders of a segment's pieces without a tracker (the Kademlia DHT).
+/// What a reader finds without a tracker (the Kademlia DHT): the holders of a segment's
+/// pieces, where a node serves, and the head of an owner's log.
 #[async_trait]
-pub trait Discovery: Send + Sync {
+pub trait Discovery: Send + Sync + std::fmt::Debug {
     /// Announces that this node holds pieces of `segment`.
     async fn announce(&self, segment: SegmentId) -> Result<(), NetError>;
     /// The nodes that announced pieces of `segment`.
     async fn holders(&self, segment: SegmentId) -> Result<Vec<FoundHolder>, NetError>;
+    /// The gRPC address `node` published, if it can be found.
+    async fn address(&self, node: NodeId) -> Result<Option<String>, NetError>;
+    /// Publishes an owner's signed head record; DHT nodes keep it only over an older one.
+    async fn publish_head(&self, record: &Signed<HeadRecord>) -> Result<(), NetError>;
+    /// The highest valid head record of `owner` that can be found, checked
+    /// ([`crate::index::open_head`]).
+    async fn head(&self, owner: NodeId) -> Result<Option<HeadRecord>, NetError>;
 }

@@ -367,6 +367,11 @@ body!(
     "/wwt.v1.Index/Append"
 );
 body!(
+    crate::index::HeadRecord,
+    proto::HeadRecord,
+    "wwt.v1.HeadRecord"
+);
+body!(
     crate::index::GetHead,
     proto::GetHeadRequest,
     "/wwt.v1.Index/Head"

@@ -144,6 +144,70 @@ pub struct LogHead {
     pub hash: [u8; 32],
 }
 
+/// The head of an owner's log as the owner publishes it in the DHT: where the log stands and
+/// who replicates it. Small (under [`MAX_HEAD_RECORD_BYTES`]) whatever the log holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadRecord {
+    /// The head: seq (1 or more) and that entry's hash.
+    pub head: LogHead,
+    /// The owner's replica set at that seq.
+    pub replicas: Vec<NodeId>,
+}
+
+/// The most bytes a signed [`HeadRecord`] may take.
+pub const MAX_HEAD_RECORD_BYTES: usize = 2048;
+
+/// The DHT key under which `owner` publishes its [`HeadRecord`]: derived from the owner id, so
+/// a DHT node checks a record against the key it is stored under.
+pub fn head_key(owner: &NodeId) -> [u8; 32] {
+    blake3::derive_key("wwt 2026-12 head record", &owner.0)
+}
+
+/// Checks a head record as it came from the DHT: bounded, signed (whenever) by the owner whose
+/// key it is stored under. Returns it signed, for passing on, and decoded.
+pub fn open_head(key: &[u8], bytes: &[u8]) -> Result<(Signed<HeadRecord>, HeadRecord), NetError> {
+    if bytes.len() > MAX_HEAD_RECORD_BYTES {
+        return Err(NetError::BadRequest(format!(
+            "a head record of {} bytes; at most {MAX_HEAD_RECORD_BYTES} are allowed",
+            bytes.len()
+        )));
+    }
+    let signed = Signed::<HeadRecord>::from_bytes(bytes)?;
+    if head_key(&signed.auth().signer) != key {
+        return Err(NetError::Unauthenticated(
+            "a head record signed by another owner than its key names".into(),
+        ));
+    }
+    check_signature(&signed)?;
+    let record = HeadRecord::try_from(proto::HeadRecord::decode(signed.body().clone())?)?;
+    Ok((signed, record))
+}
+
+/// Whether a DHT node keeps head record `new` under `key` in place of the one it `held`: `new`
+/// is valid, and above `held` unless that one is not. A replayed older record, or one of
+/// another lineage at the same seq, does not displace the newest.
+pub fn replaces_head(key: &[u8], new: &[u8], held: Option<&[u8]>) -> bool {
+    let Ok((_, new)) = open_head(key, new) else {
+        return false;
+    };
+    match held.and_then(|h| open_head(key, h).ok()) {
+        Some((_, held)) => new.head.seq > held.head.seq,
+        None => true,
+    }
+}
+
+/// Of head records found under `key`, the valid one with the highest seq: DHT peers may hold
+/// older ones, or lie.
+pub fn highest_head<'a>(
+    key: &[u8],
+    found: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<(Signed<HeadRecord>, HeadRecord)> {
+    found
+        .into_iter()
+        .filter_map(|bytes| open_head(key, bytes).ok())
+        .max_by_key(|(_, record)| record.head.seq)
+}
+
 /// Ask for an owner's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GetHead {
@@ -737,6 +801,42 @@ impl From<Append> for proto::LogEntry {
                     blob: Bytes::from(c.blob),
                 }),
             }),
+        }
+    }
+}
+
+impl TryFrom<proto::HeadRecord> for HeadRecord {
+    type Error = NetError;
+    fn try_from(w: proto::HeadRecord) -> Result<Self, NetError> {
+        if w.seq == 0 {
+            return Err(NetError::BadRequest("a head record names no entry".into()));
+        }
+        if w.replicas.is_empty() || w.replicas.len() > MAX_REPLICAS {
+            return Err(NetError::BadRequest(format!(
+                "a head record names {} replicas; 1 to {MAX_REPLICAS} are allowed",
+                w.replicas.len()
+            )));
+        }
+        Ok(HeadRecord {
+            head: LogHead {
+                seq: w.seq,
+                hash: hash_from(&w.hash, "the head's hash")?,
+            },
+            replicas: w
+                .replicas
+                .iter()
+                .map(|r| node_from(r, "a replica"))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl From<HeadRecord> for proto::HeadRecord {
+    fn from(r: HeadRecord) -> Self {
+        proto::HeadRecord {
+            seq: r.head.seq,
+            hash: wire(&r.head.hash),
+            replicas: r.replicas.iter().map(NodeId::to_wire).collect(),
         }
     }
 }

@@ -15,7 +15,8 @@ use crate::api::{Connector, Discovery, FoundHolder, ProviderApi, TrackerApi};
 use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
 use crate::auth::Signed;
 use crate::index::{
-    Answer, Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable,
+    Answer, Append, GetCatalog, GetEntries, GetHead, HeadRecord, IndexApi, LogHead, QueryTable,
+    head_key, open_head, replaces_head,
 };
 use crate::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, PieceStream,
@@ -357,10 +358,18 @@ impl Connector for MemoryNetwork {
     }
 }
 
-/// The in-memory twin of the DHT: one shared table of segment → announcing nodes.
+/// The in-memory twin of the DHT: segment → announcing nodes, node → address, and owners'
+/// head records, kept by the same rules as a DHT node keeps them.
 #[derive(Clone, Default, Debug)]
 pub struct MemoryDht {
     table: Arc<Mutex<HashMap<SegmentId, HashSet<FoundHolder>>>>,
+    addresses: Arc<Mutex<HashMap<NodeId, String>>>,
+    heads: Arc<Mutex<HashMap<[u8; 32], Vec<u8>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, NetError> {
+    m.lock()
+        .map_err(|_| NetError::Internal("memory DHT poisoned".into()))
 }
 
 impl MemoryDht {
@@ -369,8 +378,11 @@ impl MemoryDht {
         MemoryDht::default()
     }
 
-    /// The [`Discovery`] handle of one node in this table.
+    /// The [`Discovery`] handle of one node in this table; a node with an address publishes it.
     pub fn node(&self, node: NodeId, address: Option<String>) -> MemoryDiscovery {
+        if let (Some(address), Ok(mut addresses)) = (&address, lock(&self.addresses)) {
+            addresses.insert(node, address.clone());
+        }
         MemoryDiscovery {
             dht: self.clone(),
             me: FoundHolder { node, address },
@@ -388,26 +400,41 @@ pub struct MemoryDiscovery {
 #[async_trait]
 impl Discovery for MemoryDiscovery {
     async fn announce(&self, segment: SegmentId) -> Result<(), NetError> {
-        let mut table = self
-            .dht
-            .table
-            .lock()
-            .map_err(|_| NetError::Internal("memory DHT poisoned".into()))?;
-        table.entry(segment).or_default().insert(self.me.clone());
+        lock(&self.dht.table)?
+            .entry(segment)
+            .or_default()
+            .insert(self.me.clone());
         Ok(())
     }
 
     async fn holders(&self, segment: SegmentId) -> Result<Vec<FoundHolder>, NetError> {
-        let table = self
-            .dht
-            .table
-            .lock()
-            .map_err(|_| NetError::Internal("memory DHT poisoned".into()))?;
-        let mut found: Vec<FoundHolder> = table
+        let mut found: Vec<FoundHolder> = lock(&self.dht.table)?
             .get(&segment)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
         found.sort_by_key(|h| h.node);
         Ok(found)
+    }
+
+    async fn address(&self, node: NodeId) -> Result<Option<String>, NetError> {
+        Ok(lock(&self.dht.addresses)?.get(&node).cloned())
+    }
+
+    async fn publish_head(&self, record: &Signed<HeadRecord>) -> Result<(), NetError> {
+        let key = head_key(&record.auth().signer);
+        let bytes = record.to_bytes();
+        let mut heads = lock(&self.dht.heads)?;
+        if replaces_head(&key, &bytes, heads.get(&key).map(Vec::as_slice)) {
+            heads.insert(key, bytes);
+        }
+        Ok(())
+    }
+
+    async fn head(&self, owner: NodeId) -> Result<Option<HeadRecord>, NetError> {
+        let key = head_key(&owner);
+        Ok(lock(&self.dht.heads)?
+            .get(&key)
+            .and_then(|bytes| open_head(&key, bytes).ok())
+            .map(|(_, record)| record))
     }
 }

@@ -5,6 +5,10 @@
 //! the same key. Providers announce per segment (key = segment id) with Kademlia provider
 //! records, and publish one small value record, `"wwt/addr/" ‖ node id` → gRPC address, so a
 //! reader that found the holders of a segment through the DHT also learns where to call them.
+//! Owners publish the head of their log ([`HeadRecord`]) under a key derived from the owner
+//! id. A node keeps what peers put only if it is one of these: an address, or a head record
+//! signed by the owner its key names and newer than the one it holds, so a replayed old head
+//! never displaces a newer one at an honest node.
 //! In a network smaller than kad's replication factor, announcements travel in batches
 //! (`provide.rs`). Pieces never travel through the DHT.
 
@@ -17,8 +21,8 @@ use libp2p::identity::Keypair;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::kad::{
-    self, GetProvidersOk, GetRecordOk, K_VALUE, Mode, ProviderRecord, QueryId, QueryResult, Quorum,
-    Record, RecordKey,
+    self, GetProvidersOk, GetRecordOk, InboundRequest, K_VALUE, Mode, ProviderRecord, QueryId,
+    QueryResult, Quorum, Record, RecordKey, StoreInserts,
 };
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -30,9 +34,13 @@ use tracing::{debug, info, warn};
 
 use crate::NetError;
 use crate::api::{Discovery, FoundHolder};
-use crate::auth::Identity;
+use crate::auth::{Identity, Signed};
+use crate::index::{HeadRecord, head_key, highest_head, replaces_head};
 use crate::provide::{self, Announcer};
 use crate::types::{NodeId, SegmentId};
+
+/// Multiaddresses, as daemons print them and clients join through them.
+pub use libp2p::multiaddr;
 
 /// The Kademlia protocol of wwt's DHT (kept apart from the public IPFS DHT).
 const KAD_PROTOCOL: &str = "/wwt/kad/1.0.0";
@@ -40,6 +48,8 @@ const KAD_PROTOCOL: &str = "/wwt/kad/1.0.0";
 const IDENTIFY_PROTOCOL: &str = "/wwt/id/1.0.0";
 /// Prefix of the value records that map a node id to its gRPC address.
 const ADDRESS_RECORD: &[u8] = b"wwt/addr/";
+/// The longest gRPC address a node may publish.
+const MAX_ADDRESS_BYTES: usize = 256;
 
 /// Settings of the libp2p node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +72,9 @@ pub struct NodeConfig {
     /// default is 10 s). A peer that never answers (a dead host, or a port that accepts and
     /// stays silent) fails its dial after this; start-up dials the bootstrap peers in turn.
     pub connect_timeout_ms: u64,
+    /// Only ask the DHT, never serve it (a client that comes and goes: peers do not keep it
+    /// in their routing tables).
+    pub client: bool,
 }
 
 impl Default for NodeConfig {
@@ -74,6 +87,7 @@ impl Default for NodeConfig {
             service_address: None,
             query_timeout_ms: 30_000,
             connect_timeout_ms: 10_000,
+            client: false,
         }
     }
 }
@@ -110,6 +124,7 @@ enum Command {
     ),
     PutRecord(Record, oneshot::Sender<Result<(), NetError>>),
     GetRecord(RecordKey, oneshot::Sender<Option<Vec<u8>>>),
+    GetRecords(RecordKey, oneshot::Sender<Vec<Vec<u8>>>),
     Shutdown,
 }
 
@@ -120,6 +135,7 @@ enum Pending {
         oneshot::Sender<Result<HashSet<PeerId>, NetError>>,
     ),
     Record(oneshot::Sender<Option<Vec<u8>>>),
+    Records(Vec<Vec<u8>>, oneshot::Sender<Vec<Vec<u8>>>),
 }
 
 /// A handle on the node's actor task; cheap to clone.
@@ -173,6 +189,8 @@ impl Node {
         let query_timeout = Duration::from_millis(config.query_timeout_ms);
         kad_config.set_query_timeout(query_timeout);
         kad_config.set_provider_record_ttl(Some(provide::RECORD_TTL));
+        // Records peers put are checked before they are kept (`Actor::record_put`).
+        kad_config.set_record_filtering(StoreInserts::FilterBoth);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -200,9 +218,14 @@ impl Node {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
             .with_connection_timeout(Duration::from_millis(config.connect_timeout_ms))
             .build();
-        // Every wwt node answers DHT queries; kad's automatic mode would wait for a confirmed
-        // external address, which loopback and private networks never get.
-        swarm.behaviour_mut().kad.set_mode(Some(Mode::Server));
+        // Every wwt node but a client answers DHT queries; kad's automatic mode would wait for a
+        // confirmed external address, which loopback and private networks never get.
+        let mode = if config.client {
+            Mode::Client
+        } else {
+            Mode::Server
+        };
+        swarm.behaviour_mut().kad.set_mode(Some(mode));
         let listen: Multiaddr = config.listen.parse().map_err(|e| {
             NetError::BadRequest(format!("listen address {:?}: {e}", config.listen))
         })?;
@@ -288,6 +311,24 @@ impl Node {
 impl Discovery for Node {
     async fn announce(&self, segment: SegmentId) -> Result<(), NetError> {
         self.call(|tx| Command::StartProviding(segment, tx)).await?
+    }
+
+    async fn address(&self, node: NodeId) -> Result<Option<String>, NetError> {
+        self.address_of(&node).await
+    }
+
+    async fn publish_head(&self, record: &Signed<HeadRecord>) -> Result<(), NetError> {
+        let key = RecordKey::new(&head_key(&record.auth().signer));
+        let record = Record::new(key, record.to_bytes());
+        self.call(|tx| Command::PutRecord(record, tx)).await?
+    }
+
+    async fn head(&self, owner: NodeId) -> Result<Option<HeadRecord>, NetError> {
+        let key = head_key(&owner);
+        let found = self
+            .call(|tx| Command::GetRecords(RecordKey::new(&key), tx))
+            .await?;
+        Ok(highest_head(&key, found.iter().map(Vec::as_slice)).map(|(_, record)| record))
     }
 
     async fn holders(&self, segment: SegmentId) -> Result<Vec<FoundHolder>, NetError> {
@@ -429,6 +470,10 @@ impl Actor {
                 let id = kad.get_record(key);
                 self.pending.insert(id, Pending::Record(reply));
             }
+            Command::GetRecords(key, reply) => {
+                let id = kad.get_record(key);
+                self.pending.insert(id, Pending::Records(Vec::new(), reply));
+            }
             Command::Shutdown => {}
         }
     }
@@ -467,6 +512,30 @@ impl Actor {
         accepted
     }
 
+    /// Keeps a record a peer put if it is one wwt stores: a node's address, or an owner's head
+    /// record over an older one. Anything else is dropped, so strangers cannot fill the store
+    /// with records nobody reads.
+    fn record_put(&mut self, record: Record) {
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let key = record.key.to_vec();
+        let keep = match key.strip_prefix(ADDRESS_RECORD) {
+            Some(node) => {
+                node.len() == 32
+                    && record.value.len() <= MAX_ADDRESS_BYTES
+                    && std::str::from_utf8(&record.value).is_ok()
+            }
+            None => {
+                let held = store.get(&record.key).map(|r| r.value.clone());
+                replaces_head(&key, &record.value, held.as_deref())
+            }
+        };
+        if !keep {
+            debug!("a record put by a peer was not kept");
+        } else if let Err(e) = store.put(record) {
+            debug!(error = %e, "record not kept");
+        }
+    }
+
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -496,6 +565,29 @@ impl Actor {
             })) => {
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request:
+                    InboundRequest::PutRecord {
+                        record: Some(record),
+                        ..
+                    },
+            })) => self.record_put(record),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request:
+                    InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            })) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(record)
+                {
+                    debug!(error = %e, "provider record not kept");
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -590,6 +682,21 @@ impl Actor {
                     let _ = reply.send(None);
                 }
             },
+            // Every record the lookup meets: peers may hold older ones, or lie.
+            (Pending::Records(mut found, reply), QueryResult::GetRecord(result)) => {
+                let done = match result {
+                    Ok(GetRecordOk::FoundRecord(peer_record)) => {
+                        found.push(peer_record.record.value);
+                        last
+                    }
+                    Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }) | Err(_) => true,
+                };
+                if done {
+                    let _ = reply.send(found);
+                } else {
+                    self.pending.insert(id, Pending::Records(found, reply));
+                }
+            }
             (pending, _) if !last => {
                 self.pending.insert(id, pending);
             }

@@ -1,11 +1,14 @@
-//! Real libp2p swarms on 127.0.0.1 finding each other's provider records.
+//! Real libp2p swarms on 127.0.0.1 finding each other's provider records and owners' heads.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
+use wwt_net::index::{
+    HeadRecord, LogHead, MAX_HEAD_RECORD_BYTES, head_key, open_head, replaces_head,
+};
 use wwt_net::node::{Node, NodeConfig, node_id, peer_id};
 use wwt_net::types::SegmentId;
-use wwt_net::{Discovery, FoundHolder, Identity};
+use wwt_net::{Discovery, FoundHolder, Identity, Signed};
 
 fn config(bootstrap: Vec<String>, service: &str) -> NodeConfig {
     NodeConfig {
@@ -168,4 +171,84 @@ async fn a_silent_peer_fails_its_dial_and_does_not_hold_up_start_up() {
         n.shutdown().await;
     }
     held.abort();
+}
+
+/// Owner `owner`'s head record at `seq`.
+fn head(owner: &Identity, seq: u64) -> Signed<HeadRecord> {
+    owner
+        .sign(HeadRecord {
+            head: LogHead {
+                seq,
+                hash: [seq as u8; 32],
+            },
+            replicas: vec![Identity::generate().unwrap().node_id()],
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_head_record_is_kept_only_over_an_older_one_of_its_owner() {
+    let owner = Identity::generate().unwrap();
+    let key = head_key(&owner.node_id());
+    let (one, two) = (head(&owner, 1).to_bytes(), head(&owner, 2).to_bytes());
+    assert!(replaces_head(&key, &one, None));
+    assert!(replaces_head(&key, &two, Some(&one)));
+    // A replay of an older head, or another at the same seq, does not displace the newest.
+    assert!(!replaces_head(&key, &one, Some(&two)));
+    assert!(!replaces_head(
+        &key,
+        &head(&owner, 2).to_bytes(),
+        Some(&two)
+    ));
+    // Another owner's record under this owner's key, a broken signature, garbage: refused.
+    let stranger = head(&Identity::generate().unwrap(), 9).to_bytes();
+    assert!(!replaces_head(&key, &stranger, None));
+    let mut forged = head(&owner, 9).to_bytes();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(!replaces_head(&key, &forged, None));
+    assert!(!replaces_head(&key, b"not a record", None));
+    // Whatever was held before, if it does not check, is replaced by a valid record.
+    assert!(replaces_head(&key, &one, Some(b"junk")));
+    assert!(open_head(&key, &vec![0; MAX_HEAD_RECORD_BYTES + 1]).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_head_of_an_owner_is_found_over_replays() {
+    let (_, [a, b, c]) = three_nodes(vec![]).await;
+    let owner = Identity::generate().unwrap();
+    assert_eq!(a.head(owner.node_id()).await.unwrap(), None);
+    bounded(b.publish_head(&head(&owner, 2))).await.unwrap();
+    // A stranger replays the owner's older record through another node.
+    bounded(c.publish_head(&head(&owner, 1))).await.unwrap();
+    // A client that only asks, joined through a.
+    let bootstrap = a.listen_addrs().await.unwrap();
+    let client = NodeConfig {
+        client: true,
+        ..NodeConfig::loopback(bootstrap.iter().map(ToString::to_string).collect())
+    };
+    let (d, _) = bounded(Node::start(&Identity::generate().unwrap(), client))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for reader in [&a, &d] {
+        loop {
+            let found = reader.head(owner.node_id()).await.unwrap();
+            if found.as_ref().map(|r| r.head.seq) == Some(2) {
+                assert_eq!(found.unwrap().head.hash, [2; 32]);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{found:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The owner's writer left: the record lives on the others.
+    b.shutdown().await;
+    assert_eq!(
+        d.head(owner.node_id()).await.unwrap().map(|r| r.head.seq),
+        Some(2)
+    );
+    for n in [&a, &c, &d] {
+        n.shutdown().await;
+    }
 }
