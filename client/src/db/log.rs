@@ -17,9 +17,16 @@
 //! trackers list, R of them ([`ClientConfig::replicas`]), unless the log's head names one;
 //! a named replica the trackers no longer list is replaced by the next in rendezvous order,
 //! and the next entry records the new set (the newcomer catches up from the others).
+//!
+//! With the DHT ([`ClientConfig::discovery`]), every head a majority kept is also published
+//! there as a small owner-signed [`HeadRecord`] (in the background, newest first; see
+//! [`Client::flush`]). A client connecting takes it as a floor (replicas behind it are not
+//! believed, as with the head a device keeps in its home folder), asks the replicas it names
+//! first, and, when no tracker answers, finds them and their addresses there alone.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use futures::future::join_all;
@@ -27,7 +34,8 @@ use futures::stream::FuturesUnordered;
 use tracing::warn;
 use wwt_index::{CatalogBlob, QueryOutput};
 use wwt_net::index::{
-    Answer, Append, GetCatalog, GetHead, LogHead, LogOp, QueryTable, entry_hash, open_entry,
+    Answer, Append, GetCatalog, GetHead, HeadRecord, LogHead, LogOp, QueryTable, entry_hash,
+    open_entry,
 };
 use wwt_net::types::NodeId;
 use wwt_net::{IndexApi, NetError, Signed, rendezvous};
@@ -63,6 +71,16 @@ pub(super) struct Log {
     pub(super) head: LogHead,
     entry: Option<Signed<Append>>,
     pub(super) replicas: Vec<Replica>,
+    /// The head the DHT showed when connecting.
+    published: Option<LogHead>,
+}
+
+/// Head records on their way to the DHT: one task at a time, each publishing only if no newer
+/// head was handed over since.
+#[derive(Default)]
+pub(super) struct Publishing {
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    latest: Arc<AtomicU64>,
 }
 
 /// Where one of the owner's replicas stands, from [`Client::replicas`].
@@ -141,7 +159,18 @@ impl Client {
     /// Finds the owner's replicas and the highest head among them, and checks it against the
     /// head this device kept.
     pub(super) async fn open_log(&self, state: &mut State) -> Result<()> {
-        let listed = self.storage.index_providers().await?;
+        let published = self.published_head().await;
+        let listed = match self.storage.index_providers().await {
+            Ok(listed) => listed,
+            Err(e) => match &published {
+                Some(record) => {
+                    warn!(error = %e, "no tracker listed the index providers: using the replicas \
+                        that the head record in the DHT names");
+                    self.dht_addresses(&record.replicas).await
+                }
+                None => return Err(e.into()),
+            },
+        };
         let pool: Vec<(NodeId, String)> = if self.config.index.is_empty() {
             listed.clone()
         } else {
@@ -176,7 +205,19 @@ impl Client {
             ids.filter_map(|id| address_of(id).map(|a| self.replica(*id, a.clone())))
                 .collect()
         };
-        state.log.replicas = replicas(&mut ranked.iter().take(HEAD_CANDIDATES))?;
+        // The replicas the DHT's head names first: they hold the head whatever the ranking.
+        let mut candidates: Vec<NodeId> = published
+            .iter()
+            .flat_map(|p| p.replicas.iter().copied())
+            .filter(|id| self.config.index.is_empty() && address_of(id).is_some())
+            .collect();
+        for id in ranked.iter().take(HEAD_CANDIDATES) {
+            if !candidates.contains(id) {
+                candidates.push(*id);
+            }
+        }
+        state.log.published = published.map(|p| p.head);
+        state.log.replicas = replicas(&mut candidates.iter())?;
         self.refresh_heads(state).await?;
         let named = match &state.log.entry {
             Some(e) => Some(open_entry(e).map_err(index_err)?.1.replicas),
@@ -208,21 +249,114 @@ impl Client {
         Ok(())
     }
 
-    /// Refuses replicas that are all behind the head this device kept: they may be catching
-    /// up, or have lost the log; never an emptied database.
-    pub(super) fn check_kept_head(&self, state: &State) -> Result<()> {
-        if let Some(path) = &self.config.head_file
-            && let Some(kept) = read_head_file(path)?
-            && kept.seq > state.log.head.seq
-        {
-            return Err(ClientError::Index(NetError::Unavailable(format!(
-                "every index replica reached is behind seq {} of this owner's log, which this \
-                 device saw (the highest they hold is {}): they may be catching up; try again, \
-                 or rebuild them from the pieces with `wwt recover`",
-                kept.seq, state.log.head.seq
-            ))));
+    /// Refuses replicas that are all behind the head this device kept, or the head the DHT
+    /// shows: they may be catching up, or have lost the log; never an emptied database.
+    pub(super) fn check_floor(&self, state: &State) -> Result<()> {
+        let kept = match &self.config.head_file {
+            Some(path) => read_head_file(path)?,
+            None => None,
+        };
+        let floors = [
+            (kept, "which this device saw"),
+            (
+                state.log.published,
+                "which its head record in the DHT shows",
+            ),
+        ];
+        for (floor, source) in floors {
+            if let Some(floor) = floor
+                && floor.seq > state.log.head.seq
+            {
+                return Err(ClientError::Index(NetError::Unavailable(format!(
+                    "every index replica reached is behind seq {} of this owner's log, {source} \
+                     (the highest they hold is {}): they may be catching up; try again, or \
+                     rebuild them from the pieces with `wwt recover`",
+                    floor.seq, state.log.head.seq
+                ))));
+            }
         }
         Ok(())
+    }
+
+    /// The owner's head record in the DHT, if there is a DHT and it holds one.
+    async fn published_head(&self) -> Option<HeadRecord> {
+        let discovery = self.config.discovery.as_ref()?;
+        match discovery.head(self.identity.node_id()).await {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(error = %e, "cannot look up the log's head in the DHT");
+                None
+            }
+        }
+    }
+
+    /// The addresses of `nodes` that the DHT knows.
+    async fn dht_addresses(&self, nodes: &[NodeId]) -> Vec<(NodeId, String)> {
+        let Some(discovery) = &self.config.discovery else {
+            return Vec::new();
+        };
+        let found = join_all(nodes.iter().map(|id| discovery.address(*id))).await;
+        nodes
+            .iter()
+            .zip(found)
+            .filter_map(|(id, address)| Some((*id, address.ok()??)))
+            .collect()
+    }
+
+    /// Hands the head and replica set to the DHT in the background, if it is newer than what
+    /// the DHT showed.
+    pub(super) fn publish_if_newer(&self, state: &State) {
+        let head = state.log.head;
+        if head.seq > state.log.published.map_or(0, |p| p.seq) {
+            self.publish(head, state);
+        }
+    }
+
+    /// Publishes `head` with the current replica set in the DHT, after the records handed over
+    /// before it, and only if no newer head was handed over meanwhile.
+    fn publish(&self, head: LogHead, state: &State) {
+        let Some(discovery) = self.config.discovery.clone() else {
+            return;
+        };
+        let record = HeadRecord {
+            head,
+            replicas: state.log.replicas.iter().map(|r| r.id).collect(),
+        };
+        let record = match self.identity.sign(record) {
+            Ok(record) => record,
+            Err(e) => {
+                warn!(error = %e, "cannot sign the head record");
+                return;
+            }
+        };
+        self.publishing
+            .latest
+            .fetch_max(head.seq, Ordering::Relaxed);
+        let latest = self.publishing.latest.clone();
+        let Ok(mut task) = self.publishing.task.lock() else {
+            return;
+        };
+        let before = task.take();
+        *task = Some(tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            if latest.load(Ordering::Relaxed) > head.seq {
+                return;
+            }
+            if let Err(e) = discovery.publish_head(&record).await {
+                warn!(seq = head.seq, error = %e, "the log's head is not in the DHT yet");
+            }
+        }));
+    }
+
+    /// Waits until the head records handed to the DHT so far are published (or failed): call
+    /// before the process exits, or another device may not see the last writes' head there.
+    pub async fn flush(&self) {
+        let task = self.publishing.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     fn replicas_wanted(&self) -> usize {
@@ -414,6 +548,7 @@ impl Client {
         }
         state.log.head = next;
         state.log.entry = Some(entry.clone());
+        self.publish(next, state);
         if let Some(path) = &self.config.head_file
             && let Err(e) = write_head_file(path, &next)
         {

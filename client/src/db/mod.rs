@@ -52,7 +52,7 @@ use wwt_engine::{
 };
 use wwt_index::{OpeEncoder, RowHit, RowId, TokenKey};
 use wwt_net::types::NodeId;
-use wwt_net::{Connector, Identity, NetError};
+use wwt_net::{Connector, Discovery, Identity, NetError};
 use wwt_query::{Catalog, Outcome, Plan, ResultSet, Row, TableSchema};
 
 use crate::store::{SegmentCache, Storage, StorageConfig, StoreError};
@@ -73,6 +73,11 @@ pub struct ClientConfig {
     /// How long a statement waits for replicas that are catching up when, without them, it
     /// has no majority.
     pub catch_up_wait: std::time::Duration,
+    /// The DHT, joined as a client: reads find a segment's holders there when the trackers
+    /// cannot say, the owner's replicas are found there when no tracker answers, and the
+    /// head of the owner's log is published there for the owner's other devices. None:
+    /// trackers only.
+    pub discovery: Option<Arc<dyn Discovery>>,
     /// Timeouts and retries of the storage path.
     pub storage: StorageConfig,
     /// Reed–Solomon coding of new segments.
@@ -95,6 +100,7 @@ impl ClientConfig {
             replicas: 3,
             head_file: None,
             catch_up_wait: std::time::Duration::from_secs(30),
+            discovery: None,
             storage: StorageConfig::default(),
             coding: CodingParams::default(),
             segment_size: 1 << 20,
@@ -195,6 +201,8 @@ pub struct Client {
     connector: Arc<dyn Connector>,
     /// Bytes of pieces stored for log entries ([`Client::log_piece_bytes`]).
     log_piece_bytes: std::sync::atomic::AtomicU64,
+    /// The head records being published in the DHT ([`Client::flush`]).
+    publishing: log::Publishing,
     config: ClientConfig,
     state: Mutex<State>,
 }
@@ -274,9 +282,10 @@ impl Client {
         {
             let mut state = client.state.lock().await;
             client.open_log(&mut state).await?;
-            client.check_kept_head(&state)?;
+            client.check_floor(&state)?;
             client.check_pieces_head(&mut state).await?;
             client.reload_catalog(&mut state).await?;
+            client.publish_if_newer(&state);
         }
         Ok(client)
     }
@@ -288,18 +297,22 @@ impl Client {
         config: ClientConfig,
     ) -> Result<Client> {
         let identity = Identity::from_secret(keystore.identity.to_bytes());
-        let storage = Storage::new(
+        let mut storage = Storage::new(
             identity.clone(),
             &config.trackers,
             connector.clone(),
             config.storage.clone(),
         )?;
+        if let Some(discovery) = &config.discovery {
+            storage = storage.with_discovery(discovery.clone());
+        }
         Ok(Client {
             master: keystore.master.clone(),
             identity,
             storage,
             connector,
             log_piece_bytes: std::sync::atomic::AtomicU64::new(0),
+            publishing: log::Publishing::default(),
             state: Mutex::new(State {
                 log: log::Log::default(),
                 catalog: Catalog::new(),

@@ -1,0 +1,166 @@
+//! Reads without trackers, in memory and over loopback gRPC with real libp2p (same bodies):
+//! with the DHT, a client on a new device finds the owner's replicas (the owner's head record
+//! names them, address records say where they listen) and each segment's holders (provider
+//! records), so with every tracker stopped every row still reads. The head in the DHT is also
+//! a floor: replicas behind it are refused, never shown as the database.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use wwt_client::db::{Client, ClientConfig};
+use wwt_devnet::{LocalNet, Shape, Transport};
+use wwt_engine::Keystore;
+use wwt_query::{Outcome, Value};
+
+/// Rows per INSERT statement; each statement stores its own segment.
+const ROWS_PER_STATEMENT: i64 = 25;
+/// INSERT statements: segments of the table.
+const STATEMENTS: i64 = 20;
+
+async fn network(transport: Transport, seed: u64) -> (tempfile::TempDir, LocalNet) {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        trackers: 2,
+        heartbeat_ms: 200,
+        transport,
+        seed: Some(seed),
+        ..Shape::default()
+    };
+    let net = LocalNet::start(dir.path(), shape).await.unwrap();
+    (dir, net)
+}
+
+/// A client of `keys` that joins the devnet's DHT.
+fn with_dht(net: &LocalNet) -> ClientConfig {
+    let mut config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
+    config.discovery = Some(net.discovery());
+    config
+}
+
+/// The rows of `notes`, in id order, or the error.
+async fn notes(client: &Client) -> Result<Vec<(i64, String)>, String> {
+    let outcome = client
+        .execute("SELECT id, body FROM notes ORDER BY id")
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(Outcome::Rows(rows)) = outcome.into_iter().next() else {
+        return Err("not rows".into());
+    };
+    Ok(rows
+        .rows
+        .into_iter()
+        .map(|row| match row.as_slice() {
+            [Value::Int(id), Value::Text(body)] => (*id, body.clone()),
+            other => panic!("unexpected row {other:?}"),
+        })
+        .collect())
+}
+
+async fn every_row_reads_with_every_tracker_stopped(transport: Transport) {
+    let seed = wwt_tests::seed(0x4e9_2026);
+    let (_dir, mut net) = network(transport, seed).await;
+    let keys = Keystore::generate();
+    let writer = Client::connect(&keys, net.connector(), with_dht(&net))
+        .await
+        .unwrap();
+    writer
+        .execute("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT)")
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    for s in 0..STATEMENTS {
+        let rows: Vec<String> = (0..ROWS_PER_STATEMENT)
+            .map(|r| {
+                let id = s * ROWS_PER_STATEMENT + r;
+                expected.push((id, format!("note {id}")));
+                format!("({id}, 'note {id}')")
+            })
+            .collect();
+        writer
+            .execute(&format!("INSERT INTO notes VALUES {}", rows.join(", ")))
+            .await
+            .unwrap();
+    }
+    writer.flush().await;
+    drop(writer);
+    for t in 0..net.endpoints.trackers.len() {
+        net.stop_tracker(t).await.unwrap();
+    }
+    // Without the DHT a new device finds nothing.
+    let config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
+    let err = Client::connect(&keys, net.connector(), config)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("tracker"), "{err}");
+    // With it, every row. Providers announce their segments in the background: a read that
+    // finds too few holders yet is tried again, a wrong answer fails at once.
+    let reader = Client::connect(&keys, net.connector(), with_dht(&net))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match notes(&reader).await {
+            Ok(rows) => {
+                assert_eq!(rows, expected, "seed {seed:#x}");
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "seed {seed:#x}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_reads_with_every_tracker_stopped_in_memory() {
+    every_row_reads_with_every_tracker_stopped(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_reads_with_every_tracker_stopped_over_grpc() {
+    every_row_reads_with_every_tracker_stopped(Transport::Grpc).await;
+}
+
+async fn replicas_behind_the_dht_head_are_refused(transport: Transport) {
+    let seed = wwt_tests::seed(0x5e9_2026);
+    let (_dir, mut net) = network(transport, seed).await;
+    let keys = Keystore::generate();
+    let writer = Client::connect(&keys, net.connector(), with_dht(&net))
+        .await
+        .unwrap();
+    writer
+        .execute("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'kept')")
+        .await
+        .unwrap();
+    writer.flush().await;
+    drop(writer);
+    // Every replica loses the log, and no tracker is there to lead to the log in pieces.
+    let index: Vec<usize> = (0..net.endpoints.providers.len())
+        .filter(|p| net.endpoints.providers[*p].index)
+        .collect();
+    for p in index {
+        net.restart_provider(p, true).await.unwrap();
+    }
+    for t in 0..net.endpoints.trackers.len() {
+        net.stop_tracker(t).await.unwrap();
+    }
+    let err = Client::connect(&keys, net.connector(), with_dht(&net))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("behind seq") && err.contains("head record in the DHT"),
+        "seed {seed:#x}: {err}"
+    );
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_behind_the_dht_head_are_refused_in_memory() {
+    replicas_behind_the_dht_head_are_refused(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_behind_the_dht_head_are_refused_over_grpc() {
+    replicas_behind_the_dht_head_are_refused(Transport::Grpc).await;
+}
