@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use wwt_net::Identity;
 use wwt_net::node::NodeConfig;
+use wwt_net::node::multiaddr::{Multiaddr, Protocol};
 use wwt_net::types::NodeId;
 use wwt_provider::{ProviderConfig, TrackerEndpoint};
 use wwt_tracker::{PeerTracker, TrackerConfig};
@@ -138,8 +139,14 @@ fn load<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
     }
 }
 
-/// Binds `listen` and prints the line a supervisor (or a test) reads: who listens where.
-async fn bind(role: &str, identity: &Path, listen: SocketAddr) -> Result<TcpListener> {
+/// Binds `listen` and prints the lines a supervisor (or a test) reads: who listens where,
+/// and with a DHT node, the multiaddress to join the DHT through.
+async fn bind(
+    role: &str,
+    identity: &Path,
+    listen: SocketAddr,
+    dht: Option<&mut NodeConfig>,
+) -> Result<TcpListener> {
     let node = Identity::load_or_create(identity)?.node_id();
     let listener = TcpListener::bind(listen)
         .await
@@ -148,7 +155,45 @@ async fn bind(role: &str, identity: &Path, listen: SocketAddr) -> Result<TcpList
         "{role} {node} listening on http://{}",
         listener.local_addr()?
     );
+    if let Some(dht) = dht {
+        let peer = wwt_net::node::peer_id(&node)?;
+        println!("{role} {node} dht {}/p2p/{peer}", dht_listen(dht)?);
+    }
     Ok(listener)
+}
+
+/// The DHT node's listen multiaddress, with a port of 0 replaced by a free port chosen now,
+/// so the daemon can print where it will listen before the node starts.
+fn dht_listen(dht: &mut NodeConfig) -> Result<String> {
+    let addr: Multiaddr = dht
+        .listen
+        .parse()
+        .with_context(|| format!("DHT listen address {:?}", dht.listen))?;
+    let mut ip = None;
+    let resolved: Multiaddr = addr
+        .iter()
+        .map(|part| match part {
+            Protocol::Ip4(a) => {
+                ip = Some(std::net::IpAddr::V4(a));
+                Ok(part)
+            }
+            Protocol::Ip6(a) => {
+                ip = Some(std::net::IpAddr::V6(a));
+                Ok(part)
+            }
+            Protocol::Tcp(0) => {
+                let ip = ip.context("a DHT listen address names its IP before its port")?;
+                let port = std::net::TcpListener::bind((ip, 0))
+                    .and_then(|l| l.local_addr())
+                    .with_context(|| format!("no free port for the DHT on {ip}"))?
+                    .port();
+                Ok(Protocol::Tcp(port))
+            }
+            other => Ok(other),
+        })
+        .collect::<Result<_>>()?;
+    dht.listen = resolved.to_string();
+    Ok(dht.listen.clone())
 }
 
 impl ProviderArgs {
@@ -179,7 +224,8 @@ impl ProviderArgs {
         }
         config.index |= self.index;
         self.dht.apply(&mut config.dht);
-        let listener = bind("provider", &config.identity_path(), self.listen).await?;
+        let identity = config.identity_path();
+        let listener = bind("provider", &identity, self.listen, config.dht.as_mut()).await?;
         Ok((config, listener))
     }
 }
@@ -202,7 +248,8 @@ impl TrackerArgs {
                 .collect();
         }
         self.dht.apply(&mut config.dht);
-        let listener = bind("tracker", &config.identity_path(), self.listen).await?;
+        let identity = config.identity_path();
+        let listener = bind("tracker", &identity, self.listen, config.dht.as_mut()).await?;
         Ok((config, listener))
     }
 }

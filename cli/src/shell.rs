@@ -2,9 +2,12 @@
 //! tables), or a script runner with `-c` and `-f`; `--json` prints one JSON object per
 //! statement.
 //!
-//! Where the network is, in order: `--trackers`/`--index` (or `WWT_TRACKERS`/`WWT_INDEX`),
-//! the config file (`--config`, `WWT_CONFIG`, default `<home>/config.json`), then the devnet
-//! started by `wwt devnet up` in `<home>/devnet`.
+//! Where the network is, in order: `--trackers`/`--index`/`--dht-bootstrap` (or
+//! `WWT_TRACKERS`/`WWT_INDEX`/`WWT_DHT_BOOTSTRAP`), the config file (`--config`, `WWT_CONFIG`,
+//! default `<home>/config.json`), then the devnet started by `wwt devnet up` in
+//! `<home>/devnet`. With DHT bootstrap peers the shell joins the DHT as a client (a fresh
+//! libp2p identity each run, not the owner's key): it reads through the DHT when trackers
+//! cannot answer, and publishes the head of the owner's log there.
 
 use std::io::IsTerminal;
 use std::io::Write as _;
@@ -14,7 +17,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use wwt_net::Identity;
 use wwt_net::grpc::GrpcConnector;
+use wwt_net::node::{Node, NodeConfig};
 use wwt_net::types::NodeId;
 use wwt_query::{Outcome, Row, Value};
 
@@ -34,6 +39,10 @@ pub struct NetworkOptions {
     /// How many index replicas a new owner's log gets.
     #[arg(long, env = "WWT_REPLICAS", default_value_t = 3)]
     pub replicas: usize,
+    /// DHT peers to join through: multiaddresses ending in `/p2p/<peer id>`, comma-separated
+    /// (a devnet's are in its endpoints file; none: trackers only).
+    #[arg(long, env = "WWT_DHT_BOOTSTRAP", value_delimiter = ',')]
+    pub dht_bootstrap: Vec<String>,
     /// A JSON config file with `trackers` and `index` (default: `<home>/config.json`).
     #[arg(long, env = "WWT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -48,6 +57,9 @@ pub struct NetworkConfig {
     /// The index providers to use, by address (one address, or a list).
     #[serde(default)]
     pub index: Addresses,
+    /// DHT peers to join through: multiaddresses ending in `/p2p/<peer id>`.
+    #[serde(default)]
+    pub dht_bootstrap: Vec<String>,
 }
 
 /// One address or a list of them (config files written before replicas name one).
@@ -101,12 +113,20 @@ fn parse_tracker(s: &str) -> Result<(NodeId, String)> {
     Ok((NodeId::from_slice(&bytes)?, address.to_string()))
 }
 
-/// Trackers, `(node id, address)`.
-type Trackers = Vec<(NodeId, String)>;
+/// Where the network is: trackers `(node id, address)`, the index providers named to hold
+/// the owner's log (none: picked from the trackers' list), and DHT bootstrap peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// Trackers.
+    pub trackers: Vec<(NodeId, String)>,
+    /// Index providers by address.
+    pub index: Vec<String>,
+    /// DHT bootstrap multiaddresses.
+    pub dht_bootstrap: Vec<String>,
+}
 
-/// The trackers, and the index providers named to hold the owner's log (none: picked from
-/// the trackers' list), from flags, the config file or the devnet.
-pub fn resolve(home: &Path, options: &NetworkOptions) -> Result<(Trackers, Vec<String>)> {
+/// The network, from flags, the config file or the devnet.
+pub fn resolve(home: &Path, options: &NetworkOptions) -> Result<Network> {
     let path = options
         .config
         .clone()
@@ -129,25 +149,47 @@ pub fn resolve(home: &Path, options: &NetworkOptions) -> Result<(Trackers, Vec<S
     } else {
         options.index.clone()
     };
+    let dht_bootstrap = if options.dht_bootstrap.is_empty() {
+        file.dht_bootstrap
+    } else {
+        options.dht_bootstrap.clone()
+    };
     if !trackers.is_empty() {
         let trackers = trackers
             .iter()
             .map(|t| parse_tracker(t))
             .collect::<Result<_>>()?;
-        return Ok((trackers, index));
+        return Ok(Network {
+            trackers,
+            index,
+            dht_bootstrap,
+        });
     }
     let dir = wwt_devnet::default_dir(home);
     let endpoints = wwt_devnet::Endpoints::load(&dir).context(
         "no network configured: pass --trackers, write <home>/config.json, \
          or start a local network with `wwt devnet up`",
     )?;
-    Ok((endpoints.tracker_list()?, index))
+    Ok(Network {
+        trackers: endpoints.tracker_list()?,
+        index,
+        dht_bootstrap: if dht_bootstrap.is_empty() {
+            endpoints.dht
+        } else {
+            dht_bootstrap
+        },
+    })
 }
 
-/// The client's settings for `options`: the network, R, and the file in `home` where this
-/// device keeps the head of the owner's log on that network (named by its trackers).
-pub fn client_config(home: &Path, options: &NetworkOptions) -> Result<ClientConfig> {
-    let (trackers, index) = resolve(home, options)?;
+/// The client's settings for `options`: the network, R, the file in `home` where this
+/// device keeps the head of the owner's log on that network (named by its trackers), and a
+/// DHT node joined as a client if bootstrap peers are known (none reachable: trackers only).
+pub async fn client_config(home: &Path, options: &NetworkOptions) -> Result<ClientConfig> {
+    let Network {
+        trackers,
+        index,
+        dht_bootstrap,
+    } = resolve(home, options)?;
     let mut ids: Vec<&NodeId> = trackers.iter().map(|(id, _)| id).collect();
     ids.sort();
     let mut network = blake3::Hasher::new_derive_key("wwt 2026-12 network name");
@@ -159,14 +201,30 @@ pub fn client_config(home: &Path, options: &NetworkOptions) -> Result<ClientConf
     config.index = index;
     config.replicas = options.replicas;
     config.head_file = Some(home.join("heads").join(name));
+    if !dht_bootstrap.is_empty() {
+        let node = NodeConfig {
+            listen: "/ip4/0.0.0.0/tcp/0".into(),
+            bootstrap: dht_bootstrap,
+            query_timeout_ms: 10_000,
+            connect_timeout_ms: 3_000,
+            client: true,
+            ..NodeConfig::default()
+        };
+        match Node::start(&Identity::generate()?, node).await {
+            Ok((node, _task)) => config.discovery = Some(Arc::new(node)),
+            Err(e) => tracing::warn!(error = %e, "cannot join the DHT: trackers only"),
+        }
+    }
     Ok(config)
 }
 
 /// Runs `wwt recover`.
 pub async fn recover(home: &Path, options: &NetworkOptions) -> Result<()> {
     let keystore = home::load(home)?;
-    let config = client_config(home, options)?;
-    let (_, recovered) = Client::recover(&keystore, Arc::new(GrpcConnector::new()), config).await?;
+    let config = client_config(home, options).await?;
+    let (client, recovered) =
+        Client::recover(&keystore, Arc::new(GrpcConnector::new()), config).await?;
+    client.flush().await;
     println!(
         "recovered {} log entries from the pieces onto {} index replicas:",
         recovered.entries,
@@ -184,23 +242,30 @@ pub async fn recover(home: &Path, options: &NetworkOptions) -> Result<()> {
 /// Runs `wwt sql`.
 pub async fn run(home: &Path, options: &Options) -> Result<()> {
     let keystore = home::load(home)?;
-    let config = client_config(home, &options.network)?;
+    let config = client_config(home, &options.network).await?;
     let client = Client::connect(&keystore, Arc::new(GrpcConnector::new()), config).await?;
+    let ran = run_with(home, &client, options).await;
+    // The head of the last writes still on its way to the DHT goes out before exiting.
+    client.flush().await;
+    ran
+}
+
+async fn run_with(home: &Path, client: &Client, options: &Options) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if let Some(sql) = &options.command {
-        return run_script(&client, sql, options.json, &mut out).await;
+        return run_script(client, sql, options.json, &mut out).await;
     }
     if let Some(file) = &options.file {
         let sql =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        return run_script(&client, &sql, options.json, &mut out).await;
+        return run_script(client, &sql, options.json, &mut out).await;
     }
     if !std::io::stdin().is_terminal() {
         let mut sql = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut sql)?;
-        return run_script(&client, &sql, options.json, &mut out).await;
+        return run_script(client, &sql, options.json, &mut out).await;
     }
-    interactive(home, &client, options.json).await
+    interactive(home, client, options.json).await
 }
 
 /// Runs every statement of `sql`, printing each result; a progress bar counts statements

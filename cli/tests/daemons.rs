@@ -24,11 +24,14 @@ struct Daemon {
     child: Child,
     node: NodeId,
     address: String,
+    /// The multiaddress to join its DHT node through, if it runs one.
+    dht: Option<String>,
 }
 
 impl Daemon {
     /// Starts `wwt <args>` and reads the line it prints once listening:
-    /// `<role> <node id> listening on <address>`.
+    /// `<role> <node id> listening on <address>`, and with `--dht-listen` the next one:
+    /// `<role> <node id> dht <multiaddress>`.
     fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wwt"))
             .args(args)
@@ -37,19 +40,27 @@ impl Daemon {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        stdout.read_line(&mut line).unwrap();
         let words: Vec<&str> = line.split_whitespace().collect();
         assert!(
             matches!(words.as_slice(), [_, _, "listening", "on", _]),
             "wwt {args:?} printed {line:?} (status {:?})",
             child.try_wait()
         );
+        let dht = args.contains(&"--dht-listen").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [_, node, "dht", addr] if *node == words[1] => addr.to_string(),
+                _ => panic!("wwt {args:?} printed {line:?} for its DHT node"),
+            }
+        });
         Daemon {
             node: words[1].parse().unwrap(),
             address: words[4].to_string(),
+            dht,
             child,
         }
     }
@@ -594,4 +605,116 @@ async fn index_replicas_survive_kill_9_and_a_wiped_folder() {
     assert!(out.contains("table notes: 300 rows"), "{out}");
     let out = wwt("SELECT count(*) FROM notes WHERE MATCH(body, 'note')");
     assert!(out.contains(&count(300)), "{out}");
+}
+
+/// A network started by hand that joins one DHT: a tracker and six providers (three of them
+/// index providers), each with `--dht-listen` and joined through `--dht-bootstrap`. `wwt sql`
+/// writes through them with the DHT, the tracker is killed with SIGKILL, and a `wwt sql` that
+/// joins the DHT through two providers still reads every row: its replicas from the head
+/// record it published, their addresses and the segments' holders from the DHT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_reads_through_the_dht_with_the_tracker_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let loopback = "/ip4/127.0.0.1/tcp/0";
+    let mut tracker = Daemon::spawn(
+        &[
+            "tracker",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data("tracker"),
+            "--dht-listen",
+            loopback,
+        ],
+        &[],
+    );
+    let at = format!("{}@{}", tracker.node, tracker.address);
+    let seed = tracker.dht.clone().unwrap();
+    let providers: Vec<Daemon> = (0..6)
+        .map(|i| {
+            let mut flags = vec!["--dht-listen", loopback, "--dht-bootstrap", &seed];
+            if i < 3 {
+                flags.push("--index");
+            }
+            provider(
+                &dir.path().join(format!("provider-{i}")),
+                &at,
+                GIB,
+                &flags,
+                &[],
+            )
+        })
+        .collect();
+    let connector = GrpcConnector::with_timeout(Duration::from_secs(10));
+    let tracker_api = connector.tracker(&tracker.address).unwrap();
+    for p in &providers {
+        wait_alive(tracker_api.as_ref(), &p.address).await;
+    }
+
+    let home = dir.path().join("home");
+    let wwt = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wwt"))
+            .args(args)
+            .env("WWT_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    assert!(wwt(&["init"]).status.success());
+    let values: Vec<String> = (0..200).map(|i| format!("({i}, 'note {i}')")).collect();
+    let out = wwt(&[
+        "sql",
+        "--trackers",
+        &at,
+        "--dht-bootstrap",
+        &seed,
+        "-c",
+        &format!(
+            "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT);
+             INSERT INTO notes VALUES {}",
+            values.join(", ")
+        ),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    tracker.kill();
+    let out = wwt(&["sql", "--trackers", &at, "-c", "SELECT count(*) FROM notes"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("tracker"),
+        "{stderr}"
+    );
+    let through = format!(
+        "{},{}",
+        providers[3].dht.as_deref().unwrap(),
+        providers[4].dht.as_deref().unwrap()
+    );
+    // LIKE is not pushed to an index: every row is read from its pieces. Providers announce
+    // their segments in the background, so the read is tried again until they are found.
+    let read = || {
+        wwt(&[
+            "sql",
+            "--trackers",
+            &at,
+            "--dht-bootstrap",
+            &through,
+            "-c",
+            "SELECT count(*) FROM notes WHERE body LIKE 'note %'",
+        ])
+    };
+    let out = poll("every row read through the DHT", || {
+        let out = read();
+        out.status.success().then_some(out)
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("count(*)\n--------\n     200\n(1 row)"),
+        "{stdout}"
+    );
 }
