@@ -420,7 +420,6 @@ fn daemons_refuse_bad_flags_and_config_files_with_a_clear_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_runs_against_an_index_provider_started_with_the_index_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let tracker = Daemon::tracker(&dir.path().join("tracker"));
     let at = format!("{}@{}", tracker.node, tracker.address);
     let providers: Vec<Daemon> = (0..6)
@@ -445,15 +444,8 @@ async fn sql_runs_against_an_index_provider_started_with_the_index_flag() {
         .collect();
     assert_eq!(index, [true, true, false, false, false, false]);
 
-    let home = path("home");
-    let wwt = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_wwt"))
-            .args(args)
-            .env("WWT_HOME", &home)
-            .output()
-            .unwrap()
-    };
-    assert!(wwt(&["init"]).status.success());
+    let home = dir.path().join("home");
+    let wwt = as_owner(&home);
     let out = wwt(&[
         "sql",
         "--trackers",
@@ -490,6 +482,19 @@ async fn sql_runs_against_an_index_provider_started_with_the_index_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("--index"), "{stderr}");
+}
+
+/// `wwt init` in `home`, then `wwt <args>` as that owner: its output, whatever the status.
+fn as_owner(home: &Path) -> impl Fn(&[&str]) -> std::process::Output + '_ {
+    let wwt = move |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wwt"))
+            .args(args)
+            .env("WWT_HOME", home)
+            .output()
+            .unwrap()
+    };
+    assert!(wwt(&["init"]).status.success());
+    wwt
 }
 
 /// `wwt provider run` on any free loopback port with its data in `dir`, `capacity` bytes to
@@ -654,14 +659,7 @@ async fn sql_reads_through_the_dht_with_the_tracker_killed() {
     }
 
     let home = dir.path().join("home");
-    let wwt = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_wwt"))
-            .args(args)
-            .env("WWT_HOME", &home)
-            .output()
-            .unwrap()
-    };
-    assert!(wwt(&["init"]).status.success());
+    let wwt = as_owner(&home);
     let values: Vec<String> = (0..200).map(|i| format!("({i}, 'note {i}')")).collect();
     let out = wwt(&[
         "sql",

@@ -37,6 +37,24 @@ fn with_dht(net: &LocalNet) -> ClientConfig {
     config
 }
 
+/// A network, one owner's keys, and a client of the owner that joined the DHT and created
+/// `notes`.
+async fn writer(
+    transport: Transport,
+    seed: u64,
+) -> (tempfile::TempDir, LocalNet, Keystore, Client) {
+    let (dir, net) = network(transport, seed).await;
+    let keys = Keystore::generate();
+    let writer = Client::connect(&keys, net.connector(), with_dht(&net))
+        .await
+        .unwrap();
+    writer
+        .execute("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT)")
+        .await
+        .unwrap();
+    (dir, net, keys, writer)
+}
+
 /// The rows of `notes`, in id order, or the error.
 async fn notes(client: &Client) -> Result<Vec<(i64, String)>, String> {
     let outcome = client
@@ -58,15 +76,7 @@ async fn notes(client: &Client) -> Result<Vec<(i64, String)>, String> {
 
 async fn every_row_reads_with_every_tracker_stopped(transport: Transport) {
     let seed = wwt_tests::seed(0x4e9_2026);
-    let (_dir, mut net) = network(transport, seed).await;
-    let keys = Keystore::generate();
-    let writer = Client::connect(&keys, net.connector(), with_dht(&net))
-        .await
-        .unwrap();
-    writer
-        .execute("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT)")
-        .await
-        .unwrap();
+    let (_dir, mut net, keys, writer) = writer(transport, seed).await;
     let mut expected = Vec::new();
     for s in 0..STATEMENTS {
         let rows: Vec<String> = (0..ROWS_PER_STATEMENT)
@@ -123,13 +133,9 @@ async fn every_row_reads_with_every_tracker_stopped_over_grpc() {
 
 async fn replicas_behind_the_dht_head_are_refused(transport: Transport) {
     let seed = wwt_tests::seed(0x5e9_2026);
-    let (_dir, mut net) = network(transport, seed).await;
-    let keys = Keystore::generate();
-    let writer = Client::connect(&keys, net.connector(), with_dht(&net))
-        .await
-        .unwrap();
+    let (_dir, mut net, keys, writer) = writer(transport, seed).await;
     writer
-        .execute("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'kept')")
+        .execute("INSERT INTO notes VALUES (1, 'kept')")
         .await
         .unwrap();
     writer.flush().await;
