@@ -361,9 +361,9 @@ impl Inner {
         out
     }
 
-    /// Brings `owner`'s log up to what `peers` hold, entry by entry, each checked as if the
-    /// owner had sent it. Runs once per owner at a time.
-    async fn catch_up(self: Arc<Self>, owner: NodeId, peers: Vec<NodeId>) {
+    /// Brings `owner`'s log up to `until` from the first of `peers` that holds it, entry by
+    /// entry, each checked as if the owner had sent it. Runs once per owner at a time.
+    async fn catch_up(self: Arc<Self>, owner: NodeId, peers: Vec<NodeId>, until: LogHead) {
         let me = self.identity.node_id();
         let addresses = self.peer_addresses().await;
         for peer in peers.iter().filter(|p| **p != me) {
@@ -371,7 +371,11 @@ impl Inner {
                 debug!(%owner, %peer, "replica not listed by any tracker");
                 continue;
             };
-            match self.clone().catch_up_from(owner, *peer, address).await {
+            match self
+                .clone()
+                .catch_up_from(owner, *peer, address, until)
+                .await
+            {
                 Ok(seq) => debug!(%owner, %peer, seq, "caught up"),
                 Err(e) => warn!(%owner, %peer, error = %e, "catching up from a replica failed"),
             }
@@ -381,25 +385,47 @@ impl Inner {
         }
     }
 
+    /// Catches up to `until` from `peer`, if the peer holds that very entry: a peer whose log
+    /// left `until`'s lineage (it kept an entry that lost its seq) is not followed.
     async fn catch_up_from(
         self: Arc<Self>,
         owner: NodeId,
         peer: NodeId,
         address: &str,
+        until: LogHead,
     ) -> Result<u64, NetError> {
+        if until.seq == 0 {
+            return Ok(0);
+        }
         let api = self.connector.index(address)?;
+        let ask = GetEntries {
+            owner,
+            after: until.seq - 1,
+            limit: 1,
+        };
+        let holds = api.entries(self.identity.sign(ask)?).await?;
+        if holds.first().map(entry_hash) != Some(until.hash) {
+            return Err(NetError::NotFound(format!(
+                "replica {peer} does not hold entry {} of the lineage to catch up to",
+                until.seq
+            )));
+        }
         loop {
             let head = self.logs.head(&owner)?;
+            if head.seq >= until.seq {
+                return Ok(head.seq);
+            }
+            let limit = MAX_ENTRIES_PER_CALL.min((until.seq - head.seq) as u32);
             let ask = GetEntries {
                 owner,
                 after: head.seq,
-                limit: MAX_ENTRIES_PER_CALL,
+                limit,
             };
             let page = api.entries(self.identity.sign(ask)?).await?;
             if page.is_empty() {
                 return Ok(head.seq);
             }
-            if page.len() > MAX_ENTRIES_PER_CALL as usize {
+            if page.len() > limit as usize {
                 return Err(NetError::BadRequest(format!(
                     "replica {peer} sent {} entries, more than asked",
                     page.len()
@@ -442,6 +468,11 @@ impl IndexApi for IndexService {
     async fn append(&self, entry: Signed<Append>) -> Result<LogHead, NetError> {
         let (owner, body) = open_entry(&entry)?;
         let peers = body.replicas.clone();
+        // The entry this one follows: what catching up must reach, and nothing else.
+        let until = LogHead {
+            seq: body.seq - 1,
+            hash: body.prev,
+        };
         let inner = self.inner.clone();
         let accepted = tokio::task::spawn_blocking(move || inner.accept(&owner, &entry, body))
             .await
@@ -455,7 +486,7 @@ impl IndexApi for IndexService {
                 .insert(owner);
             if first {
                 info!(%owner, "behind the owner's log: catching up from its replicas");
-                tokio::spawn(self.inner.clone().catch_up(owner, peers));
+                tokio::spawn(self.inner.clone().catch_up(owner, peers, until));
             }
         }
         if let Err(e) = &accepted {

@@ -14,9 +14,10 @@ use proptest::strategy::{Strategy, ValueTree};
 use wwt_client::db::{Client, ClientConfig, ReplicaStatus};
 use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
 use wwt_engine::Keystore;
-use wwt_index::{CatalogBlob, QueryOutput};
+use wwt_index::{CatalogBlob, QueryOutput, TableId, TableSchema};
 use wwt_net::index::{
-    Answer, Append, GetCatalog, GetEntries, GetHead, LogHead, QueryTable, entry_hash,
+    Answer, Append, CreateTable, GetCatalog, GetEntries, GetHead, LogHead, LogOp, QueryTable,
+    entry_hash, open_entry,
 };
 use wwt_net::{IndexApi, NetError, Signed, proto};
 use wwt_query::Value;
@@ -500,6 +501,113 @@ async fn a_replica_gone_for_good_is_replaced_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_gone_for_good_is_replaced_over_grpc() {
     a_replica_gone_for_good_is_replaced(Transport::Grpc).await;
+}
+
+/// Two devices of one owner raced for a seq and one replica kept the loser's entry: it
+/// refuses every later entry and cannot catch up. A replica catching up never follows it. A
+/// device that connects replaces it with the spare, which catches up; then another of the
+/// first set stops, and writes and reads go on.
+async fn a_replica_holding_a_losing_entry_is_replaced(transport: Transport) {
+    let seed = wwt_tests::seed(0xf0e_2026);
+    let Owner {
+        _dir,
+        mut net,
+        keys,
+        client,
+        conn,
+    } = owner(transport, seed, &Liar::default()).await;
+    let rounds = workload(seed, 2);
+    run(&client, &conn, &rounds[0], 6).await;
+    let set = replicas(&net, &client).await;
+    let spare = replicas_of(&net)
+        .into_iter()
+        .find(|p| !set.contains(p))
+        .unwrap();
+
+    // The other device's entry for the next seq reaches only the last replica of the set.
+    let owner = wwt_net::Identity::from_secret(keys.identity.to_bytes());
+    let (connector, providers) = (net.connector(), net.endpoints.providers.clone());
+    let index = |p: usize| connector.index(&providers[p].address).unwrap();
+    let head_of = |p: usize| {
+        let (api, ask) = (
+            index(p),
+            owner.sign(GetHead {
+                owner: owner.node_id(),
+            }),
+        );
+        async move { api.head(ask.unwrap()).await.unwrap() }
+    };
+    // An entry after `head`, naming `replicas`, that creates a table nobody else does.
+    let after = |head: &Signed<Append>, replicas: Vec<wwt_net::types::NodeId>, table: u8| {
+        owner
+            .sign(Append {
+                seq: open_entry(head).unwrap().1.seq + 1,
+                prev: entry_hash(head),
+                replicas,
+                op: LogOp::CreateTable(CreateTable {
+                    table: TableId([table; 16]),
+                    schema: TableSchema { indexes: vec![] },
+                }),
+            })
+            .unwrap()
+    };
+    let head = head_of(set[2]).await.unwrap();
+    let named = open_entry(&head).unwrap().1.replicas;
+    index(set[2])
+        .append(after(&head, named, 0xfe))
+        .await
+        .unwrap();
+    // This device's entry wins the seq at the other two.
+    run(&client, &conn, &rounds[1], 3).await;
+
+    // The second replica, wiped and handed an entry of the head's lineage that names the
+    // forked replica first, catches up from the next one: to the head, not the losing entry.
+    let head = head_of(set[0]).await.unwrap();
+    net.restart_provider(set[1], true).await.unwrap();
+    let node = |p: usize| providers[p].node_id().unwrap();
+    let probe = after(&head, vec![node(set[2]), node(set[0]), node(set[1])], 0xfd);
+    let refused = index(set[1]).append(probe).await.unwrap_err();
+    assert!(matches!(refused, NetError::Precondition(_)), "{refused}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while head_of(set[1]).await.map(|h| entry_hash(&h)) != Some(entry_hash(&head)) {
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed:#x}: the wiped replica never reached the head"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let device = connect(&net, &keys).await;
+    let now = replicas(&net, &device).await;
+    assert!(
+        now.contains(&spare) && !now.contains(&set[2]),
+        "seed {seed:#x}: {now:?}"
+    );
+    for sql in &rounds[1].changes[3..] {
+        both(&device, &conn, sql).await;
+    }
+    caught_up(&net, &device, spare).await;
+    net.stop_provider(set[0]).await.unwrap();
+    net.wait_alive(6).await.unwrap();
+    both(
+        &device,
+        &conn,
+        "INSERT INTO u VALUES (424242, 1, 'after the fork')",
+    )
+    .await;
+    let compared = agree(&device, &conn, &rounds[1].queries).await;
+    println!("{compared} statements agree with SQLite");
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_holding_a_losing_entry_is_replaced_in_memory() {
+    a_replica_holding_a_losing_entry_is_replaced(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_holding_a_losing_entry_is_replaced_over_grpc() {
+    a_replica_holding_a_losing_entry_is_replaced(Transport::Grpc).await;
 }
 
 /// Two devices of one owner insert into one table at once: every row of both lands.

@@ -24,6 +24,7 @@ use wwt_net::types::SegmentId;
 use wwt_net::{Connector, NetError, Signed};
 use wwt_query::{Outcome, Value};
 
+use super::log::Replica;
 use super::{Client, ClientConfig, ClientError, Result, State, index_err};
 
 /// The hidden table whose keys seal and name the log's segments.
@@ -102,6 +103,7 @@ impl Client {
         entry: Signed<Append>,
     ) -> Result<()> {
         let keys = log_keys(&self.master);
+        let mut prev = open_entry(&entry).map_err(index_err)?.1.prev;
         let mut missing = vec![(seq, entry)];
         let mut before = seq - 1;
         while before > 0
@@ -110,7 +112,12 @@ impl Client {
                 .entrusted(SegmentId(entry_segment(&keys, before).0))
                 .await?
         {
-            missing.push((before, self.replica_entry(state, before).await?));
+            // Only the entry the later one follows: never one a replica kept that lost its seq.
+            let entry = self
+                .replica_entry(state.log.replicas.iter(), before, Some(prev))
+                .await?;
+            prev = open_entry(&entry).map_err(index_err)?.1.prev;
+            missing.push((before, entry));
             before -= 1;
         }
         for (seq, entry) in missing.iter().rev() {
@@ -151,11 +158,17 @@ impl Client {
         Ok(())
     }
 
-    /// Entry `seq` of the owner's log, from a replica that holds it, checked.
-    async fn replica_entry(&self, state: &State, seq: u64) -> Result<Signed<Append>> {
+    /// Entry `seq` of the owner's log, from the first of `replicas` that holds it, checked:
+    /// signed by the owner, at `seq`, and if `want` is given, with that hash.
+    pub(super) async fn replica_entry(
+        &self,
+        replicas: impl Iterator<Item = &Replica>,
+        seq: u64,
+        want: Option<[u8; 32]>,
+    ) -> Result<Signed<Append>> {
         let owner = self.identity.node_id();
         let mut why = Vec::new();
-        for r in &state.log.replicas {
+        for r in replicas {
             let ask = GetEntries {
                 owner,
                 after: seq - 1,
@@ -165,7 +178,11 @@ impl Client {
                 Ok(mut page) if !page.is_empty() => {
                     let entry = page.swap_remove(0);
                     match open_entry(&entry) {
-                        Ok((signer, body)) if signer == owner && body.seq == seq => {
+                        Ok((signer, body))
+                            if signer == owner
+                                && body.seq == seq
+                                && want.is_none_or(|h| h == entry_hash(&entry)) =>
+                        {
                             return Ok(entry);
                         }
                         _ => why.push(format!("{}: not entry {seq} of this owner", r.id)),

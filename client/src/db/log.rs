@@ -219,6 +219,11 @@ impl Client {
         state.log.published = published.map(|p| p.head);
         state.log.replicas = replicas(&mut candidates.iter())?;
         self.refresh_heads(state).await?;
+        let forked = self.forked(state).await;
+        let ranked: Vec<NodeId> = ranked
+            .into_iter()
+            .filter(|id| !forked.contains(id))
+            .collect();
         let named = match &state.log.entry {
             Some(e) => Some(open_entry(e).map_err(index_err)?.1.replicas),
             None => None,
@@ -231,7 +236,7 @@ impl Client {
                 let want = ids.len().max(self.replicas_wanted());
                 let mut set: Vec<NodeId> = ids
                     .into_iter()
-                    .filter(|id| address_of(id).is_some())
+                    .filter(|id| address_of(id).is_some() && !forked.contains(id))
                     .collect();
                 for id in &ranked {
                     if set.len() < want && !set.contains(id) {
@@ -247,6 +252,39 @@ impl Client {
         state.log.replicas = replicas(&mut set.iter())?;
         self.refresh_heads(state).await?;
         Ok(())
+    }
+
+    /// The replicas whose log left the head's lineage: at the head's seq with another entry,
+    /// or behind it at an entry that the head's lineage does not continue (two devices wrote
+    /// at once, and this replica kept the entry that lost its seq). Such a replica refuses
+    /// every later entry and cannot catch up, so the set replaces it.
+    async fn forked(&self, state: &State) -> Vec<NodeId> {
+        let head = state.log.head;
+        let mut out = Vec::new();
+        for r in &state.log.replicas {
+            let other = match r.head.seq {
+                0 => false,
+                seq if seq > head.seq => false,
+                seq if seq == head.seq => r.head.hash != head.hash,
+                seq => {
+                    let at_head = state.log.replicas.iter().filter(|r| r.at(&head));
+                    match self.replica_entry(at_head, seq + 1, None).await {
+                        Ok(next) => open_entry(&next).is_ok_and(|(_, b)| b.prev != r.head.hash),
+                        // Cannot tell now: it stays, and is judged again at the next connect.
+                        Err(_) => false,
+                    }
+                }
+            };
+            if other {
+                warn!(
+                    "index provider {} holds entry {} of another lineage than the head's \
+                     (two devices wrote at once): replacing it",
+                    r.id, r.head.seq
+                );
+                out.push(r.id);
+            }
+        }
+        out
     }
 
     /// Refuses replicas that are all behind the head this device kept, or the head the DHT
