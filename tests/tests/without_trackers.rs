@@ -2,14 +2,21 @@
 //! with the DHT, a client on a new device finds the owner's replicas (the owner's head record
 //! names them, address records say where they listen) and each segment's holders (provider
 //! records), so with every tracker stopped every row still reads. The head in the DHT is also
-//! a floor: replicas behind it are refused, never shown as the database.
+//! a floor: replicas behind it are refused, never shown as the database. A DHT that names
+//! strangers as holders costs calls, never a row; one that names nobody fails the read,
+//! naming the rows.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use wwt_client::db::{Client, ClientConfig};
 use wwt_devnet::{LocalNet, Shape, Transport};
 use wwt_engine::Keystore;
+use wwt_net::index::HeadRecord;
+use wwt_net::types::{NodeId, SegmentId};
+use wwt_net::{Discovery, FoundHolder, Identity, NetError, Signed};
 use wwt_query::{Outcome, Value};
 
 /// Rows per INSERT statement; each statement stores its own segment.
@@ -169,4 +176,130 @@ async fn replicas_behind_the_dht_head_are_refused_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_behind_the_dht_head_are_refused_over_grpc() {
     replicas_behind_the_dht_head_are_refused(Transport::Grpc).await;
+}
+
+/// What a lying DHT answers for a segment's holders.
+#[derive(Clone, Copy, Debug)]
+enum Holders {
+    /// Strangers first (nodes that hold nothing, at a dead address or at providers that do not
+    /// hold the piece), then the true holders.
+    Wrong,
+    /// Nobody.
+    None,
+}
+
+/// The DHT as a lying peer makes it look: heads and addresses as they are, holders as `lie`.
+#[derive(Debug)]
+struct LyingDht {
+    inner: Arc<dyn Discovery>,
+    lie: Holders,
+    /// Addresses that hold nothing of the segment asked for, or nothing at all.
+    decoys: Vec<String>,
+}
+
+#[async_trait]
+impl Discovery for LyingDht {
+    async fn announce(&self, segment: SegmentId) -> Result<(), NetError> {
+        self.inner.announce(segment).await
+    }
+
+    async fn holders(&self, segment: SegmentId) -> Result<Vec<FoundHolder>, NetError> {
+        match self.lie {
+            Holders::None => Ok(Vec::new()),
+            Holders::Wrong => {
+                let mut found: Vec<FoundHolder> = self
+                    .decoys
+                    .iter()
+                    .map(|address| FoundHolder {
+                        node: Identity::generate().unwrap().node_id(),
+                        address: Some(address.clone()),
+                    })
+                    .collect();
+                found.extend(self.inner.holders(segment).await?);
+                Ok(found)
+            }
+        }
+    }
+
+    async fn address(&self, node: NodeId) -> Result<Option<String>, NetError> {
+        self.inner.address(node).await
+    }
+
+    async fn publish_head(&self, record: &Signed<HeadRecord>) -> Result<(), NetError> {
+        self.inner.publish_head(record).await
+    }
+
+    async fn head(&self, owner: NodeId) -> Result<Option<HeadRecord>, NetError> {
+        self.inner.head(owner).await
+    }
+}
+
+async fn a_lying_dht_costs_calls_never_rows(transport: Transport) {
+    let seed = wwt_tests::seed(0x6e9_2026);
+    let (_dir, mut net, keys, writer) = writer(transport, seed).await;
+    let values: Vec<String> = (0..100).map(|i| format!("({i}, 'note {i}')")).collect();
+    writer
+        .execute(&format!("INSERT INTO notes VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    writer.flush().await;
+    drop(writer);
+    for t in 0..net.endpoints.trackers.len() {
+        net.stop_tracker(t).await.unwrap();
+    }
+    let lying = |lie| {
+        let mut decoys: Vec<String> = net
+            .endpoints
+            .providers
+            .iter()
+            .map(|p| p.address.clone())
+            .collect();
+        decoys.push(match transport {
+            Transport::Memory => "mem://nobody".into(),
+            Transport::Grpc => "http://127.0.0.1:1".into(),
+        });
+        let mut config = with_dht(&net);
+        config.discovery = Some(Arc::new(LyingDht {
+            inner: net.discovery(),
+            lie,
+            decoys,
+        }));
+        config
+    };
+    // Strangers named before the holders cost calls; every row still reads, and right.
+    let reader = Client::connect(&keys, net.connector(), lying(Holders::Wrong))
+        .await
+        .unwrap();
+    let expected: Vec<(i64, String)> = (0..100).map(|i| (i, format!("note {i}"))).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match notes(&reader).await {
+            Ok(rows) => {
+                assert_eq!(rows, expected, "seed {seed:#x}");
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "seed {seed:#x}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // No holders at all: the read fails, naming the rows it cannot read.
+    let reader = Client::connect(&keys, net.connector(), lying(Holders::None))
+        .await
+        .unwrap();
+    let err = notes(&reader).await.unwrap_err();
+    assert!(
+        err.contains("100 rows cannot be read"),
+        "seed {seed:#x}: {err}"
+    );
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_dht_costs_calls_never_rows_in_memory() {
+    a_lying_dht_costs_calls_never_rows(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_dht_costs_calls_never_rows_over_grpc() {
+    a_lying_dht_costs_calls_never_rows(Transport::Grpc).await;
 }
