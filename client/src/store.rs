@@ -5,7 +5,11 @@
 //! Reads find holders in the responsible tracker's map; with a [`Discovery`] (the DHT) set,
 //! they also ask it whenever the map is unavailable (the tracker is down) or leaves fewer than
 //! k intact pieces: the DHT names the segment's holders, each is asked for each missing piece,
-//! and every piece is checked against the manifest's hash whoever served it.
+//! and every piece is checked against the manifest's hash whoever served it. With the DHT, a
+//! `Locate` gets `read_timeout` like a piece read, a tracker that did not answer is skipped for
+//! [`StorageConfig::tracker_retry`] (reads go straight to the DHT instead of waiting on it each
+//! time), and the holders the DHT named are kept per segment (asked again when they no longer
+//! serve k pieces).
 //!
 //! Audits: [`Storage::put_audited`] also entrusts the segment to its tracker (its manifest and
 //! the table's audit key, never the row key), which then challenges and repairs its pieces.
@@ -42,6 +46,9 @@ use wwt_net::{
 
 /// Each piece's holders: address, and node id when the tracker maps it.
 type Holders = Vec<Vec<(String, Option<NodeId>)>>;
+
+/// Segments whose DHT holders are kept; past this, the kept ones are forgotten.
+const KEPT_HOLDERS: usize = 4096;
 
 /// A segment whose wanted bytes are under 1/`RANGED_FRACTION` of it is read by ranged reads
 /// of those bytes instead of whole: a point read costs one small read, not k pieces and a
@@ -121,6 +128,8 @@ pub struct StorageConfig {
     pub upload_rounds: usize,
     /// Report to the tracker a holder it maps that refuses a piece or serves wrong bytes.
     pub complain: bool,
+    /// With a DHT, how long reads leave a tracker that did not answer before asking it again.
+    pub tracker_retry: Duration,
 }
 
 impl Default for StorageConfig {
@@ -130,6 +139,7 @@ impl Default for StorageConfig {
             read_timeout: Duration::from_secs(5),
             upload_rounds: 3,
             complain: true,
+            tracker_retry: Duration::from_secs(10),
         }
     }
 }
@@ -153,6 +163,10 @@ pub struct Storage {
     connector: Arc<dyn Connector>,
     discovery: Option<Arc<dyn Discovery>>,
     config: StorageConfig,
+    /// Trackers that did not answer, and until when reads skip them (with a DHT only).
+    silent: Arc<std::sync::Mutex<HashMap<NodeId, std::time::Instant>>>,
+    /// The addresses the DHT named as each segment's holders.
+    dht_holders: Arc<std::sync::Mutex<HashMap<SegmentId, Vec<String>>>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -224,6 +238,8 @@ impl Storage {
             connector,
             discovery: None,
             config,
+            silent: Arc::default(),
+            dht_holders: Arc::default(),
         })
     }
 
@@ -290,11 +306,71 @@ impl Storage {
             .identity
             .sign(Locate { segment: *segment })
             .map_err(StoreError::Sign)?;
-        match self.tracker(segment).1.locate(request).await {
+        let (id, tracker) = self.tracker(segment);
+        let now = std::time::Instant::now();
+        let skip = self.discovery.is_some()
+            && self
+                .silent
+                .lock()
+                .is_ok_and(|silent| silent.get(&id).is_some_and(|until| *until > now));
+        if skip {
+            return Err(self.tracker_error(
+                segment,
+                NetError::Unavailable("it did not answer lately".into()),
+            ));
+        }
+        let answer = match self.discovery {
+            // The DHT can answer instead: a tracker gets no longer than a holder.
+            Some(_) => tokio::time::timeout(self.config.read_timeout, tracker.locate(request))
+                .await
+                .unwrap_or_else(|_| Err(NetError::Unavailable("locate timed out".into()))),
+            None => tracker.locate(request).await,
+        };
+        match answer {
             Ok(location) => Ok(Some(location)),
             Err(NetError::NotFound(_)) => Ok(None),
-            Err(e) => Err(self.tracker_error(segment, e)),
+            Err(e) => {
+                if matches!(e, NetError::Unavailable(_))
+                    && self.discovery.is_some()
+                    && let Ok(mut silent) = self.silent.lock()
+                {
+                    silent.insert(id, now + self.config.tracker_retry);
+                }
+                Err(self.tracker_error(segment, e))
+            }
         }
+    }
+
+    /// The addresses the DHT names as `segment`'s holders: the ones it named before unless
+    /// `fresh`; whether they were kept ones.
+    async fn dht_holders(
+        &self,
+        discovery: &dyn Discovery,
+        segment: SegmentId,
+        fresh: bool,
+    ) -> Result<(Vec<String>, bool), NetError> {
+        if !fresh
+            && let Some(kept) = self
+                .dht_holders
+                .lock()
+                .ok()
+                .and_then(|kept| kept.get(&segment).cloned())
+        {
+            return Ok((kept, true));
+        }
+        let found: Vec<String> = discovery
+            .holders(segment)
+            .await?
+            .into_iter()
+            .filter_map(|h| h.address)
+            .collect();
+        if let Ok(mut kept) = self.dht_holders.lock() {
+            if kept.len() >= KEPT_HOLDERS {
+                kept.clear();
+            }
+            kept.insert(segment, found.clone());
+        }
+        Ok((found, false))
     }
 
     /// Stores the pieces of a coded segment on reserved providers, in parallel, skipping the
@@ -535,25 +611,32 @@ impl Storage {
         let mut pieces: Vec<Option<Vec<u8>>> = vec![None; m.pieces.len()];
         let mut intact = self.fetch_from(m, &mapped, &mut pieces, &mut why).await;
         if let (true, Some(discovery)) = (intact < k, &self.discovery) {
-            match discovery.holders(segment).await {
-                Ok(found) => {
-                    // Any holder may have any piece: ask each one the map did not name.
-                    let addresses: Vec<String> =
-                        found.into_iter().filter_map(|h| h.address).collect();
-                    // Not named by the map: refusing a piece is no sign of cheating.
-                    let found: Holders = mapped
-                        .iter()
-                        .map(|named| {
-                            addresses
-                                .iter()
-                                .filter(|a| !named.iter().any(|(n, _)| n == *a))
-                                .map(|a| (a.clone(), None))
-                                .collect()
-                        })
-                        .collect();
-                    intact = self.fetch_from(m, &found, &mut pieces, &mut why).await;
+            // The holders named before first; asked again if they no longer serve k pieces.
+            for fresh in [false, true] {
+                match self.dht_holders(discovery.as_ref(), segment, fresh).await {
+                    Ok((addresses, kept)) => {
+                        // Any holder may have any piece: ask each one the map did not name.
+                        // Not named by the map: refusing a piece is no sign of cheating.
+                        let found: Holders = mapped
+                            .iter()
+                            .map(|named| {
+                                addresses
+                                    .iter()
+                                    .filter(|a| !named.iter().any(|(n, _)| n == *a))
+                                    .map(|a| (a.clone(), None))
+                                    .collect()
+                            })
+                            .collect();
+                        intact = self.fetch_from(m, &found, &mut pieces, &mut why).await;
+                        if intact >= k || !kept {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        why.push(format!("DHT lookup: {e}"));
+                        break;
+                    }
                 }
-                Err(e) => why.push(format!("DHT lookup: {e}")),
             }
         }
         if intact < k {

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wwt_client::store::{SegmentCache, Storage, StorageConfig, StoreError};
+use wwt_client::store::{SEGMENTS_IN_FLIGHT, SegmentCache, Storage, StorageConfig, StoreError};
 use wwt_devnet::{LocalNet, Shape, Transport};
 use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, EncodedSegment, Locator, MasterKey, SegmentManifest, Table};
@@ -410,17 +410,63 @@ async fn an_interrupted_upload_resumes_without_resending_stored_pieces() {
     assert_eq!(holders.len(), 6, "pieces of one segment share a provider");
 }
 
-async fn rows_read_through_the_dht_with_the_tracker_down(kind: Transport) {
+/// A tracker that stops answering costs the `Locate`s in flight their timeout; the reads after
+/// them go to the DHT without asking it again.
+async fn a_silent_tracker_is_asked_once(kind: Transport) {
     let seed = wwt_tests::seed(SEED);
-    let (_dir, mut net) = network(kind, seed).await;
+    let (_dir, net) = network(kind, seed).await;
     let mut w = write(12, seed);
+    let faults = Faults::new(seed);
+    let connector = Arc::new(FaultyConnector::new(net.connector(), faults.clone()));
     let config = StorageConfig {
-        read_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(1),
+        tracker_retry: Duration::from_secs(3600),
         ..StorageConfig::default()
     };
-    let client = storage(&net, net.connector(), config.clone()).with_discovery(net.discovery());
+    let client = storage(&net, connector, config).with_discovery(net.discovery());
     put_all(&client, &w.segments).await;
-    // Providers announce in the background: wait until the DHT lists every segment's holders.
+    announced(&net, &w).await;
+    let stalled = Fault {
+        stalled: true,
+        ..Fault::default()
+    };
+    faults.set(&net.endpoints.trackers[0].address, stalled);
+    let mut stalls = Vec::new();
+    for _ in 0..2 {
+        let back = client
+            .read_rows(
+                &mut w.table,
+                &w.manifests,
+                &w.locators,
+                &mut SegmentCache::new(0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(back, w.rows);
+        stalls.push(faults.stalls());
+    }
+    // The segments read at once each waited on it once; the next read did not ask it at all.
+    assert!(
+        (1..=SEGMENTS_IN_FLIGHT as u64).contains(&stalls[0]),
+        "{stalls:?}"
+    );
+    assert_eq!(stalls[1], stalls[0], "the silent tracker was asked again");
+    faults.heal_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_silent_tracker_is_asked_once() {
+    a_silent_tracker_is_asked_once(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_a_silent_tracker_is_asked_once() {
+    a_silent_tracker_is_asked_once(Transport::Grpc).await;
+}
+
+/// Waits until the DHT lists the six holders of every segment of `w` (providers announce in
+/// the background).
+async fn announced(net: &LocalNet, w: &Written) {
     let discovery = net.discovery();
     let deadline = Instant::now() + Duration::from_secs(30);
     for m in w.manifests.values() {
@@ -433,6 +479,19 @@ async fn rows_read_through_the_dht_with_the_tracker_down(kind: Transport) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+async fn rows_read_through_the_dht_with_the_tracker_down(kind: Transport) {
+    let seed = wwt_tests::seed(SEED);
+    let (_dir, mut net) = network(kind, seed).await;
+    let mut w = write(12, seed);
+    let config = StorageConfig {
+        read_timeout: Duration::from_secs(2),
+        ..StorageConfig::default()
+    };
+    let client = storage(&net, net.connector(), config.clone()).with_discovery(net.discovery());
+    put_all(&client, &w.segments).await;
+    announced(&net, &w).await;
 
     net.stop_tracker(0).await.unwrap();
     net.stop_provider(2).await.unwrap();
