@@ -2,7 +2,9 @@
 //! tracker, loopback gRPC) against SQLite on the same rows in the same run (a file on the same
 //! disk, B-tree indexes and an FTS5 table): bulk INSERT rows/s, and p50/p99 of a primary-key
 //! lookup, a keyword top-10 and a range query with LIMIT 100, with the ratios; and the same
-//! for an owner whose log is on three index replicas (R = 3) beside one on a single replica.
+//! for an owner whose log is on three index replicas (R = 3) beside one on a single replica;
+//! then, with no segment cache, primary-key and range p50/p99 through the tracker beside
+//! through the DHT once every tracker is stopped.
 
 use std::time::Instant;
 
@@ -111,9 +113,10 @@ pub async fn run(o: &Options) -> Result<()> {
         heartbeat_ms: 500,
         ..Shape::default()
     };
-    let net = LocalNet::start(&dir.path().join("net"), shape).await?;
-    let single = measure(&net, 1, &rows, o).await?;
-    let wwt = measure(&net, 3, &rows, o).await?;
+    let mut net = LocalNet::start(&dir.path().join("net"), shape).await?;
+    let single = measure(&net, &Keystore::generate(), 1, &rows, o).await?;
+    let owner = Keystore::generate();
+    let wwt = measure(&net, &owner, 3, &rows, o).await?;
     let key = |i: usize| (i as u64).wrapping_mul(7919) % n;
     let word = |i: usize| WORDS[i % WORDS.len()];
     let low = |i: usize| ((i as u64).wrapping_mul(104_729) % 990_000) as i64;
@@ -134,6 +137,7 @@ pub async fn run(o: &Options) -> Result<()> {
         range.query_map([low(i)], |_| Ok(()))?.count();
         Ok(())
     })?;
+    let (tracker_reads, dht_reads) = through_dht(&mut net, &owner, o).await?;
     net.shutdown().await?;
     let Figures {
         insert: wwt_insert,
@@ -204,7 +208,44 @@ pub async fn run(o: &Options) -> Result<()> {
         "{:<28} {:>12.0} {:>12.0}",
         "log in pieces, bytes/row", wwt.log_bytes_per_row, single.log_bytes_per_row
     );
+    println!();
+    println!("no segment cache; the DHT with every tracker stopped");
+    println!("{:<28} {:>12} {:>12} {:>8}", "", "DHT", "tracker", "ratio");
+    for (name, dht, tracker) in [
+        ("primary-key lookup", dht_reads.0, tracker_reads.0),
+        ("keyword top-10", dht_reads.1, tracker_reads.1),
+        ("range LIMIT 100", dht_reads.2, tracker_reads.2),
+    ] {
+        for (what, a, b) in [("p50", dht.0, tracker.0), ("p99", dht.1, tracker.1)] {
+            println!(
+                "{:<28} {:>12.3} {:>12.3} {:>7.2}x",
+                format!("{name} {what} ms"),
+                a,
+                b,
+                a / b
+            );
+        }
+    }
     Ok(())
+}
+
+/// (p50, p99) ms of primary-key lookups, keyword top-10s and ranges.
+type Times = ((f64, f64), (f64, f64), (f64, f64));
+
+/// `owner`'s reads with no segment cache (every read fetches pieces): through the tracker,
+/// then through the DHT once every tracker is stopped.
+async fn through_dht(net: &mut LocalNet, owner: &Keystore, o: &Options) -> Result<(Times, Times)> {
+    let mut config = ClientConfig::new(net.endpoints.tracker_list()?);
+    config.discovery = Some(net.discovery());
+    config.cache_bytes = 0;
+    let client = Client::connect(owner, net.connector(), config.clone()).await?;
+    let tracker = reads(&client, o).await?;
+    for t in 0..net.endpoints.trackers.len() {
+        net.stop_tracker(t).await?;
+    }
+    let client = Client::connect(owner, net.connector(), config).await?;
+    let dht = reads(&client, o).await?;
+    Ok((tracker, dht))
 }
 
 /// What one owner measured: insert rows/s and (p50, p99) ms of each query kind.
@@ -222,14 +263,15 @@ struct Figures {
 /// queries.
 async fn measure(
     net: &LocalNet,
+    owner: &Keystore,
     replicas: usize,
     rows: &[(i64, String, i64)],
     o: &Options,
 ) -> Result<Figures> {
-    let n = rows.len().max(1) as u64;
     let mut config = ClientConfig::new(net.endpoints.tracker_list()?);
     config.replicas = replicas;
-    let client = Client::connect(&Keystore::generate(), net.connector(), config).await?;
+    config.discovery = Some(net.discovery());
+    let client = Client::connect(owner, net.connector(), config).await?;
     client
         .execute(
             "CREATE TABLE items (id BIGINT PRIMARY KEY, body TEXT, price BIGINT);
@@ -254,45 +296,8 @@ async fn measure(
     let insert = rows.len() as f64 / start.elapsed().as_secs_f64();
     let log_bytes_per_row = client.log_piece_bytes() as f64 / rows.len().max(1) as f64;
 
-    let key = |i: usize| (i as u64).wrapping_mul(7919) % n;
-    let word = |i: usize| WORDS[i % WORDS.len()];
-    let low = |i: usize| ((i as u64).wrapping_mul(104_729) % 990_000) as i64;
-
-    let pk = time_async(o.queries, |i| {
-        let c = &client;
-        async move {
-            count(
-                c.execute(&format!("SELECT * FROM items WHERE id = {}", key(i)))
-                    .await?,
-            )?;
-            Ok(())
-        }
-    })
-    .await?;
-    let keyword = time_async(o.queries, |i| {
-        let c = &client;
-        async move {
-            let sql = format!(
-                "SELECT id FROM items WHERE MATCH(body, '{}') LIMIT 10",
-                word(i)
-            );
-            count(c.execute(&sql).await?)?;
-            Ok(())
-        }
-    })
-    .await?;
-    let range = time_async(o.queries, |i| {
-        let c = &client;
-        async move {
-            let sql = format!(
-                "SELECT id, price FROM items WHERE price >= {} ORDER BY price LIMIT 100",
-                low(i)
-            );
-            count(c.execute(&sql).await?)?;
-            Ok(())
-        }
-    })
-    .await?;
+    let (pk, keyword, range) = reads(&client, o).await?;
+    client.flush().await;
     Ok(Figures {
         insert,
         log_bytes_per_row,
@@ -300,4 +305,42 @@ async fn measure(
         keyword,
         range,
     })
+}
+
+/// (p50, p99) ms of `o.queries` primary-key lookups, keyword top-10s and ranges with LIMIT 100
+/// over `o.rows` rows.
+async fn reads(client: &Client, o: &Options) -> Result<Times> {
+    let n = o.rows.max(1) as u64;
+    let key = |i: usize| (i as u64).wrapping_mul(7919) % n;
+    let word = |i: usize| WORDS[i % WORDS.len()];
+    let low = |i: usize| ((i as u64).wrapping_mul(104_729) % 990_000) as i64;
+    let q = o.queries;
+    let pk = timed(client, q, |i| {
+        format!("SELECT * FROM items WHERE id = {}", key(i))
+    })
+    .await?;
+    let keyword = timed(client, q, |i| {
+        format!(
+            "SELECT id FROM items WHERE MATCH(body, '{}') LIMIT 10",
+            word(i)
+        )
+    })
+    .await?;
+    let range = timed(client, q, |i| {
+        format!(
+            "SELECT id, price FROM items WHERE price >= {} ORDER BY price LIMIT 100",
+            low(i)
+        )
+    })
+    .await?;
+    Ok((pk, keyword, range))
+}
+
+/// (p50, p99) ms of `n` runs of the statement `sql(i)`.
+async fn timed(client: &Client, n: usize, sql: impl Fn(usize) -> String) -> Result<(f64, f64)> {
+    time_async(n, |i| {
+        let sql = sql(i);
+        async move { count(client.execute(&sql).await?).map(drop) }
+    })
+    .await
 }
