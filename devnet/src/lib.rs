@@ -3,9 +3,9 @@
 //! uses) serving gRPC on 127.0.0.1, each with its own folder, and the endpoints file that the
 //! other `wwt` commands read by default.
 //!
-//! Providers announce the segments they hold in a DHT: over gRPC, real libp2p nodes joined
-//! through the devnet's own seed node (its addresses are in the endpoints file); in memory,
-//! [`MemoryDht`]. [`LocalNet::discovery`] is a client's view of it.
+//! Providers announce the segments they hold in a DHT: over gRPC, every tracker and provider
+//! runs a real libp2p node joined through the devnet's own seed node (its addresses are in the
+//! endpoints file); in memory, [`MemoryDht`]. [`LocalNet::discovery`] is a client's view of it.
 //!
 //! The same [`LocalNet`] also runs in memory ([`Transport::Memory`]): the same provider and
 //! tracker services, called through the in-memory network, for fast whole-network tests.
@@ -372,6 +372,34 @@ impl LocalNet {
             None => Arc::new(GrpcConnector::new()),
         };
         let mut endpoints = Endpoints::default();
+        // The DHT: a seed node every node joins through, or the in-memory table.
+        let memory_dht = MemoryDht::new();
+        let seed = match &memory {
+            Some(_) => None,
+            None => Some(
+                Node::start(
+                    &match shape.seed {
+                        Some(seed) => node_identity(seed, "dht-seed"),
+                        None => Identity::generate()?,
+                    },
+                    NodeConfig::loopback(Vec::new()),
+                )
+                .await?
+                .0,
+            ),
+        };
+        let discovery: Arc<dyn Discovery> = match &seed {
+            Some(node) => {
+                endpoints.dht = node
+                    .listen_addrs()
+                    .await?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                Arc::new(node.clone())
+            }
+            None => Arc::new(memory_dht.node(NodeId([0; 32]), None)),
+        };
         let mut listeners = Vec::new();
         for t in 0..shape.trackers {
             let name = format!("tracker-{t}");
@@ -422,6 +450,9 @@ impl LocalNet {
                 liveness_timeout_ms: shape.heartbeat_ms * 5,
                 placement_seed: draws("placement"),
                 audit,
+                dht: seed
+                    .is_some()
+                    .then(|| NodeConfig::loopback(endpoints.dht.clone())),
                 ..TrackerConfig::default()
             };
             let (tracker, running) = start_tracker(
@@ -446,34 +477,6 @@ impl LocalNet {
                 })
             })
             .collect::<Result<_>>()?;
-        // The DHT: a seed node every provider joins through, or the in-memory table.
-        let memory_dht = MemoryDht::new();
-        let seed = match &memory {
-            Some(_) => None,
-            None => Some(
-                Node::start(
-                    &match shape.seed {
-                        Some(seed) => node_identity(seed, "dht-seed"),
-                        None => Identity::generate()?,
-                    },
-                    NodeConfig::loopback(Vec::new()),
-                )
-                .await?
-                .0,
-            ),
-        };
-        let discovery: Arc<dyn Discovery> = match &seed {
-            Some(node) => {
-                endpoints.dht = node
-                    .listen_addrs()
-                    .await?
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                Arc::new(node.clone())
-            }
-            None => Arc::new(memory_dht.node(NodeId([0; 32]), None)),
-        };
         let mut configs = Vec::new();
         let mut listeners = Vec::new();
         for p in 0..shape.providers {
