@@ -31,6 +31,7 @@ pub mod index;
 pub mod memory;
 pub mod node;
 mod provide;
+mod records;
 pub mod rendezvous;
 pub mod types;
 

@@ -18,8 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::kad::store::RecordStore;
-use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::kad::store::{MemoryStoreConfig, RecordStore};
 use libp2p::kad::{
     self, GetProvidersOk, GetRecordOk, InboundRequest, K_VALUE, Mode, ProviderRecord, QueryId,
     QueryResult, Quorum, Record, RecordKey, StoreInserts,
@@ -37,6 +36,7 @@ use crate::api::{Discovery, FoundHolder};
 use crate::auth::{Identity, Signed};
 use crate::index::{HeadRecord, head_key, highest_head, replaces_head};
 use crate::provide::{self, Announcer};
+use crate::records::DiskStore;
 use crate::types::{NodeId, SegmentId};
 
 /// Multiaddresses, as daemons print them and clients join through them.
@@ -75,6 +75,9 @@ pub struct NodeConfig {
     /// Only ask the DHT, never serve it (a client that comes and goes: peers do not keep it
     /// in their routing tables).
     pub client: bool,
+    /// Folder where the records this node holds are kept across restarts (the daemons use
+    /// `<data dir>/dht`); none: in memory only.
+    pub store_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -88,6 +91,7 @@ impl Default for NodeConfig {
             query_timeout_ms: 30_000,
             connect_timeout_ms: 10_000,
             client: false,
+            store_dir: None,
         }
     }
 }
@@ -109,7 +113,7 @@ impl NodeConfig {
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct Behaviour {
-    kad: kad::Behaviour<MemoryStore>,
+    kad: kad::Behaviour<DiskStore>,
     identify: identify::Behaviour,
     provide: request_response::Behaviour<provide::Codec>,
 }
@@ -185,6 +189,7 @@ impl Node {
             max_provided_keys: config.max_provided_keys,
             ..MemoryStoreConfig::default()
         };
+        let store = DiskStore::open(local, store_config, config.store_dir.as_deref())?;
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         let query_timeout = Duration::from_millis(config.query_timeout_ms);
         kad_config.set_query_timeout(query_timeout);
@@ -200,11 +205,7 @@ impl Node {
             )
             .map_err(|e| NetError::Internal(format!("libp2p transport: {e}")))?
             .with_behaviour(|key| Behaviour {
-                kad: kad::Behaviour::with_config(
-                    local,
-                    MemoryStore::with_config(local, store_config),
-                    kad_config,
-                ),
+                kad: kad::Behaviour::with_config(local, store, kad_config),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                         .with_push_listen_addr_updates(true),
@@ -495,14 +496,26 @@ impl Actor {
     /// provider of each.
     fn provided(&mut self, peer: PeerId, segments: Vec<SegmentId>) -> u32 {
         let expires = Some(std::time::Instant::now() + provide::RECORD_TTL);
-        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        // With the records, where the peer listens: kad leaves out of its answers a provider
+        // it has no address for (one gone from its routing table, as after a restart).
+        let addresses: Vec<Multiaddr> = kad
+            .kbucket(peer)
+            .and_then(|bucket| {
+                bucket
+                    .iter()
+                    .find(|e| e.node.key.preimage() == &peer)
+                    .map(|e| e.node.value.iter().cloned().collect())
+            })
+            .unwrap_or_default();
+        let store = kad.store_mut();
         let mut accepted = 0;
         for segment in segments {
             let record = ProviderRecord {
                 key: RecordKey::new(&segment.0),
                 provider: peer,
                 expires,
-                addresses: Vec::new(),
+                addresses: addresses.clone(),
             };
             match store.add_provider(record) {
                 Ok(()) => accepted += 1,

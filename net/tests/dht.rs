@@ -252,3 +252,66 @@ async fn the_newest_head_of_an_owner_is_found_over_replays() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_still_answers_for_the_records_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keeper, writer) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let kept = || NodeConfig {
+        store_dir: Some(dir.path().to_path_buf()),
+        ..config(vec![], "http://a")
+    };
+    let (a, a_task) = Node::start(&keeper, kept()).await.unwrap();
+    let through = |node: &Node| {
+        let node = node.clone();
+        async move {
+            let addrs = node.listen_addrs().await.unwrap();
+            addrs.iter().map(ToString::to_string).collect::<Vec<_>>()
+        }
+    };
+    let (b, b_task) = bounded(Node::start(&writer, config(through(&a).await, "http://b")))
+        .await
+        .unwrap();
+    let segment = SegmentId([5; 32]);
+    let owner = Identity::generate().unwrap();
+    b.announce(segment).await.unwrap();
+    bounded(b.publish_head(&head(&owner, 3))).await.unwrap();
+    let held_by_b = vec![FoundHolder {
+        node: writer.node_id(),
+        address: Some("http://b".into()),
+    }];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.holders(segment).await.unwrap() != held_by_b
+        || a.head(owner.node_id()).await.unwrap().map(|r| r.head.seq) != Some(3)
+    {
+        assert!(Instant::now() < deadline, "a never held b's records");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Both leave; a comes back from its folder (on a new port), b does not.
+    for (node, task) in [(a, a_task), (b, b_task)] {
+        node.shutdown().await;
+        task.await.unwrap();
+    }
+    let (a, _) = Node::start(&keeper, kept()).await.unwrap();
+    let newcomer = NodeConfig {
+        client: true,
+        ..NodeConfig::loopback(through(&a).await)
+    };
+    let (c, _) = bounded(Node::start(&Identity::generate().unwrap(), newcomer))
+        .await
+        .unwrap();
+    // The newcomer's first lookups may leave before its connection to a is up: polled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.holders(segment).await.unwrap() != held_by_b
+        || c.head(owner.node_id()).await.unwrap().map(|r| r.head.seq) != Some(3)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node lost b's records"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in [&a, &c] {
+        n.shutdown().await;
+    }
+}

@@ -70,9 +70,11 @@ pub async fn run_with(
     let node = match config.dht.clone() {
         Some(mut dht) => {
             dht.service_address.get_or_insert_with(|| address.clone());
-            let (node, _task) = Node::start(provider.identity(), dht).await?;
+            dht.store_dir
+                .get_or_insert_with(|| config.data_dir.join("dht"));
+            let (node, task) = Node::start(provider.identity(), dht).await?;
             provider = provider.with_discovery(Arc::new(node.clone()))?;
-            Some(node)
+            Some((node, task))
         }
         None => None,
     };
@@ -101,8 +103,10 @@ pub async fn run_with(
     // Wait until the heartbeat task has dropped its handle on the provider, so the store is
     // closed (and its lock released) when this function returns.
     let _ = beats.await;
-    if let Some(node) = node {
+    // Wait for the node's task too: its records' database is closed when this returns.
+    if let Some((node, task)) = node {
         node.shutdown().await;
+        let _ = task.await;
     }
     // The server has dropped its handle: close the index store (flush, finish merges).
     if let Some(index) = index.and_then(Arc::into_inner) {

@@ -56,7 +56,11 @@ pub async fn serve(
 ) -> Result<(), TrackerError> {
     info!(node = %tracker.node_id(), address = ?listener.local_addr().ok(), "tracker listening");
     let node = match config.dht.clone() {
-        Some(dht) => Some(Node::start(&tracker.identity, dht).await?.0),
+        Some(mut dht) => {
+            dht.store_dir
+                .get_or_insert_with(|| config.data_dir.join("dht"));
+            Some(Node::start(&tracker.identity, dht).await?)
+        }
         None => None,
     };
     let audits = config
@@ -74,8 +78,10 @@ pub async fn serve(
         audits.abort();
         let _ = audits.await;
     }
-    if let Some(node) = node {
+    // Wait for the node's task too: its records' database is closed when this returns.
+    if let Some((node, task)) = node {
         node.shutdown().await;
+        let _ = task.await;
     }
     Ok(served?)
 }
