@@ -184,14 +184,15 @@ pub fn open_head(key: &[u8], bytes: &[u8]) -> Result<(Signed<HeadRecord>, HeadRe
 }
 
 /// Whether a DHT node keeps head record `new` under `key` in place of the one it `held`: `new`
-/// is valid, and above `held` unless that one is not. A replayed older record, or one of
-/// another lineage at the same seq, does not displace the newest.
+/// is valid, and above `held` (or the same head again, which refreshes its expiry) unless that
+/// one is not. A replayed older record, or one of another lineage at the same seq, does not
+/// displace the newest.
 pub fn replaces_head(key: &[u8], new: &[u8], held: Option<&[u8]>) -> bool {
     let Ok((_, new)) = open_head(key, new) else {
         return false;
     };
     match held.and_then(|h| open_head(key, h).ok()) {
-        Some((_, held)) => new.head.seq > held.head.seq,
+        Some((_, held)) => new.head.seq > held.head.seq || new.head == held.head,
         None => true,
     }
 }

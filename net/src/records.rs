@@ -6,7 +6,7 @@
 //! none) ‖ value; tree `providers`, key length (u16 LE) ‖ key ‖ provider peer id → expiry ‖
 //! the provider's addresses (each a u16 LE length and the multiaddress's bytes).
 //! Expiries are kept in wall-clock time (kad's are monotonic instants); a record past its
-//! expiry is not loaded. A write that fails on disk leaves the record in memory only.
+//! expiry is deleted, not loaded. A write that fails on disk leaves the record in memory only.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -118,6 +118,7 @@ impl DiskStore {
         for item in disk.records.iter() {
             let (key, value) = item.map_err(fail)?;
             let Some(expires) = expiry(&value).and_then(from_wall) else {
+                written(disk.records.remove(&key));
                 continue;
             };
             let record = Record {
@@ -131,10 +132,12 @@ impl DiskStore {
             }
         }
         for item in disk.providers.iter() {
-            let (key, value) = item.map_err(fail)?;
-            let (Some((key, provider)), Some(expires)) =
-                (split_provider_key(&key), expiry(&value).and_then(from_wall))
-            else {
+            let (stored, value) = item.map_err(fail)?;
+            let (Some((key, provider)), Some(expires)) = (
+                split_provider_key(&stored),
+                expiry(&value).and_then(from_wall),
+            ) else {
+                written(disk.providers.remove(&stored));
                 continue;
             };
             let record = ProviderRecord {

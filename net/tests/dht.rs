@@ -175,12 +175,14 @@ async fn a_silent_peer_fails_its_dial_and_does_not_hold_up_start_up() {
 
 /// Owner `owner`'s head record at `seq`.
 fn head(owner: &Identity, seq: u64) -> Signed<HeadRecord> {
+    head_with(owner, seq, [seq as u8; 32])
+}
+
+/// Owner `owner`'s head record at `seq`, naming entry `hash`.
+fn head_with(owner: &Identity, seq: u64, hash: [u8; 32]) -> Signed<HeadRecord> {
     owner
         .sign(HeadRecord {
-            head: LogHead {
-                seq,
-                hash: [seq as u8; 32],
-            },
+            head: LogHead { seq, hash },
             replicas: vec![Identity::generate().unwrap().node_id()],
         })
         .unwrap()
@@ -193,13 +195,12 @@ fn a_head_record_is_kept_only_over_an_older_one_of_its_owner() {
     let (one, two) = (head(&owner, 1).to_bytes(), head(&owner, 2).to_bytes());
     assert!(replaces_head(&key, &one, None));
     assert!(replaces_head(&key, &two, Some(&one)));
-    // A replay of an older head, or another at the same seq, does not displace the newest.
+    // A replay of an older head, or another entry at the same seq, does not displace the
+    // newest; the same head signed again refreshes it.
     assert!(!replaces_head(&key, &one, Some(&two)));
-    assert!(!replaces_head(
-        &key,
-        &head(&owner, 2).to_bytes(),
-        Some(&two)
-    ));
+    let other = head_with(&owner, 2, [9; 32]).to_bytes();
+    assert!(!replaces_head(&key, &other, Some(&two)));
+    assert!(replaces_head(&key, &head(&owner, 2).to_bytes(), Some(&two)));
     // Another owner's record under this owner's key, a broken signature, garbage: refused.
     let stranger = head(&Identity::generate().unwrap(), 9).to_bytes();
     assert!(!replaces_head(&key, &stranger, None));

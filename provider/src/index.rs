@@ -442,6 +442,11 @@ impl Inner {
                         )));
                     }
                     let seq = body.seq;
+                    if seq == until.seq && entry_hash(&entry) != until.hash {
+                        return Err(NetError::Conflict(format!(
+                            "replica {peer} sent another entry {seq} than the one to reach"
+                        )));
+                    }
                     // An entry kept but refused by the store (alike on every replica) is
                     // still progress; one not kept ends this page.
                     if let Err(e) = inner.accept(&owner, &entry, body)

@@ -1,10 +1,10 @@
 //! Reads without trackers, in memory and over loopback gRPC with real libp2p (same bodies):
 //! with the DHT, a client on a new device finds the owner's replicas (the owner's head record
 //! names them, address records say where they listen) and each segment's holders (provider
-//! records), so with every tracker stopped every row still reads. The head in the DHT is also
-//! a floor: replicas behind it are refused, never shown as the database. A DHT that names
-//! strangers as holders costs calls, never a row; one that names nobody fails the read,
-//! naming the rows.
+//! records), so with every tracker stopped every row still reads (writes wait for a tracker).
+//! The head in the DHT is also a floor: replicas behind it are refused, never shown as the
+//! database. A DHT that names strangers as holders costs calls, never a row; one that names
+//! nobody fails the read, naming the rows.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
@@ -81,6 +81,22 @@ async fn notes(client: &Client) -> Result<Vec<(i64, String)>, String> {
         .collect())
 }
 
+/// Reads `notes` until it answers (providers announce their segments in the background, so
+/// a read may find too few holders at first); the answer must be `expected`, at once.
+async fn reads_every_row(reader: &Client, expected: &[(i64, String)], seed: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match notes(reader).await {
+            Ok(rows) => {
+                assert_eq!(rows, expected, "seed {seed:#x}");
+                return;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "seed {seed:#x}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn every_row_reads_with_every_tracker_stopped(transport: Transport) {
     let seed = wwt_tests::seed(0x4e9_2026);
     let (_dir, mut net, keys, writer) = writer(transport, seed).await;
@@ -109,22 +125,19 @@ async fn every_row_reads_with_every_tracker_stopped(transport: Transport) {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("tracker"), "{err}");
-    // With it, every row. Providers announce their segments in the background: a read that
-    // finds too few holders yet is tried again, a wrong answer fails at once.
+    // With it, every row; writes wait for the trackers.
     let reader = Client::connect(&keys, net.connector(), with_dht(&net))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match notes(&reader).await {
-            Ok(rows) => {
-                assert_eq!(rows, expected, "seed {seed:#x}");
-                break;
-            }
-            Err(e) => assert!(Instant::now() < deadline, "seed {seed:#x}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    reads_every_row(&reader, &expected, seed).await;
+    let err = reader
+        .execute("CREATE TABLE later (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("writes need the trackers"),
+        "{err}"
+    );
     net.shutdown().await.unwrap();
 }
 
@@ -271,17 +284,7 @@ async fn a_lying_dht_costs_calls_never_rows(transport: Transport) {
         .await
         .unwrap();
     let expected: Vec<(i64, String)> = (0..100).map(|i| (i, format!("note {i}"))).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match notes(&reader).await {
-            Ok(rows) => {
-                assert_eq!(rows, expected, "seed {seed:#x}");
-                break;
-            }
-            Err(e) => assert!(Instant::now() < deadline, "seed {seed:#x}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    reads_every_row(&reader, &expected, seed).await;
     // No holders at all: the read fails, naming the rows it cannot read.
     let reader = Client::connect(&keys, net.connector(), lying(Holders::None))
         .await

@@ -129,7 +129,9 @@ impl Client {
     /// Refuses replicas whose head is behind the log in pieces (entry head + 1 is stored
     /// there): they were wiped or rolled back, and showing them would show tables missing.
     /// One `Locate`, and the keys alone find it: a new device needs no kept head for this.
-    pub(super) async fn check_pieces_head(&self, state: &mut State) -> Result<()> {
+    /// Whether it could check: without a tracker, and with the DHT's head to stand in for it
+    /// ([`Client::check_floor`]), it cannot.
+    pub(super) async fn check_pieces_head(&self, state: &mut State) -> Result<bool> {
         let keys = log_keys(&self.master);
         let next = state.log.head.seq + 1;
         match self
@@ -137,12 +139,11 @@ impl Client {
             .entrusted(SegmentId(entry_segment(&keys, next).0))
             .await
         {
-            Ok(false) => return Ok(()),
+            Ok(false) => return Ok(true),
             Ok(true) => {}
-            // Without trackers the DHT's head record is the floor ([`Client::check_floor`]).
-            Err(e) if self.config.discovery.is_some() => {
+            Err(e) if state.log.published.is_some() => {
                 warn!(error = %e, "cannot check the log in pieces against the replicas");
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(e.into()),
         }
@@ -155,7 +156,7 @@ impl Client {
                 next - 1
             ))));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Entry `seq` of the owner's log, from the first of `replicas` that holds it, checked:
@@ -263,8 +264,9 @@ impl Client {
                 entries = seq;
             }
             client.refresh_heads(&mut state).await?;
-            client.check_floor(&state)?;
-            client.publish_if_newer(&state);
+            // The pieces were just replayed: they, not the DHT, say where the log ends.
+            client.check_floor(&state, false)?;
+            client.publish_held_head(&state);
             client.reload_catalog(&mut state).await?;
             let replicas = state
                 .log

@@ -72,7 +72,12 @@ pub(super) struct Log {
     entry: Option<Signed<Append>>,
     pub(super) replicas: Vec<Replica>,
     /// The head the DHT showed when connecting.
-    published: Option<LogHead>,
+    pub(super) published: Option<LogHead>,
+    /// The head this device kept in its home folder when connecting.
+    kept: Option<LogHead>,
+    /// No tracker answered when connecting: the replicas came from the DHT, and writes (which
+    /// need trackers) are refused rather than kept by a set it could not check.
+    trackers_down: bool,
 }
 
 /// Head records on their way to the DHT: one task at a time, each publishing only if no newer
@@ -159,8 +164,14 @@ impl Client {
     /// Finds the owner's replicas and the highest head among them, and checks it against the
     /// head this device kept.
     pub(super) async fn open_log(&self, state: &mut State) -> Result<()> {
-        let published = self.published_head().await;
-        let listed = match self.storage.index_providers().await {
+        let (published, listed) =
+            tokio::join!(self.published_head(), self.storage.index_providers());
+        state.log.kept = match &self.config.head_file {
+            Some(path) => read_head_file(path)?,
+            None => None,
+        };
+        state.log.trackers_down = listed.is_err();
+        let listed = match listed {
             Ok(listed) => listed,
             Err(e) => match &published {
                 Some(record) => {
@@ -287,29 +298,36 @@ impl Client {
         out
     }
 
-    /// Refuses replicas that are all behind the head this device kept, or the head the DHT
-    /// shows: they may be catching up, or have lost the log; never an emptied database.
-    pub(super) fn check_floor(&self, state: &State) -> Result<()> {
-        let kept = match &self.config.head_file {
-            Some(path) => read_head_file(path)?,
-            None => None,
-        };
+    /// Refuses replicas that are all behind the head this device kept, or, if `dht`, the
+    /// head the DHT shows (when the log in pieces could not be checked instead), or that hold
+    /// another entry at that seq: they may be catching up, or have lost the log; never an
+    /// emptied database.
+    pub(super) fn check_floor(&self, state: &State, dht: bool) -> Result<()> {
         let floors = [
-            (kept, "which this device saw"),
+            (state.log.kept, "which this device saw"),
             (
-                state.log.published,
+                state.log.published.filter(|_| dht),
                 "which its head record in the DHT shows",
             ),
         ];
+        let head = state.log.head;
         for (floor, source) in floors {
-            if let Some(floor) = floor
-                && floor.seq > state.log.head.seq
-            {
+            let Some(floor) = floor else {
+                continue;
+            };
+            if floor.seq > head.seq {
                 return Err(ClientError::Index(NetError::Unavailable(format!(
                     "every index replica reached is behind seq {} of this owner's log, {source} \
                      (the highest they hold is {}): they may be catching up; try again, or \
                      rebuild them from the pieces with `wwt recover`",
-                    floor.seq, state.log.head.seq
+                    floor.seq, head.seq
+                ))));
+            }
+            if floor.seq == head.seq && floor.hash != head.hash {
+                return Err(ClientError::Index(NetError::Unavailable(format!(
+                    "the index replicas reached hold another entry at seq {} of this owner's \
+                     log than the one {source}: the replicas that hold it may be down; try again",
+                    head.seq
                 ))));
             }
         }
@@ -341,11 +359,15 @@ impl Client {
             .collect()
     }
 
-    /// Hands the head and replica set to the DHT in the background, if it is newer than what
-    /// the DHT showed.
-    pub(super) fn publish_if_newer(&self, state: &State) {
+    /// Hands the head and replica set to the DHT in the background (refreshing its expiry
+    /// there), if a majority of the replicas holds it and the DHT shows no later one.
+    pub(super) fn publish_held_head(&self, state: &State) {
         let head = state.log.head;
-        if head.seq > state.log.published.map_or(0, |p| p.seq) {
+        let held = state.log.replicas.iter().filter(|r| r.at(&head)).count();
+        if head.seq > 0
+            && held > state.log.replicas.len() / 2
+            && head.seq >= state.log.published.map_or(0, |p| p.seq)
+        {
             self.publish(head, state);
         }
     }
@@ -444,9 +466,12 @@ impl Client {
         // The highest head; of two entries at one seq (two devices raced and one replica kept
         // the loser), the one more replicas hold.
         let held = |h: &LogHead| heads.iter().filter(|(x, _)| x == h).count();
+        // Of two at one seq, first the one a majority was seen to keep (the DHT's head, or
+        // this device's).
+        let known = |h: &LogHead| state.log.published == Some(*h) || state.log.kept == Some(*h);
         let best = heads
             .iter()
-            .max_by_key(|(h, _)| (h.seq, held(h)))
+            .max_by_key(|(h, _)| (h.seq, known(h), held(h)))
             .map(|(h, e)| (*h, e.clone()));
         if let Some((best, entry)) = best
             && (best.seq > state.log.head.seq
@@ -477,6 +502,13 @@ impl Client {
 
     /// Appends `op` to the owner's log; returns once a majority of the replicas kept it.
     pub(super) async fn append(&self, state: &mut State, op: LogOp) -> Result<()> {
+        if state.log.trackers_down {
+            return Err(ClientError::Index(NetError::Unavailable(
+                "no tracker answered when this client connected: it reads through the DHT, \
+                 but writes need the trackers; connect again once one is back"
+                    .into(),
+            )));
+        }
         let body = Append {
             seq: state.log.head.seq + 1,
             prev: state.log.head.hash,

@@ -282,10 +282,12 @@ impl Client {
         {
             let mut state = client.state.lock().await;
             client.open_log(&mut state).await?;
-            client.check_floor(&state)?;
-            client.check_pieces_head(&mut state).await?;
+            client.check_floor(&state, false)?;
+            if !client.check_pieces_head(&mut state).await? {
+                client.check_floor(&state, true)?;
+            }
             client.reload_catalog(&mut state).await?;
-            client.publish_if_newer(&state);
+            client.publish_held_head(&state);
         }
         Ok(client)
     }
