@@ -240,9 +240,7 @@ async fn through_dht(net: &mut LocalNet, owner: &Keystore, o: &Options) -> Resul
     config.cache_bytes = 0;
     let client = Client::connect(owner, net.connector(), config.clone()).await?;
     let tracker = reads(&client, o).await?;
-    for t in 0..net.endpoints.trackers.len() {
-        net.stop_tracker(t).await?;
-    }
+    net.stop_trackers().await?;
     let client = Client::connect(owner, net.connector(), config).await?;
     let dht = reads(&client, o).await?;
     Ok((tracker, dht))

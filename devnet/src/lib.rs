@@ -107,6 +107,11 @@ impl Endpoints {
             .context("the devnet has no index provider")
     }
 
+    /// The numbers of the providers that are also index providers.
+    pub fn index_providers(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.providers.len()).filter(|p| self.providers[*p].index)
+    }
+
     /// The trackers as `(node id, address)` pairs, for [`crate::store::Storage::new`].
     pub fn tracker_list(&self) -> Result<Vec<(NodeId, String)>> {
         self.trackers
@@ -669,6 +674,14 @@ impl LocalNet {
     /// Stops tracker `t`: clients and providers can no longer reach it.
     pub async fn stop_tracker(&mut self, t: usize) -> Result<()> {
         Running::stop_slot(&mut self.trackers, t, self.memory.as_ref()).await
+    }
+
+    /// Stops every tracker: only the DHT is left to find segments' holders.
+    pub async fn stop_trackers(&mut self) -> Result<()> {
+        for t in 0..self.endpoints.trackers.len() {
+            self.stop_tracker(t).await?;
+        }
+        Ok(())
     }
 
     /// Stops tracker `t` and starts it again from its folder at the same address, as after a

@@ -408,7 +408,7 @@ async fn recovery_from_the_keystore_alone_restores_every_table(transport: Transp
     drop(client);
 
     // Every replica loses its index folder: only the keys and the pieces are left.
-    for p in replicas_of(&net) {
+    for p in net.endpoints.index_providers().collect::<Vec<_>>() {
         net.restart_provider(p, true).await.unwrap();
     }
     let config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
@@ -466,8 +466,9 @@ async fn a_replica_gone_for_good_is_replaced(transport: Transport) {
     let rounds = workload(seed, 2);
     run(&client, &conn, &rounds[0], 6).await;
     let set = replicas(&net, &client).await;
-    let spare = replicas_of(&net)
-        .into_iter()
+    let spare = net
+        .endpoints
+        .index_providers()
         .find(|p| !set.contains(p))
         .unwrap();
 
@@ -519,8 +520,9 @@ async fn a_replica_holding_a_losing_entry_is_replaced(transport: Transport) {
     let rounds = workload(seed, 2);
     run(&client, &conn, &rounds[0], 6).await;
     let set = replicas(&net, &client).await;
-    let spare = replicas_of(&net)
-        .into_iter()
+    let spare = net
+        .endpoints
+        .index_providers()
         .find(|p| !set.contains(p))
         .unwrap();
 
@@ -710,7 +712,7 @@ async fn a_device_never_takes_wiped_replicas_for_an_empty_database() {
         .await
         .unwrap();
     drop(client);
-    for p in replicas_of(&net) {
+    for p in net.endpoints.index_providers().collect::<Vec<_>>() {
         net.restart_provider(p, true).await.unwrap();
     }
     let err = Client::connect(&keys, net.connector(), config)
@@ -726,11 +728,4 @@ async fn a_device_never_takes_wiped_replicas_for_an_empty_database() {
         .to_string();
     assert!(err.contains("wwt recover"), "{err}");
     net.shutdown().await.unwrap();
-}
-
-/// The index providers of `net`.
-fn replicas_of(net: &LocalNet) -> Vec<usize> {
-    (0..net.endpoints.providers.len())
-        .filter(|p| net.endpoints.providers[*p].index)
-        .collect()
 }

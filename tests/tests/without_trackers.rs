@@ -116,9 +116,7 @@ async fn every_row_reads_with_every_tracker_stopped(transport: Transport) {
     }
     writer.flush().await;
     drop(writer);
-    for t in 0..net.endpoints.trackers.len() {
-        net.stop_tracker(t).await.unwrap();
-    }
+    net.stop_trackers().await.unwrap();
     // Without the DHT a new device finds nothing.
     let config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
     let err = Client::connect(&keys, net.connector(), config)
@@ -161,15 +159,11 @@ async fn replicas_behind_the_dht_head_are_refused(transport: Transport) {
     writer.flush().await;
     drop(writer);
     // Every replica loses the log, and no tracker is there to lead to the log in pieces.
-    let index: Vec<usize> = (0..net.endpoints.providers.len())
-        .filter(|p| net.endpoints.providers[*p].index)
-        .collect();
+    let index: Vec<usize> = net.endpoints.index_providers().collect();
     for p in index {
         net.restart_provider(p, true).await.unwrap();
     }
-    for t in 0..net.endpoints.trackers.len() {
-        net.stop_tracker(t).await.unwrap();
-    }
+    net.stop_trackers().await.unwrap();
     let err = Client::connect(&keys, net.connector(), with_dht(&net))
         .await
         .unwrap_err()
@@ -257,9 +251,7 @@ async fn a_lying_dht_costs_calls_never_rows(transport: Transport) {
         .unwrap();
     writer.flush().await;
     drop(writer);
-    for t in 0..net.endpoints.trackers.len() {
-        net.stop_tracker(t).await.unwrap();
-    }
+    net.stop_trackers().await.unwrap();
     let lying = |lie| {
         let mut decoys: Vec<String> = net
             .endpoints
