@@ -616,7 +616,8 @@ async fn index_replicas_survive_kill_9_and_a_wiped_folder() {
 /// index providers), each with `--dht-listen` and joined through `--dht-bootstrap`. `wwt sql`
 /// writes through them with the DHT, the tracker is killed with SIGKILL, and a `wwt sql` that
 /// joins the DHT through two providers still reads every row: its replicas from the head
-/// record it published, their addresses and the segments' holders from the DHT.
+/// record it published, their addresses and the segments' holders from the DHT. Then every
+/// replica is killed and wiped, and `wwt recover` rebuilds them through the DHT alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_reads_through_the_dht_with_the_tracker_killed() {
     let dir = tempfile::tempdir().unwrap();
@@ -637,7 +638,7 @@ async fn sql_reads_through_the_dht_with_the_tracker_killed() {
     );
     let at = format!("{}@{}", tracker.node, tracker.address);
     let seed = tracker.dht.clone().unwrap();
-    let providers: Vec<Daemon> = (0..6)
+    let mut providers: Vec<Daemon> = (0..6)
         .map(|i| {
             let mut flags = vec!["--dht-listen", loopback, "--dht-bootstrap", &seed];
             if i < 3 {
@@ -715,4 +716,34 @@ async fn sql_reads_through_the_dht_with_the_tracker_killed() {
         stdout.contains("count(*)\n--------\n     200\n(1 row)"),
         "{stdout}"
     );
+
+    // Every index replica killed and its folder lost, with the tracker still dead: the head
+    // record leads `wwt recover` to the log in pieces, through the DHT alone.
+    for (i, daemon) in providers.iter_mut().enumerate().take(3) {
+        daemon.kill();
+        let folder = dir.path().join(format!("provider-{i}"));
+        std::fs::remove_dir_all(folder.join("index")).unwrap();
+        *daemon = provider(
+            &folder,
+            &at,
+            GIB,
+            &[
+                "--dht-listen",
+                loopback,
+                "--dht-bootstrap",
+                &through,
+                "--index",
+            ],
+            &[],
+        );
+    }
+    let recover = || wwt(&["recover", "--trackers", &at, "--dht-bootstrap", &through]);
+    // The restarted replicas' new addresses reach the DHT in the background: tried again.
+    let out = poll("the replicas recovered through the DHT", || {
+        let out = recover();
+        out.status.success().then_some(out)
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("table notes: 200 rows"), "{stdout}");
 }

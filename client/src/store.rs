@@ -703,16 +703,13 @@ impl Storage {
         Ok(codec.decode(audit, &current, &refs)?)
     }
 
-    /// Fetches and decodes the segment `segment` knowing only its id: its manifest is the
-    /// copy its tracker keeps (pieces are still checked against that manifest's hashes, and
-    /// what the segment holds must authenticate under the caller's keys). `None` if it was
-    /// never entrusted whole ([`Storage::entrusted`]).
-    pub async fn get_by_id(
+    /// The manifest of `segment` as its tracker keeps it (with the pieces its repairs
+    /// re-coded); `None` if it was never entrusted whole ([`Storage::entrusted`]). Checked to
+    /// be that segment's; its pieces are checked against it when read.
+    pub async fn manifest(
         &self,
         segment: SegmentId,
-        codec: &Codec,
-        audit: &AuditKey,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<SegmentManifest>, StoreError> {
         let Some(location) = self.locate(&segment).await? else {
             return Ok(None);
         };
@@ -726,7 +723,7 @@ impl Storage {
                 NetError::Internal("the tracker keeps another segment's manifest".into()),
             ));
         }
-        Ok(Some(self.get(codec, audit, &manifest).await?))
+        Ok(Some(manifest))
     }
 
     /// Reads rows. A segment the cache holds is used as is; one the rows want little of (under

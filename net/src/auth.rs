@@ -367,6 +367,11 @@ body!(
     "/wwt.v1.Index/Append"
 );
 body!(
+    crate::node::AddressRecord,
+    proto::AddressRecord,
+    "wwt.v1.AddressRecord"
+);
+body!(
     crate::index::HeadRecord,
     proto::HeadRecord,
     "wwt.v1.HeadRecord"

@@ -152,6 +152,24 @@ pub struct HeadRecord {
     pub head: LogHead,
     /// The owner's replica set at that seq.
     pub replicas: Vec<NodeId>,
+    /// The newest entry of the log in pieces and its segment's manifest, sealed by the owner:
+    /// where a client walks the log back from, without a tracker.
+    pub archived: Option<Archived>,
+}
+
+/// Where the log in pieces ends, as a [`HeadRecord`] names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    /// The entry's seq (1 to the head's).
+    pub seq: u64,
+    /// Its segment's manifest, sealed by the owner.
+    pub manifest: Vec<u8>,
+}
+
+impl HeadRecord {
+    fn archived_seq(&self) -> u64 {
+        self.archived.as_ref().map_or(0, |a| a.seq)
+    }
 }
 
 /// The most bytes a signed [`HeadRecord`] may take.
@@ -184,15 +202,18 @@ pub fn open_head(key: &[u8], bytes: &[u8]) -> Result<(Signed<HeadRecord>, HeadRe
 }
 
 /// Whether a DHT node keeps head record `new` under `key` in place of the one it `held`: `new`
-/// is valid, and above `held` (or the same head again, which refreshes its expiry) unless that
-/// one is not. A replayed older record, or one of another lineage at the same seq, does not
-/// displace the newest.
+/// is valid, and above `held` (or the same head again, which refreshes its expiry, with its log
+/// in pieces reaching as far) unless that one is not. A replayed older record, or one of
+/// another lineage at the same seq, does not displace the newest.
 pub fn replaces_head(key: &[u8], new: &[u8], held: Option<&[u8]>) -> bool {
     let Ok((_, new)) = open_head(key, new) else {
         return false;
     };
     match held.and_then(|h| open_head(key, h).ok()) {
-        Some((_, held)) => new.head.seq > held.head.seq || new.head == held.head,
+        Some((_, held)) => {
+            new.head.seq > held.head.seq
+                || (new.head == held.head && new.archived_seq() >= held.archived_seq())
+        }
         None => true,
     }
 }
@@ -206,7 +227,7 @@ pub fn highest_head<'a>(
     found
         .into_iter()
         .filter_map(|bytes| open_head(key, bytes).ok())
-        .max_by_key(|(_, record)| record.head.seq)
+        .max_by_key(|(_, record)| (record.head.seq, record.archived_seq()))
 }
 
 /// Ask for an owner's head.
@@ -818,11 +839,24 @@ impl TryFrom<proto::HeadRecord> for HeadRecord {
                 w.replicas.len()
             )));
         }
+        if w.archived_seq > w.seq || (w.archived_seq == 0) != w.archived.is_empty() {
+            return Err(NetError::BadRequest(format!(
+                "a head record at seq {} names the log in pieces to seq {} with {} bytes of \
+                 manifest: a seq from 1 to the head's comes with a manifest, 0 without",
+                w.seq,
+                w.archived_seq,
+                w.archived.len()
+            )));
+        }
         Ok(HeadRecord {
             head: LogHead {
                 seq: w.seq,
                 hash: hash_from(&w.hash, "the head's hash")?,
             },
+            archived: (w.archived_seq > 0).then(|| Archived {
+                seq: w.archived_seq,
+                manifest: w.archived.to_vec(),
+            }),
             replicas: w
                 .replicas
                 .iter()
@@ -838,6 +872,11 @@ impl From<HeadRecord> for proto::HeadRecord {
             seq: r.head.seq,
             hash: wire(&r.head.hash),
             replicas: r.replicas.iter().map(NodeId::to_wire).collect(),
+            archived_seq: r.archived.as_ref().map_or(0, |a| a.seq),
+            archived: r
+                .archived
+                .map(|a| Bytes::from(a.manifest))
+                .unwrap_or_default(),
         }
     }
 }

@@ -26,6 +26,7 @@ use libp2p::kad::{
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, tcp, yamux};
+use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -33,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::NetError;
 use crate::api::{Discovery, FoundHolder};
-use crate::auth::{Identity, Signed};
+use crate::auth::{Identity, Signed, check_signature};
 use crate::index::{HeadRecord, head_key, highest_head, replaces_head};
 use crate::provide::{self, Announcer};
 use crate::records::DiskStore;
@@ -50,6 +51,81 @@ const IDENTIFY_PROTOCOL: &str = "/wwt/id/1.0.0";
 const ADDRESS_RECORD: &[u8] = b"wwt/addr/";
 /// The longest gRPC address a node may publish.
 const MAX_ADDRESS_BYTES: usize = 256;
+/// The most bytes a signed [`AddressRecord`] may take.
+const MAX_ADDRESS_RECORD_BYTES: usize = 512;
+
+/// A node's gRPC address as the node publishes it in the DHT, signed by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressRecord {
+    /// Where the node's gRPC services listen.
+    pub address: String,
+}
+
+impl TryFrom<crate::proto::AddressRecord> for AddressRecord {
+    type Error = NetError;
+    fn try_from(w: crate::proto::AddressRecord) -> Result<Self, NetError> {
+        if w.address.len() > MAX_ADDRESS_BYTES {
+            return Err(NetError::BadRequest(format!(
+                "an address of {} bytes; at most {MAX_ADDRESS_BYTES} are allowed",
+                w.address.len()
+            )));
+        }
+        Ok(AddressRecord { address: w.address })
+    }
+}
+
+impl From<AddressRecord> for crate::proto::AddressRecord {
+    fn from(r: AddressRecord) -> Self {
+        crate::proto::AddressRecord { address: r.address }
+    }
+}
+
+/// Checks an address record as it came from the DHT for `node`: bounded and signed by `node`.
+/// Returns when it was signed and the address.
+pub fn open_address(node: &NodeId, bytes: &[u8]) -> Result<(u64, String), NetError> {
+    if bytes.len() > MAX_ADDRESS_RECORD_BYTES {
+        return Err(NetError::BadRequest(format!(
+            "an address record of {} bytes; at most {MAX_ADDRESS_RECORD_BYTES} are allowed",
+            bytes.len()
+        )));
+    }
+    let signed = Signed::<AddressRecord>::from_bytes(bytes)?;
+    if signed.auth().signer != *node {
+        return Err(NetError::Unauthenticated(
+            "an address record signed by another node than its key names".into(),
+        ));
+    }
+    check_signature(&signed)?;
+    let record =
+        AddressRecord::try_from(crate::proto::AddressRecord::decode(signed.body().clone())?)?;
+    Ok((signed.auth().timestamp_ms, record.address))
+}
+
+/// Whether a DHT node keeps address record `new` for `node` in place of the one it `held`:
+/// `new` is valid and signed no earlier, unless `held` is not valid. A replay of an older
+/// address does not displace the node's newest.
+pub fn replaces_address(node: &NodeId, new: &[u8], held: Option<&[u8]>) -> bool {
+    let Ok((signed, _)) = open_address(node, new) else {
+        return false;
+    };
+    match held.and_then(|h| open_address(node, h).ok()) {
+        Some((held, _)) => signed >= held,
+        None => true,
+    }
+}
+
+/// Of address records found for `node`, the newest valid one's address: DHT peers may hold
+/// older ones, or lie.
+pub fn newest_address<'a>(
+    node: &NodeId,
+    found: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<String> {
+    found
+        .into_iter()
+        .filter_map(|bytes| open_address(node, bytes).ok())
+        .max_by_key(|(signed, _)| *signed)
+        .map(|(_, address)| address)
+}
 
 /// Settings of the libp2p node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +203,6 @@ enum Command {
         oneshot::Sender<Result<HashSet<PeerId>, NetError>>,
     ),
     PutRecord(Record, oneshot::Sender<Result<(), NetError>>),
-    GetRecord(RecordKey, oneshot::Sender<Option<Vec<u8>>>),
     GetRecords(RecordKey, oneshot::Sender<Vec<Vec<u8>>>),
     Shutdown,
 }
@@ -138,7 +213,6 @@ enum Pending {
         HashSet<PeerId>,
         oneshot::Sender<Result<HashSet<PeerId>, NetError>>,
     ),
-    Record(oneshot::Sender<Option<Vec<u8>>>),
     Records(Vec<Vec<u8>>, oneshot::Sender<Vec<Vec<u8>>>),
 }
 
@@ -255,7 +329,7 @@ impl Node {
             }
         }
         if let Some(address) = config.service_address {
-            node.publish_address(&address).await?;
+            node.publish_address(identity, &address).await?;
         }
         info!(node = %node.node, peer = %local, "libp2p node started");
         Ok((node, task))
@@ -289,17 +363,22 @@ impl Node {
         self.call(Command::ListenAddrs).await
     }
 
-    /// Publishes this node's gRPC address as a DHT value record.
-    pub async fn publish_address(&self, address: &str) -> Result<(), NetError> {
-        let record = Record::new(address_key(&self.node), address.as_bytes().to_vec());
+    /// Publishes this node's gRPC address as a DHT value record signed by `identity` (this
+    /// node's).
+    async fn publish_address(&self, identity: &Identity, address: &str) -> Result<(), NetError> {
+        let signed = identity.sign(AddressRecord {
+            address: address.to_string(),
+        })?;
+        let record = Record::new(address_key(&self.node), signed.to_bytes());
         self.call(|tx| Command::PutRecord(record, tx)).await?
     }
 
-    /// The gRPC address `node` published, if it can be found.
+    /// The gRPC address `node` published last, if it can be found.
     pub async fn address_of(&self, node: &NodeId) -> Result<Option<String>, NetError> {
-        let key = address_key(node);
-        let value = self.call(|tx| Command::GetRecord(key, tx)).await?;
-        Ok(value.and_then(|v| String::from_utf8(v).ok()))
+        let found = self
+            .call(|tx| Command::GetRecords(address_key(node), tx))
+            .await?;
+        Ok(newest_address(node, found.iter().map(Vec::as_slice)))
     }
 
     /// Stops the actor.
@@ -467,10 +546,6 @@ impl Actor {
                     ))));
                 }
             },
-            Command::GetRecord(key, reply) => {
-                let id = kad.get_record(key);
-                self.pending.insert(id, Pending::Record(reply));
-            }
             Command::GetRecords(key, reply) => {
                 let id = kad.get_record(key);
                 self.pending.insert(id, Pending::Records(Vec::new(), reply));
@@ -531,16 +606,11 @@ impl Actor {
     fn record_put(&mut self, record: Record) {
         let store = self.swarm.behaviour_mut().kad.store_mut();
         let key = record.key.to_vec();
+        let held = store.get(&record.key).map(|r| r.value.clone());
         let keep = match key.strip_prefix(ADDRESS_RECORD) {
-            Some(node) => {
-                node.len() == 32
-                    && record.value.len() <= MAX_ADDRESS_BYTES
-                    && std::str::from_utf8(&record.value).is_ok()
-            }
-            None => {
-                let held = store.get(&record.key).map(|r| r.value.clone());
-                replaces_head(&key, &record.value, held.as_deref())
-            }
+            Some(node) => <[u8; 32]>::try_from(node)
+                .is_ok_and(|node| replaces_address(&NodeId(node), &record.value, held.as_deref())),
+            None => replaces_head(&key, &record.value, held.as_deref()),
         };
         if !keep {
             debug!("a record put by a peer was not kept");
@@ -684,17 +754,6 @@ impl Actor {
                     self.pending.insert(id, Pending::Providers(found, reply));
                 }
             }
-            (Pending::Record(reply), QueryResult::GetRecord(result)) => match result {
-                Ok(GetRecordOk::FoundRecord(peer_record)) => {
-                    if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                        query.finish();
-                    }
-                    let _ = reply.send(Some(peer_record.record.value));
-                }
-                Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }) | Err(_) => {
-                    let _ = reply.send(None);
-                }
-            },
             // Every record the lookup meets: peers may hold older ones, or lie.
             (Pending::Records(mut found, reply), QueryResult::GetRecord(result)) => {
                 let done = match result {

@@ -4,9 +4,11 @@
 use std::time::{Duration, Instant};
 
 use wwt_net::index::{
-    HeadRecord, LogHead, MAX_HEAD_RECORD_BYTES, head_key, open_head, replaces_head,
+    Archived, HeadRecord, LogHead, MAX_HEAD_RECORD_BYTES, head_key, open_head, replaces_head,
 };
-use wwt_net::node::{Node, NodeConfig, node_id, peer_id};
+use wwt_net::node::{
+    AddressRecord, Node, NodeConfig, newest_address, node_id, peer_id, replaces_address,
+};
 use wwt_net::types::SegmentId;
 use wwt_net::{Discovery, FoundHolder, Identity, Signed};
 
@@ -180,10 +182,21 @@ fn head(owner: &Identity, seq: u64) -> Signed<HeadRecord> {
 
 /// Owner `owner`'s head record at `seq`, naming entry `hash`.
 fn head_with(owner: &Identity, seq: u64, hash: [u8; 32]) -> Signed<HeadRecord> {
+    head_archived(owner, seq, hash, None)
+}
+
+/// Owner `owner`'s head record at `seq`, naming entry `hash` and where its log in pieces ends.
+fn head_archived(
+    owner: &Identity,
+    seq: u64,
+    hash: [u8; 32],
+    archived: Option<Archived>,
+) -> Signed<HeadRecord> {
     owner
         .sign(HeadRecord {
             head: LogHead { seq, hash },
             replicas: vec![Identity::generate().unwrap().node_id()],
+            archived,
         })
         .unwrap()
 }
@@ -212,6 +225,22 @@ fn a_head_record_is_kept_only_over_an_older_one_of_its_owner() {
     // Whatever was held before, if it does not check, is replaced by a valid record.
     assert!(replaces_head(&key, &one, Some(b"junk")));
     assert!(open_head(&key, &vec![0; MAX_HEAD_RECORD_BYTES + 1]).is_err());
+    // Of one head, the record whose log in pieces reaches further stays; a replay of the same
+    // head from before its entry went into pieces does not displace it.
+    let tail = |seq| {
+        Some(Archived {
+            seq,
+            manifest: vec![7; 300],
+        })
+    };
+    let stored = head_archived(&owner, 2, [2; 32], tail(2)).to_bytes();
+    assert!(replaces_head(&key, &stored, Some(&two)));
+    assert!(!replaces_head(&key, &two, Some(&stored)));
+    let earlier = head_archived(&owner, 2, [2; 32], tail(1)).to_bytes();
+    assert!(!replaces_head(&key, &earlier, Some(&stored)));
+    // A record whose log in pieces goes past its head is refused.
+    let past = head_archived(&owner, 2, [2; 32], tail(3)).to_bytes();
+    assert!(!replaces_head(&key, &past, None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,6 +342,85 @@ async fn a_restarted_node_still_answers_for_the_records_it_held() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for n in [&a, &c] {
+        n.shutdown().await;
+    }
+}
+
+#[test]
+fn an_address_record_is_kept_only_over_an_older_one_of_its_node() {
+    let node = Identity::generate().unwrap();
+    let id = node.node_id();
+    let signed = |address: &str| {
+        node.sign(AddressRecord {
+            address: address.into(),
+        })
+        .unwrap()
+        .to_bytes()
+    };
+    let old = signed("http://old");
+    std::thread::sleep(Duration::from_millis(5));
+    let new = signed("http://new");
+    assert!(replaces_address(&id, &old, None));
+    assert!(replaces_address(&id, &new, Some(&old)));
+    // A replay of the old address does not displace the new one; readers take the newest.
+    assert!(!replaces_address(&id, &old, Some(&new)));
+    assert_eq!(
+        newest_address(&id, [old.as_slice(), new.as_slice()]).as_deref(),
+        Some("http://new")
+    );
+    // Another node's record under this node's key, a broken signature, an unsigned address,
+    // an oversized one: refused.
+    let stranger = Identity::generate()
+        .unwrap()
+        .sign(AddressRecord {
+            address: "http://evil".into(),
+        })
+        .unwrap()
+        .to_bytes();
+    assert!(!replaces_address(&id, &stranger, None));
+    let mut forged = new.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(!replaces_address(&id, &forged, None));
+    assert!(!replaces_address(&id, b"http://plain", None));
+    assert!(!replaces_address(&id, &signed(&"x".repeat(300)), None));
+    assert_eq!(
+        newest_address(&id, [stranger.as_slice(), forged.as_slice()]),
+        None
+    );
+}
+
+/// A node restarted with its identity on another port publishes its new address, and the
+/// others find that one, not the one they held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_elsewhere_is_found_at_its_new_address() {
+    let (ids, [a, b, c]) = three_nodes(vec![]).await;
+    let found = |node: &Node, want: &'static str| {
+        let node = node.clone();
+        let id = ids[2].node_id();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while node.address(id).await.unwrap().as_deref() != Some(want) {
+                assert!(Instant::now() < deadline, "never found {want}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    found(&b, "http://c").await;
+    c.shutdown().await;
+    let through: Vec<String> = a
+        .listen_addrs()
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let (c, _) = bounded(Node::start(&ids[2], config(through, "http://c-again")))
+        .await
+        .unwrap();
+    found(&b, "http://c-again").await;
+    found(&a, "http://c-again").await;
+    for n in [&a, &b, &c] {
         n.shutdown().await;
     }
 }

@@ -3,7 +3,7 @@
 //! names them, address records say where they listen) and each segment's holders (provider
 //! records), so with every tracker stopped every row still reads (writes wait for a tracker).
 //! The head in the DHT is also a floor: replicas behind it are refused, never shown as the
-//! database. A DHT that names strangers as holders costs calls, never a row; one that names
+//! database, and the start of the log in pieces: with it, recovery needs no tracker either. A DHT that names strangers as holders costs calls, never a row; one that names
 //! nobody fails the read, naming the rows.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -149,11 +149,19 @@ async fn every_row_reads_with_every_tracker_stopped_over_grpc() {
     every_row_reads_with_every_tracker_stopped(Transport::Grpc).await;
 }
 
-async fn replicas_behind_the_dht_head_are_refused(transport: Transport) {
+async fn wiped_replicas_are_refused_then_recovered_without_trackers(transport: Transport) {
     let seed = wwt_tests::seed(0x5e9_2026);
     let (_dir, mut net, keys, writer) = writer(transport, seed).await;
+    let mut expected = Vec::new();
+    for id in 0..5 {
+        writer
+            .execute(&format!("INSERT INTO notes VALUES ({id}, 'kept {id}')"))
+            .await
+            .unwrap();
+        expected.push((id, format!("kept {id}")));
+    }
     writer
-        .execute("INSERT INTO notes VALUES (1, 'kept')")
+        .execute("CREATE TABLE later (id BIGINT PRIMARY KEY)")
         .await
         .unwrap();
     writer.flush().await;
@@ -172,17 +180,34 @@ async fn replicas_behind_the_dht_head_are_refused(transport: Transport) {
         err.contains("behind seq") && err.contains("head record in the DHT"),
         "seed {seed:#x}: {err}"
     );
+    // The head record leads to the newest entry's segment, each segment to the one before:
+    // the keys and the DHT alone rebuild the replicas.
+    let (reader, recovered) = Client::recover(&keys, net.connector(), with_dht(&net))
+        .await
+        .unwrap();
+    let tables: Vec<(String, i64)> = recovered
+        .tables
+        .iter()
+        .map(|(name, rows)| (name.to_lowercase(), *rows))
+        .collect();
+    assert_eq!(
+        tables,
+        [("later".to_string(), 0), ("notes".to_string(), 5)],
+        "seed {seed:#x}"
+    );
+    reads_every_row(&reader, &expected, seed).await;
+    println!("seed {seed:#x}: recovered {} entries", recovered.entries);
     net.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_behind_the_dht_head_are_refused_in_memory() {
-    replicas_behind_the_dht_head_are_refused(Transport::Memory).await;
+async fn wiped_replicas_are_refused_then_recovered_without_trackers_in_memory() {
+    wiped_replicas_are_refused_then_recovered_without_trackers(Transport::Memory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_behind_the_dht_head_are_refused_over_grpc() {
-    replicas_behind_the_dht_head_are_refused(Transport::Grpc).await;
+async fn wiped_replicas_are_refused_then_recovered_without_trackers_over_grpc() {
+    wiped_replicas_are_refused_then_recovered_without_trackers(Transport::Grpc).await;
 }
 
 /// What a lying DHT answers for a segment's holders.

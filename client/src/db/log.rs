@@ -32,6 +32,7 @@ use futures::StreamExt;
 use futures::future::join_all;
 use futures::stream::FuturesUnordered;
 use tracing::warn;
+use wwt_engine::SegmentManifest;
 use wwt_index::{CatalogBlob, QueryOutput};
 use wwt_net::index::{
     Answer, Append, GetCatalog, GetHead, HeadRecord, LogHead, LogOp, QueryTable, entry_hash,
@@ -40,6 +41,7 @@ use wwt_net::index::{
 use wwt_net::types::NodeId;
 use wwt_net::{IndexApi, NetError, Signed, rendezvous};
 
+use super::archive::{log_keys, open_manifest, seal_manifest};
 use super::{Client, ClientError, Result, State, index_err};
 
 /// How often a replica that is catching up is asked again for an entry a majority still lacks.
@@ -78,6 +80,9 @@ pub(super) struct Log {
     /// No tracker answered when connecting: the replicas came from the DHT, and writes (which
     /// need trackers) are refused rather than kept by a set it could not check.
     trackers_down: bool,
+    /// The newest entry known to be in pieces, and its segment's manifest (for the head
+    /// record, and the next entry's segment).
+    pub(super) archived: Option<(u64, SegmentManifest)>,
 }
 
 /// Head records on their way to the DHT: one task at a time, each publishing only if no newer
@@ -227,6 +232,16 @@ impl Client {
                 candidates.push(*id);
             }
         }
+        state.log.archived = published
+            .as_ref()
+            .and_then(|p| p.archived.as_ref())
+            .and_then(|a| match open_manifest(&log_keys(&self.master), a) {
+                Ok(m) => Some((a.seq, m)),
+                Err(e) => {
+                    warn!(error = %e, "the head record's log in pieces is not usable");
+                    None
+                }
+            });
         state.log.published = published.map(|p| p.head);
         state.log.replicas = replicas(&mut candidates.iter())?;
         self.refresh_heads(state).await?;
@@ -378,9 +393,13 @@ impl Client {
         let Some(discovery) = self.config.discovery.clone() else {
             return;
         };
+        let keys = log_keys(&self.master);
         let record = HeadRecord {
             head,
             replicas: state.log.replicas.iter().map(|r| r.id).collect(),
+            archived: (state.log.archived.as_ref())
+                .filter(|(seq, _)| *seq <= head.seq)
+                .map(|(seq, m)| seal_manifest(&keys, *seq, m)),
         };
         let record = match self.identity.sign(record) {
             Ok(record) => record,
@@ -618,7 +637,6 @@ impl Client {
         }
         state.log.head = next;
         state.log.entry = Some(entry.clone());
-        self.publish(next, state);
         if let Some(path) = &self.config.head_file
             && let Err(e) = write_head_file(path, &next)
         {
@@ -628,6 +646,7 @@ impl Client {
         if let Err(e) = self.archive_through(state, next.seq, entry).await {
             warn!(seq = next.seq, error = %e, "log entry not yet in pieces: stored with the next one");
         }
+        self.publish(next, state);
         Ok(())
     }
 
