@@ -747,3 +747,137 @@ async fn sql_reads_through_the_dht_with_the_tracker_killed() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("table notes: 200 rows"), "{stdout}");
 }
+
+/// Two trackers started by hand as each other's `--peer`, eight providers reporting to both:
+/// the tracker that leads half the segments is killed with SIGKILL, then a provider; the other
+/// tracker takes over the first one's segments after its lease, audits, condemns the lost
+/// provider and re-codes every piece it held, and `wwt sql` still reads every row, asking the
+/// live tracker when the dead one does not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_tracker_repairs_after_the_first_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = |name: &str| dir.path().join(name);
+    // Identities and ports first: each tracker names the other when it starts.
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let ids: Vec<NodeId> = ["tracker-a", "tracker-b"]
+        .iter()
+        .map(|t| {
+            Identity::load_or_create(&data(t).join("node.key"))
+                .unwrap()
+                .node_id()
+        })
+        .collect();
+    let listen = [free_port(), free_port()];
+    let at = |t: usize| format!("{}@http://{}", ids[t], listen[t]);
+    // Audits every 2 s per piece, chunk challenges only (sentinels would run out and ask for
+    // refreshes); a provider missing every challenge for 4 s is lost.
+    let config = data("tracker.toml");
+    std::fs::write(
+        &config,
+        "lease_ms = 1000\n[audit]\nmean_interval_ms = 2000\nchunk_share = 1.0\n\
+         deadline_ms = 2000\noffline_threshold_ms = 4000\n",
+    )
+    .unwrap();
+    let tracker = |t: usize| {
+        let name = ["tracker-a", "tracker-b"][t];
+        Daemon::spawn(
+            &[
+                "tracker",
+                "run",
+                "--listen",
+                &listen[t],
+                "--data-dir",
+                data(name).to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--peer",
+                &at(1 - t),
+            ],
+            &[],
+        )
+    };
+    let mut trackers = [tracker(0), tracker(1)];
+    let both = format!("{},{}", at(0), at(1));
+    let mut providers: Vec<Daemon> = (0..8)
+        .map(|i| {
+            let flags: &[&str] = if i < 3 { &["--index"] } else { &[] };
+            provider(&data(&format!("provider-{i}")), &both, GIB, flags, &[])
+        })
+        .collect();
+    let connector = GrpcConnector::with_timeout(Duration::from_secs(10));
+    for t in &trackers {
+        let api = connector.tracker(&t.address).unwrap();
+        for p in &providers {
+            wait_alive(api.as_ref(), &p.address).await;
+        }
+    }
+
+    let home = data("home");
+    let wwt = as_owner(&home);
+    let values: Vec<String> = (0..300).map(|i| format!("({i}, 'note {i}')")).collect();
+    let statements =
+        std::iter::once("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT)".into()).chain(
+            values
+                .chunks(100)
+                .map(|c| format!("INSERT INTO notes VALUES {}", c.join(", "))),
+        );
+    for sql in statements {
+        let out = wwt(&["sql", "--trackers", &both, "-c", &sql]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Tracker a, then a storage provider, killed.
+    trackers[0].kill();
+    let lost = providers.remove(7);
+    let lost_id = lost.node.to_string();
+    drop(lost);
+    let audits = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_wwt"))
+            .args(["tracker", "audits", "--address", &trackers[1].address])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // Tracker b's line for the lost provider: credit 0 and no piece left there.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let report = loop {
+        let report = audits();
+        let line = report
+            .lines()
+            .find(|l| l.contains(&format!("provider {}", &lost_id[..16])))
+            .unwrap_or_default()
+            .to_string();
+        if line.contains("credit    0‰") && line.ends_with(" 0 pieces") {
+            break report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tracker b did not repair what the lost provider held:\n{report}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(report.contains(" done"), "{report}");
+    let out = wwt(&[
+        "sql",
+        "--trackers",
+        &both,
+        "-c",
+        "SELECT count(*) FROM notes WHERE body LIKE 'note %'",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("count(*)\n--------\n     300\n(1 row)"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -179,6 +179,14 @@ impl std::fmt::Debug for Storage {
     }
 }
 
+fn tracker_error(tracker: &NodeId, segment: &SegmentId, source: NetError) -> StoreError {
+    StoreError::Tracker {
+        tracker: tracker.to_string(),
+        segment: segment.to_string(),
+        source,
+    }
+}
+
 fn wire_segment(m: &SegmentManifest) -> SegmentId {
     SegmentId(m.segment.0)
 }
@@ -188,23 +196,10 @@ fn wire_segment(m: &SegmentManifest) -> SegmentId {
 /// the same way; its pieces are still checked against its hashes, and rows still against
 /// their AES-SIV tags, so a wrong manifest can make a read fail but never return wrong rows.
 fn newest(own: &SegmentManifest, tracker: &[u8]) -> SegmentManifest {
-    let mut out = own.clone();
-    let Ok(theirs) = SegmentManifest::from_bytes(tracker) else {
-        return out;
-    };
-    let same = theirs.segment == own.segment
-        && theirs.params == own.params
-        && theirs.segment_len == own.segment_len
-        && theirs.shard_len == own.shard_len
-        && theirs.sentinels == own.sentinels;
-    if same {
-        for (mine, new) in out.pieces.iter_mut().zip(&theirs.pieces) {
-            if new.generation > mine.generation {
-                *mine = *new;
-            }
-        }
+    match SegmentManifest::from_bytes(tracker) {
+        Ok(theirs) => own.merged(&theirs),
+        Err(_) => own.clone(),
     }
-    out
 }
 
 impl Storage {
@@ -277,19 +272,59 @@ impl Storage {
         }
     }
 
-    /// The tracker responsible for `segment` (rendezvous hashing over the trackers).
-    fn tracker(&self, segment: &SegmentId) -> (NodeId, &Arc<dyn TrackerApi>) {
-        let id = rendezvous::responsible(&segment.0, self.trackers.keys())
-            .expect("Storage::new refuses an empty tracker list");
-        (id, &self.trackers[&id])
-    }
-
-    fn tracker_error(&self, segment: &SegmentId, source: NetError) -> StoreError {
-        StoreError::Tracker {
-            tracker: self.tracker(segment).0.to_string(),
-            segment: segment.to_string(),
-            source,
+    /// Runs `call` at `segment`'s first tracker, and at its second if the first is
+    /// unavailable (down, or no answer within `timeout`): the answer and the tracker that gave
+    /// it. A tracker that did not answer is asked last for [`StorageConfig::tracker_retry`],
+    /// and with a DHT to read through instead, not at all.
+    async fn at_pair<T, F, Fut>(
+        &self,
+        segment: &SegmentId,
+        timeout: Option<Duration>,
+        call: F,
+    ) -> Result<(NodeId, T), StoreError>
+    where
+        F: Fn(Arc<dyn TrackerApi>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, NetError>>,
+    {
+        let now = std::time::Instant::now();
+        let silent = |id: &NodeId| {
+            self.silent
+                .lock()
+                .is_ok_and(|silent| silent.get(id).is_some_and(|until| *until > now))
+        };
+        let mut pair = rendezvous::pair(&segment.0, self.trackers.keys());
+        pair.sort_by_key(silent);
+        let mut last = None;
+        for id in pair {
+            if self.discovery.is_some() && silent(&id) {
+                last.get_or_insert((id, NetError::Unavailable("it did not answer lately".into())));
+                continue;
+            }
+            let call = call(self.trackers[&id].clone());
+            let answer = match timeout {
+                Some(timeout) => tokio::time::timeout(timeout, call)
+                    .await
+                    .unwrap_or_else(|_| Err(NetError::Unavailable("no answer in time".into()))),
+                None => call.await,
+            };
+            match answer {
+                Ok(value) => {
+                    if let Ok(mut silent) = self.silent.lock() {
+                        silent.remove(&id);
+                    }
+                    return Ok((id, value));
+                }
+                Err(e @ NetError::Unavailable(_)) => {
+                    if let Ok(mut silent) = self.silent.lock() {
+                        silent.insert(id, now + self.config.tracker_retry);
+                    }
+                    last = Some((id, e));
+                }
+                Err(e) => return Err(tracker_error(&id, segment, e)),
+            }
         }
+        let (id, e) = last.expect("Storage::new refuses an empty tracker list");
+        Err(tracker_error(&id, segment, e))
     }
 
     /// Whether `segment` was stored whole and entrusted to its tracker (an upload cut short
@@ -298,46 +333,34 @@ impl Storage {
         Ok(self
             .locate(&segment)
             .await?
-            .is_some_and(|l| !l.manifest.is_empty()))
+            .is_some_and(|(_, l)| !l.manifest.is_empty()))
     }
 
-    async fn locate(&self, segment: &SegmentId) -> Result<Option<SegmentLocation>, StoreError> {
+    /// What the segment's tracker (the first of its pair that answers) knows of it, and which
+    /// tracker that is; `None` if it does not know the segment.
+    async fn locate(
+        &self,
+        segment: &SegmentId,
+    ) -> Result<Option<(NodeId, SegmentLocation)>, StoreError> {
         let request = self
             .identity
             .sign(Locate { segment: *segment })
             .map_err(StoreError::Sign)?;
-        let (id, tracker) = self.tracker(segment);
-        let now = std::time::Instant::now();
-        let skip = self.discovery.is_some()
-            && self
-                .silent
-                .lock()
-                .is_ok_and(|silent| silent.get(&id).is_some_and(|until| *until > now));
-        if skip {
-            return Err(self.tracker_error(
-                segment,
-                NetError::Unavailable("it did not answer lately".into()),
-            ));
-        }
-        let answer = match self.discovery {
-            // The DHT can answer instead: a tracker gets no longer than a holder.
-            Some(_) => tokio::time::timeout(self.config.read_timeout, tracker.locate(request))
-                .await
-                .unwrap_or_else(|_| Err(NetError::Unavailable("locate timed out".into()))),
-            None => tracker.locate(request).await,
-        };
+        // The DHT can answer instead: a tracker gets no longer than a holder.
+        let timeout = self.discovery.as_ref().map(|_| self.config.read_timeout);
+        let answer = self
+            .at_pair(segment, timeout, |tracker| {
+                let request = request.clone();
+                async move { tracker.locate(request).await }
+            })
+            .await;
         match answer {
-            Ok(location) => Ok(Some(location)),
-            Err(NetError::NotFound(_)) => Ok(None),
-            Err(e) => {
-                if matches!(e, NetError::Unavailable(_))
-                    && self.discovery.is_some()
-                    && let Ok(mut silent) = self.silent.lock()
-                {
-                    silent.insert(id, now + self.config.tracker_retry);
-                }
-                Err(self.tracker_error(segment, e))
-            }
+            Ok(found) => Ok(Some(found)),
+            Err(StoreError::Tracker {
+                source: NetError::NotFound(_),
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -400,12 +423,12 @@ impl Storage {
                     pieces: specs,
                 })
                 .map_err(StoreError::Sign)?;
-            let placement = self
-                .tracker(&segment)
-                .1
-                .reserve(request)
-                .await
-                .map_err(|e| self.tracker_error(&segment, e))?;
+            let (issuer, placement) = self
+                .at_pair(&segment, None, |tracker| {
+                    let request = request.clone();
+                    async move { tracker.reserve(request).await }
+                })
+                .await?;
             // Pieces the tracker already maps (a resumed upload) are not sent again.
             report.skipped += placement.held.len();
             missing.retain(|i| !placement.held.contains(i));
@@ -438,11 +461,11 @@ impl Storage {
                     .identity
                     .sign(ConfirmStored { receipts })
                     .map_err(StoreError::Sign)?;
-                self.tracker(&segment)
-                    .1
+                // Only the tracker that issued the reservations can check their receipts.
+                self.trackers[&issuer]
                     .confirm(request)
                     .await
-                    .map_err(|e| self.tracker_error(&segment, e))?;
+                    .map_err(|e| tracker_error(&issuer, &segment, e))?;
                 missing.retain(|i| !stored.contains(i));
             }
         }
@@ -473,11 +496,11 @@ impl Storage {
                 audit_key: *audit.as_bytes(),
             })
             .map_err(StoreError::Sign)?;
-        self.tracker(&segment)
-            .1
-            .entrust(request)
-            .await
-            .map_err(|e| self.tracker_error(&segment, e))?;
+        self.at_pair(&segment, None, |tracker| {
+            let request = request.clone();
+            async move { tracker.entrust(request).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -506,8 +529,14 @@ impl Storage {
             reason,
         };
         let sent = match self.identity.sign(complaint) {
-            Ok(request) => self.tracker(segment).1.complain(request).await,
-            Err(e) => Err(e),
+            Ok(request) => self
+                .at_pair(segment, None, |tracker| {
+                    let request = request.clone();
+                    async move { tracker.complain(request).await }
+                })
+                .await
+                .map(|_| ()),
+            Err(e) => Err(StoreError::Sign(e)),
         };
         if let Err(e) = sent {
             debug!(segment = %segment, provider = %holder, error = %e, "complaint not delivered");
@@ -563,7 +592,7 @@ impl Storage {
         &self,
         m: &SegmentManifest,
     ) -> Result<Option<(SegmentManifest, Holders)>, StoreError> {
-        let Some(location) = self.locate(&wire_segment(m)).await? else {
+        let Some((_, location)) = self.locate(&wire_segment(m)).await? else {
             return Ok(None);
         };
         let current = newest(m, &location.manifest);
@@ -710,7 +739,7 @@ impl Storage {
         &self,
         segment: SegmentId,
     ) -> Result<Option<SegmentManifest>, StoreError> {
-        let Some(location) = self.locate(&segment).await? else {
+        let Some((tracker, location)) = self.locate(&segment).await? else {
             return Ok(None);
         };
         if location.manifest.is_empty() {
@@ -718,7 +747,8 @@ impl Storage {
         }
         let manifest = SegmentManifest::from_bytes(&location.manifest)?;
         if wire_segment(&manifest) != segment {
-            return Err(self.tracker_error(
+            return Err(tracker_error(
+                &tracker,
                 &segment,
                 NetError::Internal("the tracker keeps another segment's manifest".into()),
             ));

@@ -453,6 +453,7 @@ impl LocalNet {
                 peers,
                 heartbeat_interval_ms: shape.heartbeat_ms,
                 liveness_timeout_ms: shape.heartbeat_ms * 5,
+                lease_ms: shape.heartbeat_ms * 5,
                 placement_seed: draws("placement"),
                 audit,
                 dht: seed
@@ -589,6 +590,7 @@ impl LocalNet {
     pub fn tracker(&self, t: usize) -> Result<Arc<Tracker>> {
         self.tracker_services[t]
             .clone()
+            .filter(|_| self.trackers[t].is_some())
             .with_context(|| format!("tracker {t} is not running"))
     }
 
@@ -602,10 +604,11 @@ impl LocalNet {
         &self.dir
     }
 
-    /// Waits until every tracker sees `n` live providers (20 s at most).
+    /// Waits until every running tracker sees `n` live providers (20 s at most).
     pub async fn wait_alive(&self, n: usize) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        for t in &self.endpoints.trackers {
+        let running = self.endpoints.trackers.iter().zip(&self.trackers);
+        for (t, _) in running.filter(|(_, slot)| slot.is_some()) {
             let tracker = self.connector.tracker(&t.address)?;
             loop {
                 let alive = tracker

@@ -98,6 +98,26 @@ impl SegmentManifest {
         }
     }
 
+    /// This manifest with every piece `other` names in a later generation (a repair re-coded
+    /// it), where `other` describes the same segment the same way; as it is otherwise.
+    pub fn merged(&self, other: &SegmentManifest) -> SegmentManifest {
+        let mut out = self.clone();
+        let same = other.segment == self.segment
+            && other.params == self.params
+            && other.segment_len == self.segment_len
+            && other.shard_len == self.shard_len
+            && other.sentinels == self.sentinels
+            && other.pieces.len() == self.pieces.len();
+        if same {
+            for (mine, theirs) in out.pieces.iter_mut().zip(&other.pieces) {
+                if theirs.generation > mine.generation {
+                    *mine = *theirs;
+                }
+            }
+        }
+        out
+    }
+
     /// Encodes the manifest (little-endian, fixed layout; see the source for the order).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + 4 + 20 + 40 * self.pieces.len());

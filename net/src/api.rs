@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::NetError;
-use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
+use crate::audit::{
+    AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted, Lease, Mirror,
+};
 use crate::auth::{Identity, Signed};
 use crate::index::{HeadRecord, IndexApi};
 use crate::types::{
@@ -56,6 +58,11 @@ pub trait TrackerApi: Send + Sync {
     async fn entrust(&self, request: Signed<Entrust>) -> Result<Entrusted, NetError>;
     /// Records an owner's complaint about a holder (signed by the segment's owner).
     async fn complain(&self, request: Signed<Complaint>) -> Result<(), NetError>;
+    /// Takes another tracker's record of a segment both keep (signed by that tracker).
+    async fn mirror(&self, request: Signed<Mirror>) -> Result<(), NetError>;
+    /// Renews another tracker's lease on the segments it audits first (signed by it); answers
+    /// once this tracker has stopped auditing them and mirrored its changes back.
+    async fn lease(&self, request: Signed<Lease>) -> Result<(), NetError>;
     /// The latest `limit` audit log entries and every provider's credit.
     async fn audits(&self, limit: u32) -> Result<AuditReport, NetError>;
 }

@@ -209,6 +209,131 @@ impl From<Entrusted> for proto::EntrustResponse {
     }
 }
 
+/// A tracker's whole record of a segment, for the segment's other tracker.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// The segment.
+    pub segment: SegmentId,
+    /// Its owner.
+    pub owner: NodeId,
+    /// Its mapped pieces, each with its holders.
+    pub pieces: Vec<MirroredPiece>,
+    /// The manifest and audit key, once the segment is entrusted.
+    pub entrusted: Option<(Bytes, [u8; 32])>,
+}
+
+/// One mapped piece in a [`Mirror`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirroredPiece {
+    /// Its index in the segment.
+    pub index: u32,
+    /// Its id.
+    pub piece: PieceId,
+    /// Its size.
+    pub size: u64,
+    /// The providers that confirmed holding it.
+    pub holders: Vec<NodeId>,
+}
+
+/// The most pieces, and holders per piece, a [`Mirror`] may carry.
+const MAX_MIRRORED: usize = 256;
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("segment", &self.segment)
+            .field("pieces", &self.pieces.len())
+            .field("entrusted", &self.entrusted.is_some())
+            .finish()
+    }
+}
+
+impl TryFrom<proto::MirrorRequest> for Mirror {
+    type Error = NetError;
+    fn try_from(w: proto::MirrorRequest) -> Result<Self, NetError> {
+        if w.pieces.len() > MAX_MIRRORED || w.pieces.iter().any(|p| p.holders.len() > MAX_MIRRORED)
+        {
+            return Err(NetError::BadRequest(format!(
+                "a mirrored segment has at most {MAX_MIRRORED} pieces of {MAX_MIRRORED} holders"
+            )));
+        }
+        let entrusted = match (w.manifest.is_empty(), w.audit_key.is_empty()) {
+            (true, true) => None,
+            _ => {
+                let e = Entrust::try_from(proto::EntrustRequest {
+                    segment_id: w.segment_id.clone(),
+                    manifest: w.manifest,
+                    audit_key: w.audit_key,
+                })?;
+                Some((e.manifest, e.audit_key))
+            }
+        };
+        Ok(Mirror {
+            segment: SegmentId::from_slice(&w.segment_id)?,
+            owner: NodeId::from_slice(&w.owner)?,
+            pieces: w
+                .pieces
+                .into_iter()
+                .map(|p| {
+                    Ok(MirroredPiece {
+                        index: index_from(p.index)?,
+                        piece: PieceId::from_slice(&p.piece)?,
+                        size: p.size,
+                        holders: p
+                            .holders
+                            .iter()
+                            .map(|h| NodeId::from_slice(h))
+                            .collect::<Result<_, _>>()?,
+                    })
+                })
+                .collect::<Result<_, NetError>>()?,
+            entrusted,
+        })
+    }
+}
+
+impl From<Mirror> for proto::MirrorRequest {
+    fn from(m: Mirror) -> Self {
+        let (manifest, audit_key) = match m.entrusted {
+            Some((manifest, key)) => (manifest, Bytes::copy_from_slice(&key)),
+            None => (Bytes::new(), Bytes::new()),
+        };
+        proto::MirrorRequest {
+            segment_id: m.segment.to_wire(),
+            owner: m.owner.to_wire(),
+            pieces: m
+                .pieces
+                .into_iter()
+                .map(|p| proto::MirroredPiece {
+                    index: p.index,
+                    piece: p.piece.to_wire(),
+                    size: p.size,
+                    holders: p.holders.iter().map(NodeId::to_wire).collect(),
+                })
+                .collect(),
+            manifest,
+            audit_key,
+        }
+    }
+}
+
+/// A tracker renews its lease on the segments it audits first ([`Mirror`]'s counterpart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease;
+
+impl TryFrom<proto::LeaseRequest> for Lease {
+    type Error = NetError;
+    fn try_from(_: proto::LeaseRequest) -> Result<Self, NetError> {
+        Ok(Lease)
+    }
+}
+
+impl From<Lease> for proto::LeaseRequest {
+    fn from(_: Lease) -> Self {
+        proto::LeaseRequest {}
+    }
+}
+
 /// An owner reports that a holder withheld a piece or served wrong bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Complaint {

@@ -367,6 +367,16 @@ body!(
     "/wwt.v1.Index/Append"
 );
 body!(
+    crate::audit::Mirror,
+    proto::MirrorRequest,
+    "/wwt.v1.Tracker/Mirror"
+);
+body!(
+    crate::audit::Lease,
+    proto::LeaseRequest,
+    "/wwt.v1.Tracker/Lease"
+);
+body!(
     crate::node::AddressRecord,
     proto::AddressRecord,
     "wwt.v1.AddressRecord"

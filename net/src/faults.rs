@@ -18,7 +18,9 @@ use tokio::sync::Notify;
 
 use crate::NetError;
 use crate::api::{Connector, ProviderApi, TrackerApi};
-use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
+use crate::audit::{
+    AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted, Lease, Mirror,
+};
 use crate::auth::Signed;
 use crate::index::{
     Answer, Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable,
@@ -289,6 +291,16 @@ impl TrackerApi for FaultyTracker {
     async fn complain(&self, request: Signed<Complaint>) -> Result<(), NetError> {
         self.faults.before_call(&self.address).await?;
         self.inner.complain(request).await
+    }
+
+    async fn mirror(&self, request: Signed<Mirror>) -> Result<(), NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.mirror(request).await
+    }
+
+    async fn lease(&self, request: Signed<Lease>) -> Result<(), NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.lease(request).await
     }
 
     async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {

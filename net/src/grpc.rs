@@ -15,7 +15,9 @@ use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::{Connector, ProviderApi, TrackerApi};
-use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
+use crate::audit::{
+    AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted, Lease, Mirror,
+};
 use crate::auth::Signed;
 use crate::error::NOT_SERVED;
 use crate::index::{
@@ -223,6 +225,24 @@ impl Tracker for TrackerAdapter {
         let signed = Signed::try_from(request.into_inner())?;
         self.0.complain(signed).await?;
         Ok(Response::new(proto::ComplainResponse {}))
+    }
+
+    async fn mirror(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::MirrorResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        self.0.mirror(signed).await?;
+        Ok(Response::new(proto::MirrorResponse {}))
+    }
+
+    async fn lease(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::LeaseResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        self.0.lease(signed).await?;
+        Ok(Response::new(proto::LeaseResponse {}))
     }
 
     async fn audits(
@@ -467,6 +487,22 @@ impl TrackerApi for GrpcTracker {
         self.client
             .clone()
             .complain(proto::SignedRequest::from(request))
+            .await?;
+        Ok(())
+    }
+
+    async fn mirror(&self, request: Signed<Mirror>) -> Result<(), NetError> {
+        self.client
+            .clone()
+            .mirror(proto::SignedRequest::from(request))
+            .await?;
+        Ok(())
+    }
+
+    async fn lease(&self, request: Signed<Lease>) -> Result<(), NetError> {
+        self.client
+            .clone()
+            .lease(proto::SignedRequest::from(request))
             .await?;
         Ok(())
     }

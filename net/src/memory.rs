@@ -12,7 +12,9 @@ use prost::Message;
 use tonic::Status;
 
 use crate::api::{Connector, Discovery, FoundHolder, ProviderApi, TrackerApi};
-use crate::audit::{AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted};
+use crate::audit::{
+    AuditReport, Challenge, ChallengeAnswer, Complaint, Entrust, Entrusted, Lease, Mirror,
+};
 use crate::auth::Signed;
 use crate::index::{
     Answer, Append, GetCatalog, GetEntries, GetHead, HeadRecord, IndexApi, LogHead, QueryTable,
@@ -252,6 +254,17 @@ impl TrackerApi for MemoryTracker {
             .complain(request(req)?)
             .await
             .map_err(as_status)
+    }
+
+    async fn mirror(&self, req: Signed<Mirror>) -> Result<(), NetError> {
+        self.target()?
+            .mirror(request(req)?)
+            .await
+            .map_err(as_status)
+    }
+
+    async fn lease(&self, req: Signed<Lease>) -> Result<(), NetError> {
+        self.target()?.lease(request(req)?).await.map_err(as_status)
     }
 
     async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {

@@ -1,4 +1,4 @@
-//! Rendezvous (highest random weight) hashing: which of several trackers answers for a segment.
+//! Rendezvous (highest random weight) hashing: which of several trackers keep a segment.
 //!
 //! Every node ranks the trackers by `BLAKE3(tracker id ‖ key)` and picks the highest, so all
 //! agree without coordination, and adding or removing a tracker moves only its own share.
@@ -18,6 +18,17 @@ pub fn rank<'a>(key: &[u8], nodes: impl IntoIterator<Item = &'a NodeId>) -> Vec<
         .collect();
     scored.sort_unstable_by(|a, b| b.cmp(a));
     scored.into_iter().map(|(_, node)| node).collect()
+}
+
+/// How many trackers keep each segment's map entry and audit state.
+pub const TRACKERS_PER_SEGMENT: usize = 2;
+
+/// The trackers that keep `key`'s segment: the first [`TRACKERS_PER_SEGMENT`] by rank (the
+/// first audits it, the second takes over when the first is gone).
+pub fn pair<'a>(key: &[u8], nodes: impl IntoIterator<Item = &'a NodeId>) -> Vec<NodeId> {
+    let mut ranked = rank(key, nodes);
+    ranked.truncate(TRACKERS_PER_SEGMENT);
+    ranked
 }
 
 /// The node responsible for `key`, if there is any node.

@@ -40,7 +40,7 @@ on_both_transports!(
     segments_survive_two_dead_providers_not_three,
     bad_input_is_refused_and_changes_nothing,
     faulty_providers_are_detected,
-    trackers_split_segments_by_rendezvous,
+    trackers_pair_segments_by_rendezvous,
     the_dht_alone_finds_a_segments_holders,
 );
 
@@ -562,16 +562,14 @@ async fn faulty_providers_are_detected(transport: Transport) {
     assert_eq!(readable_pieces(&net, &faulty, &client, id).await, K + M);
 }
 
-async fn trackers_split_segments_by_rendezvous(transport: Transport) {
-    let (_dir, net, _) = start(transport, 2, 3).await;
+async fn trackers_pair_segments_by_rendezvous(transport: Transport) {
+    let (_dir, net, _) = start(transport, 3, 3).await;
     let client = Identity::generate().unwrap();
     let ids = tracker_ids(&net);
-    let mut per_tracker = [0usize; 2];
+    let mut left_out = [0usize; 3];
     for s in 0..20 {
         let (id, pieces) = segment(200 + s, 3, 512);
-        let owner = rendezvous::responsible(&id.0, &ids).unwrap();
-        let t = ids.iter().position(|i| *i == owner).unwrap();
-        per_tracker[t] += 1;
+        let pair = rendezvous::pair(&id.0, &ids);
         let req = || {
             client
                 .sign(ReserveSegment {
@@ -580,14 +578,21 @@ async fn trackers_split_segments_by_rendezvous(transport: Transport) {
                 })
                 .unwrap()
         };
-        let err = tracker(&net, 1 - t).reserve(req()).await.unwrap_err();
-        assert!(
-            matches!(&err, NetError::Precondition(m) if m.contains(&owner.to_string())),
-            "{err}"
-        );
-        tracker(&net, t).reserve(req()).await.unwrap();
+        for (t, tracker_id) in ids.iter().enumerate() {
+            let answer = tracker(&net, t).reserve(req()).await;
+            if pair.contains(tracker_id) {
+                answer.unwrap();
+            } else {
+                left_out[t] += 1;
+                let err = answer.unwrap_err();
+                assert!(
+                    matches!(&err, NetError::Precondition(m) if m.contains(&pair[0].to_string())),
+                    "{err}"
+                );
+            }
+        }
     }
-    assert!(per_tracker.iter().all(|n| *n > 0), "{per_tracker:?}");
+    assert!(left_out.iter().all(|n| *n > 0), "{left_out:?}");
 }
 
 async fn the_dht_alone_finds_a_segments_holders(transport: Transport) {

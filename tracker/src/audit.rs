@@ -443,6 +443,68 @@ impl Audits {
     }
 }
 
+impl Audits {
+    /// The manifest and audit key of `segment`, if it is entrusted here.
+    pub(crate) fn entrusted_of(
+        &self,
+        segment: &SegmentId,
+    ) -> Result<Option<(SegmentManifest, [u8; 32])>, NetError> {
+        Ok(self
+            .inner()?
+            .entrusted
+            .get(segment)
+            .map(|e| (e.manifest.clone(), *e.audit.as_bytes())))
+    }
+
+    /// Keeps `manifest` and `audit` for `segment`, scheduling its pieces if it is new here;
+    /// over a manifest already kept, takes only the pieces it names in later generations
+    /// ([`SegmentManifest::merged`]). Returns the manifest kept.
+    pub(crate) fn adopt(
+        &self,
+        segment: SegmentId,
+        audit: [u8; 32],
+        manifest: SegmentManifest,
+    ) -> Result<SegmentManifest, NetError> {
+        let mut inner = self.inner()?;
+        let (entrusted, fresh) = match inner.entrusted.get(&segment) {
+            Some(held) => {
+                let merged = held.manifest.merged(&manifest);
+                if merged == held.manifest {
+                    return Ok(merged);
+                }
+                let audit = held.audit.clone();
+                (
+                    Entrusted {
+                        audit,
+                        manifest: merged,
+                    },
+                    false,
+                )
+            }
+            None => (
+                Entrusted {
+                    audit: AuditKey::from_bytes(audit),
+                    manifest,
+                },
+                true,
+            ),
+        };
+        self.entrusted
+            .insert(segment.0, entrusted.encode())
+            .map_err(db_err)?;
+        if fresh {
+            let now = self.clock.now_ms();
+            for index in 0..entrusted.manifest.pieces.len() as u32 {
+                let due = now + self.gap(&mut inner.rng);
+                inner.schedule.push(Reverse((due, segment.0, index)));
+            }
+        }
+        let kept = entrusted.manifest.clone();
+        inner.entrusted.insert(segment, Arc::new(entrusted));
+        Ok(kept)
+    }
+}
+
 impl Tracker {
     /// Takes a segment under audit (the owner's [`Entrust`]); a segment already entrusted
     /// keeps the tracker's manifest, which repairs may have moved on.
@@ -489,26 +551,10 @@ impl Tracker {
             }
         }
         let count = manifest.pieces.len() as u32;
-        let audits = &self.audits;
-        let mut inner = audits.inner()?;
-        if inner.entrusted.contains_key(&req.segment) {
-            return Ok(count);
+        if self.audits.entrusted_of(&req.segment)?.is_none() {
+            self.audits.adopt(req.segment, req.audit_key, manifest)?;
+            info!(segment = %req.segment, pieces = count, "segment entrusted");
         }
-        let entrusted = Entrusted {
-            audit: AuditKey::from_bytes(req.audit_key),
-            manifest,
-        };
-        audits
-            .entrusted
-            .insert(req.segment.0, entrusted.encode())
-            .map_err(db_err)?;
-        let now = audits.clock.now_ms();
-        for index in 0..count {
-            let due = now + audits.gap(&mut inner.rng);
-            inner.schedule.push(Reverse((due, req.segment.0, index)));
-        }
-        inner.entrusted.insert(req.segment, Arc::new(entrusted));
-        info!(segment = %req.segment, pieces = count, "segment entrusted");
         Ok(count)
     }
 
@@ -619,6 +665,8 @@ impl Tracker {
     /// repairs up to [`AuditConfig::repairs_per_step`] queued segments.
     pub async fn audit_step(&self) -> Result<StepReport, NetError> {
         let now = self.audits.clock.now_ms();
+        self.renew_leases(now).await;
+        let _step = self.pair.step.lock().await;
         let planned = self.plan_challenges(now)?;
         let results: Vec<(Planned, Outcome)> = futures::stream::iter(planned)
             .map(|p| async move {
@@ -680,6 +728,8 @@ impl Tracker {
                 }
             }
         }
+        // The other tracker of a segment's pair audits it while it holds the lease.
+        due.retain(|(segment, _, _)| self.acting(segment, now));
         let registry_now = now_ms();
         let mut planned = Vec::new();
         for (segment, index, e) in due {
@@ -759,7 +809,11 @@ impl Tracker {
             };
             return Ok((ChallengeKind::Chunk(range), Check::Chunk { hash, range }));
         }
-        let order = e.audit.sentinel_order(&hash, total);
+        let mut order = e.audit.sentinel_order(&hash, total);
+        // The second of the pair asks from the back: never one the first revealed.
+        if self.second_of(segment) {
+            order.reverse();
+        }
         let which = order[used as usize..(used + q) as usize].to_vec();
         audits
             .sentinels
@@ -945,6 +999,7 @@ impl Tracker {
         let queued = self.audits.queued()?;
         for (segment, items) in queued
             .into_iter()
+            .filter(|(segment, _)| self.acting(segment, now))
             .take(self.audits.config.repairs_per_step.max(1))
         {
             match self.repair_segment(segment, &items, now).await {
@@ -1166,6 +1221,7 @@ impl Tracker {
                 .entrusted
                 .insert(segment, Arc::new(entrusted));
             info!(segment = %segment, pieces = done, "pieces repaired");
+            self.changed(&segment).await?;
         }
         Ok(done)
     }

@@ -39,6 +39,9 @@ pub struct TrackerConfig {
     /// then follows from the seed, the segment and how often this tracker placed pieces of it
     /// before. Unset (the default), the draws also take in the time of the request.
     pub placement_seed: Option<u64>,
+    /// Of a segment's two trackers, the second takes over its audits and repairs once the
+    /// first has not answered its lease renewals for this long (audit clock, milliseconds).
+    pub lease_ms: u64,
     /// Challenges, credit and repair.
     pub audit: AuditConfig,
 }
@@ -105,6 +108,7 @@ impl Default for TrackerConfig {
             signature_window_ms: 120_000,
             dht: None,
             placement_seed: None,
+            lease_ms: 10_000,
             audit: AuditConfig::default(),
         }
     }

@@ -3,7 +3,9 @@
 //! to it, keeps providers' credit and repairs lost pieces.
 //!
 //! Several trackers split the segments among themselves by rendezvous hashing
-//! ([`wwt_net::rendezvous`]); each refuses segments that are another's, naming it.
+//! ([`wwt_net::rendezvous`]): the first two of a segment's ranking both keep it, the first
+//! audits it and the second takes over when the first is gone (`pair`); a tracker refuses
+//! segments it is not one of the two of, naming the first.
 //!
 //! Modules:
 //! - [`config`]: the daemon's settings, [`TrackerConfig`] and [`AuditConfig`].
@@ -12,6 +14,7 @@
 //! - [`clock`]: the audit clock (system, or driven by hand in tests).
 //! - [`registry`]: the provider registry (soft state from heartbeats) and placement.
 //! - [`map`]: the piece map in sled.
+//! - `pair`: a segment's two trackers: mirroring, the lease, taking over.
 //! - [`service`]: [`Tracker`], the [`wwt_net::TrackerApi`] implementation.
 //! - [`error`]: the crate's error type, [`TrackerError`].
 
@@ -21,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod log;
 pub mod map;
+mod pair;
 pub mod registry;
 pub mod service;
 

@@ -6,22 +6,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::{debug, info};
-use wwt_net::audit::{AuditReport, Complaint, Entrust, Entrusted};
+use wwt_net::audit::{AuditReport, Complaint, Entrust, Entrusted, Lease, Mirror};
 use wwt_net::grpc::GrpcConnector;
 use wwt_net::types::{
     ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Holder, Locate, NodeId, PieceLocation,
     PieceSpec, PlacedPiece, Placement, ProviderRecord, Reservation, ReserveSegment, SegmentId,
     SegmentLocation,
 };
-use wwt_net::{
-    Connector, Identity, NetError, PeerKeys, Signed, TrackerApi, Verifier, now_ms, rendezvous,
-};
+use wwt_net::{Connector, Identity, NetError, PeerKeys, Signed, TrackerApi, Verifier, now_ms};
 
 use crate::TrackerError;
 use crate::audit::Audits;
 use crate::clock::{Clock, SystemClock};
 use crate::config::TrackerConfig;
 use crate::map::PieceMap;
+use crate::pair::Pair;
 use crate::registry::Registry;
 
 /// One tracker of the network.
@@ -29,14 +28,16 @@ pub struct Tracker {
     pub(crate) identity: Identity,
     /// The keys that tag its reservations and check its providers' receipts.
     pub(crate) keys: PeerKeys,
-    verifier: Verifier,
+    pub(crate) verifier: Verifier,
     registry: Mutex<Registry>,
     pub(crate) map: PieceMap,
     /// Every tracker of the network (this one included) → its address ("" for this one).
-    trackers: HashMap<NodeId, String>,
+    pub(crate) trackers: HashMap<NodeId, String>,
     heartbeat_interval_ms: u64,
     pub(crate) reservation_ttl_ms: u64,
     pub(crate) audits: Audits,
+    /// Its side of the segment pairs it is in: lease and mirroring.
+    pub(crate) pair: Pair,
     /// [`TrackerConfig::placement_seed`], and how many draws each segment had under it.
     placement_seed: Option<(u64, Mutex<HashMap<SegmentId, u64>>)>,
 }
@@ -82,6 +83,7 @@ impl Tracker {
         trackers.insert(identity.node_id(), String::new());
         let map = PieceMap::open(&config.data_dir.join("map"))?;
         let audits = Audits::open(map.db(), config.audit.clone(), clock, connector)?;
+        let pair = Pair::open(map.db(), config.lease_ms)?;
         let mut registry = Registry::new(config.liveness_timeout_ms);
         for (node, credit) in audits.credits()? {
             registry.set_credit(node, credit);
@@ -96,6 +98,7 @@ impl Tracker {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             reservation_ttl_ms: config.reservation_ttl_ms,
             audits,
+            pair,
             placement_seed: config
                 .placement_seed
                 .map(|seed| (seed, Mutex::new(HashMap::new()))),
@@ -113,12 +116,13 @@ impl Tracker {
             .map_err(|_| NetError::Internal("registry poisoned".into()))
     }
 
-    /// Refuses segments another tracker is responsible for, naming that tracker.
+    /// Refuses segments this tracker is not one of the pair of, naming the first of it.
     pub(crate) fn check_responsible(&self, segment: &SegmentId) -> Result<(), NetError> {
-        match rendezvous::responsible(&segment.0, self.trackers.keys()) {
-            Some(owner) if owner != self.node_id() => Err(NetError::Precondition(format!(
-                "segment {segment} is kept by tracker {owner} at {}; ask it",
-                self.trackers.get(&owner).map_or("?", String::as_str)
+        let pair = self.pair_of(segment);
+        match pair.first() {
+            Some(first) if !pair.contains(&self.node_id()) => Err(NetError::Precondition(format!(
+                "segment {segment} is kept by tracker {first} at {}; ask it",
+                self.trackers.get(first).map_or("?", String::as_str)
             ))),
             _ => Ok(()),
         }
@@ -256,6 +260,11 @@ impl TrackerApi for Tracker {
                 .add_holder(&r.segment, r.index, r.piece, r.size, r.provider)?;
         }
         self.map.flush().await?;
+        let segments: std::collections::BTreeSet<SegmentId> =
+            req.receipts.iter().map(|r| r.reservation.segment).collect();
+        for segment in &segments {
+            self.changed(segment).await?;
+        }
         let recorded = u32::try_from(req.receipts.len()).unwrap_or(u32::MAX);
         debug!(recorded, "receipts confirmed");
         Ok(Confirmed { recorded })
@@ -316,8 +325,10 @@ impl TrackerApi for Tracker {
 
     async fn entrust(&self, request: Signed<Entrust>) -> Result<Entrusted, NetError> {
         let (owner, req) = self.verifier.verify(request)?;
+        let segment = req.segment;
         let pieces = self.entrust_segment(owner, req)?;
         self.map.flush().await?;
+        self.changed(&segment).await?;
         Ok(Entrusted { pieces })
     }
 
@@ -329,5 +340,13 @@ impl TrackerApi for Tracker {
 
     async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {
         self.audit_report(limit)
+    }
+
+    async fn mirror(&self, request: Signed<Mirror>) -> Result<(), NetError> {
+        self.merge_mirror(request).await
+    }
+
+    async fn lease(&self, request: Signed<Lease>) -> Result<(), NetError> {
+        self.grant_lease(request).await
     }
 }

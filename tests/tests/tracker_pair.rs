@@ -1,0 +1,270 @@
+//! A segment's two trackers, on a whole network in memory and over loopback gRPC (same
+//! bodies): the two trackers ranked first by rendezvous hashing both know each segment the
+//! owner stores; with the first stopped, the second audits its segments, and a provider lost
+//! then is repaired by the second alone, each piece once; the first, back, gets the repairs
+//! mirrored and audits again, and every row reads throughout.
+//!
+//! Audits run on a simulated clock that only the test moves; the seed is printed
+//! (`WWT_TEST_SEED=0x…` replays one).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use wwt_client::store::{SegmentCache, Storage, StorageConfig};
+use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
+use wwt_engine::table::RowWrite;
+use wwt_engine::{CodingParams, MasterKey, Table};
+use wwt_net::types::{Locate, NodeId, SegmentId, SegmentLocation};
+use wwt_net::{Identity, NetError, rendezvous};
+use wwt_tracker::AuditConfig;
+use wwt_tracker::clock::{Clock, ManualClock};
+
+/// Simulated time after which the test gives up.
+const GIVE_UP_MS: u64 = 6 * 3_600_000;
+/// Simulated time a provider may miss every challenge before it is condemned.
+const OFFLINE_MS: u64 = 120_000;
+
+fn rows(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{{\"id\":{i},\"note\":\"{}\"}}", "z".repeat(120 + i % 40)).into_bytes())
+        .collect()
+}
+
+/// What tracker `t` says of `segment`.
+async fn locate(
+    net: &LocalNet,
+    owner: &Identity,
+    t: usize,
+    segment: SegmentId,
+) -> Result<SegmentLocation, NetError> {
+    net.connector()
+        .tracker(&net.endpoints.trackers[t].address)?
+        .locate(owner.sign(Locate { segment })?)
+        .await
+}
+
+/// Whether `location` maps every piece to a holder, none of them `lost`.
+fn whole_without(location: &SegmentLocation, pieces: usize, lost: NodeId) -> bool {
+    location.pieces.len() == pieces
+        && location
+            .pieces
+            .iter()
+            .all(|p| !p.holders.is_empty() && p.holders.iter().all(|h| h.node != lost))
+}
+
+async fn the_second_tracker_takes_over(transport: Transport) {
+    let seed = wwt_tests::seed(0x7a1_2026);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let hooks = Hooks {
+        audit_clock: Some(clock.clone()),
+        // Chunk challenges only: sentinels running out would queue refreshes of whole segments,
+        // which eight providers cannot place away from every holder.
+        audit: Some(AuditConfig {
+            mean_interval_ms: 60_000,
+            chunk_share: 1.0,
+            deadline_ms: 300,
+            offline_threshold_ms: OFFLINE_MS,
+            repairs_per_step: 4,
+            seed: Some(seed),
+            ..AuditConfig::default()
+        }),
+        ..Hooks::default()
+    };
+    let shape = Shape {
+        trackers: 3,
+        providers: 8,
+        heartbeat_ms: 100,
+        transport,
+        seed: Some(seed),
+        ..Shape::default()
+    };
+    let mut net = LocalNet::start_with(dir.path(), shape, hooks)
+        .await
+        .unwrap();
+    let ids: Vec<NodeId> = net
+        .endpoints
+        .trackers
+        .iter()
+        .map(|t| t.node_id().unwrap())
+        .collect();
+    let at = |id: &NodeId| ids.iter().position(|i| i == id).unwrap();
+
+    // An owner stores 600 rows in 16 KiB segments (RS 4+2) and entrusts them.
+    let master = MasterKey::from_bytes([7; 32]);
+    let mut table = Table::new(&master, "t", CodingParams::default(), 16 << 10)
+        .unwrap()
+        .with_seed(*blake3::hash(&seed.to_le_bytes()).as_bytes());
+    let rows = rows(600);
+    let row_ids = table.keys().row_id.clone();
+    let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
+        row: row_ids.row_id(&(i as u64).to_le_bytes()),
+        version: 1,
+        plaintext: r,
+    }));
+    let owner = Identity::from_secret([8; 32]);
+    let client = Storage::new(
+        owner.clone(),
+        &net.endpoints.tracker_list().unwrap(),
+        net.connector(),
+        StorageConfig::default(),
+    )
+    .unwrap();
+    let audit = table.keys().audit.clone();
+    for s in &batch.segments {
+        client.put_audited(s, &audit).await.unwrap();
+    }
+    let manifests: HashMap<_, _> = batch
+        .segments
+        .iter()
+        .map(|s| (s.manifest.segment, s.manifest.clone()))
+        .collect();
+    let pieces = CodingParams::default().data + CodingParams::default().parity;
+    let segments: Vec<SegmentId> = manifests.keys().map(|s| SegmentId(s.0)).collect();
+    let pair = |s: &SegmentId| rendezvous::pair(&s.0, &ids);
+
+    // Both trackers of each segment's pair know it, manifest and holders alike.
+    for s in &segments {
+        let [first, second] = pair(s)[..] else {
+            panic!("three trackers give a pair");
+        };
+        let a = locate(&net, &owner, at(&first), *s).await.unwrap();
+        let b = locate(&net, &owner, at(&second), *s).await.unwrap();
+        assert!(!a.manifest.is_empty(), "seed {seed:#x}: not entrusted");
+        assert_eq!(a, b, "seed {seed:#x}: the pair of {s} disagree");
+    }
+
+    // The tracker that leads the most segments stops; a provider holding a piece of one of
+    // them is lost.
+    let mut led: HashMap<NodeId, Vec<SegmentId>> = HashMap::new();
+    for s in &segments {
+        led.entry(pair(s)[0]).or_default().push(*s);
+    }
+    let (gone, gone_led) = led.iter().max_by_key(|(_, l)| l.len()).unwrap();
+    let (gone, gone_led) = (*gone, gone_led.clone());
+    let first_of_gone = locate(&net, &owner, at(&gone), gone_led[0]).await.unwrap();
+    let lost = first_of_gone.pieces[0].holders[0].node;
+    let lost_at = net
+        .endpoints
+        .providers
+        .iter()
+        .position(|p| p.node_id().unwrap() == lost)
+        .unwrap();
+    let affected: Vec<SegmentId> = {
+        let mut out = Vec::new();
+        for s in &gone_led {
+            let l = locate(&net, &owner, at(&gone), *s).await.unwrap();
+            if l.pieces
+                .iter()
+                .any(|p| p.holders.iter().any(|h| h.node == lost))
+            {
+                out.push(*s);
+            }
+        }
+        out
+    };
+    net.stop_tracker(at(&gone)).await.unwrap();
+    net.stop_provider(lost_at).await.unwrap();
+    net.wait_alive(7).await.unwrap();
+
+    // The others step on the simulated clock until the second of each affected segment
+    // maps it whole without the lost provider.
+    let start = clock.now_ms();
+    loop {
+        let now = clock.now_ms();
+        if now - start >= GIVE_UP_MS {
+            let t = at(&pair(&affected[0])[1]);
+            let report = net.tracker(t).unwrap().audit_report(20).unwrap();
+            let last: Vec<String> = report
+                .entries
+                .iter()
+                .map(|e| format!("{} {} {}", e.kind, e.outcome, e.detail))
+                .collect();
+            panic!("seed {seed:#x}: not repaired by the second trackers: {last:#?}");
+        }
+        clock.advance_to(now + 10_000);
+        for t in (0..ids.len()).filter(|t| ids[*t] != gone) {
+            net.tracker(t).unwrap().audit_step().await.unwrap();
+        }
+        let mut done = true;
+        for s in &affected {
+            let second = at(&pair(s)[1]);
+            let l = locate(&net, &owner, second, *s).await.unwrap();
+            done &= whole_without(&l, pieces, lost);
+        }
+        if done {
+            break;
+        }
+    }
+    // Each lost piece re-coded once, by the second of its segment's pair.
+    let mut repaired: HashMap<String, usize> = HashMap::new();
+    let mut by: HashSet<NodeId> = HashSet::new();
+    for t in (0..ids.len()).filter(|t| ids[*t] != gone) {
+        let report = net.tracker(t).unwrap().audit_report(10_000).unwrap();
+        for e in report
+            .entries
+            .iter()
+            .filter(|e| e.kind == "repair" && e.outcome == "done")
+        {
+            let piece = e.detail.split(" re-coded").next().unwrap().to_string();
+            *repaired.entry(piece).or_default() += 1;
+            by.insert(ids[t]);
+        }
+    }
+    assert!(!repaired.is_empty(), "seed {seed:#x}: nothing repaired");
+    assert!(
+        repaired.values().all(|n| *n == 1),
+        "seed {seed:#x}: a piece repaired twice: {repaired:?}"
+    );
+    for s in &affected {
+        assert!(
+            by.contains(&pair(s)[1]),
+            "seed {seed:#x}: not by the second"
+        );
+    }
+
+    // The first comes back: the repairs are mirrored to it, and it leads again.
+    net.restart_tracker(at(&gone)).await.unwrap();
+    net.wait_alive(7).await.unwrap();
+    clock.advance_to(clock.now_ms() + 10_000);
+    for t in 0..ids.len() {
+        net.tracker(t).unwrap().audit_step().await.unwrap();
+    }
+    for s in &affected {
+        let l = locate(&net, &owner, at(&gone), *s).await.unwrap();
+        assert!(
+            whole_without(&l, pieces, lost),
+            "seed {seed:#x}: the repair of {s} did not reach its first tracker"
+        );
+    }
+    // Every row reads, with pieces as the trackers map them now.
+    let back = client
+        .read_rows(
+            &mut table,
+            &manifests,
+            &batch.locators,
+            &mut SegmentCache::new(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back, rows, "seed {seed:#x}");
+    println!(
+        "seed {seed:#x}: {} segments, {} led by the stopped tracker, {} repaired by their second ({} pieces)",
+        segments.len(),
+        gone_led.len(),
+        affected.len(),
+        repaired.len()
+    );
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_tracker_takes_over_in_memory() {
+    the_second_tracker_takes_over(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_tracker_takes_over_over_grpc() {
+    the_second_tracker_takes_over(Transport::Grpc).await;
+}

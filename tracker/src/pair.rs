@@ -1,0 +1,342 @@
+//! A segment's two trackers: the two ranked first by rendezvous hashing over the network's
+//! trackers ([`rendezvous::pair`]) both keep its map entry and audit state.
+//!
+//! - **Mirroring.** Whichever of the two changes a segment (a confirm, an entrust, a repair)
+//!   marks it for the other in the `handoff` tree (peer ‖ segment), durably, and sends the
+//!   other its whole record of the segment ([`Mirror`]) at once; what cannot be sent stays
+//!   marked and goes with the next audit step or lease renewal. The receiver merges: per piece
+//!   the later whitening generation, holders of the same piece added, the owner checked. A
+//!   merge is a join (order and repeats do not matter), so the two converge.
+//! - **The lease.** The first tracker audits and repairs the segment; the second only while
+//!   the first has not answered for [`TrackerConfig::lease_ms`] (audit clock). Each audit step
+//!   first renews this tracker's lease with every peer ([`Lease`]); a peer answers a renewal
+//!   only once its own step is over and it has mirrored its changes back, and from then on
+//!   leaves the renewing tracker's segments alone. A first tracker (re)started audits once a
+//!   second answered, or once it has not answered for a lease. So no segment is repaired by
+//!   both at once, unless the two are cut off from each other while both run (each then takes
+//!   the other for gone).
+//! - Sentinels: the first tracker asks a piece's sentinels from the front of their secret
+//!   order, the second from the back, so the one taking over never asks one already revealed.
+//!
+//! [`TrackerConfig::lease_ms`]: crate::TrackerConfig::lease_ms
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use tracing::{debug, info, warn};
+use wwt_engine::SegmentManifest;
+use wwt_net::audit::{Lease, Mirror, MirroredPiece};
+use wwt_net::types::{NodeId, SegmentId};
+use wwt_net::{NetError, Signed, rendezvous};
+
+use crate::Tracker;
+
+/// Segments mirrored to one peer per call of [`Tracker::hand_off`] from an audit step.
+const HANDOFFS_PER_STEP: usize = 256;
+/// How long a call to a peer tracker may take (real time): a busy peer is not a gone one.
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a peer tracker answers.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reach {
+    /// It answered a lease renewal since this tracker started.
+    answered: bool,
+    /// Since when (audit clock) it has not answered, if it does not.
+    down_since: Option<u64>,
+}
+
+/// This tracker's side of the pairs it is in.
+pub(crate) struct Pair {
+    /// peer ‖ segment → (): records that peer has not been sent since they changed.
+    handoff: sled::Tree,
+    reach: Mutex<HashMap<NodeId, Reach>>,
+    lease_ms: u64,
+    /// When this tracker last renewed its lease (audit clock): every quarter of a lease.
+    renewed: Mutex<Option<u64>>,
+    /// Held while an audit step runs: a lease renewal waits for it.
+    pub(crate) step: tokio::sync::Mutex<()>,
+}
+
+impl Pair {
+    pub(crate) fn open(db: &sled::Db, lease_ms: u64) -> Result<Pair, NetError> {
+        Ok(Pair {
+            handoff: db
+                .open_tree("handoff")
+                .map_err(|e| NetError::Internal(format!("handoff queue: {e}")))?,
+            reach: Mutex::new(HashMap::new()),
+            lease_ms,
+            renewed: Mutex::new(None),
+            step: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn reach(&self, peer: &NodeId) -> Reach {
+        self.reach
+            .lock()
+            .map(|r| r.get(peer).copied().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn set_reach(&self, peer: NodeId, answered: bool, now: u64) {
+        if let Ok(mut reach) = self.reach.lock() {
+            let r = reach.entry(peer).or_default();
+            if answered {
+                r.answered = true;
+                r.down_since = None;
+            } else {
+                r.down_since.get_or_insert(now);
+            }
+        }
+    }
+
+    /// Whether `peer` has not answered for a whole lease.
+    fn gone(&self, peer: &NodeId, now: u64) -> bool {
+        self.reach(peer)
+            .down_since
+            .is_some_and(|since| now.saturating_sub(since) >= self.lease_ms)
+    }
+}
+
+fn db_err(e: sled::Error) -> NetError {
+    NetError::Internal(format!("handoff queue: {e}"))
+}
+
+fn handoff_key(peer: &NodeId, segment: &SegmentId) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&peer.0);
+    k[32..].copy_from_slice(&segment.0);
+    k
+}
+
+impl Tracker {
+    /// The trackers that keep `segment`, first the one that audits it.
+    pub(crate) fn pair_of(&self, segment: &SegmentId) -> Vec<NodeId> {
+        rendezvous::pair(&segment.0, self.trackers.keys())
+    }
+
+    /// Whether this tracker audits and repairs `segment` now: it is the first of its pair and
+    /// holds its lease, or the second and the first is gone.
+    pub(crate) fn acting(&self, segment: &SegmentId, now: u64) -> bool {
+        let me = self.node_id();
+        match self.pair_of(segment).as_slice() {
+            [only] => *only == me,
+            [first, second] if *first == me => {
+                self.pair.reach(second).answered || self.pair.gone(second, now)
+            }
+            [first, second] if *second == me => self.pair.gone(first, now),
+            _ => false,
+        }
+    }
+
+    /// Whether this tracker is the second of `segment`'s pair.
+    pub(crate) fn second_of(&self, segment: &SegmentId) -> bool {
+        self.pair_of(segment).get(1) == Some(&self.node_id())
+    }
+
+    /// Marks `segment` as changed here, for the other tracker of its pair, and sends it there
+    /// now; what is not delivered goes later.
+    pub(crate) async fn changed(&self, segment: &SegmentId) -> Result<(), NetError> {
+        let me = self.node_id();
+        for peer in self.pair_of(segment).into_iter().filter(|p| *p != me) {
+            self.pair
+                .handoff
+                .insert(handoff_key(&peer, segment), &[])
+                .map_err(db_err)?;
+            // A peer known to be down is not waited for: it gets it when it is back.
+            if self.pair.reach(&peer).down_since.is_none() {
+                self.hand_off(&peer, Some(segment), 1).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Mirrors to `peer` up to `limit` of the segments marked for it (only `only`, if given).
+    /// Returns whether everything marked was delivered.
+    async fn hand_off(&self, peer: &NodeId, only: Option<&SegmentId>, limit: usize) -> bool {
+        let Some(api) = self.peer_api(peer) else {
+            return false;
+        };
+        let keys: Vec<SegmentId> = match only {
+            Some(segment) => vec![*segment],
+            None => self
+                .pair
+                .handoff
+                .scan_prefix(peer.0)
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter_map(|k| SegmentId::from_slice(&k[32..]).ok())
+                .take(limit)
+                .collect(),
+        };
+        for segment in keys {
+            let sent = match self.mirror_of(&segment) {
+                Ok(Some(mirror)) => match self.identity.sign(mirror) {
+                    Ok(request) => tokio::time::timeout(PEER_TIMEOUT, api.mirror(request))
+                        .await
+                        .unwrap_or_else(|_| Err(NetError::Unavailable("timed out".into()))),
+                    Err(e) => Err(e),
+                },
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => {
+                    if let Err(e) = self.pair.handoff.remove(handoff_key(peer, &segment)) {
+                        warn!(error = %e, "handoff queue");
+                    }
+                }
+                Err(e) => {
+                    debug!(peer = %peer, segment = %segment, error = %e, "not mirrored yet");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn peer_api(&self, peer: &NodeId) -> Option<std::sync::Arc<dyn wwt_net::TrackerApi>> {
+        let address = self.trackers.get(peer).filter(|a| !a.is_empty())?;
+        self.audits.connector.tracker(address).ok()
+    }
+
+    /// This tracker's whole record of `segment`, if it knows the segment.
+    fn mirror_of(&self, segment: &SegmentId) -> Result<Option<Mirror>, NetError> {
+        let Some(owner) = self.map.owner(segment)? else {
+            return Ok(None);
+        };
+        let pieces = self
+            .map
+            .segment(segment)?
+            .into_iter()
+            .map(|p| MirroredPiece {
+                index: p.index,
+                piece: p.piece,
+                size: p.size,
+                holders: p.holders,
+            })
+            .collect();
+        let entrusted = self
+            .audits
+            .entrusted_of(segment)?
+            .map(|(manifest, key)| (Bytes::from(manifest.to_bytes()), key));
+        Ok(Some(Mirror {
+            segment: *segment,
+            owner,
+            pieces,
+            entrusted,
+        }))
+    }
+
+    /// Renews this tracker's lease with every peer, if a quarter of a lease has passed since
+    /// the last time, and mirrors to each that answers what is marked for it.
+    pub(crate) async fn renew_leases(&self, now: u64) {
+        if let Ok(mut renewed) = self.pair.renewed.lock() {
+            if renewed.is_some_and(|at| now.saturating_sub(at) < self.pair.lease_ms / 4) {
+                return;
+            }
+            *renewed = Some(now);
+        }
+        let me = self.node_id();
+        let peers: Vec<NodeId> = self.trackers.keys().copied().filter(|p| *p != me).collect();
+        let renewals = peers.iter().map(|peer| async move {
+            let answered = match (self.peer_api(peer), self.identity.sign(Lease)) {
+                (Some(api), Ok(request)) => tokio::time::timeout(PEER_TIMEOUT, api.lease(request))
+                    .await
+                    .is_ok_and(|r| r.is_ok()),
+                _ => false,
+            };
+            if !answered && !self.pair.gone(peer, now) {
+                debug!(peer = %peer, "peer tracker did not renew");
+            }
+            self.pair.set_reach(*peer, answered, now);
+            if answered {
+                self.hand_off(peer, None, HANDOFFS_PER_STEP).await;
+            }
+        });
+        join_all(renewals).await;
+    }
+
+    /// A peer renews its lease: from now on this tracker leaves the peer's segments alone.
+    /// Answers once the step running here (which may be auditing them) is over and what
+    /// changed here is mirrored back.
+    pub(crate) async fn grant_lease(&self, request: Signed<Lease>) -> Result<(), NetError> {
+        let (peer, Lease) = self.verifier.verify(request)?;
+        self.check_peer(&peer)?;
+        let now = self.audits.clock.now_ms();
+        let took_over = self.pair.gone(&peer, now);
+        self.pair.set_reach(peer, true, now);
+        let _step = self.pair.step.lock().await;
+        if took_over {
+            info!(peer = %peer, "peer tracker is back: handing its segments back");
+        }
+        if self.hand_off(&peer, None, usize::MAX).await {
+            Ok(())
+        } else {
+            Err(NetError::Unavailable(
+                "could not mirror every change back yet".into(),
+            ))
+        }
+    }
+
+    /// Refuses signers that are not another tracker of this network.
+    fn check_peer(&self, signer: &NodeId) -> Result<(), NetError> {
+        if *signer == self.node_id() || !self.trackers.contains_key(signer) {
+            return Err(NetError::Forbidden(
+                "only another tracker of this network may do this".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes a peer's record of a segment both keep and merges it into this tracker's.
+    pub(crate) async fn merge_mirror(&self, request: Signed<Mirror>) -> Result<(), NetError> {
+        let (peer, m) = self.verifier.verify(request)?;
+        self.check_peer(&peer)?;
+        let pair = self.pair_of(&m.segment);
+        if !pair.contains(&peer) || !pair.contains(&self.node_id()) {
+            return Err(NetError::Precondition(format!(
+                "segment {} is not kept by both {peer} and this tracker",
+                m.segment
+            )));
+        }
+        self.map.claim(&m.segment, &m.owner)?;
+        let manifest = match &m.entrusted {
+            Some((manifest, key)) => {
+                let manifest = SegmentManifest::from_bytes(manifest)
+                    .map_err(|e| NetError::BadRequest(format!("manifest: {e}")))?;
+                if manifest.segment.0 != m.segment.0 {
+                    return Err(NetError::BadRequest(
+                        "the manifest is for another segment".into(),
+                    ));
+                }
+                Some(self.audits.adopt(m.segment, *key, manifest)?)
+            }
+            None => self.audits.entrusted_of(&m.segment)?.map(|(m, _)| m),
+        };
+        let mapped = self.map.segment(&m.segment)?;
+        for p in &m.pieces {
+            let ours = mapped.iter().find(|q| q.index == p.index);
+            let current = manifest
+                .as_ref()
+                .and_then(|m| m.pieces.get(p.index as usize))
+                .map(|info| info.hash.0);
+            let take = match ours {
+                Some(q) if q.piece == p.piece => true,
+                // A repair re-coded it: the merged manifest says which piece is current.
+                _ if current.is_some() => current == Some(p.piece.0),
+                None => true,
+                Some(_) => false,
+            };
+            if take {
+                for holder in &p.holders {
+                    self.map
+                        .add_holder(&m.segment, p.index, p.piece, p.size, *holder)?;
+                }
+            }
+        }
+        self.map.flush().await
+    }
+}
