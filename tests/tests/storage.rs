@@ -481,10 +481,11 @@ async fn announced(net: &LocalNet, w: &Written) {
     }
 }
 
-async fn rows_read_through_the_dht_with_the_tracker_down(kind: Transport) {
+async fn segments_read_through_the_dht_with_the_tracker_down(kind: Transport) {
     let seed = wwt_tests::seed(SEED);
     let (_dir, mut net) = network(kind, seed).await;
-    let mut w = write(12, seed);
+    let mut w = write(1000, seed);
+    assert!(w.segments.len() >= 1000, "{} segments", w.segments.len());
     let config = StorageConfig {
         read_timeout: Duration::from_secs(2),
         ..StorageConfig::default()
@@ -528,13 +529,13 @@ async fn rows_read_through_the_dht_with_the_tracker_down(kind: Transport) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_rows_read_through_the_dht_with_the_tracker_down() {
-    rows_read_through_the_dht_with_the_tracker_down(Transport::Memory).await;
+async fn memory_1000_segments_read_through_the_dht_with_the_tracker_down() {
+    segments_read_through_the_dht_with_the_tracker_down(Transport::Memory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_rows_read_through_the_dht_with_the_tracker_down() {
-    rows_read_through_the_dht_with_the_tracker_down(Transport::Grpc).await;
+async fn grpc_1000_segments_read_through_the_dht_with_the_tracker_down() {
+    segments_read_through_the_dht_with_the_tracker_down(Transport::Grpc).await;
 }
 
 /// Which provider (by number) holds each piece of each of `segments`, in order, as the
