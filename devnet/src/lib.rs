@@ -305,6 +305,8 @@ pub struct LocalNet {
     provider_configs: Vec<ProviderConfig>,
     memory_dht: MemoryDht,
     hooks: Hooks,
+    /// The trackers on the network's list, by number.
+    listed: Vec<usize>,
 }
 
 /// Opens tracker `config` and serves it at `address`: over gRPC on `listener`, or on the
@@ -528,6 +530,7 @@ impl LocalNet {
             providers: Vec::new(),
             provider_configs: configs,
             hooks,
+            listed: (0..shape.trackers).collect(),
         };
         for (p, listener) in listeners.into_iter().enumerate() {
             let running = net.start_provider(p, listener)?;
@@ -677,6 +680,57 @@ impl LocalNet {
     /// Stops tracker `t`: clients and providers can no longer reach it.
     pub async fn stop_tracker(&mut self, t: usize) -> Result<()> {
         Running::stop_slot(&mut self.trackers, t, self.memory.as_ref()).await
+    }
+
+    /// Makes `listed` (tracker numbers) the network's tracker list, as an operator adding or
+    /// removing trackers would: trackers left out stop; each listed one restarts with the
+    /// others as its peers (a new one starts for the first time); every provider restarts
+    /// reporting to them. Clients are handed [`LocalNet::tracker_list`].
+    pub async fn set_trackers(&mut self, listed: &[usize]) -> Result<()> {
+        let endpoint = |t: usize| -> Result<TrackerEndpoint> {
+            Ok(TrackerEndpoint {
+                id: self.endpoints.trackers[t].node_id()?,
+                address: self.endpoints.trackers[t].address.clone(),
+            })
+        };
+        let list: Vec<TrackerEndpoint> =
+            listed.iter().map(|t| endpoint(*t)).collect::<Result<_>>()?;
+        for t in 0..self.endpoints.trackers.len() {
+            if !listed.contains(&t) {
+                self.stop_tracker(t).await?;
+                continue;
+            }
+            self.tracker_configs[t].peers = list
+                .iter()
+                .zip(listed)
+                .filter(|(_, other)| **other != t)
+                .map(|(e, _)| PeerTracker {
+                    id: e.id,
+                    address: e.address.clone(),
+                })
+                .collect();
+            self.restart_tracker(t).await?;
+        }
+        for p in 0..self.provider_configs.len() {
+            self.provider_configs[p].trackers = list.clone();
+            if self.providers[p].is_some() {
+                self.restart_provider(p, false).await?;
+            }
+        }
+        self.listed = listed.to_vec();
+        Ok(())
+    }
+
+    /// The network's trackers as `(node id, address)`, for clients: every tracker, or those
+    /// [`LocalNet::set_trackers`] listed last.
+    pub fn tracker_list(&self) -> Result<Vec<(NodeId, String)>> {
+        self.listed
+            .iter()
+            .map(|t| {
+                let t = &self.endpoints.trackers[*t];
+                Ok((t.node_id()?, t.address.clone()))
+            })
+            .collect()
     }
 
     /// Stops every tracker: only the DHT is left to find segments' holders.

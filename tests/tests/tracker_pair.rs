@@ -259,6 +259,216 @@ async fn the_second_tracker_takes_over(transport: Transport) {
     net.shutdown().await.unwrap();
 }
 
+/// Steps every running tracker of `listed` once, `by` simulated milliseconds later.
+async fn step(net: &LocalNet, clock: &ManualClock, listed: &[usize], by: u64) {
+    clock.advance_to(clock.now_ms() + by);
+    for t in listed {
+        net.tracker(*t).unwrap().audit_step().await.unwrap();
+    }
+}
+
+/// Whether tracker `t` knows `segment` whole (its entrusted manifest).
+async fn knows(net: &LocalNet, owner: &Identity, t: usize, segment: SegmentId) -> bool {
+    locate(net, owner, t, segment)
+        .await
+        .is_ok_and(|l| !l.manifest.is_empty())
+}
+
+async fn trackers_joining_and_leaving_hand_segments_over(transport: Transport) {
+    let seed = wwt_tests::seed(0x7a2_2026);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let hooks = Hooks {
+        audit_clock: Some(clock.clone()),
+        audit: Some(AuditConfig {
+            mean_interval_ms: 60_000,
+            chunk_share: 1.0,
+            deadline_ms: 300,
+            seed: Some(seed),
+            ..AuditConfig::default()
+        }),
+        ..Hooks::default()
+    };
+    let shape = Shape {
+        trackers: 3,
+        heartbeat_ms: 100,
+        transport,
+        seed: Some(seed),
+        ..Shape::default()
+    };
+    let mut net = LocalNet::start_with(dir.path(), shape, hooks)
+        .await
+        .unwrap();
+    let ids: Vec<NodeId> = net
+        .endpoints
+        .trackers
+        .iter()
+        .map(|t| t.node_id().unwrap())
+        .collect();
+    let at = |id: &NodeId| ids.iter().position(|i| i == id).unwrap();
+
+    // A network of trackers 0 and 1 stores 1,500 rows in 16 KiB segments.
+    net.set_trackers(&[0, 1]).await.unwrap();
+    net.wait_alive(6).await.unwrap();
+    let master = MasterKey::from_bytes([5; 32]);
+    let mut table = Table::new(&master, "t", CodingParams::default(), 16 << 10)
+        .unwrap()
+        .with_seed(*blake3::hash(&seed.to_le_bytes()).as_bytes());
+    let rows = rows(1500);
+    let row_ids = table.keys().row_id.clone();
+    let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
+        row: row_ids.row_id(&(i as u64).to_le_bytes()),
+        version: 1,
+        plaintext: r,
+    }));
+    let owner = Identity::from_secret([4; 32]);
+    let client = |net: &LocalNet| {
+        Storage::new(
+            owner.clone(),
+            &net.tracker_list().unwrap(),
+            net.connector(),
+            StorageConfig::default(),
+        )
+        .unwrap()
+    };
+    let audit = table.keys().audit.clone();
+    let writer = client(&net);
+    for s in &batch.segments {
+        writer.put_audited(s, &audit).await.unwrap();
+    }
+    let segments: Vec<SegmentId> = batch
+        .segments
+        .iter()
+        .map(|s| SegmentId(s.manifest.segment.0))
+        .collect();
+
+    // Tracker 2 joins: the segments whose pair it enters reach it, and it audits those it
+    // leads; a tracker audits no segment it does not lead.
+    net.set_trackers(&[0, 1, 2]).await.unwrap();
+    net.wait_alive(6).await.unwrap();
+    let all = [0, 1, 2];
+    let pair = |s: &SegmentId| rendezvous::pair(&s.0, &ids);
+    let led_by_new: Vec<SegmentId> = segments
+        .iter()
+        .copied()
+        .filter(|s| pair(s)[0] == ids[2])
+        .collect();
+    assert!(
+        !led_by_new.is_empty(),
+        "seed {seed:#x}: tracker 2 leads nothing"
+    );
+    let mut rounds = 0;
+    loop {
+        step(&net, &clock, &all, 10_000).await;
+        let mut whole = true;
+        for s in &segments {
+            for t in pair(s) {
+                whole &= knows(&net, &owner, at(&t), *s).await;
+            }
+        }
+        if whole {
+            break;
+        }
+        rounds += 1;
+        assert!(
+            rounds < 50,
+            "seed {seed:#x}: the new pairs never got their segments"
+        );
+    }
+    let marks: Vec<u64> = all
+        .iter()
+        .map(|t| net.tracker(*t).unwrap().audit_report(0).unwrap().log_length)
+        .collect();
+    for _ in 0..30 {
+        step(&net, &clock, &all, 60_000).await;
+    }
+    let mut piece_of: HashMap<wwt_net::types::PieceId, SegmentId> = HashMap::new();
+    for s in &segments {
+        for p in locate(&net, &owner, at(&pair(s)[0]), *s)
+            .await
+            .unwrap()
+            .pieces
+        {
+            piece_of.insert(p.piece, *s);
+        }
+    }
+    let mut new_audited = HashSet::new();
+    for t in all {
+        let report = net.tracker(t).unwrap().audit_report(10_000).unwrap();
+        for e in report
+            .entries
+            .iter()
+            .filter(|e| e.seq >= marks[t] && e.kind == "chunk")
+        {
+            let s = piece_of[&e.piece];
+            assert_eq!(
+                pair(&s)[0],
+                ids[t],
+                "seed {seed:#x}: tracker {t} audited {s}, which it does not lead"
+            );
+            if t == 2 {
+                new_audited.insert(s);
+            }
+        }
+    }
+    assert_eq!(
+        new_audited.len(),
+        led_by_new.len(),
+        "seed {seed:#x}: tracker 2 audits every segment it leads"
+    );
+
+    // Tracker 1 leaves: every segment is left with both trackers 0 and 2.
+    net.set_trackers(&[0, 2]).await.unwrap();
+    net.wait_alive(6).await.unwrap();
+    let mut rounds = 0;
+    loop {
+        step(&net, &clock, &[0, 2], 10_000).await;
+        let mut whole = true;
+        for s in &segments {
+            whole &= knows(&net, &owner, 0, *s).await && knows(&net, &owner, 2, *s).await;
+        }
+        if whole {
+            break;
+        }
+        rounds += 1;
+        assert!(
+            rounds < 50,
+            "seed {seed:#x}: a segment was left with one tracker"
+        );
+    }
+    let manifests: HashMap<_, _> = batch
+        .segments
+        .iter()
+        .map(|s| (s.manifest.segment, s.manifest.clone()))
+        .collect();
+    let back = client(&net)
+        .read_rows(
+            &mut table,
+            &manifests,
+            &batch.locators,
+            &mut SegmentCache::new(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back, rows, "seed {seed:#x}");
+    println!(
+        "seed {seed:#x}: {} segments; tracker 2 joined and leads {}, tracker 1 left",
+        segments.len(),
+        led_by_new.len()
+    );
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trackers_joining_and_leaving_hand_segments_over_in_memory() {
+    trackers_joining_and_leaving_hand_segments_over(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trackers_joining_and_leaving_hand_segments_over_over_grpc() {
+    trackers_joining_and_leaving_hand_segments_over(Transport::Grpc).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_second_tracker_takes_over_in_memory() {
     the_second_tracker_takes_over(Transport::Memory).await;

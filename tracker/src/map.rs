@@ -190,6 +190,14 @@ impl PieceMap {
             .collect()
     }
 
+    /// Every segment with an owner here.
+    pub fn owned(&self) -> impl Iterator<Item = Result<SegmentId, NetError>> + '_ {
+        self.segments
+            .iter()
+            .keys()
+            .map(|k| SegmentId::from_slice(&k.map_err(db_err)?))
+    }
+
     /// The recorded pieces of `segment`, by index.
     pub fn segment(&self, segment: &SegmentId) -> Result<Vec<MappedPiece>, NetError> {
         self.pieces

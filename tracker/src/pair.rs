@@ -52,6 +52,8 @@ struct Reach {
 pub(crate) struct Pair {
     /// peer ‖ segment → (): records that peer has not been sent since they changed.
     handoff: sled::Tree,
+    /// `trackers` → the network's tracker ids (32 bytes each, sorted) when last started.
+    meta: sled::Tree,
     reach: Mutex<HashMap<NodeId, Reach>>,
     lease_ms: u64,
     /// When this tracker last renewed its lease (audit clock): every quarter of a lease.
@@ -63,9 +65,8 @@ pub(crate) struct Pair {
 impl Pair {
     pub(crate) fn open(db: &sled::Db, lease_ms: u64) -> Result<Pair, NetError> {
         Ok(Pair {
-            handoff: db
-                .open_tree("handoff")
-                .map_err(|e| NetError::Internal(format!("handoff queue: {e}")))?,
+            handoff: db.open_tree("handoff").map_err(db_err)?,
+            meta: db.open_tree("pair_meta").map_err(db_err)?,
             reach: Mutex::new(HashMap::new()),
             lease_ms,
             renewed: Mutex::new(None),
@@ -112,6 +113,38 @@ fn handoff_key(peer: &NodeId, segment: &SegmentId) -> [u8; 64] {
 }
 
 impl Tracker {
+    /// After the network's tracker list changed (a tracker added or removed since the last
+    /// start), marks every segment known here for every other tracker of its pair under the
+    /// new list: each pair's members that knew a segment hand it to the ones that did not,
+    /// so none is left with fewer than two trackers while one of its old pair remains.
+    pub(crate) fn rebalance(&self) -> Result<(), NetError> {
+        let mut list: Vec<NodeId> = self.trackers.keys().copied().collect();
+        list.sort();
+        let list: Vec<u8> = list.iter().flat_map(|n| n.0).collect();
+        let before = self.pair.meta.get("trackers").map_err(db_err)?;
+        if before.as_deref() == Some(list.as_slice()) {
+            return Ok(());
+        }
+        let me = self.node_id();
+        let mut marked = 0;
+        for segment in self.map.owned() {
+            let segment = segment?;
+            for peer in self.pair_of(&segment).into_iter().filter(|p| *p != me) {
+                self.pair
+                    .handoff
+                    .insert(handoff_key(&peer, &segment), &[])
+                    .map_err(db_err)?;
+                marked += 1;
+            }
+        }
+        self.pair.meta.insert("trackers", list).map_err(db_err)?;
+        info!(
+            marked,
+            "the tracker list changed: segments marked for their new pairs"
+        );
+        Ok(())
+    }
+
     /// The trackers that keep `segment`, first the one that audits it.
     pub(crate) fn pair_of(&self, segment: &SegmentId) -> Vec<NodeId> {
         rendezvous::pair(&segment.0, self.trackers.keys())
@@ -291,14 +324,14 @@ impl Tracker {
         Ok(())
     }
 
-    /// Takes a peer's record of a segment both keep and merges it into this tracker's.
+    /// Takes a peer's record of a segment this tracker keeps and merges it into its own.
     pub(crate) async fn merge_mirror(&self, request: Signed<Mirror>) -> Result<(), NetError> {
         let (peer, m) = self.verifier.verify(request)?;
         self.check_peer(&peer)?;
-        let pair = self.pair_of(&m.segment);
-        if !pair.contains(&peer) || !pair.contains(&self.node_id()) {
+        // The sender may have left the segment's pair (the tracker list changed).
+        if !self.pair_of(&m.segment).contains(&self.node_id()) {
             return Err(NetError::Precondition(format!(
-                "segment {} is not kept by both {peer} and this tracker",
+                "segment {} is not kept by this tracker",
                 m.segment
             )));
         }

@@ -88,7 +88,7 @@ impl Tracker {
         for (node, credit) in audits.credits()? {
             registry.set_credit(node, credit);
         }
-        Ok(Tracker {
+        let tracker = Tracker {
             map,
             keys: PeerKeys::new(&identity),
             identity,
@@ -102,7 +102,9 @@ impl Tracker {
             placement_seed: config
                 .placement_seed
                 .map(|seed| (seed, Mutex::new(HashMap::new()))),
-        })
+        };
+        tracker.rebalance()?;
+        Ok(tracker)
     }
 
     /// This tracker's node id.
