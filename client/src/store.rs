@@ -273,9 +273,10 @@ impl Storage {
     }
 
     /// Runs `call` at `segment`'s first tracker, and at its second if the first is
-    /// unavailable (down, or no answer within `timeout`): the answer and the tracker that gave
-    /// it. A tracker that did not answer is asked last for [`StorageConfig::tracker_retry`],
-    /// and with a DHT to read through instead, not at all.
+    /// unavailable (down, or no answer within `timeout`) or does not know the segment (a
+    /// mirror may not have reached it yet): the answer and the tracker that gave it. Not found
+    /// only if every tracker asked said so. A tracker that did not answer is asked last for
+    /// [`StorageConfig::tracker_retry`], and with a DHT to read through instead, not at all.
     async fn at_pair<T, F, Fut>(
         &self,
         segment: &SegmentId,
@@ -294,10 +295,11 @@ impl Storage {
         };
         let mut pair = rendezvous::pair(&segment.0, self.trackers.keys());
         pair.sort_by_key(silent);
-        let mut last = None;
+        let (mut unavailable, mut not_found) = (None, None);
         for id in pair {
             if self.discovery.is_some() && silent(&id) {
-                last.get_or_insert((id, NetError::Unavailable("it did not answer lately".into())));
+                unavailable
+                    .get_or_insert((id, NetError::Unavailable("it did not answer lately".into())));
                 continue;
             }
             let call = call(self.trackers[&id].clone());
@@ -318,12 +320,15 @@ impl Storage {
                     if let Ok(mut silent) = self.silent.lock() {
                         silent.insert(id, now + self.config.tracker_retry);
                     }
-                    last = Some((id, e));
+                    unavailable = Some((id, e));
                 }
+                Err(e @ NetError::NotFound(_)) => not_found = Some((id, e)),
                 Err(e) => return Err(tracker_error(&id, segment, e)),
             }
         }
-        let (id, e) = last.expect("Storage::new refuses an empty tracker list");
+        let (id, e) = unavailable
+            .or(not_found)
+            .expect("Storage::new refuses an empty tracker list");
         Err(tracker_error(&id, segment, e))
     }
 

@@ -420,6 +420,14 @@ impl Audits {
         Ok(())
     }
 
+    /// Drops a queued repair of piece `index` of `segment`, if any.
+    pub(crate) fn unqueue(&self, segment: &SegmentId, index: u32) -> Result<(), NetError> {
+        self.repairs
+            .remove(crate::map::key(segment, index))
+            .map_err(db_err)
+            .map(|_| ())
+    }
+
     fn repairs_done(&self) -> Result<u64, NetError> {
         Ok(self
             .meta
@@ -653,8 +661,12 @@ impl Tracker {
 
     /// When the next audit step has work: the earliest due challenge, or now if repairs wait.
     pub fn next_audit_ms(&self) -> Option<u64> {
-        if !self.audits.repairs.is_empty() {
-            return Some(self.audits.clock.now_ms());
+        // Only repairs this tracker makes now: the other of a pair makes its own.
+        let now = self.audits.clock.now_ms();
+        if let Ok(queued) = self.audits.queued()
+            && queued.keys().any(|segment| self.acting(segment, now))
+        {
+            return Some(now);
         }
         let inner = self.audits.inner().ok()?;
         inner.schedule.peek().map(|Reverse((due, _, _))| *due)
@@ -1031,10 +1043,7 @@ impl Tracker {
         let audits = &self.audits;
         let Some(e) = audits.inner()?.entrusted.get(&segment).cloned() else {
             for (index, _) in items {
-                audits
-                    .repairs
-                    .remove(crate::map::key(&segment, *index))
-                    .map_err(db_err)?;
+                audits.unqueue(&segment, *index)?;
             }
             return Ok(0);
         };
@@ -1179,10 +1188,7 @@ impl Tracker {
             self.map
                 .add_holder(&segment, spec.index, spec.piece, spec.size, provider)?;
             updated.pieces[i] = rebuilt.manifest.pieces[i];
-            audits
-                .repairs
-                .remove(crate::map::key(&segment, spec.index))
-                .map_err(db_err)?;
+            audits.unqueue(&segment, spec.index)?;
             let (kind, old) = match lost.get(&spec.index) {
                 Some(Some(node)) => ("repair", *node),
                 _ => ("refresh", NodeId([0; 32])),

@@ -81,6 +81,14 @@ impl Pair {
             .unwrap_or_default()
     }
 
+    /// `peer` called this tracker: it is not gone (but has not answered this tracker's
+    /// renewal, which carries back what changed here, for all that).
+    fn heard(&self, peer: NodeId) {
+        if let Ok(mut reach) = self.reach.lock() {
+            reach.entry(peer).or_default().down_since = None;
+        }
+    }
+
     fn set_reach(&self, peer: NodeId, answered: bool, now: u64) {
         if let Ok(mut reach) = self.reach.lock() {
             let r = reach.entry(peer).or_default();
@@ -216,10 +224,16 @@ impl Tracker {
                 Err(e) => Err(e),
             };
             match sent {
-                Ok(()) => {
-                    if let Err(e) = self.pair.handoff.remove(handoff_key(peer, &segment)) {
-                        warn!(error = %e, "handoff queue");
-                    }
+                Ok(()) => self.unmark(peer, &segment),
+                // Refused for good (the peer left the segment's pair, or disagrees on its
+                // owner): sending it again would only hold up the rest.
+                Err(
+                    e @ (NetError::Precondition(_)
+                    | NetError::Forbidden(_)
+                    | NetError::BadRequest(_)),
+                ) => {
+                    warn!(peer = %peer, segment = %segment, error = %e, "mirror refused");
+                    self.unmark(peer, &segment);
                 }
                 Err(e) => {
                     debug!(peer = %peer, segment = %segment, error = %e, "not mirrored yet");
@@ -228,6 +242,12 @@ impl Tracker {
             }
         }
         true
+    }
+
+    fn unmark(&self, peer: &NodeId, segment: &SegmentId) {
+        if let Err(e) = self.pair.handoff.remove(handoff_key(peer, segment)) {
+            warn!(error = %e, "handoff queue");
+        }
     }
 
     fn peer_api(&self, peer: &NodeId) -> Option<std::sync::Arc<dyn wwt_net::TrackerApi>> {
@@ -300,7 +320,7 @@ impl Tracker {
         self.check_peer(&peer)?;
         let now = self.audits.clock.now_ms();
         let took_over = self.pair.gone(&peer, now);
-        self.pair.set_reach(peer, true, now);
+        self.pair.heard(peer);
         let _step = self.pair.step.lock().await;
         if took_over {
             info!(peer = %peer, "peer tracker is back: handing its segments back");
@@ -363,6 +383,10 @@ impl Tracker {
                 None => true,
                 Some(_) => false,
             };
+            if take && ours.is_some_and(|q| q.piece != p.piece) {
+                // Re-coded there: a repair queued here for the old piece is moot.
+                self.audits.unqueue(&m.segment, p.index)?;
+            }
             if take {
                 for holder in &p.holders {
                     self.map
