@@ -563,14 +563,17 @@ async fn faulty_providers_are_detected(transport: Transport) {
 }
 
 async fn trackers_pair_segments_by_rendezvous(transport: Transport) {
-    let (_dir, net, _) = start(transport, 3, 3).await;
-    let client = Identity::generate().unwrap();
+    let (_dir, mut net, _) = start(transport, 3, 3).await;
+    let client = Arc::new(Identity::generate().unwrap());
     let ids = tracker_ids(&net);
+    let at = |id: &NodeId| ids.iter().position(|i| i == id).unwrap();
     let mut left_out = [0usize; 3];
+    let mut segments = Vec::new();
     for s in 0..20 {
         let (id, pieces) = segment(200 + s, 3, 512);
         let pair = rendezvous::pair(&id.0, &ids);
-        let req = || {
+        let client = client.clone();
+        let req = move || {
             client
                 .sign(ReserveSegment {
                     segment: id,
@@ -578,21 +581,37 @@ async fn trackers_pair_segments_by_rendezvous(transport: Transport) {
                 })
                 .unwrap()
         };
+        // The first places; the second only once the first is down; others never.
         for (t, tracker_id) in ids.iter().enumerate() {
             let answer = tracker(&net, t).reserve(req()).await;
-            if pair.contains(tracker_id) {
+            if *tracker_id == pair[0] {
                 answer.unwrap();
-            } else {
-                left_out[t] += 1;
-                let err = answer.unwrap_err();
-                assert!(
-                    matches!(&err, NetError::Precondition(m) if m.contains(&pair[0].to_string())),
-                    "{err}"
-                );
+                continue;
+            }
+            left_out[t] += usize::from(!pair.contains(tracker_id));
+            let err = answer.unwrap_err();
+            assert!(
+                matches!(&err, NetError::Precondition(m) if m.contains(&pair[0].to_string())),
+                "{err}"
+            );
+        }
+        segments.push((pair, req));
+    }
+    assert!(left_out.iter().all(|n| *n > 0), "{left_out:?}");
+    // Tracker 0 stops: the second of each segment it led places it once it sees that.
+    net.stop_tracker(0).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for (pair, req) in segments.iter().filter(|(pair, _)| pair[0] == ids[0]) {
+        loop {
+            match tracker(&net, at(&pair[1])).reserve(req()).await {
+                Ok(_) => break,
+                Err(NetError::Precondition(_)) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("the second did not take over placing: {e}"),
             }
         }
     }
-    assert!(left_out.iter().all(|n| *n > 0), "{left_out:?}");
 }
 
 async fn the_dht_alone_finds_a_segments_holders(transport: Transport) {

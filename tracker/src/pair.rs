@@ -172,6 +172,23 @@ impl Tracker {
         }
     }
 
+    /// Refuses to place `segment` here while its first tracker answers: the second places
+    /// only when the first is down (else a stranger who learnt a new segment's id from the
+    /// DHT could claim it here before the first's mirror arrives).
+    pub(crate) fn check_placing(&self, segment: &SegmentId) -> Result<(), NetError> {
+        match self.pair_of(segment).as_slice() {
+            [first, _]
+                if *first != self.node_id() && self.pair.reach(first).down_since.is_none() =>
+            {
+                Err(NetError::Precondition(format!(
+                    "segment {segment} is placed by tracker {first} at {} while it answers; ask it",
+                    self.trackers.get(first).map_or("?", String::as_str)
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether this tracker is the second of `segment`'s pair.
     pub(crate) fn second_of(&self, segment: &SegmentId) -> bool {
         self.pair_of(segment).get(1) == Some(&self.node_id())

@@ -198,6 +198,7 @@ impl TrackerApi for Tracker {
     async fn reserve(&self, request: Signed<ReserveSegment>) -> Result<Placement, NetError> {
         let (owner, req) = self.verifier.verify(request)?;
         self.check_responsible(&req.segment)?;
+        self.check_placing(&req.segment)?;
         self.map.claim(&req.segment, &owner)?;
         let now = now_ms();
         // A resumed upload: pieces already mapped are not placed again, and the providers
