@@ -7,9 +7,11 @@
 //! - [`net`]: `wwt bench-net`, piece upload and download through the client against raw gRPC.
 //! - [`sql`]: `wwt bench-sql`, SQL on a local network against SQLite on the same rows.
 //! - [`audit`]: `wwt bench-audit`, challenges per second and repair against upload.
+//! - [`dht`]: `wwt bench-dht`, Kademlia hops and lookup time in swarms of up to 500 nodes.
 //! - [`index`]: `wwt bench-index`, the encrypted indexes against plain tantivy and sled.
 
 pub mod audit;
+pub mod dht;
 pub mod engine;
 pub mod index;
 pub mod net;

@@ -23,7 +23,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use wwt_bench::sql as sqlbench;
-use wwt_bench::{audit as auditbench, engine as bench, index as indexbench, net as netbench};
+use wwt_bench::{
+    audit as auditbench, dht as dhtbench, engine as bench, index as indexbench, net as netbench,
+};
 
 /// wwt, the World Wide Table: an encrypted, decentralized table store.
 #[derive(Parser, Debug)]
@@ -59,6 +61,8 @@ enum Command {
     BenchNet(netbench::Options),
     /// Measure the encrypted indexes against plain tantivy and sled on the same rows.
     BenchIndex(indexbench::Options),
+    /// Measure DHT lookups (hops and time) in swarms of up to 500 in-process nodes.
+    BenchDht(dhtbench::Options),
     /// The main job: start a local network, write sample rows through it, stop two providers
     /// and read every row back.
     Demo(demo::Options),
@@ -184,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchAudit(options) => runtime()?.block_on(auditbench::run(&options))?,
         Command::BenchNet(options) => runtime()?.block_on(netbench::run(&options))?,
         Command::BenchIndex(options) => indexbench::run(&options),
+        Command::BenchDht(options) => runtime()?.block_on(dhtbench::run(&options))?,
         Command::Demo(options) => runtime()?.block_on(demo::run(&options))?,
         Command::Devnet(command) => runtime()?.block_on(devnet::run(&home, command))?,
         Command::Tracker(TrackerCommand::Audits {

@@ -154,6 +154,8 @@ pub struct NodeConfig {
     /// Folder where the records this node holds are kept across restarts (the daemons use
     /// `<data dir>/dht`); none: in memory only.
     pub store_dir: Option<std::path::PathBuf>,
+    /// How many peers a lookup asks at once (Kademlia's α).
+    pub parallelism: usize,
 }
 
 impl Default for NodeConfig {
@@ -168,6 +170,7 @@ impl Default for NodeConfig {
             connect_timeout_ms: 10_000,
             client: false,
             store_dir: None,
+            parallelism: 3,
         }
     }
 }
@@ -204,6 +207,7 @@ enum Command {
     ),
     PutRecord(Record, oneshot::Sender<Result<(), NetError>>),
     GetRecords(RecordKey, oneshot::Sender<Vec<Vec<u8>>>),
+    Probe(RecordKey, oneshot::Sender<Probe>),
     Shutdown,
 }
 
@@ -214,6 +218,19 @@ enum Pending {
         oneshot::Sender<Result<HashSet<PeerId>, NetError>>,
     ),
     Records(Vec<Vec<u8>>, oneshot::Sender<Vec<Vec<u8>>>),
+    Probe(oneshot::Sender<Probe>),
+}
+
+/// How one lookup went ([`Node::probe_address`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Whether a record was found.
+    pub found: bool,
+    /// Requests sent until the first record came back (or the lookup ended): with a
+    /// [`NodeConfig::parallelism`] of 1, one request per hop.
+    pub requests: u32,
+    /// How long it took.
+    pub duration: Duration,
 }
 
 /// A handle on the node's actor task; cheap to clone.
@@ -267,6 +284,9 @@ impl Node {
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         let query_timeout = Duration::from_millis(config.query_timeout_ms);
         kad_config.set_query_timeout(query_timeout);
+        if let Some(alpha) = std::num::NonZeroUsize::new(config.parallelism) {
+            kad_config.set_parallelism(alpha);
+        }
         kad_config.set_provider_record_ttl(Some(provide::RECORD_TTL));
         // Records peers put are checked before they are kept (`Actor::record_put`).
         kad_config.set_record_filtering(StoreInserts::FilterBoth);
@@ -278,6 +298,18 @@ impl Node {
                 yamux::Config::default,
             )
             .map_err(|e| NetError::Internal(format!("libp2p transport: {e}")))?
+            // `/memory/<n>` addresses: many nodes in one process (`wwt bench-dht`).
+            .with_other_transport(|key| {
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    <libp2p::core::transport::MemoryTransport as libp2p::Transport>::upgrade(
+                        libp2p::core::transport::MemoryTransport::default(),
+                        libp2p::core::upgrade::Version::V1,
+                    )
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()),
+                )
+            })
+            .map_err(|e| NetError::Internal(format!("libp2p memory transport: {e}")))?
             .with_behaviour(|key| Behaviour {
                 kad: kad::Behaviour::with_config(local, store, kad_config),
                 identify: identify::Behaviour::new(
@@ -364,8 +396,12 @@ impl Node {
     }
 
     /// Publishes this node's gRPC address as a DHT value record signed by `identity` (this
-    /// node's).
-    async fn publish_address(&self, identity: &Identity, address: &str) -> Result<(), NetError> {
+    /// node's); a node started with [`NodeConfig::service_address`] does at start.
+    pub async fn publish_address(
+        &self,
+        identity: &Identity,
+        address: &str,
+    ) -> Result<(), NetError> {
         let signed = identity.sign(AddressRecord {
             address: address.to_string(),
         })?;
@@ -379,6 +415,12 @@ impl Node {
             .call(|tx| Command::GetRecords(address_key(node), tx))
             .await?;
         Ok(newest_address(node, found.iter().map(Vec::as_slice)))
+    }
+
+    /// Looks up `node`'s address record once and says how the lookup went: found or not,
+    /// requests until the first record came back, and time (`wwt bench-dht`).
+    pub async fn probe_address(&self, node: &NodeId) -> Result<Probe, NetError> {
+        self.call(|tx| Command::Probe(address_key(node), tx)).await
     }
 
     /// Stops the actor.
@@ -550,6 +592,10 @@ impl Actor {
                 let id = kad.get_record(key);
                 self.pending.insert(id, Pending::Records(Vec::new(), reply));
             }
+            Command::Probe(key, reply) => {
+                let id = kad.get_record(key);
+                self.pending.insert(id, Pending::Probe(reply));
+            }
             Command::Shutdown => {}
         }
     }
@@ -677,8 +723,8 @@ impl Actor {
                 id,
                 result,
                 step,
-                ..
-            })) => self.query_progressed(id, result, step.last),
+                stats,
+            })) => self.query_progressed(id, result, step.last, &stats),
             SwarmEvent::Behaviour(BehaviourEvent::Provide(event)) => match event {
                 request_response::Event::Message {
                     peer,
@@ -717,7 +763,13 @@ impl Actor {
         }
     }
 
-    fn query_progressed(&mut self, id: QueryId, result: QueryResult, last: bool) {
+    fn query_progressed(
+        &mut self,
+        id: QueryId,
+        result: QueryResult,
+        last: bool,
+        stats: &kad::QueryStats,
+    ) {
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
@@ -767,6 +819,21 @@ impl Actor {
                     let _ = reply.send(found);
                 } else {
                     self.pending.insert(id, Pending::Records(found, reply));
+                }
+            }
+            (Pending::Probe(reply), QueryResult::GetRecord(result)) => {
+                let found = matches!(result, Ok(GetRecordOk::FoundRecord(_)));
+                if found && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                    query.finish();
+                }
+                if found || last {
+                    let _ = reply.send(Probe {
+                        found,
+                        requests: stats.num_requests(),
+                        duration: stats.duration().unwrap_or_default(),
+                    });
+                } else {
+                    self.pending.insert(id, Pending::Probe(reply));
                 }
             }
             (pending, _) if !last => {
