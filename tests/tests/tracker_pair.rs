@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use wwt_client::store::{SegmentCache, Storage, StorageConfig};
 use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
-use wwt_engine::table::RowWrite;
-use wwt_engine::{CodingParams, MasterKey, Table};
+use wwt_engine::table::{RowWrite, WriteBatch};
+use wwt_engine::{CodingParams, MasterKey, SegmentId as EngineSegmentId, SegmentManifest, Table};
 use wwt_net::types::{Locate, NodeId, PieceId, SegmentId, SegmentLocation};
 use wwt_net::{Identity, NetError, rendezvous};
 use wwt_tracker::AuditConfig;
@@ -65,14 +65,18 @@ fn whole_without(location: &SegmentLocation, pieces: usize, lost: NodeId) -> boo
             .all(|p| !p.holders.is_empty() && p.holders.iter().all(|h| h.node != lost))
 }
 
-async fn the_second_tracker_takes_over(transport: Transport) {
-    let seed = wwt_tests::seed(0x7a1_2026);
-    let dir = tempfile::tempdir().unwrap();
+/// Three trackers and `providers` providers, audits on a simulated clock with chunk
+/// challenges only (sentinels running out would queue refreshes of whole segments, which a
+/// few providers cannot place away from every holder); the trackers' ids.
+async fn network(
+    transport: Transport,
+    seed: u64,
+    providers: usize,
+    dir: &std::path::Path,
+) -> (LocalNet, Arc<ManualClock>, Vec<NodeId>) {
     let clock = Arc::new(ManualClock::new(1_000_000));
     let hooks = Hooks {
         audit_clock: Some(clock.clone()),
-        // Chunk challenges only: sentinels running out would queue refreshes of whole segments,
-        // which eight providers cannot place away from every holder.
         audit: Some(AuditConfig {
             mean_interval_ms: 60_000,
             chunk_share: 1.0,
@@ -86,52 +90,93 @@ async fn the_second_tracker_takes_over(transport: Transport) {
     };
     let shape = Shape {
         trackers: 3,
-        providers: 8,
+        providers,
         heartbeat_ms: 100,
         transport,
         seed: Some(seed),
         ..Shape::default()
     };
-    let mut net = LocalNet::start_with(dir.path(), shape, hooks)
-        .await
-        .unwrap();
-    let ids: Vec<NodeId> = net
+    let net = LocalNet::start_with(dir, shape, hooks).await.unwrap();
+    let ids = net
         .endpoints
         .trackers
         .iter()
         .map(|t| t.node_id().unwrap())
         .collect();
-    let at = |id: &NodeId| ids.iter().position(|i| i == id).unwrap();
+    (net, clock, ids)
+}
 
-    // An owner stores 600 rows in 16 KiB segments (RS 4+2) and entrusts them.
-    let master = MasterKey::from_bytes([7; 32]);
+/// `n` rows of table "t" under master key `key`, written into 16 KiB segments (RS 4+2).
+fn written(seed: u64, key: u8, n: usize) -> (Table, Vec<Vec<u8>>, WriteBatch) {
+    let master = MasterKey::from_bytes([key; 32]);
     let mut table = Table::new(&master, "t", CodingParams::default(), 16 << 10)
         .unwrap()
         .with_seed(*blake3::hash(&seed.to_le_bytes()).as_bytes());
-    let rows = rows(600);
+    let rows = rows(n);
     let row_ids = table.keys().row_id.clone();
     let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
         row: row_ids.row_id(&(i as u64).to_le_bytes()),
         version: 1,
         plaintext: r,
     }));
-    let owner = Identity::from_secret([8; 32]);
-    let client = Storage::new(
+    (table, rows, batch)
+}
+
+/// `owner`'s storage path through the network's trackers as listed now.
+fn storage(net: &LocalNet, owner: &Identity) -> Storage {
+    Storage::new(
         owner.clone(),
-        &net.endpoints.tracker_list().unwrap(),
+        &net.tracker_list().unwrap(),
         net.connector(),
         StorageConfig::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Each segment's manifest, by segment.
+fn manifests(batch: &WriteBatch) -> HashMap<EngineSegmentId, SegmentManifest> {
+    batch
+        .segments
+        .iter()
+        .map(|s| (s.manifest.segment, s.manifest.clone()))
+        .collect()
+}
+
+/// Reads every row of `batch` through `client` (no cache) and checks it is `rows`.
+async fn reads_every_row(
+    client: &Storage,
+    table: &mut Table,
+    batch: &WriteBatch,
+    rows: &[Vec<u8>],
+    seed: u64,
+) {
+    let back = client
+        .read_rows(
+            table,
+            &manifests(batch),
+            &batch.locators,
+            &mut SegmentCache::new(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back, rows, "seed {seed:#x}");
+}
+
+async fn the_second_tracker_takes_over(transport: Transport) {
+    let seed = wwt_tests::seed(0x7a1_2026);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut net, clock, ids) = network(transport, seed, 8, dir.path()).await;
+    let at = |id: &NodeId| ids.iter().position(|i| i == id).unwrap();
+
+    // An owner stores 600 rows and entrusts them.
+    let (mut table, rows, batch) = written(seed, 7, 600);
+    let owner = Identity::from_secret([8; 32]);
+    let client = storage(&net, &owner);
     let audit = table.keys().audit.clone();
     for s in &batch.segments {
         client.put_audited(s, &audit).await.unwrap();
     }
-    let manifests: HashMap<_, _> = batch
-        .segments
-        .iter()
-        .map(|s| (s.manifest.segment, s.manifest.clone()))
-        .collect();
+    let manifests = manifests(&batch);
     let pieces = CodingParams::default().data + CodingParams::default().parity;
     let segments: Vec<SegmentId> = manifests.keys().map(|s| SegmentId(s.0)).collect();
     let pair = |s: &SegmentId| rendezvous::pair(&s.0, &ids);
@@ -275,16 +320,7 @@ async fn the_second_tracker_takes_over(transport: Transport) {
         );
     }
     // Every row reads, with pieces as the trackers map them now.
-    let back = client
-        .read_rows(
-            &mut table,
-            &manifests,
-            &batch.locators,
-            &mut SegmentCache::new(0),
-        )
-        .await
-        .unwrap();
-    assert_eq!(back, rows, "seed {seed:#x}");
+    reads_every_row(&client, &mut table, &batch, &rows, seed).await;
     println!(
         "seed {seed:#x}: {} segments, {} led by the stopped tracker, {} repaired by their second ({} pieces)",
         segments.len(),
@@ -313,62 +349,16 @@ async fn knows(net: &LocalNet, owner: &Identity, t: usize, segment: SegmentId) -
 async fn trackers_joining_and_leaving_hand_segments_over(transport: Transport) {
     let seed = wwt_tests::seed(0x7a2_2026);
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1_000_000));
-    let hooks = Hooks {
-        audit_clock: Some(clock.clone()),
-        audit: Some(AuditConfig {
-            mean_interval_ms: 60_000,
-            chunk_share: 1.0,
-            deadline_ms: 300,
-            seed: Some(seed),
-            ..AuditConfig::default()
-        }),
-        ..Hooks::default()
-    };
-    let shape = Shape {
-        trackers: 3,
-        heartbeat_ms: 100,
-        transport,
-        seed: Some(seed),
-        ..Shape::default()
-    };
-    let mut net = LocalNet::start_with(dir.path(), shape, hooks)
-        .await
-        .unwrap();
-    let ids: Vec<NodeId> = net
-        .endpoints
-        .trackers
-        .iter()
-        .map(|t| t.node_id().unwrap())
-        .collect();
+    let (mut net, clock, ids) = network(transport, seed, 6, dir.path()).await;
     let at = |id: &NodeId| ids.iter().position(|i| i == id).unwrap();
 
-    // A network of trackers 0 and 1 stores 1,500 rows in 16 KiB segments.
+    // A network of trackers 0 and 1 stores 1,500 rows.
     net.set_trackers(&[0, 1]).await.unwrap();
     net.wait_alive(6).await.unwrap();
-    let master = MasterKey::from_bytes([5; 32]);
-    let mut table = Table::new(&master, "t", CodingParams::default(), 16 << 10)
-        .unwrap()
-        .with_seed(*blake3::hash(&seed.to_le_bytes()).as_bytes());
-    let rows = rows(1500);
-    let row_ids = table.keys().row_id.clone();
-    let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
-        row: row_ids.row_id(&(i as u64).to_le_bytes()),
-        version: 1,
-        plaintext: r,
-    }));
+    let (mut table, rows, batch) = written(seed, 5, 1500);
     let owner = Identity::from_secret([4; 32]);
-    let client = |net: &LocalNet| {
-        Storage::new(
-            owner.clone(),
-            &net.tracker_list().unwrap(),
-            net.connector(),
-            StorageConfig::default(),
-        )
-        .unwrap()
-    };
     let audit = table.keys().audit.clone();
-    let writer = client(&net);
+    let writer = storage(&net, &owner);
     for s in &batch.segments {
         writer.put_audited(s, &audit).await.unwrap();
     }
@@ -472,21 +462,7 @@ async fn trackers_joining_and_leaving_hand_segments_over(transport: Transport) {
             "seed {seed:#x}: a segment was left with one tracker"
         );
     }
-    let manifests: HashMap<_, _> = batch
-        .segments
-        .iter()
-        .map(|s| (s.manifest.segment, s.manifest.clone()))
-        .collect();
-    let back = client(&net)
-        .read_rows(
-            &mut table,
-            &manifests,
-            &batch.locators,
-            &mut SegmentCache::new(0),
-        )
-        .await
-        .unwrap();
-    assert_eq!(back, rows, "seed {seed:#x}");
+    reads_every_row(&storage(&net, &owner), &mut table, &batch, &rows, seed).await;
     println!(
         "seed {seed:#x}: {} segments; tracker 2 joined and leads {}, tracker 1 left",
         segments.len(),
