@@ -274,8 +274,8 @@ impl Storage {
 
     /// Runs `call` at `segment`'s first tracker, and at its second if the first is
     /// unavailable (down, or no answer within `timeout`) or does not know the segment (a
-    /// mirror may not have reached it yet): the answer and the tracker that gave it. Not found
-    /// only if every tracker asked said so. A tracker that did not answer is asked last for
+    /// mirror may not have reached it yet): the answer and the tracker that gave it; not found
+    /// if a tracker said so and none found it. A tracker that did not answer is asked last for
     /// [`StorageConfig::tracker_retry`], and with a DHT to read through instead, not at all.
     async fn at_pair<T, F, Fut>(
         &self,
@@ -326,8 +326,10 @@ impl Storage {
                 Err(e) => return Err(tracker_error(&id, segment, e)),
             }
         }
-        let (id, e) = unavailable
-            .or(not_found)
+        // The other of the pair is sent every change as it is made: its "not found" stands
+        // for the pair when the first is down (an existence check must not fail then).
+        let (id, e) = not_found
+            .or(unavailable)
             .expect("Storage::new refuses an empty tracker list");
         Err(tracker_error(&id, segment, e))
     }
