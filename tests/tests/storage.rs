@@ -85,6 +85,19 @@ async fn network(transport: Transport, seed: u64) -> (tempfile::TempDir, LocalNe
     (dir, net)
 }
 
+/// Every row of `w`, read through `client` without a cache.
+async fn every_row(client: &Storage, w: &mut Written) -> Vec<Vec<u8>> {
+    client
+        .read_rows(
+            &mut w.table,
+            &w.manifests,
+            &w.locators,
+            &mut SegmentCache::new(0),
+        )
+        .await
+        .unwrap()
+}
+
 async fn put_all(storage: &Storage, segments: &[EncodedSegment]) {
     for chunk in segments.chunks(16) {
         let puts = chunk.iter().map(|s| storage.put(s));
@@ -108,15 +121,7 @@ async fn any_two_lost_then_three(kind: Transport) {
     println!("seed {seed:#x}: killing providers {a} and {b}");
     net.stop_provider(a).await.unwrap();
     net.stop_provider(b).await.unwrap();
-    let back = client
-        .read_rows(
-            &mut w.table,
-            &w.manifests,
-            &w.locators,
-            &mut SegmentCache::new(0),
-        )
-        .await
-        .unwrap();
+    let back = every_row(&client, &mut w).await;
     assert_eq!(back, w.rows, "every row reads with two providers gone");
 
     let c = (0..6).find(|p| *p != a && *p != b).unwrap();
@@ -197,15 +202,7 @@ async fn lying_and_slow_providers_are_skipped(kind: Transport) {
         ..StorageConfig::default()
     };
     let client = storage(&net, connector, config);
-    let back = client
-        .read_rows(
-            &mut w.table,
-            &w.manifests,
-            &w.locators,
-            &mut SegmentCache::new(0),
-        )
-        .await
-        .unwrap();
+    let back = every_row(&client, &mut w).await;
     assert_eq!(back, w.rows);
     // The liar's and the slow provider's pieces were passed over: where either holds a data
     // piece (tried first), that slot stays empty and a parity piece stands in for it.
@@ -433,15 +430,7 @@ async fn a_silent_tracker_is_asked_once(kind: Transport) {
     faults.set(&net.endpoints.trackers[0].address, stalled);
     let mut stalls = Vec::new();
     for _ in 0..2 {
-        let back = client
-            .read_rows(
-                &mut w.table,
-                &w.manifests,
-                &w.locators,
-                &mut SegmentCache::new(0),
-            )
-            .await
-            .unwrap();
+        let back = every_row(&client, &mut w).await;
         assert_eq!(back, w.rows);
         stalls.push(faults.stalls());
     }
@@ -496,15 +485,7 @@ async fn segments_read_through_the_dht_with_the_tracker_down(kind: Transport) {
 
     net.stop_tracker(0).await.unwrap();
     net.stop_provider(2).await.unwrap();
-    let back = client
-        .read_rows(
-            &mut w.table,
-            &w.manifests,
-            &w.locators,
-            &mut SegmentCache::new(0),
-        )
-        .await
-        .unwrap();
+    let back = every_row(&client, &mut w).await;
     assert_eq!(
         back, w.rows,
         "every row reads with the tracker and a provider down"
