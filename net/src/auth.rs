@@ -4,8 +4,10 @@
 //! timestamp, a random nonce and an ed25519 signature over
 //! `"wwt request v1\0" ‖ method ‖ "\0" ‖ public key ‖ timestamp (u64 LE) ‖ nonce ‖ BLAKE3(body)`.
 //! The method name is signed so a body cannot be replayed against another endpoint. A
-//! [`Verifier`] refuses unsigned, mis-signed, stale (outside its window) and replayed (nonce
-//! seen before within the window) requests, then decodes and validates the body.
+//! [`Verifier`] refuses unsigned, mis-signed and stale (outside its window) requests and
+//! decodes and validates the body; once the service has authorized the signer, it records the
+//! nonce and refuses a replay (nonce seen before within the window). Recording only
+//! authorized requests, per signer, keeps strangers from filling the replay cache.
 //!
 //! Reservations and receipts, which only a tracker and one provider exchange, carry tags
 //! instead of signatures: keyed BLAKE3 under a key the two share ([`PeerKeys`]), from X25519
@@ -110,7 +112,7 @@ impl Identity {
     }
 
     /// Signs arbitrary bytes (a request's signing bytes).
-    fn sign_detached(&self, message: &[u8]) -> [u8; 64] {
+    pub(crate) fn sign_detached(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
 
@@ -492,24 +494,88 @@ impl<T> From<Signed<T>> for proto::SignedRequest {
     }
 }
 
-/// The most nonces a verifier remembers; past this it refuses requests until some expire.
-const MAX_REMEMBERED_NONCES: usize = 1 << 20;
+/// The most nonces a [`Verifier`] remembers in all: past this it refuses every signer until
+/// some expire. About 80 bytes each, so at most some 80 MiB.
+pub const MAX_REMEMBERED_NONCES: usize = 1 << 20;
 
-/// Checks signed requests: signature, freshness, replay; then decodes the body.
+/// The most nonces a [`Verifier`] remembers for one signer: past this it refuses that signer,
+/// and no other, until some of its own expire. Over the default 120 s window that is about
+/// 2,000 requests a second from one signer, more than a tracker auditing a provider of a
+/// million pieces sends; a quarter of [`MAX_REMEMBERED_NONCES`], so one flooding signer
+/// cannot fill the whole cache.
+pub const MAX_NONCES_PER_SIGNER: usize = 1 << 18;
+
+/// Checks signed requests in two steps, so that only signers a service serves take room in
+/// its replay cache.
+///
+/// [`Verifier::check`] checks the signature and freshness and decodes the body, recording
+/// nothing; the service then decides whether the signer may do what it asks (owns the piece,
+/// is a trusted tracker, holds a reservation), and only then records the request with
+/// [`Verifier::accept`], which refuses a replay. A stranger's refused requests thus cost the
+/// node a signature check, never a slot that a real user's request needs.
+///
+/// Nonces are remembered per signer, at most [`MAX_NONCES_PER_SIGNER`] each and
+/// [`MAX_REMEMBERED_NONCES`] in all, each until a request with its timestamp would be refused
+/// as stale anyway.
 #[derive(Debug)]
 pub struct Verifier {
     window_ms: u64,
+    per_signer: usize,
+    total: usize,
     seen: Mutex<NonceCache>,
 }
 
-/// A signer's public key and a nonce it used.
-type NonceKey = ([u8; 32], [u8; 16]);
+/// A request whose signature and freshness [`Verifier::check`] checked and whose body it
+/// decoded, not yet recorded against replay: hand it to [`Verifier::accept`] once the signer
+/// is authorized.
+#[derive(Debug)]
+#[must_use = "a checked request is not yet recorded against replay: pass it to Verifier::accept"]
+pub struct Checked<T> {
+    signer: NodeId,
+    timestamp_ms: u64,
+    nonce: [u8; 16],
+    body: T,
+}
 
+impl<T> Checked<T> {
+    /// The signer, whose signature was checked.
+    pub fn signer(&self) -> NodeId {
+        self.signer
+    }
+
+    /// The decoded, validated body, for the service's authorization.
+    pub fn body(&self) -> &T {
+        &self.body
+    }
+}
+
+/// The nonces a verifier remembers.
 #[derive(Debug, Default)]
 struct NonceCache {
-    keys: HashSet<NonceKey>,
-    /// Keys with the time (ms) after which they may be forgotten, oldest first.
-    by_expiry: VecDeque<(u64, NonceKey)>,
+    /// Each signer's nonces within their window.
+    by_signer: HashMap<NodeId, HashSet<[u8; 16]>>,
+    /// Every remembered nonce with the time (ms) after which it may be forgotten, oldest first.
+    by_expiry: VecDeque<(u64, NodeId, [u8; 16])>,
+}
+
+impl NonceCache {
+    /// Forgets the nonces whose expiry passed before `now`. The queue is only roughly sorted
+    /// (expiry depends on the timestamp), so pruning from the front may keep some entries a
+    /// little longer, but never forgets one early.
+    fn forget_expired(&mut self, now: u64) {
+        while let Some(&(expiry, signer, nonce)) = self.by_expiry.front() {
+            if expiry >= now {
+                break;
+            }
+            self.by_expiry.pop_front();
+            if let Some(nonces) = self.by_signer.get_mut(&signer) {
+                nonces.remove(&nonce);
+                if nonces.is_empty() {
+                    self.by_signer.remove(&signer);
+                }
+            }
+        }
+    }
 }
 
 impl Default for Verifier {
@@ -519,18 +585,29 @@ impl Default for Verifier {
 }
 
 impl Verifier {
-    /// A verifier accepting timestamps within `window` of its clock, either way.
+    /// A verifier accepting timestamps within `window` of its clock, either way, remembering
+    /// at most [`MAX_NONCES_PER_SIGNER`] nonces per signer and [`MAX_REMEMBERED_NONCES`] in
+    /// all.
     pub fn new(window: Duration) -> Verifier {
+        Verifier::with_limits(window, MAX_NONCES_PER_SIGNER, MAX_REMEMBERED_NONCES)
+    }
+
+    /// A verifier accepting timestamps within `window`, remembering at most `per_signer`
+    /// nonces for one signer and `total` in all.
+    pub fn with_limits(window: Duration, per_signer: usize, total: usize) -> Verifier {
         Verifier {
             window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            per_signer,
+            total,
             seen: Mutex::new(NonceCache::default()),
         }
     }
 
-    /// Verifies `request` and returns its signer and decoded, validated body.
-    pub fn verify<T: Body>(&self, request: Signed<T>) -> Result<(NodeId, T), NetError> {
+    /// Checks `request`'s signature and freshness and decodes its body, recording nothing:
+    /// the service authorizes the signer, then records the request with [`Verifier::accept`].
+    pub fn check<T: Body>(&self, request: Signed<T>) -> Result<Checked<T>, NetError> {
         check_signature(&request)?;
-        let auth = &request.auth;
+        let auth = request.auth;
         let now = now_ms();
         if auth.timestamp_ms.abs_diff(now) > self.window_ms {
             return Err(NetError::Unauthenticated(format!(
@@ -538,48 +615,67 @@ impl Verifier {
                 auth.timestamp_ms, self.window_ms
             )));
         }
-        self.remember(auth.signer, auth.nonce, auth.timestamp_ms, now)?;
-        let wire = T::Wire::decode(request.body)?;
-        let body = T::try_from(wire)?;
-        Ok((request.auth.signer, body))
+        let body = T::try_from(T::Wire::decode(request.body)?)?;
+        Ok(Checked {
+            signer: auth.signer,
+            timestamp_ms: auth.timestamp_ms,
+            nonce: auth.nonce,
+            body,
+        })
     }
 
-    fn remember(
-        &self,
-        signer: NodeId,
-        nonce: [u8; 16],
-        timestamp_ms: u64,
-        now: u64,
-    ) -> Result<(), NetError> {
+    /// Records a checked request of an authorized signer and returns its signer and body;
+    /// refuses it if its nonce was seen before within the window (a replay), or if the signer
+    /// (or all signers together) sent more requests within the window than the verifier
+    /// remembers.
+    pub fn accept<T>(&self, checked: Checked<T>) -> Result<(NodeId, T), NetError> {
+        let now = now_ms();
         let mut seen = self
             .seen
             .lock()
             .map_err(|_| NetError::Internal("nonce cache poisoned".into()))?;
-        while let Some(&(expiry, key)) = seen.by_expiry.front() {
-            if expiry >= now {
-                break;
+        seen.forget_expired(now);
+        let Checked {
+            signer,
+            timestamp_ms,
+            nonce,
+            body,
+        } = checked;
+        let held = match seen.by_signer.get(&signer) {
+            Some(nonces) if nonces.contains(&nonce) => {
+                return Err(NetError::Unauthenticated(
+                    "request replayed: its nonce was already used; sign it again".into(),
+                ));
             }
-            seen.keys.remove(&key);
-            seen.by_expiry.pop_front();
+            Some(nonces) => nonces.len(),
+            None => 0,
+        };
+        if held >= self.per_signer {
+            return Err(NetError::Unavailable(format!(
+                "{signer} sent {} requests within {} ms, the most this node takes from one \
+                 signer; send fewer and retry shortly",
+                self.per_signer, self.window_ms
+            )));
         }
-        if seen.keys.len() >= MAX_REMEMBERED_NONCES {
+        if seen.by_expiry.len() >= self.total {
             return Err(NetError::Unavailable(
                 "too many recent requests; retry shortly".into(),
             ));
         }
-        let key = (signer.0, nonce);
-        if !seen.keys.insert(key) {
-            return Err(NetError::Unauthenticated(
-                "request replayed: its nonce was already used".into(),
-            ));
-        }
-        // An entry may be forgotten once a request with its timestamp would be refused as
-        // stale anyway: expiry ≥ timestamp + window. The queue is only roughly sorted (expiry
-        // depends on the timestamp), so pruning from the front may keep some entries a little
-        // longer, but never forgets one early.
-        seen.by_expiry
-            .push_back((timestamp_ms.max(now).saturating_add(self.window_ms), key));
-        Ok(())
+        seen.by_signer.entry(signer).or_default().insert(nonce);
+        // A nonce may be forgotten once a request with its timestamp would be refused as stale
+        // anyway: expiry ≥ timestamp + window.
+        let expiry = timestamp_ms.max(now).saturating_add(self.window_ms);
+        seen.by_expiry.push_back((expiry, signer, nonce));
+        Ok((signer, body))
+    }
+
+    /// Checks and records `request` at once: for a service that serves every validly signed
+    /// request (any owner may reserve at a tracker). A service that serves only some signers
+    /// uses [`Verifier::check`], authorizes, then [`Verifier::accept`], so that strangers'
+    /// requests take no room in the replay cache.
+    pub fn verify<T: Body>(&self, request: Signed<T>) -> Result<(NodeId, T), NetError> {
+        self.accept(self.check(request)?)
     }
 }
 
@@ -654,6 +750,70 @@ mod tests {
         assert_eq!((signer, body), (id.node_id(), locate()));
         let replay = verifier.verify(req).unwrap_err();
         assert!(replay.to_string().contains("replayed"), "{replay}");
+    }
+
+    #[test]
+    fn a_request_checked_but_not_accepted_is_not_recorded() {
+        let id = Identity::generate().unwrap();
+        let verifier = Verifier::with_limits(Duration::from_secs(60), 1, 1);
+        let req = id.sign(locate()).unwrap();
+        // Refused by the service (say, as forbidden) as often as it is sent: no slot is taken.
+        for _ in 0..10 {
+            let checked = verifier.check(req.clone()).unwrap();
+            assert_eq!(checked.signer(), id.node_id());
+        }
+        let (signer, body) = verifier
+            .accept(verifier.check(req.clone()).unwrap())
+            .unwrap();
+        assert_eq!((signer, body), (id.node_id(), locate()));
+        let replay = verifier.accept(verifier.check(req).unwrap()).unwrap_err();
+        assert!(matches!(&replay, NetError::Unauthenticated(m) if m.contains("replayed")));
+    }
+
+    #[test]
+    fn a_flooding_signer_is_refused_alone_until_the_cache_is_full() {
+        let window = Duration::from_secs(60);
+        let verifier = Verifier::with_limits(window, 3, 5);
+        let [flooder, user, late] = [1u8, 2, 3].map(|n| Identity::from_secret([n; 32]));
+        let accept = |id: &Identity| verifier.accept(verifier.check(id.sign(locate())?)?);
+        for _ in 0..3 {
+            accept(&flooder).unwrap();
+        }
+        let err = accept(&flooder).unwrap_err();
+        assert!(
+            matches!(&err, NetError::Unavailable(m) if m.contains(&flooder.node_id().to_string())),
+            "{err}"
+        );
+        // Another signer is still served, up to the total.
+        accept(&user).unwrap();
+        accept(&user).unwrap();
+        let err = accept(&late).unwrap_err();
+        assert!(
+            matches!(&err, NetError::Unavailable(m) if m.contains("too many")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nonces_are_forgotten_once_their_requests_would_be_stale() {
+        let id = Identity::generate().unwrap();
+        let verifier = Verifier::with_limits(Duration::from_millis(50), 1, 1);
+        let first = id.sign(locate()).unwrap();
+        verifier.accept(verifier.check(first).unwrap()).unwrap();
+        let start = std::time::Instant::now();
+        // The nonce is kept for a window after it was recorded (a request signed in the future
+        // stays fresh that long): then a fresh request is accepted although the cache holds
+        // one nonce at most.
+        loop {
+            let fresh = id.sign(locate()).unwrap();
+            match verifier.accept(verifier.check(fresh).unwrap()) {
+                Ok(_) => break,
+                Err(NetError::Unavailable(_)) if start.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("the expired nonce was never forgotten: {e}"),
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! gRPC adapters: servers that expose a [`ProviderApi`] / [`TrackerApi`] / [`IndexApi`] over
 //! tonic (with reflection), and clients that implement the same traits over a channel.
+//!
+//! A server bounds what a caller can make it hold: each method takes request messages up to
+//! its own cap ([`limits::request_cap`]), refused from their 5-byte header before the rest is read;
+//! calls run at most [`REQUEST_TIMEOUT`]; at most [`MAX_CALLS`] run at once (and
+//! [`MAX_CALLS_PER_CONNECTION`] per connection), the others waiting their turn.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,8 +16,12 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
+use tower::limit::GlobalConcurrencyLimitLayer;
+
+mod limits;
 
 use crate::api::{Connector, ProviderApi, TrackerApi};
 use crate::audit::{
@@ -36,8 +45,22 @@ use crate::types::{
 };
 use crate::{NetError, proto};
 
-/// The largest gRPC message either side accepts: a maximal piece plus its envelope.
+/// The largest gRPC message either side accepts: a maximal piece plus its envelope. A
+/// `Store` part may be that large (the contract lets a piece travel in parts of any size, the
+/// client sends 256 KiB); every other request takes far less ([`limits::request_cap`]).
 const MAX_MESSAGE: usize = MAX_PIECE_SIZE as usize + (1 << 20);
+/// How long a server gives one call, from its start to its answer: a maximal piece streamed
+/// at 1 MB/s fits, and a caller that stalls frees its place after that.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Calls a server runs at once, over all connections; more wait their turn rather than being
+/// refused, so a flood slows the other callers but does not fail them.
+pub const MAX_CALLS: usize = 256;
+/// Calls a server runs at once for one connection, so one caller cannot take every place.
+pub const MAX_CALLS_PER_CONNECTION: usize = 64;
+/// HTTP/2 streams a peer may open at once on one connection (tonic sets no limit by itself);
+/// the calls of streams past [`MAX_CALLS_PER_CONNECTION`] wait, their bytes held back by
+/// flow control.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// HTTP/2 flow-control windows: large enough that a piece streams without stalls on loopback.
 const STREAM_WINDOW: u32 = 8 << 20;
 const CONNECTION_WINDOW: u32 = 16 << 20;
@@ -70,6 +93,8 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| NetError::Internal(format!("reflection service: {e}")))?;
+    // Each service decodes up to the largest cap among its methods; `CapRequests` holds each
+    // method to its own before tonic buffers a message.
     let provider = provider.map(|api| {
         ProviderServer::new(ProviderAdapter(api))
             .max_decoding_message_size(MAX_MESSAGE)
@@ -77,12 +102,12 @@ pub async fn serve(
     });
     let tracker = tracker.map(|api| {
         TrackerServer::new(TrackerAdapter(api))
-            .max_decoding_message_size(MAX_MESSAGE)
+            .max_decoding_message_size(limits::largest_cap(TrackerServer::<TrackerAdapter>::NAME))
             .max_encoding_message_size(MAX_MESSAGE)
     });
     let index = index.map(|api| {
         IndexServer::new(IndexAdapter(api))
-            .max_decoding_message_size(MAX_MESSAGE)
+            .max_decoding_message_size(limits::largest_cap(IndexServer::<IndexAdapter>::NAME))
             .max_encoding_message_size(MAX_MESSAGE)
     });
     // The builder's `tcp_nodelay` applies only to listeners tonic binds itself: set it on
@@ -99,6 +124,11 @@ pub async fn serve(
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
         .tcp_nodelay(true)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
+        .timeout(REQUEST_TIMEOUT)
+        .layer(GlobalConcurrencyLimitLayer::new(MAX_CALLS))
+        .layer(limits::CapRequests)
         .add_service(reflection)
         .add_optional_service(provider)
         .add_optional_service(tracker)
@@ -681,7 +711,153 @@ impl Connector for GrpcConnector {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+    use prost::Message;
+
+    use super::limits::{LARGE_REQUESTS, SMALL_REQUEST, largest_cap, request_cap};
     use super::*;
+    use crate::Identity;
+    use crate::auth::Body;
+    use crate::index::MAX_REPLICAS;
+    use crate::types::MAX_PIECES_PER_SEGMENT;
+
+    /// `body` signed for `T`'s method, as it travels: what its method's cap must allow.
+    fn signed_len<T: Body>(body: &impl Message) -> usize {
+        let signer = Identity::from_secret([1; 32]);
+        let signed = signer.sign_encoded::<T>(body.encode_to_vec().into(), u64::MAX, [0; 16]);
+        proto::SignedRequest::from(signed).encoded_len()
+    }
+
+    fn fits<T: Body>(body: &impl Message) {
+        let (len, cap) = (signed_len::<T>(body), request_cap(T::METHOD));
+        assert!(
+            len <= cap,
+            "{}: {len} bytes over its {cap}-byte cap",
+            T::METHOD
+        );
+    }
+
+    fn bytes(n: usize) -> Bytes {
+        Bytes::from(vec![0xff; n])
+    }
+
+    #[test]
+    fn the_largest_valid_requests_fit_their_methods_caps() {
+        // Every field at its longest encoding that validation lets through.
+        let reservation = proto::Reservation {
+            piece_id: bytes(32),
+            size: MAX_PIECE_SIZE,
+            segment_id: bytes(32),
+            index: MAX_PIECES_PER_SEGMENT as u32 - 1,
+            provider: bytes(32),
+            owner: bytes(32),
+            expires_ms: u64::MAX,
+            tracker: bytes(32),
+            tracker_tag: bytes(32),
+            provider_tag: bytes(32),
+        };
+        let receipt = proto::StoreReceipt {
+            reservation: Some(reservation),
+            tag: bytes(32),
+        };
+        let mut confirm = proto::ConfirmRequest {
+            receipts: vec![receipt; MAX_PIECES_PER_SEGMENT * 64],
+        };
+        ConfirmStored::try_from(confirm.clone()).unwrap();
+        fits::<ConfirmStored>(&confirm);
+        confirm.receipts.push(confirm.receipts[0].clone());
+        assert!(ConfirmStored::try_from(confirm).is_err(), "not the largest");
+
+        let mut mirror = proto::MirrorRequest {
+            segment_id: bytes(32),
+            owner: bytes(32),
+            pieces: vec![
+                proto::MirroredPiece {
+                    index: MAX_PIECES_PER_SEGMENT as u32 - 1,
+                    piece: bytes(32),
+                    size: u64::MAX,
+                    holders: vec![bytes(32); 256],
+                };
+                256
+            ],
+            manifest: bytes(64 + 40 * 256),
+            audit_key: bytes(32),
+        };
+        Mirror::try_from(mirror.clone()).unwrap();
+        fits::<Mirror>(&mirror);
+        mirror.pieces[0].holders.push(bytes(32));
+        assert!(Mirror::try_from(mirror).is_err(), "not the largest");
+
+        let catalog = proto::LogEntry {
+            seq: u64::MAX,
+            prev: bytes(32),
+            replicas: vec![bytes(32); MAX_REPLICAS],
+            op: Some(proto::log_entry::Op::Catalog(proto::CatalogRecord {
+                version: u64::MAX,
+                blob: bytes(wwt_index::MAX_CATALOG),
+            })),
+        };
+        Append::try_from(catalog.clone()).unwrap();
+        fits::<Append>(&catalog);
+
+        // The most rows one query returns, asked for by id (the client's largest lookup).
+        let lookup = proto::QueryRequest {
+            table: bytes(16),
+            query: Some(proto::query_request::Query::Get(proto::RowIds {
+                rows: vec![bytes(16); wwt_index::MAX_LIMIT],
+            })),
+        };
+        QueryTable::try_from(lookup.clone()).unwrap();
+        fits::<QueryTable>(&lookup);
+
+        let reserve = proto::ReserveRequest {
+            segment_id: bytes(32),
+            pieces: (0..MAX_PIECES_PER_SEGMENT as u32)
+                .map(|index| proto::PieceSpec {
+                    index,
+                    piece_id: bytes(32),
+                    size: MAX_PIECE_SIZE,
+                })
+                .collect(),
+        };
+        ReserveSegment::try_from(reserve.clone()).unwrap();
+        fits::<ReserveSegment>(&reserve);
+
+        let entrust = proto::EntrustRequest {
+            segment_id: bytes(32),
+            manifest: bytes(64 + 40 * 256),
+            audit_key: bytes(32),
+        };
+        Entrust::try_from(entrust.clone()).unwrap();
+        fits::<Entrust>(&entrust);
+
+        let challenge = proto::ChallengeRequest {
+            piece_id: bytes(32),
+            positions: vec![MAX_PIECE_SIZE - 1; crate::audit::MAX_CHALLENGE_POSITIONS],
+            offset: 0,
+            len: 0,
+        };
+        Challenge::try_from(challenge.clone()).unwrap();
+        fits::<Challenge>(&challenge);
+    }
+
+    #[test]
+    fn each_service_decodes_what_its_methods_take() {
+        let services = [
+            ProviderServer::<ProviderAdapter>::NAME,
+            TrackerServer::<TrackerAdapter>::NAME,
+            IndexServer::<IndexAdapter>::NAME,
+        ];
+        for (method, cap) in LARGE_REQUESTS {
+            let service = services
+                .iter()
+                .find(|s| method.starts_with(&format!("/{s}/")))
+                .unwrap();
+            assert!(largest_cap(service) >= cap, "{method}");
+        }
+        // Not a prefix of another service's name.
+        assert_eq!(largest_cap("wwt.v1.Prov"), SMALL_REQUEST);
+    }
 
     #[test]
     fn a_node_without_the_index_service_says_which_node_to_start() {

@@ -48,6 +48,6 @@ pub use api::{
     Connector, Discovery, FoundHolder, ProviderApi, TrackerApi, read_piece, read_whole_piece,
     store_piece,
 };
-pub use auth::{Identity, PeerKeys, Signed, Verifier, now_ms};
+pub use auth::{Checked, Identity, PeerKeys, Signed, Verifier, now_ms};
 pub use error::NetError;
 pub use index::IndexApi;

@@ -9,7 +9,9 @@
 //! A peer can withhold entries but not inject one.
 //!
 //! Reads (queries, the catalog) are signed by the owner; the head and the entries are served
-//! to the owner and to the replicas its head names, no one else.
+//! to the owner and to the replicas its head names, no one else. A read is recorded against
+//! replay once so authorized; reads of logs this replica does not hold in a cache of their
+//! own, so that strangers cannot crowd out its owners.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -23,7 +25,7 @@ use wwt_net::index::{
     QueryTable, entry_hash, open_entry,
 };
 use wwt_net::types::NodeId;
-use wwt_net::{Connector, Identity, IndexApi, NetError, Signed, Verifier};
+use wwt_net::{Checked, Connector, Identity, IndexApi, NetError, Signed, Verifier};
 
 use crate::log::Logs;
 use crate::{ProviderConfig, ProviderError};
@@ -34,6 +36,15 @@ const ENTRIES_BUDGET: usize = 8 << 20;
 /// How often an entry refused because a query holds its table is tried again.
 const BUSY_RETRIES: u32 = 200;
 
+/// Requests reading a log this replica does not hold that it remembers per signer (within the
+/// signature window): an owner reads a few times before its first entry, a throwaway key
+/// needs no more.
+const STRANGER_NONCES_PER_SIGNER: usize = 256;
+
+/// Such requests it remembers in all (some 5 MiB): past this they are refused, to be retried
+/// shortly, while the requests of the owners it holds logs of are recorded as ever.
+const STRANGER_NONCES: usize = 1 << 16;
+
 /// Encrypted indexes of many owners, built from their logs, behind signature checks.
 pub struct IndexService {
     inner: Arc<Inner>,
@@ -42,7 +53,11 @@ pub struct IndexService {
 struct Inner {
     store: LocalIndexStore,
     logs: Logs,
+    /// Checks requests; records those reading a log this replica holds.
     verifier: Verifier,
+    /// Records the requests reading a log this replica does not hold (strangers', or an
+    /// owner's before its first entry), in a smaller cache of their own.
+    strangers: Verifier,
     identity: Identity,
     connector: Arc<dyn Connector>,
     trackers: Vec<String>,
@@ -91,6 +106,11 @@ impl IndexService {
             store: LocalIndexStore::open(&dir)?,
             logs: Logs::open(&dir.join("log"))?,
             verifier: Verifier::new(Duration::from_millis(config.signature_window_ms)),
+            strangers: Verifier::with_limits(
+                Duration::from_millis(config.signature_window_ms),
+                STRANGER_NONCES_PER_SIGNER,
+                STRANGER_NONCES,
+            ),
             identity: Identity::load_or_create(&config.identity_path())?,
             connector,
             trackers: config.trackers.iter().map(|t| t.address.clone()).collect(),
@@ -132,7 +152,8 @@ impl IndexService {
         T: wwt_net::auth::Body + Send + 'static,
         R: Send + 'static,
     {
-        let (signer, body) = self.inner.verifier.verify(request)?;
+        let checked = self.inner.verifier.check(request)?;
+        let (signer, body) = self.admit(checked, None)?;
         let seq = self.inner.logs.applied(&signer)?;
         let inner = self.inner.clone();
         let answer =
@@ -146,6 +167,24 @@ impl IndexService {
             value: answer?,
             seq,
         })
+    }
+
+    /// Records `checked`, a read of `owner`'s log or (with `owner` unset) of the signer's own
+    /// namespace, against replay, and returns its signer and body; the caller has authorized
+    /// the signer. A read of a log this replica does not hold goes to the strangers' cache:
+    /// throwaway keys, each reading its own empty namespace, can fill only that one, never
+    /// the cache the owners' requests need.
+    fn admit<T>(
+        &self,
+        checked: Checked<T>,
+        owner: Option<NodeId>,
+    ) -> Result<(NodeId, T), NetError> {
+        let owner = owner.unwrap_or_else(|| checked.signer());
+        if self.inner.logs.head(&owner)?.seq == 0 {
+            self.inner.strangers.accept(checked)
+        } else {
+            self.inner.verifier.accept(checked)
+        }
     }
 
     /// Whether `signer` may read `owner`'s log: the owner, or a replica its head names.
@@ -501,16 +540,20 @@ impl IndexApi for IndexService {
     }
 
     async fn head(&self, request: Signed<GetHead>) -> Result<Option<Signed<Append>>, NetError> {
-        let (signer, ask) = self.inner.verifier.verify(request)?;
-        self.may_read_log(&ask.owner, &signer)?;
+        let checked = self.inner.verifier.check(request)?;
+        let owner = checked.body().owner;
+        self.may_read_log(&owner, &checked.signer())?;
+        let (_, ask) = self.admit(checked, Some(owner))?;
         // What reads see: the last entry applied, not merely kept.
         let applied = self.inner.logs.applied(&ask.owner)?;
         self.inner.logs.entry(&ask.owner, applied)
     }
 
     async fn entries(&self, request: Signed<GetEntries>) -> Result<Vec<Signed<Append>>, NetError> {
-        let (signer, ask) = self.inner.verifier.verify(request)?;
-        self.may_read_log(&ask.owner, &signer)?;
+        let checked = self.inner.verifier.check(request)?;
+        let owner = checked.body().owner;
+        self.may_read_log(&owner, &checked.signer())?;
+        let (_, ask) = self.admit(checked, Some(owner))?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             inner

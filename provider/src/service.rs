@@ -1,4 +1,8 @@
 //! The provider service: checks requests and reservations, then stores and serves pieces.
+//!
+//! A request is recorded against replay only once its signer is authorized (the piece's owner,
+//! a trusted tracker, the holder of a valid reservation), so strangers' refused requests take
+//! no room in the replay cache that the owners' and trackers' requests need.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -179,9 +183,11 @@ impl ProviderApi for Provider {
         let span = info_span!("store", signer = %signer);
         async move {
             // The signature covers the reservation, checked before any byte is taken; the
-            // bytes are bound by the piece id, which the store checks as they arrive.
-            let (signer, req) = self.verifier.verify(request)?;
-            self.check_store(signer, &req)?;
+            // bytes are bound by the piece id, which the store checks as they arrive. Only a
+            // request the reservation authorizes is recorded against replay.
+            let checked = self.verifier.check(request)?;
+            self.check_store(checked.signer(), checked.body())?;
+            let (_, req) = self.verifier.accept(checked)?;
             let r = &req.reservation;
             let meta = PieceMeta {
                 owner: r.owner,
@@ -211,17 +217,20 @@ impl ProviderApi for Provider {
     }
 
     async fn read(&self, request: Signed<ReadPiece>) -> Result<PieceData, NetError> {
-        let (signer, req) = self.verifier.verify(request)?;
+        let checked = self.verifier.check(request)?;
+        let piece = checked.body().piece;
         let stored = self
             .store
-            .get(&req.piece)?
-            .ok_or_else(|| NetError::NotFound(format!("piece {} is not stored here", req.piece)))?;
+            .get(&piece)?
+            .ok_or_else(|| NetError::NotFound(format!("piece {piece} is not stored here")))?;
         let meta = stored.meta;
+        let signer = checked.signer();
         if signer != meta.owner && !self.trackers.contains_key(&signer) {
             return Err(NetError::Forbidden(
                 "only the piece's owner or a trusted tracker may read it".into(),
             ));
         }
+        let (_, req) = self.verifier.accept(checked)?;
         let (offset, data, proof) = match req.range {
             None => (0, self.store.read_whole(&stored).await?, Bytes::new()),
             Some(range) if range.end() <= meta.size => {
@@ -251,12 +260,13 @@ impl ProviderApi for Provider {
     }
 
     async fn challenge(&self, request: Signed<Challenge>) -> Result<ChallengeAnswer, NetError> {
-        let (signer, req) = self.verifier.verify(request)?;
-        if !self.trackers.contains_key(&signer) {
+        let checked = self.verifier.check(request)?;
+        if !self.trackers.contains_key(&checked.signer()) {
             return Err(NetError::Forbidden(
                 "only a trusted tracker may challenge this provider".into(),
             ));
         }
+        let (signer, req) = self.verifier.accept(checked)?;
         let stored = self
             .store
             .get(&req.piece)?
