@@ -190,8 +190,7 @@ pub async fn measure(o: &Options) -> Result<Report> {
             seed: Some(0xbe7c),
             ..AuditConfig::default()
         }),
-        provider_layer: None,
-        index_layer: None,
+        ..Hooks::default()
     };
     let shape = Shape {
         providers: 8,

@@ -6,18 +6,20 @@ fn short(bytes: &[u8]) -> String {
     hex::encode(&bytes[..8])
 }
 
-/// One line per provider: credit, challenge counts, uptime, storage proven, pieces.
+/// One line per provider: credit, vetting, challenge counts, uptime, storage proven, pieces.
 pub fn credit_lines(credits: &[CreditRecord]) -> Vec<String> {
     credits
         .iter()
         .map(|c| {
             format!(
-                "  provider {}  credit {:>4}‰  passed {:>5}  failed {:>3}  missed {:>4}  up {:>7.1} h  {:>10} byte·s  {:>4} pieces",
+                "  provider {}  credit {:>4}‰  {:<8}  passed {:>5}  failed {:>3}  missed {:>4}  inconclusive {:>4}  up {:>7.1} h  {:>10} byte·s  {:>4} pieces",
                 short(&c.node.0),
                 c.credit,
+                if c.vetted { "vetted" } else { "unvetted" },
                 c.passed,
                 c.failed,
                 c.missed,
+                c.inconclusive,
                 c.uptime_ms as f64 / 3_600_000.0,
                 c.byte_seconds,
                 c.pieces

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use wwt_net::Identity;
 use wwt_net::node::NodeConfig;
 use wwt_net::node::multiaddr::{Multiaddr, Protocol};
-use wwt_net::types::NodeId;
+use wwt_net::types::{NodeId, OperatorCert};
 use wwt_provider::{ProviderConfig, TrackerEndpoint};
 use wwt_tracker::{PeerTracker, TrackerConfig};
 
@@ -99,6 +99,9 @@ pub struct ProviderArgs {
     /// `index = true` in the config file).
     #[arg(long, env = "WWT_PROVIDER_INDEX")]
     pub index: bool,
+    /// Its operator's certificate, from `wwt operator certify`.
+    #[arg(long, env = "WWT_PROVIDER_OPERATOR_CERTIFICATE")]
+    pub operator_certificate: Option<OperatorCert>,
     /// The DHT node.
     #[command(flatten)]
     pub dht: DhtArgs,
@@ -120,6 +123,17 @@ pub struct TrackerArgs {
     /// (replaces the file's list).
     #[arg(long = "peer", env = "WWT_TRACKER_PEERS", value_delimiter = ',')]
     pub peers: Vec<NodeAt>,
+    /// Operator keys whose certified providers are vetted at once, repeated or
+    /// comma-separated (added to the file's `admission.operators`).
+    #[arg(
+        long = "operator",
+        env = "WWT_TRACKER_OPERATORS",
+        value_delimiter = ','
+    )]
+    pub operators: Vec<NodeId>,
+    /// Admit only providers certified by one of the operators.
+    #[arg(long, env = "WWT_TRACKER_PERMISSIONED")]
+    pub permissioned: bool,
     /// The DHT node.
     #[command(flatten)]
     pub dht: DhtArgs,
@@ -223,6 +237,9 @@ impl ProviderArgs {
                 .collect();
         }
         config.index |= self.index;
+        if self.operator_certificate.is_some() {
+            config.operator_certificate = self.operator_certificate;
+        }
         self.dht.apply(&mut config.dht);
         let identity = config.identity_path();
         let listener = bind("provider", &identity, self.listen, config.dht.as_mut()).await?;
@@ -247,6 +264,8 @@ impl TrackerArgs {
                 })
                 .collect();
         }
+        config.admission.operators.extend(self.operators);
+        config.admission.permissioned |= self.permissioned;
         self.dht.apply(&mut config.dht);
         let identity = config.identity_path();
         let listener = bind("tracker", &identity, self.listen, config.dht.as_mut()).await?;

@@ -76,6 +76,24 @@ enum Command {
     /// running one.
     #[command(subcommand)]
     Tracker(TrackerCommand),
+    /// An operator's key: vouch for the providers one runs.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum OperatorCommand {
+    /// Certify a provider as one of this operator's and print the certificate (hex), to set as
+    /// the provider's `operator_certificate` or `--operator-certificate`. Trackers give a
+    /// segment at most one piece of one operator's providers, and vet at once the providers
+    /// of the operators they list (`admission.operators` or `--operator`).
+    Certify {
+        /// The operator's key file (64 hex characters); created if missing.
+        #[arg(long)]
+        key: PathBuf,
+        /// The provider's node id, as `wwt provider run` prints it.
+        provider: wwt_net::types::NodeId,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -196,6 +214,18 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             limit,
         }) => tracker_audits(&home, address, dir, limit)?,
+        Command::Operator(OperatorCommand::Certify { key, provider }) => {
+            let operator = wwt_net::Identity::load_or_create(&key)?;
+            eprintln!(
+                "operator {}: list it in the trackers' admission.operators (or --operator) to \
+                 vet its providers at once",
+                operator.node_id()
+            );
+            println!(
+                "{}",
+                wwt_net::types::OperatorCert::issue(&operator, &provider)
+            );
+        }
         Command::Provider(ProviderCommand::Run(args)) => runtime()?.block_on(async {
             let (config, listener) = args.open().await?;
             anyhow::Ok(wwt_provider::run(config, listener, daemon::shutdown_signal()).await?)

@@ -881,3 +881,91 @@ async fn the_second_tracker_repairs_after_the_first_is_killed() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A permissioned network started by hand: an operator certifies one provider with
+/// `wwt operator certify`; the tracker, run with `--permissioned --operator <key>`, lists that
+/// provider as vetted, and refuses the heartbeats of a provider nobody certified
+/// (PERMISSION_DENIED, saying what to do), which it never lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permissioned_tracker_admits_only_providers_its_operators_certified() {
+    let dir = tempfile::tempdir().unwrap();
+    // The providers' keys exist before they start, as an operator provisioning them makes them.
+    let key_of = |name: &str| {
+        let pdir = dir.path().join(name);
+        std::fs::create_dir_all(&pdir).unwrap();
+        Identity::load_or_create(&pdir.join("node.key")).unwrap()
+    };
+    let (certified, stranger) = (key_of("certified"), key_of("stranger"));
+    let operator_key = dir.path().join("operator.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_wwt"))
+        .args(["operator", "certify", "--key"])
+        .arg(&operator_key)
+        .arg(certified.node_id().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let certificate = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let operator = Identity::load_or_create(&operator_key).unwrap().node_id();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&operator.to_string()),
+        "the operator's key is named"
+    );
+
+    let tdir = dir.path().join("tracker");
+    let operator_flag = operator.to_string();
+    let tracker = Daemon::spawn(
+        &[
+            "tracker",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            tdir.to_str().unwrap(),
+            "--permissioned",
+            "--operator",
+            &operator_flag,
+        ],
+        &[],
+    );
+    let at = format!("{}@{}", tracker.node, tracker.address);
+    let good = provider(
+        &dir.path().join("certified"),
+        &at,
+        GIB,
+        &["--operator-certificate", &certificate],
+        &[],
+    );
+    let _bad = provider(&dir.path().join("stranger"), &at, GIB, &[], &[]);
+    let api = GrpcConnector::new().tracker(&tracker.address).unwrap();
+    wait_alive(api.as_ref(), &good.address).await;
+
+    // The stranger's heartbeat, as its daemon sends it: refused, saying what to do.
+    let beat = wwt_net::types::Heartbeat {
+        address: "http://127.0.0.1:9".into(),
+        zone: String::new(),
+        capacity: 1 << 30,
+        used: 0,
+        pieces: 0,
+        index: false,
+        operator: None,
+    };
+    let err = api
+        .heartbeat(stranger.sign(beat).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, NetError::Forbidden(why) if why.contains("operator certificate")),
+        "{err}"
+    );
+    let listed = api.providers().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].node, certified.node_id());
+    assert!(
+        listed[0].vetted && listed[0].operator == Some(operator),
+        "{listed:?}"
+    );
+}

@@ -30,7 +30,7 @@ use wwt_net::types::NodeId;
 use wwt_net::{Connector, Discovery, Identity, IndexApi, ProviderApi};
 use wwt_provider::{IndexService, Provider, ProviderConfig, TrackerEndpoint};
 use wwt_tracker::clock::{Clock, SystemClock};
-use wwt_tracker::{AuditConfig, PeerTracker, Tracker, TrackerConfig};
+use wwt_tracker::{AdmissionConfig, AuditConfig, PeerTracker, Tracker, TrackerConfig};
 
 /// The endpoints file inside a devnet folder.
 pub const ENDPOINTS_FILE: &str = "endpoints.json";
@@ -270,6 +270,10 @@ pub type ProviderLayer =
 /// Wraps an index provider's service (by provider number) before it is served.
 pub type IndexLayer = Arc<dyn Fn(usize, Arc<dyn IndexApi>) -> Arc<dyn IndexApi> + Send + Sync>;
 
+/// Changes a provider's configuration (by provider number, with its node id) before it
+/// starts: its zone, capacity, operator certificate.
+pub type ProviderSetup = Arc<dyn Fn(usize, NodeId, &mut ProviderConfig) + Send + Sync>;
+
 /// What a test changes in a [`LocalNet`]: the audits' clock and settings, and misbehaving
 /// providers.
 #[derive(Clone, Default)]
@@ -285,6 +289,10 @@ pub struct Hooks {
     pub provider_layer: Option<ProviderLayer>,
     /// Wraps each index provider's service before it is served, in memory or over gRPC.
     pub index_layer: Option<IndexLayer>,
+    /// The trackers' admission settings (default: [`AdmissionConfig::default`]).
+    pub admission: Option<AdmissionConfig>,
+    /// Changes each provider's configuration before it starts.
+    pub provider_setup: Option<ProviderSetup>,
 }
 
 /// A running local network.
@@ -458,6 +466,7 @@ impl LocalNet {
                 lease_ms: shape.heartbeat_ms * 5,
                 placement_seed: draws("placement"),
                 audit,
+                admission: hooks.admission.clone().unwrap_or_default(),
                 dht: seed
                     .is_some()
                     .then(|| NodeConfig::loopback(endpoints.dht.clone())),
@@ -490,7 +499,7 @@ impl LocalNet {
         for p in 0..shape.providers {
             let name = format!("provider-{p}");
             let pdir = dir.join(&name);
-            let config = ProviderConfig {
+            let mut config = ProviderConfig {
                 data_dir: pdir.clone(),
                 capacity_bytes: shape.capacity,
                 max_piece_bytes: shape.max_piece_bytes,
@@ -503,6 +512,9 @@ impl LocalNet {
                 ..ProviderConfig::default()
             };
             let identity = identity_at(&config.identity_path(), shape.seed, &name)?;
+            if let Some(setup) = &hooks.provider_setup {
+                setup(p, identity.node_id(), &mut config);
+            }
             let (listener, address) = bind(shape.transport, &name).await?;
             endpoints.providers.push(NodeInfo {
                 name,

@@ -432,10 +432,14 @@ pub struct CreditRecord {
     pub credit: u32,
     /// Challenges passed.
     pub passed: u64,
-    /// Challenges answered wrongly (and complaints upheld).
+    /// Challenges answered wrongly.
     pub failed: u64,
     /// Challenges not answered by their deadline.
     pub missed: u64,
+    /// Challenges that proved nothing either way (auth, clock or internal errors).
+    pub inconclusive: u64,
+    /// Whether it is vetted by audits.
+    pub vetted: bool,
     /// Audit-clock milliseconds during which it answered.
     pub uptime_ms: u64,
     /// Piece bytes held × audit-clock seconds.
@@ -453,6 +457,8 @@ impl TryFrom<proto::ProviderCredit> for CreditRecord {
             passed: w.passed,
             failed: w.failed,
             missed: w.missed,
+            inconclusive: w.inconclusive,
+            vetted: w.vetted,
             uptime_ms: w.uptime_ms,
             byte_seconds: w.byte_seconds,
             pieces: w.pieces,
@@ -468,6 +474,8 @@ impl From<CreditRecord> for proto::ProviderCredit {
             passed: c.passed,
             failed: c.failed,
             missed: c.missed,
+            inconclusive: c.inconclusive,
+            vetted: c.vetted,
             uptime_ms: c.uptime_ms,
             byte_seconds: c.byte_seconds,
             pieces: c.pieces,

@@ -588,6 +588,8 @@ pub struct Heartbeat {
     pub pieces: u64,
     /// Whether it is also an index provider (serves `wwt.v1.Index`).
     pub index: bool,
+    /// Its operator's certificate, if it declares one.
+    pub operator: Option<OperatorCert>,
 }
 
 impl TryFrom<proto::Heartbeat> for Heartbeat {
@@ -600,6 +602,10 @@ impl TryFrom<proto::Heartbeat> for Heartbeat {
             used: w.used,
             pieces: w.pieces,
             index: w.index,
+            operator: match w.operator_certificate.is_empty() {
+                true => None,
+                false => Some(OperatorCert::from_bytes(&w.operator_certificate)?),
+            },
         })
     }
 }
@@ -613,7 +619,96 @@ impl From<Heartbeat> for proto::Heartbeat {
             used: h.used,
             pieces: h.pieces,
             index: h.index,
+            operator_certificate: h
+                .operator
+                .map(|c| Bytes::from(c.to_bytes()))
+                .unwrap_or_default(),
         }
+    }
+}
+
+/// An operator's statement that a provider is one of its nodes: the operator key's ed25519
+/// signature over `"wwt operator certificate v1" ‖ provider node id`. Trackers give a segment
+/// at most one piece per operator, and vet at once the providers certified by the operator
+/// keys in their configuration (a network's own operators).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperatorCert {
+    /// The operator's public key.
+    pub operator: NodeId,
+    /// Its signature over the statement.
+    pub signature: [u8; 64],
+}
+
+impl OperatorCert {
+    const CONTEXT: &'static [u8] = b"wwt operator certificate v1";
+    /// Encoded length: operator key (32) ‖ signature (64).
+    pub const LEN: usize = 96;
+
+    fn statement(provider: &NodeId) -> Vec<u8> {
+        [Self::CONTEXT, &provider.0].concat()
+    }
+
+    /// The certificate `operator` issues for `provider`.
+    pub fn issue(operator: &crate::Identity, provider: &NodeId) -> OperatorCert {
+        OperatorCert {
+            operator: operator.node_id(),
+            signature: operator.sign_detached(&Self::statement(provider)),
+        }
+    }
+
+    /// Whether this certificate is the operator's, for `provider`.
+    pub fn certifies(&self, provider: &NodeId) -> bool {
+        crate::auth::verify_detached(&self.operator, &Self::statement(provider), &self.signature)
+    }
+
+    /// Operator key ‖ signature.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        [&self.operator.0[..], &self.signature].concat()
+    }
+
+    /// Decodes what [`OperatorCert::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Result<OperatorCert, NetError> {
+        if bytes.len() != Self::LEN {
+            return Err(NetError::BadRequest(format!(
+                "an operator certificate is {} bytes, not {}",
+                Self::LEN,
+                bytes.len()
+            )));
+        }
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(&bytes[32..]);
+        Ok(OperatorCert {
+            operator: NodeId::from_slice(&bytes[..32])?,
+            signature,
+        })
+    }
+}
+
+impl fmt::Display for OperatorCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.to_bytes()))
+    }
+}
+
+impl FromStr for OperatorCert {
+    type Err = NetError;
+    fn from_str(s: &str) -> Result<OperatorCert, NetError> {
+        let bytes = hex::decode(s.trim())
+            .map_err(|e| NetError::BadRequest(format!("an operator certificate is hex: {e}")))?;
+        OperatorCert::from_bytes(&bytes)
+    }
+}
+
+impl serde::Serialize for OperatorCert {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OperatorCert {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<OperatorCert, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -975,6 +1070,11 @@ pub struct ProviderRecord {
     pub alive: bool,
     /// Whether it said it is also an index provider.
     pub index: bool,
+    /// Whether it is vetted: passed enough audits over enough time, or certified by one of
+    /// the tracker's operators. Unvetted providers get at most one piece of a segment.
+    pub vetted: bool,
+    /// The operator that certified it, if any.
+    pub operator: Option<NodeId>,
 }
 
 impl TryFrom<proto::ProviderRecord> for ProviderRecord {
@@ -991,6 +1091,11 @@ impl TryFrom<proto::ProviderRecord> for ProviderRecord {
             last_heartbeat_ms: w.last_heartbeat_ms,
             alive: w.alive,
             index: w.index,
+            vetted: w.vetted,
+            operator: match w.operator.is_empty() {
+                true => None,
+                false => Some(NodeId::from_slice(&w.operator)?),
+            },
         })
     }
 }
@@ -1008,6 +1113,8 @@ impl From<ProviderRecord> for proto::ProviderRecord {
             last_heartbeat_ms: r.last_heartbeat_ms,
             alive: r.alive,
             index: r.index,
+            vetted: r.vetted,
+            operator: r.operator.map(|o| o.to_wire()).unwrap_or_default(),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use wwt_net::node::NodeConfig;
-use wwt_net::types::{MAX_PIECE_SIZE, NodeId};
+use wwt_net::types::{MAX_PIECE_SIZE, NodeId, OperatorCert};
 
 /// A tracker this provider trusts: it accepts its reservations, serves it pieces, and sends it
 /// heartbeats.
@@ -31,6 +31,10 @@ pub struct ProviderConfig {
     pub advertise: Option<String>,
     /// The failure zone (rack, site) announced to trackers; "" if unknown.
     pub zone: String,
+    /// The certificate of this provider's operator (hex, from `wwt operator certify`): its
+    /// trackers then give a segment at most one piece of this operator's providers, and
+    /// vet it at once if they list the operator's key.
+    pub operator_certificate: Option<OperatorCert>,
     /// Bytes of piece data this provider offers.
     pub capacity_bytes: u64,
     /// The largest piece accepted, in bytes (at most the wire limit, 64 MiB).
@@ -55,6 +59,7 @@ impl Default for ProviderConfig {
             identity_file: None,
             advertise: None,
             zone: String::new(),
+            operator_certificate: None,
             capacity_bytes: 10 << 30,
             max_piece_bytes: 16 << 20,
             trackers: Vec::new(),

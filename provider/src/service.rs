@@ -13,8 +13,8 @@ use bytes::Bytes;
 use tracing::{Instrument, debug, info_span, warn};
 use wwt_net::audit::{Challenge, ChallengeAnswer, ChallengeKind};
 use wwt_net::types::{
-    Heartbeat, HeartbeatAck, NodeId, PieceData, PieceStream, ProviderStatus, ReadPiece, SegmentId,
-    StorePiece, StoreReceipt,
+    Heartbeat, HeartbeatAck, NodeId, OperatorCert, PieceData, PieceStream, ProviderStatus,
+    ReadPiece, SegmentId, StorePiece, StoreReceipt,
 };
 use wwt_net::{
     Discovery, Identity, NetError, PeerKeys, ProviderApi, Signed, TrackerApi, Verifier, now_ms,
@@ -34,6 +34,8 @@ pub struct Provider {
     /// Trusted tracker ids → their addresses.
     trackers: HashMap<NodeId, String>,
     zone: String,
+    /// Its operator's certificate, said in heartbeats.
+    operator: Option<OperatorCert>,
     /// Also an index provider (said in heartbeats).
     index: bool,
     max_piece_bytes: u64,
@@ -66,6 +68,7 @@ impl Provider {
                 .map(|t| (t.id, t.address.clone()))
                 .collect(),
             zone: config.zone.clone(),
+            operator: config.operator_certificate,
             index: config.index,
             max_piece_bytes: config.max_piece_bytes,
             discovery: None,
@@ -138,6 +141,7 @@ impl Provider {
             used,
             pieces,
             index: self.index,
+            operator: self.operator,
         };
         tracker.heartbeat(self.identity.sign(beat)?).await
     }

@@ -12,9 +12,11 @@
 //! - a chunk challenge asks for a random 1 KiB chunk with its Bao proof against the piece hash.
 //!
 //! Each result goes to the hash-linked [`AuditLog`] and to the holder's [`Credit`]. A wrong
-//! answer queues that piece for repair; a provider with [`AuditConfig::max_failures`] wrong
-//! answers, or missing every challenge for [`AuditConfig::offline_threshold_ms`], is condemned:
-//! credit 0 (never placed on again) and all its pieces queued. Repair fetches k intact pieces,
+//! answer queues that piece for repair, and so does a piece that answers only inconclusively
+//! for [`AuditConfig::offline_threshold_ms`] while other challenges pass; a provider with
+//! [`AuditConfig::max_failures`] recent wrong answers, or missing every challenge for the
+//! offline threshold, is condemned: credit 0 until it may be vetted again, and all its pieces
+//! queued. Repair fetches k intact pieces,
 //! rebuilds the queued ones in the next generation ([`wwt_engine::Codec::rebuild`], audit key
 //! only), stores them on other providers under the tracker's own reservations, and updates the
 //! piece map and the entrusted manifest. The queue is in sled, so it survives a restart.
@@ -42,7 +44,9 @@ use wwt_net::types::{ByteRange, NodeId, PieceId, PieceSpec, SegmentId};
 use wwt_net::{Connector, NetError, now_ms, read_whole_piece, store_piece};
 
 use crate::clock::Clock;
-use crate::config::AuditConfig;
+use crate::config::{AdmissionConfig, AuditConfig};
+use crate::credit::CreditRules;
+pub use crate::credit::{Credit, Outcome};
 use crate::log::{AuditLog, Event};
 use crate::map::MappedPiece;
 use crate::service::Tracker;
@@ -51,8 +55,22 @@ use crate::service::Tracker;
 const CHUNK: u64 = 1024;
 /// How long a repair read or store may take.
 const REPAIR_CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Prior uptime in the availability score, so one early miss does not zero a new provider.
-const PRIOR_UPTIME_MS: f64 = 3_600_000.0;
+/// Why a right-sized answer failed (the only failure that says anything of an audit key).
+const WRONG_ANSWER: &str = "wrong answer";
+/// How often (audit clock) the registry learns the bytes each provider has proven.
+const PROVEN_REFRESH_MS: u64 = 60_000;
+const HOUR_MS: u64 = 3_600_000;
+/// Owners whose complaints this hour are counted before old counts are pruned.
+const MAX_COMPLAINANTS: usize = 4096;
+/// How long a segment whose repair failed waits before it is tried again; it doubles with
+/// each failure in a row...
+const REPAIR_BACKOFF_MS: u64 = 10_000;
+/// Holders asked at most when an audit key is checked at entrust...
+const KEY_CHECK_HOLDERS: usize = 3;
+/// ...each for at most this long.
+const KEY_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...up to this.
+const MAX_REPAIR_BACKOFF_MS: u64 = 3_600_000;
 
 fn db_err(e: sled::Error) -> NetError {
     NetError::Internal(format!("audit state: {e}"))
@@ -67,133 +85,6 @@ fn gap(mean_ms: u64, rng: &mut StdRng) -> u64 {
     let u: f64 = rng.random();
     let gap = -(mean_ms as f64) * (1.0 - u).ln();
     (gap as u64).max(1)
-}
-
-/// A provider's audit record. Credit (per mille) = 1000 × reliability × availability, where
-/// reliability = (passed + 1) / (passed + 1 + 8·failed + 2·missed) and availability =
-/// (uptime + 1 h) / (uptime + downtime + 1 h); 0 once condemned.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Credit {
-    /// Challenges passed.
-    pub passed: u64,
-    /// Wrong answers and upheld complaints.
-    pub failed: u64,
-    /// Challenges not answered by the deadline.
-    pub missed: u64,
-    /// Audit-clock time between two answered challenges.
-    pub uptime_ms: u64,
-    /// Audit-clock time between two missed challenges.
-    pub downtime_ms: u64,
-    /// Piece bytes × seconds between two passed challenges of the same piece: storage proven.
-    pub byte_seconds: u64,
-    /// When its last challenge result came.
-    pub last_result_ms: u64,
-    /// Whether that result was an answer (right or wrong).
-    pub last_answered: bool,
-    /// It lost its pieces to repair and is never placed on again.
-    pub condemned: bool,
-}
-
-impl Credit {
-    /// The credit, per mille.
-    pub fn score(&self) -> u32 {
-        if self.condemned {
-            return 0;
-        }
-        let reliability =
-            (self.passed + 1) as f64 / (self.passed + 1 + 8 * self.failed + 2 * self.missed) as f64;
-        let availability = (self.uptime_ms as f64 + PRIOR_UPTIME_MS)
-            / ((self.uptime_ms + self.downtime_ms) as f64 + PRIOR_UPTIME_MS);
-        ((1000.0 * reliability * availability).round() as u32).clamp(1, 1000)
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        [
-            self.passed,
-            self.failed,
-            self.missed,
-            self.uptime_ms,
-            self.downtime_ms,
-            self.byte_seconds,
-            self.last_result_ms,
-            u64::from(self.last_answered),
-            u64::from(self.condemned),
-        ]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect()
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Credit> {
-        if bytes.len() != 72 {
-            return None;
-        }
-        let f = |i: usize| {
-            bytes[i * 8..i * 8 + 8]
-                .try_into()
-                .map(u64::from_le_bytes)
-                .unwrap_or(0)
-        };
-        Some(Credit {
-            passed: f(0),
-            failed: f(1),
-            missed: f(2),
-            uptime_ms: f(3),
-            downtime_ms: f(4),
-            byte_seconds: f(5),
-            last_result_ms: f(6),
-            last_answered: f(7) != 0,
-            condemned: f(8) != 0,
-        })
-    }
-
-    /// Records a challenge result at `now`.
-    fn record(&mut self, outcome: &Outcome, now: u64) {
-        let since = now.saturating_sub(self.last_result_ms);
-        let answered = !matches!(outcome, Outcome::Missed(_));
-        if self.last_result_ms > 0 {
-            match (self.last_answered, answered) {
-                (true, true) => self.uptime_ms += since,
-                (false, false) => self.downtime_ms += since,
-                _ => {}
-            }
-        }
-        match outcome {
-            Outcome::Pass => self.passed += 1,
-            Outcome::Fail(_) => self.failed += 1,
-            Outcome::Missed(_) => self.missed += 1,
-        }
-        self.last_result_ms = now;
-        self.last_answered = answered;
-    }
-}
-
-/// How a challenge went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Right answer in time.
-    Pass,
-    /// Wrong answer, bad proof, or the piece refused: the piece is lost at this holder.
-    Fail(String),
-    /// No answer by the deadline (down, unreachable, too slow).
-    Missed(String),
-}
-
-impl Outcome {
-    fn name(&self) -> &'static str {
-        match self {
-            Outcome::Pass => "pass",
-            Outcome::Fail(_) => "fail",
-            Outcome::Missed(_) => "missed",
-        }
-    }
-
-    fn detail(&self) -> String {
-        match self {
-            Outcome::Pass => String::new(),
-            Outcome::Fail(why) | Outcome::Missed(why) => why.clone(),
-        }
-    }
 }
 
 /// One challenge of an audit step and its result.
@@ -272,10 +163,28 @@ impl Reason {
     }
 }
 
-/// What the tracker checks an answer against.
+/// What the tracker asks and checks the answer against.
 enum Check {
-    Sentinels { view: PieceView, which: Vec<u32> },
+    /// A sentinel challenge: these sentinels at these positions.
+    Sentinels {
+        view: PieceView,
+        which: Vec<u32>,
+        positions: Vec<u64>,
+    },
+    /// A chunk challenge: this range, with its Bao proof against the piece hash.
     Chunk { hash: PieceHash, range: ByteRange },
+    /// A read of the whole piece, as its owner reads it (checking an owner's complaint).
+    Whole,
+}
+
+impl Check {
+    fn name(&self) -> &'static str {
+        match self {
+            Check::Sentinels { .. } => "sentinel",
+            Check::Chunk { .. } => "chunk",
+            Check::Whole => "read",
+        }
+    }
 }
 
 /// A challenge ready to send.
@@ -285,8 +194,19 @@ struct Planned {
     piece: PieceId,
     provider: NodeId,
     address: String,
-    kind: ChallengeKind,
     check: Check,
+}
+
+/// A challenge of one piece at one holder, asked once at a given time: an owner's complaint
+/// checked, or an inconclusive challenge asked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OneOff {
+    due: u64,
+    segment: SegmentId,
+    index: u32,
+    holder: NodeId,
+    /// Read the whole piece (a complaint) rather than draw a challenge.
+    whole: bool,
 }
 
 struct Inner {
@@ -299,11 +219,25 @@ struct Inner {
     offline_since: HashMap<NodeId, u64>,
     /// When each piece last passed a challenge.
     last_pass: HashMap<PieceId, u64>,
+    /// Challenges to send once, to one holder.
+    one_offs: Vec<OneOff>,
+    /// Per owner: the hour its complaints are counted in (audit clock) and how many it filed.
+    complaints: HashMap<NodeId, (u64, u32)>,
+    /// Per segment whose repair failed: failures in a row and when it may be tried again.
+    backoff: HashMap<SegmentId, (u32, u64)>,
+    /// When the registry last learnt the bytes each provider holds under audit.
+    proven_ms: Option<u64>,
+    /// Since when each (piece, holder) has answered only inconclusively.
+    unproven: HashMap<(PieceId, NodeId), u64>,
+    /// When any challenge last passed: this tracker's challenges get through.
+    last_pass_ms: u64,
 }
 
 /// The audit state of a tracker (see the module docs).
 pub struct Audits {
     pub(crate) config: AuditConfig,
+    rules: CreditRules,
+    complaints_per_hour: u32,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) connector: Arc<dyn Connector>,
     entrusted: sled::Tree,
@@ -326,6 +260,7 @@ impl Audits {
     pub(crate) fn open(
         db: &sled::Db,
         config: AuditConfig,
+        admission: &AdmissionConfig,
         clock: Arc<dyn Clock>,
         connector: Arc<dyn Connector>,
     ) -> Result<Audits, NetError> {
@@ -338,6 +273,12 @@ impl Audits {
             credit: HashMap::new(),
             offline_since: HashMap::new(),
             last_pass: HashMap::new(),
+            one_offs: Vec::new(),
+            complaints: HashMap::new(),
+            backoff: HashMap::new(),
+            proven_ms: None,
+            unproven: HashMap::new(),
+            last_pass_ms: 0,
         };
         let entrusted = tree("entrusted")?;
         let credit = tree("credit")?;
@@ -365,6 +306,13 @@ impl Audits {
             repairs: tree("repairs")?,
             meta: tree("audit_meta")?,
             log: AuditLog::open(tree("audit_log")?)?,
+            rules: CreditRules {
+                half_life_ms: config.credit_half_life_ms,
+                vetting_audits: admission.vetting_audits,
+                vetting_ms: admission.vetting_ms,
+                readmit_after_ms: admission.readmit_after_ms,
+            },
+            complaints_per_hour: admission.complaints_per_hour,
             config,
             clock,
             connector,
@@ -372,13 +320,14 @@ impl Audits {
         })
     }
 
-    /// The credit of every provider audited so far, for the registry.
-    pub(crate) fn credits(&self) -> Result<Vec<(NodeId, u32)>, NetError> {
+    /// The credit and vetting of every provider audited so far, for the registry.
+    pub(crate) fn standings(&self) -> Result<Vec<(NodeId, u32, bool)>, NetError> {
+        let now = self.clock.now_ms();
         Ok(self
             .inner()?
             .credit
             .iter()
-            .map(|(n, c)| (*n, c.score()))
+            .map(|(n, c)| (*n, c.score(now, &self.rules), c.vetted_ms > 0))
             .collect())
     }
 
@@ -418,6 +367,17 @@ impl Audits {
         }
         self.repairs.insert(key, reason.encode()).map_err(db_err)?;
         Ok(())
+    }
+
+    /// Whether any piece of `segment` waits for repair.
+    fn is_queued(&self, segment: &SegmentId) -> Result<bool, NetError> {
+        Ok(self
+            .repairs
+            .scan_prefix(segment.0)
+            .next()
+            .transpose()
+            .map_err(db_err)?
+            .is_some())
     }
 
     /// Drops a queued repair of piece `index` of `segment`, if any.
@@ -516,23 +476,12 @@ impl Audits {
 impl Tracker {
     /// Takes a segment under audit (the owner's [`Entrust`]); a segment already entrusted
     /// keeps the tracker's manifest, which repairs may have moved on.
-    pub(crate) fn entrust_segment(&self, owner: NodeId, req: Entrust) -> Result<u32, NetError> {
-        self.check_responsible(&req.segment)?;
-        match self.map.owner(&req.segment)? {
-            Some(o) if o == owner => {}
-            Some(_) => {
-                return Err(NetError::Forbidden(format!(
-                    "segment {} belongs to another owner",
-                    req.segment
-                )));
-            }
-            None => {
-                return Err(NetError::NotFound(format!(
-                    "segment {} has no confirmed pieces here; store it before entrusting it",
-                    req.segment
-                )));
-            }
-        }
+    pub(crate) async fn entrust_segment(
+        &self,
+        owner: NodeId,
+        req: Entrust,
+    ) -> Result<u32, NetError> {
+        self.check_owner(&req.segment, &owner)?;
         let manifest = SegmentManifest::from_bytes(&req.manifest)
             .map_err(|e| NetError::BadRequest(format!("manifest: {e}")))?;
         if manifest.segment.0 != req.segment.0 {
@@ -560,7 +509,13 @@ impl Tracker {
         }
         let count = manifest.pieces.len() as u32;
         if self.audits.entrusted_of(&req.segment)?.is_none() {
-            self.audits.adopt(req.segment, req.audit_key, manifest)?;
+            let candidate = Entrusted {
+                audit: AuditKey::from_bytes(req.audit_key),
+                manifest,
+            };
+            self.check_audit_key(&req.segment, &candidate).await?;
+            self.audits
+                .adopt(req.segment, req.audit_key, candidate.manifest)?;
             info!(segment = %req.segment, pieces = count, "segment entrusted");
         }
         Ok(count)
@@ -577,15 +532,12 @@ impl Tracker {
             .unwrap_or_default())
     }
 
-    /// An owner's complaint: recorded as a failure of the holder, and the piece is repaired
-    /// (durable once the caller flushes the map).
+    /// An owner's complaint that a holder refused its piece or served wrong bytes: the
+    /// tracker reads that piece from that holder itself at the next audit step, and only a
+    /// refusal or wrong bytes then count against the holder. An owner may file
+    /// [`AdmissionConfig::complaints_per_hour`] complaints an hour.
     pub(crate) fn complaint(&self, owner: NodeId, c: Complaint) -> Result<(), NetError> {
-        self.check_responsible(&c.segment)?;
-        if self.map.owner(&c.segment)? != Some(owner) {
-            return Err(NetError::Forbidden(
-                "only the segment's owner may complain about its pieces".into(),
-            ));
-        }
+        self.check_owner(&c.segment, &owner)?;
         let mapped = self
             .map
             .segment(&c.segment)?
@@ -597,20 +549,84 @@ impl Tracker {
                     c.provider, c.index, c.segment
                 ))
             })?;
-        let outcome = Outcome::Fail(format!("owner complains: {}", c.reason));
-        let now = self.audits.clock.now_ms();
-        let mut report = StepReport::default();
-        self.apply(
-            &mut report,
-            c.segment,
-            c.index,
-            mapped.piece,
-            c.provider,
-            "complaint",
-            outcome,
-            mapped.size,
-            now,
-        )
+        let audits = &self.audits;
+        let now = audits.clock.now_ms();
+        {
+            let mut inner = audits.inner()?;
+            if inner.complaints.len() >= MAX_COMPLAINANTS {
+                inner
+                    .complaints
+                    .retain(|_, (hour, _)| now.saturating_sub(*hour) < HOUR_MS);
+            }
+            let (hour, filed) = inner.complaints.entry(owner).or_insert((now, 0));
+            if now.saturating_sub(*hour) >= HOUR_MS {
+                *hour = now;
+                *filed = 0;
+            }
+            if *filed >= audits.complaints_per_hour {
+                return Err(NetError::NoCapacity(format!(
+                    "{filed} complaints this hour already, the most one owner may file; \
+                     complain again later"
+                )));
+            }
+            *filed += 1;
+        }
+        audits.log(Event {
+            time_ms: now,
+            provider: c.provider,
+            piece: mapped.piece,
+            kind: "complaint",
+            outcome: "filed",
+            detail: c.reason,
+        })?;
+        self.one_off(c.segment, c.index, c.provider, true, now)
+    }
+
+    /// Per provider, the pieces and bytes it holds under this tracker's audits.
+    fn held(&self) -> Result<HashMap<NodeId, (u64, u64)>, NetError> {
+        let mut held: HashMap<NodeId, (u64, u64)> = HashMap::new();
+        for (_, piece) in self.map.all()? {
+            for h in piece.holders {
+                let (pieces, bytes) = held.entry(h).or_default();
+                *pieces += 1;
+                *bytes += piece.size;
+            }
+        }
+        Ok(held)
+    }
+
+    /// Tells the registry the bytes each provider has proven (holds under audit, having
+    /// passed a challenge) and every provider's standing, at most once per
+    /// [`PROVEN_REFRESH_MS`]: so a condemned provider, holding nothing to be challenged on,
+    /// is placed on again once its wait is over.
+    fn refresh_proven(&self, now: u64) -> Result<(), NetError> {
+        {
+            let mut inner = self.audits.inner()?;
+            if inner
+                .proven_ms
+                .is_some_and(|at| now.saturating_sub(at) < PROVEN_REFRESH_MS)
+            {
+                return Ok(());
+            }
+            inner.proven_ms = Some(now);
+        }
+        let mut proven: HashMap<NodeId, u64> = HashMap::new();
+        let held = self.held()?;
+        {
+            let inner = self.audits.inner()?;
+            for (node, (_, bytes)) in held {
+                if inner.credit.get(&node).is_some_and(|c| c.passed > 0) {
+                    proven.insert(node, bytes);
+                }
+            }
+        }
+        let standings = self.audits.standings()?;
+        let mut registry = self.registry()?;
+        registry.set_proven(&proven);
+        for (node, credit, vetted) in standings {
+            registry.set_standing(node, credit, vetted);
+        }
+        Ok(())
     }
 
     /// The audit report: the latest `limit` log entries, credit, repair counts.
@@ -618,12 +634,8 @@ impl Tracker {
         let audits = &self.audits;
         let entries = audits.log.latest(limit.min(MAX_REPORT_ENTRIES) as usize)?;
         let (log_length, head) = audits.log.head();
-        let mut held: HashMap<NodeId, u64> = HashMap::new();
-        for (_, piece) in self.map.all()? {
-            for h in piece.holders {
-                *held.entry(h).or_default() += 1;
-            }
-        }
+        let held = self.held()?;
+        let now = audits.clock.now_ms();
         let inner = audits.inner()?;
         let mut nodes: HashSet<NodeId> = inner.credit.keys().copied().collect();
         nodes.extend(held.keys().copied());
@@ -633,13 +645,15 @@ impl Tracker {
                 let c = inner.credit.get(&node).copied().unwrap_or_default();
                 CreditRecord {
                     node,
-                    credit: c.score(),
+                    credit: c.score(now, &audits.rules),
                     passed: c.passed,
                     failed: c.failed,
                     missed: c.missed,
+                    inconclusive: c.inconclusive,
+                    vetted: c.vetted_ms > 0,
                     uptime_ms: c.uptime_ms,
                     byte_seconds: c.byte_seconds,
-                    pieces: held.get(&node).copied().unwrap_or(0),
+                    pieces: held.get(&node).map_or(0, |(pieces, _)| *pieces),
                 }
             })
             .collect();
@@ -661,15 +675,23 @@ impl Tracker {
 
     /// When the next audit step has work: the earliest due challenge, or now if repairs wait.
     pub fn next_audit_ms(&self) -> Option<u64> {
-        // Only repairs this tracker makes now: the other of a pair makes its own.
+        // Only repairs this tracker makes now: the other of a pair makes its own. A segment
+        // whose repair failed waits for its backoff.
         let now = self.audits.clock.now_ms();
-        if let Ok(queued) = self.audits.queued()
-            && queued.keys().any(|segment| self.acting(segment, now))
-        {
-            return Some(now);
-        }
+        let queued = self.audits.queued().ok()?;
         let inner = self.audits.inner().ok()?;
-        inner.schedule.peek().map(|Reverse((due, _, _))| *due)
+        let repairs = queued
+            .keys()
+            .filter(|segment| self.acting(segment, now))
+            .map(|segment| {
+                inner
+                    .backoff
+                    .get(segment)
+                    .map_or(now, |(_, at)| (*at).max(now))
+            });
+        let challenges = inner.schedule.peek().map(|Reverse((due, _, _))| *due);
+        let one_offs = inner.one_offs.iter().map(|o| o.due.max(now));
+        repairs.chain(challenges).chain(one_offs).min()
     }
 
     /// One audit step at the audit clock's now: sends the challenges due (concurrently, each
@@ -690,10 +712,7 @@ impl Tracker {
             .await;
         let mut report = StepReport::default();
         for (p, outcome) in results {
-            let kind = match p.check {
-                Check::Sentinels { .. } => "sentinel",
-                Check::Chunk { .. } => "chunk",
-            };
+            let kind = p.check.name();
             let size = self.piece_size(&p);
             self.apply(
                 &mut report,
@@ -709,6 +728,10 @@ impl Tracker {
         }
         self.check_offline(&mut report, now)?;
         self.repair_some(&mut report, now).await?;
+        self.refresh_proven(now)?;
+        // Claims under reservations that expired unused.
+        self.map
+            .expire_claims(now_ms().saturating_sub(self.reservation_ttl_ms))?;
         self.map.flush().await?;
         Ok(report)
     }
@@ -721,10 +744,12 @@ impl Tracker {
             .unwrap_or(0)
     }
 
-    /// Pops the challenges due by `now`, reschedules their pieces, and draws each challenge.
+    /// Pops the challenges due by `now`, reschedules their pieces, and draws each challenge;
+    /// adds the one-off challenges due.
     fn plan_challenges(&self, now: u64) -> Result<Vec<Planned>, NetError> {
         let audits = &self.audits;
         let mut due = Vec::new();
+        let one_offs: Vec<OneOff>;
         {
             let mut inner = audits.inner()?;
             while let Some(Reverse((at, segment, index))) = inner.schedule.peek().copied() {
@@ -736,15 +761,23 @@ impl Tracker {
                 if let Some(e) = inner.entrusted.get(&segment).cloned() {
                     let next = now + audits.gap(&mut inner.rng);
                     inner.schedule.push(Reverse((next, segment.0, index)));
-                    due.push((segment, index, e));
+                    due.push((segment, index, e, None));
+                }
+            }
+            let (ready, later) = inner.one_offs.iter().partition(|o| o.due <= now);
+            one_offs = ready;
+            inner.one_offs = later;
+            for o in &one_offs {
+                if let Some(e) = inner.entrusted.get(&o.segment).cloned() {
+                    due.push((o.segment, o.index, e, Some(*o)));
                 }
             }
         }
         // The other tracker of a segment's pair audits it while it holds the lease.
-        due.retain(|(segment, _, _)| self.acting(segment, now));
+        due.retain(|(segment, _, _, _)| self.acting(segment, now));
         let registry_now = now_ms();
         let mut planned = Vec::new();
-        for (segment, index, e) in due {
+        for (segment, index, e, one_off) in due {
             let Some(mapped) = self
                 .map
                 .segment(&segment)?
@@ -759,27 +792,33 @@ impl Tracker {
             if info.hash.0 != mapped.piece.0 {
                 continue; // a repair is moving it
             }
-            for holder in &mapped.holders {
-                let condemned = audits
+            let holders = match one_off {
+                Some(o) => vec![o.holder],
+                None => mapped.holders.clone(),
+            };
+            for holder in holders.iter().filter(|h| mapped.holders.contains(h)) {
+                let written_off = audits
                     .inner()?
                     .credit
                     .get(holder)
-                    .is_some_and(|c| c.condemned);
+                    .is_some_and(|c| c.written_off(now, &audits.rules));
                 let address = self
                     .registry()?
                     .lookup(holder, registry_now)
                     .map(|(a, _)| a);
-                let (Some(address), false) = (address, condemned) else {
+                let (Some(address), false) = (address, written_off) else {
                     continue; // no address yet (after a restart), or already written off
                 };
-                let (kind, check) = self.draw_challenge(&segment, index, &e, &mapped)?;
+                let check = match one_off {
+                    Some(OneOff { whole: true, .. }) => Check::Whole,
+                    _ => self.draw_challenge(&segment, index, &e, &mapped)?,
+                };
                 planned.push(Planned {
                     segment,
                     index,
                     piece: mapped.piece,
                     provider: *holder,
                     address,
-                    kind,
                     check,
                 });
             }
@@ -787,18 +826,76 @@ impl Tracker {
         Ok(planned)
     }
 
-    /// Draws one challenge on piece `index`: sentinels (the next q unused ones in the piece's
-    /// secret order, marked used now, as sending reveals them) or a chunk.
+    /// Asks piece `index` of `segment` of `holder` once at `due` (unless already asked to).
+    fn one_off(
+        &self,
+        segment: SegmentId,
+        index: u32,
+        holder: NodeId,
+        whole: bool,
+        due: u64,
+    ) -> Result<(), NetError> {
+        let mut inner = self.audits.inner()?;
+        let same =
+            |o: &OneOff| (o.segment, o.index, o.holder, o.whole) == (segment, index, holder, whole);
+        if !inner.one_offs.iter().any(same) {
+            inner.one_offs.push(OneOff {
+                due,
+                segment,
+                index,
+                holder,
+                whole,
+            });
+        }
+        Ok(())
+    }
+
+    /// Draws one challenge on piece `index`: sentinels ([`Tracker::take_sentinels`]) or a
+    /// chunk.
     fn draw_challenge(
         &self,
         segment: &SegmentId,
         index: u32,
         e: &Entrusted,
         mapped: &MappedPiece,
-    ) -> Result<(ChallengeKind, Check), NetError> {
-        let audits = &self.audits;
-        let config = &audits.config;
+    ) -> Result<Check, NetError> {
+        let config = &self.audits.config;
+        let (chunk, offset) = {
+            let mut inner = self.audits.inner()?;
+            let chunk = inner.rng.random_bool(config.chunk_share.clamp(0.0, 1.0));
+            let offset = inner.rng.random_range(0..e.manifest.piece_len().max(1));
+            (chunk, offset)
+        };
         let q = config.sentinels_per_challenge.max(1);
+        if !chunk && let Some((check, left)) = self.take_sentinels(segment, index, e, mapped, q)? {
+            if left < config.refresh_below {
+                self.audits.queue(segment, index, Reason::Refresh)?;
+            }
+            return Ok(check);
+        }
+        let start = offset / CHUNK * CHUNK;
+        let range = ByteRange {
+            offset: start,
+            len: CHUNK.min(e.manifest.piece_len() - start),
+        };
+        Ok(Check::Chunk {
+            hash: PieceHash(mapped.piece.0),
+            range,
+        })
+    }
+
+    /// A sentinel challenge of `q` sentinels on piece `index`: the next unused ones in the
+    /// piece's secret order, marked used now (sending reveals them), with how many are left;
+    /// none if fewer than `q` are left.
+    fn take_sentinels(
+        &self,
+        segment: &SegmentId,
+        index: u32,
+        e: &Entrusted,
+        mapped: &MappedPiece,
+        q: u32,
+    ) -> Result<Option<(Check, u32)>, NetError> {
+        let audits = &self.audits;
         let hash = PieceHash(mapped.piece.0);
         let used = audits
             .sentinels
@@ -807,19 +904,8 @@ impl Tracker {
             .and_then(|v| v.as_ref().try_into().ok().map(u32::from_le_bytes))
             .unwrap_or(0);
         let total = e.manifest.sentinels;
-        let (chunk, offset) = {
-            let mut inner = audits.inner()?;
-            let chunk = inner.rng.random_bool(config.chunk_share.clamp(0.0, 1.0));
-            let offset = inner.rng.random_range(0..e.manifest.piece_len().max(1));
-            (chunk, offset)
-        };
-        if chunk || used + q > total {
-            let start = offset / CHUNK * CHUNK;
-            let range = ByteRange {
-                offset: start,
-                len: CHUNK.min(e.manifest.piece_len() - start),
-            };
-            return Ok((ChallengeKind::Chunk(range), Check::Chunk { hash, range }));
+        if used.saturating_add(q) > total {
+            return Ok(None);
         }
         let mut order = e.audit.sentinel_order(&hash, total);
         // The second of the pair asks from the back: never one the first revealed.
@@ -831,57 +917,128 @@ impl Tracker {
             .sentinels
             .insert(mapped.piece.0, &(used + q).to_le_bytes())
             .map_err(db_err)?;
-        if total - used - q < config.refresh_below {
-            audits.queue(segment, index, Reason::Refresh)?;
-        }
         let view = e.manifest.view(&e.audit, index as usize);
         let positions = view.challenge(&which);
-        Ok((
-            ChallengeKind::Sentinels(positions),
-            Check::Sentinels { view, which },
-        ))
+        let check = Check::Sentinels {
+            view,
+            which,
+            positions,
+        };
+        Ok(Some((check, total - used - q)))
+    }
+
+    /// Checks an owner's audit key before auditing with it, as audits with a wrong key would
+    /// fail honest providers: asks holders, in turn, for one sentinel each, until one answers
+    /// right. Refused when holders answered wrong sentinel values and none right; unavailable
+    /// when none of up to [`KEY_CHECK_HOLDERS`] answered with sentinel values within
+    /// [`KEY_CHECK_TIMEOUT`] (a lost piece says nothing of the key).
+    async fn check_audit_key(&self, segment: &SegmentId, e: &Entrusted) -> Result<(), NetError> {
+        let registry_now = now_ms();
+        let (mut wrong, mut asked) = (0, 0);
+        for mapped in self.map.segment(segment)? {
+            for holder in &mapped.holders {
+                if asked == KEY_CHECK_HOLDERS {
+                    break;
+                }
+                let Some((address, _)) = self.registry()?.lookup(holder, registry_now) else {
+                    continue;
+                };
+                let Some((check, _)) = self.take_sentinels(segment, mapped.index, e, &mapped, 1)?
+                else {
+                    continue;
+                };
+                asked += 1;
+                let planned = Planned {
+                    segment: *segment,
+                    index: mapped.index,
+                    piece: mapped.piece,
+                    provider: *holder,
+                    address,
+                    check,
+                };
+                match tokio::time::timeout(KEY_CHECK_TIMEOUT, self.ask(&planned)).await {
+                    Ok(Outcome::Pass) => return Ok(()),
+                    Ok(Outcome::Fail(why)) if why == WRONG_ANSWER => wrong += 1,
+                    _ => {}
+                }
+            }
+        }
+        match wrong {
+            0 => Err(NetError::Unavailable(format!(
+                "no holder of segment {segment} answered a check of its audit key; entrust it \
+                 again later"
+            ))),
+            _ => Err(NetError::BadRequest(format!(
+                "the audit key does not match the stored pieces of segment {segment}: {wrong} \
+                 holders answered its sentinels wrongly; entrust the segment with the audit \
+                 key of its table"
+            ))),
+        }
     }
 
     /// Sends one challenge and judges the answer. The deadline runs on the audit clock, and
     /// wins a tie: an answer that comes once the clock has passed it is late.
     async fn send_challenge(&self, p: &Planned) -> Outcome {
-        let request = match self.identity.sign(Challenge {
-            piece: p.piece,
-            kind: p.kind.clone(),
-        }) {
-            Ok(r) => r,
-            Err(e) => return Outcome::Missed(format!("cannot sign: {e}")),
-        };
         let deadline_ms = self.audits.config.deadline_ms;
         let clock = &self.audits.clock;
         let deadline = clock.sleep_until(clock.now_ms().saturating_add(deadline_ms));
+        tokio::select! {
+            biased;
+            () = deadline => Outcome::Missed(format!("no answer within {deadline_ms} ms")),
+            outcome = self.ask(p) => outcome,
+        }
+    }
+
+    /// Asks one challenge, signed at the clock's wall time ([`Clock::wall_ms`]), and judges
+    /// the answer.
+    async fn ask(&self, p: &Planned) -> Outcome {
+        let clock = &self.audits.clock;
+        let kind = match &p.check {
+            Check::Sentinels { positions, .. } => ChallengeKind::Sentinels(positions.clone()),
+            Check::Chunk { range, .. } => ChallengeKind::Chunk(*range),
+            Check::Whole => {
+                let read = read_whole_piece(
+                    self.audits.connector.as_ref(),
+                    &self.identity,
+                    &p.address,
+                    p.piece,
+                    REPAIR_CALL_TIMEOUT,
+                );
+                return match read.await {
+                    Ok(_) => Outcome::Pass,
+                    // Refusing the piece's own tracker is withholding it, as the owner said.
+                    Err(NetError::Forbidden(why)) => Outcome::Fail(format!("forbidden: {why}")),
+                    Err(e) => Outcome::of_error(e),
+                };
+            }
+        };
+        let request = Challenge {
+            piece: p.piece,
+            kind,
+        };
+        let request = self
+            .identity
+            .sign_with(request, clock.wall_ms(), rand::random());
         let answer = async {
             let provider = self.audits.connector.provider(&p.address)?;
             provider.challenge(request).await
         };
-        let answer = tokio::select! {
-            biased;
-            () = deadline => {
-                return Outcome::Missed(format!("no answer within {deadline_ms} ms"));
-            }
-            answer = answer => answer,
-        };
-        let answer = match answer {
-            Err(NetError::Unavailable(why)) => return Outcome::Missed(why),
-            Err(e) => return Outcome::Fail(e.to_string()),
+        let answer = match answer.await {
+            Err(e) => return Outcome::of_error(e),
             Ok(answer) => answer,
         };
         let right = match &p.check {
-            Check::Sentinels { view, which } => view.verify(which, &answer.data),
+            Check::Sentinels { view, which, .. } => view.verify(which, &answer.data),
             Check::Chunk { hash, range } => {
                 proof::verify(hash, range.offset, range.len, &answer.proof)
                     .is_ok_and(|bytes| bytes[..] == answer.data[..])
             }
+            Check::Whole => false,
         };
         if right {
             Outcome::Pass
         } else {
-            Outcome::Fail("wrong answer".into())
+            Outcome::Fail(WRONG_ANSWER.into())
         }
     }
 
@@ -908,9 +1065,26 @@ impl Tracker {
             outcome: outcome.name(),
             detail: outcome.detail(),
         })?;
-        let credit = {
+        // A complaint's read counts only when it fails: an owner cannot wear a provider's
+        // credit down with reads it serves slowly or passes.
+        let counts = kind != "read" || matches!(outcome, Outcome::Fail(_));
+        let (credit, unprovable) = {
             let mut inner = audits.inner()?;
+            let unprovable = match &outcome {
+                Outcome::Inconclusive(_) => {
+                    let since = *inner.unproven.entry((piece, provider)).or_insert(now);
+                    // Unproven for the offline threshold while other challenges pass: the
+                    // fault is the holder's, whatever it answers, and the piece moves.
+                    now.saturating_sub(since) >= audits.config.offline_threshold_ms
+                        && inner.last_pass_ms > since
+                }
+                _ => {
+                    inner.unproven.remove(&(piece, provider));
+                    false
+                }
+            };
             if outcome == Outcome::Pass {
+                inner.last_pass_ms = now;
                 let previous = inner.last_pass.insert(piece, now);
                 let entry = inner.credit.entry(provider).or_default();
                 if let Some(t) = previous {
@@ -918,26 +1092,48 @@ impl Tracker {
                 }
             }
             let entry = inner.credit.entry(provider).or_default();
-            entry.record(&outcome, now);
+            if counts {
+                entry.record(&outcome, now, &audits.rules);
+            }
             let credit = *entry;
+            // An inconclusive answer proves neither presence nor absence.
             match &outcome {
-                Outcome::Missed(_) => {
+                Outcome::Missed(_) if counts => {
                     inner.offline_since.entry(provider).or_insert(now);
                 }
-                _ => {
+                Outcome::Pass | Outcome::Fail(_) if counts => {
                     inner.offline_since.remove(&provider);
                 }
+                _ => {}
             }
-            credit
+            if unprovable {
+                inner.unproven.remove(&(piece, provider));
+            }
+            (credit, unprovable)
         };
         audits.save_credit(&provider, &credit)?;
-        if let Outcome::Fail(_) = outcome {
-            audits.queue(&segment, index, Reason::Lost(provider))?;
+        match outcome {
+            Outcome::Fail(_) => audits.queue(&segment, index, Reason::Lost(provider))?,
+            Outcome::Inconclusive(_) if unprovable => {
+                warn!(provider = %provider, segment = %segment, index, "piece unproven for the offline threshold; it goes to repair");
+                audits.queue(&segment, index, Reason::Lost(provider))?;
+            }
+            Outcome::Inconclusive(_) => {
+                let retry = now + gap(audits.config.mean_interval_ms / 8, &mut audits.inner()?.rng);
+                self.one_off(segment, index, provider, kind == "read", retry)?;
+            }
+            Outcome::Pass | Outcome::Missed(_) => {}
         }
-        if credit.failed >= audits.config.max_failures.max(1) {
+        let written_off = credit.written_off(now, &audits.rules);
+        if !written_off
+            && credit.recent_failures(now, &audits.rules)
+                >= audits.config.max_failures.max(1) as f64 - 0.5
+        {
             self.condemn(report, provider, now, "too many wrong answers")?;
         } else {
-            self.registry()?.set_credit(provider, credit.score());
+            let score = credit.score(now, &audits.rules);
+            self.registry()?
+                .set_standing(provider, score, credit.vetted_ms > 0);
         }
         report.challenges.push(ChallengeResult {
             provider,
@@ -978,14 +1174,14 @@ impl Tracker {
             let mut inner = audits.inner()?;
             inner.offline_since.remove(&node);
             let entry = inner.credit.entry(node).or_default();
-            if entry.condemned {
+            if entry.written_off(now, &audits.rules) {
                 return Ok(());
             }
-            entry.condemned = true;
+            entry.condemn(now);
             *entry
         };
         audits.save_credit(&node, &credit)?;
-        self.registry()?.set_credit(node, 0);
+        self.registry()?.set_standing(node, 0, false);
         let mut pieces = 0;
         for (segment, piece) in self.map.all()? {
             if piece.holders.contains(&node) {
@@ -1008,17 +1204,37 @@ impl Tracker {
 
     /// Repairs up to `repairs_per_step` queued segments.
     async fn repair_some(&self, report: &mut StepReport, now: u64) -> Result<(), NetError> {
-        let queued = self.audits.queued()?;
-        for (segment, items) in queued
+        let audits = &self.audits;
+        let backoff = audits.inner()?.backoff.clone();
+        let mut ready: Vec<(SegmentId, Vec<(u32, Reason)>)> = audits
+            .queued()?
             .into_iter()
-            .filter(|(segment, _)| self.acting(segment, now))
-            .take(self.audits.config.repairs_per_step.max(1))
+            .filter(|(segment, _)| {
+                self.acting(segment, now) && backoff.get(segment).is_none_or(|(_, at)| *at <= now)
+            })
+            .collect();
+        // Segments never failed first, then those that failed longest ago: one that keeps
+        // failing goes to the back and cannot hold the others up.
+        ready.sort_by_key(|(segment, _)| backoff.get(segment).map(|(_, at)| *at));
+        for (segment, items) in ready
+            .into_iter()
+            .take(audits.config.repairs_per_step.max(1))
         {
-            match self.repair_segment(segment, &items, now).await {
+            let result = self.repair_segment(segment, &items, now).await;
+            let failures = backoff.get(&segment).map_or(0, |(n, _)| *n);
+            let again = match &result {
+                Ok(_) if !audits.is_queued(&segment)? => None,
+                _ => Some(now + (REPAIR_BACKOFF_MS << failures.min(16)).min(MAX_REPAIR_BACKOFF_MS)),
+            };
+            match again {
+                None => audits.inner()?.backoff.remove(&segment),
+                Some(at) => audits.inner()?.backoff.insert(segment, (failures + 1, at)),
+            };
+            match result {
                 Ok(n) => report.repaired += n,
                 Err(e) => {
                     warn!(segment = %segment, error = %e, "repair failed; will retry");
-                    self.audits.log(Event {
+                    audits.log(Event {
                         time_ms: now,
                         provider: NodeId([0; 32]),
                         piece: PieceId([0; 32]),
@@ -1058,7 +1274,7 @@ impl Tracker {
             .inner()?
             .credit
             .iter()
-            .filter(|(_, c)| c.condemned)
+            .filter(|(_, c)| c.written_off(now, &audits.rules))
             .map(|(n, _)| *n)
             .collect();
         let lost: HashMap<u32, Option<NodeId>> = items
@@ -1140,9 +1356,17 @@ impl Tracker {
         .map_err(|e| NetError::Internal(format!("repair task failed: {e}")))?
         .map_err(|e| NetError::Internal(format!("rebuild: {e}")))?;
 
-        let mut exclude: HashSet<NodeId> = condemned;
+        // The copies that stay count against their operators and networks; the lost ones
+        // and the condemned providers are only not chosen.
+        let (mut lost_holders, mut holders) = (condemned.clone(), HashSet::new());
         for p in &mapped {
-            exclude.extend(p.holders.iter().copied());
+            for h in &p.holders {
+                if untrusted(p.index, h) || lost.contains_key(&p.index) {
+                    lost_holders.insert(*h);
+                } else {
+                    holders.insert(*h);
+                }
+            }
         }
         let specs: Vec<PieceSpec> = rebuilt
             .pieces
@@ -1156,7 +1380,7 @@ impl Tracker {
         let seed = self.placement_draw(b"repair", &segment, registry_now)?;
         let placed = self
             .registry()?
-            .place(&specs, &exclude, seed, registry_now)?;
+            .place(&specs, &holders, &lost_holders, seed, registry_now)?;
         let expires = registry_now + self.reservation_ttl_ms;
         let stores = specs.iter().zip(&rebuilt.pieces).zip(placed).map(
             |((spec, (_, data)), (provider, address))| async move {
@@ -1185,8 +1409,7 @@ impl Tracker {
                 }
             };
             let i = spec.index as usize;
-            self.map
-                .add_holder(&segment, spec.index, spec.piece, spec.size, provider)?;
+            self.map.add_holder(&segment, &owner, spec, provider)?;
             updated.pieces[i] = rebuilt.manifest.pieces[i];
             audits.unqueue(&segment, spec.index)?;
             let (kind, old) = match lost.get(&spec.index) {
@@ -1256,25 +1479,6 @@ mod tests {
     use super::*;
     use wwt_engine::piece::answer_challenge;
     use wwt_engine::segment::SegmentId as EngineSegment;
-
-    #[test]
-    fn credit_falls_with_failures_and_misses_and_round_trips() {
-        let mut c = Credit::default();
-        for t in 1..=10 {
-            c.record(&Outcome::Pass, t * 1000);
-        }
-        let good = c.score();
-        assert!(good > 990, "{good}");
-        let mut missed = c;
-        missed.record(&Outcome::Missed("down".into()), 20_000);
-        assert!(missed.score() < good);
-        let mut failed = c;
-        failed.record(&Outcome::Fail("wrong".into()), 20_000);
-        assert!(failed.score() < missed.score());
-        assert_eq!(Credit::decode(&failed.encode()), Some(failed));
-        failed.condemned = true;
-        assert_eq!(failed.score(), 0);
-    }
 
     /// The detection curve: a provider that discarded a fraction f of a piece (and answers a
     /// random byte where it has none) against c challenges of q sentinels, each drawn as the

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -19,6 +20,12 @@ pub trait Clock: Send + Sync {
 
     /// Resolves once the clock shows `at_ms` or later (a challenge's deadline).
     fn sleep_until(&self, at_ms: u64) -> Sleep<'_>;
+
+    /// The host's time, milliseconds since the Unix epoch, that challenges are signed with
+    /// (providers refuse signatures far from their own time).
+    fn wall_ms(&self) -> u64 {
+        wwt_net::now_ms()
+    }
 }
 
 /// Wall-clock time (milliseconds since the Unix epoch).
@@ -48,7 +55,7 @@ struct Dial {
 /// whoever drives it decides when a deadline passes: nothing depends on how fast the machine
 /// is. [`ManualClock::sleeping`] and [`ManualClock::changes`] let the driver see who waits.
 #[derive(Debug)]
-pub struct ManualClock(watch::Sender<Dial>);
+pub struct ManualClock(watch::Sender<Dial>, AtomicI64);
 
 impl Default for ManualClock {
     fn default() -> Self {
@@ -59,10 +66,19 @@ impl Default for ManualClock {
 impl ManualClock {
     /// A clock showing `start_ms`.
     pub fn new(start_ms: u64) -> ManualClock {
-        ManualClock(watch::Sender::new(Dial {
-            now_ms: start_ms,
-            sleeps: BTreeMap::new(),
-        }))
+        ManualClock(
+            watch::Sender::new(Dial {
+                now_ms: start_ms,
+                sleeps: BTreeMap::new(),
+            }),
+            AtomicI64::new(0),
+        )
+    }
+
+    /// Sets its wall time ([`Clock::wall_ms`]) `skew_ms` off the host's, as on a host whose
+    /// clock is wrong.
+    pub fn set_skew(&self, skew_ms: i64) {
+        self.1.store(skew_ms, Ordering::Relaxed);
     }
 
     /// Moves the clock forward to `to_ms` (never backwards), ending the sleeps due by then.
@@ -135,6 +151,10 @@ impl Drop for Registered<'_> {
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.0.borrow().now_ms
+    }
+
+    fn wall_ms(&self) -> u64 {
+        wwt_net::now_ms().saturating_add_signed(self.1.load(Ordering::Relaxed))
     }
 
     fn sleep_until(&self, at_ms: u64) -> Sleep<'_> {

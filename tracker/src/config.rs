@@ -44,6 +44,49 @@ pub struct TrackerConfig {
     pub lease_ms: u64,
     /// Challenges, credit and repair.
     pub audit: AuditConfig,
+    /// Which providers are admitted, vetted and placed on.
+    pub admission: AdmissionConfig,
+}
+
+/// Admission: what a provider must prove before it is trusted with data (Storj's vetting).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Operator keys whose certified providers are vetted at once: the network's own
+    /// operators, who vouch for their nodes (a devnet's providers are certified by its key).
+    pub operators: Vec<NodeId>,
+    /// Admit only providers certified by one of `operators`; heartbeats of others are refused.
+    pub permissioned: bool,
+    /// Challenges a provider must pass to be vetted...
+    pub vetting_audits: u64,
+    /// ...over at least this long since its first passed challenge (audit clock, milliseconds).
+    pub vetting_ms: u64,
+    /// Share of new pieces placed on unvetted providers while enough providers are vetted
+    /// to place a whole segment; such a segment gets at most one unvetted piece.
+    pub unvetted_share: f64,
+    /// A condemned provider may start its vetting again this long after it was condemned
+    /// (audit clock, milliseconds); until then it gets no pieces.
+    pub readmit_after_ms: u64,
+    /// Complaints one owner may file per hour; each triggers a challenge of that piece.
+    pub complaints_per_hour: u32,
+    /// Bytes one owner may keep under this tracker (its pieces mapped here, each copy
+    /// counted); a reservation past it is refused. None: no quota.
+    pub owner_quota_bytes: Option<u64>,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            operators: Vec::new(),
+            permissioned: false,
+            vetting_audits: 20,
+            vetting_ms: 24 * 3_600_000,
+            unvetted_share: 0.05,
+            readmit_after_ms: 7 * 24 * 3_600_000,
+            complaints_per_hour: 30,
+            owner_quota_bytes: None,
+        }
+    }
 }
 
 /// How a tracker audits the pieces entrusted to it and repairs lost ones.
@@ -65,8 +108,12 @@ pub struct AuditConfig {
     /// How long a provider has to answer a challenge, in milliseconds of the audit clock:
     /// real time in a daemon; on a test's hand-driven clock, until the test moves it past.
     pub deadline_ms: u64,
-    /// Wrong answers after which a provider loses all its pieces to repair.
+    /// Wrong answers within the credit window after which a provider loses all its pieces to
+    /// repair.
     pub max_failures: u64,
+    /// Half-life of the counts credit is computed from (audit clock, milliseconds): results
+    /// older than a few half-lives no longer count, so credit is a sliding window.
+    pub credit_half_life_ms: u64,
     /// A provider that misses every challenge for this long (audit clock, milliseconds) loses
     /// all its pieces to repair.
     pub offline_threshold_ms: u64,
@@ -88,6 +135,7 @@ impl Default for AuditConfig {
             refresh_below: 16,
             deadline_ms: 5_000,
             max_failures: 2,
+            credit_half_life_ms: 7 * 24 * 3_600_000,
             offline_threshold_ms: 30 * 60_000,
             repairs_per_step: 4,
             concurrency: 32,
@@ -110,6 +158,7 @@ impl Default for TrackerConfig {
             placement_seed: None,
             lease_ms: 10_000,
             audit: AuditConfig::default(),
+            admission: AdmissionConfig::default(),
         }
     }
 }

@@ -21,6 +21,7 @@
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod credit;
 pub mod error;
 pub mod log;
 pub mod map;
@@ -36,7 +37,7 @@ use tracing::info;
 use wwt_net::node::Node;
 use wwt_net::{TrackerApi, grpc};
 
-pub use config::{AuditConfig, PeerTracker, TrackerConfig};
+pub use config::{AdmissionConfig, AuditConfig, PeerTracker, TrackerConfig};
 pub use error::TrackerError;
 pub use service::Tracker;
 

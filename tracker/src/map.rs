@@ -1,13 +1,16 @@
 //! The piece map in sled: which providers hold which piece of which segment, and who owns it.
 //!
 //! Trees:
-//! - `segments`: segment id → owner node id (set by the first confirmed receipt).
+//! - `segments`: segment id → owner node id (claimed at its first reservation).
 //! - `pieces`: segment id ‖ index (u32 BE) → piece id ‖ size (u64 LE) ‖ holder ids (32 bytes each).
+//! - `claimed`: segment id → when it was claimed (ms, u64 LE), until its first piece is mapped;
+//!   a claim nothing was stored under expires ([`PieceMap::expire_claims`]).
+//! - `usage`: owner → bytes of its pieces mapped here, each holder's copy counted (u64 LE).
 
 use std::path::Path;
 
 use wwt_net::NetError;
-use wwt_net::types::{NodeId, PieceId, SegmentId};
+use wwt_net::types::{NodeId, PieceId, PieceSpec, SegmentId};
 
 /// One recorded piece of a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +86,8 @@ pub(crate) fn split_key(k: &[u8]) -> Result<(SegmentId, u32), NetError> {
 pub struct PieceMap {
     segments: sled::Tree,
     pieces: sled::Tree,
+    claimed: sled::Tree,
+    usage: sled::Tree,
     db: sled::Db,
 }
 
@@ -97,11 +102,13 @@ impl PieceMap {
         Ok(PieceMap {
             segments: db.open_tree("segments")?,
             pieces: db.open_tree("pieces")?,
+            claimed: db.open_tree("claimed")?,
+            usage: db.open_tree("usage")?,
             db,
         })
     }
 
-    /// The owner of `segment`, if any piece of it was confirmed.
+    /// The owner of `segment`, if it was claimed.
     pub fn owner(&self, segment: &SegmentId) -> Result<Option<NodeId>, NetError> {
         match self.segments.get(segment.0).map_err(db_err)? {
             Some(v) => Ok(Some(NodeId::from_slice(&v).map_err(|_| {
@@ -111,55 +118,133 @@ impl PieceMap {
         }
     }
 
-    /// Claims `segment` for `owner`; fails if another owner holds it.
-    pub fn claim(&self, segment: &SegmentId, owner: &NodeId) -> Result<(), NetError> {
+    /// Claims `segment` for `owner` at `now_ms`; fails if another owner holds it. Claiming
+    /// again a segment that holds no piece yet renews the claim.
+    pub fn claim(&self, segment: &SegmentId, owner: &NodeId, now_ms: u64) -> Result<(), NetError> {
+        self.take_owner(segment, owner)?;
+        if self.pieces.scan_prefix(segment.0).next().is_none() {
+            self.claimed
+                .insert(segment.0, &now_ms.to_le_bytes())
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `owner` the owner of `segment` unless it has one; fails if that is another.
+    fn take_owner(&self, segment: &SegmentId, owner: &NodeId) -> Result<(), NetError> {
         let swapped = self
             .segments
             .compare_and_swap(segment.0, None::<&[u8]>, Some(&owner.0[..]))
             .map_err(db_err)?;
         match swapped {
-            Ok(()) => Ok(()),
-            Err(current) if current.current.as_deref() == Some(&owner.0[..]) => Ok(()),
-            Err(_) => Err(NetError::Forbidden(format!(
-                "segment {segment} belongs to another owner"
-            ))),
+            Err(current) if current.current.as_deref() != Some(&owner.0[..]) => Err(
+                NetError::Forbidden(format!("segment {segment} belongs to another owner")),
+            ),
+            _ => Ok(()),
         }
     }
 
-    /// Records that `holder` stores piece `index` of `segment`. A different piece id at the same
-    /// index (a re-coded piece) replaces the old one and its holders.
+    /// Records that `holder` stores piece `index` of `owner`'s `segment`. A different piece id
+    /// at the same index (a re-coded piece) replaces the old one and its holders.
     pub fn add_holder(
         &self,
         segment: &SegmentId,
-        index: u32,
-        piece: PieceId,
-        size: u64,
+        owner: &NodeId,
+        piece: &PieceSpec,
         holder: NodeId,
     ) -> Result<(), NetError> {
+        let &PieceSpec { index, piece, size } = piece;
         let k = key(segment, index);
         let mut failure = None;
+        let (mut added, mut replaced) = (0, 0);
         self.pieces
             .update_and_fetch(k, |old| {
+                (added, replaced) = (0, 0);
                 let mut entry = match old.map(|b| MappedPiece::decode(index, b)) {
                     Some(Ok(e)) if e.piece == piece => e,
                     Some(Err(e)) => {
                         failure = Some(e);
                         return old.map(<[u8]>::to_vec);
                     }
-                    _ => MappedPiece {
-                        index,
-                        piece,
-                        size,
-                        holders: Vec::new(),
-                    },
+                    old => {
+                        if let Some(Ok(e)) = old {
+                            replaced = e.size.saturating_mul(e.holders.len() as u64);
+                        }
+                        MappedPiece {
+                            index,
+                            piece,
+                            size,
+                            holders: Vec::new(),
+                        }
+                    }
                 };
                 if !entry.holders.contains(&holder) {
                     entry.holders.push(holder);
+                    added = size;
                 }
                 Some(entry.encode())
             })
             .map_err(db_err)?;
-        failure.map_or(Ok(()), Err)
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        // Mapped first, owned second: a claim expiring meanwhile cannot orphan the piece.
+        self.take_owner(segment, owner)?;
+        self.claimed.remove(segment.0).map_err(db_err)?;
+        if added != replaced {
+            self.usage
+                .update_and_fetch(owner.0, |old| {
+                    let used = old
+                        .and_then(|v| v.try_into().ok().map(u64::from_le_bytes))
+                        .unwrap_or(0);
+                    Some(
+                        used.saturating_add(added)
+                            .saturating_sub(replaced)
+                            .to_le_bytes()
+                            .to_vec(),
+                    )
+                })
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of `owner`'s pieces mapped here, each holder's copy counted (a re-coded piece
+    /// replaces the bytes of the one it replaces).
+    pub fn usage(&self, owner: &NodeId) -> Result<u64, NetError> {
+        Ok(self
+            .usage
+            .get(owner.0)
+            .map_err(db_err)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(0))
+    }
+
+    /// Drops the claims made before `before_ms` under which no piece was stored (an upload
+    /// abandoned, or reservations taken and never used); returns how many.
+    pub fn expire_claims(&self, before_ms: u64) -> Result<usize, NetError> {
+        let mut expired = 0;
+        for entry in self.claimed.iter() {
+            let (k, v) = entry.map_err(db_err)?;
+            let at = v.as_ref().try_into().map(u64::from_le_bytes).unwrap_or(0);
+            if at >= before_ms || self.pieces.scan_prefix(&k).next().is_some() {
+                continue;
+            }
+            let owner = self.segments.remove(&k).map_err(db_err)?;
+            self.claimed.remove(&k).map_err(db_err)?;
+            // A piece confirmed meanwhile keeps its owner (`add_holder` maps, then owns).
+            if let Some(owner) = owner
+                && self.pieces.scan_prefix(&k).next().is_some()
+            {
+                let _ = self
+                    .segments
+                    .compare_and_swap(&k, None::<&[u8]>, Some(owner))
+                    .map_err(db_err)?;
+                continue;
+            }
+            expired += 1;
+        }
+        Ok(expired)
     }
 
     /// The database the map lives in.
@@ -215,6 +300,14 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn spec(index: u32, piece: [u8; 32], size: u64) -> PieceSpec {
+        PieceSpec {
+            index,
+            piece: PieceId(piece),
+            size,
+        }
+    }
+
     /// Opens the map at `dir`. sled lets go of its file lock from background threads after
     /// its last handle is dropped, so a map dropped just before may still hold it: wait for
     /// that, up to 10 s, as a restarted daemon's supervisor would.
@@ -254,16 +347,36 @@ mod tests {
         let seg = SegmentId([1; 32]);
         {
             let map = open(dir.path());
-            map.claim(&seg, &NodeId([9; 32])).unwrap();
-            assert!(map.claim(&seg, &NodeId([8; 32])).is_err());
-            map.add_holder(&seg, 1, PieceId([2; 32]), 10, NodeId([3; 32]))
-                .unwrap();
-            map.add_holder(&seg, 1, PieceId([2; 32]), 10, NodeId([4; 32]))
-                .unwrap();
-            map.add_holder(&seg, 1, PieceId([2; 32]), 10, NodeId([4; 32]))
-                .unwrap();
-            map.add_holder(&seg, 0, PieceId([5; 32]), 10, NodeId([3; 32]))
-                .unwrap();
+            map.claim(&seg, &NodeId([9; 32]), 0).unwrap();
+            assert!(map.claim(&seg, &NodeId([8; 32]), 0).is_err());
+            map.add_holder(
+                &seg,
+                &NodeId([9; 32]),
+                &spec(1, [2; 32], 10),
+                NodeId([3; 32]),
+            )
+            .unwrap();
+            map.add_holder(
+                &seg,
+                &NodeId([9; 32]),
+                &spec(1, [2; 32], 10),
+                NodeId([4; 32]),
+            )
+            .unwrap();
+            map.add_holder(
+                &seg,
+                &NodeId([9; 32]),
+                &spec(1, [2; 32], 10),
+                NodeId([4; 32]),
+            )
+            .unwrap();
+            map.add_holder(
+                &seg,
+                &NodeId([9; 32]),
+                &spec(0, [5; 32], 10),
+                NodeId([3; 32]),
+            )
+            .unwrap();
             map.flush().await.unwrap();
         }
         let map = open(dir.path());
@@ -276,5 +389,52 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert!(all.iter().all(|(s, _)| *s == seg));
         assert!(map.segment(&SegmentId([2; 32])).unwrap().is_empty());
+        // Three copies of 10 bytes, the repeated one counted once.
+        assert_eq!(map.usage(&NodeId([9; 32])).unwrap(), 30);
+        // Piece 1 re-coded on one holder: its two old copies no longer count.
+        map.add_holder(
+            &seg,
+            &NodeId([9; 32]),
+            &spec(1, [6; 32], 10),
+            NodeId([5; 32]),
+        )
+        .unwrap();
+        assert_eq!(map.usage(&NodeId([9; 32])).unwrap(), 20);
+        assert!(
+            map.add_holder(
+                &seg,
+                &NodeId([8; 32]),
+                &spec(2, [7; 32], 10),
+                NodeId([5; 32])
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn claims_nothing_was_stored_under_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let map = open(dir.path());
+        let (used, idle, fresh) = (SegmentId([1; 32]), SegmentId([2; 32]), SegmentId([3; 32]));
+        let owner = NodeId([9; 32]);
+        for (s, at) in [(used, 100), (idle, 100), (fresh, 900)] {
+            map.claim(&s, &owner, at).unwrap();
+        }
+        map.add_holder(
+            &used,
+            &NodeId([9; 32]),
+            &spec(0, [5; 32], 10),
+            NodeId([3; 32]),
+        )
+        .unwrap();
+        assert_eq!(map.expire_claims(500).unwrap(), 1);
+        assert_eq!(map.owner(&used).unwrap(), Some(owner));
+        assert_eq!(map.owner(&idle).unwrap(), None);
+        assert_eq!(map.owner(&fresh).unwrap(), Some(owner));
+        // Another owner may now take the expired id; the kept ones stay refused.
+        map.claim(&idle, &NodeId([8; 32]), 600).unwrap();
+        assert!(map.claim(&used, &NodeId([8; 32]), 600).is_err());
+        assert_eq!(map.expire_claims(u64::MAX).unwrap(), 2);
+        assert_eq!(map.owner(&used).unwrap(), Some(owner));
     }
 }

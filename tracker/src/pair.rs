@@ -29,8 +29,8 @@ use futures::future::join_all;
 use tracing::{debug, info, warn};
 use wwt_engine::SegmentManifest;
 use wwt_net::audit::{Lease, Mirror, MirroredPiece};
-use wwt_net::types::{NodeId, SegmentId};
-use wwt_net::{NetError, Signed, rendezvous};
+use wwt_net::types::{NodeId, PieceSpec, SegmentId};
+use wwt_net::{NetError, Signed, now_ms, rendezvous};
 
 use crate::Tracker;
 
@@ -333,8 +333,9 @@ impl Tracker {
     /// Answers once the step running here (which may be auditing them) is over and what
     /// changed here is mirrored back.
     pub(crate) async fn grant_lease(&self, request: Signed<Lease>) -> Result<(), NetError> {
-        let (peer, Lease) = self.verifier.verify(request)?;
-        self.check_peer(&peer)?;
+        let checked = self.verifier.check(request)?;
+        self.check_peer(&checked.signer())?;
+        let (peer, Lease) = self.verifier.accept(checked)?;
         let now = self.audits.clock.now_ms();
         let took_over = self.pair.gone(&peer, now);
         self.pair.heard(peer);
@@ -363,8 +364,9 @@ impl Tracker {
 
     /// Takes a peer's record of a segment this tracker keeps and merges it into its own.
     pub(crate) async fn merge_mirror(&self, request: Signed<Mirror>) -> Result<(), NetError> {
-        let (peer, m) = self.verifier.verify(request)?;
-        self.check_peer(&peer)?;
+        let checked = self.verifier.check(request)?;
+        self.check_peer(&checked.signer())?;
+        let (_, m) = self.verifier.accept(checked)?;
         // The sender may have left the segment's pair (the tracker list changed).
         if !self.pair_of(&m.segment).contains(&self.node_id()) {
             return Err(NetError::Precondition(format!(
@@ -372,7 +374,7 @@ impl Tracker {
                 m.segment
             )));
         }
-        self.map.claim(&m.segment, &m.owner)?;
+        self.map.claim(&m.segment, &m.owner, now_ms())?;
         let manifest = match &m.entrusted {
             Some((manifest, key)) => {
                 let manifest = SegmentManifest::from_bytes(manifest)
@@ -406,8 +408,12 @@ impl Tracker {
             }
             if take {
                 for holder in &p.holders {
-                    self.map
-                        .add_holder(&m.segment, p.index, p.piece, p.size, *holder)?;
+                    let spec = PieceSpec {
+                        index: p.index,
+                        piece: p.piece,
+                        size: p.size,
+                    };
+                    self.map.add_holder(&m.segment, &m.owner, &spec, *holder)?;
                 }
             }
         }

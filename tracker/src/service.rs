@@ -35,6 +35,8 @@ pub struct Tracker {
     pub(crate) trackers: HashMap<NodeId, String>,
     heartbeat_interval_ms: u64,
     pub(crate) reservation_ttl_ms: u64,
+    /// [`crate::AdmissionConfig::owner_quota_bytes`].
+    owner_quota_bytes: Option<u64>,
     pub(crate) audits: Audits,
     /// Its side of the segment pairs it is in: lease and mirroring.
     pub(crate) pair: Pair,
@@ -74,6 +76,11 @@ impl Tracker {
                 "liveness_timeout_ms must be at least heartbeat_interval_ms".into(),
             ));
         }
+        if !(0.0..=1.0).contains(&config.admission.unvetted_share) {
+            return Err(TrackerError::BadConfig(
+                "admission.unvetted_share must be a fraction between 0 and 1 (0.05: 5 %)".into(),
+            ));
+        }
         let identity = Identity::load_or_create(&config.identity_path())?;
         let mut trackers: HashMap<NodeId, String> = config
             .peers
@@ -82,11 +89,17 @@ impl Tracker {
             .collect();
         trackers.insert(identity.node_id(), String::new());
         let map = PieceMap::open(&config.data_dir.join("map"))?;
-        let audits = Audits::open(map.db(), config.audit.clone(), clock, connector)?;
+        let audits = Audits::open(
+            map.db(),
+            config.audit.clone(),
+            &config.admission,
+            clock,
+            connector,
+        )?;
         let pair = Pair::open(map.db(), config.lease_ms)?;
-        let mut registry = Registry::new(config.liveness_timeout_ms);
-        for (node, credit) in audits.credits()? {
-            registry.set_credit(node, credit);
+        let mut registry = Registry::new(config.liveness_timeout_ms, config.admission.clone());
+        for (node, credit, vetted) in audits.standings()? {
+            registry.set_standing(node, credit, vetted);
         }
         let tracker = Tracker {
             map,
@@ -97,6 +110,7 @@ impl Tracker {
             trackers,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             reservation_ttl_ms: config.reservation_ttl_ms,
+            owner_quota_bytes: config.admission.owner_quota_bytes,
             audits,
             pair,
             placement_seed: config
@@ -116,6 +130,20 @@ impl Tracker {
         self.registry
             .lock()
             .map_err(|_| NetError::Internal("registry poisoned".into()))
+    }
+
+    /// Refuses requests about `segment` by anyone but its owner (and segments not kept here).
+    pub(crate) fn check_owner(&self, segment: &SegmentId, signer: &NodeId) -> Result<(), NetError> {
+        self.check_responsible(segment)?;
+        match self.map.owner(segment)? {
+            Some(o) if o == *signer => Ok(()),
+            Some(_) => Err(NetError::Forbidden(format!(
+                "segment {segment} belongs to another owner"
+            ))),
+            None => Err(NetError::NotFound(format!(
+                "segment {segment} has no confirmed pieces here; store it first"
+            ))),
+        }
     }
 
     /// Refuses segments this tracker is not one of the pair of, naming the first of it.
@@ -188,7 +216,7 @@ impl TrackerApi for Tracker {
     async fn heartbeat(&self, request: Signed<Heartbeat>) -> Result<HeartbeatAck, NetError> {
         let (provider, beat) = self.verifier.verify(request)?;
         debug!(provider = %provider, address = %beat.address, used = beat.used, "heartbeat");
-        self.registry()?.heartbeat(provider, beat, now_ms());
+        self.registry()?.heartbeat(provider, beat, now_ms())?;
         Ok(HeartbeatAck {
             tracker: self.node_id(),
             interval_ms: self.heartbeat_interval_ms,
@@ -199,7 +227,6 @@ impl TrackerApi for Tracker {
         let (owner, req) = self.verifier.verify(request)?;
         self.check_responsible(&req.segment)?;
         self.check_placing(&req.segment)?;
-        self.map.claim(&req.segment, &owner)?;
         let now = now_ms();
         // A resumed upload: pieces already mapped are not placed again, and the providers
         // holding its other pieces are not chosen again.
@@ -210,13 +237,26 @@ impl TrackerApi for Tracker {
                     p.index == spec.index && p.piece == spec.piece && !p.holders.is_empty()
                 })
             });
+        if let Some(quota) = self.owner_quota_bytes {
+            let used = self.map.usage(&owner)?;
+            let asked: u64 = wanted.iter().map(|spec| spec.size).sum();
+            if used.saturating_add(asked) > quota {
+                return Err(NetError::NoCapacity(format!(
+                    "you keep {used} bytes under this tracker, and {asked} more would pass \
+                     your quota of {quota} bytes; delete data or ask the tracker's operator for \
+                     a larger quota"
+                )));
+            }
+        }
+        self.map.claim(&req.segment, &owner, now)?;
         let held = held.iter().map(|spec| spec.index).collect();
         let holders = mapped.into_iter().flat_map(|p| p.holders).collect();
         let placed = match wanted.is_empty() {
             true => Vec::new(),
             false => {
                 let seed = self.placement_draw(b"", &req.segment, now)?;
-                self.registry()?.place(&wanted, &holders, seed, now)?
+                self.registry()?
+                    .place(&wanted, &holders, &Default::default(), seed, now)?
             }
         };
         let expires_ms = now.saturating_add(self.reservation_ttl_ms);
@@ -245,8 +285,9 @@ impl TrackerApi for Tracker {
     }
 
     async fn confirm(&self, request: Signed<ConfirmStored>) -> Result<Confirmed, NetError> {
-        let (owner, req) = self.verifier.verify(request)?;
-        for receipt in &req.receipts {
+        let checked = self.verifier.check(request)?;
+        let owner = checked.signer();
+        for receipt in &checked.body().receipts {
             let r = &receipt.reservation;
             r.check_issued_by(&self.keys)?;
             receipt.check(&self.keys)?;
@@ -255,12 +296,20 @@ impl TrackerApi for Tracker {
                     "receipts must be confirmed by the reservation's owner".into(),
                 ));
             }
-            self.map.claim(&r.segment, &owner)?;
+        }
+        let (owner, req) = self.verifier.accept(checked)?;
+        for receipt in &req.receipts {
+            self.map
+                .claim(&receipt.reservation.segment, &owner, now_ms())?;
         }
         for receipt in &req.receipts {
             let r = &receipt.reservation;
-            self.map
-                .add_holder(&r.segment, r.index, r.piece, r.size, r.provider)?;
+            let spec = PieceSpec {
+                index: r.index,
+                piece: r.piece,
+                size: r.size,
+            };
+            self.map.add_holder(&r.segment, &owner, &spec, r.provider)?;
         }
         self.map.flush().await?;
         let segments: std::collections::BTreeSet<SegmentId> =
@@ -274,13 +323,13 @@ impl TrackerApi for Tracker {
     }
 
     async fn locate(&self, request: Signed<Locate>) -> Result<SegmentLocation, NetError> {
-        let (signer, req) = self.verifier.verify(request)?;
-        self.check_responsible(&req.segment)?;
-        match self.map.owner(&req.segment)? {
+        let checked = self.verifier.check(request)?;
+        let (signer, segment) = (checked.signer(), checked.body().segment);
+        self.check_responsible(&segment)?;
+        match self.map.owner(&segment)? {
             None => {
                 return Err(NetError::NotFound(format!(
-                    "segment {} is not known here",
-                    req.segment
+                    "segment {segment} is not known here"
                 )));
             }
             Some(owner) if owner != signer && !self.trackers.contains_key(&signer) => {
@@ -290,6 +339,7 @@ impl TrackerApi for Tracker {
             }
             Some(_) => {}
         }
+        let (_, req) = self.verifier.accept(checked)?;
         let now = now_ms();
         let registry = self.registry()?;
         let pieces = self
@@ -327,16 +377,20 @@ impl TrackerApi for Tracker {
     }
 
     async fn entrust(&self, request: Signed<Entrust>) -> Result<Entrusted, NetError> {
-        let (owner, req) = self.verifier.verify(request)?;
+        let checked = self.verifier.check(request)?;
+        self.check_owner(&checked.body().segment, &checked.signer())?;
+        let (owner, req) = self.verifier.accept(checked)?;
         let segment = req.segment;
-        let pieces = self.entrust_segment(owner, req)?;
+        let pieces = self.entrust_segment(owner, req).await?;
         self.map.flush().await?;
         self.changed(&segment).await?;
         Ok(Entrusted { pieces })
     }
 
     async fn complain(&self, request: Signed<Complaint>) -> Result<(), NetError> {
-        let (owner, req) = self.verifier.verify(request)?;
+        let checked = self.verifier.check(request)?;
+        self.check_owner(&checked.body().segment, &checked.signer())?;
+        let (owner, req) = self.verifier.accept(checked)?;
         self.complaint(owner, req)?;
         self.map.flush().await
     }
