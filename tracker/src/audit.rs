@@ -53,6 +53,8 @@ use crate::service::Tracker;
 
 /// Size of the chunk a chunk challenge asks for (one BLAKE3 chunk).
 const CHUNK: u64 = 1024;
+/// Segments repaired at once: each holds k pieces read and the pieces rebuilt.
+const REPAIRS_AT_ONCE: usize = 4;
 /// How long a repair read or store may take.
 const REPAIR_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Why a right-sized answer failed (the only failure that says anything of an audit key).
@@ -1216,11 +1218,19 @@ impl Tracker {
         // Segments never failed first, then those that failed longest ago: one that keeps
         // failing goes to the back and cannot hold the others up.
         ready.sort_by_key(|(segment, _)| backoff.get(segment).map(|(_, at)| *at));
-        for (segment, items) in ready
-            .into_iter()
-            .take(audits.config.repairs_per_step.max(1))
-        {
-            let result = self.repair_segment(segment, &items, now).await;
+        // Up to `REPAIRS_AT_ONCE` at a time: a repair waits mostly on reads and stores.
+        let results: Vec<(SegmentId, Result<usize, NetError>)> = futures::stream::iter(
+            ready
+                .into_iter()
+                .take(audits.config.repairs_per_step.max(1)),
+        )
+        .map(|(segment, items)| async move {
+            (segment, self.repair_segment(segment, &items, now).await)
+        })
+        .buffered(REPAIRS_AT_ONCE)
+        .collect()
+        .await;
+        for (segment, result) in results {
             let failures = backoff.get(&segment).map_or(0, |(n, _)| *n);
             let again = match &result {
                 Ok(_) if !audits.is_queued(&segment)? => None,
