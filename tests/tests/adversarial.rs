@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use prost::Message;
-use wwt_client::store::{SegmentCache, Storage, StorageConfig};
+use wwt_client::store::{SegmentCache, Storage};
 use wwt_devnet::{Hooks, LocalNet, ProviderSetup, Shape, Transport};
-use wwt_engine::table::{RowWrite, WriteBatch};
+use wwt_engine::table::WriteBatch;
 use wwt_engine::{CodingParams, MasterKey, SegmentManifest, Table};
 use wwt_net::audit::{Challenge, ChallengeAnswer, Complaint, Entrust};
 use wwt_net::types::{
@@ -177,23 +177,8 @@ fn written(seed: u64, key: u8, n: usize) -> (Table, Vec<Vec<u8>>, WriteBatch) {
         })
         .map(String::into_bytes)
         .collect();
-    let row_ids = table.keys().row_id.clone();
-    let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
-        row: row_ids.row_id(&(i as u64).to_le_bytes()),
-        version: 1,
-        plaintext: r,
-    }));
+    let batch = wwt_tests::write_rows(&mut table, &rows);
     (table, rows, batch)
-}
-
-fn storage(net: &LocalNet, owner: &Identity) -> Storage {
-    Storage::new(
-        owner.clone(),
-        &net.tracker_list().unwrap(),
-        net.connector(),
-        StorageConfig::default(),
-    )
-    .unwrap()
 }
 
 /// Stores and entrusts every segment of `batch`; their ids.
@@ -294,7 +279,7 @@ async fn sybils_claiming_huge_disks_never_capture_a_segment(transport: Transport
     .await;
     let sybils: HashSet<NodeId> = (6..9).map(|p| node(&net, p)).collect();
     let owner = Identity::from_secret([1; 32]);
-    let client = storage(&net, &owner);
+    let client = wwt_tests::storage(&net, &owner);
     let sybil_pieces = |locations: &[SegmentLocation]| -> Vec<usize> {
         locations
             .iter()
@@ -391,7 +376,7 @@ async fn complaints_are_checked_not_believed(transport: Transport) {
     // A spiteful owner complains 100 times about the honest holders of its own pieces.
     let spiteful = Identity::from_secret([2; 32]);
     let (table, _, batch) = written(seed, 3, 500);
-    let segments = store(&storage(&net, &spiteful), &table, &batch).await;
+    let segments = store(&wwt_tests::storage(&net, &spiteful), &table, &batch).await;
     let mut targets = Vec::new();
     for s in &segments {
         for p in locate(&net, &spiteful, *s).await.pieces {
@@ -450,7 +435,7 @@ async fn complaints_are_checked_not_believed(transport: Transport) {
     // tracker's read at the next step fails, and the piece goes to repair.
     let honest = Identity::from_secret([3; 32]);
     let (table, _, batch) = written(seed, 4, 100);
-    let segment = store(&storage(&net, &honest), &table, &batch).await[0];
+    let segment = store(&wwt_tests::storage(&net, &honest), &table, &batch).await[0];
     let piece = locate(&net, &honest, segment).await.pieces[0].clone();
     let thief = piece.holders[0].node;
     dropped.drop_piece(at(thief), piece.piece);
@@ -487,7 +472,7 @@ async fn bad_manifests_are_refused_at_entrust(transport: Transport) {
     let dropped = Dropped::default();
     let (net, clock) = network(transport, seed, 6, dir.path(), &dropped, Options::default()).await;
     let owner = Identity::from_secret([5; 32]);
-    let client = storage(&net, &owner);
+    let client = wwt_tests::storage(&net, &owner);
     let (table, _, batch) = written(seed, 5, 100);
     let encoded = &batch.segments[0];
     client.put(encoded).await.unwrap();
@@ -560,7 +545,7 @@ async fn a_tracker_with_a_wrong_clock_condemns_nobody(transport: Transport) {
     let (net, clock) = network(transport, seed, 6, dir.path(), &dropped, Options::default()).await;
     let owner = Identity::from_secret([6; 32]);
     let (table, _, batch) = written(seed, 6, 300);
-    store(&storage(&net, &owner), &table, &batch).await;
+    store(&wwt_tests::storage(&net, &owner), &table, &batch).await;
     let tracker = net.tracker(0).unwrap();
 
     // Ten minutes slow: every provider refuses its challenges as stale, for longer than the
@@ -616,7 +601,7 @@ async fn a_provider_dodging_every_challenge_loses_its_pieces_to_repair(transport
     let (net, clock) = network(transport, seed, 7, dir.path(), &dropped, Options::default()).await;
     let owner = Identity::from_secret([7; 32]);
     let (mut table, rows, batch) = written(seed, 7, 300);
-    let client = storage(&net, &owner);
+    let client = wwt_tests::storage(&net, &owner);
     let segments = store(&client, &table, &batch).await;
     let tracker = net.tracker(0).unwrap();
     let held = |p: usize| {
@@ -696,7 +681,7 @@ async fn unrepairable_segments_do_not_block_the_repair_queue(transport: Transpor
     .await;
     let owner = Identity::from_secret([7; 32]);
     let (table, _, batch) = written(seed, 7, 1200);
-    let mut segments = store(&storage(&net, &owner), &table, &batch).await;
+    let mut segments = store(&wwt_tests::storage(&net, &owner), &table, &batch).await;
     segments.sort();
     assert!(segments.len() >= 5, "{} segments", segments.len());
     let at = |node: NodeId| {
@@ -766,7 +751,7 @@ async fn an_owner_past_its_quota_is_refused_and_others_are_not(transport: Transp
     .await;
     let greedy = Identity::from_secret([8; 32]);
     let (table, _, batch) = written(seed, 8, 3000);
-    let client = storage(&net, &greedy);
+    let client = wwt_tests::storage(&net, &greedy);
     let audit = table.keys().audit.clone();
     let mut stored = 0;
     let err = loop {
@@ -794,7 +779,7 @@ async fn an_owner_past_its_quota_is_refused_and_others_are_not(transport: Transp
     // Another owner still stores.
     let other = Identity::from_secret([9; 32]);
     let (table, _, batch) = written(seed, 9, 100);
-    store(&storage(&net, &other), &table, &batch).await;
+    store(&wwt_tests::storage(&net, &other), &table, &batch).await;
     net.shutdown().await.unwrap();
 }
 

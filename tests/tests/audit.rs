@@ -18,9 +18,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use prost::Message;
-use wwt_client::store::{SegmentCache, Storage, StorageConfig};
+use wwt_client::store::SegmentCache;
 use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
-use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, MasterKey, Table};
 use wwt_net::audit::{Challenge, ChallengeAnswer, ChallengeKind};
 use wwt_net::types::{
@@ -354,21 +353,9 @@ async fn cheater_is_caught_and_repaired(transport: Transport, cheat: Cheat) {
         .unwrap()
         .with_seed(*blake3::hash(&seed.to_le_bytes()).as_bytes());
     let rows = rows(1100);
-    let row_ids = table.keys().row_id.clone();
-    let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
-        row: row_ids.row_id(&(i as u64).to_le_bytes()),
-        version: 1,
-        plaintext: r,
-    }));
+    let batch = wwt_tests::write_rows(&mut table, &rows);
     let owner = Identity::from_secret([9; 32]);
-    let trackers = net.endpoints.tracker_list().unwrap();
-    let client = Storage::new(
-        owner.clone(),
-        &trackers,
-        net.connector(),
-        StorageConfig::default(),
-    )
-    .unwrap();
+    let client = wwt_tests::storage(&net, &owner);
     let audit = table.keys().audit.clone();
     for s in &batch.segments {
         client.put_audited(s, &audit).await.unwrap();

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use wwt_client::store::{SEGMENTS_IN_FLIGHT, SegmentCache, Storage, StorageConfig, StoreError};
 use wwt_devnet::{LocalNet, Shape, Transport};
-use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, EncodedSegment, Locator, MasterKey, SegmentManifest, Table};
 use wwt_net::Identity;
 use wwt_net::faults::{Fault, Faults, FaultyConnector};
@@ -42,12 +41,7 @@ fn write(segments: usize, seed: u64) -> Written {
         .with_seed(*blake3::hash(&seed.to_le_bytes()).as_bytes());
     // Enough rows for the segment count asked for.
     let rows = rows(segments * 37);
-    let row_ids = table.keys().row_id.clone();
-    let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
-        row: row_ids.row_id(&(i as u64).to_le_bytes()),
-        version: 1,
-        plaintext: r,
-    }));
+    let batch = wwt_tests::write_rows(&mut table, &rows);
     let manifests = batch
         .segments
         .iter()
@@ -67,8 +61,7 @@ fn storage(
     connector: Arc<dyn wwt_net::Connector>,
     config: StorageConfig,
 ) -> Storage {
-    let trackers = net.endpoints.tracker_list().unwrap();
-    Storage::new(Identity::from_secret([9; 32]), &trackers, connector, config).unwrap()
+    wwt_tests::storage_with(net, &Identity::from_secret([9; 32]), connector, config)
 }
 
 /// Six providers and a tracker over `transport`, their keys and placement drawn from `seed`,

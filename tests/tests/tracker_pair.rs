@@ -11,9 +11,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use wwt_client::store::{SegmentCache, Storage, StorageConfig};
+use wwt_client::store::{SegmentCache, Storage};
 use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
-use wwt_engine::table::{RowWrite, WriteBatch};
+use wwt_engine::table::WriteBatch;
 use wwt_engine::{CodingParams, MasterKey, SegmentId as EngineSegmentId, SegmentManifest, Table};
 use wwt_net::types::{Locate, NodeId, PieceId, SegmentId, SegmentLocation};
 use wwt_net::{Identity, NetError, rendezvous};
@@ -113,24 +113,8 @@ fn written(seed: u64, key: u8, n: usize) -> (Table, Vec<Vec<u8>>, WriteBatch) {
         .unwrap()
         .with_seed(*blake3::hash(&seed.to_le_bytes()).as_bytes());
     let rows = rows(n);
-    let row_ids = table.keys().row_id.clone();
-    let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
-        row: row_ids.row_id(&(i as u64).to_le_bytes()),
-        version: 1,
-        plaintext: r,
-    }));
+    let batch = wwt_tests::write_rows(&mut table, &rows);
     (table, rows, batch)
-}
-
-/// `owner`'s storage path through the network's trackers as listed now.
-fn storage(net: &LocalNet, owner: &Identity) -> Storage {
-    Storage::new(
-        owner.clone(),
-        &net.tracker_list().unwrap(),
-        net.connector(),
-        StorageConfig::default(),
-    )
-    .unwrap()
 }
 
 /// Each segment's manifest, by segment.
@@ -171,7 +155,7 @@ async fn the_second_tracker_takes_over(transport: Transport) {
     // An owner stores 600 rows and entrusts them.
     let (mut table, rows, batch) = written(seed, 7, 600);
     let owner = Identity::from_secret([8; 32]);
-    let client = storage(&net, &owner);
+    let client = wwt_tests::storage(&net, &owner);
     let audit = table.keys().audit.clone();
     for s in &batch.segments {
         client.put_audited(s, &audit).await.unwrap();
@@ -358,7 +342,7 @@ async fn trackers_joining_and_leaving_hand_segments_over(transport: Transport) {
     let (mut table, rows, batch) = written(seed, 5, 1500);
     let owner = Identity::from_secret([4; 32]);
     let audit = table.keys().audit.clone();
-    let writer = storage(&net, &owner);
+    let writer = wwt_tests::storage(&net, &owner);
     for s in &batch.segments {
         writer.put_audited(s, &audit).await.unwrap();
     }
@@ -462,7 +446,14 @@ async fn trackers_joining_and_leaving_hand_segments_over(transport: Transport) {
             "seed {seed:#x}: a segment was left with one tracker"
         );
     }
-    reads_every_row(&storage(&net, &owner), &mut table, &batch, &rows, seed).await;
+    reads_every_row(
+        &wwt_tests::storage(&net, &owner),
+        &mut table,
+        &batch,
+        &rows,
+        seed,
+    )
+    .await;
     println!(
         "seed {seed:#x}: {} segments; tracker 2 joined and leads {}, tracker 1 left",
         segments.len(),

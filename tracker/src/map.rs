@@ -349,34 +349,21 @@ mod tests {
             let map = open(dir.path());
             map.claim(&seg, &NodeId([9; 32]), 0).unwrap();
             assert!(map.claim(&seg, &NodeId([8; 32]), 0).is_err());
-            map.add_holder(
-                &seg,
-                &NodeId([9; 32]),
-                &spec(1, [2; 32], 10),
-                NodeId([3; 32]),
-            )
-            .unwrap();
-            map.add_holder(
-                &seg,
-                &NodeId([9; 32]),
-                &spec(1, [2; 32], 10),
-                NodeId([4; 32]),
-            )
-            .unwrap();
-            map.add_holder(
-                &seg,
-                &NodeId([9; 32]),
-                &spec(1, [2; 32], 10),
-                NodeId([4; 32]),
-            )
-            .unwrap();
-            map.add_holder(
-                &seg,
-                &NodeId([9; 32]),
-                &spec(0, [5; 32], 10),
-                NodeId([3; 32]),
-            )
-            .unwrap();
+            // Piece 1 at two holders (one of them twice), piece 0 at one.
+            for (index, piece, holder) in [
+                (1, [2; 32], 3),
+                (1, [2; 32], 4),
+                (1, [2; 32], 4),
+                (0, [5; 32], 3),
+            ] {
+                map.add_holder(
+                    &seg,
+                    &NodeId([9; 32]),
+                    &spec(index, piece, 10),
+                    NodeId([holder; 32]),
+                )
+                .unwrap();
+            }
             map.flush().await.unwrap();
         }
         let map = open(dir.path());

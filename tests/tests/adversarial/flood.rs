@@ -15,9 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use wwt_client::store::{Storage, StorageConfig};
 use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
-use wwt_engine::table::RowWrite;
 use wwt_engine::{CodingParams, MasterKey, Table};
 use wwt_net::audit::{Challenge, ChallengeKind};
 use wwt_net::grpc::GrpcConnector;
@@ -136,20 +134,9 @@ async fn flood() {
     let rows: Vec<Vec<u8>> = (0..150)
         .map(|i| format!("{{\"id\":{i},\"note\":\"{}\"}}", "z".repeat(160)).into_bytes())
         .collect();
-    let row_ids = table.keys().row_id.clone();
-    let batch = table.write(rows.iter().enumerate().map(|(i, r)| RowWrite {
-        row: row_ids.row_id(&(i as u64).to_le_bytes()),
-        version: 1,
-        plaintext: r,
-    }));
+    let batch = wwt_tests::write_rows(&mut table, &rows);
     let trackers = net.endpoints.tracker_list().unwrap();
-    let storage = Storage::new(
-        owner.clone(),
-        &trackers,
-        net.connector(),
-        StorageConfig::default(),
-    )
-    .unwrap();
+    let storage = wwt_tests::storage(&net, &owner);
     let audit = table.keys().audit.clone();
     for s in &batch.segments {
         storage.put_audited(s, &audit).await.unwrap();
