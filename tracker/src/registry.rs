@@ -30,6 +30,9 @@ pub const INITIAL_CREDIT: u32 = 1000;
 /// provider vetted by certificate, with nothing proven yet, is placed on too.
 const PROVEN_FLOOR: u64 = 1 << 30;
 
+/// Draws a placement tries before it gives up.
+const PLACE_ATTEMPTS: u8 = 8;
+
 /// What audits say of a provider, for placement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Standing {
@@ -264,6 +267,48 @@ impl Registry {
         seed: [u8; 32],
         now_ms: u64,
     ) -> Result<Vec<(NodeId, String)>, NetError> {
+        let mut drawn = self.draw(pieces, holders, avoid, seed, now_ms, true);
+        // One pick can block two others (its operator one provider's, its network
+        // another's): a failed draw is drawn again, without a newcomer's piece.
+        for attempt in 1..PLACE_ATTEMPTS {
+            if drawn.is_ok() {
+                break;
+            }
+            let seed = *blake3::Hasher::new()
+                .update(&seed)
+                .update(&[attempt])
+                .finalize()
+                .as_bytes();
+            drawn = self.draw(pieces, holders, avoid, seed, now_ms, false);
+        }
+        let drawn = drawn?;
+        if drawn.established {
+            let (placed, to_newcomers) = self.placed;
+            self.placed = (
+                placed + drawn.chosen.len() as u64,
+                to_newcomers + drawn.newcomers,
+            );
+        }
+        let mut placed = Vec::with_capacity(drawn.chosen.len());
+        for (node, spec) in drawn.chosen.iter().zip(pieces) {
+            if let Some(entry) = self.entries.get_mut(node) {
+                entry.reserved = entry.reserved.saturating_add(spec.size);
+                placed.push((*node, entry.address.clone()));
+            }
+        }
+        Ok(placed)
+    }
+
+    /// One draw of [`Registry::place`]; a newcomer's piece only if `newcomer` allows it.
+    fn draw(
+        &self,
+        pieces: &[PieceSpec],
+        holders: &HashSet<NodeId>,
+        avoid: &HashSet<NodeId>,
+        seed: [u8; 32],
+        now_ms: u64,
+        newcomer: bool,
+    ) -> Result<Draw, NetError> {
         let mut rng = StdRng::from_seed(seed);
         let mut taken = Taken::default();
         for node in holders {
@@ -299,7 +344,8 @@ impl Registry {
         // goes to an unvetted provider if newcomers then still hold at most their share of
         // the pieces placed.
         let (placed, to_newcomers) = self.placed;
-        let newcomer_piece = established
+        let newcomer_piece = newcomer
+            && established
             && taken.unvetted == 0
             && (to_newcomers + 1) as f64
                 <= self.admission.unvetted_share * (placed + pieces.len() as u64) as f64;
@@ -368,18 +414,21 @@ impl Registry {
             taken.add(node, entry, vetted);
             chosen.push(*node);
         }
-        if established {
-            self.placed = (placed + chosen.len() as u64, to_newcomers + newcomers);
-        }
-        let mut placed = Vec::with_capacity(chosen.len());
-        for (node, spec) in chosen.iter().zip(pieces) {
-            if let Some(entry) = self.entries.get_mut(node) {
-                entry.reserved = entry.reserved.saturating_add(spec.size);
-                placed.push((*node, entry.address.clone()));
-            }
-        }
-        Ok(placed)
+        Ok(Draw {
+            chosen,
+            established,
+            newcomers,
+        })
     }
+}
+
+/// The providers one draw chose, piece by piece.
+struct Draw {
+    chosen: Vec<NodeId>,
+    /// Whether enough vetted providers could take the segment.
+    established: bool,
+    /// How many of the chosen are unvetted.
+    newcomers: u64,
 }
 
 /// What a segment's pieces already use: providers, operators, networks, zones.
@@ -662,6 +711,35 @@ mod tests {
         }
         let share = unvetted as f64 / total as f64;
         assert!((0.045..=0.05).contains(&share), "newcomers took {share:.3}");
+    }
+
+    #[test]
+    fn a_pick_that_blocks_two_others_is_drawn_again() {
+        let mut reg = registry(u64::MAX);
+        let operator = Identity::from_secret([7; 32]);
+        let (v1, v2, v3) = (NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32]));
+        let cert = |node: &NodeId| Some(OperatorCert::issue(&operator, node));
+        // v1 shares v2's network and v3's operator: only {v2, v3} holds two pieces.
+        for (node, address, operator) in [
+            (v1, "http://10.1.2.3:7000", cert(&v1)),
+            (v2, "http://10.1.2.4:7000", None),
+            (v3, "http://10.7.7.7:7000", cert(&v3)),
+        ] {
+            let beat = Heartbeat {
+                address: address.into(),
+                operator,
+                ..beat(1 << 30, "")
+            };
+            reg.heartbeat(node, beat, 0).unwrap();
+        }
+        for s in 0..100 {
+            let placed = reg
+                .place(&specs(2, 1), &HashSet::new(), &HashSet::new(), seed(s), 0)
+                .unwrap();
+            let mut nodes: Vec<NodeId> = placed.iter().map(|(n, _)| *n).collect();
+            nodes.sort();
+            assert_eq!(nodes, [v2, v3], "seed {s}");
+        }
     }
 
     #[test]
