@@ -71,6 +71,8 @@ struct Entry {
     operator: Option<NodeId>,
     /// That operator is one of the tracker's.
     certified: bool,
+    /// Its network ([`network`]), as of its last heartbeat.
+    network: Option<String>,
 }
 
 impl Entry {
@@ -78,31 +80,33 @@ impl Entry {
         self.capacity
             .saturating_sub(self.used.saturating_add(self.reserved))
     }
-
-    fn network(&self) -> Option<String> {
-        network(&self.address, &self.zone)
-    }
 }
 
-/// The network a provider is in, for the one-piece-per-network rule: the /24 (IPv4) or /48
-/// (IPv6) of its advertised address. On loopback, an unspecified address, a host name or an
-/// in-process address, where the address says nothing, its declared zone stands for it; none
-/// ("" zone) puts it in a network of its own.
-pub fn network(address: &str, zone: &str) -> Option<String> {
+/// The host of an advertised address (`scheme://host:port/…`, `[v6]:port`).
+pub fn host(address: &str) -> &str {
     let rest = address.split_once("://").map_or(address, |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or(rest);
-    let host = match authority.strip_prefix('[') {
+    match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => authority
             .rsplit_once(':')
             .map_or(authority, |(host, _)| host),
-    };
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) if !ip.is_loopback() && !ip.is_unspecified() => {
+    }
+}
+
+/// The network a provider is in, for the one-piece-per-network rule: the /24 (IPv4) or /48
+/// (IPv6) of its advertised address, or of the address its host name resolved to
+/// (`resolved`). On loopback, an unspecified address, an unresolved name or an in-process
+/// address, where the address says nothing, its declared zone stands for it; none ("" zone)
+/// puts it in a network of its own.
+pub fn network(address: &str, resolved: Option<IpAddr>, zone: &str) -> Option<String> {
+    let ip = host(address).parse::<IpAddr>().ok().or(resolved);
+    match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(ip)) if !ip.is_loopback() && !ip.is_unspecified() => {
             let [a, b, c, _] = ip.octets();
             Some(format!("{a}.{b}.{c}.0/24"))
         }
-        Ok(IpAddr::V6(ip)) if !ip.is_loopback() && !ip.is_unspecified() => {
+        Some(IpAddr::V6(ip)) if !ip.is_loopback() && !ip.is_unspecified() => {
             let s = ip.segments();
             Some(format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]))
         }
@@ -170,6 +174,18 @@ impl Registry {
         beat: Heartbeat,
         now_ms: u64,
     ) -> Result<(), NetError> {
+        self.heartbeat_resolved(node, beat, None, now_ms)
+    }
+
+    /// [`Registry::heartbeat`], the host name of the provider's address resolved to
+    /// `resolved`.
+    pub fn heartbeat_resolved(
+        &mut self,
+        node: NodeId,
+        beat: Heartbeat,
+        resolved: Option<IpAddr>,
+        now_ms: u64,
+    ) -> Result<(), NetError> {
         if let Some(cert) = &beat.operator
             && !cert.certifies(&node)
         {
@@ -199,7 +215,9 @@ impl Registry {
             reserved: 0,
             operator: None,
             certified: false,
+            network: None,
         });
+        entry.network = network(&beat.address, resolved, &beat.zone);
         entry.address = beat.address;
         entry.zone = beat.zone;
         entry.capacity = beat.capacity;
@@ -445,13 +463,15 @@ impl Taken {
     fn allows(&self, node: &NodeId, e: &Entry) -> bool {
         !self.nodes.contains(node)
             && e.operator.is_none_or(|o| !self.operators.contains(&o))
-            && e.network().is_none_or(|n| !self.networks.contains(&n))
+            && e.network
+                .as_ref()
+                .is_none_or(|n| !self.networks.contains(n))
     }
 
     fn add(&mut self, node: &NodeId, e: &Entry, vetted: bool) {
         self.nodes.insert(*node);
         self.operators.extend(e.operator);
-        self.networks.extend(e.network());
+        self.networks.extend(e.network.clone());
         if !e.zone.is_empty() {
             self.zones.insert(e.zone.clone());
         }
@@ -823,7 +843,7 @@ mod tests {
 
     #[test]
     fn networks_come_from_addresses_or_zones_where_addresses_say_nothing() {
-        let n = |a: &str, z: &str| network(a, z);
+        let n = |a: &str, z: &str| network(a, None, z);
         assert_eq!(
             n("http://192.0.2.7:7000", "a").as_deref(),
             Some("192.0.2.0/24")
@@ -836,5 +856,18 @@ mod tests {
         assert_eq!(n("http://[::1]:7000", "").as_deref(), None);
         assert_eq!(n("mem://provider-3", "b").as_deref(), Some("zone b"));
         assert_eq!(n("http://0.0.0.0:7000", "").as_deref(), None);
+        // IPv4 written as IPv6 is the IPv4 network.
+        assert_eq!(
+            n("http://[::ffff:192.0.2.7]:7000", "").as_deref(),
+            Some("192.0.2.0/24")
+        );
+        // A host name: the network of the address it resolved to, else the zone.
+        let resolved = "192.0.2.200".parse().ok();
+        assert_eq!(
+            network("http://p1.example:7000", resolved, "z").as_deref(),
+            Some("192.0.2.0/24")
+        );
+        assert_eq!(n("http://p1.example:7000", "z").as_deref(), Some("zone z"));
+        assert_eq!(host("http://p1.example:7000/x"), "p1.example");
     }
 }

@@ -1,6 +1,7 @@
 //! The tracker service: registry, placement, reservations and the piece map.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -42,7 +43,16 @@ pub struct Tracker {
     pub(crate) pair: Pair,
     /// [`TrackerConfig::placement_seed`], and how many draws each segment had under it.
     placement_seed: Option<(u64, Mutex<HashMap<SegmentId, u64>>)>,
+    /// Providers' host names → the address each resolved to (if any) and until when
+    /// (ms) that holds.
+    resolved: Mutex<HashMap<String, (Option<IpAddr>, u64)>>,
 }
+
+/// How long a host name's resolution is kept, and how long one may take.
+const RESOLVED_FOR_MS: u64 = 300_000;
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Host names kept resolved at most; past it the cache starts again.
+const MAX_RESOLVED: usize = 4096;
 
 impl std::fmt::Debug for Tracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,9 +126,46 @@ impl Tracker {
             placement_seed: config
                 .placement_seed
                 .map(|seed| (seed, Mutex::new(HashMap::new()))),
+            resolved: Mutex::new(HashMap::new()),
         };
         tracker.rebalance()?;
         Ok(tracker)
+    }
+
+    /// The IP address the host name of a provider's gRPC `address` resolves to, so that
+    /// providers behind many names on one machine room's addresses share its network; none
+    /// for an IP address, an in-process address, and a name that does not resolve within
+    /// [`RESOLVE_TIMEOUT`].
+    async fn resolve(&self, address: &str) -> Result<Option<IpAddr>, NetError> {
+        let host = crate::registry::host(address);
+        let named = address.starts_with("http://") || address.starts_with("https://");
+        if !named || host.is_empty() || host.parse::<IpAddr>().is_ok() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let poisoned = || NetError::Internal("resolved names poisoned".into());
+        let cached = self
+            .resolved
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(host)
+            .copied();
+        if let Some((ip, until)) = cached
+            && now < until
+        {
+            return Ok(ip);
+        }
+        let lookup = tokio::net::lookup_host((host, 0));
+        let ip = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+            Ok(Ok(mut addresses)) => addresses.next().map(|a| a.ip()),
+            _ => None,
+        };
+        let mut resolved = self.resolved.lock().map_err(|_| poisoned())?;
+        if resolved.len() >= MAX_RESOLVED {
+            resolved.clear();
+        }
+        resolved.insert(host.to_owned(), (ip, now + RESOLVED_FOR_MS));
+        Ok(ip)
     }
 
     /// This tracker's node id.
@@ -216,7 +263,9 @@ impl TrackerApi for Tracker {
     async fn heartbeat(&self, request: Signed<Heartbeat>) -> Result<HeartbeatAck, NetError> {
         let (provider, beat) = self.verifier.verify(request)?;
         debug!(provider = %provider, address = %beat.address, used = beat.used, "heartbeat");
-        self.registry()?.heartbeat(provider, beat, now_ms())?;
+        let resolved = self.resolve(&beat.address).await?;
+        self.registry()?
+            .heartbeat_resolved(provider, beat, resolved, now_ms())?;
         Ok(HeartbeatAck {
             tracker: self.node_id(),
             interval_ms: self.heartbeat_interval_ms,
@@ -405,5 +454,33 @@ impl TrackerApi for Tracker {
 
     async fn lease(&self, request: Signed<Lease>) -> Result<(), NetError> {
         self.grant_lease(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn host_names_resolve_and_addresses_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrackerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..TrackerConfig::default()
+        };
+        let tracker = Tracker::open(&config).unwrap();
+        let local = tracker.resolve("http://localhost:7000").await.unwrap();
+        assert!(local.is_some_and(|ip| ip.is_loopback()), "{local:?}");
+        assert_eq!(
+            tracker.resolve("http://192.0.2.1:7000").await.unwrap(),
+            None
+        );
+        assert_eq!(tracker.resolve("mem://provider-1").await.unwrap(), None);
+        // RFC 2606: `.invalid` never resolves.
+        assert_eq!(
+            tracker.resolve("https://p.invalid:7000").await.unwrap(),
+            None
+        );
     }
 }
