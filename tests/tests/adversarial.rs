@@ -776,6 +776,29 @@ async fn an_owner_past_its_quota_is_refused_and_others_are_not(transport: Transp
         .map(|c| c.pieces)
         .sum::<u64>();
     assert!(stored > 0 && used > 0);
+    // An owner uploading twenty segments at once: reserved but not yet confirmed bytes count
+    // too, so together they stay within the quota.
+    let hasty = Identity::from_secret([10; 32]);
+    let (table, _, batch) = written(seed, 10, 6000);
+    let client = wwt_tests::storage(&net, &hasty);
+    let audit = table.keys().audit.clone();
+    let puts = batch
+        .segments
+        .iter()
+        .take(20)
+        .map(|s| client.put_audited(s, &audit));
+    let kept: u64 = futures::future::join_all(puts)
+        .await
+        .iter()
+        .zip(&batch.segments)
+        .filter(|(put, _)| put.is_ok())
+        .map(|(_, s)| s.manifest.piece_len() * s.manifest.pieces.len() as u64)
+        .sum();
+    println!("{transport:?} (seed {seed:#x}): 20 segments at once, {kept} bytes kept");
+    assert!(
+        kept > 0 && kept <= quota,
+        "{kept} bytes kept, quota {quota}"
+    );
     // Another owner still stores.
     let other = Identity::from_secret([9; 32]);
     let (table, _, batch) = written(seed, 9, 100);

@@ -46,7 +46,17 @@ pub struct Tracker {
     /// Providers' host names → the address each resolved to (if any) and until when
     /// (ms) that holds.
     resolved: Mutex<HashMap<String, (Option<IpAddr>, u64)>>,
+    /// Per owner under a quota: its open reservations.
+    reserved: Mutex<OpenReservations>,
 }
+
+/// Per owner: its open reservations' bytes and when each expires (ms).
+type OpenReservations = HashMap<NodeId, Vec<(u64, u64)>>;
+
+/// Owners with open reservations kept before the expired ones are swept.
+const MAX_RESERVING_OWNERS: usize = 4096;
+/// Open reservations one owner may hold under a quota.
+const MAX_OPEN_RESERVATIONS: usize = 65_536;
 
 /// How long a host name's resolution is kept, and how long one may take.
 const RESOLVED_FOR_MS: u64 = 300_000;
@@ -127,6 +137,7 @@ impl Tracker {
                 .placement_seed
                 .map(|seed| (seed, Mutex::new(HashMap::new()))),
             resolved: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(HashMap::new()),
         };
         tracker.rebalance()?;
         Ok(tracker)
@@ -166,6 +177,70 @@ impl Tracker {
         }
         resolved.insert(host.to_owned(), (ip, now + RESOLVED_FOR_MS));
         Ok(ip)
+    }
+
+    /// Refuses `asked` more bytes to `owner` past its quota, counting what it keeps here and
+    /// its open reservations; else holds them as open until they expire or are confirmed.
+    fn check_quota(&self, owner: &NodeId, asked: u64, now: u64) -> Result<(), NetError> {
+        let Some(quota) = self.owner_quota_bytes else {
+            return Ok(());
+        };
+        let used = self.map.usage(owner)?;
+        let mut reserved = self.reserved()?;
+        if reserved.len() >= MAX_RESERVING_OWNERS {
+            reserved.retain(|_, open| {
+                open.retain(|(expires, _)| *expires > now);
+                !open.is_empty()
+            });
+        }
+        let open = reserved.entry(*owner).or_default();
+        open.retain(|(expires, _)| *expires > now);
+        let pending: u64 = open.iter().map(|(_, bytes)| bytes).sum();
+        if used.saturating_add(pending).saturating_add(asked) > quota {
+            return Err(NetError::NoCapacity(format!(
+                "you keep {used} bytes under this tracker and have reserved {pending} more, and \
+                 {asked} more would pass your quota of {quota} bytes; delete data, wait for \
+                 your uploads to finish, or ask the tracker's operator for a larger quota"
+            )));
+        }
+        if open.len() >= MAX_OPEN_RESERVATIONS {
+            return Err(NetError::NoCapacity(format!(
+                "{MAX_OPEN_RESERVATIONS} reservations of yours are open; confirm or abandon some \
+                 first"
+            )));
+        }
+        if asked > 0 {
+            open.push((now.saturating_add(self.reservation_ttl_ms), asked));
+        }
+        Ok(())
+    }
+
+    /// Closes `bytes` of `owner`'s open reservations, oldest first: confirmed, they count as
+    /// kept.
+    fn close_reserved(&self, owner: &NodeId, mut bytes: u64) -> Result<(), NetError> {
+        let mut reserved = self.reserved()?;
+        let Some(open) = reserved.get_mut(owner) else {
+            return Ok(());
+        };
+        while bytes > 0
+            && let Some((_, first)) = open.first_mut()
+        {
+            let closed = bytes.min(*first);
+            (*first, bytes) = (*first - closed, bytes - closed);
+            if *first == 0 {
+                open.remove(0);
+            }
+        }
+        if open.is_empty() {
+            reserved.remove(owner);
+        }
+        Ok(())
+    }
+
+    fn reserved(&self) -> Result<MutexGuard<'_, OpenReservations>, NetError> {
+        self.reserved
+            .lock()
+            .map_err(|_| NetError::Internal("open reservations poisoned".into()))
     }
 
     /// This tracker's node id.
@@ -286,17 +361,8 @@ impl TrackerApi for Tracker {
                     p.index == spec.index && p.piece == spec.piece && !p.holders.is_empty()
                 })
             });
-        if let Some(quota) = self.owner_quota_bytes {
-            let used = self.map.usage(&owner)?;
-            let asked: u64 = wanted.iter().map(|spec| spec.size).sum();
-            if used.saturating_add(asked) > quota {
-                return Err(NetError::NoCapacity(format!(
-                    "you keep {used} bytes under this tracker, and {asked} more would pass \
-                     your quota of {quota} bytes; delete data or ask the tracker's operator for \
-                     a larger quota"
-                )));
-            }
-        }
+        let asked: u64 = wanted.iter().map(|spec| spec.size).sum();
+        self.check_quota(&owner, asked, now)?;
         self.map.claim(&req.segment, &owner, now)?;
         let held = held.iter().map(|spec| spec.index).collect();
         let holders = mapped.into_iter().flat_map(|p| p.holders).collect();
@@ -360,6 +426,8 @@ impl TrackerApi for Tracker {
             };
             self.map.add_holder(&r.segment, &owner, &spec, r.provider)?;
         }
+        let confirmed = req.receipts.iter().map(|r| r.reservation.size).sum();
+        self.close_reserved(&owner, confirmed)?;
         self.map.flush().await?;
         let segments: std::collections::BTreeSet<SegmentId> =
             req.receipts.iter().map(|r| r.reservation.segment).collect();
