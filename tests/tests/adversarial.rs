@@ -32,13 +32,21 @@ use wwt_tracker::{AdmissionConfig, AuditConfig};
 const GIVE_UP_MS: u64 = 6 * 3_600_000;
 const MAX_STEPS: usize = 5_000;
 
-/// Pieces some providers pretend to have lost: they refuse to read or prove them. And
-/// providers that answer every read and challenge with an internal error, whatever they hold.
+/// Pieces some providers pretend to have lost: they refuse to read or prove them. Providers
+/// that answer every read and challenge with an internal error, whatever they hold. And
+/// pieces whose reads a provider sits on for [`STALL_MS`] of simulated time.
 #[derive(Clone, Default)]
 struct Dropped {
     pieces: Arc<Mutex<HashSet<(usize, PieceId)>>>,
     dodging: Arc<Mutex<HashSet<usize>>>,
+    stalling: Arc<Mutex<HashSet<(usize, PieceId)>>>,
+    /// When each read sat on is answered, and the clock it waits on.
+    stalls: Arc<Mutex<Vec<u64>>>,
+    clock: Arc<std::sync::OnceLock<Arc<ManualClock>>>,
 }
+
+/// How long a stalled read takes, in simulated time: past any deadline.
+const STALL_MS: u64 = 3_600_000;
 
 impl Dropped {
     fn drop_piece(&self, provider: usize, piece: PieceId) {
@@ -47,6 +55,30 @@ impl Dropped {
 
     fn dodge(&self, provider: usize) {
         self.dodging.lock().unwrap().insert(provider);
+    }
+
+    fn stall_reads(&self, provider: usize, piece: PieceId) {
+        self.stalling.lock().unwrap().insert((provider, piece));
+    }
+
+    /// Sits on a read of `piece` at `provider` if it is one to stall: answers it
+    /// [`STALL_MS`] later.
+    async fn stall(&self, provider: usize, piece: &PieceId) -> Option<NetError> {
+        if !self.stalling.lock().unwrap().contains(&(provider, *piece)) {
+            return None;
+        }
+        let clock = self.clock.get().unwrap().clone();
+        let due = clock.now_ms() + STALL_MS;
+        self.stalls.lock().unwrap().push(due);
+        clock.sleep_until(due).await;
+        Some(NetError::Unavailable("busy".into()))
+    }
+
+    /// Reads sat on and not yet answered at `now_ms`.
+    fn stalled(&self, now_ms: u64) -> usize {
+        let mut stalls = self.stalls.lock().unwrap();
+        stalls.retain(|due| *due > now_ms);
+        stalls.len()
     }
 
     /// What `provider` answers when asked for `piece`, if not the truth.
@@ -80,6 +112,9 @@ impl ProviderApi for Dropping {
         let asked = ReadPiece::try_from(proto::ReadRequest::decode(request.body().clone())?)?;
         if let Some(refusal) = self.dropped.refusal(self.at, &asked.piece) {
             return Err(refusal);
+        }
+        if let Some(late) = self.dropped.stall(self.at, &asked.piece).await {
+            return Err(late);
         }
         self.inner.read(request).await
     }
@@ -127,6 +162,7 @@ async fn network(
     options: Options,
 ) -> (LocalNet, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(1_000_000));
+    let _ = dropped.clock.set(clock.clone());
     let dropped = dropped.clone();
     let hooks = Hooks {
         audit_clock: Some(clock.clone()),
@@ -233,6 +269,32 @@ async fn step(net: &LocalNet, clock: &ManualClock, min_ms: u64) -> wwt_tracker::
     let next = tracker.next_audit_ms().unwrap_or(now + 1000);
     clock.advance_to(next.max(now + min_ms));
     tracker.audit_step().await.unwrap()
+}
+
+/// [`step`], the clock moved on by [`STALL_MS`] once every challenge still out is a read
+/// that `dropped` sits on (each then has two sleeps on the clock: the tracker's deadline and
+/// the stall), so no honest answer on its way is made late.
+async fn step_past_stalls(
+    net: &LocalNet,
+    clock: &ManualClock,
+    dropped: &Dropped,
+) -> wwt_tracker::audit::StepReport {
+    let tracker = net.tracker(0).unwrap();
+    let now = clock.now_ms();
+    clock.advance_to(tracker.next_audit_ms().unwrap_or(now + 1000).max(now));
+    let mut changes = clock.changes();
+    let step = tracker.audit_step();
+    tokio::pin!(step);
+    loop {
+        let stalled = dropped.stalled(clock.now_ms());
+        if stalled > 0 && clock.sleeping() == 2 * stalled {
+            clock.advance_by(STALL_MS);
+        }
+        tokio::select! {
+            report = &mut step => return report.unwrap(),
+            () = changes.next() => {}
+        }
+    }
 }
 
 fn node(net: &LocalNet, p: usize) -> NodeId {
@@ -365,10 +427,11 @@ async fn complaints_are_checked_not_believed(transport: Transport) {
     let seed = wwt_tests::seed(0xc0_2026);
     let dir = tempfile::tempdir().unwrap();
     let dropped = Dropped::default();
-    let (net, clock) = network(transport, seed, 6, dir.path(), &dropped, Options::default()).await;
+    // Seven providers: a piece moved off one of a segment's six holders has somewhere to go.
+    let (net, clock) = network(transport, seed, 7, dir.path(), &dropped, Options::default()).await;
     let tracker = net.tracker(0).unwrap();
     let at = |node: NodeId| {
-        (0..6)
+        (0..7)
             .find(|p| net.endpoints.providers[*p].node_id().unwrap() == node)
             .unwrap()
     };
@@ -461,6 +524,55 @@ async fn complaints_are_checked_not_believed(transport: Transport) {
     assert!(
         report.repairs_pending > 0 || report.repairs_done > 0,
         "{report:?}"
+    );
+
+    // A holder that answers challenges but sits on every read of a piece, the tracker's
+    // too: the complaint's read is asked again until the piece has stayed unproven for the
+    // offline threshold, and then the piece moves.
+    let piece = locate(&net, &honest, segment).await.pieces[1].clone();
+    let staller = piece.holders[0].node;
+    dropped.stall_reads(at(staller), piece.piece);
+    let complaint = Complaint {
+        segment,
+        index: piece.index,
+        provider: staller,
+        reason: "my reads time out".into(),
+    };
+    tracker
+        .complain(honest.sign(complaint).unwrap())
+        .await
+        .unwrap();
+    let start = clock.now_ms();
+    let (mut late, mut steps) = (0, 0);
+    loop {
+        let holders = locate(&net, &honest, segment).await.pieces[piece.index as usize]
+            .holders
+            .clone();
+        if holders.iter().all(|h| h.node != staller) {
+            break;
+        }
+        let report = step_past_stalls(&net, &clock, &dropped).await;
+        late += report
+            .challenges
+            .iter()
+            .filter(|c| c.provider == staller && c.kind == "read")
+            .inspect(|c| {
+                assert!(
+                    matches!(c.outcome, wwt_tracker::audit::Outcome::Missed(_)),
+                    "{c:?}"
+                )
+            })
+            .count();
+        steps += 1;
+        assert!(
+            clock.now_ms() - start < GIVE_UP_MS && steps < MAX_STEPS,
+            "seed {seed:#x}: the staller still holds the piece after {late} late reads"
+        );
+    }
+    println!(
+        "{transport:?} (seed {seed:#x}): a piece whose reads stall moved after {late} late \
+         reads, {:.0} s of audits",
+        (clock.now_ms() - start) as f64 / 1000.0
     );
     drop(tracker);
     net.shutdown().await.unwrap();

@@ -229,8 +229,9 @@ struct Inner {
     backoff: HashMap<SegmentId, (u32, u64)>,
     /// When the registry last learnt the bytes each provider holds under audit.
     proven_ms: Option<u64>,
-    /// Since when each (piece, holder) has answered only inconclusively.
-    unproven: HashMap<(PieceId, NodeId), u64>,
+    /// Since when each (piece, holder, complaint read or not) has answered only
+    /// inconclusively (a read: or not in time).
+    unproven: HashMap<(PieceId, NodeId, bool), u64>,
     /// When any challenge last passed: this tracker's challenges get through.
     last_pass_ms: u64,
 }
@@ -981,7 +982,11 @@ impl Tracker {
     /// Sends one challenge and judges the answer. The deadline runs on the audit clock, and
     /// wins a tie: an answer that comes once the clock has passed it is late.
     async fn send_challenge(&self, p: &Planned) -> Outcome {
-        let deadline_ms = self.audits.config.deadline_ms;
+        // A whole piece's read is given the time of its bytes at 1 MB/s besides.
+        let deadline_ms = match p.check {
+            Check::Whole => self.audits.config.deadline_ms + self.piece_size(p) / 1000,
+            _ => self.audits.config.deadline_ms,
+        };
         let clock = &self.audits.clock;
         let deadline = clock.sleep_until(clock.now_ms().saturating_add(deadline_ms));
         tokio::select! {
@@ -1070,20 +1075,23 @@ impl Tracker {
         // A complaint's read counts only when it fails: an owner cannot wear a provider's
         // credit down with reads it serves slowly or passes.
         let counts = kind != "read" || matches!(outcome, Outcome::Fail(_));
-        let (credit, unprovable) = {
+        let (credit, (unsure, unprovable)) = {
             let mut inner = audits.inner()?;
-            let unprovable = match &outcome {
-                Outcome::Inconclusive(_) => {
-                    let since = *inner.unproven.entry((piece, provider)).or_insert(now);
-                    // Unproven for the offline threshold while other challenges pass: the
-                    // fault is the holder's, whatever it answers, and the piece moves.
-                    now.saturating_sub(since) >= audits.config.offline_threshold_ms
-                        && inner.last_pass_ms > since
-                }
-                _ => {
-                    inner.unproven.remove(&(piece, provider));
-                    false
-                }
+            // A complaint's read that times out proves nothing either: it is asked again, as
+            // an inconclusive answer is, so stalling the tracker's reads cannot bury it.
+            let read = kind == "read";
+            let unsure = matches!(outcome, Outcome::Inconclusive(_))
+                || (read && matches!(outcome, Outcome::Missed(_)));
+            let key = (piece, provider, read);
+            let unprovable = if unsure {
+                let since = *inner.unproven.entry(key).or_insert(now);
+                // Unproven for the offline threshold while other challenges pass: the fault
+                // is the holder's, whatever it answers, and the piece moves.
+                now.saturating_sub(since) >= audits.config.offline_threshold_ms
+                    && inner.last_pass_ms > since
+            } else {
+                inner.unproven.remove(&key);
+                false
             };
             if outcome == Outcome::Pass {
                 inner.last_pass_ms = now;
@@ -1109,22 +1117,19 @@ impl Tracker {
                 _ => {}
             }
             if unprovable {
-                inner.unproven.remove(&(piece, provider));
+                inner.unproven.remove(&key);
             }
-            (credit, unprovable)
+            (credit, (unsure, unprovable))
         };
         audits.save_credit(&provider, &credit)?;
-        match outcome {
-            Outcome::Fail(_) => audits.queue(&segment, index, Reason::Lost(provider))?,
-            Outcome::Inconclusive(_) if unprovable => {
+        if matches!(outcome, Outcome::Fail(_)) || unprovable {
+            if unprovable {
                 warn!(provider = %provider, segment = %segment, index, "piece unproven for the offline threshold; it goes to repair");
-                audits.queue(&segment, index, Reason::Lost(provider))?;
             }
-            Outcome::Inconclusive(_) => {
-                let retry = now + gap(audits.config.mean_interval_ms / 8, &mut audits.inner()?.rng);
-                self.one_off(segment, index, provider, kind == "read", retry)?;
-            }
-            Outcome::Pass | Outcome::Missed(_) => {}
+            audits.queue(&segment, index, Reason::Lost(provider))?;
+        } else if unsure {
+            let retry = now + gap(audits.config.mean_interval_ms / 8, &mut audits.inner()?.rng);
+            self.one_off(segment, index, provider, kind == "read", retry)?;
         }
         let written_off = credit.written_off(now, &audits.rules);
         if !written_off
