@@ -8,6 +8,9 @@ use wwt_devnet::LocalNet;
 use wwt_engine::Table;
 use wwt_engine::table::{RowWrite, WriteBatch};
 use wwt_net::{Connector, Identity};
+use wwt_tracker::Tracker;
+use wwt_tracker::audit::StepReport;
+use wwt_tracker::clock::{Clock, ManualClock};
 
 /// The seed of a whole-network test: `WWT_TEST_SEED` (hex `0x…` or decimal) when set, to
 /// replay a failure, else `default`. Printed, so every run names the seed that replays it.
@@ -57,4 +60,30 @@ pub fn storage_with(
         .tracker_list()
         .expect("the network's trackers");
     Storage::new(owner.clone(), &trackers, connector, config).expect("a storage path")
+}
+
+/// One audit step of `tracker` on `clock`. Misbehaving providers sit on some answers until
+/// the simulated clock reaches them (`stalled(now)` of them still out): the clock moves on by
+/// `stall_ms`, past their deadlines, only once every challenge still out is one of those
+/// (each then has two sleeps on the clock, the tracker's deadline and the provider's own),
+/// so no honest answer on its way is made late.
+pub async fn audit_step_past_stalls(
+    tracker: &Tracker,
+    clock: &ManualClock,
+    stall_ms: u64,
+    stalled: impl Fn(u64) -> usize,
+) -> StepReport {
+    let mut changes = clock.changes();
+    let step = tracker.audit_step();
+    tokio::pin!(step);
+    loop {
+        let stalled = stalled(clock.now_ms());
+        if stalled > 0 && clock.sleeping() == 2 * stalled {
+            clock.advance_by(stall_ms);
+        }
+        tokio::select! {
+            report = &mut step => return report.expect("an audit step"),
+            () = changes.next() => {}
+        }
+    }
 }

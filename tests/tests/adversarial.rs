@@ -21,8 +21,8 @@ use wwt_engine::table::WriteBatch;
 use wwt_engine::{CodingParams, MasterKey, SegmentManifest, Table};
 use wwt_net::audit::{Challenge, ChallengeAnswer, Complaint, Entrust};
 use wwt_net::types::{
-    Locate, NodeId, OperatorCert, PieceData, PieceId, PieceStream, ProviderStatus, ReadPiece,
-    SegmentId, SegmentLocation, StorePiece, StoreReceipt,
+    Locate, NodeId, OperatorCert, PieceData, PieceId, PieceLocation, PieceStream, ProviderStatus,
+    ReadPiece, SegmentId, SegmentLocation, StorePiece, StoreReceipt,
 };
 use wwt_net::{Identity, NetError, ProviderApi, Signed, TrackerApi, proto};
 use wwt_tracker::clock::{Clock, ManualClock};
@@ -282,19 +282,28 @@ async fn step_past_stalls(
     let tracker = net.tracker(0).unwrap();
     let now = clock.now_ms();
     clock.advance_to(tracker.next_audit_ms().unwrap_or(now + 1000).max(now));
-    let mut changes = clock.changes();
-    let step = tracker.audit_step();
-    tokio::pin!(step);
-    loop {
-        let stalled = dropped.stalled(clock.now_ms());
-        if stalled > 0 && clock.sleeping() == 2 * stalled {
-            clock.advance_by(STALL_MS);
-        }
-        tokio::select! {
-            report = &mut step => return report.unwrap(),
-            () = changes.next() => {}
-        }
-    }
+    wwt_tests::audit_step_past_stalls(&tracker, clock, STALL_MS, |now| dropped.stalled(now)).await
+}
+
+/// `owner`'s complaint about the first holder of `piece` of `segment`.
+async fn complain(
+    net: &LocalNet,
+    owner: &Identity,
+    segment: SegmentId,
+    piece: &PieceLocation,
+    reason: &str,
+) {
+    let complaint = Complaint {
+        segment,
+        index: piece.index,
+        provider: piece.holders[0].node,
+        reason: reason.into(),
+    };
+    net.tracker(0)
+        .unwrap()
+        .complain(owner.sign(complaint).unwrap())
+        .await
+        .unwrap();
 }
 
 fn node(net: &LocalNet, p: usize) -> NodeId {
@@ -502,16 +511,7 @@ async fn complaints_are_checked_not_believed(transport: Transport) {
     let piece = locate(&net, &honest, segment).await.pieces[0].clone();
     let thief = piece.holders[0].node;
     dropped.drop_piece(at(thief), piece.piece);
-    let complaint = Complaint {
-        segment,
-        index: piece.index,
-        provider: thief,
-        reason: "refused my piece".into(),
-    };
-    tracker
-        .complain(honest.sign(complaint).unwrap())
-        .await
-        .unwrap();
+    complain(&net, &honest, segment, &piece, "refused my piece").await;
     let caught = step(&net, &clock, 0).await;
     assert!(
         caught.challenges.iter().any(|c| c.provider == thief
@@ -532,16 +532,7 @@ async fn complaints_are_checked_not_believed(transport: Transport) {
     let piece = locate(&net, &honest, segment).await.pieces[1].clone();
     let staller = piece.holders[0].node;
     dropped.stall_reads(at(staller), piece.piece);
-    let complaint = Complaint {
-        segment,
-        index: piece.index,
-        provider: staller,
-        reason: "my reads time out".into(),
-    };
-    tracker
-        .complain(honest.sign(complaint).unwrap())
-        .await
-        .unwrap();
+    complain(&net, &honest, segment, &piece, "my reads time out").await;
     let start = clock.now_ms();
     let (mut late, mut steps) = (0, 0);
     loop {

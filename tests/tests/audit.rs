@@ -98,20 +98,8 @@ impl CheatState {
 /// is one it sits on: then each of them has two sleeps on the clock, the tracker's deadline
 /// and the cheater's fetch, and no honest answer is on its way that the move could make late.
 async fn audit_step(tracker: &Tracker, state: &CheatState) -> StepReport {
-    let clock = &state.clock;
-    let mut changes = clock.changes();
-    let step = tracker.audit_step();
-    tokio::pin!(step);
-    loop {
-        let stalled = state.stalled(clock.now_ms());
-        if stalled > 0 && clock.sleeping() == 2 * stalled {
-            clock.advance_by(FETCH_MS);
-        }
-        tokio::select! {
-            report = &mut step => return report.unwrap(),
-            () = changes.next() => {}
-        }
-    }
+    wwt_tests::audit_step_past_stalls(tracker, &state.clock, FETCH_MS, |now| state.stalled(now))
+        .await
 }
 
 /// Whether the 5 %-dropping provider lost byte `at` of `piece` (13/256 ≈ 5.1 % of them).
