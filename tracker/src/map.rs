@@ -144,22 +144,23 @@ impl PieceMap {
         }
     }
 
-    /// Records that `holder` stores piece `index` of `owner`'s `segment`. A different piece id
-    /// at the same index (a re-coded piece) replaces the old one and its holders.
+    /// Records that `holder` stores piece `index` of `owner`'s `segment`; whether that is news
+    /// (not a holder recorded before). A different piece id at the same index (a re-coded
+    /// piece) replaces the old one and its holders.
     pub fn add_holder(
         &self,
         segment: &SegmentId,
         owner: &NodeId,
         piece: &PieceSpec,
         holder: NodeId,
-    ) -> Result<(), NetError> {
+    ) -> Result<bool, NetError> {
         let &PieceSpec { index, piece, size } = piece;
         let k = key(segment, index);
         let mut failure = None;
-        let (mut added, mut replaced) = (0, 0);
+        let (mut fresh, mut added, mut replaced) = (false, 0, 0);
         self.pieces
             .update_and_fetch(k, |old| {
-                (added, replaced) = (0, 0);
+                (fresh, added, replaced) = (false, 0, 0);
                 let mut entry = match old.map(|b| MappedPiece::decode(index, b)) {
                     Some(Ok(e)) if e.piece == piece => e,
                     Some(Err(e)) => {
@@ -180,7 +181,7 @@ impl PieceMap {
                 };
                 if !entry.holders.contains(&holder) {
                     entry.holders.push(holder);
-                    added = size;
+                    (fresh, added) = (true, size);
                 }
                 Some(entry.encode())
             })
@@ -206,7 +207,7 @@ impl PieceMap {
                 })
                 .map_err(db_err)?;
         }
-        Ok(())
+        Ok(fresh)
     }
 
     /// Bytes of `owner`'s pieces mapped here, each holder's copy counted (a re-coded piece
@@ -350,19 +351,19 @@ mod tests {
             map.claim(&seg, &NodeId([9; 32]), 0).unwrap();
             assert!(map.claim(&seg, &NodeId([8; 32]), 0).is_err());
             // Piece 1 at two holders (one of them twice), piece 0 at one.
-            for (index, piece, holder) in [
-                (1, [2; 32], 3),
-                (1, [2; 32], 4),
-                (1, [2; 32], 4),
-                (0, [5; 32], 3),
+            for (index, piece, holder, fresh) in [
+                (1, [2; 32], 3, true),
+                (1, [2; 32], 4, true),
+                (1, [2; 32], 4, false),
+                (0, [5; 32], 3, true),
             ] {
-                map.add_holder(
+                let added = map.add_holder(
                     &seg,
                     &NodeId([9; 32]),
                     &spec(index, piece, 10),
                     NodeId([holder; 32]),
-                )
-                .unwrap();
+                );
+                assert_eq!(added.unwrap(), fresh);
             }
             map.flush().await.unwrap();
         }

@@ -417,6 +417,9 @@ impl TrackerApi for Tracker {
             self.map
                 .claim(&receipt.reservation.segment, &owner, now_ms())?;
         }
+        // Only receipts news to the map close open reservations: a receipt confirmed again
+        // closes nothing.
+        let mut confirmed = 0;
         for receipt in &req.receipts {
             let r = &receipt.reservation;
             let spec = PieceSpec {
@@ -424,9 +427,10 @@ impl TrackerApi for Tracker {
                 piece: r.piece,
                 size: r.size,
             };
-            self.map.add_holder(&r.segment, &owner, &spec, r.provider)?;
+            if self.map.add_holder(&r.segment, &owner, &spec, r.provider)? {
+                confirmed += r.size;
+            }
         }
-        let confirmed = req.receipts.iter().map(|r| r.reservation.size).sum();
         self.close_reserved(&owner, confirmed)?;
         self.map.flush().await?;
         let segments: std::collections::BTreeSet<SegmentId> =
