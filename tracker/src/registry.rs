@@ -335,10 +335,11 @@ impl Registry {
             }
         }
         let largest = pieces.iter().map(|p| p.size).max().unwrap_or(0);
+        // Holders are in `taken`, so `Taken::allows` refuses them with their operators and
+        // networks; `avoid` only here.
         let usable = |node: &NodeId, e: &Entry, size: u64| {
             self.alive(e, now_ms)
                 && self.standing(node).credit > 0
-                && !holders.contains(node)
                 && !avoid.contains(node)
                 && e.free() >= size
         };
