@@ -37,8 +37,8 @@ use wwt_net::audit::{Challenge, ChallengeAnswer};
 use wwt_net::auth::Body;
 use wwt_net::grpc::{self, GrpcConnector};
 use wwt_net::types::{
-    PieceData, PieceId, PieceStream, ProviderStatus, ReadPiece, Reservation, SegmentId, StorePiece,
-    StoreReceipt,
+    DeletePieces, Deleted, PieceData, PieceId, PieceStream, ProviderStatus, ReadPiece, Reservation,
+    SegmentId, StorePiece, StoreReceipt,
 };
 use wwt_net::{Identity, NetError, ProviderApi, Signed, now_ms, read_piece, store_piece};
 
@@ -155,6 +155,10 @@ impl ProviderApi for NullProvider {
 
     async fn challenge(&self, _request: Signed<Challenge>) -> Result<ChallengeAnswer, NetError> {
         Err(NetError::NotFound("no challenges".into()))
+    }
+
+    async fn delete(&self, _request: Signed<DeletePieces>) -> Result<Deleted, NetError> {
+        Err(NetError::NotFound("no deletes".into()))
     }
 }
 

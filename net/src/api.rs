@@ -16,9 +16,9 @@ use crate::audit::{
 use crate::auth::{Identity, Signed};
 use crate::index::{HeadRecord, IndexApi};
 use crate::types::{
-    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, PieceId,
-    PieceStream, Placement, ProviderRecord, ProviderStatus, ReadPiece, Reservation, ReserveSegment,
-    SegmentId, SegmentLocation, StorePiece, StoreReceipt,
+    ConfirmStored, Confirmed, DeletePieces, Deleted, Forget, Heartbeat, HeartbeatAck, Locate,
+    NodeId, PieceData, PieceId, PieceStream, Placement, ProviderRecord, ProviderStatus, ReadPiece,
+    Reservation, ReserveSegment, SegmentId, SegmentLocation, StorePiece, StoreReceipt,
 };
 
 /// A storage provider: holds pieces under tracker reservations and serves them to their owner.
@@ -39,6 +39,9 @@ pub trait ProviderApi: Send + Sync {
     async fn status(&self) -> Result<ProviderStatus, NetError>;
     /// Answers an audit challenge on a piece (signed by a trusted tracker).
     async fn challenge(&self, request: Signed<Challenge>) -> Result<ChallengeAnswer, NetError>;
+    /// Frees pieces (signed by their owner or a trusted tracker); pieces not held count as
+    /// deleted already.
+    async fn delete(&self, request: Signed<DeletePieces>) -> Result<Deleted, NetError>;
 }
 
 /// A tracker: knows the providers, places pieces, and maps pieces to their holders.
@@ -63,6 +66,9 @@ pub trait TrackerApi: Send + Sync {
     /// Renews another tracker's lease on the segments it audits first (signed by it); answers
     /// once this tracker has stopped auditing them and mirrored its changes back.
     async fn lease(&self, request: Signed<Lease>) -> Result<(), NetError>;
+    /// The owner deleted these segments (signed by it): stop auditing them and delete their
+    /// pieces; returns how many this request forgot.
+    async fn forget(&self, request: Signed<Forget>) -> Result<u32, NetError>;
     /// The latest `limit` audit log entries and every provider's credit.
     async fn audits(&self, limit: u32) -> Result<AuditReport, NetError>;
 }

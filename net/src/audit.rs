@@ -220,6 +220,8 @@ pub struct Mirror {
     pub pieces: Vec<MirroredPiece>,
     /// The manifest and audit key, once the segment is entrusted.
     pub entrusted: Option<(Bytes, [u8; 32])>,
+    /// The owner deleted the segment (then nothing else is sent).
+    pub forgotten: bool,
 }
 
 /// One mapped piece in a [`Mirror`].
@@ -244,6 +246,7 @@ impl std::fmt::Debug for Mirror {
             .field("segment", &self.segment)
             .field("pieces", &self.pieces.len())
             .field("entrusted", &self.entrusted.is_some())
+            .field("forgotten", &self.forgotten)
             .finish()
     }
 }
@@ -288,6 +291,7 @@ impl TryFrom<proto::MirrorRequest> for Mirror {
                 })
                 .collect::<Result<_, NetError>>()?,
             entrusted,
+            forgotten: w.forgotten,
         })
     }
 }
@@ -313,6 +317,7 @@ impl From<Mirror> for proto::MirrorRequest {
                 .collect(),
             manifest,
             audit_key,
+            forgotten: m.forgotten,
         }
     }
 }

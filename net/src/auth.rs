@@ -374,6 +374,16 @@ body!(
     "/wwt.v1.Tracker/Mirror"
 );
 body!(
+    crate::types::DeletePieces,
+    proto::DeleteRequest,
+    "/wwt.v1.Provider/Delete"
+);
+body!(
+    crate::types::Forget,
+    proto::ForgetRequest,
+    "/wwt.v1.Tracker/Forget"
+);
+body!(
     crate::audit::Lease,
     proto::LeaseRequest,
     "/wwt.v1.Tracker/Lease"

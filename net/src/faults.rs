@@ -26,9 +26,9 @@ use crate::index::{
     Answer, Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable,
 };
 use crate::types::{
-    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, PieceData, PieceStream, Placement,
-    ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentLocation, StorePiece,
-    StoreReceipt,
+    ConfirmStored, Confirmed, DeletePieces, Deleted, Forget, Heartbeat, HeartbeatAck, Locate,
+    PieceData, PieceStream, Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment,
+    SegmentLocation, StorePiece, StoreReceipt,
 };
 
 /// What goes wrong with calls to one address.
@@ -248,6 +248,11 @@ impl ProviderApi for FaultyProvider {
         }
         Ok(answer)
     }
+
+    async fn delete(&self, request: Signed<DeletePieces>) -> Result<Deleted, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.delete(request).await
+    }
 }
 
 struct FaultyTracker {
@@ -301,6 +306,11 @@ impl TrackerApi for FaultyTracker {
     async fn lease(&self, request: Signed<Lease>) -> Result<(), NetError> {
         self.faults.before_call(&self.address).await?;
         self.inner.lease(request).await
+    }
+
+    async fn forget(&self, request: Signed<Forget>) -> Result<u32, NetError> {
+        self.faults.before_call(&self.address).await?;
+        self.inner.forget(request).await
     }
 
     async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {

@@ -39,9 +39,9 @@ use crate::proto::provider_server::{Provider, ProviderServer};
 use crate::proto::tracker_client::TrackerClient;
 use crate::proto::tracker_server::{Tracker, TrackerServer};
 use crate::types::{
-    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, MAX_PIECE_SIZE, PieceData,
-    PieceStream, Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment,
-    SegmentLocation, StorePiece, StoreReceipt,
+    ConfirmStored, Confirmed, DeletePieces, Deleted, Forget, Heartbeat, HeartbeatAck, Locate,
+    MAX_PIECE_SIZE, PieceData, PieceStream, Placement, ProviderRecord, ProviderStatus, ReadPiece,
+    ReserveSegment, SegmentLocation, StorePiece, StoreReceipt,
 };
 use crate::{NetError, proto};
 
@@ -191,6 +191,14 @@ impl Provider for ProviderAdapter {
         let signed = Signed::try_from(request.into_inner())?;
         Ok(Response::new(self.0.challenge(signed).await?.into()))
     }
+
+    async fn delete(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::DeleteResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        Ok(Response::new(self.0.delete(signed).await?.into()))
+    }
 }
 
 /// Exposes a [`TrackerApi`] as the `wwt.v1.Tracker` gRPC service.
@@ -273,6 +281,15 @@ impl Tracker for TrackerAdapter {
         let signed = Signed::try_from(request.into_inner())?;
         self.0.lease(signed).await?;
         Ok(Response::new(proto::LeaseResponse {}))
+    }
+
+    async fn forget(
+        &self,
+        request: Request<proto::SignedRequest>,
+    ) -> Result<Response<proto::ForgetResponse>, Status> {
+        let signed = Signed::try_from(request.into_inner())?;
+        let forgotten = self.0.forget(signed).await?;
+        Ok(Response::new(proto::ForgetResponse { forgotten }))
     }
 
     async fn audits(
@@ -432,6 +449,15 @@ impl ProviderApi for GrpcProvider {
             .await?;
         reply.into_inner().try_into()
     }
+
+    async fn delete(&self, request: Signed<DeletePieces>) -> Result<Deleted, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .delete(proto::SignedRequest::from(request))
+            .await?;
+        reply.into_inner().try_into()
+    }
 }
 
 /// A tracker reached over gRPC.
@@ -535,6 +561,15 @@ impl TrackerApi for GrpcTracker {
             .lease(proto::SignedRequest::from(request))
             .await?;
         Ok(())
+    }
+
+    async fn forget(&self, request: Signed<Forget>) -> Result<u32, NetError> {
+        let reply = self
+            .client
+            .clone()
+            .forget(proto::SignedRequest::from(request))
+            .await?;
+        Ok(reply.into_inner().forgotten)
     }
 
     async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {
@@ -719,7 +754,7 @@ mod tests {
     use crate::Identity;
     use crate::auth::Body;
     use crate::index::MAX_REPLICAS;
-    use crate::types::MAX_PIECES_PER_SEGMENT;
+    use crate::types::{MAX_DELETE, MAX_PIECES_PER_SEGMENT};
 
     /// `body` signed for `T`'s method, as it travels: what its method's cap must allow.
     fn signed_len<T: Body>(body: &impl Message) -> usize {
@@ -782,11 +817,25 @@ mod tests {
             ],
             manifest: bytes(64 + 40 * 256),
             audit_key: bytes(32),
+            forgotten: false,
         };
         Mirror::try_from(mirror.clone()).unwrap();
         fits::<Mirror>(&mirror);
         mirror.pieces[0].holders.push(bytes(32));
         assert!(Mirror::try_from(mirror).is_err(), "not the largest");
+
+        let mut delete = proto::DeleteRequest {
+            piece_ids: vec![bytes(32); MAX_DELETE],
+        };
+        DeletePieces::try_from(delete.clone()).unwrap();
+        fits::<DeletePieces>(&delete);
+        delete.piece_ids.push(bytes(32));
+        assert!(DeletePieces::try_from(delete).is_err(), "not the largest");
+        let forget = proto::ForgetRequest {
+            segment_ids: vec![bytes(32); MAX_DELETE],
+        };
+        Forget::try_from(forget.clone()).unwrap();
+        fits::<Forget>(&forget);
 
         let catalog = proto::LogEntry {
             seq: u64::MAX,

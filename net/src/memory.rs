@@ -21,9 +21,9 @@ use crate::index::{
     head_key, open_head, replaces_head,
 };
 use crate::types::{
-    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Locate, NodeId, PieceData, PieceStream,
-    Placement, ProviderRecord, ProviderStatus, ReadPiece, ReserveSegment, SegmentId,
-    SegmentLocation, StorePiece, StoreReceipt,
+    ConfirmStored, Confirmed, DeletePieces, Deleted, Forget, Heartbeat, HeartbeatAck, Locate,
+    NodeId, PieceData, PieceStream, Placement, ProviderRecord, ProviderStatus, ReadPiece,
+    ReserveSegment, SegmentId, SegmentLocation, StorePiece, StoreReceipt,
 };
 use crate::{NetError, proto};
 
@@ -172,6 +172,15 @@ impl ProviderApi for MemoryProvider {
             .map_err(as_status)?;
         through_wire::<_, proto::ChallengeResponse>(reply)
     }
+
+    async fn delete(&self, req: Signed<DeletePieces>) -> Result<Deleted, NetError> {
+        let reply = self
+            .target()?
+            .delete(request(req)?)
+            .await
+            .map_err(as_status)?;
+        through_wire::<_, proto::DeleteResponse>(reply)
+    }
 }
 
 /// A tracker at an address of a [`MemoryNetwork`].
@@ -265,6 +274,13 @@ impl TrackerApi for MemoryTracker {
 
     async fn lease(&self, req: Signed<Lease>) -> Result<(), NetError> {
         self.target()?.lease(request(req)?).await.map_err(as_status)
+    }
+
+    async fn forget(&self, req: Signed<Forget>) -> Result<u32, NetError> {
+        self.target()?
+            .forget(request(req)?)
+            .await
+            .map_err(as_status)
     }
 
     async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {

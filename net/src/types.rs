@@ -546,6 +546,8 @@ pub struct ProviderStatus {
     pub used: u64,
     /// Pieces it holds.
     pub pieces: u64,
+    /// Bytes given back by deletes since its store was created.
+    pub freed: u64,
 }
 
 impl TryFrom<proto::ProviderStatus> for ProviderStatus {
@@ -557,6 +559,7 @@ impl TryFrom<proto::ProviderStatus> for ProviderStatus {
             capacity: w.capacity,
             used: w.used,
             pieces: w.pieces,
+            freed: w.freed,
         })
     }
 }
@@ -569,6 +572,7 @@ impl From<ProviderStatus> for proto::ProviderStatus {
             capacity: s.capacity,
             used: s.used,
             pieces: s.pieces,
+            freed: s.freed,
         }
     }
 }
@@ -952,6 +956,106 @@ impl From<Locate> for proto::LocateRequest {
     }
 }
 
+/// The most pieces one [`DeletePieces`] names, and segments one [`Forget`].
+pub const MAX_DELETE: usize = 1024;
+
+/// The ids of a delete or forget request: 1..=[`MAX_DELETE`] of them, none twice.
+fn delete_ids<T: Ord + Copy>(
+    wire: &[Bytes],
+    what: &str,
+    parse: impl Fn(&[u8]) -> Result<T, NetError>,
+) -> Result<Vec<T>, NetError> {
+    if wire.is_empty() || wire.len() > MAX_DELETE {
+        return Err(NetError::BadRequest(format!(
+            "a request names 1 to {MAX_DELETE} {what}s, not {}",
+            wire.len()
+        )));
+    }
+    let mut ids = wire
+        .iter()
+        .map(|b| parse(b))
+        .collect::<Result<Vec<_>, _>>()?;
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Free pieces (signed by their owner or a trusted tracker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletePieces {
+    /// The pieces, 1..=[`MAX_DELETE`] of them.
+    pub pieces: Vec<PieceId>,
+}
+
+impl TryFrom<proto::DeleteRequest> for DeletePieces {
+    type Error = NetError;
+    fn try_from(w: proto::DeleteRequest) -> Result<Self, NetError> {
+        Ok(DeletePieces {
+            pieces: delete_ids(&w.piece_ids, "piece", PieceId::from_slice)?,
+        })
+    }
+}
+
+impl From<DeletePieces> for proto::DeleteRequest {
+    fn from(d: DeletePieces) -> Self {
+        proto::DeleteRequest {
+            piece_ids: d.pieces.iter().map(PieceId::to_wire).collect(),
+        }
+    }
+}
+
+/// What a delete freed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// Pieces deleted by the request (not those gone already).
+    pub pieces: u32,
+    /// The bytes they held.
+    pub freed: u64,
+}
+
+impl TryFrom<proto::DeleteResponse> for Deleted {
+    type Error = NetError;
+    fn try_from(w: proto::DeleteResponse) -> Result<Self, NetError> {
+        Ok(Deleted {
+            pieces: w.deleted,
+            freed: w.freed,
+        })
+    }
+}
+
+impl From<Deleted> for proto::DeleteResponse {
+    fn from(d: Deleted) -> Self {
+        proto::DeleteResponse {
+            deleted: d.pieces,
+            freed: d.freed,
+        }
+    }
+}
+
+/// The owner deleted these segments: stop auditing them and delete their pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forget {
+    /// The segments, 1..=[`MAX_DELETE`] of them.
+    pub segments: Vec<SegmentId>,
+}
+
+impl TryFrom<proto::ForgetRequest> for Forget {
+    type Error = NetError;
+    fn try_from(w: proto::ForgetRequest) -> Result<Self, NetError> {
+        Ok(Forget {
+            segments: delete_ids(&w.segment_ids, "segment", SegmentId::from_slice)?,
+        })
+    }
+}
+
+impl From<Forget> for proto::ForgetRequest {
+    fn from(f: Forget) -> Self {
+        proto::ForgetRequest {
+            segment_ids: f.segments.iter().map(SegmentId::to_wire).collect(),
+        }
+    }
+}
+
 /// A provider holding a piece.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
@@ -986,6 +1090,8 @@ pub struct SegmentLocation {
     /// The segment's current manifest (the engine's encoding), kept up to date by repairs;
     /// empty if the segment was never entrusted to the tracker.
     pub manifest: Bytes,
+    /// Its owner deleted the segment: nothing else is sent.
+    pub deleted: bool,
 }
 
 impl TryFrom<proto::SegmentLocation> for SegmentLocation {
@@ -1016,6 +1122,7 @@ impl TryFrom<proto::SegmentLocation> for SegmentLocation {
                 })
                 .collect::<Result<_, NetError>>()?,
             manifest: w.manifest,
+            deleted: w.deleted,
         })
     }
 }
@@ -1043,6 +1150,7 @@ impl From<SegmentLocation> for proto::SegmentLocation {
                 })
                 .collect(),
             manifest: s.manifest,
+            deleted: s.deleted,
         }
     }
 }

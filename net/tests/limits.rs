@@ -22,7 +22,8 @@ use wwt_net::audit::{Challenge, ChallengeAnswer};
 use wwt_net::grpc::{GrpcProvider, Services, serve};
 use wwt_net::proto::provider_client::ProviderClient;
 use wwt_net::types::{
-    NodeId, PieceData, PieceId, PieceStream, ProviderStatus, ReadPiece, StorePiece, StoreReceipt,
+    DeletePieces, Deleted, NodeId, PieceData, PieceId, PieceStream, ProviderStatus, ReadPiece,
+    StorePiece, StoreReceipt,
 };
 use wwt_net::{Identity, NetError, ProviderApi, Signed, Verifier, now_ms, proto};
 
@@ -89,12 +90,19 @@ impl ProviderApi for Gate {
             capacity: 1,
             used: 0,
             pieces: 0,
+            freed: 0,
         })
     }
 
     async fn challenge(&self, _request: Signed<Challenge>) -> Result<ChallengeAnswer, NetError> {
         Err(NetError::Forbidden(
             "no tracker audits this provider".into(),
+        ))
+    }
+
+    async fn delete(&self, _request: Signed<DeletePieces>) -> Result<Deleted, NetError> {
+        Err(NetError::Forbidden(
+            "this test provider deletes nothing".into(),
         ))
     }
 }

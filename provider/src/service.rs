@@ -3,6 +3,9 @@
 //! A request is recorded against replay only once its signer is authorized (the piece's owner,
 //! a trusted tracker, the holder of a valid reservation), so strangers' refused requests take
 //! no room in the replay cache that the owners' and trackers' requests need.
+//!
+//! A delete frees pieces for good: a trusted tracker may delete any piece, an owner only its
+//! own (a request naming a piece held for another owner deletes nothing).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -10,11 +13,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 use wwt_net::audit::{Challenge, ChallengeAnswer, ChallengeKind};
 use wwt_net::types::{
-    Heartbeat, HeartbeatAck, NodeId, OperatorCert, PieceData, PieceStream, ProviderStatus,
-    ReadPiece, SegmentId, StorePiece, StoreReceipt,
+    DeletePieces, Deleted, Heartbeat, HeartbeatAck, NodeId, OperatorCert, PieceData, PieceStream,
+    ProviderStatus, ReadPiece, SegmentId, StorePiece, StoreReceipt,
 };
 use wwt_net::{
     Discovery, Identity, NetError, PeerKeys, ProviderApi, Signed, TrackerApi, Verifier, now_ms,
@@ -311,6 +314,203 @@ impl ProviderApi for Provider {
             capacity: self.store.capacity(),
             used,
             pieces,
+            freed: self.store.freed()?,
         })
+    }
+
+    async fn delete(&self, request: Signed<DeletePieces>) -> Result<Deleted, NetError> {
+        let signer = request.auth().signer;
+        let span = info_span!("delete", signer = %signer);
+        async move {
+            let checked = self.verifier.check(request)?;
+            // A trusted tracker deletes any piece; anyone else only pieces held for them.
+            let owner = (!self.trackers.contains_key(&checked.signer())).then(|| checked.signer());
+            if let Some(owner) = owner {
+                self.store.check_owner(&checked.body().pieces, owner)?;
+            }
+            // Naming nothing held here, it changes nothing, even replayed: answered without
+            // being recorded, so strangers cannot fill the replay cache with such requests.
+            let mut held = false;
+            for piece in &checked.body().pieces {
+                held |= self.store.get(piece)?.is_some();
+            }
+            if !held {
+                return Ok(Deleted::default());
+            }
+            let (_, req) = self.verifier.accept(checked)?;
+            // The store checks the owner again while it holds the pieces, so a piece stored
+            // meanwhile for another owner is refused too.
+            let deleted = self.store.delete(&req.pieces, owner).await?;
+            info!(
+                asked = req.pieces.len(),
+                pieces = deleted.pieces,
+                freed = deleted.freed,
+                "pieces deleted"
+            );
+            Ok(deleted)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::TrackerEndpoint;
+    use wwt_net::types::{PieceId, Reservation};
+
+    /// A provider trusting one tracker, and the peers that talk to it.
+    struct Setup {
+        provider: Provider,
+        tracker: Identity,
+        owner: Identity,
+        stranger: Identity,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let tracker = Identity::generate().unwrap();
+            let config = ProviderConfig {
+                data_dir: dir.path().to_path_buf(),
+                trackers: vec![TrackerEndpoint {
+                    id: tracker.node_id(),
+                    address: "mem://tracker".into(),
+                }],
+                ..ProviderConfig::default()
+            };
+            Setup {
+                provider: Provider::open(&config).unwrap(),
+                tracker,
+                owner: Identity::generate().unwrap(),
+                stranger: Identity::generate().unwrap(),
+                _dir: dir,
+            }
+        }
+
+        /// Stores `data` for `owner` under a reservation of the trusted tracker.
+        async fn store(&self, owner: &Identity, data: &'static [u8]) -> PieceId {
+            let piece = PieceId::of(data);
+            let reservation = Reservation {
+                piece,
+                size: data.len() as u64,
+                segment: SegmentId([3; 32]),
+                index: 0,
+                provider: self.provider.node_id(),
+                owner: owner.node_id(),
+                expires_ms: now_ms() + 60_000,
+                tracker: self.tracker.node_id(),
+                tracker_tag: [0; 32],
+                provider_tag: [0; 32],
+            }
+            .issue(&PeerKeys::new(&self.tracker))
+            .unwrap();
+            let request = owner.sign(StorePiece { reservation }).unwrap();
+            let stream = PieceStream::whole(Bytes::from_static(data));
+            self.provider.store(request, stream).await.unwrap();
+            piece
+        }
+
+        async fn delete(&self, signer: &Identity, pieces: &[PieceId]) -> Result<Deleted, NetError> {
+            let request = DeletePieces {
+                pieces: pieces.to_vec(),
+            };
+            self.provider.delete(signer.sign(request).unwrap()).await
+        }
+
+        async fn read(&self, reader: &Identity, piece: PieceId) -> Result<Bytes, NetError> {
+            let request = reader.sign(ReadPiece { piece, range: None }).unwrap();
+            Ok(self.provider.read(request).await?.data)
+        }
+    }
+
+    const MINE: &[u8] = b"a piece of the owner's";
+    const MORE: &[u8] = b"another piece of the owner's, a little longer";
+    const THEIRS: &[u8] = b"a piece of someone else's";
+
+    #[tokio::test]
+    async fn the_owner_deletes_its_own_pieces_and_a_retry_finds_them_gone() {
+        let s = Setup::new();
+        let mine = s.store(&s.owner, MINE).await;
+        let more = s.store(&s.owner, MORE).await;
+        let before = s.provider.status().await.unwrap();
+        assert_eq!(before.used, (MINE.len() + MORE.len()) as u64);
+        assert_eq!(before.freed, 0);
+
+        let deleted = s.delete(&s.owner, &[mine]).await.unwrap();
+        let size = MINE.len() as u64;
+        assert_eq!(
+            deleted,
+            Deleted {
+                pieces: 1,
+                freed: size
+            }
+        );
+        let after = s.provider.status().await.unwrap();
+        assert_eq!(
+            (after.used, after.pieces, after.freed),
+            (before.used - size, 1, size)
+        );
+        let err = s.read(&s.owner, mine).await.unwrap_err();
+        assert!(matches!(err, NetError::NotFound(_)), "{err}");
+        assert_eq!(s.read(&s.owner, more).await.unwrap(), MORE);
+
+        // A retry (a new signature) finds nothing more to delete.
+        let again = s.delete(&s.owner, &[mine]).await.unwrap();
+        assert_eq!(again, Deleted::default());
+        assert_eq!(s.provider.status().await.unwrap().freed, size);
+    }
+
+    #[tokio::test]
+    async fn a_stranger_may_delete_nothing() {
+        let s = Setup::new();
+        let mine = s.store(&s.owner, MINE).await;
+        let err = s.delete(&s.stranger, &[mine]).await.unwrap_err();
+        assert!(matches!(err, NetError::Forbidden(_)), "{err}");
+        assert!(err.to_string().contains("owner"), "{err}");
+        let status = s.provider.status().await.unwrap();
+        assert_eq!((status.pieces, status.freed), (1, 0));
+        assert_eq!(s.read(&s.owner, mine).await.unwrap(), MINE);
+    }
+
+    #[tokio::test]
+    async fn a_request_naming_another_owners_piece_deletes_none() {
+        let s = Setup::new();
+        let mine = s.store(&s.owner, MINE).await;
+        let theirs = s.store(&s.stranger, THEIRS).await;
+        let err = s.delete(&s.owner, &[mine, theirs]).await.unwrap_err();
+        assert!(matches!(err, NetError::Forbidden(_)), "{err}");
+        assert!(err.to_string().contains("nothing was deleted"), "{err}");
+        let status = s.provider.status().await.unwrap();
+        assert_eq!((status.pieces, status.freed), (2, 0));
+        assert_eq!(s.read(&s.owner, mine).await.unwrap(), MINE);
+        assert_eq!(s.read(&s.stranger, theirs).await.unwrap(), THEIRS);
+    }
+
+    #[tokio::test]
+    async fn a_trusted_tracker_deletes_any_owners_pieces() {
+        let s = Setup::new();
+        let mine = s.store(&s.owner, MINE).await;
+        let theirs = s.store(&s.stranger, THEIRS).await;
+        let never = PieceId::of(b"never stored here");
+        let deleted = s.delete(&s.tracker, &[mine, theirs, never]).await.unwrap();
+        let freed = (MINE.len() + THEIRS.len()) as u64;
+        assert_eq!(deleted, Deleted { pieces: 2, freed });
+        let status = s.provider.status().await.unwrap();
+        assert_eq!((status.used, status.pieces, status.freed), (0, 0, freed));
+        for (reader, piece) in [(&s.owner, mine), (&s.stranger, theirs)] {
+            let err = s.read(reader, piece).await.unwrap_err();
+            assert!(matches!(err, NetError::NotFound(_)), "{err}");
+        }
+        let challenge = Challenge {
+            piece: mine,
+            kind: ChallengeKind::Sentinels(vec![0, 1]),
+        };
+        let request = s.tracker.sign(challenge).unwrap();
+        let err = s.provider.challenge(request).await.unwrap_err();
+        assert!(matches!(err, NetError::NotFound(_)), "{err}");
     }
 }

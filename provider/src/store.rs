@@ -5,7 +5,8 @@
 //!   [`LOG_FILE_BYTES`]. A piece's record starts at a block-aligned offset: the piece's bytes,
 //!   the chaining values of its 16 KiB groups (0.2 % of the piece, from which ranged-read
 //!   proofs are built), and zeros up to a whole number of 4 KiB blocks.
-//! - `meta/`: sled; tree `pieces` maps piece id → its log, offset and [`PieceMeta`] ([`Stored`]).
+//! - `meta/`: sled; tree `pieces` maps piece id → its log, offset and [`PieceMeta`] ([`Stored`]);
+//!   tree `counters` keeps the bytes deletes have freed ([`Freed`]).
 //!
 //! A piece is hashed as its bytes arrive and gathered in a block-aligned buffer of at most
 //! [`WRITE_BUFFER`] bytes. A record that fits is written in one `O_DIRECT` write (where the
@@ -20,6 +21,12 @@
 //! that comes short, long or with another hash leaves nothing: the region of a record that is
 //! not committed goes back to the file system (a hole punched in the log), and at start-up so
 //! does every stretch of a log that no index entry covers (records a crash cut short).
+//!
+//! A delete goes through the same commit thread, so puts and deletes are ordered in one
+//! journal: each deleted piece is a tombstone entry in a group's block ([`TOMBSTONE`]). Once
+//! the block is durable the index entries go, the records are punched out of the log and the
+//! bytes are counted as freed; a replay after a crash removes the entries again, and the
+//! start-up's punching frees their records. A deleted piece never comes back.
 //!
 //! Until 2026-12 each piece was a file of its own (`pieces/<2 hex>/<64 hex>`); such folders
 //! are moved into the log at start-up, each piece checked against its name. Why the log: see
@@ -38,7 +45,7 @@ use futures::StreamExt;
 use tracing::{debug, info, warn};
 use wwt_engine::proof::{self, GroupHasher};
 use wwt_net::NetError;
-use wwt_net::types::{NodeId, PieceId, PieceStream, SegmentId};
+use wwt_net::types::{Deleted, NodeId, PieceId, PieceStream, SegmentId};
 
 use crate::ProviderError;
 
@@ -140,18 +147,39 @@ impl Stored {
     fn end(&self) -> u64 {
         self.offset + record_len(self.meta.size)
     }
+
+    /// The journal entry that deletes a piece described by `meta` (see [`TOMBSTONE`]).
+    fn tombstone(meta: PieceMeta) -> Stored {
+        Stored {
+            meta,
+            log: TOMBSTONE,
+            offset: 0,
+        }
+    }
+
+    /// Whether this journal entry deletes its piece rather than commits it.
+    fn is_tombstone(&self) -> bool {
+        self.log == TOMBSTONE
+    }
 }
+
+/// The log number of a journal entry that deletes its piece (a tombstone): no log file has it
+/// ([`Log::allocate`] never numbers one so, [`Log::open`] takes no file of that name). The
+/// entry keeps the deleted piece's [`PieceMeta`], whose size a replay counts as freed.
+const TOMBSTONE: u32 = u32::MAX;
 
 #[derive(Debug, Default)]
 struct Usage {
     used: u64,
     pieces: u64,
     inflight: u64,
+    /// The pieces claimed by a put or a delete under way.
     writing: HashSet<PieceId>,
 }
 
-/// A piece being written: counted in flight, and not written by a second request at once,
-/// until dropped (by the commit thread once the piece is indexed, or when the store fails).
+/// A piece being written or deleted: counted in flight (a write), and neither written nor
+/// deleted by a second request at once, until dropped (by the commit thread once the piece is
+/// indexed or its entry removed, or when the request or the store fails).
 struct Claim {
     usage: Arc<Mutex<Usage>>,
     piece: PieceId,
@@ -165,6 +193,65 @@ impl Drop for Claim {
             usage.writing.remove(&self.piece);
         }
     }
+}
+
+/// What the commit thread journals: a record to commit, or pieces to delete.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "puts are nearly every change: boxing them would cost an allocation each to save \
+              a few hundred bytes on the rare delete"
+)]
+enum Change {
+    Put(Commit),
+    Delete(Removal),
+}
+
+impl Change {
+    /// Its journal entries, in order.
+    fn entries(&self) -> Vec<Entry> {
+        match self {
+            Change::Put(commit) => vec![(commit.piece, commit.stored)],
+            Change::Delete(removal) => removal
+                .pieces
+                .iter()
+                .map(|(piece, stored)| (*piece, Stored::tombstone(stored.meta)))
+                .collect(),
+        }
+    }
+
+    /// How many journal entries it takes.
+    fn len(&self) -> usize {
+        match self {
+            Change::Put(_) => 1,
+            Change::Delete(removal) => removal.pieces.len(),
+        }
+    }
+
+    /// Lets go of its pieces, then says how its group commit went (so the caller's next
+    /// request finds them, or their absence).
+    fn answer(self, result: Result<(), NetError>) {
+        let done = match self {
+            Change::Put(Commit { claim, done, .. }) => {
+                drop(claim);
+                done
+            }
+            Change::Delete(Removal { claims, done, .. }) => {
+                drop(claims);
+                done
+            }
+        };
+        let _ = done.send(result);
+    }
+}
+
+/// Held pieces to delete (at most [`GROUP_MAX`]), and where to say how that went.
+struct Removal {
+    /// The pieces and where their records are.
+    pieces: Vec<(PieceId, Stored)>,
+    /// Held until the pieces are gone from the index, so that no put or other delete of them
+    /// runs meanwhile.
+    claims: Vec<Claim>,
+    done: tokio::sync::oneshot::Sender<Result<(), NetError>>,
 }
 
 /// A record written and waiting for its group commit, and where to say how that went.
@@ -185,8 +272,10 @@ pub struct PieceStore {
     pieces: sled::Tree,
     capacity: u64,
     usage: Arc<Mutex<Usage>>,
-    /// To the thread that commits records in groups; taken on drop, which ends the thread.
-    commits: Option<mpsc::Sender<Commit>>,
+    freed: Freed,
+    /// To the thread that commits records and deletes in groups; taken on drop, which ends
+    /// the thread.
+    commits: Option<mpsc::Sender<Change>>,
     committer: Option<JoinHandle<()>>,
     // Kept so the database outlives the tree handle and is flushed on drop.
     _db: sled::Db,
@@ -201,6 +290,17 @@ fn disk(path: &Path) -> impl FnOnce(std::io::Error) -> ProviderError + '_ {
 
 fn internal(what: &str) -> impl FnOnce(std::io::Error) -> NetError + '_ {
     move |e| NetError::Internal(format!("{what}: {e}"))
+}
+
+/// `Forbidden` if `stored` (piece `piece`) is held for another owner than `owner`.
+fn foreign(piece: &PieceId, stored: &Stored, owner: NodeId) -> Result<(), NetError> {
+    if stored.meta.owner == owner {
+        return Ok(());
+    }
+    Err(NetError::Forbidden(format!(
+        "piece {piece} is held for another owner: only a piece's owner or a trusted tracker \
+         may delete it; nothing was deleted"
+    )))
 }
 
 /// Runs `f` (file I/O) on tokio's blocking threads.
@@ -228,9 +328,12 @@ impl PieceStore {
     ) -> Result<PieceStore, ProviderError> {
         let db = sled::open(root.join("meta"))?;
         let pieces = db.open_tree("pieces")?;
+        let freed = Freed {
+            counters: db.open_tree("counters")?,
+        };
         let log_dir = root.join("log");
         let log = Arc::new(Log::open(&log_dir, file_bytes).map_err(disk(&log_dir))?);
-        let (journal, replayed) = Journal::recover(&log, &pieces)?;
+        let (journal, replayed) = Journal::recover(&log, &pieces, freed.clone())?;
         let migrated = migrate_piece_files(root, &log, &pieces)?;
 
         let lengths = log.lengths().map_err(disk(&log_dir))?;
@@ -288,6 +391,7 @@ impl PieceStore {
             pieces,
             capacity,
             usage,
+            freed,
             commits: Some(commits),
             committer: Some(committer),
             _db: db,
@@ -309,6 +413,15 @@ impl PieceStore {
     pub fn used(&self) -> Result<(u64, u64), NetError> {
         let usage = self.usage()?;
         Ok((usage.used, usage.pieces))
+    }
+
+    /// Bytes given back by deletes since the store was created.
+    pub fn freed(&self) -> Result<u64, NetError> {
+        let (bytes, _) = self
+            .freed
+            .read()
+            .map_err(|e| NetError::Internal(format!("metadata read: {e}")))?;
+        Ok(bytes)
     }
 
     /// The stored piece `piece`, if it is stored.
@@ -348,7 +461,7 @@ impl PieceStore {
             let mut usage = self.usage()?;
             if usage.writing.contains(&piece) {
                 return Err(NetError::Unavailable(format!(
-                    "piece {piece} is being written by another request; retry"
+                    "piece {piece} is being written or deleted by another request; retry"
                 )));
             }
             let needed = usage.used + usage.inflight + meta.size;
@@ -446,17 +559,116 @@ impl PieceStore {
         self.commits
             .as_ref()
             .ok_or_else(stopped)?
-            .send(Commit {
+            .send(Change::Put(Commit {
                 piece,
                 stored,
                 record,
                 claim,
                 done,
-            })
+            }))
             .map_err(|_| stopped())?;
         committed.await.map_err(|_| stopped())??;
         debug!(piece = %piece, size = meta.size, "piece stored");
         Ok(())
+    }
+
+    /// Refuses (`Forbidden`) if any of `pieces` is held for another owner than `owner`;
+    /// pieces not held pass.
+    pub fn check_owner(&self, pieces: &[PieceId], owner: NodeId) -> Result<(), NetError> {
+        for piece in pieces {
+            if let Some(stored) = self.get(piece)? {
+                foreign(piece, &stored, owner)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `pieces` for good: each is journaled as a tombstone, and once that is durable
+    /// its index entry goes, its record is punched out of the log, and its bytes count as
+    /// freed. With `owner` set, every held piece must be that owner's, else the request is
+    /// refused (`Forbidden`); the check runs while the pieces are claimed, so no store of
+    /// another owner's copy slips in after it. A piece not held counts as deleted already (a
+    /// retried delete succeeds); one being written, or deleted by another request, refuses
+    /// the request (`Unavailable`, retry). Either refusal deletes nothing.
+    ///
+    /// Returns how many pieces this call deleted and the bytes they held. More than
+    /// [`GROUP_MAX`] pieces go in several groups: if the store fails midway the pieces of the
+    /// groups before are deleted, and a retry counts them as gone already.
+    ///
+    /// A read that found a piece's entry before the delete may read the punched zeros; readers
+    /// check what they read against the piece id (clients) or the audit's sentinels and proofs
+    /// (trackers), and a punched stretch of the log is never written again, so such a read
+    /// fails its check and never yields another piece's bytes.
+    pub async fn delete(
+        &self,
+        pieces: &[PieceId],
+        owner: Option<NodeId>,
+    ) -> Result<Deleted, NetError> {
+        let mut wanted = pieces.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let claims: Vec<Claim> = {
+            let mut usage = self.usage()?;
+            if let Some(busy) = wanted.iter().find(|p| usage.writing.contains(p)) {
+                return Err(NetError::Unavailable(format!(
+                    "piece {busy} is being written or deleted by another request; nothing was \
+                     deleted; retry"
+                )));
+            }
+            usage.writing.extend(wanted.iter().copied());
+            wanted
+                .iter()
+                .map(|&piece| Claim {
+                    usage: self.usage.clone(),
+                    piece,
+                    size: 0,
+                })
+                .collect()
+        };
+        // The claims of pieces not held are let go at once.
+        let mut held = Vec::new();
+        for claim in claims {
+            if let Some(stored) = self.get(&claim.piece)? {
+                if let Some(owner) = owner {
+                    foreign(&claim.piece, &stored, owner)?;
+                }
+                held.push((claim, stored));
+            }
+        }
+        let stopped = || NetError::Unavailable("the piece store is closing; retry".into());
+        let commits = self.commits.as_ref().ok_or_else(stopped)?;
+        let mut answers = Vec::new();
+        let mut held = held.into_iter().peekable();
+        while held.peek().is_some() {
+            let (claims, pieces): (Vec<Claim>, Vec<_>) = held
+                .by_ref()
+                .take(GROUP_MAX)
+                .map(|(claim, stored)| {
+                    let piece = claim.piece;
+                    (claim, (piece, stored))
+                })
+                .unzip();
+            let deleted = Deleted {
+                pieces: pieces.len() as u32,
+                freed: pieces.iter().map(|(_, s)| s.meta.size).sum(),
+            };
+            let (done, answer) = tokio::sync::oneshot::channel();
+            commits
+                .send(Change::Delete(Removal {
+                    pieces,
+                    claims,
+                    done,
+                }))
+                .map_err(|_| stopped())?;
+            answers.push((deleted, answer));
+        }
+        let mut total = Deleted::default();
+        for (deleted, answer) in answers {
+            answer.await.map_err(|_| stopped())??;
+            total.pieces += deleted.pieces;
+            total.freed += deleted.freed;
+        }
+        Ok(total)
     }
 
     /// Reads the whole of a stored piece (the reader checks it against its hash).
@@ -548,9 +760,10 @@ impl Drop for PieceStore {
 }
 
 /// The commit journal: a chain of blocks in the log, one per group commit, each naming the
-/// pieces it commits (id and [`Stored`]) and where the next block goes. A group is durable with
-/// one `fdatasync` of the log (its records and its block), and the index is flushed only at
-/// checkpoints; at start-up the chain from the last checkpoint is replayed into the index.
+/// pieces it commits (id and [`Stored`]) or deletes (id and a tombstone, see [`TOMBSTONE`]), in
+/// order, and where the next block goes. A group is durable with one `fdatasync` of the log
+/// (its records and its block), and the index is flushed only at checkpoints; at start-up the
+/// chain from the last checkpoint is replayed into the index.
 ///
 /// A block is written only after the previous group's sync returned, so every group but the
 /// last whose block is intact was durable before the next began; the last one's records may
@@ -563,9 +776,58 @@ struct Journal {
     seq: u64,
     /// Blocks written since the last checkpoint (given back at the next).
     behind: Vec<Region>,
+    /// Counts the bytes its tombstones free.
+    freed: Freed,
 }
 
-/// A journal entry: a piece committed, and where its record is.
+/// The bytes deletes have freed since the store was created: sled tree `counters`, key
+/// [`FREED`], holding the total and the number of the journal block after the last one
+/// counted (16 bytes, little-endian). A block is counted only if its number is not below
+/// that, so a replay of the journal counts no delete twice, whether or not the index kept
+/// the count before the crash.
+#[derive(Debug, Clone)]
+struct Freed {
+    counters: sled::Tree,
+}
+
+const FREED: &[u8] = b"freed";
+
+impl Freed {
+    /// The total, and the number of the first journal block not yet counted.
+    fn read(&self) -> Result<(u64, u64), sled::Error> {
+        let Some(value) = self.counters.get(FREED)? else {
+            return Ok((0, 0));
+        };
+        let number = |at: usize| {
+            value
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
+        match (value.len(), number(0), number(8)) {
+            (16, Some(total), Some(next)) => Ok((total, next)),
+            _ => Err(sled::Error::Unsupported(
+                "the freed-bytes counter is unreadable".into(),
+            )),
+        }
+    }
+
+    /// Counts `bytes` freed by journal block `seq`, unless that block was counted already.
+    fn add(&self, seq: u64, bytes: u64) -> Result<(), sled::Error> {
+        let (total, next) = self.read()?;
+        if seq < next {
+            return Ok(());
+        }
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(&total.saturating_add(bytes).to_le_bytes());
+        value[8..].copy_from_slice(&(seq + 1).to_le_bytes());
+        self.counters.insert(FREED, &value[..])?;
+        Ok(())
+    }
+}
+
+/// A journal entry: a piece committed, and where its record is; or a piece deleted, and a
+/// tombstone.
 type Entry = (PieceId, Stored);
 
 /// The sled key of the journal's head at the last checkpoint: log, offset, sequence number.
@@ -575,7 +837,7 @@ const ENTRY_LEN: usize = 32 + STORED_LEN;
 /// Magic, sequence number, next block's log and offset, entry count; a BLAKE3 checksum ends
 /// the block.
 const BLOCK_HEADER: usize = 8 + 8 + 4 + 8 + 2;
-/// The most pieces one group commits (what fits in a block's entries).
+/// The most pieces one group commits or deletes (what fits in a block's entries).
 const GROUP_MAX: usize = (BLOCK - BLOCK_HEADER - 32) / ENTRY_LEN;
 /// Groups between checkpoints: at most this many blocks are replayed at start-up.
 const CHECKPOINT_GROUPS: usize = 64;
@@ -631,10 +893,15 @@ impl Journal {
         (entries.len() == count).then_some((entries, next))
     }
 
-    /// Replays the chain from the last checkpoint into the index, and starts a new chain at
-    /// the log's end (checkpointed, so a crash before the next group replays nothing twice).
-    /// Returns the journal and how many pieces were replayed.
-    fn recover(log: &Log, pieces: &sled::Tree) -> Result<(Journal, usize), ProviderError> {
+    /// Replays the chain from the last checkpoint into the index (tombstones remove their
+    /// pieces' entries, and count as freed once), and starts a new chain at the log's end
+    /// (checkpointed, so a crash before the next group replays nothing twice). Returns the
+    /// journal and how many entries were replayed.
+    fn recover(
+        log: &Log,
+        pieces: &sled::Tree,
+        freed: Freed,
+    ) -> Result<(Journal, usize), ProviderError> {
         let damaged = |what: String| {
             ProviderError::Damaged(format!(
                 "{what} (data directory {})",
@@ -667,7 +934,7 @@ impl Journal {
         let (mut replayed, mut seq) = (0, 0);
         if let Some((mut at_log, mut at, first)) = head {
             seq = first;
-            let mut last = Vec::new();
+            let mut last: Option<(u64, Vec<Entry>)> = None;
             let mut block = vec![0u8; BLOCK];
             loop {
                 // The chain ends at a block never written (past the end of its file, or not
@@ -686,20 +953,14 @@ impl Journal {
                     break;
                 };
                 // The group before this block was durable before this block was written.
-                for (piece, stored) in std::mem::replace(&mut last, entries) {
-                    pieces.insert(piece.0, &stored.encode()[..])?;
-                    replayed += 1;
+                if let Some((before, entries)) = last.replace((seq, entries)) {
+                    replayed += replay(log, pieces, &freed, before, entries, false)?;
                 }
                 (at_log, at) = next;
                 seq += 1;
             }
-            for (piece, stored) in last {
-                if log.holds_piece(&piece, &stored) {
-                    pieces.insert(piece.0, &stored.encode()[..])?;
-                    replayed += 1;
-                } else {
-                    warn!(piece = %piece, "the last group's record was cut short; dropped");
-                }
+            if let Some((before, entries)) = last {
+                replayed += replay(log, pieces, &freed, before, entries, true)?;
             }
         }
         let dir = &log.dir;
@@ -707,6 +968,7 @@ impl Journal {
             head: log.allocate(BLOCK as u64).map_err(disk(dir))?,
             seq,
             behind: Vec::new(),
+            freed,
         };
         journal.checkpoint(pieces)?;
         Ok((journal, replayed))
@@ -729,27 +991,33 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes `group` durable and indexed: writes its block at the head (naming a new head),
-    /// syncs the log files of its records and its block, and indexes them. Once the sync has
-    /// returned the records are kept whatever follows: the journal names them, and the next
-    /// start indexes them if this does not.
+    /// Makes `group` durable and applies it: writes its block at the head (naming a new head),
+    /// syncs the log files of its records and its block, then indexes its records, removes the
+    /// entries of the pieces it deletes, counts their bytes as freed and punches their records
+    /// out of the log. Once the sync has returned the group holds whatever follows: the journal
+    /// names it, and the next start applies it if this does not.
     fn commit(
         &mut self,
         log: &Log,
         pieces: &sled::Tree,
-        group: &mut [Commit],
+        group: &mut [Change],
     ) -> Result<(), NetError> {
+        let metadata = |e: sled::Error| NetError::Internal(format!("metadata write: {e}"));
         let next = log
             .allocate(BLOCK as u64)
             .map_err(internal("extend the log"))?;
-        let entries: Vec<_> = group.iter().map(|c| (c.piece, c.stored)).collect();
+        let entries: Vec<Entry> = group.iter().flat_map(Change::entries).collect();
         let (block, start) = Journal::encode(self.seq, &next, &entries);
         self.head
             .file
             .direct
             .write_all_at(&block[start..start + BLOCK], self.head.offset)
             .map_err(internal("write the journal"))?;
-        let mut logs: BTreeSet<u32> = group.iter().map(|c| c.stored.log).collect();
+        let mut logs: BTreeSet<u32> = entries
+            .iter()
+            .filter(|(_, s)| !s.is_tombstone())
+            .map(|(_, s)| s.log)
+            .collect();
         logs.insert(self.head.log);
         for n in logs {
             log.file(n)?
@@ -757,15 +1025,40 @@ impl Journal {
                 .sync_data()
                 .map_err(internal("sync the log"))?;
         }
-        for commit in group.iter_mut() {
-            commit.record.committed = true;
+        for change in group.iter_mut() {
+            if let Change::Put(commit) = change {
+                commit.record.committed = true;
+            }
         }
         // One insert each: a sled batch would write sled's log at once (a write and a thread
         // wake-up per group), and the journal already makes the group atomic.
+        let mut freed = None;
         for (piece, stored) in &entries {
-            pieces
-                .insert(piece.0, &stored.encode()[..])
-                .map_err(|e| NetError::Internal(format!("metadata write: {e}")))?;
+            if stored.is_tombstone() {
+                pieces.remove(piece.0).map_err(metadata)?;
+                *freed.get_or_insert(0) += stored.meta.size;
+            } else {
+                pieces
+                    .insert(piece.0, &stored.encode()[..])
+                    .map_err(metadata)?;
+            }
+        }
+        if let Some(bytes) = freed {
+            self.freed.add(self.seq, bytes).map_err(metadata)?;
+        }
+        // The entries are gone: a failed punch leaves the record to the next start's.
+        let deleted = group.iter().filter_map(|change| match change {
+            Change::Delete(removal) => Some(&removal.pieces),
+            Change::Put(_) => None,
+        });
+        for (_, stored) in deleted.flatten() {
+            let punched = log
+                .file(stored.log)
+                .map_err(std::io::Error::other)
+                .and_then(|file| punch(&file, stored.offset, record_len(stored.meta.size)));
+            if let Err(e) = punched {
+                warn!(error = %e, "could not give a deleted record back; the next start will");
+            }
         }
         self.behind.push(std::mem::replace(&mut self.head, next));
         self.seq += 1;
@@ -773,26 +1066,69 @@ impl Journal {
     }
 }
 
-/// The commit thread: takes the records written since its last group (up to [`GROUP_MAX`]),
-/// commits them in the journal, counts them as used, and answers each; checkpoints every
-/// [`CHECKPOINT_GROUPS`] groups and when the store closes. After a failed commit (a disk
-/// error: what a failed sync left on disk is unknown) it refuses every further piece until the
-/// provider restarts and recovers from the journal.
+/// Applies the entries of journal block `seq` to the index, in order: a record's entry is
+/// inserted (if the block is the chain's `last`, only if its record holds its piece: the crash
+/// may have cut it short), a tombstone's removed and its bytes counted as freed. Returns how
+/// many entries were applied.
+fn replay(
+    log: &Log,
+    pieces: &sled::Tree,
+    freed: &Freed,
+    seq: u64,
+    entries: Vec<Entry>,
+    last: bool,
+) -> Result<usize, ProviderError> {
+    let (mut applied, mut bytes) = (0, None);
+    for (piece, stored) in entries {
+        if stored.is_tombstone() {
+            pieces.remove(piece.0)?;
+            *bytes.get_or_insert(0) += stored.meta.size;
+        } else if !last || log.holds_piece(&piece, &stored) {
+            pieces.insert(piece.0, &stored.encode()[..])?;
+        } else {
+            warn!(piece = %piece, "the last group's record was cut short; dropped");
+            continue;
+        }
+        applied += 1;
+    }
+    if let Some(bytes) = bytes {
+        freed.add(seq, bytes)?;
+    }
+    Ok(applied)
+}
+
+/// The commit thread: takes the records written and the deletes asked for since its last
+/// group (up to [`GROUP_MAX`] entries), journals them, counts them in the usage, and answers
+/// each; checkpoints every [`CHECKPOINT_GROUPS`] groups and when the store closes. After a
+/// failed commit (a disk error: what a failed sync left on disk is unknown) it refuses every
+/// further change until the provider restarts and recovers from the journal.
 fn commit_in_groups(
     log: &Log,
     pieces: &sled::Tree,
     usage: &Mutex<Usage>,
     mut journal: Journal,
-    queue: mpsc::Receiver<Commit>,
+    queue: mpsc::Receiver<Change>,
 ) {
     let mut failed: Option<NetError> = None;
-    while let Ok(first) = queue.recv() {
+    // A change that did not fit in the last group.
+    let mut waiting: Option<Change> = None;
+    while let Some(first) = waiting.take().or_else(|| queue.recv().ok()) {
+        let mut entries = first.len();
         let mut group = vec![first];
-        group.extend(queue.try_iter().take(GROUP_MAX - 1));
+        while entries < GROUP_MAX
+            && let Ok(change) = queue.try_recv()
+        {
+            if entries + change.len() > GROUP_MAX {
+                waiting = Some(change);
+                break;
+            }
+            entries += change.len();
+            group.push(change);
+        }
         let result = match &failed {
             Some(e) => Err(e.clone()),
             None => journal.commit(log, pieces, &mut group).inspect_err(|e| {
-                warn!(error = %e, "a group commit failed; refusing pieces until restarted");
+                warn!(error = %e, "a group commit failed; refusing changes until restarted");
                 failed = Some(NetError::Unavailable(format!(
                     "the provider's piece log failed ({e}); it refuses pieces until restarted"
                 )));
@@ -801,13 +1137,23 @@ fn commit_in_groups(
         if result.is_ok()
             && let Ok(mut usage) = usage.lock()
         {
-            usage.used += group.iter().map(|c| c.stored.meta.size).sum::<u64>();
-            usage.pieces += group.len() as u64;
+            for change in &group {
+                match change {
+                    Change::Put(commit) => {
+                        usage.used += commit.stored.meta.size;
+                        usage.pieces += 1;
+                    }
+                    Change::Delete(removal) => {
+                        for (_, stored) in &removal.pieces {
+                            usage.used = usage.used.saturating_sub(stored.meta.size);
+                            usage.pieces = usage.pieces.saturating_sub(1);
+                        }
+                    }
+                }
+            }
         }
-        for Commit { claim, done, .. } in group {
-            // Let go of the piece before answering, so the caller's next request finds it.
-            drop(claim);
-            let _ = done.send(result.clone());
+        for change in group {
+            change.answer(result.clone());
         }
         if failed.is_none()
             && journal.behind.len() >= CHECKPOINT_GROUPS
@@ -891,7 +1237,8 @@ impl Log {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .filter(|n| n.len() == 8)
-                .and_then(|n| u32::from_str_radix(n, 16).ok());
+                .and_then(|n| u32::from_str_radix(n, 16).ok())
+                .filter(|&n| n != TOMBSTONE);
             match number {
                 Some(number) => {
                     files.insert(number, Arc::new(LogFile::open(&path)?));
@@ -996,6 +1343,7 @@ impl Log {
             let next = tail
                 .log
                 .checked_add(1)
+                .filter(|&n| n != TOMBSTONE)
                 .ok_or_else(|| std::io::Error::other("no log file numbers left"))?;
             let file = Arc::new(LogFile::open(&log_path(&self.dir, next))?);
             sync_dir(&self.dir)?;
@@ -1781,5 +2129,188 @@ mod tests {
             store.used().unwrap(),
             (100 * pieces.len() as u64, pieces.len() as u64)
         );
+    }
+
+    /// Stores each of `pieces` (for the owner of [`meta`]); returns their ids and sizes.
+    async fn put_all(store: &PieceStore, pieces: &[Bytes]) -> (Vec<PieceId>, Vec<u64>) {
+        for data in pieces {
+            let size = data.len() as u64;
+            let stream = PieceStream::whole(data.clone());
+            store
+                .put(PieceId::of(data), meta(size), stream)
+                .await
+                .unwrap();
+        }
+        let ids = pieces.iter().map(|p| PieceId::of(p)).collect();
+        (ids, pieces.iter().map(|p| p.len() as u64).collect())
+    }
+
+    #[tokio::test]
+    async fn deleted_pieces_give_their_space_back_and_stay_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 20);
+        let pieces: Vec<Bytes> = (0..3)
+            .map(|i| random(50_000 + 10_000 * i, 30 + i as u64))
+            .collect();
+        let (ids, sizes) = put_all(&store, &pieces).await;
+        let held = allocated(dir.path());
+
+        let deleted = store.delete(&ids[..2], None).await.unwrap();
+        let gone = sizes[0] + sizes[1];
+        assert_eq!(
+            deleted,
+            Deleted {
+                pieces: 2,
+                freed: gone
+            }
+        );
+        assert_eq!(store.used().unwrap(), (sizes[2], 1));
+        assert_eq!(store.freed().unwrap(), gone);
+        for id in &ids[..2] {
+            assert_eq!(store.get(id).unwrap(), None);
+        }
+        // Their records are punched; the delete's journal block is given back at the next
+        // checkpoint.
+        let now = allocated(dir.path());
+        let records = record_len(sizes[0]) + record_len(sizes[1]);
+        assert!(now + records <= held + BLOCK as u64, "{held} → {now}");
+        let stored = store.get(&ids[2]).unwrap().unwrap();
+        assert_eq!(store.read_whole(&stored).await.unwrap(), pieces[2]);
+
+        // Deleted again, with a piece never held: nothing more is deleted, and that succeeds.
+        let again = [ids[1], ids[0], ids[0], PieceId::of(b"never held")];
+        assert_eq!(
+            store.delete(&again, None).await.unwrap(),
+            Deleted::default()
+        );
+        assert_eq!(store.freed().unwrap(), gone);
+
+        drop(store);
+        let left = allocated(dir.path());
+        assert!(
+            left >= record_len(sizes[2]) && left <= record_len(sizes[2]) + 2 * BLOCK as u64,
+            "the third's record alone is left: {left}"
+        );
+        let store = open(dir.path(), 1 << 20);
+        assert_eq!(store.used().unwrap(), (sizes[2], 1));
+        assert_eq!(store.freed().unwrap(), gone);
+        for id in &ids[..2] {
+            assert_eq!(store.get(id).unwrap(), None);
+        }
+        let stored = store.get(&ids[2]).unwrap().unwrap();
+        assert_eq!(store.read_whole(&stored).await.unwrap(), pieces[2]);
+    }
+
+    #[tokio::test]
+    async fn a_delete_that_cannot_have_every_piece_deletes_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 20);
+        let pieces: Vec<Bytes> = (0..2).map(|i| random(8000, 40 + i)).collect();
+        let (ids, sizes) = put_all(&store, &pieces).await;
+        let all = (sizes.iter().sum(), 2);
+
+        // The second is being written (or deleted) by another request.
+        store.usage().unwrap().writing.insert(ids[1]);
+        let err = store.delete(&ids, None).await.unwrap_err();
+        assert!(matches!(err, NetError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("retry"), "{err}");
+        store.usage().unwrap().writing.remove(&ids[1]);
+        assert_eq!(store.used().unwrap(), all);
+
+        // Held for the owner of `meta`: another owner may delete neither.
+        let err = store.delete(&ids, Some(NodeId([9; 32]))).await.unwrap_err();
+        assert!(matches!(err, NetError::Forbidden(_)), "{err}");
+        assert!(err.to_string().contains("nothing was deleted"), "{err}");
+        assert_eq!(store.used().unwrap(), all);
+        assert_eq!(store.freed().unwrap(), 0);
+        for (id, data) in ids.iter().zip(&pieces) {
+            let stored = store.get(id).unwrap().unwrap();
+            assert_eq!(&store.read_whole(&stored).await.unwrap(), data);
+        }
+
+        // The refusals let go of the pieces: their owner deletes both.
+        let deleted = store.delete(&ids, Some(meta(0).owner)).await.unwrap();
+        assert_eq!(deleted.pieces, 2);
+        assert_eq!(store.used().unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn more_pieces_than_a_group_takes_are_deleted_in_several() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 20);
+        let pieces: Vec<Bytes> = (0..2 * GROUP_MAX as u64 + 3)
+            .map(|i| random(100, 100 + i))
+            .collect();
+        let (ids, _) = put_all(&store, &pieces).await;
+        let deleted = store.delete(&ids, None).await.unwrap();
+        assert_eq!(
+            deleted,
+            Deleted {
+                pieces: pieces.len() as u32,
+                freed: 100 * pieces.len() as u64
+            }
+        );
+        assert_eq!(store.used().unwrap(), (0, 0));
+        drop(store);
+        let store = open(dir.path(), 1 << 20);
+        assert_eq!(store.used().unwrap(), (0, 0));
+        assert_eq!(store.freed().unwrap(), 100 * pieces.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_a_delete_never_brings_the_pieces_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = dir.path().join("before");
+        let store = open(&before, 1 << 20);
+        let pieces: Vec<Bytes> = (0..3).map(|i| random(20_000 + i, 50 + i as u64)).collect();
+        let (ids, sizes) = put_all(&store, &pieces).await;
+        let entries: Vec<_> = ids[..2]
+            .iter()
+            .map(|id| store.pieces.get(id.0).unwrap().unwrap())
+            .collect();
+        let counter = store.freed.counters.get(FREED).unwrap();
+        store.delete(&ids[..2], None).await.unwrap();
+        let gone = sizes[0] + sizes[1];
+
+        // The crash, right after the delete was acknowledged and before any checkpoint: the
+        // files as they are now; in one copy the index as sled last wrote it, in the other an
+        // index that never got the delete (its entries and its count as before it).
+        store.pieces.flush().unwrap();
+        let (kept, lost) = (dir.path().join("kept"), dir.path().join("lost"));
+        copy_tree(&before, &kept);
+        copy_tree(&before, &lost);
+        drop(store);
+        {
+            let db = sled::open(lost.join("meta")).unwrap();
+            let index = db.open_tree("pieces").unwrap();
+            for (id, entry) in ids.iter().zip(entries) {
+                index.insert(id.0, entry).unwrap();
+            }
+            let counters = db.open_tree("counters").unwrap();
+            match counter {
+                Some(value) => counters.insert(FREED, value).map(drop).unwrap(),
+                None => counters.remove(FREED).map(drop).unwrap(),
+            }
+            db.flush().unwrap();
+        }
+
+        for copy in [&kept, &lost] {
+            for _ in 0..2 {
+                let store = open(copy, 1 << 20);
+                let at = copy.display();
+                assert_eq!(store.used().unwrap(), (sizes[2], 1), "{at}");
+                assert_eq!(store.freed().unwrap(), gone, "{at}: counted once");
+                for id in &ids[..2] {
+                    assert_eq!(store.get(id).unwrap(), None, "{at}");
+                }
+                let stored = store.get(&ids[2]).unwrap().unwrap();
+                assert_eq!(store.read_whole(&stored).await.unwrap(), pieces[2]);
+                let left = allocated(copy);
+                assert!(
+                    left <= record_len(sizes[2]) + 2 * BLOCK as u64,
+                    "{at}: the deleted records are given back: {left}"
+                );
+            }
+        }
     }
 }

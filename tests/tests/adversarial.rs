@@ -21,8 +21,8 @@ use wwt_engine::table::WriteBatch;
 use wwt_engine::{CodingParams, MasterKey, SegmentManifest, Table};
 use wwt_net::audit::{Challenge, ChallengeAnswer, Complaint, Entrust};
 use wwt_net::types::{
-    Locate, NodeId, OperatorCert, PieceData, PieceId, PieceLocation, PieceStream, ProviderStatus,
-    ReadPiece, SegmentId, SegmentLocation, StorePiece, StoreReceipt,
+    DeletePieces, Deleted, Locate, NodeId, OperatorCert, PieceData, PieceId, PieceLocation,
+    PieceStream, ProviderStatus, ReadPiece, SegmentId, SegmentLocation, StorePiece, StoreReceipt,
 };
 use wwt_net::{Identity, NetError, ProviderApi, Signed, TrackerApi, proto};
 use wwt_tracker::clock::{Clock, ManualClock};
@@ -129,6 +129,10 @@ impl ProviderApi for Dropping {
             return Err(refusal);
         }
         self.inner.challenge(request).await
+    }
+
+    async fn delete(&self, request: Signed<DeletePieces>) -> Result<Deleted, NetError> {
+        self.inner.delete(request).await
     }
 }
 

@@ -23,8 +23,8 @@ use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
 use wwt_engine::{CodingParams, MasterKey, Table};
 use wwt_net::audit::{Challenge, ChallengeAnswer, ChallengeKind};
 use wwt_net::types::{
-    Locate, NodeId, PieceData, PieceId, PieceStream, ProviderStatus, ReadPiece, SegmentId,
-    StorePiece, StoreReceipt,
+    DeletePieces, Deleted, Locate, NodeId, PieceData, PieceId, PieceStream, ProviderStatus,
+    ReadPiece, SegmentId, StorePiece, StoreReceipt,
 };
 use wwt_net::{Identity, NetError, ProviderApi, Signed, proto};
 use wwt_tracker::audit::{Outcome, StepReport};
@@ -214,6 +214,10 @@ impl ProviderApi for Cheater {
             }
             _ => self.inner.challenge(request).await,
         }
+    }
+
+    async fn delete(&self, request: Signed<DeletePieces>) -> Result<Deleted, NetError> {
+        self.inner.delete(request).await
     }
 }
 

@@ -21,9 +21,19 @@
 //! only), stores them on other providers under the tracker's own reservations, and updates the
 //! piece map and the entrusted manifest. The queue is in sled, so it survives a restart.
 //!
+//! The copies a repair or refresh replaces (the old piece at each of its holders) are doomed
+//! in the piece map's `doomed` tree, and each audit step deletes doomed copies at their holders
+//! (`Provider/Delete`, in batches per holder; see [`crate::forget`]), forgets orphans (segments
+//! mapped but never entrusted within [`AuditConfig::orphan_grace_ms`]) and skips segments their
+//! owners deleted, whose audit state `Audits::forget` drops.
+//!
 //! Trees in the tracker's database: `entrusted` (segment → audit key ‖ manifest), `sentinels`
 //! (piece id → sentinels used, u32 LE), `credit` (node → [`Credit`]), `repairs` (segment ‖ index
-//! → reason byte ‖ holder to drop), `audit_meta` (counters), `audit_log` ([`AuditLog`]).
+//! → reason byte ‖ holder to drop), `audit_meta` (counters: `repairs_done`, `pieces_deleted`,
+//! u64 LE), `audit_log` ([`AuditLog`]). An entrusted record is written in a transaction with
+//! the map's `forgotten` and `unentrusted` trees (`Audits::record`): a forgotten segment is
+//! never entrusted again, and an entrusted one is no orphan. The map's trees are listed in
+//! [`crate::map`].
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -35,6 +45,8 @@ use futures::StreamExt;
 use futures::future::join_all;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tracing::{debug, info, warn};
 use wwt_engine::{AuditKey, Codec, PieceHash, PieceView, SegmentManifest, proof};
 use wwt_net::audit::{
@@ -47,8 +59,9 @@ use crate::clock::Clock;
 use crate::config::{AdmissionConfig, AuditConfig};
 use crate::credit::CreditRules;
 pub use crate::credit::{Credit, Outcome};
+use crate::error::poisoned;
 use crate::log::{AuditLog, Event};
-use crate::map::MappedPiece;
+use crate::map::{MappedPiece, Tombstone, u64_at};
 use crate::service::Tracker;
 
 /// Size of the chunk a chunk challenge asks for (one BLAKE3 chunk).
@@ -78,9 +91,8 @@ fn db_err(e: sled::Error) -> NetError {
     NetError::Internal(format!("audit state: {e}"))
 }
 
-fn poisoned() -> NetError {
-    NetError::Internal("audit state poisoned".into())
-}
+/// The tree of entrusted records (segment → audit key ‖ manifest).
+pub(crate) const ENTRUSTED_TREE: &str = "entrusted";
 
 /// An exponential gap with mean `mean_ms`, in milliseconds (at least 1).
 fn gap(mean_ms: u64, rng: &mut StdRng) -> u64 {
@@ -111,6 +123,11 @@ pub struct StepReport {
     pub condemned: Vec<NodeId>,
     /// Pieces repaired or refreshed in this step.
     pub repaired: usize,
+    /// Segments forgotten in this step as orphans: mapped, and not entrusted within
+    /// [`AuditConfig::orphan_grace_ms`].
+    pub orphans: usize,
+    /// Copies deleted at their holders in this step (each holder answered its delete).
+    pub deleted: usize,
 }
 
 /// A segment under audit: its audit key and current manifest.
@@ -248,6 +265,10 @@ pub struct Audits {
     credit: sled::Tree,
     repairs: sled::Tree,
     meta: sled::Tree,
+    /// The map's tombstones: a forgotten segment is never entrusted again.
+    forgotten: sled::Tree,
+    /// The map's segments mapped but not entrusted: an entrust clears its segment's mark.
+    unentrusted: sled::Tree,
     log: AuditLog,
     inner: Mutex<Inner>,
 }
@@ -283,12 +304,18 @@ impl Audits {
             unproven: HashMap::new(),
             last_pass_ms: 0,
         };
-        let entrusted = tree("entrusted")?;
+        let entrusted = tree(ENTRUSTED_TREE)?;
         let credit = tree("credit")?;
+        let forgotten = tree("forgotten")?;
         let now = clock.now_ms();
         for item in entrusted.iter() {
             let (k, v) = item.map_err(db_err)?;
             let segment = SegmentId::from_slice(&k)?;
+            // Deleted by its owner, and the tracker stopped before it dropped the record.
+            if forgotten.contains_key(&k).map_err(db_err)? {
+                entrusted.remove(&k).map_err(db_err)?;
+                continue;
+            }
             let e = Entrusted::decode(&v)?;
             for index in 0..e.manifest.pieces.len() as u32 {
                 let due = now + gap(config.mean_interval_ms, &mut inner.rng);
@@ -308,6 +335,8 @@ impl Audits {
             credit,
             repairs: tree("repairs")?,
             meta: tree("audit_meta")?,
+            forgotten,
+            unentrusted: tree("unentrusted")?,
             log: AuditLog::open(tree("audit_log")?)?,
             rules: CreditRules {
                 half_life_ms: config.credit_half_life_ms,
@@ -335,14 +364,14 @@ impl Audits {
     }
 
     fn inner(&self) -> Result<MutexGuard<'_, Inner>, NetError> {
-        self.inner.lock().map_err(|_| poisoned())
+        self.inner.lock().map_err(|_| poisoned("audit state"))
     }
 
     fn gap(&self, rng: &mut StdRng) -> u64 {
         gap(self.config.mean_interval_ms, rng)
     }
 
-    fn log(&self, event: Event) -> Result<(), NetError> {
+    pub(crate) fn log(&self, event: Event) -> Result<(), NetError> {
         debug!(
             provider = %event.provider, piece = %event.piece, kind = event.kind,
             outcome = event.outcome, "audit"
@@ -392,12 +421,102 @@ impl Audits {
     }
 
     fn repairs_done(&self) -> Result<u64, NetError> {
+        self.counter("repairs_done")
+    }
+
+    fn counter(&self, name: &str) -> Result<u64, NetError> {
         Ok(self
             .meta
-            .get("repairs_done")
+            .get(name)
             .map_err(db_err)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_le_bytes))
+            .and_then(|v| u64_at(&v, 0))
             .unwrap_or(0))
+    }
+
+    /// Copies deleted at their holders since the tracker was created.
+    pub(crate) fn pieces_deleted(&self) -> Result<u64, NetError> {
+        self.counter("pieces_deleted")
+    }
+
+    /// Counts `n` more copies deleted at their holders.
+    pub(crate) fn add_deleted(&self, n: u64) -> Result<(), NetError> {
+        self.meta
+            .update_and_fetch("pieces_deleted", |old| {
+                let was = old.and_then(|v| u64_at(v, 0)).unwrap_or(0);
+                Some(was.saturating_add(n).to_le_bytes().to_vec())
+            })
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Drops every trace of `segment`, which its owner deleted, from the audit state: its
+    /// entrusted record, its queued repairs, the sentinel counts of `pieces` and of its
+    /// manifest's pieces, its one-off challenges, backoff and unproven pieces. Its scheduled
+    /// challenges are dropped when they come due ([`Tracker::plan_challenges`] skips what is
+    /// not entrusted).
+    pub(crate) fn forget(&self, segment: &SegmentId, pieces: &[PieceId]) -> Result<(), NetError> {
+        let mut inner = self.inner()?;
+        let mut ids: HashSet<PieceId> = pieces.iter().copied().collect();
+        if let Some(e) = inner.entrusted.remove(segment) {
+            ids.extend(e.manifest.pieces.iter().map(|p| PieceId(p.hash.0)));
+        }
+        self.entrusted.remove(segment.0).map_err(db_err)?;
+        for key in self.repairs.scan_prefix(segment.0).keys() {
+            self.repairs.remove(key.map_err(db_err)?).map_err(db_err)?;
+        }
+        for id in &ids {
+            self.sentinels.remove(id.0).map_err(db_err)?;
+            inner.last_pass.remove(id);
+        }
+        inner.one_offs.retain(|o| o.segment != *segment);
+        inner.backoff.remove(segment);
+        inner
+            .unproven
+            .retain(|(piece, _, _), _| !ids.contains(piece));
+        Ok(())
+    }
+
+    /// Keeps `entrusted` as `segment`'s record (a repair moved its manifest on), unless its
+    /// owner deleted it meanwhile; whether it was kept.
+    fn keep(&self, segment: SegmentId, entrusted: Entrusted) -> Result<bool, NetError> {
+        let mut inner = self.inner()?;
+        if self.record(&segment, &entrusted)?.is_some() {
+            return Ok(false);
+        }
+        inner.entrusted.insert(segment, Arc::new(entrusted));
+        Ok(true)
+    }
+
+    /// Writes `entrusted` as `segment`'s record and clears its unentrusted mark, in one
+    /// transaction that refuses a forgotten segment: then nothing is written, and its
+    /// tombstone is returned. Orphan expiry decides in a transaction too
+    /// ([`crate::map::PieceMap::forget`]), which proceeds only while the segment is marked
+    /// and has no record: sled runs the two one after the other, so an entrust either sees
+    /// the tombstone (and is refused) or leaves a record the expiry sees (and keeps).
+    /// Callers hold the audit state's lock, which [`Audits::forget`] takes once a tombstone
+    /// is down: a record written just before an owner's forget is dropped by it.
+    fn record(
+        &self,
+        segment: &SegmentId,
+        entrusted: &Entrusted,
+    ) -> Result<Option<Tombstone>, NetError> {
+        let encoded = entrusted.encode();
+        let trees = (&self.forgotten, &self.entrusted, &self.unentrusted);
+        trees
+            .transaction(|(forgotten, records, unentrusted)| {
+                if let Some(tombstone) = forgotten.get(segment.0)? {
+                    return Ok(Some(tombstone));
+                }
+                records.insert(&segment.0[..], encoded.as_slice())?;
+                unentrusted.remove(&segment.0[..])?;
+                Ok::<_, ConflictableTransactionError<()>>(None)
+            })
+            .map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(e) => db_err(e),
+                TransactionError::Abort(()) => NetError::Internal("entrust aborted".into()),
+            })?
+            .map(|v| Tombstone::decode(&v))
+            .transpose()
     }
 
     /// The queued repairs, grouped by segment.
@@ -460,9 +579,9 @@ impl Audits {
                 true,
             ),
         };
-        self.entrusted
-            .insert(segment.0, entrusted.encode())
-            .map_err(db_err)?;
+        if let Some(tombstone) = self.record(&segment, &entrusted)? {
+            return Err(tombstone.refusal(&segment));
+        }
         if fresh {
             let now = self.clock.now_ms();
             for index in 0..entrusted.manifest.pieces.len() as u32 {
@@ -516,11 +635,17 @@ impl Tracker {
                 audit: AuditKey::from_bytes(req.audit_key),
                 manifest,
             };
-            self.check_audit_key(&req.segment, &candidate).await?;
+            if let Err(e) = self.check_audit_key(&req.segment, &candidate).await {
+                // Forgotten meanwhile (an orphan), its holders asked may have deleted it.
+                self.map.check_kept(&req.segment)?;
+                return Err(e);
+            }
             self.audits
                 .adopt(req.segment, req.audit_key, candidate.manifest)?;
             info!(segment = %req.segment, pieces = count, "segment entrusted");
         }
+        // `adopt` cleared the mark with the record; a confirm may have marked it since.
+        self.map.clear_unentrusted(&req.segment)?;
         Ok(count)
     }
 
@@ -698,12 +823,15 @@ impl Tracker {
     }
 
     /// One audit step at the audit clock's now: sends the challenges due (concurrently, each
-    /// with its deadline), records the results, condemns providers past their limits, and
-    /// repairs up to [`AuditConfig::repairs_per_step`] queued segments.
+    /// with its deadline), records the results, condemns providers past their limits,
+    /// repairs up to [`AuditConfig::repairs_per_step`] queued segments, forgets orphans, and
+    /// then (the step's lock let go: these touch nothing a peer tracker waits for) lets go of
+    /// the orphans' copies the other tracker of their pair forgot too and deletes doomed copies
+    /// at their holders.
     pub async fn audit_step(&self) -> Result<StepReport, NetError> {
         let now = self.audits.clock.now_ms();
         self.renew_leases(now).await;
-        let _step = self.pair.step.lock().await;
+        let step = self.pair.step.lock().await;
         let planned = self.plan_challenges(now)?;
         let results: Vec<(Planned, Outcome)> = futures::stream::iter(planned)
             .map(|p| async move {
@@ -731,11 +859,15 @@ impl Tracker {
         }
         self.check_offline(&mut report, now)?;
         self.repair_some(&mut report, now).await?;
+        self.forget_orphans(&mut report, now)?;
         self.refresh_proven(now)?;
         // Claims under reservations that expired unused.
         self.map
             .expire_claims(now_ms().saturating_sub(self.reservation_ttl_ms))?;
         self.map.flush().await?;
+        drop(step);
+        self.release_orphans(now).await?;
+        self.delete_doomed(&mut report, now).await?;
         Ok(report)
     }
 
@@ -1414,7 +1546,7 @@ impl Tracker {
             },
         );
         let mut updated = m.clone();
-        let mut done = 0;
+        let (mut done, mut deleted) = (0, false);
         for result in join_all(stores).await {
             let (spec, provider, address) = match result {
                 Ok(stored) => stored,
@@ -1424,7 +1556,28 @@ impl Tracker {
                 }
             };
             let i = spec.index as usize;
-            self.map.add_holder(&segment, &owner, spec, provider)?;
+            let replaced = match self
+                .map
+                .add_holder_replacing(&segment, &owner, spec, provider)
+            {
+                Ok((_, replaced)) => replaced,
+                // Its owner deleted it meanwhile: the new copy goes too.
+                Err(e) => match self.map.forgotten_by(&segment)? {
+                    Some(_) => {
+                        self.map
+                            .doom(&segment, &provider, &spec.piece, spec.size, now)?;
+                        deleted = true;
+                        continue;
+                    }
+                    None => return Err(e),
+                },
+            };
+            // The copies of the piece it replaces: nothing maps them any more.
+            if let Some(old) = replaced.filter(|old| old.piece != spec.piece) {
+                for holder in &old.holders {
+                    self.map.doom(&segment, holder, &old.piece, old.size, now)?;
+                }
+            }
             updated.pieces[i] = rebuilt.manifest.pieces[i];
             audits.unqueue(&segment, spec.index)?;
             let (kind, old) = match lost.get(&spec.index) {
@@ -1444,15 +1597,18 @@ impl Tracker {
             })?;
             done += 1;
         }
+        if deleted {
+            info!(segment = %segment, "segment deleted during its repair; repaired pieces doomed");
+            return Ok(0);
+        }
         if done > 0 {
             let entrusted = Entrusted {
                 audit: e.audit.clone(),
                 manifest: updated,
             };
-            audits
-                .entrusted
-                .insert(segment.0, entrusted.encode())
-                .map_err(db_err)?;
+            if !audits.keep(segment, entrusted)? {
+                return Ok(0);
+            }
             audits
                 .meta
                 .insert(
@@ -1460,10 +1616,6 @@ impl Tracker {
                     &(audits.repairs_done()? + done as u64).to_le_bytes(),
                 )
                 .map_err(db_err)?;
-            audits
-                .inner()?
-                .entrusted
-                .insert(segment, Arc::new(entrusted));
             info!(segment = %segment, pieces = done, "pieces repaired");
             self.changed(&segment).await?;
         }

@@ -123,6 +123,11 @@ pub struct AuditConfig {
     pub concurrency: usize,
     /// Seed of the schedule and of the challenge draws; from the OS when unset.
     pub seed: Option<u64>,
+    /// A segment with pieces confirmed here that is not entrusted this long after its first
+    /// piece was mapped (audit clock, milliseconds) is an orphan (an upload abandoned before
+    /// its entrust): it is forgotten as if its owner had deleted it, and its pieces deleted
+    /// once the other tracker of its pair has forgotten it too (see [`crate::forget`]).
+    pub orphan_grace_ms: u64,
 }
 
 impl Default for AuditConfig {
@@ -140,6 +145,7 @@ impl Default for AuditConfig {
             repairs_per_step: 4,
             concurrency: 32,
             seed: None,
+            orphan_grace_ms: 24 * 3_600_000,
         }
     }
 }

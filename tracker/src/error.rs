@@ -24,3 +24,8 @@ impl From<TrackerError> for NetError {
         }
     }
 }
+
+/// The error of a lock a panicking thread left poisoned; `what` names the state it guards.
+pub(crate) fn poisoned(what: &str) -> NetError {
+    NetError::Internal(format!("{what} poisoned"))
+}

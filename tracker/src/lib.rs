@@ -10,6 +10,7 @@
 //! Modules:
 //! - [`config`]: the daemon's settings, [`TrackerConfig`] and [`AuditConfig`].
 //! - [`audit`]: challenges on a Poisson schedule, credit, the repair queue and repair.
+//! - [`forget`]: segments their owners deleted, orphans, and deleting the copies nothing maps.
 //! - [`log`]: the append-only, hash-linked audit log.
 //! - [`clock`]: the audit clock (system, or driven by hand in tests).
 //! - [`registry`]: the provider registry (soft state from heartbeats) and placement.
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod credit;
 pub mod error;
+pub mod forget;
 pub mod log;
 pub mod map;
 mod pair;

@@ -32,7 +32,8 @@ pub struct Event {
     pub provider: NodeId,
     /// The piece concerned.
     pub piece: PieceId,
-    /// `sentinel`, `chunk`, `complaint`, `repair` or `refresh`.
+    /// `sentinel`, `chunk`, `read`, `complaint`, `repair`, `refresh`, `condemn` or `forget`
+    /// (a segment its owner deleted, or an orphan).
     pub kind: &'static str,
     /// `pass`, `fail`, `missed`, `done` or `error`.
     pub outcome: &'static str,

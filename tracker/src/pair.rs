@@ -1,12 +1,16 @@
 //! A segment's two trackers: the two ranked first by rendezvous hashing over the network's
 //! trackers ([`rendezvous::pair`]) both keep its map entry and audit state.
 //!
-//! - **Mirroring.** Whichever of the two changes a segment (a confirm, an entrust, a repair)
-//!   marks it for the other in the `handoff` tree (peer ‖ segment), durably, and sends the
-//!   other its whole record of the segment ([`Mirror`]) at once; what cannot be sent stays
-//!   marked and goes with the next audit step or lease renewal. The receiver merges: per piece
-//!   the later whitening generation, holders of the same piece added, the owner checked. A
-//!   merge is a join (order and repeats do not matter), so the two converge.
+//! - **Mirroring.** Whichever of the two changes a segment (a confirm, an entrust, a repair,
+//!   a forget) marks it for the other in the `handoff` tree (peer ‖ segment), durably, and
+//!   sends the other its whole record of the segment ([`Mirror`]) at once; what cannot be sent
+//!   stays marked and goes with the next audit step or lease renewal. The receiver merges: per
+//!   piece the later whitening generation, holders of the same piece added, the owner checked.
+//!   A merge is a join (order and repeats do not matter), so the two converge. A segment its
+//!   owner deleted is the join's top: its record is only that, the receiver forgets it too,
+//!   and a record of it that is not forgotten is ignored (and the tombstone sent back). An
+//!   orphan's tombstone is not mirrored: each tracker forgets orphans on its own, and a record
+//!   carrying an entrusted manifest lifts it (see [`crate::forget`]).
 //! - **The lease.** The first tracker audits and repairs the segment; the second only while
 //!   the first has not answered for [`TrackerConfig::lease_ms`] (audit clock). Each audit step
 //!   first renews this tracker's lease with every peer ([`Lease`]); a peer answers a renewal
@@ -20,7 +24,7 @@
 //!
 //! [`TrackerConfig::lease_ms`]: crate::TrackerConfig::lease_ms
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,15 +33,18 @@ use futures::future::join_all;
 use tracing::{debug, info, warn};
 use wwt_engine::SegmentManifest;
 use wwt_net::audit::{Lease, Mirror, MirroredPiece};
-use wwt_net::types::{NodeId, PieceSpec, SegmentId};
+use wwt_net::types::{Locate, NodeId, PieceSpec, SegmentId};
 use wwt_net::{NetError, Signed, now_ms, rendezvous};
 
 use crate::Tracker;
+use crate::map::{Forgetting, MappedPiece};
 
 /// Segments mirrored to one peer per call of [`Tracker::hand_off`] from an audit step.
 const HANDOFFS_PER_STEP: usize = 256;
 /// How long a call to a peer tracker may take (real time): a busy peer is not a gone one.
-const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The tree of hand-off marks (peer ‖ segment → nothing).
+pub(crate) const HANDOFF_TREE: &str = "handoff";
 
 /// Whether a peer tracker answers.
 #[derive(Debug, Default, Clone, Copy)]
@@ -65,7 +72,7 @@ pub(crate) struct Pair {
 impl Pair {
     pub(crate) fn open(db: &sled::Db, lease_ms: u64) -> Result<Pair, NetError> {
         Ok(Pair {
-            handoff: db.open_tree("handoff").map_err(db_err)?,
+            handoff: db.open_tree(HANDOFF_TREE).map_err(db_err)?,
             meta: db.open_tree("pair_meta").map_err(db_err)?,
             reach: Mutex::new(HashMap::new()),
             lease_ms,
@@ -113,7 +120,21 @@ fn db_err(e: sled::Error) -> NetError {
     NetError::Internal(format!("handoff queue: {e}"))
 }
 
-fn handoff_key(peer: &NodeId, segment: &SegmentId) -> [u8; 64] {
+/// `pieces` as a [`Mirror`] carries them.
+fn mirrored(pieces: Vec<MappedPiece>) -> Vec<MirroredPiece> {
+    pieces
+        .into_iter()
+        .map(|p| MirroredPiece {
+            index: p.index,
+            piece: p.piece,
+            size: p.size,
+            holders: p.holders,
+        })
+        .collect()
+}
+
+/// The hand-off mark of `segment` for `peer`.
+pub(crate) fn handoff_key(peer: &NodeId, segment: &SegmentId) -> [u8; 64] {
     let mut k = [0u8; 64];
     k[..32].copy_from_slice(&peer.0);
     k[32..].copy_from_slice(&segment.0);
@@ -197,28 +218,46 @@ impl Tracker {
     /// Marks `segment` as changed here, for the other tracker of its pair, and sends it there
     /// now; what is not delivered goes later.
     pub(crate) async fn changed(&self, segment: &SegmentId) -> Result<(), NetError> {
+        self.changed_all(std::slice::from_ref(segment)).await
+    }
+
+    /// [`Tracker::changed`] for many segments: marks each for the other tracker of its pair,
+    /// then sends each peer its segments in turn, until one is not delivered.
+    pub(crate) async fn changed_all(&self, segments: &[SegmentId]) -> Result<(), NetError> {
         let me = self.node_id();
-        for peer in self.pair_of(segment).into_iter().filter(|p| *p != me) {
-            self.pair
-                .handoff
-                .insert(handoff_key(&peer, segment), &[])
-                .map_err(db_err)?;
-            // A peer known to be down is not waited for: it gets it when it is back.
+        let mut by_peer: BTreeMap<NodeId, Vec<SegmentId>> = BTreeMap::new();
+        for segment in segments {
+            for peer in self.pair_of(segment).into_iter().filter(|p| *p != me) {
+                self.mark(&peer, segment)?;
+                by_peer.entry(peer).or_default().push(*segment);
+            }
+        }
+        for (peer, segments) in by_peer {
+            // A peer known to be down is not waited for: it gets them when it is back.
             if self.pair.reach(&peer).down_since.is_none() {
-                self.hand_off(&peer, Some(segment), 1).await;
+                self.hand_off(&peer, Some(&segments), segments.len()).await;
             }
         }
         Ok(())
     }
 
+    /// Marks `segment` for `peer`, to be sent with the next hand-off.
+    fn mark(&self, peer: &NodeId, segment: &SegmentId) -> Result<(), NetError> {
+        self.pair
+            .handoff
+            .insert(handoff_key(peer, segment), &[])
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     /// Mirrors to `peer` up to `limit` of the segments marked for it (only `only`, if given).
     /// Returns whether everything marked was delivered.
-    async fn hand_off(&self, peer: &NodeId, only: Option<&SegmentId>, limit: usize) -> bool {
+    async fn hand_off(&self, peer: &NodeId, only: Option<&[SegmentId]>, limit: usize) -> bool {
         let Some(api) = self.peer_api(peer) else {
             return false;
         };
         let keys: Vec<SegmentId> = match only {
-            Some(segment) => vec![*segment],
+            Some(segments) => segments.iter().take(limit).copied().collect(),
             None => self
                 .pair
                 .handoff
@@ -267,27 +306,35 @@ impl Tracker {
         }
     }
 
-    fn peer_api(&self, peer: &NodeId) -> Option<std::sync::Arc<dyn wwt_net::TrackerApi>> {
+    pub(crate) fn peer_api(
+        &self,
+        peer: &NodeId,
+    ) -> Option<std::sync::Arc<dyn wwt_net::TrackerApi>> {
         let address = self.trackers.get(peer).filter(|a| !a.is_empty())?;
         self.audits.connector.tracker(address).ok()
     }
 
-    /// This tracker's whole record of `segment`, if it knows the segment.
+    /// This tracker's whole record of `segment`, if it knows the segment: only that it was
+    /// forgotten, once its owner deleted it; nothing for an orphan forgotten here (that stays
+    /// local, see [`crate::forget`]).
     fn mirror_of(&self, segment: &SegmentId) -> Result<Option<Mirror>, NetError> {
+        match self.map.forgotten_by(segment)? {
+            Some(tombstone) if tombstone.orphan => return Ok(None),
+            Some(tombstone) => {
+                return Ok(Some(Mirror {
+                    segment: *segment,
+                    owner: tombstone.owner,
+                    pieces: Vec::new(),
+                    entrusted: None,
+                    forgotten: true,
+                }));
+            }
+            None => {}
+        }
         let Some(owner) = self.map.owner(segment)? else {
             return Ok(None);
         };
-        let pieces = self
-            .map
-            .segment(segment)?
-            .into_iter()
-            .map(|p| MirroredPiece {
-                index: p.index,
-                piece: p.piece,
-                size: p.size,
-                holders: p.holders,
-            })
-            .collect();
+        let pieces = mirrored(self.map.segment(segment)?);
         let entrusted = self
             .audits
             .entrusted_of(segment)?
@@ -297,7 +344,57 @@ impl Tracker {
             owner,
             pieces,
             entrusted,
+            forgotten: false,
         }))
+    }
+
+    /// Whether `peer`, the other tracker of the pair of `segment` (an orphan forgotten here),
+    /// has forgotten it too: its `Locate` says the segment was deleted. A peer that does not
+    /// know the segment at all is sent the record held here, as a segment not entrusted, so
+    /// that it forgets it as an orphan in turn, or takes its entrust and sends that back.
+    pub(crate) async fn forgotten_at(
+        &self,
+        peer: &NodeId,
+        segment: &SegmentId,
+    ) -> Result<bool, NetError> {
+        // A peer known to be down is not waited for: it is asked again at a later step.
+        let api = match self.peer_api(peer) {
+            Some(api) if self.pair.reach(peer).down_since.is_none() => api,
+            _ => return Ok(false),
+        };
+        let request = self.identity.sign(Locate { segment: *segment })?;
+        let located = tokio::time::timeout(PEER_TIMEOUT, api.locate(request))
+            .await
+            .unwrap_or_else(|_| Err(NetError::Unavailable("timed out".into())));
+        let error = match located {
+            Ok(location) => return Ok(location.deleted),
+            Err(NetError::NotFound(_)) => {
+                let (Some(tombstone), held) = (
+                    self.map.forgotten_by(segment)?,
+                    self.map.orphaned_of(segment)?,
+                ) else {
+                    return Ok(false);
+                };
+                let request = self.identity.sign(Mirror {
+                    segment: *segment,
+                    owner: tombstone.owner,
+                    pieces: mirrored(held),
+                    entrusted: None,
+                    forgotten: false,
+                })?;
+                match tokio::time::timeout(PEER_TIMEOUT, api.mirror(request)).await {
+                    Ok(Ok(())) => return Ok(false),
+                    Ok(Err(e)) => e,
+                    Err(_) => NetError::Unavailable("timed out".into()),
+                }
+            }
+            Err(e) => e,
+        };
+        debug!(
+            peer = %peer, segment = %segment, error = %error,
+            "orphan not settled with its other tracker yet"
+        );
+        Ok(false)
     }
 
     /// Renews this tracker's lease with every peer, if a quarter of a lease has passed since
@@ -366,7 +463,7 @@ impl Tracker {
     pub(crate) async fn merge_mirror(&self, request: Signed<Mirror>) -> Result<(), NetError> {
         let checked = self.verifier.check(request)?;
         self.check_peer(&checked.signer())?;
-        let (_, m) = self.verifier.accept(checked)?;
+        let (peer, m) = self.verifier.accept(checked)?;
         // The sender may have left the segment's pair (the tracker list changed).
         if !self.pair_of(&m.segment).contains(&self.node_id()) {
             return Err(NetError::Precondition(format!(
@@ -374,8 +471,14 @@ impl Tracker {
                 m.segment
             )));
         }
-        self.map.claim(&m.segment, &m.owner, now_ms())?;
-        let manifest = match &m.entrusted {
+        if m.forgotten {
+            let now = self.audits.clock.now_ms();
+            let why = "deleted by its owner (told by its other tracker)";
+            let how = Forgetting::Owner { unknown_too: true };
+            self.forget_segment(&m.segment, &m.owner, now, how, &[], why)?;
+            return self.map.flush().await;
+        }
+        let entrusted = match &m.entrusted {
             Some((manifest, key)) => {
                 let manifest = SegmentManifest::from_bytes(manifest)
                     .map_err(|e| NetError::BadRequest(format!("manifest: {e}")))?;
@@ -384,8 +487,33 @@ impl Tracker {
                         "the manifest is for another segment".into(),
                     ));
                 }
-                Some(self.audits.adopt(m.segment, *key, manifest)?)
+                Some((manifest, *key))
             }
+            None => None,
+        };
+        match self.map.forgotten_by(&m.segment)? {
+            // Forgotten here as an orphan, entrusted there: taken back, with the copies held
+            // aside (none of which was deleted: see `crate::forget`).
+            Some(tombstone) if tombstone.orphan && entrusted.is_some() => {
+                self.map.take_back(&m.segment, &m.owner)?;
+                info!(
+                    peer = %peer, segment = %m.segment,
+                    "orphan entrusted at its other tracker: taken back"
+                );
+            }
+            Some(tombstone) => {
+                // The tombstone wins; an owner's is sent to the sender with its next hand-off.
+                debug!(peer = %peer, segment = %m.segment, "mirror of a forgotten segment ignored");
+                return match tombstone.orphan {
+                    true => Ok(()),
+                    false => self.mark(&peer, &m.segment),
+                };
+            }
+            None => {}
+        }
+        self.map.claim(&m.segment, &m.owner, now_ms())?;
+        let manifest = match entrusted {
+            Some((manifest, key)) => Some(self.audits.adopt(m.segment, key, manifest)?),
             None => self.audits.entrusted_of(&m.segment)?.map(|(m, _)| m),
         };
         let mapped = self.map.segment(&m.segment)?;
@@ -416,6 +544,13 @@ impl Tracker {
                     self.map.add_holder(&m.segment, &m.owner, &spec, *holder)?;
                 }
             }
+        }
+        match manifest {
+            Some(_) => self.map.clear_unentrusted(&m.segment)?,
+            None if !m.pieces.is_empty() => self
+                .map
+                .mark_unentrusted(&m.segment, self.audits.clock.now_ms())?,
+            None => {}
         }
         self.map.flush().await
     }

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tracing::{debug, info};
 use wwt_net::audit::{AuditReport, Complaint, Entrust, Entrusted, Lease, Mirror};
 use wwt_net::grpc::GrpcConnector;
 use wwt_net::types::{
-    ConfirmStored, Confirmed, Heartbeat, HeartbeatAck, Holder, Locate, NodeId, PieceLocation,
-    PieceSpec, PlacedPiece, Placement, ProviderRecord, Reservation, ReserveSegment, SegmentId,
-    SegmentLocation,
+    ConfirmStored, Confirmed, Forget, Heartbeat, HeartbeatAck, Holder, Locate, NodeId,
+    PieceLocation, PieceSpec, PlacedPiece, Placement, ProviderRecord, Reservation, ReserveSegment,
+    SegmentId, SegmentLocation,
 };
 use wwt_net::{Connector, Identity, NetError, PeerKeys, Signed, TrackerApi, Verifier, now_ms};
 
@@ -20,6 +21,8 @@ use crate::TrackerError;
 use crate::audit::Audits;
 use crate::clock::{Clock, SystemClock};
 use crate::config::TrackerConfig;
+use crate::error::poisoned;
+use crate::forget::Deleting;
 use crate::map::PieceMap;
 use crate::pair::Pair;
 use crate::registry::Registry;
@@ -48,6 +51,8 @@ pub struct Tracker {
     resolved: Mutex<HashMap<String, (Option<IpAddr>, u64)>>,
     /// Per owner under a quota: its open reservations.
     reserved: Mutex<OpenReservations>,
+    /// The deletes of doomed copies: which holders back off.
+    pub(crate) deleting: Deleting,
 }
 
 /// Per owner: its open reservations' bytes and when each expires (ms).
@@ -138,6 +143,7 @@ impl Tracker {
                 .map(|seed| (seed, Mutex::new(HashMap::new()))),
             resolved: Mutex::new(HashMap::new()),
             reserved: Mutex::new(HashMap::new()),
+            deleting: Deleting::default(),
         };
         tracker.rebalance()?;
         Ok(tracker)
@@ -154,11 +160,10 @@ impl Tracker {
             return Ok(None);
         }
         let now = now_ms();
-        let poisoned = || NetError::Internal("resolved names poisoned".into());
         let cached = self
             .resolved
             .lock()
-            .map_err(|_| poisoned())?
+            .map_err(|_| poisoned("resolved names"))?
             .get(host)
             .copied();
         if let Some((ip, until)) = cached
@@ -171,7 +176,10 @@ impl Tracker {
             Ok(Ok(mut addresses)) => addresses.next().map(|a| a.ip()),
             _ => None,
         };
-        let mut resolved = self.resolved.lock().map_err(|_| poisoned())?;
+        let mut resolved = self
+            .resolved
+            .lock()
+            .map_err(|_| poisoned("resolved names"))?;
         if resolved.len() >= MAX_RESOLVED {
             resolved.clear();
         }
@@ -240,7 +248,7 @@ impl Tracker {
     fn reserved(&self) -> Result<MutexGuard<'_, OpenReservations>, NetError> {
         self.reserved
             .lock()
-            .map_err(|_| NetError::Internal("open reservations poisoned".into()))
+            .map_err(|_| poisoned("open reservations"))
     }
 
     /// This tracker's node id.
@@ -249,15 +257,18 @@ impl Tracker {
     }
 
     pub(crate) fn registry(&self) -> Result<MutexGuard<'_, Registry>, NetError> {
-        self.registry
-            .lock()
-            .map_err(|_| NetError::Internal("registry poisoned".into()))
+        self.registry.lock().map_err(|_| poisoned("registry"))
     }
 
-    /// Refuses requests about `segment` by anyone but its owner (and segments not kept here).
+    /// Refuses requests about `segment` by anyone but its owner (and segments not kept here,
+    /// or deleted).
     pub(crate) fn check_owner(&self, segment: &SegmentId, signer: &NodeId) -> Result<(), NetError> {
         self.check_responsible(segment)?;
-        match self.map.owner(segment)? {
+        let owner = self.map.owner(segment)?;
+        // Checked after the owner is read: a forget drops the owner as it leaves the
+        // tombstone, so a segment forgotten meanwhile is refused as such.
+        self.map.check_kept(segment)?;
+        match owner {
             Some(o) if o == *signer => Ok(()),
             Some(_) => Err(NetError::Forbidden(format!(
                 "segment {segment} belongs to another owner"
@@ -297,9 +308,7 @@ impl Tracker {
                 seed.update(&now_ms.to_le_bytes());
             }
             Some((fixed, draws)) => {
-                let mut draws = draws
-                    .lock()
-                    .map_err(|_| NetError::Internal("placement draws poisoned".into()))?;
+                let mut draws = draws.lock().map_err(|_| poisoned("placement draws"))?;
                 let n = draws.entry(*segment).or_default();
                 seed.update(&fixed.to_le_bytes());
                 seed.update(&n.to_le_bytes());
@@ -307,6 +316,29 @@ impl Tracker {
             }
         }
         Ok(*seed.finalize().as_bytes())
+    }
+
+    /// Refuses a `Confirm` with receipts for forgotten segments. The pieces those receipts
+    /// say were stored under segments their owners deleted are doomed, as nothing will map
+    /// them; an orphan's are left alone, as the other tracker of its pair may still keep the
+    /// segment (see [`crate::forget`]).
+    fn refuse_deleted(&self, req: &ConfirmStored) -> Result<(), NetError> {
+        let now = self.audits.clock.now_ms();
+        let mut refused = None;
+        for receipt in &req.receipts {
+            let r = &receipt.reservation;
+            if let Some(tombstone) = self.map.forgotten_by(&r.segment)? {
+                if !tombstone.orphan {
+                    self.map
+                        .doom(&r.segment, &r.provider, &r.piece, r.size, now)?;
+                }
+                refused.get_or_insert((r.segment, tombstone));
+            }
+        }
+        match refused {
+            Some((segment, tombstone)) => Err(tombstone.refusal(&segment)),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn reservation(
@@ -350,6 +382,7 @@ impl TrackerApi for Tracker {
     async fn reserve(&self, request: Signed<ReserveSegment>) -> Result<Placement, NetError> {
         let (owner, req) = self.verifier.verify(request)?;
         self.check_responsible(&req.segment)?;
+        self.map.check_kept(&req.segment)?;
         self.check_placing(&req.segment)?;
         let now = now_ms();
         // A resumed upload: pieces already mapped are not placed again, and the providers
@@ -413,6 +446,7 @@ impl TrackerApi for Tracker {
             }
         }
         let (owner, req) = self.verifier.accept(checked)?;
+        self.refuse_deleted(&req)?;
         for receipt in &req.receipts {
             self.map
                 .claim(&receipt.reservation.segment, &owner, now_ms())?;
@@ -432,9 +466,15 @@ impl TrackerApi for Tracker {
             }
         }
         self.close_reserved(&owner, confirmed)?;
-        self.map.flush().await?;
         let segments: std::collections::BTreeSet<SegmentId> =
             req.receipts.iter().map(|r| r.reservation.segment).collect();
+        let now = self.audits.clock.now_ms();
+        for segment in &segments {
+            if self.audits.entrusted_of(segment)?.is_none() {
+                self.map.mark_unentrusted(segment, now)?;
+            }
+        }
+        self.map.flush().await?;
         for segment in &segments {
             self.changed(segment).await?;
         }
@@ -447,6 +487,22 @@ impl TrackerApi for Tracker {
         let checked = self.verifier.check(request)?;
         let (signer, segment) = (checked.signer(), checked.body().segment);
         self.check_responsible(&segment)?;
+        // Forgotten: only that is said (a reader holding a locator into it read an index
+        // that has moved on since).
+        if let Some(tombstone) = self.map.forgotten_by(&segment)? {
+            if tombstone.owner != signer && !self.trackers.contains_key(&signer) {
+                return Err(NetError::Forbidden(
+                    "only the segment's owner or a tracker may locate it".into(),
+                ));
+            }
+            self.verifier.accept(checked)?;
+            return Ok(SegmentLocation {
+                segment,
+                pieces: Vec::new(),
+                manifest: Bytes::new(),
+                deleted: true,
+            });
+        }
         match self.map.owner(&segment)? {
             None => {
                 return Err(NetError::NotFound(format!(
@@ -490,6 +546,7 @@ impl TrackerApi for Tracker {
             segment: req.segment,
             pieces,
             manifest: self.current_manifest(&req.segment)?,
+            deleted: false,
         })
     }
 
@@ -518,6 +575,39 @@ impl TrackerApi for Tracker {
 
     async fn audits(&self, limit: u32) -> Result<AuditReport, NetError> {
         self.audit_report(limit)
+    }
+
+    async fn forget(&self, request: Signed<Forget>) -> Result<u32, NetError> {
+        let checked = self.verifier.check(request)?;
+        let signer = checked.signer();
+        // Every segment known here must be the signer's, or nothing is forgotten.
+        let mut to_forget = false;
+        for segment in &checked.body().segments {
+            let (owner, live) = match self.map.forgotten_by(segment)? {
+                // An orphan's tombstone becomes an owner's.
+                Some(tombstone) => (Some(tombstone.owner), tombstone.orphan),
+                None => (self.map.owner(segment)?, true),
+            };
+            match owner {
+                Some(o) if o != signer => {
+                    return Err(NetError::Forbidden(format!(
+                        "segment {segment} belongs to another owner; nothing was deleted"
+                    )));
+                }
+                Some(_) => to_forget |= live,
+                None => {}
+            }
+        }
+        // Nothing of the signer's to forget here: the request changes nothing, so a replay of
+        // it is harmless, and it is not recorded (else anyone could fill the replay cache
+        // with throwaway identities and have every signed call refused).
+        if !to_forget {
+            return Ok(0);
+        }
+        let (owner, req) = self.verifier.accept(checked)?;
+        let forgotten = self.forget_segments(&owner, &req.segments).await?;
+        info!(owner = %owner, asked = req.segments.len(), forgotten, "segments forgotten");
+        Ok(forgotten)
     }
 
     async fn mirror(&self, request: Signed<Mirror>) -> Result<(), NetError> {
