@@ -782,14 +782,35 @@ impl LocalNet {
                 Some(TcpListener::bind(at).await?)
             }
         };
-        let (tracker, running) = start_tracker(
-            self.tracker_configs[t].clone(),
-            &address,
-            listener,
-            self.memory.as_ref(),
-            self.connector.clone(),
-            self.clock.clone(),
-        )?;
+        // sled lets go of its files' lock from its own flusher thread, a moment after the last
+        // handle is dropped (a restarted process waits for the old one to exit the same way).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut listener = listener;
+        let (tracker, running) = loop {
+            let started = start_tracker(
+                self.tracker_configs[t].clone(),
+                &address,
+                listener.take(),
+                self.memory.as_ref(),
+                self.connector.clone(),
+                self.clock.clone(),
+            );
+            match started {
+                Err(e) if format!("{e:#}").contains("could not acquire lock") => {
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    listener = match self.memory {
+                        Some(_) => None,
+                        None => {
+                            Some(TcpListener::bind(address.trim_start_matches("http://")).await?)
+                        }
+                    };
+                }
+                other => break other?,
+            }
+        };
         self.tracker_services[t] = Some(tracker);
         self.trackers[t] = Some(running);
         Ok(())
