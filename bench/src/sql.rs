@@ -4,7 +4,8 @@
 //! lookup, a keyword top-10 and a range query with LIMIT 100, with the ratios; and the same
 //! for an owner whose log is on three index replicas (R = 3) beside one on a single replica;
 //! then, with no segment cache, primary-key and range p50/p99 through the tracker beside
-//! through the DHT once every tracker is stopped.
+//! through the DHT once every tracker is stopped; and compaction (MB/s of live rows rewritten
+//! after 90 % of a table's rows are deleted) beside inserting the same rows afresh.
 
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use anyhow::Result;
 use wwt_engine::Keystore;
 use wwt_query::{Outcome, Value};
 
-use crate::percentile;
+use crate::{median, percentile};
 use wwt_client::db::{Client, ClientConfig};
 use wwt_devnet::{LocalNet, Shape};
 
@@ -137,6 +138,7 @@ pub async fn run(o: &Options) -> Result<()> {
         range.query_map([low(i)], |_| Ok(()))?.count();
         Ok(())
     })?;
+    let (compact, upload) = compaction(&net, &rows, o).await?;
     let (tracker_reads, dht_reads) = through_dht(&mut net, &owner, o).await?;
     net.shutdown().await?;
     let Figures {
@@ -209,6 +211,22 @@ pub async fn run(o: &Options) -> Result<()> {
         "log in pieces, bytes/row", wwt.log_bytes_per_row, single.log_bytes_per_row
     );
     println!();
+    println!(
+        "90 % of {} rows deleted, then the table compacted; the rows kept inserted afresh",
+        o.rows
+    );
+    println!(
+        "{:<28} {:>12} {:>12} {:>8}",
+        "", "compaction", "INSERT", "ratio"
+    );
+    println!(
+        "{:<28} {:>12.1} {:>12.1} {:>7.2}x",
+        "MB/s of live rows (median)",
+        compact,
+        upload,
+        compact / upload
+    );
+    println!();
     println!("no segment cache; the DHT with every tracker stopped");
     println!("{:<28} {:>12} {:>12} {:>8}", "", "DHT", "tracker", "ratio");
     for (name, dht, tracker) in [
@@ -227,6 +245,67 @@ pub async fn run(o: &Options) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Inserts `rows` into `table` (id, body, price), `batch` rows a statement.
+async fn insert<'r>(
+    client: &Client,
+    table: &str,
+    rows: impl Iterator<Item = &'r (i64, String, i64)>,
+    batch: usize,
+) -> Result<()> {
+    let rows: Vec<Vec<Value>> = rows
+        .map(|(id, body, price)| {
+            vec![
+                Value::Int(*id),
+                Value::Text(body.clone()),
+                Value::Int(*price),
+            ]
+        })
+        .collect();
+    for chunk in rows.chunks(batch.max(1)) {
+        client.insert_rows(table, chunk.to_vec()).await?;
+    }
+    Ok(())
+}
+
+/// Median MB/s, over three owners, of compacting a table of `rows` after 90 % of them were
+/// deleted (live sealed rows rewritten), and of inserting the rows it keeps into a fresh
+/// table of the same schema (the same rows uploaded).
+async fn compaction(
+    net: &LocalNet,
+    rows: &[(i64, String, i64)],
+    o: &Options,
+) -> Result<(f64, f64)> {
+    let schema = |name: &str| {
+        format!(
+            "CREATE TABLE {name} (id BIGINT PRIMARY KEY, body TEXT, price BIGINT);
+             CREATE INDEX ON {name} USING fulltext (body);
+             CREATE INDEX ON {name} USING btree (price)"
+        )
+    };
+    let (mut compact, mut upload) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let mut config = ClientConfig::new(net.endpoints.tracker_list()?);
+        config.auto_compact = false;
+        let client = Client::connect(&Keystore::generate(), net.connector(), config).await?;
+        client.execute(&schema("items")).await?;
+        client.execute(&schema("kept")).await?;
+        insert(&client, "items", rows.iter(), o.batch).await?;
+        client
+            .execute("DELETE FROM items WHERE id % 10 <> 0")
+            .await?;
+        let start = Instant::now();
+        let report = client.compact(Some("items")).await?;
+        let bytes = report.first().map_or(0, |(_, c)| c.live_bytes) as f64;
+        compact.push(bytes / start.elapsed().as_secs_f64() / 1e6);
+        let kept = rows.iter().filter(|(id, _, _)| id % 10 == 0);
+        let start = Instant::now();
+        insert(&client, "kept", kept, o.batch).await?;
+        upload.push(bytes / start.elapsed().as_secs_f64() / 1e6);
+        client.flush().await;
+    }
+    Ok((median(compact), median(upload)))
 }
 
 /// (p50, p99) ms of primary-key lookups, keyword top-10s and ranges.
@@ -278,19 +357,7 @@ async fn measure(
         )
         .await?;
     let start = Instant::now();
-    for chunk in rows.chunks(o.batch) {
-        let values = chunk
-            .iter()
-            .map(|(id, body, price)| {
-                vec![
-                    Value::Int(*id),
-                    Value::Text(body.clone()),
-                    Value::Int(*price),
-                ]
-            })
-            .collect();
-        client.insert_rows("items", values).await?;
-    }
+    insert(&client, "items", rows.iter(), o.batch).await?;
     let insert = rows.len() as f64 / start.elapsed().as_secs_f64();
     let log_bytes_per_row = client.log_piece_bytes() as f64 / rows.len().max(1) as f64;
 

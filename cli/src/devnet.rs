@@ -32,7 +32,7 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// One line per node: health, pieces, bytes. Exits non-zero while a node is down.
+    /// One line per node: health, pieces, bytes live and freed. Exits non-zero while a node is down.
     Status {
         /// The devnet's folder (default: <home>/devnet).
         #[arg(long)]
@@ -191,13 +191,14 @@ async fn status(
                     _ => String::new(),
                 };
                 lines.push(format!(
-                    "{:<11} up    {}  {}  {} pieces, {} of {} bytes used{log}",
+                    "{:<11} up    {}  {}  {} pieces, {} bytes live of {}, {} bytes freed{log}",
                     p.name,
                     &p.node[..16],
                     p.address,
                     s.pieces,
                     s.used,
-                    s.capacity
+                    s.capacity,
+                    s.freed
                 ));
             }
             Err(e) => {

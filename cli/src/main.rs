@@ -49,6 +49,9 @@ enum Command {
     /// Rebuild the owner's index replicas from the log in pieces, with only the keystore
     /// (when every replica lost it), and print the tables and row counts restored.
     Recover(shell::NetworkOptions),
+    /// Give back the space of dead rows: rewrite the live rows of segments less than half
+    /// live into new segments and delete the old ones (one table, or every table).
+    Compact(shell::CompactOptions),
     /// Measure the storage engine against raw AES-SIV on this machine.
     Bench(bench::Options),
     /// Measure SQL on a local network against SQLite on the same rows.
@@ -201,6 +204,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Sql(options) => runtime()?.block_on(shell::run(&home, &options))?,
         Command::Recover(options) => runtime()?.block_on(shell::recover(&home, &options))?,
+        Command::Compact(options) => runtime()?.block_on(shell::compact(&home, &options))?,
         Command::Bench(options) => bench::run(&options)?,
         Command::BenchSql(options) => runtime()?.block_on(sqlbench::run(&options))?,
         Command::BenchAudit(options) => runtime()?.block_on(auditbench::run(&options))?,

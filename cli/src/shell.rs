@@ -239,6 +239,32 @@ pub async fn recover(home: &Path, options: &NetworkOptions) -> Result<()> {
     Ok(())
 }
 
+/// `wwt compact`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompactOptions {
+    /// The table to compact (default: every table).
+    pub table: Option<String>,
+    #[command(flatten)]
+    pub network: NetworkOptions,
+}
+
+/// Runs `wwt compact`: prints, per table, the segments rewritten, the rows moved and the bytes
+/// given back.
+pub async fn compact(home: &Path, options: &CompactOptions) -> Result<()> {
+    let keystore = home::load(home)?;
+    let config = client_config(home, &options.network).await?;
+    let client = Client::connect(&keystore, Arc::new(GrpcConnector::new()), config).await?;
+    let compacted = client.compact(options.table.as_deref()).await;
+    client.flush().await;
+    for (table, c) in compacted? {
+        println!(
+            "table {table}: {} of {} segments rewritten, {} rows ({} bytes) moved, {} bytes freed",
+            c.rewritten, c.segments, c.rows, c.live_bytes, c.freed_bytes
+        );
+    }
+    Ok(())
+}
+
 /// Runs `wwt sql`.
 pub async fn run(home: &Path, options: &Options) -> Result<()> {
     let keystore = home::load(home)?;

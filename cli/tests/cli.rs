@@ -151,34 +151,24 @@ impl Drop for Devnet {
     }
 }
 
-#[test]
-fn sql_runs_scripts_on_a_devnet_and_prints_tables_json_and_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    assert!(wwt(&home, &["init"]).status.success());
-    let _devnet = Devnet(
+/// Starts `wwt devnet up` with `args` for `home`, and waits until `wwt devnet status` succeeds
+/// and says `ready`.
+fn devnet_up(home: &std::path::Path, args: &[&str], ready: &str) -> Devnet {
+    let devnet = Devnet(
         Command::new(env!("CARGO_BIN_EXE_wwt"))
-            .args([
-                "devnet",
-                "up",
-                "--capacity-mib",
-                "256",
-                "--index-providers",
-                "2",
-            ])
-            .env("WWT_HOME", &home)
+            .args(["devnet", "up"])
+            .args(args)
+            .env("WWT_HOME", home)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    // Up once every node answers and the tracker has heard from every provider, two of them
-    // index providers as asked.
     loop {
-        let status = wwt(&home, &["devnet", "status"]);
+        let status = wwt(home, &["devnet", "status"]);
         let stdout = String::from_utf8_lossy(&status.stdout);
-        if status.status.success() && stdout.contains("6/6 providers alive (2 index)") {
-            break;
+        if status.status.success() && stdout.contains(ready) {
+            return devnet;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -186,6 +176,20 @@ fn sql_runs_scripts_on_a_devnet_and_prints_tables_json_and_errors() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+#[test]
+fn sql_runs_scripts_on_a_devnet_and_prints_tables_json_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    assert!(wwt(&home, &["init"]).status.success());
+    // Up once every node answers and the tracker has heard from every provider, two of them
+    // index providers as asked.
+    let _devnet = devnet_up(
+        &home,
+        &["--capacity-mib", "256", "--index-providers", "2"],
+        "6/6 providers alive (2 index)",
+    );
 
     let out = wwt(
         &home,
@@ -252,4 +256,90 @@ fn sql_runs_scripts_on_a_devnet_and_prints_tables_json_and_errors() {
         stderr.contains("statement 2 of 2") && stderr.contains("syntax error at line"),
         "{stderr}"
     );
+}
+
+/// Each provider's bytes live and freed, from `wwt devnet status`, in provider order.
+fn provider_bytes(home: &std::path::Path) -> Vec<(u64, u64)> {
+    let status = wwt(home, &["devnet", "status"]);
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{stdout}");
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once(" pieces, ")?;
+            let (live, rest) = rest.split_once(" bytes live of ")?;
+            let (_, rest) = rest.split_once(", ")?;
+            let (freed, _) = rest.split_once(" bytes freed")?;
+            Some((live.parse().ok()?, freed.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_dropped_table_gives_a_devnets_bytes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    assert!(wwt(&home, &["init"]).status.success());
+    let _devnet = devnet_up(&home, &["--capacity-mib", "256"], "6/6 providers alive");
+    let before = provider_bytes(&home);
+    assert_eq!(before.len(), 6);
+
+    // 8 MiB of 8 KiB documents, 64 to a statement.
+    let mut script = String::from("CREATE TABLE docs (id BIGINT PRIMARY KEY, body TEXT);\n");
+    for start in (0..1024).step_by(64) {
+        let values: Vec<String> = (start..start + 64)
+            .map(|i| format!("({i}, '{}')", format!("{i:07} ").repeat(1024)))
+            .collect();
+        script.push_str(&format!("INSERT INTO docs VALUES {};\n", values.join(", ")));
+    }
+    let file = dir.path().join("load.sql");
+    std::fs::write(&file, script).unwrap();
+    let out = wwt(&home, &["sql", "-f", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let loaded = provider_bytes(&home);
+
+    // Most rows deleted, compaction by hand: the rows left still read.
+    let out = wwt(&home, &["sql", "-c", "DELETE FROM docs WHERE id >= 100"]);
+    assert!(out.status.success());
+    let out = wwt(&home, &["compact", "docs"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("table docs: "),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = wwt(&home, &["sql", "--json", "-c", "SELECT count(*) FROM docs"]);
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(v["rows"][0][0], 100);
+
+    let out = wwt(&home, &["sql", "-c", "DROP TABLE docs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The trackers delete the pieces at their next audit steps (one a second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let after = loop {
+        let now = provider_bytes(&home);
+        let back = now
+            .iter()
+            .zip(&before)
+            .zip(&loaded)
+            .all(|((n, b), l)| n.0.saturating_sub(b.0) * 20 <= l.0 - b.0 && n.1 > b.1);
+        if back {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bytes before {before:?}, loaded {loaded:?}, now {now:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    println!("bytes before {before:?}, loaded {loaded:?}, after the drop {after:?}");
 }

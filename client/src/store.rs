@@ -36,8 +36,8 @@ use wwt_engine::{
 };
 use wwt_net::audit::{Complaint, Entrust};
 use wwt_net::types::{
-    ByteRange, ConfirmStored, Locate, NodeId, PieceId, PieceSpec, ReadPiece, ReserveSegment,
-    SegmentId, SegmentLocation,
+    ByteRange, ConfirmStored, Forget, Locate, MAX_DELETE, NodeId, PieceId, PieceSpec, ReadPiece,
+    ReserveSegment, SegmentId, SegmentLocation,
 };
 use wwt_net::{
     Connector, Discovery, Identity, NetError, TrackerApi, read_piece, read_whole_piece, rendezvous,
@@ -100,6 +100,13 @@ pub enum StoreError {
         needed: usize,
         /// What the holders did.
         why: String,
+    },
+    /// The owner deleted the segment (its tracker said so): whoever pointed here read an
+    /// index that has moved on since (a compaction moved the rows, or they were deleted).
+    #[error("segment {segment} was deleted by its owner; read the index again")]
+    Deleted {
+        /// The segment.
+        segment: String,
     },
     /// Rows whose segments cannot be recovered.
     #[error("{} rows cannot be read (rows {}): {cause}", rows.len(), rows.iter().take(8).cloned().collect::<Vec<_>>().join(", "))]
@@ -362,6 +369,9 @@ impl Storage {
             })
             .await;
         match answer {
+            Ok((_, location)) if location.deleted => Err(StoreError::Deleted {
+                segment: segment.to_string(),
+            }),
             Ok(found) => Ok(Some(found)),
             Err(StoreError::Tracker {
                 source: NetError::NotFound(_),
@@ -523,6 +533,38 @@ impl Storage {
         Ok(report)
     }
 
+    /// Deletes segments: each segment's two trackers are told to forget it (stop auditing it
+    /// and delete its pieces at their holders). Both must answer, since either may be the only
+    /// one that knows a segment yet (a tracker forgets only segments it knows). Idempotent:
+    /// forgetting a forgotten or unknown segment does nothing, so a failed call is retried.
+    pub async fn forget(&self, segments: &[SegmentId]) -> Result<(), StoreError> {
+        let mut by_pair: HashMap<Vec<NodeId>, Vec<SegmentId>> = HashMap::new();
+        for segment in segments {
+            let pair = rendezvous::pair(&segment.0, self.trackers.keys());
+            by_pair.entry(pair).or_default().push(*segment);
+        }
+        for (pair, segments) in by_pair {
+            for chunk in segments.chunks(MAX_DELETE) {
+                let request = self
+                    .identity
+                    .sign(Forget {
+                        segments: chunk.to_vec(),
+                    })
+                    .map_err(StoreError::Sign)?;
+                let answers = join_all(
+                    pair.iter()
+                        .map(|id| self.trackers[id].forget(request.clone())),
+                )
+                .await;
+                for (id, answer) in pair.iter().zip(answers) {
+                    let n = answer.map_err(|e| tracker_error(id, &chunk[0], e))?;
+                    debug!(tracker = %id, forgotten = n, "segments forgotten");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Tells the segment's tracker that `holder` refused piece `index` or served wrong bytes.
     /// Best effort: a complaint that cannot be delivered is only logged.
     async fn complain(&self, segment: &SegmentId, index: usize, holder: NodeId, reason: String) {
@@ -635,11 +677,15 @@ impl Storage {
         let segment = wire_segment(m);
         let k = m.params.data;
         let mut why = Vec::new();
+        let mut deleted = None;
         let mut current = m.clone();
         let mut mapped: Holders = vec![Vec::new(); m.pieces.len()];
         match self.located(m).await {
             Ok(Some(located)) => (current, mapped) = located,
             Ok(None) => why.push("the tracker does not know the segment".to_string()),
+            // One tracker's word must not hide a segment: with the DHT, its holders are asked.
+            Err(e @ StoreError::Deleted { .. }) if self.discovery.is_none() => return Err(e),
+            Err(e @ StoreError::Deleted { .. }) => deleted = Some(e),
             Err(e) if self.discovery.is_some() => why.push(e.to_string()),
             Err(e) => return Err(e),
         }
@@ -674,6 +720,9 @@ impl Storage {
                     }
                 }
             }
+        }
+        if let (true, Some(deleted)) = (intact < k, deleted) {
+            return Err(deleted);
         }
         if intact < k {
             return Err(StoreError::Unrecoverable {
@@ -1045,6 +1094,14 @@ impl SegmentCache {
 
     fn get(&self, id: &wwt_engine::SegmentId) -> Option<Arc<Vec<u8>>> {
         self.segments.get(id).cloned()
+    }
+
+    /// Forgets a segment the owner deleted: what it held is read from nowhere any more.
+    pub fn remove(&mut self, id: &wwt_engine::SegmentId) {
+        if let Some(bytes) = self.segments.remove(id) {
+            self.used -= bytes.len();
+            self.order.retain(|o| o != id);
+        }
     }
 
     fn insert(&mut self, id: wwt_engine::SegmentId, bytes: Arc<Vec<u8>>) {

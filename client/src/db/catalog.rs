@@ -9,7 +9,7 @@ use wwt_engine::keys::RowIdKey;
 use wwt_engine::{MasterKey, RowCipher, RowId as EngineRowId, SegmentId as EngineSegmentId};
 use wwt_index::{Batch, MAX_LIMIT, RowId, RowOp, TableId, TableSchema as StoreSchema};
 use wwt_net::NetError;
-use wwt_net::index::{ApplyBatch, CreateTable, DropTable, LogOp, PutCatalog};
+use wwt_net::index::{ApplyBatch, CreateTable, LogOp, PutCatalog};
 use wwt_query::{Catalog, Plan, TableSchema};
 
 use super::entries::column_id;
@@ -39,9 +39,19 @@ pub(super) fn blob_cipher(master: &MasterKey, name: &str) -> RowCipher {
     RowCipher::new(&keys.row, keys.id)
 }
 
+/// What marks a catalog line as a table being dropped: `generation -- dropping <hex name>`.
+/// A comment to SQL: a client from before deletion reads past it (and a catalog it saves
+/// loses the mark, leaving that drop's data in place).
+const DROPPING: &str = "-- dropping ";
+
 /// The catalog as the text that is sealed: one line `generation DDL` per CREATE TABLE and
-/// CREATE INDEX statement, tables in catalog order.
-fn catalog_text(catalog: &Catalog, generation_of: impl Fn(&str) -> u64) -> String {
+/// CREATE INDEX statement, tables in catalog order; then a line per table dropped whose
+/// pieces and namespaces are still being deleted (`dropping`: name and generation).
+fn catalog_text(
+    catalog: &Catalog,
+    generation_of: impl Fn(&str) -> u64,
+    dropping: &[(String, u64)],
+) -> String {
     let mut text = String::new();
     for t in catalog.tables() {
         let g = generation_of(&t.name);
@@ -49,15 +59,28 @@ fn catalog_text(catalog: &Catalog, generation_of: impl Fn(&str) -> u64) -> Strin
             text.push_str(&format!("{g} {sql}\n"));
         }
     }
+    for (name, g) in dropping {
+        text.push_str(&format!("{g} {DROPPING}{}\n", hex::encode(name)));
+    }
     text
 }
 
-/// Reads [`catalog_text`] back: the catalog and each table's index generation.
-fn parse_catalog(text: &[u8]) -> Result<(Catalog, Vec<(String, u64)>)> {
+/// A catalog as read back from [`catalog_text`].
+pub(super) struct CatalogText {
+    pub catalog: Catalog,
+    /// Each table's index generation.
+    pub generations: Vec<(String, u64)>,
+    /// Tables dropped whose deletion is not finished, with their last generation.
+    pub dropping: Vec<(String, u64)>,
+}
+
+/// Reads [`catalog_text`] back.
+fn parse_catalog(text: &[u8]) -> Result<CatalogText> {
     let text = std::str::from_utf8(text)
         .map_err(|_| ClientError::Damaged("the catalog is not UTF-8".into()))?;
     let mut catalog = Catalog::new();
     let mut generations = Vec::new();
+    let mut dropping = Vec::new();
     for line in text.lines() {
         let (generation, sql) = line
             .split_once(' ')
@@ -65,6 +88,16 @@ fn parse_catalog(text: &[u8]) -> Result<(Catalog, Vec<(String, u64)>)> {
         let generation: u64 = generation
             .parse()
             .map_err(|_| ClientError::Damaged("a catalog generation is not a number".into()))?;
+        if let Some(name) = sql.strip_prefix(DROPPING) {
+            let name = hex::decode(name)
+                .ok()
+                .and_then(|n| String::from_utf8(n).ok())
+                .ok_or_else(|| {
+                    ClientError::Damaged("a dropped table's name is unreadable".into())
+                })?;
+            dropping.push((name, generation));
+            continue;
+        }
         for stmt in wwt_query::parse(sql)? {
             match wwt_query::plan(&catalog, &stmt)? {
                 Plan::CreateTable(t) => {
@@ -80,7 +113,11 @@ fn parse_catalog(text: &[u8]) -> Result<(Catalog, Vec<(String, u64)>)> {
             }
         }
     }
-    Ok((catalog, generations))
+    Ok(CatalogText {
+        catalog,
+        generations,
+        dropping,
+    })
 }
 
 /// The hidden row id under which a segment's manifest is filed: a PRF of the segment id under
@@ -135,13 +172,7 @@ impl Client {
         generation: u64,
     ) -> Result<()> {
         let table = self.index_table_id(name, generation);
-        match self
-            .append(state, LogOp::DropTable(DropTable { table }))
-            .await
-        {
-            Ok(()) | Err(ClientError::Index(NetError::NotFound(_))) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.drop_namespace(state, table).await
     }
 
     pub(super) async fn create_index_table(
@@ -199,17 +230,26 @@ impl Client {
     /// Reads the owner's catalog from a replica at the head of its log and opens it.
     pub(super) async fn reload_catalog(&self, state: &mut State) -> Result<()> {
         let blob = self.catalog_blob(state).await?;
-        let (catalog, generations) = if blob.version > 0 {
+        let CatalogText {
+            catalog,
+            generations,
+            dropping,
+        } = if blob.version > 0 {
             let text = self
                 .blob_cipher(CATALOG)
                 .open(EngineRowId([0; 16]), blob.version, &blob.blob)
                 .map_err(|e| ClientError::Damaged(format!("the catalog: {e}")))?;
             parse_catalog(&text)?
         } else {
-            (Catalog::new(), Vec::new())
+            CatalogText {
+                catalog: Catalog::new(),
+                generations: Vec::new(),
+                dropping: Vec::new(),
+            }
         };
         state.catalog = catalog;
         state.catalog_version = blob.version;
+        state.dropping = dropping;
         for (name, generation) in generations {
             let schema = state.catalog.table(&name)?.clone();
             self.table(state, &schema)?.generation = generation;
@@ -218,12 +258,14 @@ impl Client {
     }
 
     /// Seals and appends `next` as the catalog (if nobody appended since this client read
-    /// the log), then makes it current with the given table generations.
+    /// the log), then makes it current with the given table generations and tables whose
+    /// drop is unfinished.
     pub(super) async fn save_catalog(
         &self,
         state: &mut State,
         next: Catalog,
         generations: &[(String, u64)],
+        dropping: Vec<(String, u64)>,
     ) -> Result<()> {
         let generation_of = |name: &str, state: &State| {
             generations
@@ -233,7 +275,7 @@ impl Client {
                 .or_else(|| state.tables.get(name).map(|t| t.generation))
                 .unwrap_or(0)
         };
-        let text = catalog_text(&next, |name| generation_of(name, state));
+        let text = catalog_text(&next, |name| generation_of(name, state), &dropping);
         let version = state.catalog_version + 1;
         let sealed = self
             .blob_cipher(CATALOG)
@@ -249,6 +291,7 @@ impl Client {
         }
         state.catalog_version = version;
         state.catalog = next;
+        state.dropping = dropping;
         for (name, g) in generations {
             let schema = state.catalog.table(name)?.clone();
             self.table(state, &schema)?.generation = *g;
@@ -368,15 +411,22 @@ mod vectors {
     #[test]
     fn catalog_text_and_seal() {
         let catalog = catalog();
-        let text = catalog_text(&catalog, |name| u64::from(name == "notes") * 2);
+        let text = catalog_text(&catalog, |name| u64::from(name == "notes") * 2, &[]);
         assert_eq!(text, CATALOG_TEXT);
         let sealed = hex::decode(SEALED_CATALOG).expect("hex");
         let mut cipher = blob_cipher(&master(), CATALOG);
         let opened = cipher
             .open(EngineRowId([0; 16]), 1, &sealed)
             .expect("the pinned catalog opens");
-        let (parsed, generations) = parse_catalog(&opened).expect("parses");
-        assert_eq!(generations, vec![("notes".to_string(), 2)]);
-        assert_eq!(catalog_text(&parsed, |_| 2), CATALOG_TEXT);
+        let parsed = parse_catalog(&opened).expect("parses");
+        assert_eq!(parsed.generations, vec![("notes".to_string(), 2)]);
+        assert!(parsed.dropping.is_empty());
+        assert_eq!(catalog_text(&parsed.catalog, |_| 2, &[]), CATALOG_TEXT);
+        // A table being dropped is kept by name (any name, quotes and spaces included).
+        let dropping = vec![("old \"t\" ü".to_string(), 7)];
+        let text = catalog_text(&parsed.catalog, |_| 2, &dropping);
+        let again = parse_catalog(text.as_bytes()).expect("parses");
+        assert_eq!(again.dropping, dropping);
+        assert_eq!(again.generations, parsed.generations);
     }
 }

@@ -31,6 +31,7 @@
 mod archive;
 mod catalog;
 mod cursor;
+mod delete;
 mod entries;
 mod log;
 mod read;
@@ -39,9 +40,10 @@ mod write;
 
 pub use archive::Recovered;
 pub use cursor::RowStream;
+pub use delete::Compaction;
 pub use log::ReplicaStatus;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -88,6 +90,10 @@ pub struct ClientConfig {
     pub cache_bytes: usize,
     /// Rows read and decrypted per batch of a streamed SELECT ([`Client::query`]).
     pub stream_batch: usize,
+    /// Compact a table ([`Client::compact`]) after a DELETE or UPDATE once the row versions
+    /// this client's statements killed make up half the bytes of the segments they were in,
+    /// and at least a segment's bytes.
+    pub auto_compact: bool,
 }
 
 impl ClientConfig {
@@ -106,6 +112,7 @@ impl ClientConfig {
             segment_size: 1 << 20,
             cache_bytes: 256 << 20,
             stream_batch: 2048,
+            auto_compact: true,
         }
     }
 }
@@ -180,6 +187,9 @@ struct TableState {
     locators: RowCipher,
     tokens: HashMap<usize, TokenKey>,
     ope: HashMap<usize, OpeEncoder>,
+    /// Bytes of row versions this client's statements killed since the table was last
+    /// compacted, and the segments they were in.
+    killed: (u64, HashSet<EngineSegmentId>),
 }
 
 /// Everything behind the client's lock.
@@ -187,6 +197,8 @@ struct State {
     log: log::Log,
     catalog: Catalog,
     catalog_version: u64,
+    /// Tables dropped whose data is still being deleted: name and last generation.
+    dropping: Vec<(String, u64)>,
     tables: HashMap<String, TableState>,
     manifests: HashMap<EngineSegmentId, SegmentManifest>,
     cache: SegmentCache,
@@ -221,13 +233,22 @@ const RACE_RETRIES: usize = 16;
 
 /// True if `e` may come from a catalog or log that another client changed since this one
 /// read it (a table created or dropped elsewhere, an index generation replaced, an entry
-/// appended first): read it again and retry.
+/// appended first, rows moved by a compaction): read it again and retry.
 fn stale_catalog(e: &ClientError) -> bool {
     matches!(
         e,
         ClientError::Query(wwt_query::Error::UnknownTable { .. })
             | ClientError::Index(NetError::NotFound(_))
             | ClientError::CatalogRace
+    ) || deleted_segment(e)
+}
+
+/// True if `e` is a read of rows whose segment the owner deleted.
+fn deleted_segment(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Store(StoreError::RowsLost { cause, .. })
+            if matches!(**cause, StoreError::Deleted { .. })
     )
 }
 
@@ -288,6 +309,11 @@ impl Client {
             }
             client.reload_catalog(&mut state).await?;
             client.publish_held_head(&state);
+            if !state.dropping.is_empty()
+                && let Err(e) = client.finish_drops(&mut state).await
+            {
+                tracing::warn!("deleting a dropped table's data is unfinished: {e}");
+            }
         }
         Ok(client)
     }
@@ -319,6 +345,7 @@ impl Client {
                 log: log::Log::default(),
                 catalog: Catalog::new(),
                 catalog_version: 0,
+                dropping: Vec::new(),
                 tables: HashMap::new(),
                 manifests: HashMap::new(),
                 cache: SegmentCache::new(config.cache_bytes),
@@ -350,20 +377,34 @@ impl Client {
             let mut tries = 0;
             let outcome = loop {
                 match self.run(&mut state, &stmt).await {
-                    Err(e) if stale_catalog(&e) && tries < RACE_RETRIES => {
-                        tries += 1;
-                        if matches!(e, ClientError::CatalogRace) {
-                            race_backoff(tries).await;
-                        }
-                        self.refresh_heads(&mut state).await?;
-                        self.reload_catalog(&mut state).await?;
-                    }
+                    Err(e) if self.reread_after(&mut state, &e, &mut tries).await? => {}
                     other => break other?,
                 }
             };
             out.push(outcome);
         }
         Ok(out)
+    }
+
+    /// After `e`: if another client of the owner may have changed the catalog or log since
+    /// this one read it (and `tries` allows another run), reads the head and catalog again
+    /// and says to run the failed work again.
+    async fn reread_after(
+        &self,
+        state: &mut State,
+        e: &ClientError,
+        tries: &mut usize,
+    ) -> Result<bool> {
+        if !stale_catalog(e) || *tries >= RACE_RETRIES {
+            return Ok(false);
+        }
+        *tries += 1;
+        if matches!(e, ClientError::CatalogRace) {
+            race_backoff(*tries).await;
+        }
+        self.refresh_heads(state).await?;
+        self.reload_catalog(state).await?;
+        Ok(true)
     }
 
     /// Plans `stmt` against the catalog as this client knows it, and applies the plan.
@@ -375,29 +416,21 @@ impl Client {
     async fn apply(&self, state: &mut State, plan: &Plan) -> Result<Outcome> {
         match plan {
             Plan::CreateTable(t) => {
+                self.finish_drop_of(state, &t.name).await?;
                 let mut next = state.catalog.clone();
                 next.add_table(t.clone())?;
                 // A fresh generation (the clock, like versions): a table dropped earlier under
                 // this name may have left its index namespace behind.
                 let generation = self.next_version(state, 0);
                 self.create_index_table(state, t, generation).await?;
-                self.save_catalog(state, next, &[(t.name.clone(), generation)])
+                let dropping = state.dropping.clone();
+                self.save_catalog(state, next, &[(t.name.clone(), generation)], dropping)
                     .await?;
                 Ok(Outcome::Created)
             }
             Plan::DropTable { table: None } => Ok(Outcome::Dropped),
             Plan::DropTable { table: Some(name) } => {
-                let mut next = state.catalog.clone();
-                next.remove_table(name)?;
-                // A table never opened has generation 0 (as `table` would set up).
-                let generation = state.tables.get(name).map_or(0, |t| t.generation);
-                self.save_catalog(state, next, &[]).await?;
-                state.tables.remove(name);
-                // The table is gone for every client; its index namespace is freed next. The
-                // sealed rows stay in their pieces, unreferenced (there is no delete yet).
-                if let Err(e) = self.drop_index_table(state, name, generation).await {
-                    tracing::warn!("table dropped, but its index namespace was not freed: {e}");
-                }
+                self.drop_table(state, name).await?;
                 Ok(Outcome::Dropped)
             }
             Plan::CreateIndex { table, index } => {
@@ -408,7 +441,8 @@ impl Client {
                 let generation = self.table(state, &old)?.generation + 1;
                 self.build_index_table(state, &old, &schema, generation)
                     .await?;
-                self.save_catalog(state, next, &[(table.clone(), generation)])
+                let dropping = state.dropping.clone();
+                self.save_catalog(state, next, &[(table.clone(), generation)], dropping)
                     .await?;
                 // The previous generation is no longer read: free it at the index provider.
                 // The index exists for every client now, whatever happens to this.
@@ -430,8 +464,16 @@ impl Client {
                 }))
             }
             Plan::Insert(p) => Ok(Outcome::Inserted(self.insert(state, p).await?)),
-            Plan::Update(p) => Ok(Outcome::Updated(self.update(state, p).await?)),
-            Plan::Delete(p) => Ok(Outcome::Deleted(self.delete(state, p).await?)),
+            Plan::Update(p) => {
+                let n = self.update(state, p).await?;
+                self.compact_if_sparse(state, &p.access.table).await;
+                Ok(Outcome::Updated(n))
+            }
+            Plan::Delete(p) => {
+                let n = self.delete(state, p).await?;
+                self.compact_if_sparse(state, &p.access.table).await;
+                Ok(Outcome::Deleted(n))
+            }
         }
     }
 
@@ -459,6 +501,7 @@ impl Client {
                     generation: 0,
                     tokens: HashMap::new(),
                     ope: HashMap::new(),
+                    killed: (0, HashSet::new()),
                 },
             );
         }

@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use futures::stream::{self, StreamExt};
 use wwt_engine::RowId as EngineRowId;
 use wwt_engine::table::RowWrite;
-use wwt_index::{Batch, MAX_LIMIT, Query, RowEntries, RowId, RowOp, TableSchema as StoreSchema};
+use wwt_index::{
+    Batch, MAX_LIMIT, Query, RowEntries, RowId, RowOp, TableId, TableSchema as StoreSchema,
+};
 use wwt_net::NetError;
 use wwt_net::index::{ApplyBatch, CreateTable, LogOp};
 use wwt_query::plan::{DeletePlan, InsertPlan, UpdatePlan};
@@ -111,7 +113,12 @@ impl Client {
         if writes.is_empty() {
             return Ok(0);
         }
-        self.write_versions(state, schema, &writes, &previous).await
+        let n = self
+            .write_versions(state, schema, &writes, &previous)
+            .await?;
+        let killed = writes.iter().filter_map(|(_, p, _)| p.as_ref());
+        self.note_killed(state, schema, killed.map(|(l, _)| l.as_slice()))?;
+        Ok(n)
     }
 
     pub(super) async fn delete(&self, state: &mut State, plan: &DeletePlan) -> Result<usize> {
@@ -129,6 +136,7 @@ impl Client {
         }
         let n = ops.len();
         self.apply_batch(state, schema, ops).await?;
+        self.note_killed(state, schema, reads.values().map(|r| r.locator.as_slice()))?;
         Ok(n)
     }
 
@@ -148,16 +156,30 @@ impl Client {
             records.push(make_record(parent.as_ref(), &encoded));
             versions.push(self.next_version(state, previous.get(i).copied().unwrap_or(0)));
         }
+        let rows: Vec<(RowId, &Row)> = writes.iter().map(|(id, _, row)| (*id, *row)).collect();
+        self.write_records(state, schema, &rows, &records, &versions)
+            .await
+    }
+
+    /// Seals each row's record at its version, packs, codes and uploads them, files the
+    /// segments' manifests, then sends the rows' index entries in one batch.
+    pub(super) async fn write_records(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        rows: &[(RowId, &Row)],
+        records: &[Vec<u8>],
+        versions: &[u64],
+    ) -> Result<usize> {
         let batch = {
             let t = self.table(state, schema)?;
-            t.engine
-                .write(writes.iter().zip(&records).zip(&versions).map(
-                    |(((id, _, _), record), version)| RowWrite {
-                        row: EngineRowId(id.0),
-                        version: *version,
-                        plaintext: record,
-                    },
-                ))
+            t.engine.write(rows.iter().zip(records).zip(versions).map(
+                |(((id, _), record), version)| RowWrite {
+                    row: EngineRowId(id.0),
+                    version: *version,
+                    plaintext: record,
+                },
+            ))
         };
         // Pieces first, then manifests (sealed, in the hidden segments table), then rows:
         // until the row entries land, nothing of this statement is visible. A failed upload
@@ -188,10 +210,15 @@ impl Client {
                 .manifests
                 .insert(seg.manifest.segment, seg.manifest.clone());
         }
-        self.put_manifests(state, manifest_ops).await?;
+        // Filed twice: where readers look a segment up, and in the table's segment list, where
+        // a drop or a compaction finds it (the list goes first: a segment is never unlisted).
+        self.put_manifests(state, self.segment_list(&schema.name), manifest_ops.clone())
+            .await?;
+        self.put_manifests(state, self.segments_table(), manifest_ops)
+            .await?;
         let locators = &mut self.table(state, schema)?.locators;
-        let mut versions = Vec::with_capacity(writes.len());
-        for ((id, _, row), locator) in writes.iter().zip(&batch.locators) {
+        let mut versions = Vec::with_capacity(rows.len());
+        for ((id, row), locator) in rows.iter().zip(&batch.locators) {
             let sealed = locators.seal(locator.row, locator.version, &locator.to_bytes());
             versions.push((*id, locator.version, sealed, row.as_slice()));
         }
@@ -205,11 +232,16 @@ impl Client {
         Ok(n)
     }
 
-    async fn put_manifests(&self, state: &mut State, ops: Vec<RowOp>) -> Result<()> {
+    /// Applies manifest rows to the hidden namespace `table`, creating it at first use.
+    pub(super) async fn put_manifests(
+        &self,
+        state: &mut State,
+        table: TableId,
+        ops: Vec<RowOp>,
+    ) -> Result<()> {
         if ops.is_empty() {
             return Ok(());
         }
-        let table = self.segments_table();
         let apply = |ops: Vec<RowOp>| {
             LogOp::Apply(ApplyBatch {
                 table,
