@@ -2048,14 +2048,7 @@ mod tests {
         let store = open(&before, 1 << 20);
         // One at a time: each piece is a group of its own, the last one in the last group.
         let pieces: Vec<Bytes> = (0..5).map(|i| random(9000 + i, 10 + i as u64)).collect();
-        for data in &pieces {
-            let size = data.len() as u64;
-            let stream = PieceStream::whole(data.clone());
-            store
-                .put(PieceId::of(data), meta(size), stream)
-                .await
-                .unwrap();
-        }
+        put_all(&store, &pieces).await;
         let last = store.get(&PieceId::of(&pieces[4])).unwrap().unwrap();
 
         // The crash: the files as they are now, with an index that never got the entries it

@@ -197,15 +197,7 @@ impl Net {
         let config = TrackerConfig {
             data_dir: dir.path().to_path_buf(),
             placement_seed: Some(SEED),
-            audit: AuditConfig {
-                enabled: false,
-                mean_interval_ms: MEAN_MS,
-                // Sentinels run out on these small pieces: chunk challenges follow, no refresh.
-                refresh_below: 0,
-                seed: Some(SEED),
-                orphan_grace_ms,
-                ..AuditConfig::default()
-            },
+            audit: audits(orphan_grace_ms),
             ..TrackerConfig::default()
         };
         let network = MemoryNetwork::new();
@@ -407,6 +399,19 @@ fn pieces(encoded: &EncodedSegment) -> Vec<PieceId> {
 /// Opens the tracker of `config`. sled lets go of its file lock from background threads after
 /// its last handle is dropped, so a tracker dropped just before may still hold it: wait for
 /// that, up to 10 s, as a restarted daemon's supervisor would.
+/// The tests' audits: stepped by hand, on this seed; sentinels run out on these small pieces
+/// (chunk challenges follow, no refresh).
+fn audits(orphan_grace_ms: u64) -> AuditConfig {
+    AuditConfig {
+        enabled: false,
+        mean_interval_ms: MEAN_MS,
+        refresh_below: 0,
+        seed: Some(SEED),
+        orphan_grace_ms,
+        ..AuditConfig::default()
+    }
+}
+
 fn open(config: &TrackerConfig, network: &MemoryNetwork, clock: &Arc<ManualClock>) -> Arc<Tracker> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -610,14 +615,7 @@ impl TwoTrackers {
                         address: addresses[1 - i].into(),
                     }],
                     placement_seed: Some(SEED),
-                    audit: AuditConfig {
-                        enabled: false,
-                        mean_interval_ms: MEAN_MS,
-                        refresh_below: 0,
-                        seed: Some(SEED),
-                        orphan_grace_ms,
-                        ..AuditConfig::default()
-                    },
+                    audit: audits(orphan_grace_ms),
                     ..TrackerConfig::default()
                 };
                 let tracker = open(&config, &network, &clock);
