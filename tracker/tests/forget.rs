@@ -209,16 +209,16 @@ impl Net {
         for p in &providers {
             network.add_provider(&p.address, p.clone());
         }
-        let net = Net {
+        Net {
             _dir: dir,
             config,
             network,
             clock,
             tracker,
             providers,
-        };
-        heartbeats(&net.tracker, &net.providers).await;
-        net
+        }
+        .heard()
+        .await
     }
 
     /// Stops the tracker and opens it again on the same database.
@@ -233,16 +233,22 @@ impl Net {
         } = self;
         drop(tracker);
         let tracker = open(&config, &network, &clock);
-        let net = Net {
+        Net {
             _dir: dir,
             config,
             network,
             clock,
             tracker,
             providers,
-        };
-        heartbeats(&net.tracker, &net.providers).await;
-        net
+        }
+        .heard()
+        .await
+    }
+
+    /// This network once the tracker has had every provider's heartbeat.
+    async fn heard(self) -> Net {
+        heartbeats(&self.tracker, &self.providers).await;
+        self
     }
 
     fn provider(&self, address: &str) -> &Provider {
