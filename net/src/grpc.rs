@@ -67,6 +67,11 @@ const CONNECTION_WINDOW: u32 = 16 << 20;
 /// HTTP/2 frames up to 1 MiB: pieces travel in few frames instead of many 16 KiB ones.
 const MAX_FRAME: u32 = 1 << 20;
 
+/// The reflection services' names, listed beside the node's own.
+pub const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+/// See [`REFLECTION_V1`]: current Python tooling asks this older version.
+pub const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
 /// The services one gRPC server exposes (each optional).
 #[derive(Default, Clone)]
 pub struct Services {
@@ -89,10 +94,26 @@ pub async fn serve(
         tracker,
         index,
     } = services;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| NetError::Internal(format!("reflection service: {e}")))?;
+    // Reflection lists only the services this node serves, in both versions clients ask.
+    let served = [
+        provider.as_ref().map(|_| ProviderServer::<ProviderAdapter>::NAME),
+        tracker.as_ref().map(|_| TrackerServer::<TrackerAdapter>::NAME),
+        index.as_ref().map(|_| IndexServer::<IndexAdapter>::NAME),
+    ];
+    let reflection = || {
+        served.iter().flatten().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .with_service_name(REFLECTION_V1)
+                .with_service_name(REFLECTION_V1ALPHA),
+            |builder, name| builder.with_service_name(*name),
+        )
+    };
+    let reflection_failed = |e| NetError::Internal(format!("reflection service: {e}"));
+    let reflection_v1 = reflection().build_v1().map_err(reflection_failed)?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(reflection_failed)?;
     // Each service decodes up to the largest cap among its methods; `CapRequests` holds each
     // method to its own before tonic buffers a message.
     let provider = provider.map(|api| {
@@ -129,7 +150,8 @@ pub async fn serve(
         .timeout(REQUEST_TIMEOUT)
         .layer(GlobalConcurrencyLimitLayer::new(MAX_CALLS))
         .layer(limits::CapRequests)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_optional_service(provider)
         .add_optional_service(tracker)
         .add_optional_service(index)

@@ -732,40 +732,65 @@ impl tonic::codec::Decoder for RawCoder {
     }
 }
 
-async fn reflection_body() {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-
-    let (_dir, net, _) = start(Transport::Grpc, 1, 1).await;
-    let providers = &net.endpoints.providers;
-    for (address, service) in [
-        (&providers[0].address, "wwt.v1.Provider"),
-        (&net.endpoints.trackers[0].address, "wwt.v1.Tracker"),
-    ] {
-        let mut client = ServerReflectionClient::new(
-            tonic::transport::Channel::from_shared(address.clone())
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut replies = client
-            .server_reflection_info(tokio_stream::iter([request]))
+/// The services `address` lists through reflection, asked in v1 and in v1alpha.
+async fn reflected(address: &str) -> [Vec<String>; 2] {
+    let channel = || async {
+        tonic::transport::Channel::from_shared(address.to_owned())
+            .unwrap()
+            .connect()
             .await
             .unwrap()
-            .into_inner();
-        let reply = replies.message().await.unwrap().unwrap();
-        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
-            panic!("unexpected reflection reply");
-        };
-        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        assert!(names.iter().any(|n| n == service), "{names:?}");
+    };
+    // The two versions are the same messages in two packages.
+    macro_rules! list {
+        ($v:ident) => {{
+            use tonic_reflection::pb::$v::ServerReflectionRequest;
+            use tonic_reflection::pb::$v::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$v::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$v::server_reflection_response::MessageResponse;
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut replies = ServerReflectionClient::new(channel().await)
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .unwrap()
+                .into_inner();
+            let reply = replies.message().await.unwrap().unwrap();
+            let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+                panic!("unexpected reflection reply");
+            };
+            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+            names.sort();
+            names
+        }};
+    }
+    [list!(v1), list!(v1alpha)]
+}
+
+async fn reflection_body() {
+    use wwt_net::grpc::{REFLECTION_V1, REFLECTION_V1ALPHA};
+
+    // Four providers: the first three host indexes, the fourth only stores pieces.
+    let (_dir, net, _) = start(Transport::Grpc, 1, 4).await;
+    let providers = &net.endpoints.providers;
+    for (address, services) in [
+        (
+            &providers[0].address,
+            &["wwt.v1.Index", "wwt.v1.Provider"][..],
+        ),
+        (&providers[3].address, &["wwt.v1.Provider"][..]),
+        (&net.endpoints.trackers[0].address, &["wwt.v1.Tracker"][..]),
+    ] {
+        let mut expected: Vec<&str> = [REFLECTION_V1, REFLECTION_V1ALPHA]
+            .into_iter()
+            .chain(services.iter().copied())
+            .collect();
+        expected.sort();
+        for names in reflected(address).await {
+            assert_eq!(names, expected, "{address}");
+        }
     }
 
     let mut raw =
