@@ -79,6 +79,10 @@ pub struct ProviderArgs {
     /// Address to serve gRPC on (port 0: any free port; the chosen one is printed).
     #[arg(long, env = "WWT_PROVIDER_LISTEN", default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,
+    /// Serve `/metrics` (Prometheus), `/health` and the provider's page over HTTP here (port
+    /// 0: any free port; the chosen one is printed).
+    #[arg(long, env = "WWT_PROVIDER_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
     /// Folder for pieces, metadata and the identity key.
     #[arg(long, env = "WWT_PROVIDER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -116,6 +120,10 @@ pub struct TrackerArgs {
     /// Address to serve gRPC on (port 0: any free port; the chosen one is printed).
     #[arg(long, env = "WWT_TRACKER_LISTEN", default_value = "127.0.0.1:7000")]
     pub listen: SocketAddr,
+    /// Serve `/metrics` (Prometheus), `/health` and the dashboard over HTTP here (port 0:
+    /// any free port; the chosen one is printed).
+    #[arg(long, env = "WWT_TRACKER_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
     /// Folder for the piece map and the identity key.
     #[arg(long, env = "WWT_TRACKER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -154,11 +162,13 @@ fn load<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
 }
 
 /// Binds `listen` and prints the lines a supervisor (or a test) reads: who listens where,
-/// and with a DHT node, the multiaddress to join the DHT through.
+/// where its HTTP endpoint is (a port of 0 replaced by a free port chosen now), and with a
+/// DHT node, the multiaddress to join the DHT through.
 async fn bind(
     role: &str,
     identity: &Path,
     listen: SocketAddr,
+    http: &mut Option<SocketAddr>,
     dht: Option<&mut NodeConfig>,
 ) -> Result<TcpListener> {
     let node = Identity::load_or_create(identity)?.node_id();
@@ -169,6 +179,15 @@ async fn bind(
         "{role} {node} listening on http://{}",
         listener.local_addr()?
     );
+    if let Some(http) = http {
+        if http.port() == 0 {
+            let free = std::net::TcpListener::bind(*http)
+                .and_then(|l| l.local_addr())
+                .with_context(|| format!("no free port for HTTP on {}", http.ip()))?;
+            http.set_port(free.port());
+        }
+        println!("{role} {node} http http://{http}");
+    }
     if let Some(dht) = dht {
         let peer = wwt_net::node::peer_id(&node)?;
         println!("{role} {node} dht {}/p2p/{peer}", dht_listen(dht)?);
@@ -242,7 +261,17 @@ impl ProviderArgs {
         }
         self.dht.apply(&mut config.dht);
         let identity = config.identity_path();
-        let listener = bind("provider", &identity, self.listen, config.dht.as_mut()).await?;
+        if self.http_listen.is_some() {
+            config.http_listen = self.http_listen;
+        }
+        let listener = bind(
+            "provider",
+            &identity,
+            self.listen,
+            &mut config.http_listen,
+            config.dht.as_mut(),
+        )
+        .await?;
         Ok((config, listener))
     }
 }
@@ -268,7 +297,17 @@ impl TrackerArgs {
         config.admission.permissioned |= self.permissioned;
         self.dht.apply(&mut config.dht);
         let identity = config.identity_path();
-        let listener = bind("tracker", &identity, self.listen, config.dht.as_mut()).await?;
+        if self.http_listen.is_some() {
+            config.http_listen = self.http_listen;
+        }
+        let listener = bind(
+            "tracker",
+            &identity,
+            self.listen,
+            &mut config.http_listen,
+            config.dht.as_mut(),
+        )
+        .await?;
         Ok((config, listener))
     }
 }

@@ -56,6 +56,7 @@ pub async fn run(home: &Path, command: Command) -> Result<()> {
                 providers,
                 index_providers,
                 capacity: capacity_mib << 20,
+                http: true,
                 ..Shape::default()
             };
             let net = LocalNet::start(&dir, shape).await?;
@@ -66,6 +67,9 @@ pub async fn run(home: &Path, command: Command) -> Result<()> {
                 .chain(&net.endpoints.providers)
             {
                 println!("{:<11} {}  {}", n.name, n.address, n.node);
+                if let Some(http) = &n.http {
+                    println!("{:<11} {http}  (metrics, health, its page)", "");
+                }
             }
             for seed in &net.endpoints.dht {
                 println!("{:<11} {seed}", "dht seed");

@@ -26,11 +26,14 @@ struct Daemon {
     address: String,
     /// The multiaddress to join its DHT node through, if it runs one.
     dht: Option<String>,
+    /// Its operator's HTTP endpoint, if it serves one.
+    http: Option<String>,
 }
 
 impl Daemon {
     /// Starts `wwt <args>` and reads the line it prints once listening:
-    /// `<role> <node id> listening on <address>`, and with `--dht-listen` the next one:
+    /// `<role> <node id> listening on <address>`, then with `--http-listen` (flag or
+    /// environment) `<role> <node id> http <url>`, and with `--dht-listen`
     /// `<role> <node id> dht <multiaddress>`.
     fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wwt"))
@@ -49,18 +52,22 @@ impl Daemon {
             "wwt {args:?} printed {line:?} (status {:?})",
             child.try_wait()
         );
-        let dht = args.contains(&"--dht-listen").then(|| {
+        let mut next = |what: &str| {
             let mut line = String::new();
             stdout.read_line(&mut line).unwrap();
             match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-                [_, node, "dht", addr] if *node == words[1] => addr.to_string(),
-                _ => panic!("wwt {args:?} printed {line:?} for its DHT node"),
+                [_, node, said, addr] if *node == words[1] && *said == what => addr.to_string(),
+                _ => panic!("wwt {args:?} printed {line:?} for its {what} endpoint"),
             }
-        });
+        };
+        let http_env = env.iter().any(|(k, _)| k.ends_with("_HTTP_LISTEN"));
+        let http = (args.contains(&"--http-listen") || http_env).then(|| next("http"));
+        let dht = args.contains(&"--dht-listen").then(|| next("dht"));
         Daemon {
             node: words[1].parse().unwrap(),
             address: words[4].to_string(),
             dht,
+            http,
             child,
         }
     }
@@ -482,6 +489,130 @@ async fn sql_runs_against_an_index_provider_started_with_the_index_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("--index"), "{stderr}");
+}
+
+/// Daemons started by hand with `--http-listen` (or its variable) serve their operator's
+/// endpoint: `/health`, `/metrics` that a Prometheus parser reads and whose counts follow
+/// the rows `wwt sql` stores, and pages: the tracker's dashboard lists every provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_serve_metrics_health_and_pages_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tracker");
+    let tracker = Daemon::spawn(
+        &[
+            "tracker",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let at = format!("{}@{}", tracker.node, tracker.address);
+    let providers: Vec<Daemon> = (0..6)
+        .map(|i| {
+            let data = dir.path().join(format!("provider-{i}"));
+            match i {
+                0 => provider(
+                    &data,
+                    &at,
+                    GIB,
+                    &["--index", "--http-listen", "127.0.0.1:0"],
+                    &[],
+                ),
+                _ => provider(
+                    &data,
+                    &at,
+                    GIB,
+                    &[],
+                    &[("WWT_PROVIDER_HTTP_LISTEN", "127.0.0.1:0")],
+                ),
+            }
+        })
+        .collect();
+    let connector = GrpcConnector::with_timeout(Duration::from_secs(10));
+    let tracker_api = connector.tracker(&tracker.address).unwrap();
+    for p in &providers {
+        wait_alive(tracker_api.as_ref(), &p.address).await;
+    }
+    let http = |d: &Daemon| d.http.clone().expect("an HTTP endpoint");
+    for d in providers.iter().chain([&tracker]) {
+        assert_eq!(
+            wwt_tests::http_get(&format!("{}/health", http(d))).await,
+            (200, "ok\n".into())
+        );
+    }
+
+    let home = dir.path().join("home");
+    let wwt = as_owner(&home);
+    let rows: Vec<String> = (0..300)
+        .map(|i| format!("({i}, '{}')", "r".repeat(1_000)))
+        .collect();
+    let script = dir.path().join("notes.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT);\nINSERT INTO notes VALUES {};\n",
+            rows.join(", ")
+        ),
+    )
+    .unwrap();
+    let out = wwt(&[
+        "sql",
+        "--trackers",
+        &at,
+        "--index",
+        &providers[0].address,
+        "-f",
+        script.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut pieces = 0.0;
+    for p in &providers {
+        let metrics = wwt_tests::scrape(&format!("{}/metrics", http(p))).await;
+        let held = wwt_tests::metric(&metrics, "wwt_provider_pieces", &[]);
+        let stores = wwt_tests::metric(
+            &metrics,
+            "wwt_grpc_requests_total",
+            &[("method", "/wwt.v1.Provider/Store"), ("code", "Ok")],
+        );
+        assert!(held > 0.0, "{} holds no piece", p.address);
+        assert!(stores >= held, "{stores} stores for {held} pieces");
+        pieces += held;
+    }
+    let index = wwt_tests::scrape(&format!("{}/metrics", http(&providers[0]))).await;
+    assert_eq!(wwt_tests::metric(&index, "wwt_index_owners", &[]), 1.0);
+    assert!(wwt_tests::metric(&index, "wwt_index_log_entries", &[]) >= 2.0);
+    let metrics = wwt_tests::scrape(&format!("{}/metrics", http(&tracker))).await;
+    assert_eq!(
+        wwt_tests::metric(&metrics, "wwt_tracker_providers", &[("state", "alive")]),
+        6.0
+    );
+    assert_eq!(
+        wwt_tests::metric(&metrics, "wwt_tracker_provider_pieces", &[]),
+        pieces
+    );
+
+    let (status, page) = wwt_tests::http_get(&format!("{}/", http(&tracker))).await;
+    assert_eq!(status, 200);
+    for p in &providers {
+        assert!(page.contains(&format!("title=\"{}\"", p.node)), "{page}");
+        assert!(page.contains(&p.address), "{page}");
+    }
+    let (status, page) = wwt_tests::http_get(&format!("{}/", http(&providers[1]))).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!("title=\"{}\"", tracker.node)),
+        "{page}"
+    );
 }
 
 /// `wwt init` in `home`, then `wwt <args>` as that owner: its output, whatever the status.

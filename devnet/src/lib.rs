@@ -14,6 +14,7 @@
 //! networks, and no library may depend on the binary crate. Its errors are `anyhow`: they only
 //! ever reach a person or a test.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +55,9 @@ pub struct NodeInfo {
     /// Whether it serves the index service (an index provider).
     #[serde(default)]
     pub index: bool,
+    /// Its operator's HTTP endpoint (`/metrics`, `/health`, its page), if it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 impl NodeInfo {
@@ -209,6 +213,8 @@ pub struct Shape {
     pub heartbeat_ms: u64,
     /// How the nodes are reached.
     pub transport: Transport,
+    /// Whether each node also serves its operator's HTTP endpoint (gRPC only).
+    pub http: bool,
     /// Seed of every node's key ([`node_identity`]) and of the trackers' placement and audit
     /// draws (unless [`Hooks::audit`] sets its own), so a network started again with the same
     /// seed places the same segments on the same nodes: tests print it for a replay. Unset,
@@ -226,6 +232,7 @@ impl Default for Shape {
             max_piece_bytes: ProviderConfig::default().max_piece_bytes,
             heartbeat_ms: 1_000,
             transport: Transport::Grpc,
+            http: false,
             seed: None,
         }
     }
@@ -362,6 +369,22 @@ async fn bind(transport: Transport, name: &str) -> Result<(Option<TcpListener>, 
     }
 }
 
+/// An HTTP address for a node when `shape` asks for one: a free loopback port, chosen now.
+fn http_address(shape: &Shape) -> Result<Option<String>> {
+    if !shape.http || shape.transport != Transport::Grpc {
+        return Ok(None);
+    }
+    let free = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    Ok(Some(format!("http://{free}")))
+}
+
+/// Where a node serves [`NodeInfo::http`].
+fn listen_at(http: &Option<String>) -> Result<Option<SocketAddr>> {
+    http.as_deref()
+        .map(|url| Ok(url.trim_start_matches("http://").parse()?))
+        .transpose()
+}
+
 impl LocalNet {
     /// Starts `shape.trackers` trackers and `shape.providers` providers on loopback, with
     /// their folders under `dir`, writes `dir/endpoints.json`, and waits until every tracker
@@ -428,6 +451,7 @@ impl LocalNet {
                 address,
                 dir: tdir,
                 index: false,
+                http: http_address(&shape)?,
             });
         }
         let mut trackers = Vec::new();
@@ -470,6 +494,7 @@ impl LocalNet {
                 dht: seed
                     .is_some()
                     .then(|| NodeConfig::loopback(endpoints.dht.clone())),
+                http_listen: listen_at(&endpoints.trackers[t].http)?,
                 ..TrackerConfig::default()
             };
             let (tracker, running) = start_tracker(
@@ -516,12 +541,15 @@ impl LocalNet {
                 setup(p, identity.node_id(), &mut config);
             }
             let (listener, address) = bind(shape.transport, &name).await?;
+            let http = http_address(&shape)?;
+            config.http_listen = listen_at(&http)?;
             endpoints.providers.push(NodeInfo {
                 name,
                 node: hex::encode(identity.node_id().0),
                 address: address.clone(),
                 dir: pdir,
                 index: config.index,
+                http,
             });
             configs.push(config);
             listeners.push(listener);

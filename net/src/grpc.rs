@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tower::limit::GlobalConcurrencyLimitLayer;
 
 mod limits;
+mod metered;
 
 use crate::api::{Connector, ProviderApi, TrackerApi};
 use crate::audit::{
@@ -32,6 +33,7 @@ use crate::error::NOT_SERVED;
 use crate::index::{
     Answer, Append, GetCatalog, GetEntries, GetHead, IndexApi, LogHead, QueryTable,
 };
+use crate::ops::RequestMetrics;
 use crate::proto::index_client::IndexClient;
 use crate::proto::index_server::{Index, IndexServer};
 use crate::proto::provider_client::ProviderClient;
@@ -81,6 +83,8 @@ pub struct Services {
     pub tracker: Option<Arc<dyn TrackerApi>>,
     /// The index service.
     pub index: Option<Arc<dyn IndexApi>>,
+    /// Where the requests are counted, if anywhere.
+    pub metrics: Option<RequestMetrics>,
 }
 
 /// Serves `services` (and gRPC reflection) on `listener` until `shutdown`.
@@ -93,11 +97,16 @@ pub async fn serve(
         provider,
         tracker,
         index,
+        metrics,
     } = services;
     // Reflection lists only the services this node serves, in both versions clients ask.
     let served = [
-        provider.as_ref().map(|_| ProviderServer::<ProviderAdapter>::NAME),
-        tracker.as_ref().map(|_| TrackerServer::<TrackerAdapter>::NAME),
+        provider
+            .as_ref()
+            .map(|_| ProviderServer::<ProviderAdapter>::NAME),
+        tracker
+            .as_ref()
+            .map(|_| TrackerServer::<TrackerAdapter>::NAME),
         index.as_ref().map(|_| IndexServer::<IndexAdapter>::NAME),
     ];
     let reflection = || {
@@ -111,9 +120,7 @@ pub async fn serve(
     };
     let reflection_failed = |e| NetError::Internal(format!("reflection service: {e}"));
     let reflection_v1 = reflection().build_v1().map_err(reflection_failed)?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(reflection_failed)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_failed)?;
     // Each service decodes up to the largest cap among its methods; `CapRequests` holds each
     // method to its own before tonic buffers a message.
     let provider = provider.map(|api| {
@@ -149,6 +156,7 @@ pub async fn serve(
         .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
         .timeout(REQUEST_TIMEOUT)
         .layer(GlobalConcurrencyLimitLayer::new(MAX_CALLS))
+        .layer(metered::Metered(metrics))
         .layer(limits::CapRequests)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -14,6 +14,7 @@
 //! - [`api`]: the seams: [`ProviderApi`], [`TrackerApi`], [`Connector`], [`Discovery`].
 //! - [`index`]: the index provider's seam [`IndexApi`] and its signed request bodies.
 //! - [`grpc`]: tonic server adapters (with reflection) and clients implementing the traits.
+//! - [`ops`]: the operator's HTTP endpoint: Prometheus metrics, health, the node's page.
 //! - [`memory`]: the in-memory network and DHT twin for whole-network tests in one process.
 //! - [`faults`]: a connector wrapper that drops, delays, corrupts and partitions.
 //! - [`node`]: the libp2p node (Kademlia + identify over TCP/noise/yamux) as one actor task;
@@ -30,6 +31,7 @@ pub mod grpc;
 pub mod index;
 pub mod memory;
 pub mod node;
+pub mod ops;
 mod provide;
 mod records;
 pub mod rendezvous;

@@ -1,5 +1,6 @@
 //! The provider's configuration.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,6 +48,9 @@ pub struct ProviderConfig {
     pub signature_window_ms: u64,
     /// The libp2p node announcing held segments in the DHT; none if unset.
     pub dht: Option<NodeConfig>,
+    /// Serve the operator's HTTP endpoint here: `/metrics` (Prometheus), `/health` and the
+    /// provider's page at `/`; none if unset.
+    pub http_listen: Option<SocketAddr>,
     /// Also be an index provider: host owners' encrypted indexes and catalogs in
     /// `<data_dir>/index` and serve the `wwt.v1.Index` service.
     pub index: bool,
@@ -66,6 +70,7 @@ impl Default for ProviderConfig {
             heartbeat_interval_ms: 5_000,
             signature_window_ms: 120_000,
             dht: None,
+            http_listen: None,
             index: false,
         }
     }

@@ -135,6 +135,14 @@ impl IndexService {
         Ok(inner.store.close()?)
     }
 
+    /// What this replica serves: the owners whose logs it keeps, their entries in all, and
+    /// the index namespaces open now.
+    pub fn served(&self) -> Result<(usize, u64, usize), NetError> {
+        let heads = self.inner.logs.heads()?;
+        let entries = heads.iter().map(|(_, seq)| seq).sum();
+        Ok((heads.len(), entries, self.inner.store.open_namespaces()))
+    }
+
     /// Where this replica's copy of `owner`'s log stands.
     pub fn head(&self, owner: &NodeId) -> Result<LogHead, NetError> {
         self.inner.logs.head(owner)

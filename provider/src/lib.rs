@@ -10,6 +10,7 @@
 //!   owners' logs, applied to the encrypted index store (when the provider is also an index
 //!   provider).
 //! - [`log`]: [`log::Logs`], the owners' log entries as they signed them.
+//! - [`page`]: [`ProviderSite`], the operator's view: metrics and the provider's page.
 //! - [`error`]: the crate's error type, [`ProviderError`].
 //!
 //! [`run`] is the daemon: it opens the provider (and its index store, if configured), serves
@@ -19,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod index;
 pub mod log;
+pub mod page;
 pub mod service;
 pub mod store;
 
@@ -30,11 +32,13 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use wwt_net::grpc::{self, GrpcConnector};
 use wwt_net::node::Node;
+use wwt_net::ops::{Http, serve_node};
 use wwt_net::{Connector, IndexApi, ProviderApi};
 
 pub use config::{ProviderConfig, TrackerEndpoint};
 pub use error::ProviderError;
 pub use index::IndexService;
+pub use page::ProviderSite;
 pub use service::Provider;
 
 /// Runs a provider on `listener` until `shutdown` resolves: serves gRPC, heartbeats to the
@@ -88,17 +92,39 @@ pub async fn run_with(
         config.heartbeat_interval(),
     );
     let index = if config.index {
-        Some(Arc::new(IndexService::open(&config, connector)?))
+        Some(Arc::new(IndexService::open(&config, connector.clone())?))
     } else {
         None
+    };
+    // The site holds the index service: it must be gone (with the server) before the index
+    // store is closed below.
+    let (http, requests) = match config.http_listen {
+        Some(at) => {
+            let site = ProviderSite::new(provider.clone(), index.clone(), connector.clone());
+            let (registry, requests) = site.metrics();
+            let listener = TcpListener::bind(at)
+                .await
+                .map_err(|e| ProviderError::BadConfig(format!("cannot serve HTTP on {at}: {e}")))?;
+            let site = Arc::new(site);
+            (
+                Some(Http {
+                    listener,
+                    registry,
+                    site,
+                }),
+                Some(requests),
+            )
+        }
+        None => (None, None),
     };
     let api: Arc<dyn ProviderApi> = provider;
     let services = grpc::Services {
         provider: Some(layer(api)),
         index: index.clone().map(|i| index_layer(i as Arc<dyn IndexApi>)),
+        metrics: requests,
         ..Default::default()
     };
-    let served = grpc::serve(services, listener, shutdown).await;
+    let served = serve_node(services, listener, http, shutdown).await;
     beats.abort();
     // Wait until the heartbeat task has dropped its handle on the provider, so the store is
     // closed (and its lock released) when this function returns.

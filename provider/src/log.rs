@@ -136,6 +136,17 @@ impl Logs {
         Ok(())
     }
 
+    /// Every owner whose log this replica keeps, with its head seq (the entries it holds).
+    pub fn heads(&self) -> Result<Vec<(NodeId, u64)>, NetError> {
+        self.tree
+            .scan_prefix([b'h'])
+            .map(|item| {
+                let (k, v) = item.map_err(stored)?;
+                Ok((NodeId::from_slice(&k[1..])?, seq_of(&v)?))
+            })
+            .collect()
+    }
+
     /// The owners whose log holds entries the index store has not applied.
     pub fn unapplied(&self) -> Result<Vec<NodeId>, NetError> {
         let mut out = Vec::new();

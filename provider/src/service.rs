@@ -125,6 +125,19 @@ impl Provider {
         self.identity.node_id()
     }
 
+    /// What it holds: pieces, bytes used of its capacity, bytes freed by deletes.
+    pub fn holdings(&self) -> Result<ProviderStatus, NetError> {
+        let (used, pieces) = self.store.used()?;
+        Ok(ProviderStatus {
+            node: self.node_id(),
+            zone: self.zone.clone(),
+            capacity: self.store.capacity(),
+            used,
+            pieces,
+            freed: self.store.freed()?,
+        })
+    }
+
     /// The trusted trackers and their addresses.
     pub fn trackers(&self) -> &HashMap<NodeId, String> {
         &self.trackers
@@ -307,15 +320,7 @@ impl ProviderApi for Provider {
     }
 
     async fn status(&self) -> Result<ProviderStatus, NetError> {
-        let (used, pieces) = self.store.used()?;
-        Ok(ProviderStatus {
-            node: self.node_id(),
-            zone: self.zone.clone(),
-            capacity: self.store.capacity(),
-            used,
-            pieces,
-            freed: self.store.freed()?,
-        })
+        self.holdings()
     }
 
     async fn delete(&self, request: Signed<DeletePieces>) -> Result<Deleted, NetError> {

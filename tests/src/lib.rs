@@ -87,3 +87,63 @@ pub async fn audit_step_past_stalls(
         }
     }
 }
+
+/// GETs `url` (`http://host:port/path`) over HTTP/1.0: the status code and the body.
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .expect("sending the request");
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .await
+        .expect("an HTTP reply in UTF-8");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    (status, body.to_string())
+}
+
+/// The node's metrics at `url` (its `/metrics`), read with a parser of the Prometheus text
+/// format. Panics on a line the parser cannot read: the format must hold line by line.
+pub async fn scrape(url: &str) -> prometheus_parse::Scrape {
+    use prometheus_parse::LineInfo;
+    let (status, text) = http_get(url).await;
+    assert_eq!(status, 200, "{url}: {text}");
+    for line in text.lines() {
+        let ignored = matches!(LineInfo::parse(line), LineInfo::Ignored);
+        assert!(
+            !ignored || line == "# EOF",
+            "{url}: unreadable line {line:?}"
+        );
+    }
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text")
+}
+
+/// The sum of metric `name`'s samples whose labels include `labels` (0 if none has).
+pub fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name} is not a scalar: {other:?}"),
+        })
+        .sum()
+}

@@ -74,6 +74,7 @@ async fn start(
         max_piece_bytes: MAX_PIECE,
         heartbeat_ms: 100,
         transport,
+        http: false,
         seed: Some(seed),
     };
     let net = LocalNet::start(dir.path(), shape).await.unwrap();

@@ -50,7 +50,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tracing::{debug, info, warn};
 use wwt_engine::{AuditKey, Codec, PieceHash, PieceView, SegmentManifest, proof};
 use wwt_net::audit::{
-    AuditReport, Challenge, ChallengeKind, Complaint, CreditRecord, Entrust, MAX_REPORT_ENTRIES,
+    AuditEntry, AuditReport, Challenge, ChallengeKind, Complaint, CreditRecord, Entrust,
+    MAX_REPORT_ENTRIES,
 };
 use wwt_net::types::{ByteRange, NodeId, PieceId, PieceSpec, SegmentId};
 use wwt_net::{Connector, NetError, now_ms, read_whole_piece, store_piece};
@@ -130,6 +131,20 @@ pub struct StepReport {
     pub deleted: usize,
 }
 
+/// A segment in the repair queue ([`Tracker::repair_queue`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRepair {
+    /// The segment.
+    pub segment: SegmentId,
+    /// Its pieces that wait, each with the holder it was lost at (`None`: its sentinels
+    /// are running out, a refresh).
+    pub pieces: Vec<(u32, Option<NodeId>)>,
+    /// Repairs of it that failed in a row, and when it may be tried again (0: now).
+    pub failures: u32,
+    /// See `failures`.
+    pub retry_ms: u64,
+}
+
 /// A segment under audit: its audit key and current manifest.
 struct Entrusted {
     audit: AuditKey,
@@ -166,6 +181,14 @@ enum Reason {
 }
 
 impl Reason {
+    /// The holder it was lost at; `None` for a refresh.
+    fn lost_at(self) -> Option<NodeId> {
+        match self {
+            Reason::Lost(node) => Some(node),
+            Reason::Refresh => None,
+        }
+    }
+
     fn encode(self) -> Vec<u8> {
         match self {
             Reason::Lost(node) => [&[0u8][..], &node.0].concat(),
@@ -794,6 +817,39 @@ impl Tracker {
             repairs_pending: audits.repairs.len() as u64,
             repairs_done: audits.repairs_done()?,
         })
+    }
+
+    /// The repair queue: how many segments wait, and the first `limit` of them.
+    pub fn repair_queue(&self, limit: usize) -> Result<(usize, Vec<QueuedRepair>), NetError> {
+        let queued = self.audits.queued()?;
+        let inner = self.audits.inner()?;
+        let first = queued
+            .iter()
+            .take(limit)
+            .map(|(segment, pieces)| {
+                let (failures, retry_ms) = inner.backoff.get(segment).copied().unwrap_or((0, 0));
+                QueuedRepair {
+                    segment: *segment,
+                    pieces: pieces
+                        .iter()
+                        .map(|(index, reason)| (*index, reason.lost_at()))
+                        .collect(),
+                    failures,
+                    retry_ms,
+                }
+            })
+            .collect();
+        Ok((queued.len(), first))
+    }
+
+    /// The audit log's entries from `from_ms` on (audit clock), oldest first: at most
+    /// `max` of the latest, and whether older ones in the span were left out.
+    pub fn audit_entries_since(
+        &self,
+        from_ms: u64,
+        max: usize,
+    ) -> Result<(Vec<AuditEntry>, bool), NetError> {
+        self.audits.log.since(from_ms, max)
     }
 
     /// Recomputes the audit log's hash chain; returns its length.

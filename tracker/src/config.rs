@@ -1,5 +1,6 @@
 //! The tracker's configuration.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,9 @@ pub struct TrackerConfig {
     pub signature_window_ms: u64,
     /// A libp2p node serving the DHT (trackers make good bootstrap peers); none if unset.
     pub dht: Option<NodeConfig>,
+    /// Serve the operator's HTTP endpoint here: `/metrics` (Prometheus), `/health` and the
+    /// dashboard at `/`; none if unset.
+    pub http_listen: Option<SocketAddr>,
     /// Seed of the placement draws, for tests that replay a network: a segment's placement
     /// then follows from the seed, the segment and how often this tracker placed pieces of it
     /// before. Unset (the default), the draws also take in the time of the request.
@@ -161,6 +165,7 @@ impl Default for TrackerConfig {
             reservation_ttl_ms: 10 * 60_000,
             signature_window_ms: 120_000,
             dht: None,
+            http_listen: None,
             placement_seed: None,
             lease_ms: 10_000,
             audit: AuditConfig::default(),

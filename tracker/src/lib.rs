@@ -13,6 +13,7 @@
 //! - [`forget`]: segments their owners deleted, orphans, and deleting the copies nothing maps.
 //! - [`log`]: the append-only, hash-linked audit log.
 //! - [`clock`]: the audit clock (system, or driven by hand in tests).
+//! - [`dashboard`]: the operator's view: metrics and the dashboard page.
 //! - [`registry`]: the provider registry (soft state from heartbeats) and placement.
 //! - [`map`]: the piece map in sled.
 //! - `pair`: a segment's two trackers: mirroring, the lease, taking over.
@@ -23,6 +24,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod credit;
+pub mod dashboard;
 pub mod error;
 pub mod forget;
 pub mod log;
@@ -37,6 +39,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tracing::info;
 use wwt_net::node::Node;
+use wwt_net::ops::{Http, serve_node};
 use wwt_net::{TrackerApi, grpc};
 
 pub use config::{AdmissionConfig, AuditConfig, PeerTracker, TrackerConfig};
@@ -74,12 +77,31 @@ pub async fn serve(
         .audit
         .enabled
         .then(|| audit::spawn_audits(tracker.clone()));
+    let (http, requests) = match config.http_listen {
+        Some(at) => {
+            let (registry, requests) = dashboard::metrics(&tracker);
+            let listener = TcpListener::bind(at)
+                .await
+                .map_err(|e| TrackerError::BadConfig(format!("cannot serve HTTP on {at}: {e}")))?;
+            let site = dashboard::site(&tracker);
+            (
+                Some(Http {
+                    listener,
+                    registry,
+                    site,
+                }),
+                Some(requests),
+            )
+        }
+        None => (None, None),
+    };
     let api: Arc<dyn TrackerApi> = tracker;
     let services = grpc::Services {
         tracker: Some(api),
+        metrics: requests,
         ..Default::default()
     };
-    let served = grpc::serve(services, listener, shutdown).await;
+    let served = serve_node(services, listener, http, shutdown).await;
     if let Some(audits) = audits {
         // Wait until the loop has dropped its handle, so the database is closed on return.
         audits.abort();

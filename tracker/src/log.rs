@@ -170,6 +170,29 @@ impl AuditLog {
         Ok(out)
     }
 
+    /// The entries from `from_ms` on, oldest first: at most the latest `max`, and whether
+    /// older entries from `from_ms` on were left out. (Times follow the audit clock, so they
+    /// only grow: the walk back stops at the first older entry.)
+    pub fn since(&self, from_ms: u64, max: usize) -> Result<(Vec<AuditEntry>, bool), NetError> {
+        let mut out = Vec::new();
+        let mut cut = false;
+        for item in self.tree.iter().rev() {
+            let (k, v) = item.map_err(db_err)?;
+            let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt(0))?);
+            let entry = decode(seq, &v)?;
+            if entry.time_ms < from_ms {
+                break;
+            }
+            if out.len() == max {
+                cut = true;
+                break;
+            }
+            out.push(entry);
+        }
+        out.reverse();
+        Ok((out, cut))
+    }
+
     /// Recomputes the whole chain; `Err` names the first entry that does not fit.
     pub fn verify(&self) -> Result<u64, NetError> {
         let mut prev = [0u8; 32];

@@ -251,6 +251,11 @@ impl Tracker {
             .map_err(|_| poisoned("open reservations"))
     }
 
+    /// Every provider known from heartbeats, sorted by node id.
+    pub fn records(&self) -> Result<Vec<ProviderRecord>, NetError> {
+        Ok(self.registry()?.records(now_ms()))
+    }
+
     /// This tracker's node id.
     pub fn node_id(&self) -> NodeId {
         self.identity.node_id()
@@ -551,7 +556,7 @@ impl TrackerApi for Tracker {
     }
 
     async fn providers(&self) -> Result<Vec<ProviderRecord>, NetError> {
-        Ok(self.registry()?.records(now_ms()))
+        self.records()
     }
 
     async fn entrust(&self, request: Signed<Entrust>) -> Result<Entrusted, NetError> {
