@@ -37,6 +37,6 @@ pub use exec::{
 pub use fulltext::{FtQuery, tokenize};
 pub use memory::{MemoryDb, Outcome};
 pub use plan::{AccessPath, Direction, IndexLookup, Plan, Pushdown, SelectPlan};
-pub use planner::{Statement, parse, plan};
+pub use planner::{CatalogQuery, Statement, catalog_query, parse, plan};
 pub use schema::{Catalog, Column, IndexDef, IndexKind, TableSchema};
 pub use value::{ColumnType, Row, Value};

@@ -14,6 +14,7 @@
 //!   re-check and the client's residual.
 //! - `limit`: LIMIT, ORDER BY … LIMIT, MIN and MAX pushed into index lookups.
 //! - `dml`: INSERT, UPDATE and DELETE.
+//! - `show`: SHOW TABLES and DESCRIBE, recognized for whoever holds the catalog to answer.
 
 mod access;
 mod bind;
@@ -25,6 +26,7 @@ mod names;
 mod pushdown;
 mod scope;
 mod select;
+mod show;
 #[cfg(test)]
 mod testing;
 
@@ -38,6 +40,7 @@ use crate::schema::Catalog;
 use ddl::{create_index, create_table, drop_table};
 use dml::{delete, insert, update};
 use select::select;
+pub use show::{CatalogQuery, catalog_query};
 
 /// A parsed statement, ready for [`plan`].
 pub type Statement = sql::Statement;
@@ -93,6 +96,13 @@ pub fn plan(catalog: &Catalog, stmt: &Statement) -> Result<Plan> {
             analyze: false,
             ..
         } => Ok(Plan::Explain(Box::new(plan(catalog, statement)?))),
+        sql::Statement::ShowTables { .. } | sql::Statement::ExplainTable { .. } => {
+            Err(Error::unsupported(
+                "SHOW TABLES and DESCRIBE as planned statements",
+                "they read only the catalog: `wwt sql` prints them, and a program calls the \
+                 client's `tables()` or `describe(name)` (see `catalog_query`)",
+            ))
+        }
         other => {
             let text = other.to_string();
             let head: Vec<&str> = text.split_whitespace().take(2).collect();
