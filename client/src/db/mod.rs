@@ -360,6 +360,23 @@ impl Client {
         self.state.lock().await.catalog.clone()
     }
 
+    /// The owner's tables, by name, with their columns and indexes, as the log holds them
+    /// now: the catalog is read again from a replica at the log's head, so tables another
+    /// device created or dropped since this client read it are there.
+    pub async fn tables(&self) -> Result<Vec<TableSchema>> {
+        let mut state = self.state.lock().await;
+        self.reread_catalog(&mut state).await?;
+        Ok(state.catalog.tables().cloned().collect())
+    }
+
+    /// The table named `name` as the log holds it now ([`Client::tables`]), or an error that
+    /// lists the tables there are.
+    pub async fn describe(&self, name: &str) -> Result<TableSchema> {
+        let mut state = self.state.lock().await;
+        self.reread_catalog(&mut state).await?;
+        Ok(state.catalog.table(name)?.clone())
+    }
+
     /// Runs each statement of `sql` in turn and returns what each did; stops at the first
     /// error (that statement leaves nothing visible).
     pub async fn execute(&self, sql: &str) -> Result<Vec<Outcome>> {
@@ -402,9 +419,14 @@ impl Client {
         if matches!(e, ClientError::CatalogRace) {
             race_backoff(*tries).await;
         }
-        self.refresh_heads(state).await?;
-        self.reload_catalog(state).await?;
+        self.reread_catalog(state).await?;
         Ok(true)
+    }
+
+    /// Reads the head of the owner's log and the catalog at it again.
+    async fn reread_catalog(&self, state: &mut State) -> Result<()> {
+        self.refresh_heads(state).await?;
+        self.reload_catalog(state).await
     }
 
     /// Plans `stmt` against the catalog as this client knows it, and applies the plan.
