@@ -19,7 +19,7 @@ use anyhow::{Result, bail, ensure};
 use wwt_engine::Keystore;
 use wwt_query::{Outcome, Row, Value};
 
-use crate::shell::print_outcome;
+use crate::shell::{Settings, print_outcome};
 use sample::{BALANCE, Expect};
 use wwt_client::db::{Client, ClientConfig, ClientError};
 use wwt_client::store::StoreError;
@@ -46,7 +46,7 @@ async fn show(client: &Client, title: &str, sql: &str) -> Result<Vec<Outcome>> {
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let mut stdout = std::io::stdout().lock();
     for o in &out {
-        print_outcome(o, false, &mut stdout)?;
+        print_outcome(o, Settings::default(), &mut stdout)?;
     }
     println!("({ms:.1} ms)");
     Ok(out)

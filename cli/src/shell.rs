@@ -1,6 +1,7 @@
 //! `wwt sql`: an interactive SQL shell (history, multi-line statements ended by `;`, aligned
 //! tables), or a script runner with `-c` and `-f`; `--json` prints one JSON object per
-//! statement.
+//! statement. psql's backslash commands (`\dt`, `\d t`, `\di`, `\timing`, `\x`, `\?`, `\q`)
+//! and `SHOW TABLES`/`DESCRIBE t` work in both ([`meta`]); results print through [`print`].
 //!
 //! Where the network is, in order: `--trackers`/`--index`/`--dht-bootstrap` (or
 //! `WWT_TRACKERS`/`WWT_INDEX`/`WWT_DHT_BOOTSTRAP`), the config file (`--config`, `WWT_CONFIG`,
@@ -10,7 +11,6 @@
 //! cannot answer, and publishes the head of the owner's log there.
 
 use std::io::IsTerminal;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,10 +21,15 @@ use wwt_net::Identity;
 use wwt_net::grpc::GrpcConnector;
 use wwt_net::node::{Node, NodeConfig};
 use wwt_net::types::NodeId;
-use wwt_query::{Outcome, Row, Value};
 
 use crate::home;
+use meta::Meta;
+use print::RowPrinter;
+pub use print::{Settings, print_outcome};
 use wwt_client::db::{Client, ClientConfig};
+
+mod meta;
+mod print;
 
 /// Where the network is: flags and environment variables, each optional.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -278,33 +283,38 @@ pub async fn run(home: &Path, options: &Options) -> Result<()> {
 
 async fn run_with(home: &Path, client: &Client, options: &Options) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    let settings = Settings {
+        json: options.json,
+        ..Settings::default()
+    };
     if let Some(sql) = &options.command {
-        return run_script(client, sql, options.json, &mut out).await;
+        return run_script(client, sql, settings, &mut out).await;
     }
     if let Some(file) = &options.file {
         let sql =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        return run_script(client, &sql, options.json, &mut out).await;
+        return run_script(client, &sql, settings, &mut out).await;
     }
     if !std::io::stdin().is_terminal() {
         let mut sql = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut sql)?;
-        return run_script(client, &sql, options.json, &mut out).await;
+        return run_script(client, &sql, settings, &mut out).await;
     }
-    interactive(home, client, options.json).await
+    interactive(home, client, settings).await
 }
 
-/// Runs every statement of `sql`, printing each result; a progress bar counts statements
-/// when there are many and stderr is a terminal. Stops at the first error.
+/// Runs every statement and backslash command of `sql`, printing each result; a progress
+/// bar counts them when there are many and stderr is a terminal. Stops at the first error,
+/// or at `\q`.
 async fn run_script(
     client: &Client,
     sql: &str,
-    json: bool,
+    mut settings: Settings,
     out: &mut impl std::io::Write,
 ) -> Result<()> {
-    let statements = split_statements(sql);
-    let bar = if statements.len() > 20 {
-        let bar = ProgressBar::new(statements.len() as u64);
+    let items = split_script(sql);
+    let bar = if items.len() > 20 {
+        let bar = ProgressBar::new(items.len() as u64);
         bar.set_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} statements, {elapsed} ({eta} left)")
                 .context("progress bar template")?,
@@ -313,12 +323,15 @@ async fn run_script(
     } else {
         None
     };
-    for (i, stmt) in statements.iter().enumerate() {
-        run_statement(client, stmt, json, out)
+    for (i, item) in items.iter().enumerate() {
+        let go_on = run_item(client, item, &mut settings, out)
             .await
-            .with_context(|| format!("statement {} of {}", i + 1, statements.len()))?;
+            .with_context(|| format!("statement {} of {}", i + 1, items.len()))?;
         if let Some(bar) = &bar {
             bar.inc(1);
+        }
+        if !go_on {
+            break;
         }
     }
     if let Some(bar) = bar {
@@ -327,11 +340,30 @@ async fn run_script(
     Ok(())
 }
 
-async fn interactive(home: &Path, client: &Client, json: bool) -> Result<()> {
+/// Runs a statement or a backslash command; false after `\q`.
+async fn run_item(
+    client: &Client,
+    item: &Item,
+    settings: &mut Settings,
+    out: &mut impl std::io::Write,
+) -> Result<bool> {
+    match item {
+        Item::Meta(line) => meta::run(client, &meta::parse(line)?, settings, out).await,
+        Item::Sql(sql) => {
+            let started = std::time::Instant::now();
+            run_statement(client, sql, *settings, out).await?;
+            settings.print_time(started.elapsed(), out)?;
+            Ok(true)
+        }
+    }
+}
+
+async fn interactive(home: &Path, client: &Client, mut settings: Settings) -> Result<()> {
     let mut editor = rustyline::DefaultEditor::new()?;
     let history = home.join("sql_history");
     let _ = editor.load_history(&history);
-    println!("wwt sql: end statements with `;`, Ctrl-D quits");
+    println!("wwt sql: end statements with `;`, \\? lists the commands, \\q or Ctrl-D quits");
+    settings.timing = true;
     let mut buffer = String::new();
     loop {
         let prompt = if buffer.is_empty() { "wwt> " } else { "...> " };
@@ -344,32 +376,45 @@ async fn interactive(home: &Path, client: &Client, json: bool) -> Result<()> {
             Err(rustyline::error::ReadlineError::Eof) => break,
             Err(e) => bail!(e),
         };
+        // A backslash command runs at once, without `;`.
+        let meta = buffer.is_empty() && line.trim_start().starts_with('\\');
         buffer.push_str(&line);
         buffer.push('\n');
-        if !line.trim_end().ends_with(';') {
+        if !meta && !line.trim_end().ends_with(';') {
             continue;
         }
-        let sql = std::mem::take(&mut buffer);
-        let _ = editor.add_history_entry(sql.trim());
-        let started = std::time::Instant::now();
+        let input = std::mem::take(&mut buffer);
+        let _ = editor.add_history_entry(input.trim());
         let mut out = std::io::stdout().lock();
-        for stmt in split_statements(&sql) {
-            if let Err(e) = run_statement(client, &stmt, json, &mut out).await {
-                eprintln!("error: {e:#}");
-                break;
+        let mut go_on = true;
+        for item in split_script(&input) {
+            match run_item(client, &item, &mut settings, &mut out).await {
+                Ok(more) => go_on = more,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    break;
+                }
             }
         }
-        if !json {
-            writeln!(out, "({:.1} ms)", started.elapsed().as_secs_f64() * 1e3)?;
+        if !go_on {
+            break;
         }
     }
     let _ = editor.save_history(&history);
     Ok(())
 }
 
+/// One thing a script asks for: a statement, or a backslash command (a line of its own).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Item {
+    Sql(String),
+    Meta(String),
+}
+
 /// Splits a script into statements at `;` outside quotes and comments (the parser splits
-/// again; this only lets a long script show progress and report which statement failed).
-fn split_statements(sql: &str) -> Vec<String> {
+/// again; this only lets a long script show progress and report which statement failed),
+/// and backslash commands: a line that starts with `\` between statements.
+fn split_script(sql: &str) -> Vec<Item> {
     let mut out = Vec::new();
     let mut current = String::new();
     let mut quote: Option<char> = None;
@@ -378,6 +423,13 @@ fn split_statements(sql: &str) -> Vec<String> {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
+            (None, '\\') if current.trim().is_empty() => {
+                let mut line = String::from(c);
+                line.extend(chars.by_ref().take_while(|&c| c != '\n'));
+                out.push(Item::Meta(line.trim_end().to_string()));
+                current.clear();
+                continue;
+            }
             (None, '\'' | '"') => quote = Some(c),
             (None, '-') if chars.peek() == Some(&'-') => {
                 for c in chars.by_ref() {
@@ -390,7 +442,7 @@ fn split_statements(sql: &str) -> Vec<String> {
             }
             (None, ';') => {
                 if !current.trim().is_empty() {
-                    out.push(std::mem::take(&mut current));
+                    out.push(Item::Sql(std::mem::take(&mut current)));
                 }
                 current.clear();
                 continue;
@@ -400,185 +452,39 @@ fn split_statements(sql: &str) -> Vec<String> {
         current.push(c);
     }
     if !current.trim().is_empty() {
-        out.push(current);
+        out.push(Item::Sql(current));
     }
     out
 }
 
-fn json_value(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Int(i) => (*i).into(),
-        Value::Double(d) => serde_json::Number::from_f64(*d)
-            .map_or(serde_json::Value::Null, serde_json::Value::Number),
-        Value::Bool(b) => (*b).into(),
-        Value::Text(_) | Value::Timestamp(_) => v.to_string().into(),
-        Value::Blob(b) => hex::encode(b).into(),
-    }
-}
-
-/// Prints one statement's outcome: an aligned table (numbers right-aligned) or JSON.
-pub fn print_outcome(o: &Outcome, json: bool, out: &mut impl std::io::Write) -> Result<()> {
-    if let Outcome::Rows(rs) = o {
-        let mut printer = RowPrinter::new(rs.columns.clone(), json);
-        printer.batch(&rs.rows, out)?;
-        return printer.finish(out);
-    }
-    if json {
-        let v = match o {
-            Outcome::Created => serde_json::json!({ "created": true }),
-            Outcome::Dropped => serde_json::json!({ "dropped": true }),
-            Outcome::Inserted(n) => serde_json::json!({ "inserted": n }),
-            Outcome::Updated(n) => serde_json::json!({ "updated": n }),
-            Outcome::Deleted(n) => serde_json::json!({ "deleted": n }),
-            Outcome::Explain(text) => serde_json::json!({ "explain": text }),
-            Outcome::Rows(_) => unreachable!("printed above"),
-        };
-        writeln!(out, "{v}")?;
-        return Ok(());
-    }
-    match o {
-        Outcome::Created => writeln!(out, "created")?,
-        Outcome::Dropped => writeln!(out, "dropped")?,
-        Outcome::Inserted(n) => writeln!(out, "inserted {n} rows")?,
-        Outcome::Updated(n) => writeln!(out, "updated {n} rows")?,
-        Outcome::Deleted(n) => writeln!(out, "deleted {n} rows")?,
-        Outcome::Explain(text) => writeln!(out, "{text}")?,
-        Outcome::Rows(_) => unreachable!("printed above"),
-    }
-    Ok(())
-}
-
-/// Prints a SELECT's rows as they arrive, batch by batch: an aligned table whose header,
-/// widths and alignment come from the first batch (later batches only widen columns), or
-/// one JSON object `{"columns": [...], "rows": [...]}`.
-struct RowPrinter {
-    json: bool,
-    columns: Vec<String>,
-    /// Set once the header is printed.
-    widths: Option<Vec<usize>>,
-    numeric: Vec<bool>,
-    count: usize,
-}
-
-impl RowPrinter {
-    fn new(columns: Vec<String>, json: bool) -> Self {
-        RowPrinter {
-            json,
-            columns,
-            widths: None,
-            numeric: Vec::new(),
-            count: 0,
-        }
-    }
-
-    fn batch(&mut self, rows: &[Row], out: &mut impl std::io::Write) -> Result<()> {
-        if self.json {
-            if self.widths.is_none() {
-                write!(
-                    out,
-                    "{{\"columns\":{},\"rows\":[",
-                    serde_json::to_string(&self.columns)?
-                )?;
-                self.widths = Some(Vec::new());
-            }
-            for row in rows {
-                if self.count > 0 {
-                    write!(out, ",")?;
-                }
-                let values: Vec<serde_json::Value> = row.iter().map(json_value).collect();
-                write!(out, "{}", serde_json::Value::Array(values))?;
-                self.count += 1;
-            }
-            return Ok(());
-        }
-        let cells: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| r.iter().map(|v| v.to_string()).collect())
-            .collect();
-        let first = self.widths.is_none();
-        let widths = self
-            .widths
-            .get_or_insert_with(|| self.columns.iter().map(|c| c.chars().count()).collect());
-        for row in &cells {
-            for (w, c) in widths.iter_mut().zip(row) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        if first {
-            self.numeric = (0..self.columns.len())
-                .map(|i| {
-                    rows.iter().all(|r| {
-                        matches!(
-                            r.get(i),
-                            Some(Value::Int(_) | Value::Double(_) | Value::Null)
-                        )
-                    })
-                })
-                .collect();
-        }
-        let line = |cells: &[String]| -> String {
-            cells
-                .iter()
-                .zip(widths.iter())
-                .zip(&self.numeric)
-                .map(|((c, w), num)| {
-                    if *num {
-                        format!("{c:>w$}")
-                    } else {
-                        format!("{c:<w$}")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" | ")
-        };
-        if first {
-            writeln!(out, "{}", line(&self.columns).trim_end())?;
-            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            writeln!(out, "{}", rule.join("-+-"))?;
-        }
-        for row in &cells {
-            writeln!(out, "{}", line(row).trim_end())?;
-        }
-        self.count += rows.len();
-        Ok(())
-    }
-
-    fn finish(mut self, out: &mut impl std::io::Write) -> Result<()> {
-        if self.widths.is_none() {
-            self.batch(&[], out)?;
-        }
-        if self.json {
-            writeln!(out, "]}}")?;
-        } else {
-            let n = self.count;
-            writeln!(out, "({n} row{})", if n == 1 { "" } else { "s" })?;
-        }
-        Ok(())
-    }
-}
-
 /// Runs one statement and prints what it did; a SELECT's rows are printed a batch at a time
 /// as they are read ([`Client::query`]), so a large result never sits whole in memory.
+/// `SHOW TABLES` and `DESCRIBE t` read the catalog ([`meta`]).
 async fn run_statement(
     client: &Client,
     sql: &str,
-    json: bool,
+    mut settings: Settings,
     out: &mut impl std::io::Write,
 ) -> Result<()> {
     let mut statements = wwt_query::parse(sql)?;
+    if let [stmt] = statements.as_slice()
+        && let Some(q) = wwt_query::catalog_query(stmt)?
+    {
+        meta::run(client, &Meta::Catalog(q), &mut settings, out).await?;
+        return Ok(());
+    }
     let select = match statements.as_slice() {
         [wwt_query::Statement::Query(_)] => statements.pop(),
         _ => None,
     };
     let Some(select) = select else {
         for o in client.execute_parsed(statements).await? {
-            print_outcome(&o, json, out)?;
+            print_outcome(&o, settings, out)?;
         }
         return Ok(());
     };
     let mut rows = client.query_parsed(select).await?;
-    let mut printer = RowPrinter::new(rows.columns().to_vec(), json);
+    let mut printer = RowPrinter::new(rows.columns().to_vec(), settings);
     while let Some(batch) = rows.next_batch().await? {
         printer.batch(&batch, out)?;
         out.flush()?;
@@ -590,39 +496,28 @@ async fn run_statement(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use wwt_query::ResultSet;
 
     #[test]
     fn scripts_split_outside_quotes_and_comments() {
-        let got = split_statements(
+        let got = split_script(
             "CREATE TABLE t (a TEXT PRIMARY KEY); -- a comment; with a semicolon\n\
              INSERT INTO t VALUES ('x;y'), ('it''s');\n  ;SELECT * FROM t",
         );
         assert_eq!(got.len(), 3, "{got:?}");
-        assert!(got[1].contains("'x;y'") && got[1].contains("'it''s'"));
-        assert_eq!(got[2].trim(), "SELECT * FROM t");
+        assert!(matches!(&got[1], Item::Sql(s) if s.contains("'x;y'") && s.contains("'it''s'")));
+        assert!(matches!(&got[2], Item::Sql(s) if s.trim() == "SELECT * FROM t"));
     }
 
     #[test]
-    fn tables_align_and_json_keeps_types() {
-        let rs = Outcome::Rows(ResultSet {
-            columns: vec!["name".into(), "n".into()],
-            rows: vec![
-                vec![Value::Text("ada".into()), Value::Int(7)],
-                vec![Value::Text("grace".into()), Value::Int(1234)],
-            ],
-        });
-        let mut text = Vec::new();
-        print_outcome(&rs, false, &mut text).unwrap();
-        let text = String::from_utf8(text).unwrap();
-        assert_eq!(
-            text,
-            "name  |    n\n------+-----\nada   |    7\ngrace | 1234\n(2 rows)\n"
-        );
-        let mut json = Vec::new();
-        print_outcome(&rs, true, &mut json).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        assert_eq!(v["rows"][1][1], 1234);
-        assert_eq!(v["columns"][0], "name");
+    fn backslash_commands_take_their_line_between_statements() {
+        let got = split_script("\\x\nSELECT '\\d';\n  \\d notes\nSELECT 1;\\timing\nSELECT 2");
+        let meta = |s: &str| Item::Meta(s.into());
+        assert_eq!(got[0], meta("\\x"));
+        assert!(matches!(&got[1], Item::Sql(s) if s.contains("'\\d'")));
+        assert_eq!(got[2], meta("\\d notes"));
+        assert!(matches!(&got[3], Item::Sql(s) if s.trim() == "SELECT 1"));
+        assert_eq!(got[4], meta("\\timing"));
+        assert!(matches!(&got[5], Item::Sql(s) if s.trim() == "SELECT 2"));
+        assert_eq!(got.len(), 6);
     }
 }

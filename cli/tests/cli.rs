@@ -258,6 +258,122 @@ fn sql_runs_scripts_on_a_devnet_and_prints_tables_json_and_errors() {
     );
 }
 
+/// `wwt sql` with `stdin` as its input (not a terminal: read as a script).
+fn wwt_sql_stdin(home: &std::path::Path, stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wwt"))
+        .arg("sql")
+        .env("WWT_HOME", home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn sql_meta_commands_list_tables_columns_and_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    assert!(wwt(&home, &["init"]).status.success());
+    let _devnet = devnet_up(
+        &home,
+        &["--capacity-mib", "256", "--index-providers", "2"],
+        "6/6 providers alive (2 index)",
+    );
+
+    // Backslash commands take a line of their own in a -c script, between statements.
+    let out = wwt(
+        &home,
+        &[
+            "sql",
+            "-c",
+            "CREATE TABLE notes (id BIGINT PRIMARY KEY, title TEXT NOT NULL, body TEXT, score DOUBLE);
+             CREATE INDEX ON notes USING hash (title);
+             CREATE INDEX ON notes USING btree (score);
+             CREATE INDEX ON notes USING fulltext (body);
+             CREATE TABLE tags (tag TEXT PRIMARY KEY);
+             INSERT INTO notes VALUES (1, 'hello', 'a first note', 2.5);
+             \\dt
+             DESCRIBE Notes;",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "List of tables\ntable | columns | indexes | primary key\n",
+        "\nnotes |       4 |       3 | id\ntags  |       1 |       0 | tag\n(2 rows)\n",
+        "Table \"notes\"\ncolumn | type   | nullable | key\n",
+        "\nid     | BIGINT | not null | primary key\ntitle  | TEXT   | not null |\n",
+        "\nscore  | DOUBLE |          |\n(4 rows)\nIndexes of \"notes\"\n",
+        "notes_title_hash",
+        "hash (equality tokens)",
+        "which rows share a value",
+        "btree (order-preserving encryption)",
+        "the order of all values",
+        "fulltext (word tokens)",
+        "each token's count",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
+    }
+
+    // From stdin: \timing and \x change how what follows prints; an unknown command stops
+    // the script with an error naming \?.
+    let out = wwt_sql_stdin(
+        &home,
+        "\\timing\n\\x\nSELECT id, title FROM notes;\n\\di\nSHOW TABLES;\n\\?\n\\nope\nSELECT 1;\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}");
+    for expected in [
+        "Timing is on.\nExpanded display is on.\n",
+        "-[ RECORD 1 ]",
+        "\nid    | 1\ntitle | hello\n(1 row)\nTime: ",
+        "List of indexes\n-[ RECORD 1 ]",
+        "\nkind              | btree (order-preserving encryption)\n",
+        "\ntable       | tags\n",
+        "\\timing",
+        "\\q",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
+    }
+    assert!(
+        stderr.contains("statement 7 of 8")
+            && stderr.contains("unknown command \\nope: \\? lists the commands"),
+        "{stderr}"
+    );
+
+    // With --json the catalog is rows like any result, one object per line.
+    let out = wwt(&home, &["sql", "--json", "-c", "\\d notes"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["title"], "Table \"notes\"");
+    assert_eq!(lines[0]["rows"][3][1], "DOUBLE");
+    assert_eq!(lines[1]["columns"][3], "kind");
+    assert_eq!(lines[1]["rows"][0][3], "hash (equality tokens)");
+}
+
 /// Each provider's bytes live and freed, from `wwt devnet status`, in provider order.
 fn provider_bytes(home: &std::path::Path) -> Vec<(u64, u64)> {
     let status = wwt(home, &["devnet", "status"]);
