@@ -130,6 +130,111 @@ async fn sql_agrees_with_sqlite_over_grpc() {
     println!("{n} statements agree with SQLite (loopback gRPC)");
 }
 
+/// Issue 22's two wrong answers, through the client's real tokens and OPE against SQLite: a
+/// hash index on a DOUBLE and a BOOL column (the key encoder once refused both, so every
+/// insert and lookup failed), and integer literals past 2^53 compared with a btree-indexed
+/// DOUBLE column (a rounded literal pushed as a strict bound, or under a pushed LIMIT, left
+/// out rows that qualify: only literals that convert exactly are pushed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_and_bool_indexes_agree_with_sqlite_past_2_pow_53() {
+    let (_dir, net) = network(Transport::Memory).await;
+    let client = connect(&net, &Keystore::generate()).await;
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    conn.execute(
+        "CREATE TABLE m (id INTEGER PRIMARY KEY, y REAL, f INTEGER, z REAL)",
+        [],
+    )
+    .unwrap();
+    client
+        .execute(
+            "CREATE TABLE m (id BIGINT PRIMARY KEY, y DOUBLE, f BOOL, z DOUBLE);
+             CREATE INDEX ON m USING hash (y);
+             CREATE INDEX ON m USING hash (f);
+             CREATE INDEX ON m USING btree (z)",
+        )
+        .await
+        .unwrap();
+    // z: 2^53 + 4, 2^53 + 1 (which rounds to 2^53 in both), 2^53 + 2, 2^60, -2^53, -2^60,
+    // NULL, 2^53 - 1, -2^53 - 2: distinct, so ORDER BY z LIMIT n has one answer.
+    let rows = "INSERT INTO m (id, y, f, z) VALUES
+        (1, 0.0, TRUE, 9007199254740996.0),
+        (2, -0.0, FALSE, 9007199254740993),
+        (3, 1.5, NULL, 9007199254740994.0),
+        (4, NULL, TRUE, 1152921504606846976),
+        (5, -2.5, FALSE, -9007199254740992.0),
+        (6, 1e300, TRUE, -1152921504606846976.0),
+        (7, 2.0, NULL, NULL),
+        (8, 9007199254740992.0, FALSE, 9007199254740991.0),
+        (9, 0.5, TRUE, -9007199254740994.0)";
+    conn.execute(rows, []).unwrap();
+    client.execute(rows).await.unwrap();
+
+    let mut queries: Vec<String> = [
+        "y = 0",
+        "y = 0.0",
+        "y = -0.0",
+        "y = 1.5",
+        "y IN (2, -2.5, 1e300)",
+        "y = 9007199254740992",
+        "y = 9007199254740993",
+        "y IS NULL",
+        "y = NULL",
+        "f = TRUE",
+        "f = FALSE",
+        "f IN (TRUE)",
+        "f IS NULL",
+        "f = NULL",
+    ]
+    .iter()
+    .map(|w| format!("SELECT id FROM m WHERE {w} ORDER BY id"))
+    .collect();
+    let literals = [
+        "9007199254740993",
+        "9007199254740992",
+        "9007199254740995",
+        "-9007199254740993",
+        "1152921504606846977",
+        "1152921504606846976",
+        "-1152921504606846977",
+    ];
+    for op in ["<", "<=", ">", ">=", "="] {
+        for lit in literals {
+            for tail in [
+                "ORDER BY id",
+                "ORDER BY z LIMIT 1",
+                "ORDER BY z DESC LIMIT 2",
+            ] {
+                queries.push(format!("SELECT id FROM m WHERE z {op} {lit} {tail}"));
+            }
+        }
+    }
+    for sql in &queries {
+        let expected = sqlite_rows(&conn, sql);
+        check(&expected, &self::rows(&client, sql).await, sql, "wwt").unwrap();
+    }
+
+    // The index answered what it answers exactly, and only that.
+    let explain = |sql: &str| {
+        let client = &client;
+        let sql = format!("EXPLAIN {sql}");
+        async move {
+            match client.execute(&sql).await.unwrap().pop() {
+                Some(Outcome::Explain(text)) => text,
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+    };
+    let text = explain("SELECT id FROM m WHERE y = -0.0").await;
+    assert!(text.contains("hash index: y"), "{text}");
+    let text = explain("SELECT id FROM m WHERE f = TRUE").await;
+    assert!(text.contains("hash index: f"), "{text}");
+    let text = explain("SELECT id FROM m WHERE z > 1152921504606846976 ORDER BY z LIMIT 1").await;
+    assert!(text.contains("btree index"), "{text}");
+    let text = explain("SELECT id FROM m WHERE z < 9007199254740993 ORDER BY z LIMIT 1").await;
+    assert!(text.contains("FULL SCAN"), "{text}");
+    net.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_network_stores_no_plaintext_and_a_new_machine_recovers_the_tables() {
     let (dir, net) = network(Transport::Grpc).await;
