@@ -32,7 +32,7 @@ use wwt_index::ope::{u64_from_i64, u64_from_timestamp_micros};
 use wwt_index::{
     Batch, ColumnId, IndexKind, IndexStore, LocalIndexStore, OpeEncoder, OpeKey, Order, OwnerId,
     Query, QueryOutput, RowEntries, RowId, RowOp, TableId, TableSchema, TextExpr, TextOptions,
-    TokenKey,
+    TextOrder, TokenKey,
 };
 
 const TEXT: ColumnId = ColumnId(1);
@@ -519,6 +519,7 @@ pub fn run(o: &Options) {
                     .collect(),
             ),
             limit: 10,
+            order: TextOrder::Score,
         })
         .collect();
 

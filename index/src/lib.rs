@@ -50,7 +50,12 @@
 //!
 //! // WHERE text MATCHES 'tables' AND age >= 40
 //! let token = words.query_token("TABLES", &opts).ok_or(IndexError::InvalidRequest("no word".into()))?;
-//! let text = Query::Text { column: text_col, expr: TextExpr::Term(token), limit: 10 };
+//! let text = Query::Text {
+//!     column: text_col,
+//!     expr: TextExpr::Term(token),
+//!     limit: 10,
+//!     order: TextOrder::Score,
+//! };
 //! let range = Query::Range {
 //!     column: age_col,
 //!     lower: Bound::Included(ages.encrypt(u64_from_i64(40))?),
@@ -78,5 +83,6 @@ pub use store::{IndexStore, LocalIndexStore, MAX_CATALOG, MAX_LIMIT, MAX_LOCATOR
 pub use token::{EqToken, TextOptions, Token, TokenKey};
 pub use types::{
     ApplyReceipt, Batch, CatalogBlob, ColumnId, IndexKind, Leakage, Order, OwnerId, Query,
-    QueryOutput, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, TextExpr, ValueCount,
+    QueryOutput, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, TextExpr, TextOrder,
+    ValueCount,
 };

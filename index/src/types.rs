@@ -311,7 +311,8 @@ pub enum Query {
         /// Page size.
         limit: usize,
     },
-    /// A boolean full-text query, ranked by BM25, top `limit`.
+    /// A boolean full-text query: its best `limit` rows by BM25, or a page of every matching
+    /// row in row-id order ([`TextOrder`]).
     Text {
         /// The column.
         column: ColumnId,
@@ -319,6 +320,22 @@ pub enum Query {
         expr: TextExpr,
         /// How many rows at most (1..=[`crate::MAX_LIMIT`]).
         limit: usize,
+        /// Which matching rows, in what order.
+        order: TextOrder,
+    },
+}
+
+/// Which rows of a full-text match a [`Query::Text`] returns, in what order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextOrder {
+    /// The best rows by BM25, best first (`MATCH … LIMIT n`).
+    Score,
+    /// Every matching row in row-id order, a page at a time as [`Query::Scan`] reads the
+    /// table: the rows after `after` (from the first when `None`). A page shorter than the
+    /// limit is the last.
+    Rows {
+        /// The last row of the previous page.
+        after: Option<RowId>,
     },
 }
 

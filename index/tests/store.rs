@@ -11,7 +11,7 @@ use wwt_index::ope::{u64_from_f64, u64_from_i64};
 use wwt_index::{
     Batch, CatalogBlob, ColumnId, EqToken, IndexError, IndexKind, IndexStore, LocalIndexStore,
     OpeCiphertext, OpeEncoder, OpeKey, Order, OwnerId, Query, QueryOutput, RowEntries, RowId,
-    RowOp, StoreOptions, TableId, TableSchema, TextExpr, TextOptions, Token, TokenKey,
+    RowOp, StoreOptions, TableId, TableSchema, TextExpr, TextOptions, TextOrder, Token, TokenKey,
 };
 
 const EQ: ColumnId = ColumnId(1);
@@ -346,9 +346,21 @@ proptest! {
 
         // Full-text boolean expressions.
         for expr in &exprs {
-            let got = rows(store.query(&OWNER, &TABLE, &Query::Text { column: TEXT, expr: expr.clone(), limit: 100 }).unwrap());
-            let want: Vec<RowId> = model.iter().filter(|(_, r)| eval_text(expr, r)).map(|(i, _)| row_id(*i)).collect();
-            prop_assert_eq!(sorted(got), sorted(want), "{:?}", expr);
+            let got = rows(store.query(&OWNER, &TABLE, &Query::Text { column: TEXT, expr: expr.clone(), limit: 100, order: TextOrder::Score }).unwrap());
+            let want = sorted(model.iter().filter(|(_, r)| eval_text(expr, r)).map(|(i, _)| row_id(*i)).collect());
+            prop_assert_eq!(sorted(got), want.clone(), "{:?}", expr);
+            // Every match again, in row-id pages of 3: each row once, in order.
+            let (mut paged, mut after) = (Vec::new(), None);
+            loop {
+                let order = TextOrder::Rows { after };
+                let page = rows(store.query(&OWNER, &TABLE, &Query::Text { column: TEXT, expr: expr.clone(), limit: 3, order }).unwrap());
+                paged.extend_from_slice(&page);
+                match page.last() {
+                    Some(last) if page.len() == 3 => after = Some(*last),
+                    _ => break,
+                }
+            }
+            prop_assert_eq!(paged, want, "pages of {:?}", expr);
         }
     }
 }
@@ -519,6 +531,7 @@ fn bm25_ranks_more_occurrences_first() {
                 column: TEXT,
                 expr: TextExpr::Term(word("APPLE")),
                 limit: 10,
+                order: TextOrder::Score,
             },
         )
         .unwrap();
@@ -586,6 +599,7 @@ fn updates_move_entries_and_survive_reopen() {
                         column: TEXT,
                         expr: TextExpr::Term(word(w)),
                         limit: 10,
+                        order: TextOrder::Score,
                     },
                 )
                 .unwrap(),
@@ -668,6 +682,7 @@ fn bad_requests_are_refused_and_change_nothing() {
                 column: EQ,
                 expr: TextExpr::And(vec![]),
                 limit: 1,
+                order: TextOrder::Score,
             },
         )
         .unwrap_err();
@@ -685,7 +700,8 @@ fn bad_requests_are_refused_and_change_nothing() {
             &Query::Text {
                 column: TEXT,
                 expr: TextExpr::And(vec![]),
-                limit: 0
+                limit: 0,
+                order: TextOrder::Score
             }
         ),
         Err(IndexError::InvalidRequest(_))
@@ -816,6 +832,7 @@ fn idle_namespaces_are_closed_and_reopened() {
             column: TEXT,
             expr: TextExpr::Term(word(VOCAB[k])),
             limit: 10,
+            order: TextOrder::Score,
         };
         let got = sorted(rows(store.query(owner, &TABLE, &query).unwrap()));
         assert_eq!(got, sorted((0..3).map(row_id).collect()));
@@ -855,6 +872,7 @@ fn dropped_tables_are_gone_and_can_be_recreated_empty() {
         column: TEXT,
         expr: TextExpr::Term(word("apple")),
         limit: 10,
+        order: TextOrder::Score,
     };
     assert!(rows(store.query(&OWNER, &TABLE, &query).unwrap()).is_empty());
 }

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use prost::Message;
 use wwt_index::{
     Batch, CatalogBlob, ColumnId, EqToken, IndexError, IndexKind, OpeCiphertext, Order, Query,
-    QueryOutput, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, TextExpr, Token,
-    ValueCount,
+    QueryOutput, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, TextExpr, TextOrder,
+    Token, ValueCount,
 };
 
 use crate::auth::{Signed, check_signature};
@@ -607,6 +607,12 @@ impl TryFrom<proto::QueryRequest> for QueryTable {
                     0,
                 )?,
                 limit: limit_from(q.limit)?,
+                order: match q.page {
+                    None => TextOrder::Score,
+                    Some(page) => TextOrder::Rows {
+                        after: page.after.as_deref().map(row_from).transpose()?,
+                    },
+                },
             },
             Some(Q::Scan(q)) => Query::Scan {
                 after: q.after.as_deref().map(row_from).transpose()?,
@@ -659,10 +665,17 @@ impl From<QueryTable> for proto::QueryRequest {
                 column,
                 expr,
                 limit,
+                order,
             } => Q::Text(proto::TextQuery {
                 column: column.0,
                 expr: Some(text_to(&expr)),
                 limit: limit as u64,
+                page: match order {
+                    TextOrder::Score => None,
+                    TextOrder::Rows { after } => Some(proto::TextPage {
+                        after: after.map(|r| wire(&r.0)),
+                    }),
+                },
             }),
             Query::Scan { after, limit } => Q::Scan(proto::ScanQuery {
                 after: after.map(|r| wire(&r.0)),
@@ -964,6 +977,66 @@ impl From<proto::CatalogResponse> for Answer<CatalogBlob> {
                 blob: w.blob.to_vec(),
             },
             seq: w.seq,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn text_query(order: TextOrder) -> QueryTable {
+        QueryTable {
+            table: TableId([1; 16]),
+            query: Query::Text {
+                column: ColumnId(2),
+                expr: TextExpr::Term(Token([3; 16])),
+                limit: 100,
+                order,
+            },
+        }
+    }
+
+    /// Both orders survive the wire, and a request without the page field (an older client's)
+    /// asks for the best rows by score.
+    #[test]
+    fn text_pages_round_trip_and_default_to_score() {
+        for order in [
+            TextOrder::Score,
+            TextOrder::Rows { after: None },
+            TextOrder::Rows {
+                after: Some(RowId([4; 16])),
+            },
+        ] {
+            let q = text_query(order);
+            let wire = proto::QueryRequest::from(q.clone());
+            let bytes = wire.encode_to_vec();
+            let back = QueryTable::try_from(proto::QueryRequest::decode(bytes.as_slice()).unwrap());
+            assert_eq!(back.unwrap(), q);
+        }
+        let mut wire = proto::QueryRequest::from(text_query(TextOrder::Rows { after: None }));
+        if let Some(proto::query_request::Query::Text(t)) = &mut wire.query {
+            t.page = None;
+        }
+        assert_eq!(
+            QueryTable::try_from(wire).unwrap(),
+            text_query(TextOrder::Score)
+        );
+    }
+
+    /// A cursor that is not a row id is refused on receipt.
+    #[test]
+    fn a_garbage_text_cursor_is_refused() {
+        for garbage in [&[][..], &[7; 5], &[7; 17]] {
+            let mut wire = proto::QueryRequest::from(text_query(TextOrder::Rows { after: None }));
+            if let Some(proto::query_request::Query::Text(t)) = &mut wire.query {
+                t.page = Some(proto::TextPage {
+                    after: Some(Bytes::copy_from_slice(garbage)),
+                });
+            }
+            let err = QueryTable::try_from(wire).unwrap_err();
+            assert!(matches!(err, NetError::BadRequest(_)), "{err}");
         }
     }
 }

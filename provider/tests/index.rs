@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use wwt_index::{
     Batch, ColumnId, IndexKind, OpeEncoder, OpeKey, Order, Query, QueryOutput, RowEntries, RowId,
-    RowOp, TableId, TableSchema, TextExpr, TextOptions, TokenKey,
+    RowOp, TableId, TableSchema, TextExpr, TextOptions, TextOrder, TokenKey,
 };
 use wwt_net::grpc::GrpcConnector;
 use wwt_net::index::{
@@ -198,6 +198,7 @@ async fn owners_reach_only_their_tables(hosted: Hosted) {
             column: TEXT,
             expr: TextExpr::Term(word),
             limit: 10,
+            order: TextOrder::Score,
         },
     };
     let found = ids(index

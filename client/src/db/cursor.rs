@@ -1,25 +1,29 @@
-//! Streamed SELECTs: a cursor over a plan's keys or a full scan that reads and decrypts a
-//! batch of rows at a time and stops at the LIMIT, and the [`RowStream`] that hands them out.
+//! Streamed SELECTs: a cursor over a plan's keys, or the pages of a full scan or of a full-text
+//! match without LIMIT, that reads and decrypts a batch of rows at a time and stops at the
+//! LIMIT, and the [`RowStream`] that hands them out.
 
 use std::collections::VecDeque;
 
 use wwt_index::{MAX_LIMIT, RowId};
 use wwt_query::{
-    AccessPath, Plan, Row, SelectPlan, SelectStream, execute_select, pushdown_keys, streams,
+    AccessPath, IndexLookup, Plan, Pushdown, Row, SelectPlan, SelectStream, execute_select,
+    pushdown_keys, streams,
 };
 
+use super::read::{Paged, ranked};
 use super::{Client, Result, RowRef, State, stale_catalog};
 
 /// Where a SELECT's reading stands.
 pub(super) enum Cursor {
     /// Every result row, computed up front (joins, aggregates, ORDER BY); taken once.
     Ready(Option<Vec<Row>>),
-    /// A streaming plan: the keys still to read and, for a full scan, where the next page of
-    /// keys starts (`Some(None)`: from the first row).
+    /// A streaming plan: the keys still to read and, for a paged lookup (a full scan, a
+    /// full-text match without LIMIT), where its next page of keys starts (`None` for the
+    /// after-row: from the first row); `pages` is `None` once there are no more.
     Streaming {
         select: Box<SelectStream>,
         keys: VecDeque<RowRef>,
-        scan: Option<Option<RowId>>,
+        pages: Option<(Paged, Option<RowId>)>,
     },
 }
 
@@ -125,8 +129,17 @@ impl Client {
             return Ok(Cursor::Ready(Some(rows.rows)));
         }
         let select = SelectStream::new(plan.clone())?;
-        let (keys, scan) = match &select.access().path {
-            AccessPath::FullScan => (Vec::new(), Some(None)),
+        let (keys, pages) = match &select.access().path {
+            AccessPath::FullScan => (Vec::new(), Some((Paged::Scan, None))),
+            AccessPath::Index(Pushdown::Lookup(IndexLookup::FullText {
+                column,
+                query,
+                limit,
+            })) if ranked(*limit).is_none() => {
+                let table = &select.access().table;
+                let (column, expr) = self.text_query(state, table, column, query)?;
+                (Vec::new(), Some((Paged::Text { column, expr }, None)))
+            }
             AccessPath::Index(p) => {
                 let table = &select.access().table;
                 let (keys, _) = self.with_source(state, false, |s| pushdown_keys(s, table, p))?;
@@ -136,7 +149,7 @@ impl Client {
         Ok(Cursor::Streaming {
             select: Box::new(select),
             keys: keys.into(),
-            scan,
+            pages,
         })
     }
 
@@ -146,19 +159,26 @@ impl Client {
         state: &mut State,
         cursor: &mut Cursor,
     ) -> Result<Option<Vec<Row>>> {
-        let (select, keys, scan) = match cursor {
+        let (select, keys, pages) = match cursor {
             Cursor::Ready(rows) => return Ok(rows.take().filter(|r| !r.is_empty())),
-            Cursor::Streaming { select, keys, scan } => (select, keys, scan),
+            Cursor::Streaming {
+                select,
+                keys,
+                pages,
+            } => (select, keys, pages),
         };
         let batch = self.config.stream_batch.clamp(1, MAX_LIMIT);
         while !select.finished() {
             if keys.is_empty()
-                && let Some(after) = scan
+                && let Some((paged, after)) = pages
             {
                 let (page, next) = self
-                    .scan_page(state, &select.access().table, *after, batch)
+                    .page(state, &select.access().table, paged, *after, batch)
                     .await?;
-                *scan = next.map(Some);
+                match next {
+                    Some(row) => *after = Some(row),
+                    None => *pages = None,
+                }
                 keys.extend(page);
             }
             if keys.is_empty() {

@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use std::ops::Bound;
 
 use wwt_engine::{Locator, RowId as EngineRowId, SegmentId as EngineSegmentId, SegmentManifest};
-use wwt_index::{MAX_LIMIT, Order, Query, QueryOutput, RowHit, RowId};
+use wwt_index::{
+    ColumnId, MAX_LIMIT, Order, Query, QueryOutput, RowHit, RowId, TextExpr, TextOrder,
+};
 use wwt_net::NetError;
 use wwt_net::index::QueryTable;
 use wwt_query::{
-    Direction, IndexLookup, Row, RowSource, TableSchema, Value, decode_row, encode_key,
+    Direction, FtQuery, IndexLookup, Row, RowSource, TableSchema, Value, decode_row, encode_key,
 };
 
 use super::catalog::{SEGMENTS, legacy_manifest_row, manifest_key, manifest_row};
@@ -34,6 +36,52 @@ pub(super) fn unread(row: RowId) -> ClientError {
 
 /// The client's state and, when asked, what was read of each row.
 type SourceState<'a> = (&'a mut State, Option<HashMap<RowId, Read>>);
+
+/// A lookup the index provider answers a page at a time, in row-id order.
+#[derive(Clone, Debug)]
+pub(super) enum Paged {
+    /// Every row of the table (a full scan of the primary map).
+    Scan,
+    /// Every row a full-text query matches.
+    Text {
+        /// The column.
+        column: ColumnId,
+        /// The query over the column's tokens.
+        expr: TextExpr,
+    },
+}
+
+impl Paged {
+    /// The query for the page of `limit` rows after `after`.
+    fn query(&self, after: Option<RowId>, limit: usize) -> Query {
+        match self {
+            Paged::Scan => Query::Scan { after, limit },
+            Paged::Text { column, expr } => Query::Text {
+                column: *column,
+                expr: expr.clone(),
+                limit,
+                order: TextOrder::Rows { after },
+            },
+        }
+    }
+
+    /// What is paged, for messages.
+    fn what(&self) -> &'static str {
+        match self {
+            Paged::Scan => "full scan",
+            Paged::Text { .. } => "full-text match",
+        }
+    }
+}
+
+/// The limit of a full-text lookup the index provider answers at once, best ranked first;
+/// `None` when every match is read in row-id pages (no LIMIT, or one above [`MAX_LIMIT`]).
+pub(super) fn ranked(limit: Option<u64>) -> Option<usize> {
+    limit
+        .and_then(|l| usize::try_from(l).ok())
+        .filter(|l| *l <= MAX_LIMIT)
+        .map(|l| l.max(1))
+}
 
 /// The client as the evaluator's row source: each call blocks on the network.
 pub(super) struct NetSource<'a> {
@@ -207,10 +255,20 @@ impl Client {
         state: &mut State,
         schema: &TableSchema,
     ) -> Result<Vec<RowRef>> {
+        self.every_page(state, schema, &Paged::Scan).await
+    }
+
+    /// Every row of a paged lookup, a page of [`MAX_LIMIT`] at a time.
+    async fn every_page(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        paged: &Paged,
+    ) -> Result<Vec<RowRef>> {
         let mut out = Vec::new();
         let mut after = None;
         loop {
-            let (page, next) = self.scan_page(state, schema, after, MAX_LIMIT).await?;
+            let (page, next) = self.page(state, schema, paged, after, MAX_LIMIT).await?;
             out.extend(page);
             match next {
                 Some(row) => after = Some(row),
@@ -219,23 +277,59 @@ impl Client {
         }
     }
 
-    /// Up to `limit` rows of a full scan in row-id order, from after `after`; and the row to
-    /// continue after, `None` when the scan is done.
-    pub(super) async fn scan_page(
+    /// Up to `limit` rows of a paged lookup in row-id order, from after `after`; and the row
+    /// to continue after, `None` when the lookup is done. The index provider's page is checked:
+    /// at most `limit` rows, each once and after `after`, so that a provider that ignores the
+    /// cursor (or predates it) cannot make the client loop or read a row twice.
+    pub(super) async fn page(
         &self,
         state: &mut State,
         schema: &TableSchema,
+        paged: &Paged,
         after: Option<RowId>,
         limit: usize,
     ) -> Result<(Vec<RowRef>, Option<RowId>)> {
-        let page = self
-            .index_query(state, schema, Query::Scan { after, limit })
+        let mut page = self
+            .index_query(state, schema, paged.query(after, limit))
             .await?;
+        page.sort_unstable_by_key(|h| h.row);
+        let bad = if page.len() > limit {
+            Some(format!("{} rows for a page of {limit}", page.len()))
+        } else if page.windows(2).any(|w| w[0].row == w[1].row) {
+            Some("a row twice".into())
+        } else if let (Some(first), Some(after)) = (page.first(), after)
+            && first.row <= after
+        {
+            Some(format!("row {} in the page after row {after}", first.row))
+        } else {
+            None
+        };
+        if let Some(bad) = bad {
+            return Err(ClientError::Index(NetError::Internal(format!(
+                "the index provider answered a {} page with {bad}; it may run an older version: \
+                 upgrade it, or use another replica",
+                paged.what()
+            ))));
+        }
         let next = match page.last() {
             Some(last) if page.len() == limit => Some(last.row),
             _ => None,
         };
         Ok((page.into_iter().map(RowRef::from).collect(), next))
+    }
+
+    /// A full-text query's column id and expression over its column's tokens.
+    pub(super) fn text_query(
+        &self,
+        state: &mut State,
+        schema: &TableSchema,
+        column: &str,
+        query: &FtQuery,
+    ) -> Result<(ColumnId, TextExpr)> {
+        let c = schema.position(column)?;
+        let t = self.table(state, schema)?;
+        let key = token_key(&self.master, t, schema, c);
+        Ok((column_id(c), text_expr(&key, query)))
     }
 
     async fn lookup(
@@ -317,30 +411,19 @@ impl Client {
                 query,
                 limit,
             } => {
-                let c = schema.position(column)?;
-                let t = self.table(state, schema)?;
-                let key = token_key(&self.master, t, schema, c);
-                let expr = text_expr(&key, query);
-                let want = limit.map_or(MAX_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT));
-                let hits = self
-                    .index_query(
-                        state,
-                        schema,
-                        Query::Text {
-                            column: column_id(c),
-                            expr,
-                            limit: want.clamp(1, MAX_LIMIT),
-                        },
-                    )
-                    .await?;
-                if limit.is_none() && hits.len() == MAX_LIMIT {
-                    return Err(wwt_query::Error::Unsupported {
-                        what: format!("a full-text match of more than {MAX_LIMIT} rows"),
-                        hint: "add LIMIT (the best-ranked rows first) or narrow the match".into(),
+                let (column, expr) = self.text_query(state, schema, column, query)?;
+                match ranked(*limit) {
+                    Some(limit) => Query::Text {
+                        column,
+                        expr,
+                        limit,
+                        order: TextOrder::Score,
+                    },
+                    None => {
+                        let paged = Paged::Text { column, expr };
+                        return self.every_page(state, schema, &paged).await;
                     }
-                    .into());
                 }
-                return Ok(hits.into_iter().map(RowRef::from).collect());
             }
         };
         Ok(self

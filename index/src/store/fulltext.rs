@@ -1,6 +1,11 @@
 //! One tantivy index per namespace with full-text columns: a field per column holding the
 //! row's PRF terms (whitespace-separated), a `row` field to find and delete the row's
 //! document, and a `cols` field naming the text columns the row has (the universe of `NOT`).
+//!
+//! A match is answered two ways: its best rows by BM25 ([`TextIndex::search`]), or every
+//! matching row in row-id order, a page at a time ([`TextIndex::page`]). Pages walk the `row`
+//! field's term dictionary, which is sorted by row id, and test each row's document against
+//! the query: a page costs the rows it walks past, never the matches before it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,18 +13,27 @@ use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, EmptyQuery, Occur, Query as TQuery, TermQuery};
+use tantivy::query::{
+    BooleanQuery, EmptyQuery, EnableScoring, Occur, Query as TQuery, TermQuery, Weight,
+};
 use tantivy::schema::{
     Field, INDEXED, IndexRecordOption, STORED, Schema, TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::tokenizer::WhitespaceTokenizer;
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, SegmentReader, TantivyDocument,
+    Term,
+};
 
 use crate::error::IndexError;
 use crate::token::Token;
 use crate::types::{ColumnId, RowEntries, RowId, TextExpr};
 
 const TOKENIZER: &str = "wwt_whitespace";
+
+/// Most rows a page walks before testing them against the query at once; the first batch is
+/// the page's limit, each next one twice the last (sparse matches walk further).
+const MAX_WALK_BATCH: usize = 1 << 16;
 
 pub(crate) struct TextIndex {
     index: Index,
@@ -188,6 +202,96 @@ impl TextIndex {
         }
     }
 
+    /// Builds the query for `expr` on `column`.
+    fn query(&self, column: ColumnId, expr: &TextExpr) -> Result<Box<dyn TQuery>, IndexError> {
+        let field = self.field(column)?;
+        let universe = Term::from_field_u64(self.cols, u64::from(column.0));
+        Ok(self.build(field, &universe, expr))
+    }
+
+    /// Up to `limit` rows matching `expr` on `column`, in row-id order, the first ones after
+    /// `after` (from the first row when `None`).
+    pub fn page(
+        &self,
+        column: ColumnId,
+        expr: &TextExpr,
+        after: Option<RowId>,
+        limit: usize,
+    ) -> Result<Vec<RowId>, IndexError> {
+        let query = self.query(column, expr)?;
+        let searcher = self.reader.searcher();
+        let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
+        // Each segment's first `limit` rows; the page is the first `limit` of them all.
+        let mut rows = Vec::new();
+        for segment in searcher.segment_readers() {
+            rows.extend(self.segment_page(segment, weight.as_ref(), after, limit)?);
+        }
+        rows.sort_unstable();
+        rows.dedup();
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    /// The first `limit` rows of one segment after `after` that `weight` matches, in row-id
+    /// order: walks the segment's live rows in that order, a batch at a time, and tests each
+    /// batch in document order (a scorer only moves forward).
+    fn segment_page(
+        &self,
+        segment: &SegmentReader,
+        weight: &dyn Weight,
+        after: Option<RowId>,
+        limit: usize,
+    ) -> Result<Vec<RowId>, IndexError> {
+        let inverted = segment.inverted_index(self.row)?;
+        let mut terms = inverted.terms().range();
+        if let Some(after) = after {
+            terms = terms.gt(after.0);
+        }
+        let mut terms = terms.into_stream().map_err(IndexError::Io)?;
+        let mut found = Vec::new();
+        let mut batch: Vec<(DocId, RowId)> = Vec::new();
+        let mut size = limit.clamp(1, MAX_WALK_BATCH);
+        while found.len() < limit {
+            batch.clear();
+            while batch.len() < size && terms.advance() {
+                let row = RowId::try_from(terms.key())
+                    .map_err(|_| IndexError::Corrupt("full-text row id of the wrong length"))?;
+                let mut postings = inverted
+                    .read_block_postings_from_terminfo(terms.value(), IndexRecordOption::Basic)
+                    .map_err(IndexError::Io)?;
+                // One live document per row; deleted ones stay until their segment merges.
+                while !postings.docs().is_empty() {
+                    for &doc in postings.docs() {
+                        if !segment.is_deleted(doc) {
+                            batch.push((doc, row));
+                        }
+                    }
+                    postings.advance();
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            batch.sort_unstable_by_key(|&(doc, _)| doc);
+            let mut scorer = weight.scorer(segment, 1.0)?;
+            let start = found.len();
+            for &(doc, row) in &batch {
+                let at = match scorer.doc() {
+                    d if d < doc => scorer.seek(doc),
+                    d => d,
+                };
+                if at == doc {
+                    found.push(row);
+                }
+            }
+            // The batch's rows all come after the earlier batches' rows.
+            found[start..].sort_unstable();
+            size = (size * 2).min(MAX_WALK_BATCH);
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
     /// The `limit` best rows for `expr` on `column`, by decreasing BM25 score.
     pub fn search(
         &self,
@@ -195,9 +299,7 @@ impl TextIndex {
         expr: &TextExpr,
         limit: usize,
     ) -> Result<Vec<(RowId, f32)>, IndexError> {
-        let field = self.field(column)?;
-        let universe = Term::from_field_u64(self.cols, u64::from(column.0));
-        let query = self.build(field, &universe, expr);
+        let query = self.query(column, expr)?;
         let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(limit.max(1)).order_by_score())?;
         let mut out = Vec::with_capacity(top.len());

@@ -34,12 +34,12 @@ use crate::ope::OpeCiphertext;
 use crate::token::{EqToken, TOKEN_LEN};
 use crate::types::{
     ApplyReceipt, Batch, CatalogBlob, ColumnId, IndexKind, Order, OwnerId, Query, QueryOutput,
-    ROW_LEN, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, ValueCount,
+    ROW_LEN, RowEntries, RowHit, RowId, RowOp, TableId, TableSchema, TextOrder, ValueCount,
 };
 use codec::{PrimaryRecord, eq_key, range_key, row_of_key};
 use fulltext::TextIndex;
 
-/// Largest `limit` of a full-text query.
+/// Largest `limit` of a full-text query or a page of a scan.
 pub const MAX_LIMIT: usize = 10_000;
 
 /// Largest locator accepted, in bytes.
@@ -699,6 +699,7 @@ impl IndexStore for LocalIndexStore {
                 column,
                 expr,
                 limit,
+                order,
             } => {
                 ns.schema.require(*column, IndexKind::FullText)?;
                 if *limit == 0 || *limit > MAX_LIMIT {
@@ -713,8 +714,28 @@ impl IndexStore for LocalIndexStore {
                     });
                 };
                 let mut out = Vec::new();
-                for (row, score) in text.search(*column, expr, *limit)? {
-                    out.extend(Self::hit(&ns, row, Some(score))?);
+                match order {
+                    TextOrder::Score => {
+                        for (row, score) in text.search(*column, expr, *limit)? {
+                            out.extend(Self::hit(&ns, row, Some(score))?);
+                        }
+                    }
+                    // A document whose row the primary map does not hold is skipped: read on
+                    // until the page is full, since a short page tells the client it is done.
+                    TextOrder::Rows { after } => {
+                        let mut after = *after;
+                        loop {
+                            let rows = text.page(*column, expr, after, *limit - out.len())?;
+                            let full = rows.len() == *limit - out.len();
+                            after = rows.last().copied();
+                            for row in rows {
+                                out.extend(Self::hit(&ns, row, None)?);
+                            }
+                            if !full || out.len() == *limit {
+                                break;
+                            }
+                        }
+                    }
                 }
                 Ok(QueryOutput::Rows(out))
             }
@@ -801,7 +822,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::token::{TextOptions, TokenKey};
-    use crate::types::TextExpr;
+    use crate::types::{TextExpr, TextOrder};
 
     /// A crash after the full-text commit but before the primary map was written leaves a
     /// document behind; the retried batch must not double it.
@@ -835,10 +856,143 @@ mod tests {
             column: col,
             expr: TextExpr::Term(word),
             limit: 10,
+            order: TextOrder::Score,
         };
         let QueryOutput::Rows(hits) = store.query(&owner, &table, &query).unwrap() else {
             panic!("expected rows");
         };
         assert_eq!(hits.len(), 1);
+    }
+
+    /// Every row matching `word`, read in pages of `limit` in row-id order.
+    fn pages(
+        store: &LocalIndexStore,
+        (owner, table, col): (OwnerId, TableId, ColumnId),
+        word: crate::token::Token,
+        limit: usize,
+    ) -> Vec<RowId> {
+        let (mut out, mut after) = (Vec::new(), None);
+        loop {
+            let query = Query::Text {
+                column: col,
+                expr: TextExpr::Term(word),
+                limit,
+                order: TextOrder::Rows { after },
+            };
+            let QueryOutput::Rows(hits) = store.query(&owner, &table, &query).unwrap() else {
+                panic!("expected rows");
+            };
+            assert!(hits.len() <= limit);
+            out.extend(hits.iter().map(|h| h.row));
+            match hits.last() {
+                Some(last) if hits.len() == limit => after = Some(last.row),
+                _ => return out,
+            }
+        }
+    }
+
+    /// A match of more rows than one answer holds, written in several commits (several
+    /// segments) with rows updated and deleted since, comes back whole in row-id pages: each
+    /// live matching row exactly once.
+    #[test]
+    fn text_pages_return_every_match_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalIndexStore::open(dir.path()).unwrap();
+        let ns = (OwnerId([1; 32]), TableId([2; 16]), ColumnId(7));
+        let (owner, table, col) = ns;
+        let schema = TableSchema {
+            indexes: vec![(col, IndexKind::FullText)],
+        };
+        store.create_table(&owner, &table, &schema).unwrap();
+        let key = TokenKey::new([3; 32]);
+        let opts = TextOptions::default();
+        let row = |i: u32| {
+            RowId(
+                *blake3::hash(&i.to_le_bytes())
+                    .as_bytes()
+                    .first_chunk()
+                    .unwrap(),
+            )
+        };
+        let put = |i: u32, version: u64, text: &str| {
+            RowOp::Put(RowEntries {
+                row: row(i),
+                version,
+                locator: i.to_le_bytes().to_vec(),
+                equality: vec![],
+                range: vec![],
+                text: vec![(col, key.text_tokens(text, &opts))],
+            })
+        };
+        let n = MAX_LIMIT as u32 + 4_000;
+        for part in (0..n).collect::<Vec<_>>().chunks(4_000) {
+            let ops = part
+                .iter()
+                .map(|&i| {
+                    put(
+                        i,
+                        1,
+                        if i.is_multiple_of(2) {
+                            "common even"
+                        } else {
+                            "common odd"
+                        },
+                    )
+                })
+                .collect();
+            store.apply(&owner, &table, &Batch { ops }).unwrap();
+        }
+        // Every tenth row deleted, every seventh no longer "common".
+        let ops = (0..n)
+            .filter(|i| i.is_multiple_of(10) || i.is_multiple_of(7))
+            .map(|i| match i % 10 {
+                0 => RowOp::Delete {
+                    row: row(i),
+                    version: 2,
+                },
+                _ => put(i, 2, "rare"),
+            })
+            .collect();
+        store.apply(&owner, &table, &Batch { ops }).unwrap();
+
+        let word = |w: &str| key.query_token(w, &opts).unwrap();
+        let live = |i: &u32| !i.is_multiple_of(10) && !i.is_multiple_of(7);
+        let mut common: Vec<RowId> = (0..n).filter(live).map(row).collect();
+        common.sort_unstable();
+        assert!(common.len() > MAX_LIMIT);
+        assert_eq!(pages(&store, ns, word("common"), MAX_LIMIT), common);
+        let mut even: Vec<RowId> = (0..n)
+            .filter(|i| live(i) && i.is_multiple_of(2))
+            .map(row)
+            .collect();
+        even.sort_unstable();
+        assert_eq!(pages(&store, ns, word("even"), 777), even);
+        assert!(pages(&store, ns, word("absent"), 5).is_empty());
+
+        // A cursor past the last row ends the match; pages are as bounded as answers by score.
+        let last = Query::Text {
+            column: col,
+            expr: TextExpr::Term(word("common")),
+            limit: 10,
+            order: TextOrder::Rows {
+                after: Some(RowId([0xff; 16])),
+            },
+        };
+        assert_eq!(
+            store.query(&owner, &table, &last).unwrap(),
+            QueryOutput::Rows(vec![])
+        );
+        for limit in [0, MAX_LIMIT + 1] {
+            let query = Query::Text {
+                column: col,
+                expr: TextExpr::Term(word("common")),
+                limit,
+                order: TextOrder::Rows { after: None },
+            };
+            assert!(matches!(
+                store.query(&owner, &table, &query),
+                Err(IndexError::InvalidRequest(_))
+            ));
+        }
     }
 }
