@@ -98,7 +98,8 @@ pub enum IndexLookup {
         column: String,
         /// The query over words (tokenized with [`crate::fulltext::tokenize`]).
         query: FtQuery,
-        /// Return at most this many keys, best ranked (BM25) first.
+        /// Return at most this many keys, best ranked (BM25) first; `None`: every matching
+        /// key, which the index provider returns in pages in row-id order.
         limit: Option<u64>,
     },
 }
@@ -159,8 +160,11 @@ impl IndexLookup {
                 limit,
             } => {
                 let mut s = format!("fulltext index: MATCH({column}, '{query}')");
-                if let Some(n) = limit {
-                    let _ = write!(s, ", best {n} by BM25");
+                match limit {
+                    Some(n) => {
+                        let _ = write!(s, ", best {n} by BM25");
+                    }
+                    None => s.push_str(", every match, in pages by row id"),
                 }
                 s
             }

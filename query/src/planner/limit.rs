@@ -7,8 +7,9 @@ use crate::expr::Expr;
 use crate::plan::{AccessPath, AggFunc, Direction, IndexLookup, Pushdown, SelectPlan};
 use crate::schema::IndexKind;
 
-/// Pushes `ORDER BY col LIMIT n` into a btree lookup, and `LIMIT n` into a full-text
-/// lookup, where the index's answer is then exactly the rows the query returns.
+/// Pushes `ORDER BY col LIMIT n` into a btree lookup, and `LIMIT n` (at most
+/// [`wwt_index::MAX_LIMIT`]) into a full-text lookup, where the index's answer is then exactly
+/// the rows the query returns.
 pub(super) fn push_limit(plan: &mut SelectPlan) {
     let Some(limit) = plan.limit else { return };
     let n = limit.saturating_add(plan.offset);
@@ -61,8 +62,9 @@ pub(super) fn push_limit(plan: &mut SelectPlan) {
             *order = Some(direction(desc));
             *limit = Some(n);
         }
+        // The index ranks at most `MAX_LIMIT` rows at once; beyond, every match is read.
         (AccessPath::Index(Pushdown::Lookup(IndexLookup::FullText { limit, .. })), None)
-            if plan.order_by.is_empty() =>
+            if plan.order_by.is_empty() && n <= wwt_index::MAX_LIMIT as u64 =>
         {
             *limit = Some(n);
         }
@@ -268,6 +270,22 @@ mod tests {
                 limit: Some(10),
             }
         );
+        // Past what one ranked answer holds, or beside a residual, every match is read in pages.
+        for sql in [
+            "SELECT id FROM docs WHERE MATCH(body, 'rust') LIMIT 10001",
+            "SELECT id FROM docs WHERE MATCH(body, 'rust') AND year < 2000 LIMIT 10",
+        ] {
+            let l = lookup(sql);
+            assert!(
+                matches!(l, IndexLookup::FullText { limit: None, .. }),
+                "{sql}: {l:?}"
+            );
+            let explain = plan_of(sql).unwrap().explain();
+            assert!(
+                explain.contains("every match, in pages by row id"),
+                "{explain}"
+            );
+        }
         // MATCH on a column without a fulltext index runs on the client.
         assert_eq!(
             path("SELECT id FROM docs WHERE MATCH(note, 'x')"),
