@@ -6,6 +6,7 @@
 pub mod html;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,24 @@ pub struct Http {
     pub registry: Registry,
     /// `/` and `/health`.
     pub site: Arc<dyn Site>,
+}
+
+impl Http {
+    /// Binds `at` for a node's endpoint showing `registry` and `site`.
+    pub async fn bind(
+        at: SocketAddr,
+        registry: Registry,
+        site: Arc<dyn Site>,
+    ) -> Result<Http, NetError> {
+        let listener = TcpListener::bind(at)
+            .await
+            .map_err(|e| NetError::Unavailable(format!("cannot serve HTTP on {at}: {e}")))?;
+        Ok(Http {
+            listener,
+            registry,
+            site,
+        })
+    }
 }
 
 /// Serves `services` over gRPC on `listener` until `shutdown`, and `http` beside it until

@@ -102,18 +102,8 @@ pub async fn run_with(
         Some(at) => {
             let site = ProviderSite::new(provider.clone(), index.clone(), connector.clone());
             let (registry, requests) = site.metrics();
-            let listener = TcpListener::bind(at)
-                .await
-                .map_err(|e| ProviderError::BadConfig(format!("cannot serve HTTP on {at}: {e}")))?;
-            let site = Arc::new(site);
-            (
-                Some(Http {
-                    listener,
-                    registry,
-                    site,
-                }),
-                Some(requests),
-            )
+            let http = Http::bind(at, registry, Arc::new(site)).await?;
+            (Some(http), Some(requests))
         }
         None => (None, None),
     };

@@ -205,13 +205,7 @@ impl ProviderSite {
 impl Site for ProviderSite {
     async fn page(&self) -> String {
         let title = format!("wwt provider {}", short(&self.provider.node_id()));
-        match self.render().await {
-            Ok(body) => html::document(&title, &body),
-            Err(e) => html::document(
-                &title,
-                &format!("<p class=\"bad\">{}</p>", escape(&e.to_string())),
-            ),
-        }
+        html::document_or_error(&title, self.render().await)
     }
 
     fn health(&self) -> Result<(), String> {

@@ -196,13 +196,7 @@ impl Collector for TrackerState {
 impl Site for TrackerState {
     async fn page(&self) -> String {
         let title = format!("wwt tracker {}", short(&self.0.node_id()));
-        match self.render().await {
-            Ok(body) => html::document(&title, &body),
-            Err(e) => html::document(
-                &title,
-                &format!("<p class=\"bad\">{}</p>", escape(&e.to_string())),
-            ),
-        }
+        html::document_or_error(&title, self.render().await)
     }
 
     fn health(&self) -> Result<(), String> {

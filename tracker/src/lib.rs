@@ -80,18 +80,8 @@ pub async fn serve(
     let (http, requests) = match config.http_listen {
         Some(at) => {
             let (registry, requests) = dashboard::metrics(&tracker);
-            let listener = TcpListener::bind(at)
-                .await
-                .map_err(|e| TrackerError::BadConfig(format!("cannot serve HTTP on {at}: {e}")))?;
-            let site = dashboard::site(&tracker);
-            (
-                Some(Http {
-                    listener,
-                    registry,
-                    site,
-                }),
-                Some(requests),
-            )
+            let http = Http::bind(at, registry, dashboard::site(&tracker)).await?;
+            (Some(http), Some(requests))
         }
         None => (None, None),
     };

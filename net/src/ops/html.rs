@@ -36,6 +36,17 @@ pub fn document(title: &str, body: &str) -> String {
     )
 }
 
+/// [`document`] around `body`, or around what kept it from being made.
+pub fn document_or_error(title: &str, body: Result<String, impl std::fmt::Display>) -> String {
+    match body {
+        Ok(body) => document(title, &body),
+        Err(e) => document(
+            title,
+            &format!("<p class=\"bad\">{}</p>", escape(&e.to_string())),
+        ),
+    }
+}
+
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}\
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}\
 table{border-collapse:collapse}th,td{padding:4px 10px;border-bottom:1px solid #ddd;\
