@@ -5,7 +5,7 @@
 #
 #   scripts/screenshots.sh [OUT_DIR]        (default: target/screenshots)
 #
-# Needs Debian's `chromium` package and a release build of `wwt` (built if missing).
+# Needs Debian's `chromium` package; builds `wwt` (release) if it is not up to date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/screenshots}
@@ -13,8 +13,9 @@ command -v chromium >/dev/null || {
     echo "screenshots need Chromium: apt-get install chromium" >&2
     exit 2
 }
-wwt=$PWD/target/release/wwt
-[ -x "$wwt" ] || cargo build --release --locked -q -p wwt-cli
+cargo build --release --locked -q -p wwt-cli
+target=${CARGO_TARGET_DIR:-target}
+wwt=$(cd "$target" && pwd)/release/wwt
 mkdir -p "$out"
 home=$(mktemp -d)
 devnet=
