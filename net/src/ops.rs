@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::NetError;
 use crate::grpc::{self, Services};
@@ -81,27 +81,29 @@ pub async fn serve_node(
     let Some(http) = http else {
         return grpc::serve(services, listener, shutdown).await;
     };
-    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop, stopped) = watch::channel(false);
     let grpc = async {
         let served = grpc::serve(services, listener, shutdown).await;
-        let _ = stop.send(());
+        let _ = stop.send(true);
         served
-    };
-    let stopped = async move {
-        let _ = stopped.await;
     };
     let (grpc, http) = tokio::join!(grpc, serve_http(http, stopped));
     grpc.and(http)
 }
 
-/// Serves `/metrics`, `/health` and `/` until `shutdown`.
+/// How long the HTTP endpoint, told to stop, waits for the requests under way.
+const HTTP_DRAIN: Duration = Duration::from_secs(2);
+
+/// Serves `/metrics`, `/health` and `/` until `stop` turns true (and then at most
+/// [`HTTP_DRAIN`] more: a connection that never sends a request would otherwise hold a
+/// graceful shutdown forever).
 async fn serve_http(
     Http {
         listener,
         registry,
         site,
     }: Http,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
     let registry = Arc::new(registry);
     let health = site.clone();
@@ -117,16 +119,30 @@ async fn serve_http(
             }),
         )
         .route("/", get(move || async move { Html(site.page().await) }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| NetError::Internal(format!("HTTP server failed: {e}")))
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let served = axum::serve(listener, app).with_graceful_shutdown(stopped(stop.clone()));
+    tokio::select! {
+        served = served => served.map_err(|e| NetError::Internal(format!("HTTP server failed: {e}"))),
+        () = async {
+            stopped(stop).await;
+            tokio::time::sleep(HTTP_DRAIN).await;
+        } => Ok(()),
+    }
 }
 
+/// The registry's text, encoded off the runtime's threads (collectors read databases).
 async fn metrics(registry: Arc<Registry>) -> Response {
-    let mut text = String::new();
-    match encode(&mut text, &registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response(),
+    let encoded = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        encode(&mut text, &registry).map(|()| text)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|encoded| encoded.map_err(|e| e.to_string()));
+    match encoded {
+        Ok(text) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding the metrics failed: {e}\n"),

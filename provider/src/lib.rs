@@ -96,11 +96,9 @@ pub async fn run_with(
     } else {
         None
     };
-    // The site holds the index service: it must be gone (with the server) before the index
-    // store is closed below.
     let (http, requests) = match config.http_listen {
         Some(at) => {
-            let site = ProviderSite::new(provider.clone(), index.clone(), connector.clone());
+            let site = ProviderSite::new(&provider, index.as_ref(), connector.clone());
             let (registry, requests) = site.metrics();
             let http = Http::bind(at, registry, Arc::new(site)).await?;
             (Some(http), Some(requests))

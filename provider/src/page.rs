@@ -3,7 +3,7 @@
 //! namespaces it serves), read at each scrape, and its page: what it holds, and its audits
 //! and credit as each of its trackers reports them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,19 +30,18 @@ const REPORT_ENTRIES: u32 = 1000;
 /// Audits listed on the page.
 const AUDITS_SHOWN: usize = 50;
 
-/// A provider's operator view.
+/// A provider's operator view. It holds the provider and its index service weakly: a
+/// connection left open past shutdown does not keep their stores open.
 #[derive(Clone)]
 pub struct ProviderSite {
-    provider: Arc<Provider>,
-    index: Option<Arc<IndexService>>,
+    provider: Weak<Provider>,
+    index: Option<Weak<IndexService>>,
     connector: Arc<dyn Connector>,
 }
 
 impl std::fmt::Debug for ProviderSite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderSite")
-            .field("node", &self.provider.node_id())
-            .finish_non_exhaustive()
+        f.debug_struct("ProviderSite").finish_non_exhaustive()
     }
 }
 
@@ -50,15 +49,26 @@ impl ProviderSite {
     /// The view of `provider` (and its `index` service), asking its trackers over
     /// `connector`.
     pub fn new(
-        provider: Arc<Provider>,
-        index: Option<Arc<IndexService>>,
+        provider: &Arc<Provider>,
+        index: Option<&Arc<IndexService>>,
         connector: Arc<dyn Connector>,
     ) -> ProviderSite {
         ProviderSite {
-            provider,
-            index,
+            provider: Arc::downgrade(provider),
+            index: index.map(Arc::downgrade),
             connector,
         }
+    }
+
+    fn provider(&self) -> Result<Arc<Provider>, NetError> {
+        self.provider
+            .upgrade()
+            .ok_or_else(|| NetError::Unavailable("the provider is stopping".into()))
+    }
+
+    /// The index service, if the provider is an index provider (and not stopping).
+    fn index(&self) -> Option<Arc<IndexService>> {
+        self.index.as_ref().and_then(Weak::upgrade)
     }
 
     /// Its registry of metrics: its gRPC requests, and its holdings at each scrape.
@@ -71,8 +81,10 @@ impl ProviderSite {
 
     /// Each trusted tracker's report (or why there is none), sorted by tracker.
     async fn reports(&self) -> Vec<(NodeId, Result<AuditReport, String>)> {
-        let mut trackers: Vec<(NodeId, String)> = self
-            .provider
+        let Ok(provider) = self.provider() else {
+            return Vec::new();
+        };
+        let mut trackers: Vec<(NodeId, String)> = provider
             .trackers()
             .iter()
             .map(|(id, address)| (*id, address.clone()))
@@ -94,8 +106,9 @@ impl ProviderSite {
     }
 
     async fn render(&self) -> Result<String, NetError> {
-        let me = self.provider.node_id();
-        let held = self.provider.holdings()?;
+        let provider = self.provider()?;
+        let me = provider.node_id();
+        let held = provider.holdings()?;
         let mut facts = vec![
             ("node", me.to_string()),
             (
@@ -118,7 +131,7 @@ impl ProviderSite {
             ),
             ("freed by deletes", html::bytes(held.freed)),
         ];
-        if let Some(index) = &self.index {
+        if let Some(index) = self.index() {
             let (owners, entries, open) = index.served()?;
             facts.push((
                 "index",
@@ -204,13 +217,16 @@ impl ProviderSite {
 #[async_trait]
 impl Site for ProviderSite {
     async fn page(&self) -> String {
-        let title = format!("wwt provider {}", short(&self.provider.node_id()));
+        let title = match self.provider() {
+            Ok(provider) => format!("wwt provider {}", short(&provider.node_id())),
+            Err(_) => "wwt provider".to_string(),
+        };
         html::document_or_error(&title, self.render().await)
     }
 
     fn health(&self) -> Result<(), String> {
-        self.provider
-            .holdings()
+        self.provider()
+            .and_then(|provider| provider.holdings())
             .map(|_| ())
             .map_err(|e| format!("the provider cannot read its store: {e}"))
     }
@@ -219,7 +235,7 @@ impl Site for ProviderSite {
 impl Collector for ProviderSite {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge};
-        let held = match self.provider.holdings() {
+        let held = match self.provider().and_then(|provider| provider.holdings()) {
             Ok(held) => held,
             Err(e) => {
                 warn!(error = %e, "reading the provider's holdings for its metrics");
@@ -253,7 +269,7 @@ impl Collector for ProviderSite {
                 held.freed,
             ),
         ];
-        match self.index.as_ref().map(|index| index.served()) {
+        match self.index().map(|index| index.served()) {
             None => {}
             Some(Ok((owners, entries, open))) => metrics.extend([
                 (

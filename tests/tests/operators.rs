@@ -124,6 +124,14 @@ async fn metrics_dashboard_and_pages_follow_the_network() {
     )
     .await;
     assert!(entrusted > 0.0);
+    let tracker_metrics = scrape(&tracker[0]).await;
+    for p in &net.endpoints.providers {
+        let placed = tracker_metrics.samples.iter().any(|s| {
+            s.metric == "wwt_tracker_provider_reserved_bytes"
+                && s.labels.get("provider") == Some(p.node.as_str())
+        });
+        assert!(placed, "no reserved bytes for {}", p.name);
+    }
     let audited = total(&tracker, "wwt_tracker_provider_pieces", &[]).await;
     assert_eq!(audited, pieces, "pieces under audit");
 
@@ -197,6 +205,45 @@ async fn metrics_dashboard_and_pages_follow_the_network() {
                 "no audit listed: {page}"
             );
         }
+    }
+
+    // A connection that never finishes its request does not hold a node's shutdown, nor
+    // its stores: the index provider and the tracker restart in this process (their
+    // databases' locks let go) and serve again.
+    let mut net = net;
+    let idle = |n: &wwt_devnet::NodeInfo| {
+        let at = http(n).trim_start_matches("http://").to_string();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = tokio::net::TcpStream::connect(&at).await.unwrap();
+            let half = format!("GET / HTTP/1.1\r\nHost: {at}\r\n");
+            stream.write_all(half.as_bytes()).await.unwrap();
+            stream
+        }
+    };
+    let _idle = [
+        idle(&net.endpoints.providers[0]).await,
+        idle(&net.endpoints.trackers[0]).await,
+    ];
+    let restarted = async {
+        net.restart_provider(0, false).await.unwrap();
+        net.restart_tracker(0).await.unwrap();
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), restarted)
+        .await
+        .expect("a restart held by an idle HTTP connection");
+    for n in [&net.endpoints.providers[0], &net.endpoints.trackers[0]] {
+        // The restarted node binds its HTTP endpoint as it starts: wait for it.
+        let at = http(n).trim_start_matches("http://").to_string();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&at).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "{at} never came back");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            http_get(&format!("{}/health", http(n))).await,
+            (200, "ok\n".into())
+        );
     }
     net.shutdown().await.unwrap();
 }

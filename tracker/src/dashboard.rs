@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use prometheus_client::collector::Collector;
@@ -29,42 +29,80 @@ const BUCKET_MS: u64 = 15 * 60_000;
 const CHART_ENTRIES: usize = 100_000;
 /// Repair-queue segments listed on the page.
 const QUEUE_SHOWN: usize = 50;
+/// Providers listed on the page, those under audit and alive first. Anyone may heartbeat
+/// with a fresh key: the list, like the per-provider metrics, leaves out the providers
+/// neither alive nor holding pieces here.
+const PROVIDERS_SHOWN: usize = 500;
+/// Characters of a provider's address or zone shown (it says what it likes).
+const TEXT_SHOWN: usize = 80;
 
 /// The tracker's registry of metrics: its gRPC requests, and its state at each scrape.
 pub fn metrics(tracker: &Arc<Tracker>) -> (Registry, RequestMetrics) {
     let mut registry = Registry::with_prefix("wwt");
     let requests = RequestMetrics::register(&mut registry);
-    registry.register_collector(Box::new(TrackerState(tracker.clone())));
+    registry.register_collector(Box::new(TrackerState(Arc::downgrade(tracker))));
     (registry, requests)
 }
 
 /// The tracker's page and health.
 pub fn site(tracker: &Arc<Tracker>) -> Arc<dyn Site> {
-    Arc::new(TrackerState(tracker.clone()))
+    Arc::new(TrackerState(Arc::downgrade(tracker)))
 }
 
+/// The tracker as its endpoint sees it: a weak handle, so a connection left open past
+/// shutdown does not keep its database open.
 #[derive(Debug)]
-struct TrackerState(Arc<Tracker>);
+struct TrackerState(Weak<Tracker>);
+
+/// What the metrics and the page read of the tracker: the providers alive or under audit
+/// here, bytes reserved on each, its audit report.
+type State = (Vec<ProviderRecord>, HashMap<NodeId, u64>, AuditReport);
 
 impl TrackerState {
-    fn state(&self) -> Result<(Vec<ProviderRecord>, AuditReport), NetError> {
-        Ok((self.0.records()?, self.0.audit_report(0)?))
+    fn tracker(&self) -> Result<Arc<Tracker>, NetError> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| NetError::Unavailable("the tracker is stopping".into()))
+    }
+
+    fn state(&self) -> Result<State, NetError> {
+        let tracker = self.tracker()?;
+        let report = tracker.audit_report(0)?;
+        let audited: HashMap<NodeId, u64> =
+            report.credits.iter().map(|c| (c.node, c.pieces)).collect();
+        let mut records = tracker.records()?;
+        records.retain(|r| r.alive || audited.get(&r.node).is_some_and(|p| *p > 0));
+        Ok((records, tracker.placed_bytes()?, report))
     }
 }
 
 impl Collector for TrackerState {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (records, report) = match self.state() {
+        let (records, reserved, report) = match self.state() {
             Ok(state) => state,
             Err(e) => {
                 warn!(error = %e, "reading the tracker's state for its metrics");
-                return Ok(());
+                return write_metric(
+                    &mut encoder,
+                    "tracker_state_readable",
+                    "Whether the tracker could read its state for this scrape",
+                    MetricType::Gauge,
+                    &[Sample::new(0)],
+                );
             }
         };
+        let tracker = self.tracker().map_err(|_| std::fmt::Error)?;
         let alive = records.iter().filter(|r| r.alive).count() as u64;
         let vetted = records.iter().filter(|r| r.vetted).count() as u64;
         let e = &mut encoder;
         use MetricType::{Counter, Gauge};
+        write_metric(
+            e,
+            "tracker_state_readable",
+            "Whether the tracker could read its state for this scrape",
+            Gauge,
+            &[Sample::new(1)],
+        )?;
         write_metric(
             e,
             "tracker_providers",
@@ -107,6 +145,22 @@ impl Collector for TrackerState {
             "Bytes each provider holds, as its last heartbeat said",
             Gauge,
             &per(|r| r.used),
+        )?;
+        write_metric(
+            e,
+            "tracker_provider_reserved_bytes",
+            "Bytes placed on each provider since its last heartbeat, not yet in its used bytes",
+            Gauge,
+            &records
+                .iter()
+                .map(|r| {
+                    Sample::labelled(
+                        "provider",
+                        r.node,
+                        reserved.get(&r.node).copied().unwrap_or(0),
+                    )
+                })
+                .collect::<Vec<_>>(),
         )?;
         let credits = &report.credits;
         write_metric(
@@ -173,14 +227,19 @@ impl Collector for TrackerState {
             "tracker_deletes_pending",
             "Copies waiting to be deleted at their holders",
             Gauge,
-            &[Sample::new(self.0.deletes_pending() as u64)],
+            &[Sample::new(tracker.deletes_pending() as u64)],
         )?;
         write_metric(
             e,
             "tracker_pieces_deleted",
             "Copies deleted at their holders",
             Counter,
-            &[Sample::new(self.0.pieces_deleted().unwrap_or(0))],
+            // A count that could not be read is left out: a 0 would read as a reset.
+            &tracker
+                .pieces_deleted()
+                .map(Sample::new)
+                .into_iter()
+                .collect::<Vec<_>>(),
         )?;
         write_metric(
             e,
@@ -195,23 +254,31 @@ impl Collector for TrackerState {
 #[async_trait]
 impl Site for TrackerState {
     async fn page(&self) -> String {
-        let title = format!("wwt tracker {}", short(&self.0.node_id()));
-        html::document_or_error(&title, self.render().await)
+        let state = TrackerState(self.0.clone());
+        // The page reads the piece map and the audit log: off the runtime's threads.
+        let page = tokio::task::spawn_blocking(move || {
+            let title = match state.tracker() {
+                Ok(tracker) => format!("wwt tracker {}", short(&tracker.node_id())),
+                Err(_) => "wwt tracker".to_string(),
+            };
+            html::document_or_error(&title, state.render())
+        });
+        page.await
+            .unwrap_or_else(|e| html::document_or_error("wwt tracker", Err::<String, _>(e)))
     }
 
     fn health(&self) -> Result<(), String> {
-        self.0
-            .audit_report(0)
+        self.tracker()
+            .and_then(|tracker| tracker.pieces_deleted())
             .map(|_| ())
             .map_err(|e| format!("the tracker cannot read its state: {e}"))
     }
 }
 
 impl TrackerState {
-    async fn render(&self) -> Result<String, NetError> {
-        let tracker = &self.0;
-        let records = tracker.records()?;
-        let report = tracker.audit_report(0)?;
+    fn render(&self) -> Result<String, NetError> {
+        let tracker = self.tracker()?;
+        let (records, reserved, report) = self.state()?;
         let now = tracker.audits.clock.now_ms();
         let (entries, cut) =
             tracker.audit_entries_since(now.saturating_sub(CHART_MS), CHART_ENTRIES)?;
@@ -248,7 +315,9 @@ impl TrackerState {
             ),
             ("audit log", format!("{} entries", report.log_length)),
         ]);
-        body.push_str(&providers_table(&records, &report, &entries, now));
+        body.push_str(&providers_table(
+            &records, &reserved, &report, &entries, now,
+        ));
         body.push_str(&chart(&entries, now));
         if cut {
             let _ = write!(
@@ -263,6 +332,7 @@ impl TrackerState {
 
 fn providers_table(
     records: &[ProviderRecord],
+    reserved: &HashMap<NodeId, u64>,
     report: &AuditReport,
     entries: &[AuditEntry],
     now: u64,
@@ -272,7 +342,10 @@ fn providers_table(
     for entry in entries.iter().filter(|e| is_challenge(e)) {
         last_audit.insert(entry.provider, entry);
     }
-    let rows: Vec<Vec<String>> = records
+    let mut shown: Vec<&ProviderRecord> = records.iter().collect();
+    shown.sort_by_key(|r| (!credits.contains_key(&r.node), !r.alive, r.node));
+    shown.truncate(PROVIDERS_SHOWN);
+    let rows: Vec<Vec<String>> = shown
         .iter()
         .map(|r| {
             let c = credits.get(&r.node);
@@ -291,12 +364,24 @@ fn providers_table(
             });
             vec![
                 format!("<code title=\"{}\">{}</code>", r.node, short(&r.node)),
-                escape(&r.address),
-                escape(if r.zone.is_empty() { "—" } else { &r.zone }),
+                escape(clip(&r.address)),
+                escape(if r.zone.is_empty() {
+                    "—"
+                } else {
+                    clip(&r.zone)
+                }),
                 state.to_string(),
                 if r.vetted { "vetted" } else { "in vetting" }.to_string(),
                 format!("{}", c.map_or(r.credit, |c| c.credit)),
-                format!("{} of {}", html::bytes(r.used), html::bytes(r.capacity)),
+                match reserved.get(&r.node).copied().unwrap_or(0) {
+                    0 => format!("{} of {}", html::bytes(r.used), html::bytes(r.capacity)),
+                    placed => format!(
+                        "{} (+{} placed) of {}",
+                        html::bytes(r.used),
+                        html::bytes(placed),
+                        html::bytes(r.capacity)
+                    ),
+                },
                 format!("{}", c.map_or(0, |c| c.pieces)),
                 c.map_or("—".into(), |c| {
                     format!(
@@ -308,8 +393,13 @@ fn providers_table(
             ]
         })
         .collect();
+    let title = if records.len() > shown.len() {
+        format!("Providers ({}, the first {})", records.len(), shown.len())
+    } else {
+        format!("Providers ({})", records.len())
+    };
     html::table(
-        "Providers",
+        &title,
         &[
             "node",
             "address",
@@ -324,6 +414,13 @@ fn providers_table(
         ],
         &rows,
     )
+}
+
+/// At most [`TEXT_SHOWN`] characters of `text`.
+fn clip(text: &str) -> &str {
+    text.char_indices()
+        .nth(TEXT_SHOWN)
+        .map_or(text, |(end, _)| &text[..end])
 }
 
 /// Whether `entry` is a challenge's result (not a repair).

@@ -244,6 +244,14 @@ impl Registry {
             .map(|e| (e.address.clone(), self.alive(e, now_ms)))
     }
 
+    /// Bytes reserved on each known provider since its last heartbeat.
+    pub fn reserved(&self) -> HashMap<NodeId, u64> {
+        self.entries
+            .iter()
+            .map(|(node, e)| (*node, e.reserved))
+            .collect()
+    }
+
     /// Every known provider, sorted by node id.
     pub fn records(&self, now_ms: u64) -> Vec<ProviderRecord> {
         let mut records: Vec<ProviderRecord> = self

@@ -256,6 +256,11 @@ impl Tracker {
         Ok(self.registry()?.records(now_ms()))
     }
 
+    /// Bytes reserved on each provider since its last heartbeat (placed, not yet reported).
+    pub fn placed_bytes(&self) -> Result<HashMap<NodeId, u64>, NetError> {
+        Ok(self.registry()?.reserved())
+    }
+
     /// This tracker's node id.
     pub fn node_id(&self) -> NodeId {
         self.identity.node_id()

@@ -48,19 +48,40 @@ where
         let Some(metrics) = self.metrics.clone() else {
             return self.inner.call(request).boxed();
         };
-        let path = request.uri().path().to_owned();
-        let start = Instant::now();
+        let counted = Counted {
+            metrics,
+            path: request.uri().path().to_owned(),
+            start: Instant::now(),
+            code: tonic::Code::Cancelled,
+        };
         let answered = self.inner.call(request);
-        answered
-            .map(move |result| {
-                let code = match &result {
-                    Ok(response) => status_code(response),
-                    Err(_) => tonic::Code::Internal,
-                };
-                metrics.record(&path, code, start.elapsed());
-                result
-            })
-            .boxed()
+        async move {
+            // The whole guard moves in (not only the field set below): it counts on drop.
+            let mut counted = counted;
+            let result = answered.await;
+            counted.code = match &result {
+                Ok(response) => status_code(response),
+                Err(_) => tonic::Code::Internal,
+            };
+            result
+        }
+        .boxed()
+    }
+}
+
+/// One request, counted when it is dropped: with its response's code, or CANCELLED when
+/// it never got one (the server's timeout, or the caller gone, dropped it first).
+struct Counted {
+    metrics: RequestMetrics,
+    path: String,
+    start: Instant,
+    code: tonic::Code,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.metrics
+            .record(&self.path, self.code, self.start.elapsed());
     }
 }
 
