@@ -138,6 +138,17 @@ pub async fn run(o: &Options) -> Result<()> {
         range.query_map([low(i)], |_| Ok(()))?.count();
         Ok(())
     })?;
+    let mut every = db.prepare(
+        "SELECT items.id FROM items_fts JOIN items ON items.id = items_fts.rowid \
+         WHERE items_fts MATCH ?1 AND items.price < ?2",
+    )?;
+    let mut matched = 0;
+    let sqlite_every = time_sync(EVERY_MATCH_RUNS, |_| {
+        matched = every
+            .query_map(rusqlite::params![WORDS[0], EVERY_MATCH_PRICE], |_| Ok(()))?
+            .count();
+        Ok(())
+    })?;
     let (compact, upload) = compaction(&net, &rows, o).await?;
     let (tracker_reads, dht_reads) = through_dht(&mut net, &owner, o).await?;
     net.shutdown().await?;
@@ -146,6 +157,7 @@ pub async fn run(o: &Options) -> Result<()> {
         pk: wwt_pk,
         keyword: wwt_kw,
         range: wwt_range,
+        every_match: wwt_every,
         ..
     } = wwt;
 
@@ -155,6 +167,7 @@ pub async fn run(o: &Options) -> Result<()> {
         o.rows, o.queries
     );
     println!("{:<28} {:>12} {:>12} {:>8}", "", "wwt", "SQLite", "ratio");
+    let every_name = format!("MATCH, {matched} rows");
     println!(
         "{:<28} {:>12.0} {:>12.0} {:>7.2}x",
         "bulk INSERT rows/s",
@@ -166,6 +179,7 @@ pub async fn run(o: &Options) -> Result<()> {
         ("primary-key lookup", wwt_pk, sqlite_pk),
         ("keyword top-10", wwt_kw, sqlite_kw),
         ("range LIMIT 100", wwt_range, sqlite_range),
+        (every_name.as_str(), wwt_every, sqlite_every),
     ] {
         println!(
             "{:<28} {:>12.3} {:>12.3} {:>7.1}x",
@@ -334,6 +348,8 @@ struct Figures {
     pk: (f64, f64),
     keyword: (f64, f64),
     range: (f64, f64),
+    /// [`EVERY_MATCH`]: (p50, p99) ms.
+    every_match: (f64, f64),
 }
 
 /// Loads `rows` as a new owner whose log is on `replicas` index providers, then times the
@@ -362,6 +378,7 @@ async fn measure(
     let log_bytes_per_row = client.log_piece_bytes() as f64 / rows.len().max(1) as f64;
 
     let (pk, keyword, range) = reads(&client, o).await?;
+    let every_match = timed(&client, EVERY_MATCH_RUNS, |_| every_match_sql()).await?;
     client.flush().await;
     Ok(Figures {
         insert,
@@ -369,6 +386,7 @@ async fn measure(
         pk,
         keyword,
         range,
+        every_match,
     })
 }
 
@@ -399,6 +417,18 @@ async fn reads(client: &Client, o: &Options) -> Result<Times> {
     })
     .await?;
     Ok((pk, keyword, range))
+}
+
+/// The most common word and a price bound: a full-text match of about half the rows beside a
+/// range predicate, read whole (no LIMIT), in pages at the index provider.
+const EVERY_MATCH_PRICE: i64 = 500_000;
+const EVERY_MATCH_RUNS: usize = 5;
+
+fn every_match_sql() -> String {
+    format!(
+        "SELECT id FROM items WHERE MATCH(body, '{}') AND price < {EVERY_MATCH_PRICE}",
+        WORDS[0]
+    )
 }
 
 /// (p50, p99) ms of `n` runs of the statement `sql(i)`.
