@@ -23,14 +23,14 @@ use ftgen::*;
 /// The seed these tests run with unless `WWT_TEST_SEED` replays another.
 const SEED: u64 = 0xf75_2026;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_matches_agree_with_fts5() {
+/// Six providers on `transport`, a client of a fresh owner, and the seed of both.
+async fn network(transport: Transport) -> (tempfile::TempDir, LocalNet, Client, u64) {
     let seed = wwt_tests::seed(SEED);
     let dir = tempfile::tempdir().unwrap();
     let shape = Shape {
         providers: 6,
         heartbeat_ms: 200,
-        transport: Transport::Memory,
+        transport,
         seed: Some(seed),
         ..Shape::default()
     };
@@ -39,6 +39,12 @@ async fn client_matches_agree_with_fts5() {
     let client = Client::connect(&Keystore::generate(), net.connector(), config)
         .await
         .unwrap();
+    (dir, net, client, seed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_matches_agree_with_fts5() {
+    let (_dir, net, client, seed) = network(Transport::Memory).await;
     client
         .execute("CREATE TABLE d (id BIGINT PRIMARY KEY, body TEXT); CREATE INDEX ON d USING fulltext (body)")
         .await
@@ -134,20 +140,7 @@ fn sorted(mut rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
 /// returns what SQLite (FTS5 joined to the table) returns, through `execute` and through the
 /// stream; a streamed match without LIMIT returns each row once.
 async fn a_large_match_agrees_with_sqlite(transport: Transport) {
-    let seed = wwt_tests::seed(SEED);
-    let dir = tempfile::tempdir().unwrap();
-    let shape = Shape {
-        providers: 6,
-        heartbeat_ms: 200,
-        transport,
-        seed: Some(seed),
-        ..Shape::default()
-    };
-    let net = LocalNet::start(dir.path(), shape).await.unwrap();
-    let config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
-    let client = Client::connect(&Keystore::generate(), net.connector(), config)
-        .await
-        .unwrap();
+    let (_dir, net, client, _) = network(transport).await;
     client
         .execute(
             "CREATE TABLE pkgs (id BIGINT PRIMARY KEY, name TEXT, summary TEXT, installed_size BIGINT);

@@ -237,7 +237,10 @@ async fn metrics_dashboard_and_pages_follow_the_network() {
         let at = http(n).trim_start_matches("http://").to_string();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         while tokio::net::TcpStream::connect(&at).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "{at} never came back");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{at} never came back"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(

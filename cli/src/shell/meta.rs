@@ -166,26 +166,23 @@ fn print(
     printer.finish(out)
 }
 
+/// The columns of an index listing (`\di`, `\d t`).
+const INDEX_HEADERS: [&str; 6] = [
+    "table",
+    "index",
+    "column",
+    "kind",
+    "leaks when stored",
+    "leaks per query",
+];
+
 fn print_indexes(
     title: &str,
     tables: &[TableSchema],
     settings: Settings,
     out: &mut impl std::io::Write,
 ) -> Result<()> {
-    print(
-        title,
-        &[
-            "table",
-            "index",
-            "column",
-            "kind",
-            "leaks when stored",
-            "leaks per query",
-        ],
-        index_rows(tables),
-        settings,
-        out,
-    )
+    print(title, &INDEX_HEADERS, index_rows(tables), settings, out)
 }
 
 fn text(s: impl Into<String>) -> Value {
@@ -374,14 +371,7 @@ mod tests {
         };
         let text = printed(
             "List of indexes",
-            &[
-                "table",
-                "index",
-                "column",
-                "kind",
-                "leaks when stored",
-                "leaks per query",
-            ],
+            &INDEX_HEADERS,
             index_rows(&tables[..1]),
             expanded,
         );
