@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use proptest::strategy::{Strategy, ValueTree};
+use prost::Message;
 use wwt_client::db::{Client, ClientConfig, ReplicaStatus};
 use wwt_devnet::{Hooks, LocalNet, Shape, Transport};
 use wwt_engine::Keystore;
-use wwt_index::{CatalogBlob, QueryOutput, TableId, TableSchema};
+use wwt_index::{CatalogBlob, Query, QueryOutput, TableId, TableSchema, TextOrder};
 use wwt_net::index::{
     Answer, Append, CreateTable, GetCatalog, GetEntries, GetHead, LogHead, LogOp, QueryTable,
     entry_hash, open_entry,
@@ -36,6 +37,9 @@ enum Lie {
     Drop,
     /// It hands peers catching up from it entries with a broken signature.
     Forge,
+    /// It answers every page after a cursor (of a scan or a full-text match) with the first
+    /// page again, as a server that ignores the cursor would.
+    IgnoresCursor,
 }
 
 /// Which provider lies, and how (shared with every index provider's wrapper).
@@ -47,6 +51,21 @@ struct Lying {
     liar: Liar,
     /// The first head it showed: what it shows while [`Lie::Stale`].
     first: Mutex<Option<Option<Signed<Append>>>>,
+    /// The last first page it answered: what it answers while [`Lie::IgnoresCursor`].
+    first_page: Mutex<Option<Answer<QueryOutput>>>,
+}
+
+/// Whether `request` asks for a page after a cursor (`None`: not a paged query).
+fn after_a_cursor(request: &Signed<QueryTable>) -> Option<bool> {
+    let wire = proto::QueryRequest::decode(request.body().clone()).ok()?;
+    match QueryTable::try_from(wire).ok()?.query {
+        Query::Scan { after, .. }
+        | Query::Text {
+            order: TextOrder::Rows { after },
+            ..
+        } => Some(after.is_some()),
+        _ => None,
+    }
 }
 
 impl Lying {
@@ -100,6 +119,18 @@ impl IndexApi for Lying {
     }
 
     async fn query(&self, request: Signed<QueryTable>) -> Result<Answer<QueryOutput>, NetError> {
+        if self.lie() == Some(Lie::IgnoresCursor) {
+            let first = self.first_page.lock().unwrap().clone();
+            match (after_a_cursor(&request), first) {
+                (Some(true), Some(first)) => return Ok(first),
+                (Some(false), _) => {
+                    let answer = self.inner.query(request).await?;
+                    *self.first_page.lock().unwrap() = Some(answer.clone());
+                    return Ok(answer);
+                }
+                _ => {}
+            }
+        }
         if self.lie() == Some(Lie::Stale) {
             let first = self.first.lock().unwrap().clone().flatten();
             let seq = first.map_or(0, |e| wwt_net::index::open_entry(&e).unwrap().1.seq);
@@ -136,6 +167,7 @@ async fn network(transport: Transport, seed: u64, liar: &Liar) -> (tempfile::Tem
                 p,
                 liar: liar.clone(),
                 first: Mutex::new(None),
+                first_page: Mutex::new(None),
             })
         })),
         ..Hooks::default()
@@ -375,6 +407,83 @@ async fn lying_replicas_are_never_believed_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_replicas_are_never_believed_over_grpc() {
     lying_replicas_are_never_believed(Transport::Grpc).await;
+}
+
+/// A replica that ignores the cursor of paged reads (it answers the first page again) gets
+/// an error naming the fault from the client's page checks, never a row twice and never a
+/// loop: a streamed full scan and a streamed full-text match, each replica lying in turn.
+async fn a_replica_ignoring_cursors_is_caught(transport: Transport) {
+    let seed = wwt_tests::seed(0xc0_2026);
+    let liar = Liar::default();
+    let (_dir, net) = network(transport, seed, &liar).await;
+    let mut config = ClientConfig::new(net.endpoints.tracker_list().unwrap());
+    config.stream_batch = 8;
+    let client = Client::connect(&Keystore::generate(), net.connector(), config)
+        .await
+        .unwrap();
+    client
+        .execute(
+            "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT);
+             CREATE INDEX ON notes USING fulltext (body)",
+        )
+        .await
+        .unwrap();
+    let values: Vec<String> = (0..40).map(|i| format!("({i}, 'note {i}')")).collect();
+    client
+        .execute(&format!("INSERT INTO notes VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    let every: Vec<i64> = (0..40).collect();
+    let mut caught = 0;
+    for r in replicas(&net, &client).await {
+        *liar.lock().unwrap() = Some((r, Lie::IgnoresCursor));
+        for sql in [
+            "SELECT id FROM notes",
+            "SELECT id FROM notes WHERE MATCH(body, 'note')",
+        ] {
+            let read = async {
+                let mut stream = client.query(sql).await?;
+                let mut rows = Vec::new();
+                while let Some(batch) = stream.next_batch().await? {
+                    rows.extend(batch);
+                }
+                Ok::<_, wwt_client::db::ClientError>(rows)
+            };
+            let read = tokio::time::timeout(Duration::from_secs(60), read)
+                .await
+                .unwrap_or_else(|_| panic!("{sql}: the client looped on replica {r}'s pages"));
+            match read {
+                Ok(rows) => {
+                    let mut ids: Vec<i64> = rows
+                        .iter()
+                        .map(|row| match row.as_slice() {
+                            [Value::Int(id)] => *id,
+                            other => panic!("{sql}: {other:?}"),
+                        })
+                        .collect();
+                    ids.sort_unstable();
+                    assert_eq!(ids, every, "{sql}, replica {r} lying");
+                }
+                Err(e) => {
+                    assert!(e.to_string().contains("use another replica"), "{sql}: {e}");
+                    caught += 1;
+                }
+            }
+        }
+    }
+    assert!(caught > 0, "no read went to a lying replica");
+    *liar.lock().unwrap() = None;
+    net.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_ignoring_cursors_is_caught_in_memory() {
+    a_replica_ignoring_cursors_is_caught(Transport::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_ignoring_cursors_is_caught_over_grpc() {
+    a_replica_ignoring_cursors_is_caught(Transport::Grpc).await;
 }
 
 async fn recovery_from_the_keystore_alone_restores_every_table(transport: Transport) {
