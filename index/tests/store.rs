@@ -370,6 +370,22 @@ fn sorted_pairs(mut v: Vec<(RowId, u64)>) -> Vec<(RowId, u64)> {
     v
 }
 
+/// Opens the store in `dir` again after a close. sled lets go of its file lock when its
+/// flusher thread ends, a moment after the database is dropped: the open is retried while
+/// the lock is held, for 10 s at most.
+fn reopen(dir: &std::path::Path) -> LocalIndexStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match LocalIndexStore::open(dir) {
+            Ok(store) => return store,
+            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopening {}: {e}", dir.display()),
+        }
+    }
+}
+
 fn store_with_rows() -> (tempfile::TempDir, LocalIndexStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalIndexStore::open(dir.path()).unwrap();
@@ -570,7 +586,7 @@ fn updates_move_entries_and_survive_reopen() {
     let receipt = store.apply(&OWNER, &TABLE, &update).unwrap();
     assert_eq!((receipt.put, receipt.deleted, receipt.unchanged), (0, 0, 2));
     store.close().unwrap();
-    let store = LocalIndexStore::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     let eq = |v| {
         rows(
             store
