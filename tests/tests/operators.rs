@@ -15,6 +15,9 @@ use wwt_tests::{http_get, metric, scrape};
 use wwt_tracker::audit::Outcome;
 use wwt_tracker::clock::ManualClock;
 
+/// The labels of Store calls answered OK.
+const STORED: [(&str, &str); 2] = [("method", "/wwt.v1.Provider/Store"), ("code", "Ok")];
+
 /// Audit rounds the test runs.
 const ROUNDS: usize = 5;
 
@@ -69,12 +72,7 @@ async fn metrics_dashboard_and_pages_follow_the_network() {
         );
     }
     let pieces_before = total(&providers, "wwt_provider_pieces", &[]).await;
-    let stored_before = total(
-        &providers,
-        "wwt_grpc_requests_total",
-        &[("method", "/wwt.v1.Provider/Store"), ("code", "Ok")],
-    )
-    .await;
+    let stored_before = total(&providers, "wwt_grpc_requests_total", &STORED).await;
     assert_eq!(pieces_before, 0.0);
 
     let keys = Keystore::generate();
@@ -100,12 +98,7 @@ async fn metrics_dashboard_and_pages_follow_the_network() {
     }
 
     let pieces = total(&providers, "wwt_provider_pieces", &[]).await;
-    let stored = total(
-        &providers,
-        "wwt_grpc_requests_total",
-        &[("method", "/wwt.v1.Provider/Store"), ("code", "Ok")],
-    )
-    .await;
+    let stored = total(&providers, "wwt_grpc_requests_total", &STORED).await;
     let used = total(&providers, "wwt_provider_used_bytes", &[]).await;
     println!("pieces {pieces_before} → {pieces}, Store calls {stored_before} → {stored}");
     assert!(pieces > 0.0, "no piece counted");
