@@ -10,10 +10,10 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
-use tokio::net::TcpListener;
 use wwt_net::Identity;
 use wwt_net::node::NodeConfig;
 use wwt_net::node::multiaddr::{Multiaddr, Protocol};
+use wwt_net::ops::Listeners;
 use wwt_net::types::{NodeId, OperatorCert};
 use wwt_provider::{ProviderConfig, TrackerEndpoint};
 use wwt_tracker::{PeerTracker, TrackerConfig};
@@ -161,38 +161,30 @@ fn load<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
     }
 }
 
-/// Binds `listen` and prints the lines a supervisor (or a test) reads: who listens where,
-/// where its HTTP endpoint is (a port of 0 replaced by a free port chosen now), and with a
-/// DHT node, the multiaddress to join the DHT through.
+/// Binds `listen` and `http` and prints the lines a supervisor (or a test) reads: who listens
+/// where, where its HTTP endpoint is, and with a DHT node, the multiaddress to join the DHT
+/// through.
 async fn bind(
     role: &str,
     identity: &Path,
     listen: SocketAddr,
-    http: &mut Option<SocketAddr>,
+    http: Option<SocketAddr>,
     dht: Option<&mut NodeConfig>,
-) -> Result<TcpListener> {
+) -> Result<Listeners> {
     let node = Identity::load_or_create(identity)?.node_id();
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listeners = Listeners::bind(listen, http).await?;
     println!(
         "{role} {node} listening on http://{}",
-        listener.local_addr()?
+        listeners.grpc.local_addr()?
     );
-    if let Some(http) = http {
-        if http.port() == 0 {
-            let free = std::net::TcpListener::bind(*http)
-                .and_then(|l| l.local_addr())
-                .with_context(|| format!("no free port for HTTP on {}", http.ip()))?;
-            http.set_port(free.port());
-        }
-        println!("{role} {node} http http://{http}");
+    if let Some(http) = &listeners.http {
+        println!("{role} {node} http http://{}", http.local_addr()?);
     }
     if let Some(dht) = dht {
         let peer = wwt_net::node::peer_id(&node)?;
         println!("{role} {node} dht {}/p2p/{peer}", dht_listen(dht)?);
     }
-    Ok(listener)
+    Ok(listeners)
 }
 
 /// The DHT node's listen multiaddress, with a port of 0 replaced by a free port chosen now,
@@ -230,8 +222,8 @@ fn dht_listen(dht: &mut NodeConfig) -> Result<String> {
 }
 
 impl ProviderArgs {
-    /// The provider's config (file, then flags) and its bound listener.
-    pub async fn open(self) -> Result<(ProviderConfig, TcpListener)> {
+    /// The provider's config (file, then flags) and its bound listeners.
+    pub async fn open(self) -> Result<(ProviderConfig, Listeners)> {
         let mut config: ProviderConfig = load(self.config.as_deref())?;
         if let Some(dir) = self.data_dir {
             config.data_dir = dir;
@@ -264,21 +256,21 @@ impl ProviderArgs {
         if self.http_listen.is_some() {
             config.http_listen = self.http_listen;
         }
-        let listener = bind(
+        let listeners = bind(
             "provider",
             &identity,
             self.listen,
-            &mut config.http_listen,
+            config.http_listen,
             config.dht.as_mut(),
         )
         .await?;
-        Ok((config, listener))
+        Ok((config, listeners))
     }
 }
 
 impl TrackerArgs {
-    /// The tracker's config (file, then flags) and its bound listener.
-    pub async fn open(self) -> Result<(TrackerConfig, TcpListener)> {
+    /// The tracker's config (file, then flags) and its bound listeners.
+    pub async fn open(self) -> Result<(TrackerConfig, Listeners)> {
         let mut config: TrackerConfig = load(self.config.as_deref())?;
         if let Some(dir) = self.data_dir {
             config.data_dir = dir;
@@ -300,15 +292,15 @@ impl TrackerArgs {
         if self.http_listen.is_some() {
             config.http_listen = self.http_listen;
         }
-        let listener = bind(
+        let listeners = bind(
             "tracker",
             &identity,
             self.listen,
-            &mut config.http_listen,
+            config.http_listen,
             config.dht.as_mut(),
         )
         .await?;
-        Ok((config, listener))
+        Ok((config, listeners))
     }
 }
 

@@ -231,12 +231,12 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Provider(ProviderCommand::Run(args)) => runtime()?.block_on(async {
-            let (config, listener) = args.open().await?;
-            anyhow::Ok(wwt_provider::run(config, listener, daemon::shutdown_signal()).await?)
+            let (config, listeners) = args.open().await?;
+            anyhow::Ok(wwt_provider::run(config, listeners, daemon::shutdown_signal()).await?)
         })?,
         Command::Tracker(TrackerCommand::Run(args)) => runtime()?.block_on(async {
-            let (config, listener) = args.open().await?;
-            anyhow::Ok(wwt_tracker::run(config, listener, daemon::shutdown_signal()).await?)
+            let (config, listeners) = args.open().await?;
+            anyhow::Ok(wwt_tracker::run(config, listeners, daemon::shutdown_signal()).await?)
         })?,
     }
     Ok(())

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wwt_net::grpc::GrpcConnector;
 use wwt_net::memory::{MemoryDht, MemoryNetwork};
 use wwt_net::node::{Node, NodeConfig};
+use wwt_net::ops::Listeners;
 use wwt_net::types::NodeId;
 use wwt_net::{Connector, Discovery, Identity, IndexApi, ProviderApi};
 use wwt_provider::{IndexService, Provider, ProviderConfig, TrackerEndpoint};
@@ -324,18 +324,18 @@ pub struct LocalNet {
     listed: Vec<usize>,
 }
 
-/// Opens tracker `config` and serves it at `address`: over gRPC on `listener`, or on the
+/// Opens tracker `config` and serves it at `address`: over gRPC on `listeners`, or on the
 /// in-memory network (with its audit loop when `config.audit.enabled`).
 fn start_tracker(
     config: TrackerConfig,
     address: &str,
-    listener: Option<TcpListener>,
+    listeners: Option<Listeners>,
     memory: Option<&MemoryNetwork>,
     connector: Arc<dyn Connector>,
     clock: Arc<dyn Clock>,
 ) -> Result<(Arc<Tracker>, Running)> {
     let tracker = Arc::new(Tracker::open_with(&config, connector, clock)?);
-    let running = match (memory, listener) {
+    let running = match (memory, listeners) {
         (Some(m), _) => {
             m.add_tracker(address, tracker.clone());
             Running::InMemory {
@@ -346,10 +346,10 @@ fn start_tracker(
                     .then(|| wwt_tracker::audit::spawn_audits(tracker.clone())),
             }
         }
-        (None, Some(listener)) => {
+        (None, Some(listeners)) => {
             let served = tracker.clone();
             Running::serve(|shutdown| async move {
-                Ok(wwt_tracker::serve(served, &config, listener, shutdown).await?)
+                Ok(wwt_tracker::serve(served, &config, listeners, shutdown).await?)
             })
         }
         (None, None) => bail!("a gRPC tracker needs a listener"),
@@ -357,32 +357,33 @@ fn start_tracker(
     Ok((tracker, running))
 }
 
-/// An address for node `name`: a loopback listener for gRPC, a name in memory.
-async fn bind(transport: Transport, name: &str) -> Result<(Option<TcpListener>, String)> {
-    match transport {
+/// Where node `name` is reached, `(listeners, address, HTTP address)`: loopback listeners
+/// for gRPC (and the operator endpoint, when `shape` asks for one), or a name in memory.
+async fn bind(shape: &Shape, name: &str) -> Result<(Option<Listeners>, String, Option<String>)> {
+    match shape.transport {
         Transport::Grpc => {
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
-            let address = format!("http://{}", listener.local_addr()?);
-            Ok((Some(listener), address))
+            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+            let listeners = Listeners::bind(loopback, shape.http.then_some(loopback)).await?;
+            let address = format!("http://{}", listeners.grpc.local_addr()?);
+            let http = match &listeners.http {
+                Some(l) => Some(format!("http://{}", l.local_addr()?)),
+                None => None,
+            };
+            Ok((Some(listeners), address, http))
         }
-        Transport::Memory => Ok((None, format!("mem://{name}"))),
+        Transport::Memory => Ok((None, format!("mem://{name}"), None)),
     }
 }
 
-/// An HTTP address for a node when `shape` asks for one: a free loopback port, chosen now.
-fn http_address(shape: &Shape) -> Result<Option<String>> {
-    if !shape.http || shape.transport != Transport::Grpc {
-        return Ok(None);
-    }
-    let free = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    Ok(Some(format!("http://{free}")))
-}
-
-/// Where a node serves [`NodeInfo::http`].
-fn listen_at(http: &Option<String>) -> Result<Option<SocketAddr>> {
-    http.as_deref()
-        .map(|url| Ok(url.trim_start_matches("http://").parse()?))
-        .transpose()
+/// Binds a restarted node's listeners at the addresses `node` had.
+async fn rebind(node: &NodeInfo) -> Result<Listeners> {
+    let at = |url: &str| -> Result<SocketAddr> {
+        url.trim_start_matches("http://")
+            .parse()
+            .with_context(|| format!("{}'s address {url:?}", node.name))
+    };
+    let http = node.http.as_deref().map(at).transpose()?;
+    Ok(Listeners::bind(at(&node.address)?, http).await?)
 }
 
 impl LocalNet {
@@ -443,15 +444,15 @@ impl LocalNet {
             let name = format!("tracker-{t}");
             let tdir = dir.join(&name);
             let identity = identity_at(&tdir.join("node.key"), shape.seed, &name)?;
-            let (listener, address) = bind(shape.transport, &name).await?;
-            listeners.push(listener);
+            let (bound, address, http) = bind(&shape, &name).await?;
+            listeners.push(bound);
             endpoints.trackers.push(NodeInfo {
                 name,
                 node: hex::encode(identity.node_id().0),
                 address,
                 dir: tdir,
                 index: false,
-                http: http_address(&shape)?,
+                http,
             });
         }
         let mut trackers = Vec::new();
@@ -461,7 +462,7 @@ impl LocalNet {
             .audit_clock
             .clone()
             .unwrap_or_else(|| Arc::new(SystemClock));
-        for (t, listener) in listeners.into_iter().enumerate() {
+        for (t, bound) in listeners.into_iter().enumerate() {
             let peers = endpoints
                 .trackers
                 .iter()
@@ -494,13 +495,12 @@ impl LocalNet {
                 dht: seed
                     .is_some()
                     .then(|| NodeConfig::loopback(endpoints.dht.clone())),
-                http_listen: listen_at(&endpoints.trackers[t].http)?,
                 ..TrackerConfig::default()
             };
             let (tracker, running) = start_tracker(
                 config.clone(),
                 &endpoints.trackers[t].address,
-                listener,
+                bound,
                 memory.as_ref(),
                 connector.clone(),
                 clock.clone(),
@@ -540,9 +540,7 @@ impl LocalNet {
             if let Some(setup) = &hooks.provider_setup {
                 setup(p, identity.node_id(), &mut config);
             }
-            let (listener, address) = bind(shape.transport, &name).await?;
-            let http = http_address(&shape)?;
-            config.http_listen = listen_at(&http)?;
+            let (bound, address, http) = bind(&shape, &name).await?;
             endpoints.providers.push(NodeInfo {
                 name,
                 node: hex::encode(identity.node_id().0),
@@ -552,7 +550,7 @@ impl LocalNet {
                 http,
             });
             configs.push(config);
-            listeners.push(listener);
+            listeners.push(bound);
         }
         endpoints.save(dir)?;
         let mut net = Self {
@@ -572,8 +570,8 @@ impl LocalNet {
             hooks,
             listed: (0..shape.trackers).collect(),
         };
-        for (p, listener) in listeners.into_iter().enumerate() {
-            let running = net.start_provider(p, listener)?;
+        for (p, bound) in listeners.into_iter().enumerate() {
+            let running = net.start_provider(p, bound)?;
             net.providers.push(Some(running));
         }
         net.wait_alive(shape.providers).await?;
@@ -581,7 +579,7 @@ impl LocalNet {
     }
 
     /// Starts provider `p` from its config and folder, at its address.
-    fn start_provider(&self, p: usize, listener: Option<TcpListener>) -> Result<Running> {
+    fn start_provider(&self, p: usize, listeners: Option<Listeners>) -> Result<Running> {
         let config = self.provider_configs[p].clone();
         let address = self.endpoints.providers[p].address.clone();
         let provider_layer = self.hooks.provider_layer.clone();
@@ -594,7 +592,7 @@ impl LocalNet {
             Some(layer) => layer(p, api),
             None => api,
         };
-        Ok(match (&self.memory, listener) {
+        Ok(match (&self.memory, listeners) {
             (Some(m), _) => {
                 let provider = Provider::open(&config)?;
                 let me = self
@@ -617,8 +615,8 @@ impl LocalNet {
                     task: Some(beats),
                 }
             }
-            (None, Some(listener)) => Running::serve(|shutdown| async move {
-                Ok(wwt_provider::run_with(config, listener, shutdown, wrap, wrap_index).await?)
+            (None, Some(listeners)) => Running::serve(|shutdown| async move {
+                Ok(wwt_provider::run_with(config, listeners, shutdown, wrap, wrap_index).await?)
             }),
             (None, None) => bail!("a gRPC provider needs a listener"),
         })
@@ -690,21 +688,18 @@ impl LocalNet {
         // that still hold it end: try again until then, as a restarted process would.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let listener = match self.memory {
+            let listeners = match self.memory {
                 Some(_) => None,
-                None => {
-                    let address = &self.endpoints.providers[p].address;
-                    match TcpListener::bind(address.trim_start_matches("http://")).await {
-                        Ok(l) => Some(l),
-                        Err(_) if Instant::now() < deadline => {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
+                None => match rebind(&self.endpoints.providers[p]).await {
+                    Ok(l) => Some(l),
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
                     }
-                }
+                    Err(e) => return Err(e),
+                },
             };
-            match self.start_provider(p, listener) {
+            match self.start_provider(p, listeners) {
                 Ok(running) => {
                     self.providers[p] = Some(running);
                     return Ok(());
@@ -803,22 +798,20 @@ impl LocalNet {
                 }
             }
         }
-        let listener = match self.memory {
-            Some(_) => None,
-            None => {
-                let at = address.trim_start_matches("http://");
-                Some(TcpListener::bind(at).await?)
+        let bind = || async {
+            match self.memory {
+                Some(_) => Ok(None),
+                None => rebind(&self.endpoints.trackers[t]).await.map(Some),
             }
         };
         // sled lets go of its files' lock from its own flusher thread, a moment after the last
         // handle is dropped (a restarted process waits for the old one to exit the same way).
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut listener = listener;
         let (tracker, running) = loop {
             let started = start_tracker(
                 self.tracker_configs[t].clone(),
                 &address,
-                listener.take(),
+                bind().await?,
                 self.memory.as_ref(),
                 self.connector.clone(),
                 self.clock.clone(),
@@ -829,12 +822,6 @@ impl LocalNet {
                         return Err(e);
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    listener = match self.memory {
-                        Some(_) => None,
-                        None => {
-                            Some(TcpListener::bind(address.trim_start_matches("http://")).await?)
-                        }
-                    };
                 }
                 other => break other?,
             }
@@ -894,3 +881,4 @@ pub fn scan(dir: &Path, needles: &[&str]) -> Result<Scan> {
     }
     Ok(out)
 }
+

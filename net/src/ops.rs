@@ -42,6 +42,33 @@ pub trait Site: Send + Sync + 'static {
     fn health(&self) -> Result<(), String>;
 }
 
+/// Where a node serves, bound by whoever starts it: gRPC, and its operator endpoint if it
+/// has one. Binding both before the node starts resolves a port of 0 once, so the address a
+/// caller prints is the one served and nothing else can take it in between.
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// The operator endpoint ([`serve_node`]'s `http`).
+    pub http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `grpc`, and `http` when given.
+    pub async fn bind(grpc: SocketAddr, http: Option<SocketAddr>) -> Result<Listeners, NetError> {
+        let bind = |at: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(at)
+                .await
+                .map_err(|e| NetError::Unavailable(format!("cannot serve {what} on {at}: {e}")))
+        };
+        let grpc = bind(grpc, "gRPC").await?;
+        let http = match http {
+            Some(at) => Some(bind(at, "HTTP").await?),
+            None => None,
+        };
+        Ok(Listeners { grpc, http })
+    }
+}
+
 /// A node's operator endpoint: where it listens, its metrics and its page.
 pub struct Http {
     /// Where it listens.
@@ -50,24 +77,6 @@ pub struct Http {
     pub registry: Registry,
     /// `/` and `/health`.
     pub site: Arc<dyn Site>,
-}
-
-impl Http {
-    /// Binds `at` for a node's endpoint showing `registry` and `site`.
-    pub async fn bind(
-        at: SocketAddr,
-        registry: Registry,
-        site: Arc<dyn Site>,
-    ) -> Result<Http, NetError> {
-        let listener = TcpListener::bind(at)
-            .await
-            .map_err(|e| NetError::Unavailable(format!("cannot serve HTTP on {at}: {e}")))?;
-        Ok(Http {
-            listener,
-            registry,
-            site,
-        })
-    }
 }
 
 /// Serves `services` over gRPC on `listener` until `shutdown`, and `http` beside it until

@@ -49,7 +49,8 @@ pub struct ProviderConfig {
     /// The libp2p node announcing held segments in the DHT; none if unset.
     pub dht: Option<NodeConfig>,
     /// Serve the operator's HTTP endpoint here: `/metrics` (Prometheus), `/health` and the
-    /// provider's page at `/`; none if unset.
+    /// provider's page at `/`; none if unset. Whoever starts the node binds it, into
+    /// [`wwt_net::ops::Listeners::http`].
     pub http_listen: Option<SocketAddr>,
     /// Also be an index provider: host owners' encrypted indexes and catalogs in
     /// `<data_dir>/index` and serve the `wwt.v1.Index` service.

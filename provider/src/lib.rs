@@ -27,12 +27,11 @@ pub mod store;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use wwt_net::grpc::{self, GrpcConnector};
 use wwt_net::node::Node;
-use wwt_net::ops::{Http, serve_node};
+use wwt_net::ops::{Http, Listeners, serve_node};
 use wwt_net::{Connector, IndexApi, ProviderApi};
 
 pub use config::{ProviderConfig, TrackerEndpoint};
@@ -41,31 +40,31 @@ pub use index::IndexService;
 pub use page::ProviderSite;
 pub use service::Provider;
 
-/// Runs a provider on `listener` until `shutdown` resolves: serves gRPC, heartbeats to the
-/// configured trackers, and (with `dht` set) announces held segments in the DHT.
+/// Runs a provider on `listeners` until `shutdown` resolves: serves gRPC (and the operator
+/// endpoint, if it has a listener), heartbeats to the configured trackers, and (with `dht`
+/// set) announces held segments in the DHT.
 pub async fn run(
     config: ProviderConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProviderError> {
-    run_with(config, listener, shutdown, |api| api, |api| api).await
+    run_with(config, listeners, shutdown, |api| api, |api| api).await
 }
 
 /// [`run`], with the services that gRPC serves passed through `layer` and `index_layer`
 /// first (wrappers that log, limit, or, in tests, misbehave).
 pub async fn run_with(
     config: ProviderConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
     layer: impl FnOnce(Arc<dyn ProviderApi>) -> Arc<dyn ProviderApi>,
     index_layer: impl FnOnce(Arc<dyn IndexApi>) -> Arc<dyn IndexApi>,
 ) -> Result<(), ProviderError> {
-    let local = listener
-        .local_addr()
-        .map_err(|source| ProviderError::Disk {
-            path: "<listener>".into(),
-            source,
-        })?;
+    let Listeners { grpc, http } = listeners;
+    let local = grpc.local_addr().map_err(|source| ProviderError::Disk {
+        path: "<listener>".into(),
+        source,
+    })?;
     let address = config
         .advertise
         .clone()
@@ -96,11 +95,15 @@ pub async fn run_with(
     } else {
         None
     };
-    let (http, requests) = match config.http_listen {
-        Some(at) => {
+    let (http, requests) = match http {
+        Some(listener) => {
             let site = ProviderSite::new(&provider, index.as_ref(), connector.clone());
             let (registry, requests) = site.metrics();
-            let http = Http::bind(at, registry, Arc::new(site)).await?;
+            let http = Http {
+                listener,
+                registry,
+                site: Arc::new(site),
+            };
             (Some(http), Some(requests))
         }
         None => (None, None),
@@ -112,7 +115,7 @@ pub async fn run_with(
         metrics: requests,
         ..Default::default()
     };
-    let served = serve_node(services, listener, http, shutdown).await;
+    let served = serve_node(services, grpc, http, shutdown).await;
     beats.abort();
     // Wait until the heartbeat task has dropped its handle on the provider, so the store is
     // closed (and its lock released) when this function returns.

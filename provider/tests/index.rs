@@ -8,7 +8,6 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use wwt_index::{
     Batch, ColumnId, IndexKind, OpeEncoder, OpeKey, Order, Query, QueryOutput, RowEntries, RowId,
@@ -20,6 +19,7 @@ use wwt_net::index::{
     MAX_REPLICAS, PutCatalog, QueryTable, entry_hash, open_entry,
 };
 use wwt_net::memory::MemoryNetwork;
+use wwt_net::ops::Listeners;
 use wwt_net::types::NodeId;
 use wwt_net::{Connector, Identity, IndexApi, NetError, Signed, now_ms, proto};
 use wwt_provider::{IndexService, ProviderConfig};
@@ -46,10 +46,12 @@ async fn over_grpc() -> Hosted {
     let node = Identity::load_or_create(&config.identity_path())
         .unwrap()
         .node_id();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
+    let listeners = Listeners::bind(([127, 0, 0, 1], 0).into(), None)
+        .await
+        .unwrap();
+    let address = format!("http://{}", listeners.grpc.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(wwt_provider::run(config, listener, async move {
+    tokio::spawn(wwt_provider::run(config, listeners, async move {
         stopped.await.ok();
     }));
     Hosted {

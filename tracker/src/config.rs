@@ -37,7 +37,8 @@ pub struct TrackerConfig {
     /// A libp2p node serving the DHT (trackers make good bootstrap peers); none if unset.
     pub dht: Option<NodeConfig>,
     /// Serve the operator's HTTP endpoint here: `/metrics` (Prometheus), `/health` and the
-    /// dashboard at `/`; none if unset.
+    /// dashboard at `/`; none if unset. Whoever starts the node binds it, into
+    /// [`wwt_net::ops::Listeners::http`].
     pub http_listen: Option<SocketAddr>,
     /// Seed of the placement draws, for tests that replay a network: a segment's placement
     /// then follows from the seed, the segment and how often this tracker placed pieces of it

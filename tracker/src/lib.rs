@@ -36,24 +36,23 @@ pub mod service;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tracing::info;
 use wwt_net::node::Node;
-use wwt_net::ops::{Http, serve_node};
+use wwt_net::ops::{Http, Listeners, serve_node};
 use wwt_net::{TrackerApi, grpc};
 
 pub use config::{AdmissionConfig, AuditConfig, PeerTracker, TrackerConfig};
 pub use error::TrackerError;
 pub use service::Tracker;
 
-/// Runs a tracker on `listener` until `shutdown` resolves: [`Tracker::open`], then [`serve`].
+/// Runs a tracker on `listeners` until `shutdown` resolves: [`Tracker::open`], then [`serve`].
 pub async fn run(
     config: TrackerConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), TrackerError> {
     let tracker = Arc::new(Tracker::open(&config)?);
-    serve(tracker, &config, listener, shutdown).await
+    serve(tracker, &config, listeners, shutdown).await
 }
 
 /// Serves an opened tracker on `listener` until `shutdown` resolves: gRPC, the audit loop when
@@ -61,10 +60,11 @@ pub async fn run(
 pub async fn serve(
     tracker: Arc<Tracker>,
     config: &TrackerConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), TrackerError> {
-    info!(node = %tracker.node_id(), address = ?listener.local_addr().ok(), "tracker listening");
+    let Listeners { grpc, http } = listeners;
+    info!(node = %tracker.node_id(), address = ?grpc.local_addr().ok(), "tracker listening");
     let node = match config.dht.clone() {
         Some(mut dht) => {
             dht.store_dir
@@ -77,10 +77,15 @@ pub async fn serve(
         .audit
         .enabled
         .then(|| audit::spawn_audits(tracker.clone()));
-    let (http, requests) = match config.http_listen {
-        Some(at) => {
+    let (http, requests) = match http {
+        Some(listener) => {
             let (registry, requests) = dashboard::metrics(&tracker);
-            let http = Http::bind(at, registry, dashboard::site(&tracker)).await?;
+            let site = dashboard::site(&tracker);
+            let http = Http {
+                listener,
+                registry,
+                site,
+            };
             (Some(http), Some(requests))
         }
         None => (None, None),
@@ -91,7 +96,7 @@ pub async fn serve(
         metrics: requests,
         ..Default::default()
     };
-    let served = serve_node(services, listener, http, shutdown).await;
+    let served = serve_node(services, grpc, http, shutdown).await;
     if let Some(audits) = audits {
         // Wait until the loop has dropped its handle, so the database is closed on return.
         audits.abort();
