@@ -20,7 +20,12 @@ mkdir -p "$out"
 home=$(mktemp -d)
 devnet=
 cleanup() {
+    status=$?
     [ -n "$devnet" ] && kill "$devnet" 2>/dev/null && wait "$devnet" || true
+    if [ "$status" -ne 0 ] && [ -s "$home/up.txt" ]; then
+        echo "wwt devnet up printed:" >&2
+        cat "$home/up.txt" >&2
+    fi
     rm -rf "$home"
 }
 trap cleanup EXIT

@@ -59,7 +59,7 @@ pub async fn run(home: &Path, command: Command) -> Result<()> {
                 http: true,
                 ..Shape::default()
             };
-            let net = LocalNet::start(&dir, shape).await?;
+            let mut net = LocalNet::start(&dir, shape).await?;
             for n in net
                 .endpoints
                 .trackers
@@ -78,10 +78,18 @@ pub async fn run(home: &Path, command: Command) -> Result<()> {
                 "devnet up: endpoints in {}; Ctrl-C stops it",
                 dir.join(ENDPOINTS_FILE).display()
             );
-            tokio::signal::ctrl_c().await?;
+            let failed = tokio::select! {
+                stop = tokio::signal::ctrl_c() => stop.map(|()| None)?,
+                (name, why) = net.failure() => Some(why.context(format!("{name} stopped"))),
+            };
             net.shutdown().await?;
-            println!("devnet stopped");
-            Ok(())
+            match failed {
+                Some(why) => Err(why.context("the devnet lost a node, so it stopped")),
+                None => {
+                    println!("devnet stopped");
+                    Ok(())
+                }
+            }
         }
         Command::Status { dir } => {
             let dir = dir.unwrap_or_else(|| default_dir(home));

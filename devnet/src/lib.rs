@@ -645,6 +645,29 @@ impl LocalNet {
         &self.dir
     }
 
+    /// Resolves when a node serving over gRPC stops without being asked to (it failed, or
+    /// found its folder locked): its name and why. Pending forever on the in-memory network.
+    pub async fn failure(&mut self) -> (String, anyhow::Error) {
+        loop {
+            let nodes = self.trackers.iter_mut().zip(&self.endpoints.trackers);
+            let nodes = nodes.chain(self.providers.iter_mut().zip(&self.endpoints.providers));
+            for (slot, node) in nodes {
+                if let Some(Running::Served { task, .. }) = slot
+                    && task.is_finished()
+                {
+                    let why = match task.await {
+                        Ok(Ok(())) => anyhow::anyhow!("it stopped serving"),
+                        Ok(Err(e)) => e,
+                        Err(e) => anyhow::anyhow!("its task failed: {e}"),
+                    };
+                    *slot = None;
+                    return (node.name.clone(), why);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits until every running tracker sees `n` live providers (20 s at most).
     pub async fn wait_alive(&self, n: usize) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -882,3 +905,31 @@ pub fn scan(dir: &Path, needles: &[&str]) -> Result<Scan> {
     Ok(out)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_that_stops_on_its_own_is_named_with_its_error() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let shape = Shape {
+            providers: 2,
+            index_providers: 0,
+            transport: Transport::Memory,
+            ..Shape::default()
+        };
+        let mut net = LocalNet::start(dir.path(), shape).await?;
+        let quiet = tokio::time::timeout(Duration::from_millis(500), net.failure()).await;
+        assert!(quiet.is_err(), "a failure reported while every node runs");
+        // Provider 1's daemon, as if its disk failed under it.
+        net.providers[1] = Some(Running::serve(|_stop| async { bail!("disk unreadable") }));
+        let (name, why) = tokio::time::timeout(Duration::from_secs(10), net.failure()).await?;
+        assert_eq!(name, "provider-1");
+        assert_eq!(format!("{why:#}"), "disk unreadable");
+        assert!(
+            net.providers[1].is_none(),
+            "a failed node is not stopped again"
+        );
+        net.shutdown().await
+    }
+}
