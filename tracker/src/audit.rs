@@ -294,7 +294,12 @@ pub struct Audits {
     unentrusted: sled::Tree,
     log: AuditLog,
     inner: Mutex<Inner>,
+    /// [`Tracker::held`] at a [`crate::map::PieceMap::version`].
+    held: Mutex<Option<(u64, Held)>>,
 }
+
+/// Per provider, the pieces and bytes it holds under a tracker's audits.
+type Held = Arc<HashMap<NodeId, (u64, u64)>>;
 
 impl std::fmt::Debug for Audits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -372,6 +377,7 @@ impl Audits {
             clock,
             connector,
             inner: Mutex::new(inner),
+            held: Mutex::new(None),
         })
     }
 
@@ -733,8 +739,22 @@ impl Tracker {
         self.one_off(c.segment, c.index, c.provider, true, now)
     }
 
-    /// Per provider, the pieces and bytes it holds under this tracker's audits.
-    fn held(&self) -> Result<HashMap<NodeId, (u64, u64)>, NetError> {
+    /// Per provider, the pieces and bytes it holds under this tracker's audits. Summing them
+    /// reads the whole map, so the sums are kept until the map changes: the unauthenticated
+    /// `Audits` report and each metrics scrape cost a scan only after a change, and callers
+    /// at the same time wait for one scan.
+    fn held(&self) -> Result<Held, NetError> {
+        let mut kept = self
+            .audits
+            .held
+            .lock()
+            .map_err(|_| poisoned("held pieces"))?;
+        let version = self.map.version();
+        if let Some((at, held)) = kept.as_ref()
+            && *at == version
+        {
+            return Ok(held.clone());
+        }
         let mut held: HashMap<NodeId, (u64, u64)> = HashMap::new();
         for (_, piece) in self.map.all()? {
             for h in piece.holders {
@@ -743,6 +763,8 @@ impl Tracker {
                 *bytes += piece.size;
             }
         }
+        let held = Arc::new(held);
+        *kept = Some((version, held.clone()));
         Ok(held)
     }
 
@@ -765,9 +787,9 @@ impl Tracker {
         let held = self.held()?;
         {
             let inner = self.audits.inner()?;
-            for (node, (_, bytes)) in held {
-                if inner.credit.get(&node).is_some_and(|c| c.passed > 0) {
-                    proven.insert(node, bytes);
+            for (node, (_, bytes)) in held.iter() {
+                if inner.credit.get(node).is_some_and(|c| c.passed > 0) {
+                    proven.insert(*node, *bytes);
                 }
             }
         }

@@ -29,6 +29,7 @@
 //! as it is forgotten.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sled::Transactional;
@@ -271,6 +272,8 @@ pub struct PieceMap {
     /// Shared by every write, held alone by [`PieceMap::forget`], [`PieceMap::take_back`] and
     /// [`PieceMap::release_orphan`].
     gate: RwLock<()>,
+    /// Counts the changes to the pieces and their holders ([`PieceMap::version`]).
+    changes: AtomicU64,
     db: sled::Db,
 }
 
@@ -351,8 +354,20 @@ impl PieceMap {
             entrusted: db.open_tree(crate::audit::ENTRUSTED_TREE)?,
             handoff: db.open_tree(crate::pair::HANDOFF_TREE)?,
             gate: RwLock::new(()),
+            changes: AtomicU64::new(0),
             db,
         })
+    }
+
+    /// Moves after every change to the pieces or their holders is written (since the map
+    /// was opened): a summary of [`PieceMap::all`] taken after reading a version is current
+    /// while the version stays the same.
+    pub fn version(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Release);
     }
 
     fn shared(&self) -> Result<RwLockReadGuard<'_, ()>, NetError> {
@@ -494,6 +509,7 @@ impl PieceMap {
                 },
             )
             .map_err(tx_err)?;
+        self.changed();
         Ok(match forgot {
             true => Forgot::Now(mapped.into_iter().chain(aside).collect()),
             false => Forgot::Kept,
@@ -532,6 +548,7 @@ impl PieceMap {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(tx_err)?;
+        self.changed();
         Ok(true)
     }
 
@@ -798,6 +815,9 @@ impl PieceMap {
             .map_err(db_err)?;
         if let Some(e) = failure {
             return Err(e);
+        }
+        if fresh || old_entry.is_some() {
+            self.changed();
         }
         // Mapped first, owned second: a claim expiring meanwhile cannot orphan the piece.
         self.take_owner(segment, owner)?;
@@ -1128,6 +1148,53 @@ mod tests {
         map.undoom(&NodeId([4; 32]), &PieceId([5; 32])).unwrap();
         assert_eq!(map.doomed_len(), 0);
         assert_eq!(map.segment(&other).unwrap().len(), 1);
+    }
+
+    /// Summaries of the whole map are kept while [`PieceMap::version`] stays: it must move
+    /// with every change to a piece or its holders, and only then.
+    #[test]
+    fn the_version_moves_with_each_change_to_pieces_and_holders() {
+        let dir = tempfile::tempdir().unwrap();
+        let map = open(dir.path());
+        let (seg, orphan, owner) = (SegmentId([1; 32]), SegmentId([2; 32]), NodeId([9; 32]));
+        let add = |s: &SegmentId, piece: [u8; 32], holder: u8| {
+            map.add_holder(s, &owner, &spec(0, piece, 10), NodeId([holder; 32]))
+                .unwrap()
+        };
+        let moved = |before: &mut u64| {
+            let now = map.version();
+            let moved = now != *before;
+            *before = now;
+            moved
+        };
+        let mut at = map.version();
+        assert!(add(&seg, [5; 32], 3) && moved(&mut at), "a first holder");
+        assert!(
+            !add(&seg, [5; 32], 3) && !moved(&mut at),
+            "a holder known already"
+        );
+        assert!(add(&seg, [5; 32], 4) && moved(&mut at), "a second holder");
+        add(&seg, [6; 32], 4);
+        assert!(moved(&mut at), "a re-coded piece replacing both");
+        assert!(
+            map.forget(&seg, &NodeId([8; 32]), 100, BY_OWNER, &[])
+                .is_err()
+        );
+        assert!(!moved(&mut at), "a forget refused");
+        map.forget(&seg, &owner, 100, BY_OWNER, &[]).unwrap();
+        assert!(moved(&mut at), "a forgotten segment");
+
+        add(&orphan, [7; 32], 3);
+        map.mark_unentrusted(&orphan, 100).unwrap();
+        assert!(moved(&mut at));
+        let held_aside = Forgetting::Orphan {
+            since_by: 400,
+            held: true,
+        };
+        map.forget(&orphan, &owner, 500, held_aside, &[]).unwrap();
+        assert!(moved(&mut at), "an orphan's pieces held aside");
+        assert!(map.take_back(&orphan, &owner).unwrap());
+        assert!(moved(&mut at), "an orphan taken back");
     }
 
     #[test]
