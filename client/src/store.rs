@@ -883,9 +883,13 @@ impl Storage {
         }
         // The fetches borrow the table's codec and audit key until `fetched` is dropped.
         let (codec, audit) = (table.codec(), &table.keys().audit);
-        let mut fetched = stream::iter(fetches)
+        // Made before they are streamed: a stream holding this closure over borrowed manifests
+        // leaves the future not `Send` (rustc cannot prove it for every lifetime).
+        let fetches: Vec<_> = fetches
+            .into_iter()
             .map(|(id, m)| async move { (id, self.get(codec, audit, m).await) })
-            .buffer_unordered(SEGMENTS_IN_FLIGHT);
+            .collect();
+        let mut fetched = stream::iter(fetches).buffer_unordered(SEGMENTS_IN_FLIGHT);
         while let Some((id, result)) = fetched.next().await {
             match result {
                 Ok(bytes) => {

@@ -1,6 +1,7 @@
 //! SQL end to end: the client over a local network (in memory and over loopback gRPC) against
 //! SQLite on the same plaintext data, the catalog recovered on a "new machine", row history,
-//! failed statements leaving nothing visible, and no plaintext in any file the network wrote.
+//! failed statements leaving nothing visible, no plaintext in any file the network wrote, and
+//! one client shared by spawned tasks.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
@@ -472,4 +473,53 @@ async fn a_single_threaded_runtime_gets_a_clear_error() {
     // An aggregate runs the synchronous evaluator, which blocks its thread on the network.
     let err = client.execute("SELECT count(*) FROM t").await.unwrap_err();
     assert!(err.to_string().contains("multi-threaded"), "{err}");
+}
+
+/// A dApp shares one client among the tasks it spawns (a web server's handlers): every
+/// statement's future is `Send`, and statements from tasks on different threads all land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_shared_by_spawned_tasks_loses_no_row() {
+    let (_dir, net) = network(Transport::Grpc).await;
+    let client = Arc::new(connect(&net, &Keystore::generate()).await);
+    client
+        .execute("CREATE TABLE events (id BIGINT PRIMARY KEY, task BIGINT, body TEXT)")
+        .await
+        .unwrap();
+    client
+        .execute("CREATE INDEX ON events USING hash (task)")
+        .await
+        .unwrap();
+    const TASKS: i64 = 4;
+    const ROWS: i64 = 20;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for batch in 0..ROWS / 5 {
+                    let values: Vec<String> = (0..5)
+                        .map(|i| {
+                            let id = task * 1000 + batch * 5 + i;
+                            format!("({id}, {task}, 'event {id} of task {task}')")
+                        })
+                        .collect();
+                    let sql = format!("INSERT INTO events VALUES {}", values.join(", "));
+                    client.execute(&sql).await.unwrap();
+                }
+                let mine = format!("SELECT id FROM events WHERE task = {task} ORDER BY id");
+                let (executed, streamed) =
+                    (rows(&client, &mine).await, streamed(&client, &mine).await);
+                assert_eq!(executed, streamed, "task {task}");
+                executed
+            })
+        })
+        .collect();
+    for (task, handle) in (0..TASKS).zip(tasks) {
+        let expected: Vec<Vec<Value>> = (0..ROWS)
+            .map(|i| vec![Value::Int(task * 1000 + i)])
+            .collect();
+        assert_eq!(handle.await.unwrap(), expected, "task {task}");
+    }
+    let all = rows(&client, "SELECT count(*), count(DISTINCT task) FROM events").await;
+    assert_eq!(all, vec![vec![Value::Int(TASKS * ROWS), Value::Int(TASKS)]]);
+    net.shutdown().await.unwrap();
 }

@@ -206,6 +206,8 @@ struct State {
 }
 
 /// A connected client: one owner's keys, the storage path and the owner's index replicas.
+/// Share it in an `Arc` among spawned tasks: its futures are `Send`, and its statements run
+/// one at a time.
 pub struct Client {
     master: MasterKey,
     identity: Identity,

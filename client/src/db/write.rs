@@ -187,9 +187,14 @@ impl Client {
         let mut manifest_ops = Vec::with_capacity(batch.segments.len());
         // Each segment is entrusted to its tracker for audits and repair (audit key only).
         let audit = self.table(state, schema)?.engine.keys().audit.clone();
-        let mut puts = stream::iter(&batch.segments)
+        // Made before they are streamed: a stream holding the closure over borrowed segments
+        // leaves the statement's future not `Send` (rustc cannot prove it for every lifetime).
+        let puts: Vec<_> = batch
+            .segments
+            .iter()
             .map(|s| self.storage.put_audited(s, &audit))
-            .buffer_unordered(SEGMENTS_IN_FLIGHT);
+            .collect();
+        let mut puts = stream::iter(puts).buffer_unordered(SEGMENTS_IN_FLIGHT);
         while let Some(put) = puts.next().await {
             put?;
         }
