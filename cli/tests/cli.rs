@@ -12,6 +12,17 @@ fn wwt(home: &std::path::Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The stdout of a run that must have succeeded (else the test fails showing both streams).
+fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn init_creates_a_private_keystore_once_and_whoami_reads_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,12 +75,7 @@ fn demo_queries_each_index_reads_every_row_after_losing_two_providers_and_stores
             net.to_str().unwrap(),
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("all parties: 0 plaintext hits"), "{stdout}");
     assert!(
         stdout.contains(
@@ -205,12 +211,7 @@ fn sql_runs_scripts_on_a_devnet_and_prints_tables_json_and_errors() {
              SELECT id, title FROM books WHERE MATCH(title, 'computer') AND year < 1980 ORDER BY id",
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("inserted 3 rows"), "{stdout}");
     assert!(
         stdout.contains("id | title\n---+--------------------------------\n 1 | The Art of Computer Programming\n(1 row)"),
@@ -305,12 +306,7 @@ fn sql_meta_commands_list_tables_columns_and_indexes() {
              DESCRIBE Notes;",
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     for expected in [
         "List of tables\ntable | columns | indexes | primary key\n",
         "\nnotes |       4 |       3 | id\ntags  |       1 |       0 | tag\n(2 rows)\n",
@@ -372,6 +368,29 @@ fn sql_meta_commands_list_tables_columns_and_indexes() {
     assert_eq!(lines[0]["rows"][3][1], "DOUBLE");
     assert_eq!(lines[1]["columns"][3], "kind");
     assert_eq!(lines[1]["rows"][0][3], "hash (equality tokens)");
+
+    // psql's name patterns: `*` and `?`, lowercased outside quotes.
+    let out = wwt(&home, &["sql", "-c", "\\dt N*\n\\di *_hash\n\\d t?g*"]);
+    let stdout = succeeded(&out);
+    for expected in [
+        "List of tables\ntable | columns | indexes | primary key\n\
+         ------+---------+---------+------------\nnotes |       4 |       3 | id\n(1 row)\n",
+        "List of indexes\n",
+        "notes_title_hash",
+        "Table \"tags\"\ncolumn | type | nullable | key\n",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
+    }
+    for unexpected in ["btree", "fulltext", "Table \"notes\""] {
+        assert!(!stdout.contains(unexpected), "{unexpected:?} in:\n{stdout}");
+    }
+    let out = wwt(&home, &["sql", "-c", "\\d zz*"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no table matches zz*: \\dt lists the tables"),
+        "{stderr}"
+    );
 }
 
 /// Each provider's bytes live and freed, from `wwt devnet status`, in provider order.

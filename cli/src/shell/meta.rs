@@ -1,5 +1,6 @@
-//! psql's habits in `wwt sql`: backslash commands (`\dt`, `\d [table]`, `\di`, `\timing`,
-//! `\x`, `\?`, `\q`), and `SHOW TABLES` and `DESCRIBE t` answered from the owner's catalog
+//! psql's habits in `wwt sql`: backslash commands (`\dt [pattern]`, `\d [pattern]`,
+//! `\di [pattern]`, `\timing`, `\x`, `\?`, `\q`, with psql's name patterns: [`Pattern`]),
+//! and `SHOW TABLES` and `DESCRIBE t` answered from the owner's catalog
 //! ([`Client::tables`], [`Client::describe`]). The catalog becomes rows here and is printed as
 //! any result is ([`RowPrinter`]), so `\x` and `--json` apply to it too.
 
@@ -11,10 +12,13 @@ use super::print::{RowPrinter, Settings};
 
 /// The meta-commands, as `\?` lists them.
 const HELP: &str = "\
-\\dt, \\d          list the tables (also: SHOW TABLES;)
-\\d NAME          a table's columns, primary key, NOT NULL and indexes, with what each index
-                 leaks to the index provider (also: DESCRIBE NAME; or DESC NAME;)
-\\di              every index of every table, with its kind and what it leaks
+\\dt [PATTERN]    list the tables (also: SHOW TABLES;)
+\\d [PATTERN]     no PATTERN: list the tables; else each matching table's columns, primary
+                 key, NOT NULL and indexes, with what each index leaks to the index provider
+                 (also: DESCRIBE NAME; or DESC NAME;)
+\\di [PATTERN]    the indexes, with their kinds and what each leaks
+                 PATTERN: a name in which * is any run of characters and ? any one; letters
+                 are lowercased, and nothing is special, inside double quotes
 \\timing          print how long each statement takes (on or off)
 \\x               expanded display: one block of `column | value` lines per row (on or off)
 \\?               this list
@@ -25,8 +29,12 @@ const HELP: &str = "\
 pub enum Meta {
     /// `SHOW TABLES`, `\dt` or `\d`, or `DESCRIBE t` and `\d t`.
     Catalog(CatalogQuery),
-    /// `\di`.
-    Indexes,
+    /// `\dt *pattern*`: the tables whose names match.
+    Tables(Pattern),
+    /// `\d *pattern*`: each table whose name matches, described.
+    Describe(Pattern),
+    /// `\di [pattern]`: every index, or those whose names match.
+    Indexes(Option<Pattern>),
     /// `\timing`.
     Timing,
     /// `\x`.
@@ -43,10 +51,25 @@ pub fn parse(line: &str) -> Result<Meta> {
     let (command, argument) = line
         .split_once(char::is_whitespace)
         .map_or((line, ""), |(c, a)| (c, a.trim()));
+    if !matches!(command, "\\d" | "\\dt" | "\\di") {
+        return simple(command, argument);
+    }
+    let pattern = match argument {
+        "" => None,
+        a => Some(Pattern::parse(a)?),
+    };
+    Ok(match (command, pattern) {
+        ("\\di", p) => Meta::Indexes(p),
+        (_, None) => Meta::Catalog(CatalogQuery::Tables),
+        ("\\d", Some(p)) if p.is_literal() => return describe(argument),
+        ("\\d", Some(p)) => Meta::Describe(p),
+        (_, Some(p)) => Meta::Tables(p),
+    })
+}
+
+/// A command that takes no argument.
+fn simple(command: &str, argument: &str) -> Result<Meta> {
     let meta = match command {
-        "\\d" if !argument.is_empty() => return describe(argument),
-        "\\d" | "\\dt" => Meta::Catalog(CatalogQuery::Tables),
-        "\\di" => Meta::Indexes,
         "\\timing" => Meta::Timing,
         "\\x" => Meta::Expanded,
         "\\?" => Meta::Help,
@@ -54,9 +77,93 @@ pub fn parse(line: &str) -> Result<Meta> {
         _ => bail!("unknown command {command}: \\? lists the commands"),
     };
     if !argument.is_empty() {
-        bail!("{command} takes no argument (\\d NAME describes one table); \\? lists the commands");
+        bail!("{command} takes no argument; \\? lists the commands");
     }
     Ok(meta)
+}
+
+/// A psql name pattern (`\dt no*`): `*` matches any run of characters and `?` any one;
+/// letters are lowercased, as unquoted SQL names are, except inside double quotes, where
+/// `*` and `?` are themselves too (and `""` is a quote).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern {
+    text: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Char(char),
+    /// `*`.
+    Any,
+    /// `?`.
+    One,
+}
+
+impl Pattern {
+    /// Reads `text`; an unclosed quote is an error.
+    pub fn parse(text: &str) -> Result<Pattern> {
+        let mut parts = Vec::new();
+        let mut quoted = false;
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, quoted) {
+                ('"', true) if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    parts.push(Part::Char('"'));
+                }
+                ('"', _) => quoted = !quoted,
+                (c, true) => parts.push(Part::Char(c)),
+                ('*', false) => parts.push(Part::Any),
+                ('?', false) => parts.push(Part::One),
+                (c, false) => parts.extend(c.to_lowercase().map(Part::Char)),
+            }
+        }
+        if quoted {
+            bail!("unterminated quoted name in {text:?}");
+        }
+        Ok(Pattern {
+            text: text.to_string(),
+            parts,
+        })
+    }
+
+    /// Whether it names one name (no `*` or `?` outside quotes).
+    fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Char(_)))
+    }
+
+    /// Whether all of `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        let name: Vec<char> = name.chars().collect();
+        // The classic wildcard walk: on a mismatch, the last `*` takes one more character.
+        let (mut p, mut n) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while n < name.len() {
+            match self.parts.get(p) {
+                Some(Part::Any) => {
+                    star = Some((p, n));
+                    p += 1;
+                }
+                Some(Part::One) => (p, n) = (p + 1, n + 1),
+                Some(Part::Char(c)) if *c == name[n] => (p, n) = (p + 1, n + 1),
+                _ => match star {
+                    Some((sp, sn)) => {
+                        star = Some((sp, sn + 1));
+                        (p, n) = (sp + 1, sn + 1);
+                    }
+                    None => return false,
+                },
+            }
+        }
+        self.parts[p..].iter().all(|part| *part == Part::Any)
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// `\d name`, named as `DESCRIBE name` names it (lowercased unless quoted).
@@ -81,35 +188,31 @@ pub async fn run(
 ) -> Result<bool> {
     match meta {
         Meta::Catalog(CatalogQuery::Tables) => {
-            let tables = client.tables().await?;
-            print(
-                "List of tables",
-                &["table", "columns", "indexes", "primary key"],
-                table_rows(&tables),
-                *settings,
-                out,
-            )?;
+            print_tables(&client.tables().await?, *settings, out)?;
         }
         Meta::Catalog(CatalogQuery::Describe(name)) => {
-            let table = client.describe(name).await?;
-            print(
-                &format!("Table \"{}\"", table.name),
-                &["column", "type", "nullable", "key"],
-                column_rows(&table),
-                *settings,
-                out,
-            )?;
-            if !table.indexes.is_empty() {
-                print_indexes(
-                    &format!("Indexes of \"{}\"", table.name),
-                    &[table],
-                    *settings,
-                    out,
-                )?;
+            describe_table(&client.describe(name).await?, *settings, out)?;
+        }
+        Meta::Tables(pattern) => {
+            let tables = matching(client, pattern).await?;
+            print_tables(&tables, *settings, out)?;
+        }
+        Meta::Describe(pattern) => {
+            let tables = matching(client, pattern).await?;
+            if tables.is_empty() {
+                bail!("no table matches {pattern}: \\dt lists the tables");
+            }
+            for table in &tables {
+                describe_table(table, *settings, out)?;
             }
         }
-        Meta::Indexes => {
-            let tables = client.tables().await?;
+        Meta::Indexes(pattern) => {
+            let mut tables = client.tables().await?;
+            if let Some(pattern) = pattern {
+                for t in &mut tables {
+                    t.indexes.retain(|i| pattern.matches(&i.name));
+                }
+            }
             print_indexes("List of indexes", &tables, *settings, out)?;
         }
         Meta::Timing => {
@@ -136,6 +239,51 @@ pub async fn run(
         Meta::Quit => return Ok(false),
     }
     Ok(true)
+}
+
+/// The owner's tables whose names match `pattern`.
+async fn matching(client: &Client, pattern: &Pattern) -> Result<Vec<TableSchema>> {
+    let mut tables = client.tables().await?;
+    tables.retain(|t| pattern.matches(&t.name));
+    Ok(tables)
+}
+
+fn print_tables(
+    tables: &[TableSchema],
+    settings: Settings,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
+    print(
+        "List of tables",
+        &["table", "columns", "indexes", "primary key"],
+        table_rows(tables),
+        settings,
+        out,
+    )
+}
+
+/// A table's columns, then its indexes if it has any.
+fn describe_table(
+    table: &TableSchema,
+    settings: Settings,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
+    print(
+        &format!("Table \"{}\"", table.name),
+        &["column", "type", "nullable", "key"],
+        column_rows(table),
+        settings,
+        out,
+    )?;
+    if table.indexes.is_empty() {
+        return Ok(());
+    }
+    print_indexes(
+        &format!("Indexes of \"{}\"", table.name),
+        std::slice::from_ref(table),
+        settings,
+        out,
+    )
 }
 
 fn toggled(
@@ -287,17 +435,66 @@ mod tests {
             parse("\\d \"Notes\"").unwrap(),
             Meta::Catalog(CatalogQuery::Describe("Notes".into()))
         );
-        assert_eq!(parse("\\di").unwrap(), Meta::Indexes);
+        assert_eq!(parse("\\di").unwrap(), Meta::Indexes(None));
         assert_eq!(parse("\\timing").unwrap(), Meta::Timing);
         assert_eq!(parse("\\x").unwrap(), Meta::Expanded);
         assert_eq!(parse("\\?").unwrap(), Meta::Help);
         assert_eq!(parse("\\q").unwrap(), Meta::Quit);
         let err = parse("\\dz").unwrap_err().to_string();
         assert_eq!(err, "unknown command \\dz: \\? lists the commands");
-        let err = parse("\\dt notes").unwrap_err().to_string();
-        assert!(err.contains("\\dt takes no argument"), "{err}");
+        let err = parse("\\x on").unwrap_err().to_string();
+        assert!(err.contains("\\x takes no argument"), "{err}");
         let err = parse("\\d a b").unwrap_err().to_string();
         assert!(err.contains("syntax error"), "{err}");
+        let pattern = |p: &str| Pattern::parse(p).unwrap();
+        assert_eq!(parse("\\dt No*").unwrap(), Meta::Tables(pattern("No*")));
+        assert_eq!(
+            parse("\\d no?es").unwrap(),
+            Meta::Describe(pattern("no?es"))
+        );
+        assert_eq!(
+            parse("\\di *_hash").unwrap(),
+            Meta::Indexes(Some(pattern("*_hash")))
+        );
+        // Quoted, a wildcard is itself: one table, described by its exact name.
+        assert_eq!(
+            parse("\\d \"a*\"").unwrap(),
+            Meta::Catalog(CatalogQuery::Describe("a*".into()))
+        );
+        let err = parse("\\dt \"no").unwrap_err().to_string();
+        assert!(err.contains("unterminated quoted name"), "{err}");
+    }
+
+    #[test]
+    fn patterns_match_as_psql_does() {
+        for (pattern, name, matches) in [
+            ("notes", "notes", true),
+            ("Notes", "notes", true),
+            ("\"Notes\"", "notes", false),
+            ("\"Notes\"", "Notes", true),
+            ("no*", "notes", true),
+            ("no*", "no", true),
+            ("no*", "tags", false),
+            ("*s", "notes", true),
+            ("*s", "tag", false),
+            ("*t*", "notes", true),
+            ("n?tes", "notes", true),
+            ("n?tes", "ntes", false),
+            ("*", "", true),
+            ("?", "", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYcZ", false),
+            ("\"a*\"", "a*", true),
+            ("\"a*\"", "ab", false),
+            ("\"say \"\"hi\"\"\"", "say \"hi\"", true),
+            ("é*", "ét", true),
+        ] {
+            assert_eq!(
+                Pattern::parse(pattern).unwrap().matches(name),
+                matches,
+                "{pattern} against {name:?}"
+            );
+        }
     }
 
     #[test]
