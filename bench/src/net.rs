@@ -12,6 +12,10 @@
 //!   providers read them (no network, no checks): the most the wwt download could reach on
 //!   this disk.
 //!
+//! - the metrics layer: a small call (`Provider/Status`) to a provider whose server counts
+//!   every request by method and code with its latency (`--http-listen`), alternating with
+//!   the same call to one that does not.
+//!
 //! Each round codes fresh segments (untimed), then times raw upload, wwt upload, raw download,
 //! wwt download and the disk read in turn (odd rounds in the reverse order of each group: wwt
 //! upload, raw upload, disk read, wwt download, raw download), so all share the machine's state
@@ -544,7 +548,48 @@ pub async fn measure(o: &Options) -> Result<Vec<Round>> {
         of(&|r| r.download.rate / r.disk_read.rate)
     );
     net.shutdown().await?;
+    let (counted, plain) = metrics_cost(STATUS_CALLS).await?;
+    println!(
+        "Provider/Status over loopback gRPC (p50 of {STATUS_CALLS} each, alternating): {counted:.1} µs with the metrics layer, {plain:.1} µs without, ratio {:.3}",
+        counted / plain
+    );
     Ok(rounds)
+}
+
+/// Calls timed on each side of [`metrics_cost`].
+const STATUS_CALLS: usize = 2000;
+
+/// The median µs of `calls` `Provider/Status` calls to a provider serving metrics, and of as
+/// many to one without, each on its own local network, the calls alternating.
+async fn metrics_cost(calls: usize) -> Result<(f64, f64)> {
+    let mut nets = Vec::new();
+    for http in [true, false] {
+        let dir = tempfile::tempdir()?;
+        let shape = Shape {
+            providers: 1,
+            index_providers: 0,
+            transport: Transport::Grpc,
+            http,
+            ..Shape::default()
+        };
+        let net = LocalNet::start(dir.path(), shape).await?;
+        let provider = net
+            .connector()
+            .provider(&net.endpoints.providers[0].address)?;
+        nets.push((dir, net, provider));
+    }
+    let mut micros = [Vec::new(), Vec::new()];
+    for i in 0..2 * calls {
+        let (_, _, provider) = &nets[i % 2];
+        let start = Instant::now();
+        provider.status().await?;
+        micros[i % 2].push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    for (_dir, net, _) in nets {
+        net.shutdown().await?;
+    }
+    let [counted, plain] = micros;
+    Ok((median(counted), median(plain)))
 }
 
 /// `wwt bench-net`.
