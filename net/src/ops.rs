@@ -54,11 +54,11 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds `grpc`, and `http` when given.
-    pub async fn bind(grpc: SocketAddr, http: Option<SocketAddr>) -> Result<Listeners, NetError> {
+    pub async fn bind(grpc: SocketAddr, http: Option<SocketAddr>) -> std::io::Result<Listeners> {
         let bind = |at: SocketAddr, what: &'static str| async move {
-            TcpListener::bind(at)
-                .await
-                .map_err(|e| NetError::Unavailable(format!("cannot serve {what} on {at}: {e}")))
+            TcpListener::bind(at).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen for {what} on {at}: {e}"))
+            })
         };
         let grpc = bind(grpc, "gRPC").await?;
         let http = match http {
@@ -66,6 +66,18 @@ impl Listeners {
             None => None,
         };
         Ok(Listeners { grpc, http })
+    }
+
+    /// Refuses to serve a node whose config asks for an operator endpoint at `http_listen`
+    /// without the listener for it (the node does not bind it itself).
+    pub fn serve_as(&self, http_listen: Option<SocketAddr>) -> Result<(), String> {
+        match (http_listen, &self.http) {
+            (Some(at), None) => Err(format!(
+                "http_listen is {at}, but no HTTP listener was handed over: bind both with \
+                 wwt_net::ops::Listeners::bind"
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

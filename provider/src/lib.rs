@@ -60,6 +60,9 @@ pub async fn run_with(
     layer: impl FnOnce(Arc<dyn ProviderApi>) -> Arc<dyn ProviderApi>,
     index_layer: impl FnOnce(Arc<dyn IndexApi>) -> Arc<dyn IndexApi>,
 ) -> Result<(), ProviderError> {
+    listeners
+        .serve_as(config.http_listen)
+        .map_err(ProviderError::BadConfig)?;
     let Listeners { grpc, http } = listeners;
     let local = grpc.local_addr().map_err(|source| ProviderError::Disk {
         path: "<listener>".into(),

@@ -55,14 +55,18 @@ pub async fn run(
     serve(tracker, &config, listeners, shutdown).await
 }
 
-/// Serves an opened tracker on `listener` until `shutdown` resolves: gRPC, the audit loop when
-/// `config.audit.enabled` ([`audit::spawn_audits`]), and with `config.dht` set a DHT node.
+/// Serves an opened tracker on `listeners` until `shutdown` resolves: gRPC (and the operator
+/// endpoint, if it has a listener), the audit loop when `config.audit.enabled`
+/// ([`audit::spawn_audits`]), and with `config.dht` set a DHT node.
 pub async fn serve(
     tracker: Arc<Tracker>,
     config: &TrackerConfig,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), TrackerError> {
+    listeners
+        .serve_as(config.http_listen)
+        .map_err(TrackerError::BadConfig)?;
     let Listeners { grpc, http } = listeners;
     info!(node = %tracker.node_id(), address = ?grpc.local_addr().ok(), "tracker listening");
     let node = match config.dht.clone() {
