@@ -35,7 +35,7 @@ export WWT_HOME=$home
 devnet=$!
 for _ in $(seq 300); do
     grep -q "devnet up:" "$home/up.txt" && break
-    kill -0 "$devnet" 2>/dev/null || { cat "$home/up.txt" >&2; exit 1; }
+    kill -0 "$devnet" 2>/dev/null || exit 1
     sleep 0.1
 done
 # Each node's line is followed by its HTTP endpoint's.

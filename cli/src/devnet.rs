@@ -82,10 +82,16 @@ pub async fn run(home: &Path, command: Command) -> Result<()> {
                 stop = tokio::signal::ctrl_c() => stop.map(|()| None)?,
                 (name, why) = net.failure() => Some(why.context(format!("{name} stopped"))),
             };
-            net.shutdown().await?;
+            let stopped = net.shutdown().await;
             match failed {
-                Some(why) => Err(why.context("the devnet lost a node, so it stopped")),
+                Some(why) => {
+                    if let Err(e) = stopped {
+                        eprintln!("stopping the other nodes: {e:#}");
+                    }
+                    Err(why.context("the devnet lost a node, so it stopped"))
+                }
                 None => {
+                    stopped?;
                     println!("devnet stopped");
                     Ok(())
                 }

@@ -375,15 +375,26 @@ async fn bind(shape: &Shape, name: &str) -> Result<(Option<Listeners>, String, O
     }
 }
 
-/// Binds a restarted node's listeners at the addresses `node` had.
-async fn rebind(node: &NodeInfo) -> Result<Listeners> {
+/// Binds a restarted node's listeners at the addresses `node` had, trying again for up to
+/// `until` while a port is still held (by the stopped node's last connections).
+async fn rebind(node: &NodeInfo, until: Instant) -> Result<Listeners> {
     let at = |url: &str| -> Result<SocketAddr> {
         url.trim_start_matches("http://")
             .parse()
             .with_context(|| format!("{}'s address {url:?}", node.name))
     };
-    let http = node.http.as_deref().map(at).transpose()?;
-    Ok(Listeners::bind(at(&node.address)?, http).await?)
+    let (grpc, http) = (
+        at(&node.address)?,
+        node.http.as_deref().map(at).transpose()?,
+    );
+    loop {
+        match Listeners::bind(grpc, http).await {
+            Err(_) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            bound => return Ok(bound?),
+        }
+    }
 }
 
 impl LocalNet {
@@ -713,14 +724,7 @@ impl LocalNet {
         loop {
             let listeners = match self.memory {
                 Some(_) => None,
-                None => match rebind(&self.endpoints.providers[p]).await {
-                    Ok(l) => Some(l),
-                    Err(_) if Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                },
+                None => Some(rebind(&self.endpoints.providers[p], deadline).await?),
             };
             match self.start_provider(p, listeners) {
                 Ok(running) => {
@@ -821,15 +825,17 @@ impl LocalNet {
                 }
             }
         }
-        let bind = || async {
-            match self.memory {
-                Some(_) => Ok(None),
-                None => rebind(&self.endpoints.trackers[t]).await.map(Some),
-            }
-        };
         // sled lets go of its files' lock from its own flusher thread, a moment after the last
         // handle is dropped (a restarted process waits for the old one to exit the same way).
         let deadline = Instant::now() + Duration::from_secs(10);
+        let bind = || async {
+            match self.memory {
+                Some(_) => Ok(None),
+                None => rebind(&self.endpoints.trackers[t], deadline)
+                    .await
+                    .map(Some),
+            }
+        };
         let (tracker, running) = loop {
             let started = start_tracker(
                 self.tracker_configs[t].clone(),
@@ -922,6 +928,7 @@ mod tests {
         let quiet = tokio::time::timeout(Duration::from_millis(500), net.failure()).await;
         assert!(quiet.is_err(), "a failure reported while every node runs");
         // Provider 1's daemon, as if its disk failed under it.
+        net.stop_provider(1).await?;
         net.providers[1] = Some(Running::serve(|_stop| async { bail!("disk unreadable") }));
         let (name, why) = tokio::time::timeout(Duration::from_secs(10), net.failure()).await?;
         assert_eq!(name, "provider-1");
