@@ -17,8 +17,9 @@ const HELP: &str = "\
                  key, NOT NULL and indexes, with what each index leaks to the index provider
                  (also: DESCRIBE NAME; or DESC NAME;)
 \\di [PATTERN]    the indexes, with their kinds and what each leaks
-                 PATTERN: a name in which * is any run of characters and ? any one; letters
-                 are lowercased, and nothing is special, inside double quotes
+                 PATTERN: a name in which * is any run of characters and ? any one;
+                 letters are lowercased except inside double quotes, where * and ? are
+                 themselves too
 \\timing          print how long each statement takes (on or off)
 \\x               expanded display: one block of `column | value` lines per row (on or off)
 \\?               this list
@@ -101,7 +102,7 @@ enum Part {
 }
 
 impl Pattern {
-    /// Reads `text`; an unclosed quote is an error.
+    /// Reads `text`: one pattern (whitespace only inside quotes), its quotes closed.
     pub fn parse(text: &str) -> Result<Pattern> {
         let mut parts = Vec::new();
         let mut quoted = false;
@@ -114,6 +115,9 @@ impl Pattern {
                 }
                 ('"', _) => quoted = !quoted,
                 (c, true) => parts.push(Part::Char(c)),
+                (c, false) if c.is_whitespace() => {
+                    bail!("one name pattern at a time, not {text:?}")
+                }
                 ('*', false) => parts.push(Part::Any),
                 ('?', false) => parts.push(Part::One),
                 (c, false) => parts.extend(c.to_lowercase().map(Part::Char)),
@@ -444,8 +448,14 @@ mod tests {
         assert_eq!(err, "unknown command \\dz: \\? lists the commands");
         let err = parse("\\x on").unwrap_err().to_string();
         assert!(err.contains("\\x takes no argument"), "{err}");
-        let err = parse("\\d a b").unwrap_err().to_string();
-        assert!(err.contains("syntax error"), "{err}");
+        for two in ["\\d a b", "\\dt a b", "\\di a b"] {
+            let err = parse(two).unwrap_err().to_string();
+            assert!(err.contains("one name pattern at a time"), "{err}");
+        }
+        assert_eq!(
+            parse("\\d \"a b\"").unwrap(),
+            Meta::Catalog(CatalogQuery::Describe("a b".into()))
+        );
         let pattern = |p: &str| Pattern::parse(p).unwrap();
         assert_eq!(parse("\\dt No*").unwrap(), Meta::Tables(pattern("No*")));
         assert_eq!(
