@@ -257,8 +257,7 @@ pub async fn measure(o: &Options) -> Result<Report> {
     for _ in 0..21 {
         kept.push(timed().await?.0);
     }
-    kept.sort_by(f64::total_cmp);
-    let report_ms = (summed, kept[kept.len() / 2]);
+    let report_ms = (summed, crate::median(kept));
     println!(
         "audit report over loopback gRPC, {} pieces mapped: {:.2} ms summing the map, then {:.2} ms (p50 of 21) while it is unchanged ({:.1}x)",
         report.credits.iter().map(|c| c.pieces).sum::<u64>(),

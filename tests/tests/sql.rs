@@ -475,6 +475,34 @@ async fn a_single_threaded_runtime_gets_a_clear_error() {
     assert!(err.to_string().contains("multi-threaded"), "{err}");
 }
 
+/// Compiled, never run: every future a dApp gets from a [`Client`] or its row stream can be
+/// spawned on a multi-threaded runtime.
+#[allow(dead_code)]
+fn every_client_future_is_send(
+    client: &Client,
+    stream: &mut wwt_client::db::RowStream<'_>,
+    keys: &Keystore,
+    connector: Arc<dyn wwt_net::Connector>,
+    config: ClientConfig,
+) {
+    fn send<T: Send>(_: T) {}
+    send(client.execute(""));
+    send(client.query(""));
+    send(stream.next_batch());
+    send(stream.next());
+    send(client.insert_rows("t", Vec::new()));
+    send(client.catalog());
+    send(client.tables());
+    send(client.describe("t"));
+    send(client.history("t", &Value::Null));
+    send(client.segments("t"));
+    send(client.compact(None));
+    send(client.replicas());
+    send(client.flush());
+    send(Client::connect(keys, connector.clone(), config.clone()));
+    send(Client::recover(keys, connector, config));
+}
+
 /// A dApp shares one client among the tasks it spawns (a web server's handlers): every
 /// statement's future is `Send`, and statements from tasks on different threads all land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

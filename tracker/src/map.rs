@@ -1184,9 +1184,9 @@ mod tests {
         map.forget(&seg, &owner, 100, BY_OWNER, &[]).unwrap();
         assert!(moved(&mut at), "a forgotten segment");
 
-        add(&orphan, [7; 32], 3);
+        assert!(add(&orphan, [7; 32], 3) && moved(&mut at));
         map.mark_unentrusted(&orphan, 100).unwrap();
-        assert!(moved(&mut at));
+        assert!(!moved(&mut at), "a mark changes no holder");
         let held_aside = Forgetting::Orphan {
             since_by: 400,
             held: true,
